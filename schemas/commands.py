@@ -1,0 +1,145 @@
+"""Commands: what a user, an operator or the system asks the billing account to do.
+
+Commands are imperative and may be rejected. Each travels in an `Envelope` on
+`billing.commands`, keyed by the user id, so commands of one account are handled in order.
+Operator commands carry a mandatory `reason` that ends up in the event log.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar, Literal
+from uuid import UUID
+
+from pydantic import Field
+
+from schemas.base import Money, Payload, StrictModel, UtcDatetime
+
+Locale = Literal["ru", "en"]
+PlanId = str
+Reason = str
+
+
+class Customer(StrictModel):
+    """Who receives receipts and emails; captured from the token at purchase."""
+
+    email: str = Field(pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$", max_length=320, examples=["anna@example.com"])
+    locale: Locale = "ru"
+
+
+class Command(Payload):
+    kind: ClassVar[str] = "command"
+
+
+def _reason(description: str = "why the operator did this") -> object:
+    return Field(min_length=1, max_length=500, description=description)
+
+
+class PurchaseSubscription(Command):
+    subscription_id: UUID
+    plan_id: PlanId = Field(min_length=1, max_length=64)
+    auto_renew: bool = True
+    customer: Customer
+    return_url: str | None = Field(default=None, max_length=2048)
+
+
+class CancelSubscription(Command):
+    subscription_id: UUID
+    mode: Literal["refund_now", "at_period_end"]
+    reason: Reason | None = Field(default=None, max_length=500)
+
+
+class SetAutoRenew(Command):
+    subscription_id: UUID
+    enabled: bool
+    reason: Reason | None = Field(default=None, max_length=500)
+
+
+class SyncPayment(Command):
+    """Re-read a payment from YooKassa; the only way a provider notification changes state."""
+
+    payment_id: UUID | None = None
+    provider_payment_id: str | None = Field(default=None, min_length=36, max_length=36)
+    hint_status: str | None = Field(default=None, max_length=40, description="what a notification claimed; never trusted")
+
+
+class SyncRefund(Command):
+    refund_id: UUID | None = None
+    provider_refund_id: str | None = Field(default=None, min_length=36, max_length=36)
+    hint_status: str | None = Field(default=None, max_length=40)
+
+
+class RenewSubscription(Command):
+    """Charge the next period; the command id is derived from (subscription, period_end)."""
+
+    subscription_id: UUID
+    period_end: UtcDatetime
+    attempt: int = Field(default=1, ge=1)
+
+
+class ExpireSubscription(Command):
+    subscription_id: UUID
+    period_end: UtcDatetime
+    reason: Reason = Field(default="period ended", max_length=500)
+
+
+class SendExpiryReminder(Command):
+    subscription_id: UUID
+    period_end: UtcDatetime
+
+
+class ExtendSubscription(Command):
+    subscription_id: UUID
+    days: int = Field(ge=1, le=3650)
+    reason: Reason = _reason()  # type: ignore[assignment]
+
+
+class GrantSubscription(Command):
+    subscription_id: UUID
+    plan_id: PlanId = Field(min_length=1, max_length=64)
+    days: int | None = Field(default=None, ge=1, le=3650, description="defaults to the plan's period")
+    customer: Customer | None = None
+    reason: Reason = _reason()  # type: ignore[assignment]
+
+
+class AdminRefund(Command):
+    subscription_id: UUID
+    amount: Money
+    reason: Reason = _reason()  # type: ignore[assignment]
+
+
+class AdminCancelSubscription(Command):
+    subscription_id: UUID
+    refund: bool
+    reason: Reason = _reason()  # type: ignore[assignment]
+
+
+class CreatePlan(Command):
+    plan_id: PlanId = Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,63}$")
+    name: str = Field(min_length=1, max_length=200)
+    price: Money
+    period_days: int = Field(ge=1, le=3660)
+    description: str = Field(default="", max_length=2000)
+    reason: Reason | None = Field(default=None, max_length=500)
+
+
+class ArchivePlan(Command):
+    plan_id: PlanId = Field(min_length=1, max_length=64)
+    reason: Reason = _reason()  # type: ignore[assignment]
+
+
+COMMAND_TYPES: tuple[type[Command], ...] = (
+    PurchaseSubscription,
+    CancelSubscription,
+    SetAutoRenew,
+    SyncPayment,
+    SyncRefund,
+    RenewSubscription,
+    ExpireSubscription,
+    SendExpiryReminder,
+    ExtendSubscription,
+    GrantSubscription,
+    AdminRefund,
+    AdminCancelSubscription,
+    CreatePlan,
+    ArchivePlan,
+)

@@ -1,0 +1,286 @@
+"""Events: the facts of the billing log, in the past tense.
+
+The event store is the one source of truth; read models, emails and the admin timeline are
+derived from these payloads alone. Events that lead to an email carry the `customer`, so the
+notifier never has to ask another service who to write to.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar, Literal
+from uuid import UUID
+
+from pydantic import Field
+
+from schemas.base import Money, Payload, StrictModel, UtcDatetime
+from schemas.commands import Customer, PlanId
+
+PaymentPurpose = Literal["purchase", "renewal"]
+
+
+class Event(Payload):
+    kind: ClassVar[str] = "event"
+
+
+class PaymentMethod(StrictModel):
+    """A card saved at YooKassa for renewals; only its id and a human title are kept."""
+
+    id: str
+    title: str | None = None
+
+
+class PlanCreated(Event):
+    """Version 2 carries `price` as Money; version 1 had `price_kopecks` (see upcasters)."""
+
+    schema_version: ClassVar[int] = 2
+
+    plan_id: PlanId
+    name: str
+    price: Money
+    period_days: int = Field(ge=1)
+    description: str = ""
+
+
+class PlanArchived(Event):
+    plan_id: PlanId
+    reason: str | None = None
+
+
+class CheckoutStarted(Event):
+    """The intent to charge, recorded before YooKassa is called (its key is fixed here)."""
+
+    subscription_id: UUID
+    payment_id: UUID
+    plan_id: PlanId
+    plan_name: str
+    amount: Money
+    period_days: int = Field(ge=1)
+    auto_renew: bool
+    customer: Customer
+    idempotence_key: str
+    return_url: str | None = None
+
+
+class PaymentCreated(Event):
+    payment_id: UUID
+    subscription_id: UUID
+    provider_payment_id: str
+    amount: Money
+    status: str
+    confirmation_url: str | None = None
+    purpose: PaymentPurpose = "purchase"
+
+
+class PaymentSucceeded(Event):
+    payment_id: UUID
+    subscription_id: UUID
+    provider_payment_id: str
+    amount: Money
+    paid_at: UtcDatetime
+    payment_method: PaymentMethod | None = None
+    purpose: PaymentPurpose = "purchase"
+    customer: Customer
+
+
+class PaymentFailed(Event):
+    payment_id: UUID
+    subscription_id: UUID
+    provider_payment_id: str | None = None
+    amount: Money
+    reason: str = Field(description="YooKassa's cancellation reason code, e.g. insufficient_funds")
+    party: str | None = None
+    purpose: PaymentPurpose = "purchase"
+    customer: Customer
+
+
+class PaymentStateUnknown(Event):
+    """YooKassa's answer was lost (timeout, 5xx, dropped connection); the janitor will ask again."""
+
+    payment_id: UUID
+    subscription_id: UUID
+    provider_payment_id: str | None = None
+    detail: str
+    purpose: PaymentPurpose = "purchase"
+
+
+class SubscriptionActivated(Event):
+    subscription_id: UUID
+    plan_id: PlanId
+    plan_name: str
+    period_start: UtcDatetime
+    period_end: UtcDatetime
+    amount_paid: Money
+    auto_renew: bool
+    payment_id: UUID | None = None
+    payment_method_title: str | None = None
+    granted: bool = False
+    reason: str | None = None
+    customer: Customer | None = None
+
+
+class RefundRequested(Event):
+    """The intent to refund, recorded before YooKassa is called (its key is fixed here)."""
+
+    refund_id: UUID
+    subscription_id: UUID
+    payment_id: UUID
+    provider_payment_id: str
+    amount: Money
+    days_used: int | None = None
+    days_in_period: int | None = None
+    reason: str | None = None
+    idempotence_key: str
+    customer: Customer | None = None
+
+
+class RefundCreated(Event):
+    refund_id: UUID
+    subscription_id: UUID
+    provider_refund_id: str
+    status: str
+
+
+class RefundSucceeded(Event):
+    refund_id: UUID
+    subscription_id: UUID
+    payment_id: UUID
+    provider_refund_id: str
+    amount: Money
+    days_used: int | None = None
+    customer: Customer | None = None
+
+
+class RefundFailed(Event):
+    refund_id: UUID
+    subscription_id: UUID
+    amount: Money
+    reason: str
+    customer: Customer | None = None
+
+
+class RefundStateUnknown(Event):
+    refund_id: UUID
+    subscription_id: UUID
+    provider_refund_id: str | None = None
+    detail: str
+
+
+class SubscriptionCanceled(Event):
+    subscription_id: UUID
+    mode: Literal["refund_now", "at_period_end", "admin", "duplicate_payment"]
+    effective_at: UtcDatetime = Field(description="when access ends")
+    reason: str | None = None
+    refund_id: UUID | None = None
+    refund_amount: Money | None = None
+    customer: Customer | None = None
+
+
+class AutoRenewChanged(Event):
+    subscription_id: UUID
+    enabled: bool
+    reason: str | None = None
+    customer: Customer | None = None
+
+
+class SubscriptionRenewed(Event):
+    subscription_id: UUID
+    payment_id: UUID
+    period_start: UtcDatetime
+    period_end: UtcDatetime
+    amount: Money
+    customer: Customer | None = None
+
+
+class RenewalFailed(Event):
+    subscription_id: UUID
+    payment_id: UUID | None = None
+    attempt: int = Field(ge=1)
+    reason: str
+    next_retry_at: UtcDatetime | None = None
+    access_until: UtcDatetime | None = None
+    final: bool = False
+    customer: Customer | None = None
+
+
+class SubscriptionExpired(Event):
+    subscription_id: UUID
+    expired_at: UtcDatetime
+    reason: str
+    customer: Customer | None = None
+
+
+class SubscriptionExpiringSoon(Event):
+    subscription_id: UUID
+    period_end: UtcDatetime
+    auto_renew: bool
+    customer: Customer | None = None
+
+
+class SubscriptionAdjusted(Event):
+    """An operator moved the period end (extend); the reason is kept for the audit trail."""
+
+    subscription_id: UUID
+    days: int
+    period_end: UtcDatetime
+    reason: str
+    customer: Customer | None = None
+
+
+class CommandOutcome(StrictModel):
+    subscription_id: UUID | None = None
+    payment_id: UUID | None = None
+    refund_id: UUID | None = None
+    plan_id: PlanId | None = None
+    confirmation_url: str | None = None
+    refund_amount: Money | None = None
+    message: str | None = None
+
+
+class CommandSucceeded(Event):
+    """The terminal record of a handled command, so every command shows how it ended."""
+
+    command_id: UUID
+    command_type: str
+    outcome: CommandOutcome = CommandOutcome()
+
+
+class CommandRejected(Event):
+    command_id: UUID
+    command_type: str
+    code: str = Field(description="machine-readable, e.g. plan_archived")
+    reason: str = Field(description="a sentence a person understands")
+
+
+class CommandFailed(Event):
+    """A command that could not be handled after bounded retries (dead-lettered)."""
+
+    command_id: UUID
+    command_type: str
+    reason: str
+
+
+EVENT_TYPES: tuple[type[Event], ...] = (
+    PlanCreated,
+    PlanArchived,
+    CheckoutStarted,
+    PaymentCreated,
+    PaymentSucceeded,
+    PaymentFailed,
+    PaymentStateUnknown,
+    SubscriptionActivated,
+    RefundRequested,
+    RefundCreated,
+    RefundSucceeded,
+    RefundFailed,
+    RefundStateUnknown,
+    SubscriptionCanceled,
+    AutoRenewChanged,
+    SubscriptionRenewed,
+    RenewalFailed,
+    SubscriptionExpired,
+    SubscriptionExpiringSoon,
+    SubscriptionAdjusted,
+    CommandSucceeded,
+    CommandRejected,
+    CommandFailed,
+)
