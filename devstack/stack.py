@@ -1,0 +1,213 @@
+"""The whole local stack: Kafka + PostgreSQL + every available service, in the background or foreground.
+
+`up` returns once everything is healthy and leaves pid files and logs in `.stack/`; `down`
+undoes it; `run` is the foreground variant behind `make run` (honcho multiplexes the services'
+output; Ctrl-C stops the services and the infrastructure this command started).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from devstack import kafka, paths, pg
+from devstack.procs import pid_alive, read_pid, terminate
+from devstack.services import Service, available_services
+
+
+class StackError(RuntimeError):
+    """A part of the stack did not come up; the message names it and shows its log."""
+
+
+def write_env(database_url: str, bootstrap: str) -> Path:
+    """`.stack/env`: what every process (and `set -a; . .stack/env`) needs to find the infrastructure."""
+    paths.STACK_DIR.mkdir(parents=True, exist_ok=True)
+    tmp = paths.ENV_FILE.with_suffix(".tmp")
+    tmp.write_text(f"DATABASE_URL={database_url}\nKAFKA_BOOTSTRAP_SERVERS={bootstrap}\n")
+    tmp.replace(paths.ENV_FILE)
+    return paths.ENV_FILE
+
+
+def read_env_file(path: Path = paths.ENV_FILE) -> dict[str, str]:
+    values: dict[str, str] = {}
+    if path.exists():
+        for line in path.read_text().splitlines():
+            key, sep, value = line.strip().partition("=")
+            if sep and not key.startswith("#"):
+                values[key.removeprefix("export ").strip()] = value.strip()
+    return values
+
+
+def start_infra(echo=print) -> tuple[dict[str, str], dict[str, bool]]:
+    """Start (or reuse) Kafka and PostgreSQL; return (env for services, what this call started)."""
+    started = {"kafka": False, "pg": False}
+    node = kafka.KafkaNode.from_env()
+    k = kafka.start(node)
+    started["kafka"] = k["started"]
+    echo(f"kafka      {node.bootstrap}  ({'started' if k['started'] else 'already running'} in {k['seconds']:.1f}s, log {node.log_file})")
+    database_url = os.environ.get("DATABASE_URL")
+    if database_url:
+        echo(f"postgres   {database_url}  (DATABASE_URL from the environment)")
+    else:
+        p = pg.start()
+        started["pg"] = p["started"]
+        database_url = p["url"]
+        echo(f"postgres   {database_url}  ({'started' if p['started'] else 'already running'} in {p['seconds']:.1f}s)")
+    write_env(database_url, node.bootstrap)
+    return {"DATABASE_URL": database_url, "KAFKA_BOOTSTRAP_SERVERS": node.bootstrap}, started
+
+
+def stop_infra(kafka_too: bool = True, pg_too: bool = True, echo=print) -> None:
+    if kafka_too and kafka.stop():
+        echo("kafka stopped")
+    if pg_too and not os.environ.get("DATABASE_URL") and pg.stop():
+        echo("postgres stopped")
+
+
+def service_env(infra_env: dict[str, str]) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(infra_env)
+    env.setdefault("PYTHONUNBUFFERED", "1")
+    env.setdefault("ENVIRONMENT", "development")
+    root = str(paths.ROOT)
+    env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    return env
+
+
+def _pid_file(svc: Service) -> Path:
+    return paths.PIDS_DIR / f"{svc.name}.pid"
+
+
+def _log_file(svc: Service) -> Path:
+    return paths.LOGS_DIR / f"{svc.name}.log"
+
+
+def _healthy(svc: Service) -> bool:
+    import httpx
+
+    if svc.health_url is None:
+        return True
+    try:
+        return httpx.get(svc.health_url, timeout=2.0).status_code < 400
+    except httpx.HTTPError:
+        return False
+
+
+def _wait_healthy(svc: Service, pid: int, timeout: float) -> None:
+    """Health URL answers (or, without one, the process is still alive after a short grace)."""
+    deadline = time.monotonic() + timeout
+    grace_until = time.monotonic() + 2.0
+    while time.monotonic() < deadline:
+        if not pid_alive(pid, must_contain=svc.module):
+            raise StackError(f"{svc.name} exited during start-up; {_log_file(svc)}:\n{_tail(_log_file(svc))}")
+        if svc.health_url is not None and _healthy(svc):
+            return
+        if svc.health_url is None and time.monotonic() >= grace_until:
+            return
+        time.sleep(0.2)
+    raise StackError(f"{svc.name} not healthy at {svc.health_url} after {timeout:.0f}s:\n{_tail(_log_file(svc))}")
+
+
+def _tail(path: Path, lines: int = 25) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except FileNotFoundError:
+        return "(no log)"
+
+
+def up(timeout: float = 60.0, echo=print) -> list[Service]:
+    """Start everything in the background; return once all of it is healthy."""
+    infra_env, _ = start_infra(echo)
+    env = service_env(infra_env)
+    paths.LOGS_DIR.mkdir(parents=True, exist_ok=True)
+    paths.PIDS_DIR.mkdir(parents=True, exist_ok=True)
+    services = available_services()
+    launched: list[tuple[Service, int]] = []
+    for svc in services:
+        pid = read_pid(_pid_file(svc))
+        if pid_alive(pid, must_contain=svc.module):
+            echo(f"{svc.name:<17}already running (pid {pid})")
+            continue
+        with open(_log_file(svc), "ab") as log:
+            proc = subprocess.Popen(
+                svc.argv, env=env, cwd=paths.ROOT, stdin=subprocess.DEVNULL, stdout=log,
+                stderr=subprocess.STDOUT, start_new_session=True,
+            )
+        _pid_file(svc).write_text(f"{proc.pid}\n")
+        launched.append((svc, proc.pid))
+    for svc, pid in launched:
+        _wait_healthy(svc, pid, timeout)
+    for svc in services:
+        echo(f"{svc.name:<17}{svc.url or '(worker)'}  log {_log_file(svc)}")
+    if not services:
+        echo("no services are written yet: only Kafka and PostgreSQL run")
+    return services
+
+
+def down(infra: bool = True, echo=print) -> None:
+    """Stop the background services (reverse start order), then Kafka and PostgreSQL."""
+    from devstack.services import SERVICES
+
+    for svc in reversed(SERVICES):
+        pid = read_pid(_pid_file(svc))
+        if pid_alive(pid, must_contain=svc.module):
+            terminate(pid, timeout=20)
+            echo(f"{svc.name} stopped")
+        _pid_file(svc).unlink(missing_ok=True)
+    if infra:
+        stop_infra(echo=echo)
+
+
+def write_procfile(services: list[Service]) -> Path:
+    """`.stack/Procfile`: the same processes for anyone who prefers `honcho start -f .stack/Procfile`."""
+    import shlex
+
+    path = paths.STACK_DIR / "Procfile"
+    path.write_text("".join(f"{s.name}: {shlex.join(s.argv)}\n" for s in services))
+    return path
+
+
+def run(echo=print) -> int:
+    """Foreground stack for `make run`: Ctrl-C stops every service and the infra this call started."""
+    from honcho.manager import Manager
+    from honcho.printer import Printer
+
+    infra_env, started = start_infra(echo)
+    try:
+        env = service_env(infra_env)
+        services = available_services()
+        write_procfile(services)
+        for svc in services:
+            echo(f"{svc.name:<17}{svc.url or '(worker)'}")
+        if not services:
+            echo("no services are written yet: Kafka and PostgreSQL run; Ctrl-C stops them")
+            return _wait_for_interrupt()
+        echo("Ctrl-C stops everything")
+        manager = Manager(Printer(sys.stdout))
+        import shlex
+
+        for svc in services:
+            manager.add_process(svc.name, shlex.join(svc.argv), env=env, cwd=str(paths.ROOT))
+        manager.loop()
+        return manager.returncode or 0
+    finally:
+        # Only what this command started: a broker shared with other sessions keeps running.
+        stop_infra(kafka_too=started["kafka"], pg_too=started["pg"], echo=echo)
+
+
+def _wait_for_interrupt() -> int:
+    import signal
+
+    stop = {"now": False}
+
+    def _handler(signum, frame):
+        stop["now"] = True
+
+    signal.signal(signal.SIGTERM, _handler)
+    signal.signal(signal.SIGINT, _handler)
+    while not stop["now"]:
+        time.sleep(0.2)
+    return 0
