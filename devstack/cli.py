@@ -115,6 +115,16 @@ def run() -> None:
     raise typer.Exit(code)
 
 
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def test(ctx: typer.Context) -> None:
+    """Run pytest against real Kafka and PostgreSQL (started here when not running); extra args go to pytest."""
+    try:
+        code = stack.test(list(ctx.args), echo=typer.echo)
+    except (kafka_mod.KafkaError, pg_mod.PostgresError) as exc:
+        _fail(exc)
+    raise typer.Exit(code)
+
+
 @app.command()
 def env() -> None:
     """Print `export` lines for the running stack: eval "$(python -m devstack env)"."""

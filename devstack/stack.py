@@ -211,3 +211,32 @@ def _wait_for_interrupt() -> int:
     while not stop["now"]:
         time.sleep(0.2)
     return 0
+
+
+def test(pytest_args: list[str], echo=print) -> int:
+    """`make test`: reuse or start Kafka and PostgreSQL, run pytest against them, print the suite time.
+
+    Stops only what it started, so a developer's running stack survives a test run and CI
+    leaves nothing behind. pytest's exit code is returned as is (5, "no tests ran", fails too).
+    """
+    t0 = time.monotonic()
+    env_from_caller = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
+    if env_from_caller and kafka.is_ready(env_from_caller) and os.environ.get("DATABASE_URL"):
+        infra_env = {"KAFKA_BOOTSTRAP_SERVERS": env_from_caller, "DATABASE_URL": os.environ["DATABASE_URL"]}
+        started = {"kafka": False, "pg": False}
+        echo(f"using the stack from the environment: {infra_env}")
+    else:
+        infra_env, started = start_infra(echo)
+    infra_seconds = time.monotonic() - t0
+    env = service_env(infra_env)
+    env["ENVIRONMENT"] = "test"
+    pytest = paths.ROOT / ".venv" / "bin" / "pytest"
+    cmd = [str(pytest) if pytest.exists() else sys.executable, *([] if pytest.exists() else ["-m", "pytest"]), *pytest_args]
+    t1 = time.monotonic()
+    try:
+        code = subprocess.call(cmd, env=env, cwd=paths.ROOT)
+    finally:
+        suite = time.monotonic() - t1
+        stop_infra(kafka_too=started["kafka"], pg_too=started["pg"], echo=echo)
+    echo(f"infrastructure ready in {infra_seconds:.1f}s; test suite took {suite:.1f}s; pytest exit code {code}")
+    return code

@@ -1,0 +1,65 @@
+# The project's commands. From a fresh clone `make run` and `make test` do all set-up themselves:
+# a .venv with Python 3.11+, the Python packages (again only when pyproject.toml changed) and the
+# Kafka broker's jars (again only when pom.xml changed). Prerequisites: Python 3.11+, Java 17+, Maven.
+
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+VENV := .venv
+PY := $(VENV)/bin/python
+PIP_STAMP := $(VENV)/.pyproject.sha256
+PYTEST_ARGS ?=
+
+.PHONY: help setup python-deps kafka-jars check-java run up down test bench status
+
+help:
+	@echo "make run    - the whole local stack in the foreground (Ctrl-C stops it; DEMO=0 skips demo data)"
+	@echo "make test   - the whole test suite against real Kafka and PostgreSQL (PYTEST_ARGS=... to narrow)"
+	@echo "make up     - the stack in the background, returns once healthy;  make down - stop it"
+	@echo "make setup  - only the set-up: .venv, packages, Kafka jars"
+
+setup: python-deps kafka-jars
+
+$(PY):
+	@py=""; for c in $${PYTHON:-} python3.13 python3.12 python3.11 python3; do \
+	  if [ -n "$$c" ] && command -v "$$c" >/dev/null 2>&1 && \
+	     "$$c" -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null; then py="$$c"; break; fi; \
+	done; \
+	if [ -z "$$py" ]; then \
+	  echo "error: Python 3.11+ is required (Debian/Ubuntu: apt-get install python3 python3-venv)" >&2; exit 1; fi; \
+	echo "creating $(VENV) with $$py ($$($$py --version))"; \
+	"$$py" -m venv $(VENV) || { echo "error: '$$py -m venv' failed (Debian/Ubuntu: apt-get install python3-venv)" >&2; exit 1; }
+
+python-deps: $(PY)
+	@sum=$$(sha256sum pyproject.toml | cut -d' ' -f1); \
+	if [ "$$(cat $(PIP_STAMP) 2>/dev/null)" != "$$sum" ]; then \
+	  echo "installing Python packages (pyproject.toml changed or first run)"; \
+	  $(PY) -m pip install -q --disable-pip-version-check -e '.[dev]' && echo "$$sum" > $(PIP_STAMP); \
+	fi
+
+check-java:
+	@command -v java >/dev/null 2>&1 || { echo "error: Java 17+ is required for Kafka (Debian/Ubuntu: apt-get install openjdk-17-jre-headless)" >&2; exit 1; }
+	@v=$$(java -XshowSettings:properties -version 2>&1 | sed -n 's/.*java.specification.version = //p'); \
+	if [ "$${v%%.*}" -lt 17 ] 2>/dev/null; then echo "error: Java $$v found, Kafka 4.x needs 17+" >&2; exit 1; fi
+	@command -v mvn >/dev/null 2>&1 || { echo "error: Maven is required to fetch Kafka (Debian/Ubuntu: apt-get install maven)" >&2; exit 1; }
+
+kafka-jars: python-deps check-java
+	@$(PY) -m devstack kafka fetch
+
+run: setup
+	$(if $(DEMO),DEMO=$(DEMO) )$(PY) -m devstack run
+
+up: setup
+	$(PY) -m devstack up
+
+down:
+	@if [ -x $(PY) ]; then $(PY) -m devstack down; fi
+
+status:
+	-@$(PY) -m devstack kafka status
+	-@$(PY) -m devstack pg status
+
+test: setup
+	$(PY) -m devstack test $(PYTEST_ARGS)
+
+bench: setup
+	@if [ -d bench ]; then $(PY) -m devstack test -m slow bench; else echo "no benchmarks yet"; fi

@@ -1,0 +1,372 @@
+"""Kafka helpers every service shares: the idempotent producer, topic creation and the consumer loop.
+
+Kafka delivers at least once; the promises of this product (never charge twice, every operation
+ends) come from consumers that make their effects idempotent in PostgreSQL and commit offsets
+only AFTER the effect. `ConsumerLoop` is that discipline written once: manual commits after the
+handler returns, bounded retries, a dead-letter topic so one poison message never blocks its
+partition, a rebalance listener that commits finished work before giving partitions away, and a
+graceful stop on SIGTERM.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import time
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import CommitFailedError, KafkaError
+from aiokafka.structs import ConsumerRecord
+
+from eventstore.logging import bind_correlation, get_logger
+from eventstore.settings import Settings
+
+log = get_logger(__name__)
+
+Handler = Callable[[ConsumerRecord], Awaitable[None]]
+GiveUp = Callable[[ConsumerRecord, BaseException], Awaitable[None]]
+
+# Kafka error codes we expect from CreateTopics
+_TOPIC_ALREADY_EXISTS = 36
+_NO_ERROR = 0
+
+
+async def make_producer(settings: Settings, **overrides: Any) -> AIOKafkaProducer:
+    """A started producer with idempotence and acks=all: a retried send never duplicates a record.
+
+    `overrides` go to `AIOKafkaProducer` (e.g. `transactional_id=...`, `value_serializer=...`).
+    The caller stops it (`await producer.stop()`).
+    """
+    options: dict[str, Any] = {
+        "bootstrap_servers": settings.kafka_servers,
+        "client_id": f"billing-{settings.environment}",
+        "enable_idempotence": True,
+        "acks": "all",
+        "linger_ms": 5,
+        "max_batch_size": 64 * 1024,
+        "request_timeout_ms": 15000,
+        "retry_backoff_ms": 100,
+        "metadata_max_age_ms": 60000,
+    }
+    options.update(overrides)
+    producer = AIOKafkaProducer(**options)
+    await producer.start()
+    return producer
+
+
+async def ensure_topics(
+    settings: Settings,
+    topics: Mapping[str, int],
+    *,
+    replication_factor: int | None = None,
+    admin: AIOKafkaAdminClient | None = None,
+    timeout: float = 30.0,
+) -> list[str]:
+    """Create the missing topics `{name: partitions}` and wait until each has a leader. Idempotent.
+
+    Returns the names it created. An existing topic is left as it is (never re-partitioned: that
+    would move keys to other partitions and break per-key order). Without `replication_factor`, topics
+    get min(3, number of brokers) replicas: 1 on the local single-node broker.
+    """
+    own_admin = admin is None
+    if admin is None:
+        admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_servers, request_timeout_ms=int(timeout * 1000))
+        await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        missing = {name: partitions for name, partitions in topics.items() if name not in existing}
+        if missing and replication_factor is None:
+            cluster = await admin.describe_cluster()
+            replication_factor = max(1, min(3, len(cluster["brokers"])))
+        wanted = [NewTopic(name, partitions, replication_factor) for name, partitions in missing.items()]
+        created: list[str] = []
+        if wanted:
+            response = await admin.create_topics(wanted, timeout_ms=int(timeout * 1000))
+            for error in response.topic_errors:
+                name, code = error[0], error[1]
+                if code == _NO_ERROR:
+                    created.append(name)
+                elif code != _TOPIC_ALREADY_EXISTS:
+                    message = error[2] if len(error) > 2 else ""
+                    raise KafkaError(f"cannot create topic {name!r}: error {code} {message}")
+        await _wait_for_leaders(admin, list(topics), timeout)
+        return created
+    finally:
+        if own_admin:
+            await admin.close()
+
+
+async def _wait_for_leaders(admin: AIOKafkaAdminClient, names: list[str], timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        described = await admin.describe_topics(names)
+        ready = all(
+            t["error_code"] == 0 and t["partitions"] and all(p["leader"] >= 0 for p in t["partitions"])
+            for t in described
+        )
+        if ready:
+            return
+        if time.monotonic() > deadline:
+            raise KafkaError(f"topics {names} have no leader after {timeout}s: {described}")
+        await asyncio.sleep(0.1)
+
+
+def correlation_id_of(record: ConsumerRecord) -> str | None:
+    """The record's correlation id: header `correlation_id`, else the envelope's `metadata.correlation_id`."""
+    for key, value in record.headers or ():
+        if key == "correlation_id" and value:
+            return value.decode("utf-8", "replace")
+    if record.value:
+        try:
+            body = orjson.loads(record.value)
+        except orjson.JSONDecodeError:
+            return None
+        if isinstance(body, dict) and isinstance(body.get("metadata"), dict):
+            cid = body["metadata"].get("correlation_id")
+            return str(cid) if cid is not None else None
+    return None
+
+
+class _Stopping(Exception):
+    """Raised inside the loop when stop() interrupts a retry wait: the record stays uncommitted."""
+
+
+class ConsumerLoop:
+    """Consume `topics` as `group_id`, calling `handle(record)` per record in partition order.
+
+    Offsets are committed only after the handler returned (after each fetched batch, and for the
+    finished part of a batch when partitions are revoked or the loop stops), so a crash means
+    redelivery, never a lost message: handlers must be idempotent. A handler that keeps failing is
+    retried `max_attempts` times with exponential back-off, then the record is copied to
+    `dead_letter_topic` (headers say why and where from), `on_give_up(record, exc)` is awaited
+    (e.g. to record a terminal "failed" state), and the record is committed, so the partition
+    moves on. If the dead-letter write or `on_give_up` itself fails, `run()` raises without
+    committing: the record is redelivered after a restart rather than lost.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        topics: Iterable[str],
+        group_id: str,
+        handle: Handler,
+        name: str,
+        max_attempts: int = 5,
+        dead_letter_topic: str | None = None,
+        on_give_up: GiveUp | None = None,
+        batch_max: int = 500,
+        retry_backoff_s: float = 0.2,
+        retry_backoff_max_s: float = 5.0,
+        consumer_options: Mapping[str, Any] | None = None,
+    ) -> None:
+        if max_attempts < 1:
+            raise ValueError("max_attempts must be at least 1")
+        self.settings = settings
+        self.topics = list(topics)
+        self.group_id = group_id
+        self.handle = handle
+        self.name = name
+        self.max_attempts = max_attempts
+        self.dead_letter_topic = dead_letter_topic
+        self.on_give_up = on_give_up
+        self.batch_max = batch_max
+        self.retry_backoff_s = retry_backoff_s
+        self.retry_backoff_max_s = retry_backoff_max_s
+        self.consumer_options = dict(consumer_options or {})
+        self._stop = asyncio.Event()
+        self._started = asyncio.Event()
+        self._lock = asyncio.Lock()  # held while a record is handled; the revoke callback waits for it
+        self._done: dict[TopicPartition, int] = {}  # next offset to commit, per partition
+        self._consumer: AIOKafkaConsumer | None = None
+        self._producer: AIOKafkaProducer | None = None
+        self._log = log.bind(consumer=name, group=group_id)
+        self.handled = 0
+        self.dead_lettered = 0
+
+    # ------------------------------------------------------------------ public
+
+    def stop(self) -> None:
+        """Ask the loop to finish the record in hand, commit and return from `run()`."""
+        self._stop.set()
+
+    @property
+    def stopping(self) -> bool:
+        return self._stop.is_set()
+
+    async def wait_started(self, timeout: float = 30.0) -> None:
+        """Wait until the consumer is started and subscribed (partitions may still be assigning)."""
+        await asyncio.wait_for(self._started.wait(), timeout)
+
+    def assignment(self) -> set[TopicPartition]:
+        return set(self._consumer.assignment()) if self._consumer else set()
+
+    async def run(self) -> None:
+        """Consume until `stop()`; commits what was handled before returning."""
+        options: dict[str, Any] = {
+            "bootstrap_servers": self.settings.kafka_servers,
+            "group_id": self.group_id,
+            "client_id": f"{self.name}-{self.settings.environment}",
+            "enable_auto_commit": False,
+            "auto_offset_reset": "earliest",
+            "isolation_level": "read_committed",
+            "request_timeout_ms": 40000,
+            "session_timeout_ms": 10000,
+            "heartbeat_interval_ms": 2000,
+            "max_poll_interval_ms": 300000,
+        }
+        options.update(self.consumer_options)
+        self._consumer = consumer = AIOKafkaConsumer(**options)
+        await consumer.start()
+        try:
+            if self.dead_letter_topic:
+                self._producer = await make_producer(self.settings, client_id=f"{self.name}-dlq")
+            consumer.subscribe(self.topics, listener=_CommitOnRevoke(self))
+            self._started.set()
+            self._log.info("consumer_started", topics=self.topics)
+            while not self._stop.is_set():
+                batch = await self._fetch(consumer)
+                if not batch:
+                    continue
+                try:
+                    for tp, records in batch.items():
+                        for record in records:
+                            if self._stop.is_set() or tp not in consumer.assignment():
+                                break  # revoked: the new owner starts from our last commit
+                            await self._process(record)
+                finally:
+                    await self._commit()
+        except _Stopping:
+            pass
+        finally:
+            try:
+                await self._commit()
+            finally:
+                self._log.info("consumer_stopping", handled=self.handled, dead_lettered=self.dead_lettered)
+                if self._producer is not None:
+                    await self._producer.stop()
+                await consumer.stop()
+                self._consumer = None
+
+    # ------------------------------------------------------------------ internals
+
+    async def _fetch(self, consumer: AIOKafkaConsumer) -> dict[TopicPartition, list[ConsumerRecord]]:
+        """getmany, but returns early (empty) when stop() is called while it waits."""
+        fetch = asyncio.ensure_future(consumer.getmany(timeout_ms=1000, max_records=self.batch_max))
+        stopper = asyncio.ensure_future(self._stop.wait())
+        try:
+            await asyncio.wait({fetch, stopper}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stopper.cancel()
+        if not fetch.done():
+            fetch.cancel()
+            try:
+                await fetch
+            except asyncio.CancelledError:
+                pass
+            return {}
+        return fetch.result()
+
+    async def _process(self, record: ConsumerRecord) -> None:
+        tp = TopicPartition(record.topic, record.partition)
+        async with self._lock:
+            with bind_correlation(
+                correlation_id_of(record), topic=record.topic, partition=record.partition, offset=record.offset
+            ):
+                attempt = 0
+                while True:
+                    attempt += 1
+                    try:
+                        await self.handle(record)
+                        self.handled += 1
+                        break
+                    except asyncio.CancelledError:
+                        raise
+                    except Exception as exc:  # noqa: BLE001 - any handler failure is retried, then dead-lettered
+                        if attempt >= self.max_attempts:
+                            self._log.error("handler_gave_up", attempts=attempt, error=repr(exc), exc_info=exc)
+                            await self._give_up(record, exc, attempt)
+                            break
+                        delay = min(self.retry_backoff_s * 2 ** (attempt - 1), self.retry_backoff_max_s)
+                        self._log.warning("handler_failed_retrying", attempt=attempt, delay_s=delay, error=repr(exc))
+                        await self._sleep_unless_stopped(delay)
+                self._done[tp] = record.offset + 1
+
+    async def _sleep_unless_stopped(self, delay: float) -> None:
+        try:
+            await asyncio.wait_for(self._stop.wait(), delay)
+        except TimeoutError:
+            return
+        raise _Stopping()
+
+    async def _give_up(self, record: ConsumerRecord, exc: BaseException, attempts: int) -> None:
+        if self.dead_letter_topic and self._producer is not None:
+            headers = list(record.headers or ()) + [
+                ("dlq_reason", repr(exc)[:2000].encode()),
+                ("dlq_original_topic", record.topic.encode()),
+                ("dlq_original_partition", str(record.partition).encode()),
+                ("dlq_original_offset", str(record.offset).encode()),
+                ("dlq_consumer_group", self.group_id.encode()),
+                ("dlq_attempts", str(attempts).encode()),
+                ("dlq_failed_at", datetime.now(UTC).isoformat().encode()),
+            ]
+            await self._producer.send_and_wait(self.dead_letter_topic, value=record.value, key=record.key, headers=headers)
+            self.dead_lettered += 1
+        if self.on_give_up is not None:
+            await self.on_give_up(record, exc)
+
+    async def _commit(self, partitions: Iterable[TopicPartition] | None = None) -> None:
+        consumer = self._consumer
+        if consumer is None or not self._done:
+            return
+        wanted = set(partitions) if partitions is not None else set(self._done)
+        offsets = {tp: off for tp, off in self._done.items() if tp in wanted}
+        if not offsets:
+            return
+        try:
+            await consumer.commit(offsets)
+        except (CommitFailedError, KafkaError) as exc:
+            # Another member owns the partition now; it re-handles from the last commit (idempotently).
+            self._log.warning("commit_failed", error=repr(exc), offsets={f"{tp.topic}/{tp.partition}": o for tp, o in offsets.items()})
+        for tp in offsets:
+            if self._done.get(tp) == offsets[tp]:
+                del self._done[tp]
+
+
+class _CommitOnRevoke(ConsumerRebalanceListener):
+    """Before partitions move to another member, finish the record in hand and commit what is done."""
+
+    def __init__(self, loop: ConsumerLoop) -> None:
+        self.loop = loop
+
+    async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
+        async with self.loop._lock:
+            await self.loop._commit(revoked)
+        for tp in revoked:
+            self.loop._done.pop(tp, None)
+        if revoked:
+            self.loop._log.info("partitions_revoked", partitions=sorted(f"{tp.topic}/{tp.partition}" for tp in revoked))
+
+    async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
+        if assigned:
+            self.loop._log.info("partitions_assigned", partitions=sorted(f"{tp.topic}/{tp.partition}" for tp in assigned))
+
+
+def install_signal_handlers(*loops: ConsumerLoop, extra: Callable[[], None] | None = None) -> None:
+    """SIGTERM/SIGINT → `stop()` on every loop (and `extra()`), for a graceful shutdown."""
+    event_loop = asyncio.get_running_loop()
+
+    def _stop() -> None:
+        log.info("shutdown_signal")
+        for consumer_loop in loops:
+            consumer_loop.stop()
+        if extra is not None:
+            extra()
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        event_loop.add_signal_handler(sig, _stop)
