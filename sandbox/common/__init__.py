@@ -1,0 +1,1 @@
+"""Pieces both emulators share: SQLite access, fault rules, raw-connection tricks, logging."""
