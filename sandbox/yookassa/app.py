@@ -24,6 +24,7 @@ from fastapi.responses import HTMLResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp
 
+from ..common.admin import json_response, mount_fault_routes
 from ..common.db import Database
 from ..common.faults import FaultBook, FaultRule
 from ..common.http import DropConnection, RawSendMiddleware, basic_auth
@@ -65,10 +66,6 @@ API_MODES = {
     "refund_canceled",
 }
 STACKABLE = {"latency", "duplicate", "delay", "reorder"}
-
-
-def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
-    return Response(orjson.dumps(body), status_code=status, media_type="application/json", headers=headers)
 
 
 def error_response(err: ApiError) -> Response:
@@ -403,45 +400,7 @@ def create_app(settings: YooKassaSandboxSettings | None = None) -> ASGIApp:
         sb.db.one("SELECT 1")
         return json_response({"status": "ok", "service": "yookassa-sandbox"})
 
-    @app.get("/sandbox/faults", tags=["sandbox"])
-    async def get_faults() -> Response:
-        """Active fault rules with their remaining counts and hits."""
-        return json_response(sb.faults.snapshot())
-
-    @app.put("/sandbox/faults", tags=["sandbox"])
-    async def put_faults(request: Request) -> Response:
-        """Replace all fault rules with a JSON list (or one rule)."""
-        try:
-            rules = sb.faults.parse(orjson.loads(await request.body() or b"[]"))
-        except (ValueError, orjson.JSONDecodeError) as exc:
-            return bad_request(str(exc))
-        sb.faults.replace(rules)
-        sb.log.info("faults_replaced", rules=sb.faults.snapshot())
-        return json_response(sb.faults.snapshot())
-
-    @app.post("/sandbox/faults", tags=["sandbox"])
-    async def add_faults(request: Request) -> Response:
-        """Add fault rules without touching the others; returns the added rules (with ids)."""
-        try:
-            rules = sb.faults.parse(orjson.loads(await request.body() or b"[]"))
-        except (ValueError, orjson.JSONDecodeError) as exc:
-            return bad_request(str(exc))
-        sb.faults.add(rules)
-        sb.log.info("faults_added", rules=[r.model_dump() for r in rules])
-        return json_response([r.model_dump() for r in rules], 201)
-
-    @app.delete("/sandbox/faults", tags=["sandbox"])
-    async def clear_faults() -> Response:
-        """Remove every fault rule."""
-        sb.faults.clear()
-        return json_response([])
-
-    @app.delete("/sandbox/faults/{rule_id}", tags=["sandbox"])
-    async def delete_fault(rule_id: str) -> Response:
-        """Remove one fault rule."""
-        if not sb.faults.remove(rule_id):
-            return json_response({"error": f"no fault rule {rule_id}"}, 404)
-        return json_response(sb.faults.snapshot())
+    mount_fault_routes(app, sb.faults, sb.log)
 
     @app.get("/sandbox/config", tags=["sandbox"])
     async def get_config() -> Response:
