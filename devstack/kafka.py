@@ -277,6 +277,17 @@ def is_ready(bootstrap: str, timeout: float = 3.0) -> bool:
     if not port_open(host or "127.0.0.1", int(port)):
         return False
     try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        in_loop = False
+    else:
+        in_loop = True
+    try:
+        if in_loop:  # called from async code (a test): probe on a thread with its own event loop
+            from concurrent.futures import ThreadPoolExecutor
+
+            with ThreadPoolExecutor(1) as pool:
+                return pool.submit(asyncio.run, probe(bootstrap, timeout)).result() > 0
         return asyncio.run(probe(bootstrap, timeout)) > 0
     except Exception:
         return False
