@@ -61,6 +61,24 @@ class CheckoutStarted(Event):
     return_url: str | None = None
 
 
+class RenewalStarted(Event):
+    """The intent to charge the saved payment method for the next period, recorded before YooKassa
+    is called (its key is fixed here). The renewal payment's `payment_id` is derived from the
+    renewal command id, which is derived from (subscription, period end, attempt)."""
+
+    subscription_id: UUID
+    payment_id: UUID
+    plan_id: PlanId
+    plan_name: str
+    amount: Money
+    period_start: UtcDatetime = Field(description="the old period end: the new period starts there")
+    period_end: UtcDatetime
+    attempt: int = Field(default=1, ge=1)
+    payment_method_id: str
+    idempotence_key: str
+    customer: Customer | None = None
+
+
 class PaymentCreated(Event):
     payment_id: UUID
     subscription_id: UUID
@@ -263,6 +281,7 @@ EVENT_TYPES: tuple[type[Event], ...] = (
     PlanCreated,
     PlanArchived,
     CheckoutStarted,
+    RenewalStarted,
     PaymentCreated,
     PaymentSucceeded,
     PaymentFailed,
