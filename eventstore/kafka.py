@@ -11,8 +11,10 @@ graceful stop on SIGTERM.
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
 import time
+from pathlib import Path
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any
@@ -164,6 +166,7 @@ class ConsumerLoop:
         retry_backoff_s: float = 0.2,
         retry_backoff_max_s: float = 5.0,
         consumer_options: Mapping[str, Any] | None = None,
+        heartbeat_file: str | None = None,
     ) -> None:
         if max_attempts < 1:
             raise ValueError("max_attempts must be at least 1")
@@ -179,6 +182,9 @@ class ConsumerLoop:
         self.retry_backoff_s = retry_backoff_s
         self.retry_backoff_max_s = retry_backoff_max_s
         self.consumer_options = dict(consumer_options or {})
+        # Touched after every poll: a container health check tests its age (see docker-compose.yml).
+        heartbeat = heartbeat_file or os.environ.get("HEARTBEAT_FILE")
+        self.heartbeat_file = Path(heartbeat) if heartbeat else None
         self._stop = asyncio.Event()
         self._started = asyncio.Event()
         self._lock = asyncio.Lock()  # held while a record is handled; the revoke callback waits for it
@@ -231,6 +237,7 @@ class ConsumerLoop:
             self._log.info("consumer_started", topics=self.topics)
             while not self._stop.is_set():
                 batch = await self._fetch(consumer)
+                self._beat()
                 if not batch:
                     continue
                 try:
@@ -254,6 +261,13 @@ class ConsumerLoop:
                 self._consumer = None
 
     # ------------------------------------------------------------------ internals
+
+    def _beat(self) -> None:
+        if self.heartbeat_file is not None:
+            try:
+                self.heartbeat_file.touch()
+            except OSError as exc:
+                self._log.warning("heartbeat_failed", path=str(self.heartbeat_file), error=repr(exc))
 
     async def _fetch(self, consumer: AIOKafkaConsumer) -> dict[TopicPartition, list[ConsumerRecord]]:
         """getmany, but returns early (empty) when stop() is called while it waits."""
