@@ -149,6 +149,7 @@ class RefundRequested(Event):
     reason: str | None = None
     idempotence_key: str
     customer: Customer | None = None
+    command_type: str | None = Field(default=None, description="the type of the command that asked for the refund")
 
 
 class RefundCreated(Event):
