@@ -1,0 +1,1 @@
+"""Shared helpers for tests: real processes and polling with deadlines."""
