@@ -1,0 +1,1 @@
+"""The billing app of the admin: read-model pages, the account timeline and operator actions."""

@@ -1,0 +1,214 @@
+"""Unmanaged models over tables other parts own: the read models and the event store.
+
+The projector is the only writer of `read.*` (projector/migrations/versions/0001_read_models.py)
+and the processor the only writer of `eventstore.events`; Django never creates, alters or writes
+them (`managed = False`, and every admin page is read-only). Their `db_table` names the schema,
+because Django's own search path is only `django`. Related rows are joined by plain id columns,
+not foreign keys: the read models are updated one event at a time, so a payment may briefly
+exist before its subscription row does, and a page must not break on that.
+"""
+
+from __future__ import annotations
+
+from django.db import models
+
+from admin.billing.money import format_money
+
+
+def _table(schema: str, name: str) -> str:
+    # Django quotes db_table as one identifier; this yields "schema"."name".
+    return f'{schema}"."{name}'
+
+
+class Plan(models.Model):
+    plan_id = models.TextField(primary_key=True)
+    name = models.TextField()
+    price_minor = models.BigIntegerField()
+    currency = models.TextField()
+    period_days = models.IntegerField()
+    description = models.TextField(blank=True)
+    archived = models.BooleanField()
+    created_at = models.DateTimeField()
+    updated_at = models.DateTimeField()
+
+    class Meta:
+        managed = False
+        db_table = _table("read", "plans")
+        ordering = ["plan_id"]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.plan_id})"
+
+    @property
+    def price(self) -> str:
+        return format_money(self.price_minor, self.currency)
+
+
+class Subscription(models.Model):
+    subscription_id = models.UUIDField(primary_key=True)
+    user_id = models.TextField()
+    email = models.TextField(null=True)
+    locale = models.TextField(null=True)
+    plan_id = models.TextField()
+    plan_name = models.TextField()
+    status = models.TextField()
+    auto_renew = models.BooleanField()
+    cancel_at_period_end = models.BooleanField()
+    period_start = models.DateTimeField(null=True)
+    period_end = models.DateTimeField(null=True)
+    price_minor = models.BigIntegerField()
+    amount_paid_minor = models.BigIntegerField()
+    amount_refunded_minor = models.BigIntegerField()
+    currency = models.TextField()
+    payment_method_title = models.TextField(null=True)
+    last_payment_id = models.UUIDField(null=True)
+    renewal_attempt = models.IntegerField()
+    next_retry_at = models.DateTimeField(null=True)
+    status_reason = models.TextField(null=True)
+    created_at = models.DateTimeField()
+    updated_at = models.DateTimeField()
+    canceled_at = models.DateTimeField(null=True)
+    expired_at = models.DateTimeField(null=True)
+
+    class Meta:
+        managed = False
+        db_table = _table("read", "subscriptions")
+        ordering = ["-created_at"]
+        permissions = [("can_act", "Can adjust subscriptions and plans through operator commands")]
+
+    def __str__(self) -> str:
+        return f"{self.plan_name} for {self.user_id} ({self.status})"
+
+    @property
+    def refundable_minor(self) -> int:
+        """What an operator may still refund: paid − refunded, never below zero."""
+        return max(0, self.amount_paid_minor - self.amount_refunded_minor)
+
+
+class Payment(models.Model):
+    payment_id = models.UUIDField(primary_key=True)
+    subscription_id = models.UUIDField()
+    user_id = models.TextField()
+    provider_payment_id = models.TextField(null=True)
+    purpose = models.TextField()
+    status = models.TextField()
+    amount_minor = models.BigIntegerField()
+    currency = models.TextField()
+    confirmation_url = models.TextField(null=True)
+    reason = models.TextField(null=True)
+    paid_at = models.DateTimeField(null=True)
+    created_at = models.DateTimeField()
+    updated_at = models.DateTimeField()
+
+    class Meta:
+        managed = False
+        db_table = _table("read", "payments")
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"payment {self.payment_id} ({self.status})"
+
+
+class Refund(models.Model):
+    refund_id = models.UUIDField(primary_key=True)
+    subscription_id = models.UUIDField()
+    payment_id = models.UUIDField()
+    user_id = models.TextField()
+    provider_refund_id = models.TextField(null=True)
+    status = models.TextField()
+    amount_minor = models.BigIntegerField()
+    currency = models.TextField()
+    days_used = models.IntegerField(null=True)
+    reason = models.TextField(null=True)
+    created_at = models.DateTimeField()
+    updated_at = models.DateTimeField()
+
+    class Meta:
+        managed = False
+        db_table = _table("read", "refunds")
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"refund {self.refund_id} ({self.status})"
+
+
+class Command(models.Model):
+    command_id = models.UUIDField(primary_key=True)
+    user_id = models.TextField(null=True)
+    command_type = models.TextField()
+    status = models.TextField()
+    code = models.TextField(null=True)
+    reason = models.TextField(null=True)
+    outcome = models.JSONField(default=dict)
+    actor_kind = models.TextField(null=True)
+    actor_id = models.TextField(null=True)
+    created_at = models.DateTimeField()
+    updated_at = models.DateTimeField()
+
+    class Meta:
+        managed = False
+        db_table = _table("read", "commands")
+        ordering = ["-created_at"]
+        verbose_name = "command status"
+        verbose_name_plural = "command statuses"
+
+    def __str__(self) -> str:
+        return f"{self.command_type} {self.command_id} ({self.status})"
+
+
+class Account(models.Model):
+    user_id = models.TextField(primary_key=True)
+    email = models.TextField(null=True)
+    locale = models.TextField(null=True)
+    subscriptions_count = models.IntegerField()
+    active_subscriptions = models.IntegerField()
+    total_paid_minor = models.BigIntegerField()
+    total_refunded_minor = models.BigIntegerField()
+    currency = models.TextField()
+    last_event_at = models.DateTimeField(null=True)
+    created_at = models.DateTimeField()
+    updated_at = models.DateTimeField()
+
+    class Meta:
+        managed = False
+        db_table = _table("read", "accounts")
+        ordering = ["-last_event_at"]
+
+    def __str__(self) -> str:
+        return f"{self.user_id} <{self.email or '—'}>"
+
+
+class StoredEvent(models.Model):
+    """A row of the event store, read for the account timeline and the event log page."""
+
+    position = models.BigIntegerField(primary_key=True)
+    stream_id = models.TextField()
+    stream_version = models.IntegerField()
+    event_id = models.UUIDField()
+    type = models.TextField()
+    schema_version = models.IntegerField()
+    data = models.JSONField()
+    metadata = models.JSONField()
+    occurred_at = models.DateTimeField()
+    recorded_at = models.DateTimeField()
+
+    class Meta:
+        managed = False
+        db_table = _table("eventstore", "events")
+        ordering = ["-position"]
+        verbose_name = "event"
+        verbose_name_plural = "event log"
+
+    def __str__(self) -> str:
+        return f"{self.type} #{self.position} on {self.stream_id}"
+
+    @property
+    def actor(self) -> dict[str, str]:
+        actor = (self.metadata or {}).get("actor") or {}
+        return {"kind": str(actor.get("kind", "")), "id": str(actor.get("id", ""))}
+
+    @property
+    def reason(self) -> str | None:
+        data = self.data if isinstance(self.data, dict) else {}
+        reason = data.get("reason")
+        return str(reason) if reason not in (None, "") else None
