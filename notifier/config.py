@@ -1,0 +1,35 @@
+"""The notifier's own tuning knobs, read from `NOTIFIER_*` environment variables.
+
+The shared `eventstore.settings.Settings` holds what every part shares (Kafka, PostgreSQL,
+Mailgun credentials); the timings below matter only here, and tests shrink them through the
+environment to make failure scenarios fast.
+"""
+
+from __future__ import annotations
+
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class NotifierSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="NOTIFIER_", env_file=".env", env_file_encoding="utf-8", extra="ignore")
+
+    group_id: str = Field(default="notifier", description="Kafka consumer group")
+    dlq_topic: str | None = Field(default=None, description="dead-letter topic; default: Settings.events_dlq_topic")
+    display_timezone: str = Field(default="Europe/Moscow", description="time zone of dates shown in emails")
+
+    http_timeout_s: float | None = Field(default=None, gt=0, description="per-call timeout; default Settings.mailgun_timeout_s")
+    inline_budget_s: float = Field(default=10.0, gt=0, description="total retry time for a send inside the consumer loop")
+    retry_budget_s: float = Field(default=5.0, gt=0, description="total retry time of one background retry")
+    backoff_initial_s: float = Field(default=0.5, gt=0, description="first retry delay (exponential, jittered)")
+    backoff_max_s: float = Field(default=60.0, gt=0, description="cap of the back-off between attempts and of parked retries")
+    give_up_after_s: float = Field(default=86400.0, gt=0, description="a message still failing this long after its event → DLQ")
+    retry_poll_s: float = Field(default=1.0, gt=0, description="how often the background retrier looks for due emails")
+    handler_max_attempts: int = Field(default=20, ge=1, description="database/broker errors: handler retries before the record is dead-lettered")
+    lease_margin_s: float = Field(default=15.0, ge=0, description="added to the longest possible send to form the claim lease")
+
+    @model_validator(mode="after")
+    def _sane(self) -> "NotifierSettings":
+        if self.backoff_initial_s > self.backoff_max_s:
+            raise ValueError("backoff_initial_s must not exceed backoff_max_s")
+        return self

@@ -1,0 +1,209 @@
+"""Every email template renders, in both languages, with the values the user must see."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+import pytest
+
+from notifier.domain.emails import EMAIL_KINDS, EmailPlan, Facts, Skip, plan_email
+from notifier.domain.formatting import NBSP, FormattingError, format_day, format_moment, format_money
+from notifier.domain.reasons import PAYMENT_REASONS, payment_reason
+from notifier.rendering import TEMPLATES, Renderer, RenderError
+from schemas import Money
+from tests.support.notifier_events import Account
+
+RUB = Money(amount="1490.00", currency="RUB")
+
+
+@pytest.fixture(scope="module")
+def renderer() -> Renderer:
+    return Renderer()
+
+
+# ---------------------------------------------------------------- money and dates
+
+
+def test_money_russian_uses_no_break_spaces() -> None:
+    assert format_money(RUB, "ru") == f"1{NBSP}490,00{NBSP}₽"
+    assert format_money(Money(amount="1234567.05"), "ru") == f"1{NBSP}234{NBSP}567,05{NBSP}₽"
+    assert format_money(Money(amount="0.01"), "ru") == f"0,01{NBSP}₽"
+
+
+def test_money_english_puts_a_space_after_a_letter_code() -> None:
+    assert format_money(RUB, "en") == f"RUB{NBSP}1,490.00"
+    assert format_money(Money(amount="1490.00", currency="USD"), "en") == "$1,490.00"
+    assert format_money(Money(amount="0.00"), "en") == f"RUB{NBSP}0.00"
+
+
+def test_money_refuses_an_unknown_currency() -> None:
+    with pytest.raises(FormattingError, match="unknown currency"):
+        format_money(Money(amount="1.00", currency="ZZZ"), "ru")
+
+
+def test_dates_in_moscow_time_per_locale() -> None:
+    late_evening_utc = datetime(2026, 3, 5, 21, 30, tzinfo=timezone.utc)  # already March 6 in Moscow
+    assert format_day(late_evening_utc, "ru") == "6 марта 2026"
+    assert format_day(late_evening_utc, "en") == "March 6, 2026"
+    assert format_moment(late_evening_utc, "ru") == "6 марта 2026, 00:30 (МСК)"
+    assert format_moment(late_evening_utc, "en") == "March 6, 2026, 00:30 (Moscow time)"
+    assert format_moment(late_evening_utc, "en", "UTC") == "March 5, 2026, 21:30 (UTC+00:00)"
+
+
+def test_every_known_reason_has_both_languages() -> None:
+    for code, sentences in PAYMENT_REASONS.items():
+        assert set(sentences) == {"ru", "en"}, code
+        assert all(s.endswith(".") for s in sentences.values()), code
+    assert payment_reason("something_new", "en") == "The payment did not go through."
+    assert "страница оплаты" in payment_reason("expired_on_confirmation", "ru")
+
+
+# ---------------------------------------------------------------- which event → which email
+
+
+def test_each_money_movement_has_exactly_one_trigger() -> None:
+    account = Account()
+    assert isinstance(plan_email(account.payment_succeeded()), Skip)  # emailed on SubscriptionActivated
+    assert isinstance(plan_email(account.payment_succeeded(purpose="renewal")), Skip)  # on SubscriptionRenewed
+    assert isinstance(plan_email(account.payment_failed(purpose="renewal")), Skip)  # on RenewalFailed
+    assert isinstance(plan_email(account.checkout_started()), Skip)
+    assert isinstance(plan_email(account.auto_renew_changed(True)), Skip)
+    assert isinstance(plan_email(account.activated(granted=True, payment_id=None, reason="gift")), Skip)
+    for kind, event in account.every_email().items():
+        plan = plan_email(event)
+        assert isinstance(plan, EmailPlan) and plan.kind == kind
+
+
+def test_an_event_without_customer_is_skipped_with_a_reason() -> None:
+    decision = plan_email(Account().refund_succeeded(customer=None))
+    assert isinstance(decision, Skip) and "customer" in decision.reason
+
+
+def test_recipient_language_and_user_come_from_the_event() -> None:
+    account = Account(locale="en", email="anna@example.com")
+    plan = plan_email(account.renewed())
+    assert isinstance(plan, EmailPlan)
+    assert (plan.to, plan.locale, plan.user_id) == ("anna@example.com", "en", account.user_id)
+
+
+# ---------------------------------------------------------------- every template
+
+
+def _rendered_all(renderer: Renderer, locale: str, plan_name: str):
+    account = Account(locale=locale, plan_name=plan_name)
+    facts = Facts(plan_name=plan_name, days_used=6, days_in_period=30)
+    events = {
+        **account.every_email(),
+        "canceled_at_period_end": account.canceled("at_period_end"),
+        "canceled_duplicate": account.canceled("duplicate_payment"),
+        "canceled_admin": account.canceled("admin"),
+        "canceled_nothing_back": account.canceled("refund_now", refund_amount=Money(amount="0.00")),
+        "renewal_failed_final": account.renewal_failed(final=True),
+        "renewal_failed_unknown_next": account.renewal_failed(next_retry_at=None, access_until=None),
+        "expiring_with_auto_renew": account.expiring_soon(auto_renew=True),
+        "payment_abandoned": account.payment_failed("expired_on_confirmation"),
+        "payment_unknown_reason": account.payment_failed("brand_new_reason"),
+    }
+    out = {}
+    for name, event in events.items():
+        for known in (facts, Facts()):  # with and without the remembered plan name
+            plan = plan_email(event, known)
+            assert isinstance(plan, EmailPlan), name
+            out[(name, known.plan_name is not None)] = renderer.render(plan)
+    return out
+
+
+@pytest.mark.parametrize("locale", ["ru", "en"])
+def test_every_template_renders_in_both_languages(renderer: Renderer, locale: str) -> None:
+    rendered = _rendered_all(renderer, locale, "Месяц" if locale == "ru" else "Monthly")
+    assert {name for name, _ in rendered} >= set(EMAIL_KINDS)
+    cyrillic = "Здравствуйте" if locale == "ru" else "Hello"
+    for (name, _), email in rendered.items():
+        assert email.subject and "\n" not in email.subject, name
+        assert email.text.startswith(cyrillic), name
+        assert f'<html lang="{locale}">' in email.html, name
+        assert "{{" not in email.text + email.html and "{%" not in email.text + email.html, name
+        assert ".." not in email.text, (name, email.text)
+
+
+def test_every_kind_has_all_parts_in_every_language() -> None:
+    for locale in ("ru", "en"):
+        for kind in EMAIL_KINDS:
+            for part in ("subject.txt", "txt", "html"):
+                assert (TEMPLATES / locale / f"{kind}.{part}").is_file(), f"{locale}/{kind}.{part}"
+
+
+def test_purchase_email_russian(renderer: Renderer) -> None:
+    account = Account(locale="ru", plan_name="Месяц")
+    email = renderer.render(plan_email(account.activated()))  # type: ignore[arg-type]
+    assert email.subject == "Оплата прошла: подписка «Месяц» активна"
+    assert f"Мы получили оплату 1{NBSP}490,00{NBSP}₽." in email.text
+    assert "Период: с 5 марта 2026 по 4 апреля 2026." in email.text
+    assert "Автопродление включено" in email.text
+    assert f"<strong>1{NBSP}490,00{NBSP}₽</strong>" in email.html
+
+
+def test_purchase_email_english(renderer: Renderer) -> None:
+    account = Account(locale="en", plan_name="Monthly")
+    email = renderer.render(plan_email(account.activated(auto_renew=False)))  # type: ignore[arg-type]
+    assert email.subject == "Payment received: your Monthly subscription is active"
+    assert f"We received your payment of RUB{NBSP}1,490.00." in email.text
+    assert "Period: March 5, 2026 to April 4, 2026." in email.text
+    assert "Auto-renewal is off: the subscription ends on April 4, 2026." in email.text
+
+
+def test_payment_failed_says_why(renderer: Renderer) -> None:
+    account = Account(locale="ru")
+    for reason, sentence in [
+        ("insufficient_funds", "На карте недостаточно средств."),
+        ("card_expired", "Срок действия карты истёк."),
+        ("3d_secure_failed", "3-D Secure"),
+        ("expired_on_confirmation", "страница оплаты была закрыта"),
+        ("call_issuer", "Позвоните в ваш банк"),
+        ("never_heard_of_it", "Платёж не прошёл."),
+    ]:
+        email = renderer.render(plan_email(account.payment_failed(reason), Facts(plan_name="Месяц")))  # type: ignore[arg-type]
+        assert sentence in email.text and sentence in email.html, reason
+        assert email.subject == "Оплата не прошла: подписка «Месяц»"
+
+
+def test_refund_emails_show_amount_and_days_used(renderer: Renderer) -> None:
+    account = Account(locale="en", plan_name="Monthly")
+    done = renderer.render(plan_email(account.refund_succeeded(), Facts(days_in_period=30)))  # type: ignore[arg-type]
+    assert done.subject == f"Your refund of RUB{NBSP}1,192.00 is done"
+    assert "Days used: 6 of 30" in done.text
+    failed = renderer.render(plan_email(account.refund_failed(), Facts(plan_name="Monthly", days_used=6, days_in_period=30)))  # type: ignore[arg-type]
+    assert failed.subject == f"We could not refund RUB{NBSP}1,192.00"
+    assert "days used: 6 of 30" in failed.text
+    assert "declined the payment without giving a reason" in failed.text
+
+
+def test_renewal_failed_says_what_happens_next_and_when(renderer: Renderer) -> None:
+    account = Account(locale="ru")
+    retry = renderer.render(plan_email(account.renewal_failed()))  # type: ignore[arg-type]
+    assert "Следующая попытка: 5 апреля 2026, 15:15 (МСК)." in retry.text
+    assert "Доступ сохраняется до 9 апреля 2026, 12:15 (МСК)." in retry.text
+    assert retry.subject == "Не удалось списать оплату за продление, повторим 5 апреля 2026"
+    final = renderer.render(plan_email(account.renewal_failed(final=True)))  # type: ignore[arg-type]
+    assert "Это была последняя попытка" in final.text and "Следующая попытка" not in final.text
+
+
+def test_html_is_escaped_text_is_not(renderer: Renderer) -> None:
+    account = Account(locale="en", plan_name='Tom & Jerry <script>alert(1)</script>')
+    email = renderer.render(plan_email(account.activated()))  # type: ignore[arg-type]
+    assert "<script>" not in email.html
+    assert "Tom &amp; Jerry &lt;script&gt;" in email.html
+    assert "Tom & Jerry <script>alert(1)</script>" in email.text
+
+
+def test_subject_cannot_inject_headers(renderer: Renderer) -> None:
+    account = Account(locale="en", plan_name="Monthly\r\nBcc: victim@example.com")
+    email = renderer.render(plan_email(account.activated()))  # type: ignore[arg-type]
+    assert "\r" not in email.subject and "\n" not in email.subject
+
+
+def test_a_payload_the_templates_cannot_render_is_a_render_error(renderer: Renderer) -> None:
+    account = Account(locale="ru")
+    plan = plan_email(account.renewed(amount=Money(amount="10.00", currency="ZZZ")))
+    with pytest.raises(RenderError, match="unknown currency"):
+        renderer.render(plan)  # type: ignore[arg-type]
