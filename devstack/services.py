@@ -58,7 +58,7 @@ SERVICES: tuple[Service, ...] = (
     Service("projector", "projector"),
     Service("notifier", "notifier"),
     Service("api", "command_api", 8000, "/healthz"),
-    Service("admin", "admin", 8001),
+    Service("admin", "admin", 8001, "/admin/login/"),
 )
 
 

@@ -67,6 +67,21 @@ def stop_infra(kafka_too: bool = True, pg_too: bool = True, echo=print) -> None:
         echo("postgres stopped")
 
 
+def migrate(env: dict[str, str], echo=print) -> None:
+    """Apply every package's migrations (`python -m eventstore.migrate`) before services start."""
+    import importlib.util
+
+    if importlib.util.find_spec("eventstore.migrate") is None:
+        return
+    python = str(paths.VENV_PYTHON) if paths.VENV_PYTHON.exists() else sys.executable
+    result = subprocess.run(
+        [python, "-m", "eventstore.migrate"], env=env, cwd=paths.ROOT, capture_output=True, text=True, timeout=300
+    )
+    if result.returncode != 0:
+        raise StackError(f"migrations failed:\n{result.stdout[-3000:]}{result.stderr[-3000:]}")
+    echo((result.stdout.strip().splitlines() or ["migrated"])[-1])
+
+
 def service_env(infra_env: dict[str, str]) -> dict[str, str]:
     env = dict(os.environ)
     env.update(infra_env)
@@ -122,6 +137,7 @@ def up(timeout: float = 60.0, echo=print) -> list[Service]:
     """Start everything in the background; return once all of it is healthy."""
     infra_env, _ = start_infra(echo)
     env = service_env(infra_env)
+    migrate(env, echo)
     paths.LOGS_DIR.mkdir(parents=True, exist_ok=True)
     paths.PIDS_DIR.mkdir(parents=True, exist_ok=True)
     services = available_services()
@@ -178,6 +194,7 @@ def run(echo=print) -> int:
     infra_env, started = start_infra(echo)
     try:
         env = service_env(infra_env)
+        migrate(env, echo)
         services = available_services()
         write_procfile(services)
         for svc in services:
