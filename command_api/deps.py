@@ -1,0 +1,130 @@
+"""FastAPI dependencies as `Annotated` aliases: the services, the caller, the command context.
+
+Everything a route needs comes from `app.state.services`, built once in the lifespan; nothing is
+created at import time, so tests build as many apps as they like from their own settings.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Annotated
+
+from aiokafka import AIOKafkaProducer
+from fastapi import Depends, Header, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from command_api.auth import OPERATOR_PATTERN, Principal, verify_token, with_operator
+from command_api.config import ApiSettings
+from command_api.idempotency import IdempotencyStore, request_hash
+from command_api.intake import CommandContext, CommandIntake, OutcomeWaiter, parse_prefer_wait
+from command_api.metrics import Metrics
+from command_api.problems import ProblemError
+from command_api.queries import ReadModels
+from eventstore.clock import Clock
+from schemas import Actor
+
+
+@dataclass
+class Services:
+    settings: ApiSettings
+    engine: AsyncEngine
+    producer: AIOKafkaProducer
+    clock: Clock
+    reads: ReadModels
+    idempotency: IdempotencyStore
+    waiter: OutcomeWaiter
+    intake: CommandIntake
+    metrics: Metrics
+
+
+def get_services(request: Request) -> Services:
+    return request.app.state.services
+
+
+ServicesDep = Annotated[Services, Depends(get_services)]
+
+_bearer = HTTPBearer(auto_error=False, description="an access token (`typ: access`); `billing token` mints one")
+
+
+async def current_principal(
+    services: ServicesDep,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> Principal:
+    if credentials is None:
+        raise ProblemError(
+            401, "unauthorized", "Unauthorized", "send Authorization: Bearer <access token>",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+    return verify_token(services.settings, credentials.credentials)
+
+
+CurrentUser = Annotated[Principal, Depends(current_principal)]
+
+
+async def current_operator(
+    principal: CurrentUser,
+    x_operator: Annotated[
+        str | None,
+        Header(alias="X-Operator", pattern=OPERATOR_PATTERN, description="the operator a service token acts for"),
+    ] = None,
+) -> Principal:
+    return with_operator(principal, x_operator)
+
+
+CurrentOperator = Annotated[Principal, Depends(current_operator)]
+
+IdempotencyKey = Annotated[
+    str,
+    Header(
+        alias="Idempotency-Key",
+        min_length=1,
+        max_length=255,
+        pattern=r"^[\x21-\x7e]+$",
+        description="unique per intended operation (a UUID); a retry with the same key and body gets the first response",
+        examples=["5f0c2d4e-8b1a-4c3e-9d7f-1a2b3c4d5e6f"],
+    ),
+]
+PreferHeader = Annotated[
+    str | None,
+    Header(
+        alias="Prefer",
+        max_length=200,
+        description="`wait=N` (N ≤ 10): wait up to N seconds and answer the command's outcome",
+        examples=["wait=5"],
+    ),
+]
+
+
+async def _context(
+    request: Request, services: Services, principal: Principal, actor: Actor, key: str, prefer: str | None
+) -> CommandContext:
+    body = await request.body()
+    path = request.url.path
+    return CommandContext(
+        scope=principal.user_id,
+        key=key,
+        request_hash=request_hash(request.method, path, body),
+        method=request.method,
+        path=path,
+        actor=actor,
+        correlation_id=request.state.request_id,
+        wait_s=parse_prefer_wait(prefer, services.settings.api_max_wait_s),
+    )
+
+
+async def user_command_context(
+    request: Request, services: ServicesDep, principal: CurrentUser, key: IdempotencyKey, prefer: PreferHeader = None
+) -> CommandContext:
+    return await _context(request, services, principal, Actor(kind="user", id=principal.user_id), key, prefer)
+
+
+async def operator_command_context(
+    request: Request, services: ServicesDep, principal: CurrentOperator, key: IdempotencyKey, prefer: PreferHeader = None
+) -> CommandContext:
+    assert principal.operator is not None
+    return await _context(request, services, principal, Actor(kind="admin", id=principal.operator), key, prefer)
+
+
+UserCommand = Annotated[CommandContext, Depends(user_command_context)]
+OperatorCommand = Annotated[CommandContext, Depends(operator_command_context)]

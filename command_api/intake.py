@@ -1,0 +1,330 @@
+"""Command intake: Idempotency-Key → command envelope → Kafka (acks=all) → 202, or the outcome.
+
+The order of steps is what keeps "never charge twice" true across retries and crashes:
+1. claim the key (or replay / 409 / 422) — nothing is published twice *concurrently*;
+2. derive the command id from (caller, key) — a retry after a lost response, a crash or a stale
+   take-over publishes the *same* command, which the processor handles once;
+3. answer 202 only after Kafka acknowledged the record with acks=all, so an accepted command
+   cannot be lost by the broker;
+4. store the response for replay. With `Prefer: wait=N` the request first waits (bounded) for the
+   command's terminal status in `read.commands` and answers that instead.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import re
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaError
+from fastapi.responses import JSONResponse, Response
+
+from command_api.config import ApiSettings
+from command_api.idempotency import Claimed, IdempotencyStore, InFlight, Mismatch, Replay
+from command_api.metrics import Metrics
+from command_api.problems import PROBLEM_JSON, ProblemError, problem_body
+from command_api.queries import ReadModels, Row
+from eventstore.clock import Clock
+from eventstore.logging import get_logger
+from schemas import Actor, Metadata, Payload, derived_id, new_envelope
+
+log = get_logger(__name__)
+
+_WAIT = re.compile(r"(?:^|[,;\s])wait\s*=\s*\"?(\d{1,6})\"?", re.IGNORECASE)
+
+
+def parse_prefer_wait(prefer: str | None, max_wait_s: float) -> float | None:
+    """`Prefer: wait=5` (RFC 7240) → 5.0, capped at `max_wait_s`; None when absent or unreadable."""
+    if not prefer:
+        return None
+    match = _WAIT.search(prefer)
+    if not match:
+        return None
+    return min(float(match.group(1)), max_wait_s)
+
+
+@dataclass(frozen=True, slots=True)
+class CommandContext:
+    """Who sends a command and how the request asked for it."""
+
+    scope: str  # the caller's token subject: Idempotency-Keys and command ids are per caller
+    key: str
+    request_hash: str
+    method: str
+    path: str
+    actor: Actor
+    correlation_id: str
+    wait_s: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class Prepared:
+    """The command to publish: payload, its stream and its Kafka key (user id or plan id)."""
+
+    payload: Payload
+    stream_id: str
+    partition_key: str
+
+
+Prepare = Callable[[uuid.UUID], Awaitable[Prepared]]
+
+
+def command_id_for(scope: str, key: str) -> uuid.UUID:
+    return derived_id("command", scope, key)
+
+
+def status_body(command_id: uuid.UUID, command_type: str, row: Row | None = None) -> dict[str, Any]:
+    """The `CommandStatus` document: from a `read.commands` row, or `accepted` without one."""
+    if row is None:
+        return {
+            "command_id": str(command_id),
+            "status": "accepted",
+            "command_type": command_type,
+            "outcome": None,
+            "code": None,
+            "reason": None,
+        }
+    outcome = row.get("outcome") or None
+    if isinstance(outcome, dict):
+        outcome = {k: v for k, v in outcome.items() if v is not None} or None
+    else:
+        outcome = None
+    return {
+        "command_id": str(row["command_id"]),
+        "status": row["status"],
+        "command_type": row.get("command_type") or command_type,
+        "outcome": outcome,
+        "code": row.get("code"),
+        "reason": row.get("reason"),
+    }
+
+
+def outcome_response(body: dict[str, Any], instance: str) -> tuple[int, dict[str, Any], str]:
+    """(status code, body, media type) for a command status answered to a POST."""
+    status = body["status"]
+    if status == "succeeded":
+        return 200, body, "application/json"
+    if status in ("rejected", "failed"):
+        # problem+json's `status` is the HTTP code; the command's own status goes in `command_status`.
+        extensions = {k: v for k, v in body.items() if k != "status"}
+        code, slug, title = (422, "command-rejected", "Command rejected") if status == "rejected" else (
+            502, "command-failed", "Command failed")
+        problem = problem_body(code, slug, title, body.get("reason") or status, instance, command_status=status, **extensions)
+        return code, problem, PROBLEM_JSON
+    return 202, body, "application/json"
+
+
+class OutcomeWaiter:
+    """Waits for commands to reach a terminal status, with ONE poller for all waiting requests.
+
+    Each request registers a future; while any are registered a single task queries
+    `read.commands` for all their ids every `interval_s`, so a thousand waiting clients cost one
+    indexed query per interval, not a thousand.
+    """
+
+    def __init__(self, reads: ReadModels, interval_s: float = 0.05) -> None:
+        self.reads = reads
+        self.interval_s = interval_s
+        self._waiters: dict[uuid.UUID, list[asyncio.Future[Row]]] = {}
+        self._task: asyncio.Task[None] | None = None
+
+    async def wait(self, command_id: uuid.UUID, timeout_s: float) -> Row | None:
+        if timeout_s <= 0:
+            return None
+        future: asyncio.Future[Row] = asyncio.get_running_loop().create_future()
+        self._waiters.setdefault(command_id, []).append(future)
+        if self._task is None or self._task.done():
+            self._task = asyncio.create_task(self._poll(), name="command-outcome-poller")
+        try:
+            return await asyncio.wait_for(future, timeout_s)
+        except TimeoutError:
+            return None
+        finally:
+            futures = self._waiters.get(command_id)
+            if futures is not None:
+                with contextlib.suppress(ValueError):
+                    futures.remove(future)
+                if not futures:
+                    self._waiters.pop(command_id, None)
+
+    async def _poll(self) -> None:
+        while self._waiters:
+            await asyncio.sleep(self.interval_s)
+            ids = list(self._waiters)
+            if not ids:
+                break
+            try:
+                rows = await self.reads.finished_commands(ids)
+            except Exception as exc:  # noqa: BLE001 - a DB hiccup must not kill the poller; waiters time out
+                log.warning("outcome_poll_failed", error=repr(exc)[:300])
+                continue
+            for row in rows:
+                for future in self._waiters.get(row["command_id"], ()):
+                    if not future.done():
+                        future.set_result(row)
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+
+class CommandIntake:
+    """Turns an authorised, validated request into exactly one published command."""
+
+    def __init__(
+        self,
+        *,
+        settings: ApiSettings,
+        producer: AIOKafkaProducer,
+        idempotency: IdempotencyStore,
+        reads: ReadModels,
+        waiter: OutcomeWaiter,
+        clock: Clock,
+        metrics: Metrics,
+    ) -> None:
+        self.settings = settings
+        self.producer = producer
+        self.idempotency = idempotency
+        self.reads = reads
+        self.waiter = waiter
+        self.clock = clock
+        self.metrics = metrics
+
+    async def publish(self, payload: Payload, *, command_id: uuid.UUID, stream_id: str, partition_key: str,
+                      actor: Actor, correlation_id: str) -> None:
+        """Send one command envelope and wait for Kafka's acknowledgement (bounded)."""
+        envelope = new_envelope(
+            payload,
+            stream_id=stream_id,
+            id=command_id,
+            occurred_at=self.clock.now(),
+            metadata=Metadata(correlation_id=correlation_id, command_id=command_id, actor=actor),
+        )
+        headers = [
+            ("correlation_id", correlation_id.encode()),
+            ("command_id", str(command_id).encode()),
+            ("type", envelope.type.encode()),
+        ]
+        started = time.perf_counter()
+        try:
+            await asyncio.wait_for(
+                self.producer.send_and_wait(
+                    self.settings.commands_topic, value=envelope.to_json(), key=partition_key.encode(), headers=headers
+                ),
+                self.settings.api_publish_timeout_s,
+            )
+        except (KafkaError, TimeoutError) as exc:
+            self.metrics.publish_failures.inc()
+            log.warning("command_publish_failed", command_id=str(command_id), error=repr(exc)[:300])
+            raise ProblemError(
+                503,
+                "broker-unavailable",
+                "Command not accepted",
+                "the message broker did not acknowledge the command in time; retry with the same Idempotency-Key",
+                headers={"Retry-After": "1"},
+            ) from exc
+        self.metrics.publish_latency.observe(time.perf_counter() - started)
+        self.metrics.commands_published.labels(envelope.type).inc()
+        log.info("command_published", command_id=str(command_id), type=envelope.type, stream_id=stream_id)
+
+    async def submit(self, ctx: CommandContext, command_type: str, prepare: Prepare) -> Response:
+        """The whole intake of one state-changing request; see the module docstring."""
+        command_id = command_id_for(ctx.scope, ctx.key)
+        claim = await self.idempotency.claim(
+            scope=ctx.scope,
+            key=ctx.key,
+            hash=ctx.request_hash,
+            method=ctx.method,
+            path=ctx.path,
+            command_id=command_id,
+            command_type=command_type,
+        )
+        if isinstance(claim, Replay):
+            self.metrics.idempotency.labels("replayed").inc()
+            media = PROBLEM_JSON if claim.status >= 400 else "application/json"
+            return JSONResponse(
+                claim.body, status_code=claim.status, headers={**claim.headers, "Idempotent-Replayed": "true"}, media_type=media
+            )
+        if isinstance(claim, Mismatch):
+            self.metrics.idempotency.labels("mismatch").inc()
+            raise ProblemError(
+                422,
+                "idempotency-key-reused",
+                "Idempotency-Key reused",
+                f"this Idempotency-Key was already used for a different request ({claim.path}); use a new key",
+            )
+        if isinstance(claim, InFlight):
+            self.metrics.idempotency.labels("in_flight").inc()
+            raise ProblemError(
+                409,
+                "request-in-flight",
+                "Request in flight",
+                "a request with this Idempotency-Key is still being handled; retry shortly",
+                headers={"Retry-After": str(claim.retry_after_s)},
+            )
+        assert isinstance(claim, Claimed)
+        self.metrics.idempotency.labels("recovered" if claim.recovered else "claimed").inc()
+        keys = {"scope": ctx.scope, "key": ctx.key, "owner": claim.owner}
+
+        try:
+            prepared = await prepare(command_id)
+        except ProblemError:
+            # Nothing was published: free the key, as Stripe does for requests that never ran.
+            await self.idempotency.forget(**keys)
+            raise
+        except BaseException:
+            await _quietly(self.idempotency.release(**keys))
+            raise
+
+        try:
+            await self.publish(
+                prepared.payload,
+                command_id=command_id,
+                stream_id=prepared.stream_id,
+                partition_key=prepared.partition_key,
+                actor=ctx.actor,
+                correlation_id=ctx.correlation_id,
+            )
+        except BaseException:
+            # The outcome of a failed publish is unknown: keep the key bound to this request and let
+            # the client's retry publish the same command id again at once.
+            await _quietly(self.idempotency.release(**keys))
+            raise
+
+        headers = {"Location": f"/v1/commands/{command_id}"}
+        body = status_body(command_id, command_type)
+        status, media = 202, "application/json"
+        if ctx.wait_s is not None:
+            headers["Preference-Applied"] = f"wait={ctx.wait_s:g}"
+            await _quietly(self.idempotency.mark_accepted(**keys))
+            row = await self.waiter.wait(command_id, ctx.wait_s)
+            if row is None:
+                with contextlib.suppress(Exception):
+                    row = await self.reads.command(command_id)  # processing, perhaps
+            if row is not None:
+                body = status_body(command_id, command_type, row)
+                status, body, media = outcome_response(body, ctx.path)
+
+        stored = await _quietly(
+            self.idempotency.complete(**keys, status=status, body=body, headers=headers)
+        )
+        if stored is False:
+            log.warning("idempotency_key_taken_over", command_id=str(command_id))
+        return JSONResponse(body, status_code=status, headers=headers, media_type=media)
+
+
+async def _quietly(awaitable: Awaitable[Any]) -> Any:
+    """Run bookkeeping whose failure must not change the answer (the command is already decided)."""
+    try:
+        return await awaitable
+    except Exception as exc:  # noqa: BLE001
+        log.warning("idempotency_bookkeeping_failed", error=repr(exc)[:300])
+        return None

@@ -1,0 +1,392 @@
+"""Request and response bodies of the HTTP API, with the examples OpenAPI shows.
+
+Requests are strict (unknown fields rejected) and every free text refuses control characters:
+a NUL cannot be stored in PostgreSQL text or JSONB, so letting one through would turn a client's
+typo into a server error (or a poison command) instead of a 422.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from command_api.auth import USER_ID_PATTERN
+from schemas import Money
+
+# Printable text: no C0 controls except tab/newline/carriage return, no DEL.
+TEXT_PATTERN = r"^[^\x00-\x08\x0b\x0c\x0e-\x1f\x7f]*$"
+LINE_PATTERN = r"^[^\x00-\x1f\x7f]*$"
+PLAN_ID_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,63}$"
+EMAIL_PATTERN = r"^[^@\s\x00-\x1f\x7f]+@[^@\s\x00-\x1f\x7f]+\.[^@\s\x00-\x1f\x7f]+$"
+
+PlanId = Annotated[str, Field(pattern=PLAN_ID_PATTERN, examples=["standard-monthly"])]
+Reason = Annotated[
+    str,
+    Field(min_length=1, max_length=500, pattern=LINE_PATTERN, description="why; kept in the event log", examples=["customer asked by phone"]),
+]
+UserId = Annotated[str, Field(pattern=USER_ID_PATTERN, examples=["user-42"])]
+CommandStatusName = Literal["accepted", "processing", "succeeded", "rejected", "failed"]
+
+
+class Request(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+# ------------------------------------------------------------------------------ requests
+
+
+class PurchaseRequest(Request):
+    model_config = ConfigDict(json_schema_extra={"examples": [{"plan_id": "standard-monthly", "auto_renew": True}]})
+
+    plan_id: PlanId
+    auto_renew: bool = Field(default=True, description="charge the saved card for the next period")
+
+
+class CancelRequest(Request):
+    model_config = ConfigDict(json_schema_extra={"examples": [{"mode": "refund_now"}]})
+
+    mode: Literal["refund_now", "at_period_end"] = Field(
+        description="refund_now: end at once, refund the unused days; at_period_end: no refund, no renewal"
+    )
+
+
+class AutoRenewRequest(Request):
+    model_config = ConfigDict(json_schema_extra={"examples": [{"enabled": False}]})
+
+    enabled: bool
+
+
+class AdminExtendRequest(Request):
+    model_config = ConfigDict(json_schema_extra={"examples": [{"days": 7, "reason": "service outage compensation"}]})
+
+    days: int = Field(ge=1, le=3650)
+    reason: Reason
+
+
+class AdminGrantRequest(Request):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "user_id": "user-42",
+                    "plan_id": "standard-monthly",
+                    "days": 30,
+                    "email": "anna@example.com",
+                    "locale": "ru",
+                    "reason": "promo for a beta tester",
+                }
+            ]
+        }
+    )
+
+    user_id: UserId
+    plan_id: PlanId
+    days: int | None = Field(default=None, ge=1, le=3650, description="defaults to the plan's period")
+    email: str = Field(max_length=320, pattern=EMAIL_PATTERN, examples=["anna@example.com"])
+    locale: Literal["ru", "en"] | None = None
+    reason: Reason
+
+
+class AdminCancelRequest(Request):
+    model_config = ConfigDict(json_schema_extra={"examples": [{"refund": True, "reason": "duplicate account"}]})
+
+    refund: bool = Field(description="refund the unused days")
+    reason: Reason
+
+
+class AdminRefundRequest(Request):
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"amount": {"amount": "100.00", "currency": "RUB"}, "reason": "goodwill"}]}
+    )
+
+    amount: Money
+    reason: Reason
+
+
+class AdminAutoRenewRequest(Request):
+    model_config = ConfigDict(json_schema_extra={"examples": [{"enabled": False, "reason": "customer request"}]})
+
+    enabled: bool
+    reason: Reason
+
+
+class AdminCreatePlanRequest(Request):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "plan_id": "standard-monthly",
+                    "name": "Standard, monthly",
+                    "price": {"amount": "299.00", "currency": "RUB"},
+                    "period_days": 30,
+                    "description": "HD films and series",
+                    "reason": "launch",
+                }
+            ]
+        }
+    )
+
+    plan_id: PlanId
+    name: str = Field(min_length=1, max_length=200, pattern=LINE_PATTERN)
+    price: Money
+    period_days: int = Field(ge=1, le=3660)
+    description: str = Field(default="", max_length=2000, pattern=TEXT_PATTERN)
+    reason: Reason
+
+
+class AdminArchivePlanRequest(Request):
+    model_config = ConfigDict(json_schema_extra={"examples": [{"reason": "replaced by a yearly plan"}]})
+
+    reason: Reason
+
+
+# ------------------------------------------------------------------------------ responses
+
+
+class Outcome(BaseModel):
+    """What a finished command produced (fields depend on the command)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    subscription_id: uuid.UUID | None = None
+    payment_id: uuid.UUID | None = None
+    refund_id: uuid.UUID | None = None
+    plan_id: str | None = None
+    confirmation_url: str | None = Field(default=None, description="where the customer pays (purchases)")
+    refund_amount: Money | None = None
+    message: str | None = None
+
+
+class CommandStatus(BaseModel):
+    """Where a command is: accepted (published), processing, or how it ended."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "command_id": "8f14e45f-ceea-467f-a0e6-ed3a5c1b4e2d",
+                    "status": "succeeded",
+                    "command_type": "PurchaseSubscription",
+                    "outcome": {
+                        "subscription_id": "1b4e28ba-2fa1-4d3b-a3f5-ef19b5a7633b",
+                        "payment_id": "6fa459ea-ee8a-4ca4-894e-db77e160355e",
+                        "confirmation_url": "http://127.0.0.1:8010/pay/2d4b8a1c-000f-5000-9000-1a2b3c4d5e6f",
+                    },
+                    "code": None,
+                    "reason": None,
+                }
+            ]
+        }
+    )
+
+    command_id: uuid.UUID
+    status: CommandStatusName
+    command_type: str
+    outcome: Outcome | None = None
+    code: str | None = Field(default=None, description="machine-readable rejection code")
+    reason: str | None = Field(default=None, description="why it was rejected or failed")
+
+
+class Plan(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "plan_id": "standard-monthly",
+                    "name": "Standard, monthly",
+                    "price": {"amount": "299.00", "currency": "RUB"},
+                    "period_days": 30,
+                    "description": "HD films and series",
+                    "archived": False,
+                }
+            ]
+        }
+    )
+
+    plan_id: str
+    name: str
+    price: Money
+    period_days: int
+    description: str
+    archived: bool
+
+
+class PlanList(BaseModel):
+    items: list[Plan]
+
+
+class Payment(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "payment_id": "6fa459ea-ee8a-4ca4-894e-db77e160355e",
+                    "subscription_id": "1b4e28ba-2fa1-4d3b-a3f5-ef19b5a7633b",
+                    "purpose": "purchase",
+                    "status": "succeeded",
+                    "amount": {"amount": "299.00", "currency": "RUB"},
+                    "confirmation_url": None,
+                    "reason": None,
+                    "paid_at": "2026-11-26T10:00:00Z",
+                    "created_at": "2026-11-26T09:59:00Z",
+                    "updated_at": "2026-11-26T10:00:00Z",
+                }
+            ]
+        }
+    )
+
+    payment_id: uuid.UUID
+    subscription_id: uuid.UUID
+    purpose: str = Field(description="purchase | renewal")
+    status: str = Field(description="created | pending | succeeded | canceled | unknown")
+    amount: Money
+    confirmation_url: str | None = None
+    reason: str | None = None
+    paid_at: datetime | None = None
+    created_at: datetime
+    updated_at: datetime
+
+
+class Refund(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "refund_id": "3d813cbb-47fb-32ba-91df-831e1593ac29",
+                    "subscription_id": "1b4e28ba-2fa1-4d3b-a3f5-ef19b5a7633b",
+                    "payment_id": "6fa459ea-ee8a-4ca4-894e-db77e160355e",
+                    "status": "succeeded",
+                    "amount": {"amount": "279.06", "currency": "RUB"},
+                    "days_used": 2,
+                    "reason": None,
+                    "created_at": "2026-11-28T10:00:00Z",
+                    "updated_at": "2026-11-28T10:00:05Z",
+                }
+            ]
+        }
+    )
+
+    refund_id: uuid.UUID
+    subscription_id: uuid.UUID
+    payment_id: uuid.UUID
+    status: str = Field(description="requested | pending | succeeded | canceled | unknown")
+    amount: Money
+    days_used: int | None = None
+    reason: str | None = None
+    created_at: datetime
+    updated_at: datetime
+
+
+class PaymentList(BaseModel):
+    items: list[Payment]
+    limit: int
+    offset: int
+
+
+class RefundList(BaseModel):
+    items: list[Refund]
+    limit: int
+    offset: int
+
+
+_SUBSCRIPTION_EXAMPLE: dict[str, Any] = {
+    "subscription_id": "1b4e28ba-2fa1-4d3b-a3f5-ef19b5a7633b",
+    "plan_id": "standard-monthly",
+    "plan_name": "Standard, monthly",
+    "status": "active",
+    "auto_renew": True,
+    "cancel_at_period_end": False,
+    "period_start": "2026-11-26T10:00:00Z",
+    "period_end": "2026-12-26T10:00:00Z",
+    "price": {"amount": "299.00", "currency": "RUB"},
+    "amount_paid": {"amount": "299.00", "currency": "RUB"},
+    "amount_refunded": {"amount": "0.00", "currency": "RUB"},
+    "payment_method_title": "Bank card *4444",
+    "status_reason": None,
+    "created_at": "2026-11-26T09:59:00Z",
+    "updated_at": "2026-11-26T10:00:00Z",
+    "canceled_at": None,
+    "expired_at": None,
+}
+
+
+class Subscription(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [_SUBSCRIPTION_EXAMPLE]})
+
+    subscription_id: uuid.UUID
+    plan_id: str
+    plan_name: str
+    status: str = Field(description="pending_payment | active | past_due | canceled | expired | payment_failed")
+    auto_renew: bool
+    cancel_at_period_end: bool
+    period_start: datetime | None = None
+    period_end: datetime | None = None
+    price: Money
+    amount_paid: Money
+    amount_refunded: Money
+    payment_method_title: str | None = None
+    status_reason: str | None = None
+    created_at: datetime
+    updated_at: datetime
+    canceled_at: datetime | None = None
+    expired_at: datetime | None = None
+
+
+class SubscriptionDetail(Subscription):
+    model_config = ConfigDict(json_schema_extra={"examples": [{**_SUBSCRIPTION_EXAMPLE, "payments": [], "refunds": []}]})
+
+    payments: list[Payment]
+    refunds: list[Refund]
+
+
+class SubscriptionList(BaseModel):
+    items: list[Subscription]
+    limit: int
+    offset: int
+
+
+class RefundQuote(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "subscription_id": "1b4e28ba-2fa1-4d3b-a3f5-ef19b5a7633b",
+                    "amount": {"amount": "279.06", "currency": "RUB"},
+                    "days_used": 2,
+                    "days_in_period": 30,
+                    "paid": {"amount": "299.00", "currency": "RUB"},
+                    "already_refunded": {"amount": "0.00", "currency": "RUB"},
+                    "refundable": True,
+                    "quoted_at": "2026-11-28T10:00:00Z",
+                }
+            ]
+        }
+    )
+
+    subscription_id: uuid.UUID
+    amount: Money = Field(description="what canceling with refund_now would return now")
+    days_used: int
+    days_in_period: int
+    paid: Money
+    already_refunded: Money
+    refundable: bool = Field(description="false when the subscription is not active or nothing was paid")
+    quoted_at: datetime
+
+
+class WebhookAck(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"status": "accepted", "command_id": "0b5f2e34-7a4c-5d2e-9f61-2b7c0c7d1f10"}]}
+    )
+
+    status: Literal["accepted", "ignored"]
+    command_id: uuid.UUID | None = None
+
+
+class Health(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [{"status": "ok", "checks": {"postgres": "ok", "kafka": "ok"}}]})
+
+    status: Literal["ok", "unavailable"]
+    checks: dict[str, str] = Field(default_factory=dict)

@@ -1,0 +1,129 @@
+"""Read-only queries over the projector's read models (schema `read`).
+
+The API never writes these tables; it reads them to answer GETs, for fast pre-checks (the plan
+exists, the subscription is yours) and to route operator commands to the right account. Every
+user-facing query is scoped to the caller's user id, so another user's rows look like missing ones.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping
+from typing import Any
+
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+Row = Mapping[str, Any]
+
+_TERMINAL = ("succeeded", "rejected", "failed")
+
+
+class ReadModels:
+    def __init__(self, engine: AsyncEngine) -> None:
+        self.engine = engine
+
+    async def _all(self, sql: str, params: dict[str, Any]) -> list[Row]:
+        async with self.engine.connect() as conn:
+            return list((await conn.execute(text(sql), params)).mappings().all())
+
+    async def _one(self, sql: str, params: dict[str, Any]) -> Row | None:
+        async with self.engine.connect() as conn:
+            return (await conn.execute(text(sql), params)).mappings().first()
+
+    # plans ---------------------------------------------------------------------------------
+
+    async def plans(self, *, include_archived: bool = False) -> list[Row]:
+        return await self._all(
+            "SELECT * FROM read.plans WHERE (:all OR NOT archived) ORDER BY price_minor, plan_id",
+            {"all": include_archived},
+        )
+
+    async def plan(self, plan_id: str) -> Row | None:
+        return await self._one("SELECT * FROM read.plans WHERE plan_id = :p", {"p": plan_id})
+
+    # subscriptions -------------------------------------------------------------------------
+
+    async def subscriptions(self, user_id: str, *, limit: int, offset: int, status: str | None = None) -> list[Row]:
+        return await self._all(
+            "SELECT * FROM read.subscriptions WHERE user_id = :u AND (CAST(:s AS TEXT) IS NULL OR status = :s) "
+            "ORDER BY created_at DESC, subscription_id LIMIT :limit OFFSET :offset",
+            {"u": user_id, "s": status, "limit": limit, "offset": offset},
+        )
+
+    async def subscription(self, subscription_id: uuid.UUID, user_id: str | None) -> Row | None:
+        """The subscription if it exists and (when `user_id` is given) belongs to that user."""
+        return await self._one(
+            "SELECT * FROM read.subscriptions WHERE subscription_id = :id AND (CAST(:u AS TEXT) IS NULL OR user_id = :u)",
+            {"id": subscription_id, "u": user_id},
+        )
+
+    # payments and refunds ------------------------------------------------------------------
+
+    async def payments(
+        self, user_id: str, *, limit: int, offset: int, subscription_id: uuid.UUID | None = None
+    ) -> list[Row]:
+        return await self._all(
+            "SELECT * FROM read.payments WHERE user_id = :u "
+            "AND (CAST(:sid AS UUID) IS NULL OR subscription_id = :sid) "
+            "ORDER BY created_at DESC, payment_id LIMIT :limit OFFSET :offset",
+            {"u": user_id, "sid": subscription_id, "limit": limit, "offset": offset},
+        )
+
+    async def payment(self, payment_id: uuid.UUID, user_id: str) -> Row | None:
+        return await self._one(
+            "SELECT * FROM read.payments WHERE payment_id = :id AND user_id = :u", {"id": payment_id, "u": user_id}
+        )
+
+    async def refunds(
+        self, user_id: str, *, limit: int, offset: int, subscription_id: uuid.UUID | None = None
+    ) -> list[Row]:
+        return await self._all(
+            "SELECT * FROM read.refunds WHERE user_id = :u "
+            "AND (CAST(:sid AS UUID) IS NULL OR subscription_id = :sid) "
+            "ORDER BY created_at DESC, refund_id LIMIT :limit OFFSET :offset",
+            {"u": user_id, "sid": subscription_id, "limit": limit, "offset": offset},
+        )
+
+    async def refunded_on_payment(self, payment_id: uuid.UUID) -> int:
+        """Minor units refunded or on their way back for one payment (canceled refunds excluded)."""
+        async with self.engine.connect() as conn:
+            value = (
+                await conn.execute(
+                    text(
+                        "SELECT coalesce(sum(amount_minor), 0) FROM read.refunds "
+                        "WHERE payment_id = :p AND status <> 'canceled'"
+                    ),
+                    {"p": payment_id},
+                )
+            ).scalar()
+        return int(value or 0)
+
+    async def payment_by_id(self, payment_id: uuid.UUID) -> Row | None:
+        return await self._one("SELECT * FROM read.payments WHERE payment_id = :id", {"id": payment_id})
+
+    # provider lookups (webhook routing) ----------------------------------------------------
+
+    async def payment_by_provider_id(self, provider_payment_id: str) -> Row | None:
+        return await self._one(
+            "SELECT payment_id, user_id FROM read.payments WHERE provider_payment_id = :p LIMIT 1",
+            {"p": provider_payment_id},
+        )
+
+    async def refund_by_provider_id(self, provider_refund_id: str) -> Row | None:
+        return await self._one(
+            "SELECT refund_id, user_id FROM read.refunds WHERE provider_refund_id = :p LIMIT 1",
+            {"p": provider_refund_id},
+        )
+
+    # commands ------------------------------------------------------------------------------
+
+    async def command(self, command_id: uuid.UUID) -> Row | None:
+        return await self._one("SELECT * FROM read.commands WHERE command_id = :id", {"id": command_id})
+
+    async def finished_commands(self, command_ids: list[uuid.UUID]) -> list[Row]:
+        """The commands among `command_ids` that reached a terminal status."""
+        return await self._all(
+            "SELECT * FROM read.commands WHERE command_id = ANY(:ids) AND status = ANY(:terminal)",
+            {"ids": command_ids, "terminal": list(_TERMINAL)},
+        )

@@ -1,0 +1,269 @@
+"""The customer's endpoints: plans, buying, canceling, auto-renewal, history, command status.
+
+Every query is scoped to the token's user: someone else's subscription, payment or command
+answers 404, exactly like one that does not exist.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import timedelta
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Query
+from fastapi.responses import Response
+
+from command_api.deps import CurrentUser, ServicesDep, UserCommand
+from command_api.intake import Prepared, status_body
+from command_api.models import (
+    AutoRenewRequest,
+    CancelRequest,
+    CommandStatus,
+    PaymentList,
+    Payment,
+    PlanList,
+    PurchaseRequest,
+    RefundList,
+    RefundQuote,
+    SubscriptionDetail,
+    SubscriptionList,
+)
+from command_api.problems import ProblemError
+from command_api.routes.common import (
+    Limit,
+    Offset,
+    command_responses,
+    money,
+    payment_view,
+    plan_view,
+    read_responses,
+    refund_view,
+    subscription_fields,
+    subscription_view,
+)
+from eventstore.refunds import refund_amount
+from schemas import (
+    CancelSubscription,
+    Customer,
+    PurchaseSubscription,
+    SetAutoRenew,
+    account_stream,
+    derived_id,
+)
+
+router = APIRouter(prefix="/v1")
+
+SubscriptionStatus = Literal["pending_payment", "active", "past_due", "canceled", "expired", "payment_failed"]
+
+
+def _not_found(what: str) -> ProblemError:
+    return ProblemError(404, "not-found", "Not found", f"no such {what}")
+
+
+@router.get("/plans", response_model=PlanList, tags=["plans"], responses=read_responses())
+async def list_plans(services: ServicesDep, principal: CurrentUser) -> PlanList:
+    """The plans on sale (archived plans are not listed)."""
+    return PlanList(items=[plan_view(row) for row in await services.reads.plans()])
+
+
+@router.post(
+    "/subscriptions",
+    status_code=202,
+    response_model=CommandStatus,
+    tags=["subscriptions"],
+    responses=command_responses(),
+)
+async def purchase(body: PurchaseRequest, services: ServicesDep, principal: CurrentUser, ctx: UserCommand) -> Response:
+    """Buy a plan; the outcome carries the confirmation URL where the customer pays."""
+    if principal.email is None:
+        raise ProblemError(403, "email-required", "Email required", "the token has no email claim; receipts need one")
+    customer = Customer(email=principal.email, locale=principal.locale)  # type: ignore[arg-type]
+
+    async def prepare(command_id: uuid.UUID) -> Prepared:
+        plan = await services.reads.plan(body.plan_id)
+        if plan is None or plan["archived"]:
+            raise ProblemError(
+                422, "plan-not-available", "Plan not available", f"plan {body.plan_id!r} does not exist or is archived"
+            )
+        payload = PurchaseSubscription(
+            subscription_id=derived_id("subscription", command_id),
+            plan_id=body.plan_id,
+            auto_renew=body.auto_renew,
+            customer=customer,
+        )
+        return Prepared(payload, account_stream(principal.user_id), principal.user_id)
+
+    return await services.intake.submit(ctx, "PurchaseSubscription", prepare)
+
+
+@router.get("/subscriptions", response_model=SubscriptionList, tags=["subscriptions"], responses=read_responses())
+async def list_subscriptions(
+    services: ServicesDep,
+    principal: CurrentUser,
+    limit: Limit = 50,
+    offset: Offset = 0,
+    status: Annotated[SubscriptionStatus | None, Query(description="only this status")] = None,
+) -> SubscriptionList:
+    """Your subscriptions, newest first."""
+    rows = await services.reads.subscriptions(principal.user_id, limit=limit, offset=offset, status=status)
+    return SubscriptionList(items=[subscription_view(r) for r in rows], limit=limit, offset=offset)
+
+
+@router.get(
+    "/subscriptions/{subscription_id}",
+    response_model=SubscriptionDetail,
+    tags=["subscriptions"],
+    responses=read_responses(404),
+)
+async def get_subscription(subscription_id: uuid.UUID, services: ServicesDep, principal: CurrentUser) -> SubscriptionDetail:
+    """One of your subscriptions with its payments and refunds."""
+    row = await services.reads.subscription(subscription_id, principal.user_id)
+    if row is None:
+        raise _not_found("subscription")
+    payments = await services.reads.payments(principal.user_id, limit=100, offset=0, subscription_id=subscription_id)
+    refunds = await services.reads.refunds(principal.user_id, limit=100, offset=0, subscription_id=subscription_id)
+    return SubscriptionDetail(
+        **subscription_fields(row),
+        payments=[payment_view(p) for p in payments],
+        refunds=[refund_view(r) for r in refunds],
+    )
+
+
+async def _own_subscription(services: ServicesDep, subscription_id: uuid.UUID, user_id: str) -> None:
+    if await services.reads.subscription(subscription_id, user_id) is None:
+        raise _not_found("subscription")
+
+
+@router.post(
+    "/subscriptions/{subscription_id}/cancel",
+    status_code=202,
+    response_model=CommandStatus,
+    tags=["subscriptions"],
+    responses=command_responses(),
+)
+async def cancel_subscription(
+    subscription_id: uuid.UUID, body: CancelRequest, services: ServicesDep, principal: CurrentUser, ctx: UserCommand
+) -> Response:
+    """Cancel now with a refund for the unused days, or at the end of the period."""
+
+    async def prepare(command_id: uuid.UUID) -> Prepared:
+        await _own_subscription(services, subscription_id, principal.user_id)
+        payload = CancelSubscription(subscription_id=subscription_id, mode=body.mode)
+        return Prepared(payload, account_stream(principal.user_id), principal.user_id)
+
+    return await services.intake.submit(ctx, "CancelSubscription", prepare)
+
+
+@router.post(
+    "/subscriptions/{subscription_id}/auto-renew",
+    status_code=202,
+    response_model=CommandStatus,
+    tags=["subscriptions"],
+    responses=command_responses(),
+)
+async def set_auto_renew(
+    subscription_id: uuid.UUID, body: AutoRenewRequest, services: ServicesDep, principal: CurrentUser, ctx: UserCommand
+) -> Response:
+    """Turn automatic renewal on or off."""
+
+    async def prepare(command_id: uuid.UUID) -> Prepared:
+        await _own_subscription(services, subscription_id, principal.user_id)
+        payload = SetAutoRenew(subscription_id=subscription_id, enabled=body.enabled)
+        return Prepared(payload, account_stream(principal.user_id), principal.user_id)
+
+    return await services.intake.submit(ctx, "SetAutoRenew", prepare)
+
+
+@router.get(
+    "/subscriptions/{subscription_id}/refund-quote",
+    response_model=RefundQuote,
+    tags=["subscriptions"],
+    responses=read_responses(404),
+)
+async def refund_quote(subscription_id: uuid.UUID, services: ServicesDep, principal: CurrentUser) -> RefundQuote:
+    """The amount canceling with `refund_now` would return right now."""
+    sub = await services.reads.subscription(subscription_id, principal.user_id)
+    if sub is None:
+        raise _not_found("subscription")
+    now = services.clock.now()
+    currency = sub["currency"]
+    plan = await services.reads.plan(sub["plan_id"])
+    period_days = _period_days(sub, plan)
+    payment = await services.reads.payment_by_id(sub["last_payment_id"]) if sub["last_payment_id"] else None
+    refundable = (
+        sub["status"] in ("active", "past_due")
+        and payment is not None
+        and payment["status"] == "succeeded"
+        and (sub["period_start"] or payment["paid_at"]) is not None
+    )
+    if not refundable or payment is None:
+        return RefundQuote(
+            subscription_id=subscription_id,
+            amount=money(0, currency),
+            days_used=0,
+            days_in_period=period_days,
+            paid=money(payment["amount_minor"] if payment else 0, currency),
+            already_refunded=money(0, currency),
+            refundable=False,
+            quoted_at=now,
+        )
+    already = await services.reads.refunded_on_payment(payment["payment_id"])
+    paid_at = sub["period_start"] or payment["paid_at"]
+    quote = refund_amount(payment["amount_minor"], paid_at, period_days, now, already)
+    return RefundQuote(
+        subscription_id=subscription_id,
+        amount=money(quote.amount_minor, payment["currency"]),
+        days_used=quote.days_used,
+        days_in_period=quote.days_in_period,
+        paid=money(payment["amount_minor"], payment["currency"]),
+        already_refunded=money(already, payment["currency"]),
+        refundable=quote.amount_minor > 0,
+        quoted_at=now,
+    )
+
+
+def _period_days(sub: dict, plan: dict | None) -> int:  # type: ignore[type-arg]
+    """The paid period's length in days: the plan's period, else the subscription's own span."""
+    if plan is not None and plan["period_days"]:
+        return int(plan["period_days"])
+    if sub["period_start"] and sub["period_end"]:
+        return max(1, round((sub["period_end"] - sub["period_start"]) / timedelta(days=1)))
+    return 1
+
+
+@router.get("/payments", response_model=PaymentList, tags=["payments"], responses=read_responses())
+async def list_payments(services: ServicesDep, principal: CurrentUser, limit: Limit = 50, offset: Offset = 0) -> PaymentList:
+    """Your payments, newest first."""
+    rows = await services.reads.payments(principal.user_id, limit=limit, offset=offset)
+    return PaymentList(items=[payment_view(r) for r in rows], limit=limit, offset=offset)
+
+
+@router.get("/payments/{payment_id}", response_model=Payment, tags=["payments"], responses=read_responses(404))
+async def get_payment(payment_id: uuid.UUID, services: ServicesDep, principal: CurrentUser) -> Payment:
+    """One of your payments."""
+    row = await services.reads.payment(payment_id, principal.user_id)
+    if row is None:
+        raise _not_found("payment")
+    return payment_view(row)
+
+
+@router.get("/refunds", response_model=RefundList, tags=["payments"], responses=read_responses())
+async def list_refunds(services: ServicesDep, principal: CurrentUser, limit: Limit = 50, offset: Offset = 0) -> RefundList:
+    """Your refunds, newest first."""
+    rows = await services.reads.refunds(principal.user_id, limit=limit, offset=offset)
+    return RefundList(items=[refund_view(r) for r in rows], limit=limit, offset=offset)
+
+
+@router.get("/commands/{command_id}", response_model=CommandStatus, tags=["commands"], responses=read_responses(404))
+async def get_command(command_id: uuid.UUID, services: ServicesDep, principal: CurrentUser) -> CommandStatus:
+    """Where one of your commands is: accepted, processing, succeeded, rejected or failed."""
+    row = await services.reads.command(command_id)
+    if row is not None and row["user_id"] == principal.user_id:
+        return CommandStatus.model_validate(status_body(command_id, row["command_type"], row))
+    # Commands this caller sent for someone else (an operator's) or not yet projected ("accepted").
+    mine = await services.idempotency.accepted_command(command_id, principal.user_id)
+    if row is not None and mine is not None:
+        return CommandStatus.model_validate(status_body(command_id, row["command_type"], row))
+    if mine is not None:
+        return CommandStatus.model_validate(status_body(command_id, mine))
+    raise _not_found("command")
