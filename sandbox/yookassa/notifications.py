@@ -151,7 +151,14 @@ class Notifications:
     def _spawn(self, coro: Any) -> None:
         task = asyncio.create_task(coro)
         self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(self._finished)
+
+    def _finished(self, task: asyncio.Task) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            exc = task.exception()
+            self.log.error("notification_delivery_crashed", error=repr(exc))
+            self._wake.set()
 
     async def _deliver_in_order(self, rows: list) -> None:
         for row in rows:
@@ -186,7 +193,7 @@ class Notifications:
             self.log.info(
                 "notification_retry_scheduled",
                 seq=seq,
-                event=row["event"],
+                notification_event=row["event"],
                 object_id=row["object_id"],
                 attempt=attempts,
                 http_status=status,
