@@ -1,0 +1,169 @@
+"""What the processor asks YooKassa to do, and what it can hear back — as plain data.
+
+A provider step is decided by the pure domain and executed by the gateway. Its request body is
+rebuilt from the recorded intent event alone (CheckoutStarted, RenewalStarted, RefundRequested),
+so a retry after any crash sends the SAME body with the SAME Idempotence-Key and YooKassa answers
+with the SAME payment or refund (a different body under one key would be refused with a 400).
+
+Outcomes are deliberately few: YooKassa's view of the object (pending / succeeded / canceled with
+a reason), `ProviderUnknown` (timeout, dropped connection, 5xx, 202, 429: the operation may or may
+not have happened — ask again later, never conclude it failed) and `ProviderRefused` (a definitive
+4xx: the request itself was refused, so nothing was created).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+from schemas import CheckoutStarted, Customer, Money, RefundRequested, RenewalStarted
+
+DESCRIPTION_MAX = 128  # YooKassa's limit for payment and receipt item descriptions
+
+
+@dataclass(frozen=True, slots=True)
+class CreatePayment:
+    payment_id: UUID
+    idempotence_key: str
+    body: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class FindPayment:
+    payment_id: UUID
+    provider_payment_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class CreateRefund:
+    refund_id: UUID
+    idempotence_key: str
+    body: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class FindRefund:
+    refund_id: UUID
+    provider_refund_id: str
+
+
+ProviderStep = CreatePayment | FindPayment | CreateRefund | FindRefund
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderPayment:
+    """A payment as YooKassa reports it."""
+
+    id: str
+    status: str  # pending | waiting_for_capture | succeeded | canceled
+    amount: Money | None = None
+    confirmation_url: str | None = None
+    captured_at: datetime | None = None
+    cancellation_reason: str | None = None
+    cancellation_party: str | None = None
+    payment_method_id: str | None = None
+    payment_method_saved: bool = False
+    payment_method_title: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderRefund:
+    """A refund as YooKassa reports it."""
+
+    id: str
+    status: str  # pending | succeeded | canceled
+    amount: Money | None = None
+    cancellation_reason: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderUnknown:
+    """The answer was lost or not final: the operation may or may not have happened."""
+
+    detail: str
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderRefused:
+    """A definitive refusal of the request (4xx): nothing was created."""
+
+    code: str
+    detail: str
+
+
+ProviderOutcome = ProviderPayment | ProviderRefund | ProviderUnknown | ProviderRefused
+
+
+def _money(amount: Money) -> dict[str, str]:
+    return {"value": f"{amount.amount:.2f}", "currency": amount.currency}
+
+
+def _receipt(customer: Customer, description: str, amount: Money) -> dict[str, Any]:
+    """A 54-FZ receipt: one service item, fully paid, VAT code 1 (no VAT)."""
+    return {
+        "customer": {"email": customer.email},
+        "items": [
+            {
+                "description": description[:DESCRIPTION_MAX],
+                "quantity": "1.00",
+                "amount": _money(amount),
+                "vat_code": 1,
+                "payment_subject": "service",
+                "payment_mode": "full_payment",
+            }
+        ],
+    }
+
+
+def purchase_request(user_id: str, command_id: UUID, intent: CheckoutStarted) -> dict[str, Any]:
+    """The `POST /payments` body of a purchase, from the recorded CheckoutStarted only."""
+    description = f"Subscription: {intent.plan_name}"[:DESCRIPTION_MAX]
+    return {
+        "amount": _money(intent.amount),
+        "capture": True,
+        "confirmation": {"type": "redirect", "return_url": intent.return_url},
+        "save_payment_method": intent.auto_renew,
+        "description": description,
+        "metadata": {
+            "user_id": user_id,
+            "subscription_id": str(intent.subscription_id),
+            "payment_id": str(intent.payment_id),
+            "command_id": str(command_id),
+        },
+        "receipt": _receipt(intent.customer, intent.plan_name, intent.amount),
+    }
+
+
+def renewal_request(user_id: str, command_id: UUID, intent: RenewalStarted) -> dict[str, Any]:
+    """The `POST /payments` body of a renewal: the saved method, no confirmation."""
+    description = f"Renewal: {intent.plan_name}"[:DESCRIPTION_MAX]
+    body: dict[str, Any] = {
+        "amount": _money(intent.amount),
+        "capture": True,
+        "payment_method_id": intent.payment_method_id,
+        "description": description,
+        "metadata": {
+            "user_id": user_id,
+            "subscription_id": str(intent.subscription_id),
+            "payment_id": str(intent.payment_id),
+            "command_id": str(command_id),
+            "purpose": "renewal",
+        },
+    }
+    if intent.customer is not None:
+        body["receipt"] = _receipt(intent.customer, intent.plan_name, intent.amount)
+    return body
+
+
+def refund_request(intent: RefundRequested, plan_name: str) -> dict[str, Any]:
+    """The `POST /refunds` body, from the recorded RefundRequested (and the plan's name) only."""
+    body: dict[str, Any] = {
+        "payment_id": intent.provider_payment_id,
+        "amount": _money(intent.amount),
+        "description": (intent.reason or f"Refund: {plan_name}")[:250],
+    }
+    if intent.customer is not None:
+        body["receipt"] = _receipt(intent.customer, plan_name, intent.amount)
+    return body

@@ -1,0 +1,488 @@
+"""The account and plan aggregates, rebuilt from their events (`apply`), with no I/O.
+
+The account stream is the consistency boundary: its subscriptions, payments and refunds, and
+which commands already ended. State is a plain mutable object that only `apply` changes; the
+decision functions read it and return new events, so the same events always give the same state.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Literal
+from uuid import UUID
+
+from schemas import (
+    AutoRenewChanged,
+    CheckoutStarted,
+    CommandFailed,
+    CommandRejected,
+    CommandSucceeded,
+    Customer,
+    Envelope,
+    Money,
+    PaymentCreated,
+    PaymentFailed,
+    PaymentStateUnknown,
+    PaymentSucceeded,
+    PlanArchived,
+    PlanCreated,
+    RefundCreated,
+    RefundFailed,
+    RefundRequested,
+    RefundStateUnknown,
+    RefundSucceeded,
+    RenewalFailed,
+    RenewalStarted,
+    SubscriptionActivated,
+    SubscriptionAdjusted,
+    SubscriptionCanceled,
+    SubscriptionExpired,
+    SubscriptionExpiringSoon,
+    SubscriptionRenewed,
+    account_user_id,
+)
+
+SubscriptionStatus = Literal["pending_payment", "active", "past_due", "canceled", "expired", "payment_failed"]
+PaymentStatus = Literal["requested", "pending", "succeeded", "canceled", "unknown"]
+RefundStatus = Literal["requested", "pending", "succeeded", "canceled", "unknown"]
+
+LIVE_SUBSCRIPTION: frozenset[str] = frozenset({"active", "past_due"})
+"""Statuses in which the customer has access and the subscription can be canceled or changed."""
+FINAL_PAYMENT: frozenset[str] = frozenset({"succeeded", "canceled"})
+FINAL_REFUND: frozenset[str] = frozenset({"succeeded", "canceled"})
+
+
+@dataclass
+class Subscription:
+    subscription_id: UUID
+    plan_id: str
+    plan_name: str
+    period_days: int
+    price: Money
+    status: SubscriptionStatus
+    auto_renew: bool
+    origin_command_id: UUID | None
+    customer: Customer | None = None
+    cancel_at_period_end: bool = False
+    period_start: datetime | None = None
+    period_end: datetime | None = None
+    granted: bool = False
+    payment_ids: list[UUID] = field(default_factory=list)
+    current_payment_id: UUID | None = None
+    """The payment that paid the current period (None for a granted one)."""
+    payment_method_id: str | None = None
+    payment_method_title: str | None = None
+    renewal_attempt: int = 0
+    """Failed renewal attempts for the current period (dunning)."""
+    reminded_for: datetime | None = None
+    """The period end an "expiring soon" reminder was already sent for."""
+
+
+@dataclass
+class Payment:
+    payment_id: UUID
+    subscription_id: UUID
+    purpose: Literal["purchase", "renewal"]
+    amount: Money
+    origin_command_id: UUID
+    idempotence_key: str
+    customer: Customer
+    intent: CheckoutStarted | RenewalStarted
+    requested_at: datetime
+    status: PaymentStatus = "requested"
+    provider_payment_id: str | None = None
+    confirmation_url: str | None = None
+    paid_at: datetime | None = None
+    failure_reason: str | None = None
+    refunded_minor: int = 0
+    reserved_minor: int = 0
+    """Refunds requested but not yet settled: not refundable again."""
+
+    @property
+    def refundable_minor(self) -> int:
+        if self.status != "succeeded":
+            return 0
+        return max(self.amount.minor - self.refunded_minor - self.reserved_minor, 0)
+
+
+@dataclass
+class Refund:
+    refund_id: UUID
+    subscription_id: UUID
+    payment_id: UUID
+    provider_payment_id: str
+    amount: Money
+    origin_command_id: UUID
+    idempotence_key: str
+    intent: RefundRequested
+    requested_at: datetime
+    status: RefundStatus = "requested"
+    provider_refund_id: str | None = None
+    failure_reason: str | None = None
+
+
+@dataclass
+class AccountState:
+    """Everything the processor knows about one billing account, at `version`."""
+
+    stream_id: str
+    version: int = 0
+    customer: Customer | None = None
+    subscriptions: dict[UUID, Subscription] = field(default_factory=dict)
+    payments: dict[UUID, Payment] = field(default_factory=dict)
+    refunds: dict[UUID, Refund] = field(default_factory=dict)
+    events_per_command: dict[UUID, int] = field(default_factory=dict)
+    """How many events each command produced so far: the next event id's index."""
+    terminal: dict[UUID, str] = field(default_factory=dict)
+    """Commands that ended, and how (succeeded | rejected | failed)."""
+    intents: dict[UUID, tuple[Literal["payment", "refund"], UUID]] = field(default_factory=dict)
+    """Command id → the provider operation it started (to resume it after a crash)."""
+
+    @property
+    def user_id(self) -> str:
+        return account_user_id(self.stream_id) or self.stream_id
+
+    def payment_by_provider_id(self, provider_payment_id: str) -> Payment | None:
+        for payment in self.payments.values():
+            if payment.provider_payment_id == provider_payment_id:
+                return payment
+        return None
+
+    def refund_by_provider_id(self, provider_refund_id: str) -> Refund | None:
+        for refund in self.refunds.values():
+            if refund.provider_refund_id == provider_refund_id:
+                return refund
+        return None
+
+
+@dataclass
+class PlanState:
+    stream_id: str
+    version: int = 0
+    plan_id: str | None = None
+    name: str = ""
+    price: Money | None = None
+    period_days: int = 0
+    description: str = ""
+    archived: bool = False
+    events_per_command: dict[UUID, int] = field(default_factory=dict)
+    terminal: dict[UUID, str] = field(default_factory=dict)
+
+    @property
+    def exists(self) -> bool:
+        return self.plan_id is not None
+
+
+def _count(state: AccountState | PlanState, event: Envelope) -> None:
+    state.version += 1
+    command_id = event.metadata.command_id
+    if command_id is not None:
+        state.events_per_command[command_id] = state.events_per_command.get(command_id, 0) + 1
+    data = event.data
+    if isinstance(data, CommandSucceeded):
+        state.terminal[data.command_id] = "succeeded"
+    elif isinstance(data, CommandRejected):
+        state.terminal[data.command_id] = "rejected"
+    elif isinstance(data, CommandFailed):
+        state.terminal[data.command_id] = "failed"
+
+
+def apply_plan(state: PlanState, event: Envelope) -> PlanState:
+    _count(state, event)
+    data = event.data
+    if isinstance(data, PlanCreated):
+        state.plan_id, state.name, state.price = data.plan_id, data.name, data.price
+        state.period_days, state.description = data.period_days, data.description
+    elif isinstance(data, PlanArchived):
+        state.archived = True
+    return state
+
+
+def apply(state: AccountState, event: Envelope) -> AccountState:
+    """Fold one event into the account state (in place) and return it."""
+    _count(state, event)
+    data = event.data
+    command_id = event.metadata.command_id
+    handler = _APPLIERS.get(type(data))
+    if handler is not None:
+        handler(state, data, event.occurred_at, command_id)
+    return state
+
+
+def build_account(stream_id: str, events: Iterable[Envelope]) -> AccountState:
+    state = AccountState(stream_id=stream_id)
+    for event in events:
+        apply(state, event)
+    return state
+
+
+def build_plan(stream_id: str, events: Iterable[Envelope]) -> PlanState:
+    state = PlanState(stream_id=stream_id)
+    for event in events:
+        apply_plan(state, event)
+    return state
+
+
+# --------------------------------------------------------------------------- appliers
+
+
+def _checkout_started(s: AccountState, e: CheckoutStarted, at: datetime, cid: UUID | None) -> None:
+    origin = cid or e.payment_id
+    s.customer = e.customer
+    s.subscriptions[e.subscription_id] = Subscription(
+        subscription_id=e.subscription_id,
+        plan_id=e.plan_id,
+        plan_name=e.plan_name,
+        period_days=e.period_days,
+        price=e.amount,
+        status="pending_payment",
+        auto_renew=e.auto_renew,
+        origin_command_id=origin,
+        customer=e.customer,
+        payment_ids=[e.payment_id],
+    )
+    s.payments[e.payment_id] = Payment(
+        payment_id=e.payment_id,
+        subscription_id=e.subscription_id,
+        purpose="purchase",
+        amount=e.amount,
+        origin_command_id=origin,
+        idempotence_key=e.idempotence_key,
+        customer=e.customer,
+        intent=e,
+        requested_at=at,
+    )
+    s.intents[origin] = ("payment", e.payment_id)
+
+
+def _renewal_started(s: AccountState, e: RenewalStarted, at: datetime, cid: UUID | None) -> None:
+    origin = cid or e.payment_id
+    sub = s.subscriptions.get(e.subscription_id)
+    customer = e.customer or (sub.customer if sub else None) or s.customer
+    if customer is None:  # cannot happen for a subscription that was paid for; keep the fold total
+        customer = Customer(email="unknown@invalid.invalid")
+    s.payments[e.payment_id] = Payment(
+        payment_id=e.payment_id,
+        subscription_id=e.subscription_id,
+        purpose="renewal",
+        amount=e.amount,
+        origin_command_id=origin,
+        idempotence_key=e.idempotence_key,
+        customer=customer,
+        intent=e,
+        requested_at=at,
+    )
+    if sub is not None:
+        sub.payment_ids.append(e.payment_id)
+    s.intents[origin] = ("payment", e.payment_id)
+
+
+def _payment_created(s: AccountState, e: PaymentCreated, at: datetime, cid: UUID | None) -> None:
+    payment = s.payments.get(e.payment_id)
+    if payment is None:
+        return
+    payment.provider_payment_id = e.provider_payment_id
+    payment.confirmation_url = e.confirmation_url or payment.confirmation_url
+    if payment.status not in FINAL_PAYMENT:
+        payment.status = "pending"
+
+
+def _payment_succeeded(s: AccountState, e: PaymentSucceeded, at: datetime, cid: UUID | None) -> None:
+    payment = s.payments.get(e.payment_id)
+    if payment is None:
+        return
+    payment.status = "succeeded"
+    payment.provider_payment_id = e.provider_payment_id
+    payment.paid_at = e.paid_at
+    sub = s.subscriptions.get(e.subscription_id)
+    if sub is not None and e.payment_method is not None:
+        sub.payment_method_id = e.payment_method.id
+        sub.payment_method_title = e.payment_method.title
+
+
+def _payment_failed(s: AccountState, e: PaymentFailed, at: datetime, cid: UUID | None) -> None:
+    payment = s.payments.get(e.payment_id)
+    if payment is not None:
+        payment.status = "canceled"
+        payment.failure_reason = e.reason
+        if e.provider_payment_id:
+            payment.provider_payment_id = e.provider_payment_id
+    sub = s.subscriptions.get(e.subscription_id)
+    if sub is not None and e.purpose == "purchase" and sub.status == "pending_payment":
+        sub.status = "payment_failed"
+
+
+def _payment_unknown(s: AccountState, e: PaymentStateUnknown, at: datetime, cid: UUID | None) -> None:
+    payment = s.payments.get(e.payment_id)
+    if payment is not None and payment.status not in FINAL_PAYMENT:
+        payment.status = "unknown"
+        if e.provider_payment_id:
+            payment.provider_payment_id = e.provider_payment_id
+
+
+def _activated(s: AccountState, e: SubscriptionActivated, at: datetime, cid: UUID | None) -> None:
+    if e.customer is not None:
+        s.customer = e.customer
+    sub = s.subscriptions.get(e.subscription_id)
+    if sub is None:  # a grant creates the subscription directly
+        sub = Subscription(
+            subscription_id=e.subscription_id,
+            plan_id=e.plan_id,
+            plan_name=e.plan_name,
+            period_days=max((e.period_end - e.period_start).days, 1),
+            price=e.amount_paid,
+            status="active",
+            auto_renew=e.auto_renew,
+            origin_command_id=cid,
+            customer=e.customer or s.customer,
+        )
+        s.subscriptions[e.subscription_id] = sub
+    sub.status = "active"
+    sub.period_start, sub.period_end = e.period_start, e.period_end
+    sub.auto_renew = e.auto_renew
+    sub.granted = e.granted
+    sub.current_payment_id = e.payment_id
+    sub.renewal_attempt = 0
+    if e.payment_method_title:
+        sub.payment_method_title = e.payment_method_title
+    if e.customer is not None:
+        sub.customer = e.customer
+
+
+def _refund_requested(s: AccountState, e: RefundRequested, at: datetime, cid: UUID | None) -> None:
+    origin = cid or e.refund_id
+    s.refunds[e.refund_id] = Refund(
+        refund_id=e.refund_id,
+        subscription_id=e.subscription_id,
+        payment_id=e.payment_id,
+        provider_payment_id=e.provider_payment_id,
+        amount=e.amount,
+        origin_command_id=origin,
+        idempotence_key=e.idempotence_key,
+        intent=e,
+        requested_at=at,
+    )
+    payment = s.payments.get(e.payment_id)
+    if payment is not None:
+        payment.reserved_minor += e.amount.minor
+    s.intents[origin] = ("refund", e.refund_id)
+
+
+def _refund_created(s: AccountState, e: RefundCreated, at: datetime, cid: UUID | None) -> None:
+    refund = s.refunds.get(e.refund_id)
+    if refund is None:
+        return
+    refund.provider_refund_id = e.provider_refund_id
+    if refund.status not in FINAL_REFUND:
+        refund.status = "pending"
+
+
+def _refund_settled(s: AccountState, refund_id: UUID, status: RefundStatus, reason: str | None = None) -> None:
+    refund = s.refunds.get(refund_id)
+    if refund is None or refund.status in FINAL_REFUND:
+        return
+    refund.status = status
+    refund.failure_reason = reason
+    payment = s.payments.get(refund.payment_id)
+    if payment is not None:
+        payment.reserved_minor = max(payment.reserved_minor - refund.amount.minor, 0)
+        if status == "succeeded":
+            payment.refunded_minor += refund.amount.minor
+
+
+def _refund_succeeded(s: AccountState, e: RefundSucceeded, at: datetime, cid: UUID | None) -> None:
+    refund = s.refunds.get(e.refund_id)
+    if refund is not None:
+        refund.provider_refund_id = e.provider_refund_id
+    _refund_settled(s, e.refund_id, "succeeded")
+
+
+def _refund_failed(s: AccountState, e: RefundFailed, at: datetime, cid: UUID | None) -> None:
+    _refund_settled(s, e.refund_id, "canceled", e.reason)
+
+
+def _refund_unknown(s: AccountState, e: RefundStateUnknown, at: datetime, cid: UUID | None) -> None:
+    refund = s.refunds.get(e.refund_id)
+    if refund is not None and refund.status not in FINAL_REFUND:
+        refund.status = "unknown"
+        if e.provider_refund_id:
+            refund.provider_refund_id = e.provider_refund_id
+
+
+def _canceled(s: AccountState, e: SubscriptionCanceled, at: datetime, cid: UUID | None) -> None:
+    sub = s.subscriptions.get(e.subscription_id)
+    if sub is None:
+        return
+    if e.mode == "at_period_end":
+        sub.cancel_at_period_end = True
+        sub.auto_renew = False
+    else:
+        sub.status = "canceled"
+        sub.auto_renew = False
+
+
+def _auto_renew(s: AccountState, e: AutoRenewChanged, at: datetime, cid: UUID | None) -> None:
+    sub = s.subscriptions.get(e.subscription_id)
+    if sub is not None:
+        sub.auto_renew = e.enabled
+
+
+def _renewed(s: AccountState, e: SubscriptionRenewed, at: datetime, cid: UUID | None) -> None:
+    sub = s.subscriptions.get(e.subscription_id)
+    if sub is None:
+        return
+    sub.status = "active"
+    sub.period_start, sub.period_end = e.period_start, e.period_end
+    sub.current_payment_id = e.payment_id
+    sub.renewal_attempt = 0
+
+
+def _renewal_failed(s: AccountState, e: RenewalFailed, at: datetime, cid: UUID | None) -> None:
+    sub = s.subscriptions.get(e.subscription_id)
+    if sub is not None and sub.status in LIVE_SUBSCRIPTION:
+        sub.status = "past_due"
+        sub.renewal_attempt = max(sub.renewal_attempt, e.attempt)
+
+
+def _expired(s: AccountState, e: SubscriptionExpired, at: datetime, cid: UUID | None) -> None:
+    sub = s.subscriptions.get(e.subscription_id)
+    if sub is not None:
+        sub.status = "expired"
+        sub.auto_renew = False
+
+
+def _expiring_soon(s: AccountState, e: SubscriptionExpiringSoon, at: datetime, cid: UUID | None) -> None:
+    sub = s.subscriptions.get(e.subscription_id)
+    if sub is not None:
+        sub.reminded_for = e.period_end
+
+
+def _adjusted(s: AccountState, e: SubscriptionAdjusted, at: datetime, cid: UUID | None) -> None:
+    sub = s.subscriptions.get(e.subscription_id)
+    if sub is not None:
+        sub.period_end = e.period_end
+
+
+_APPLIERS = {
+    CheckoutStarted: _checkout_started,
+    RenewalStarted: _renewal_started,
+    PaymentCreated: _payment_created,
+    PaymentSucceeded: _payment_succeeded,
+    PaymentFailed: _payment_failed,
+    PaymentStateUnknown: _payment_unknown,
+    SubscriptionActivated: _activated,
+    RefundRequested: _refund_requested,
+    RefundCreated: _refund_created,
+    RefundSucceeded: _refund_succeeded,
+    RefundFailed: _refund_failed,
+    RefundStateUnknown: _refund_unknown,
+    SubscriptionCanceled: _canceled,
+    AutoRenewChanged: _auto_renew,
+    SubscriptionRenewed: _renewed,
+    RenewalFailed: _renewal_failed,
+    SubscriptionExpired: _expired,
+    SubscriptionExpiringSoon: _expiring_soon,
+    SubscriptionAdjusted: _adjusted,
+}
