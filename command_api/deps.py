@@ -16,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from command_api.auth import OPERATOR_PATTERN, Principal, verify_token, with_operator
 from command_api.config import ApiSettings
-from command_api.idempotency import IdempotencyStore, request_hash
+from command_api.idempotency import IdempotencyStore
 from command_api.intake import CommandContext, CommandIntake, OutcomeWaiter, parse_prefer_wait
 from command_api.metrics import Metrics
 from command_api.problems import ProblemError
@@ -99,14 +99,11 @@ PreferHeader = Annotated[
 async def _context(
     request: Request, services: Services, principal: Principal, actor: Actor, key: str, prefer: str | None
 ) -> CommandContext:
-    body = await request.body()
-    path = request.url.path
     return CommandContext(
         scope=principal.user_id,
         key=key,
-        request_hash=request_hash(request.method, path, body),
         method=request.method,
-        path=path,
+        path=request.url.path,
         actor=actor,
         correlation_id=request.state.request_id,
         wait_s=parse_prefer_wait(prefer, services.settings.api_max_wait_s),

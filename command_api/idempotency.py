@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
+from pydantic import BaseModel
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -63,15 +64,13 @@ class InFlight:
 ClaimResult = Claimed | Replay | Mismatch | InFlight
 
 
-def request_hash(method: str, path: str, body: bytes) -> str:
-    """A hash of what the request asks for: method, path and the JSON body with sorted keys.
+def request_hash(method: str, path: str, body: BaseModel | None) -> str:
+    """A hash of what the request asks for: method, path and the *validated* body.
 
-    Whitespace and key order do not make a different request; anything else does.
+    Hashing the parsed model (defaults filled in, keys sorted) means whitespace, key order or an
+    explicitly sent default do not make a different request; any change of meaning does.
     """
-    try:
-        canonical = orjson.dumps(orjson.loads(body) if body else None, option=orjson.OPT_SORT_KEYS)
-    except orjson.JSONDecodeError:
-        canonical = body
+    canonical = orjson.dumps(body.model_dump(mode="json") if body is not None else None, option=orjson.OPT_SORT_KEYS)
     digest = hashlib.sha256()
     for part in (method.upper().encode(), path.encode(), canonical):
         digest.update(len(part).to_bytes(8, "big"))

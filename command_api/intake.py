@@ -24,9 +24,10 @@ from typing import Any
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 from fastapi.responses import JSONResponse, Response
+from pydantic import BaseModel
 
 from command_api.config import ApiSettings
-from command_api.idempotency import Claimed, IdempotencyStore, InFlight, Mismatch, Replay
+from command_api.idempotency import Claimed, IdempotencyStore, InFlight, Mismatch, Replay, request_hash
 from command_api.metrics import Metrics
 from command_api.problems import PROBLEM_JSON, ProblemError, problem_body
 from command_api.queries import ReadModels, Row
@@ -55,7 +56,6 @@ class CommandContext:
 
     scope: str  # the caller's token subject: Idempotency-Keys and command ids are per caller
     key: str
-    request_hash: str
     method: str
     path: str
     actor: Actor
@@ -235,13 +235,13 @@ class CommandIntake:
         self.metrics.commands_published.labels(envelope.type).inc()
         log.info("command_published", command_id=str(command_id), type=envelope.type, stream_id=stream_id)
 
-    async def submit(self, ctx: CommandContext, command_type: str, prepare: Prepare) -> Response:
+    async def submit(self, ctx: CommandContext, command_type: str, body: BaseModel, prepare: Prepare) -> Response:
         """The whole intake of one state-changing request; see the module docstring."""
         command_id = command_id_for(ctx.scope, ctx.key)
         claim = await self.idempotency.claim(
             scope=ctx.scope,
             key=ctx.key,
-            hash=ctx.request_hash,
+            hash=request_hash(ctx.method, ctx.path, body),
             method=ctx.method,
             path=ctx.path,
             command_id=command_id,

@@ -65,7 +65,7 @@ async def extend_subscription(
         payload = ExtendSubscription(subscription_id=subscription_id, days=body.days, reason=body.reason)
         return Prepared(payload, account_stream(user_id), user_id)
 
-    return await services.intake.submit(ctx, "ExtendSubscription", prepare)
+    return await services.intake.submit(ctx, "ExtendSubscription", body, prepare)
 
 
 @router.post("/subscriptions/grant", status_code=202, response_model=CommandStatus, responses=command_responses())
@@ -84,7 +84,7 @@ async def grant_subscription(body: AdminGrantRequest, services: ServicesDep, ctx
         )
         return Prepared(payload, account_stream(body.user_id), body.user_id)
 
-    return await services.intake.submit(ctx, "GrantSubscription", prepare)
+    return await services.intake.submit(ctx, "GrantSubscription", body, prepare)
 
 
 @router.post(
@@ -100,7 +100,7 @@ async def admin_cancel_subscription(
         payload = AdminCancelSubscription(subscription_id=subscription_id, refund=body.refund, reason=body.reason)
         return Prepared(payload, account_stream(user_id), user_id)
 
-    return await services.intake.submit(ctx, "AdminCancelSubscription", prepare)
+    return await services.intake.submit(ctx, "AdminCancelSubscription", body, prepare)
 
 
 @router.post(
@@ -118,7 +118,7 @@ async def admin_refund(
         payload = AdminRefund(subscription_id=subscription_id, amount=body.amount, reason=body.reason)
         return Prepared(payload, account_stream(user_id), user_id)
 
-    return await services.intake.submit(ctx, "AdminRefund", prepare)
+    return await services.intake.submit(ctx, "AdminRefund", body, prepare)
 
 
 @router.post(
@@ -137,7 +137,7 @@ async def admin_set_auto_renew(
         payload = SetAutoRenew(subscription_id=subscription_id, enabled=body.enabled, reason=body.reason)
         return Prepared(payload, account_stream(user_id), user_id)
 
-    return await services.intake.submit(ctx, "SetAutoRenew", prepare)
+    return await services.intake.submit(ctx, "SetAutoRenew", body, prepare)
 
 
 @router.post("/plans", status_code=202, response_model=CommandStatus, responses=command_responses())
@@ -157,7 +157,7 @@ async def create_plan(body: AdminCreatePlanRequest, services: ServicesDep, ctx: 
         )
         return Prepared(payload, plan_stream(body.plan_id), body.plan_id)
 
-    return await services.intake.submit(ctx, "CreatePlan", prepare)
+    return await services.intake.submit(ctx, "CreatePlan", body, prepare)
 
 
 @router.post("/plans/{plan_id}/archive", status_code=202, response_model=CommandStatus, responses=command_responses())
@@ -175,7 +175,7 @@ async def archive_plan(
         payload = ArchivePlan(plan_id=plan_id, reason=body.reason)
         return Prepared(payload, plan_stream(plan_id), plan_id)
 
-    return await services.intake.submit(ctx, "ArchivePlan", prepare)
+    return await services.intake.submit(ctx, "ArchivePlan", body, prepare)
 
 
 @router.get("/commands/{command_id}", response_model=CommandStatus, responses=read_responses(403, 404))

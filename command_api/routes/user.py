@@ -93,7 +93,7 @@ async def purchase(body: PurchaseRequest, services: ServicesDep, principal: Curr
         )
         return Prepared(payload, account_stream(principal.user_id), principal.user_id)
 
-    return await services.intake.submit(ctx, "PurchaseSubscription", prepare)
+    return await services.intake.submit(ctx, "PurchaseSubscription", body, prepare)
 
 
 @router.get("/subscriptions", response_model=SubscriptionList, tags=["subscriptions"], responses=read_responses())
@@ -151,7 +151,7 @@ async def cancel_subscription(
         payload = CancelSubscription(subscription_id=subscription_id, mode=body.mode)
         return Prepared(payload, account_stream(principal.user_id), principal.user_id)
 
-    return await services.intake.submit(ctx, "CancelSubscription", prepare)
+    return await services.intake.submit(ctx, "CancelSubscription", body, prepare)
 
 
 @router.post(
@@ -171,7 +171,7 @@ async def set_auto_renew(
         payload = SetAutoRenew(subscription_id=subscription_id, enabled=body.enabled)
         return Prepared(payload, account_stream(principal.user_id), principal.user_id)
 
-    return await services.intake.submit(ctx, "SetAutoRenew", prepare)
+    return await services.intake.submit(ctx, "SetAutoRenew", body, prepare)
 
 
 @router.get(
