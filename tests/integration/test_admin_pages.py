@@ -1,0 +1,321 @@
+"""The admin's pages through Django's test client against the real PostgreSQL.
+
+Rows are inserted into the read models (as the projector would) and events appended to the real
+event store; every page must render them — money as money, links between subscription, payments,
+refunds and account, the timeline newest first — and nobody may change a row or act without the
+operators' permission.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+import pytest
+
+from eventstore.db import create_engine
+from eventstore.store import EventStore
+from schemas import (
+    Actor,
+    CommandRejected,
+    Customer,
+    Metadata,
+    Money,
+    SubscriptionActivated,
+    SubscriptionAdjusted,
+    account_stream,
+    new_envelope,
+)
+
+NBSP = "\u00a0"
+RUB_1490 = f"1{NBSP}490,00{NBSP}₽"
+
+
+def body(response: Any) -> str:
+    return response.content.decode()
+
+
+async def get(site: Any, client: Any, url: str, **params: Any) -> Any:
+    return await site.run(client.get, url, params or None)
+
+
+@pytest.fixture
+async def seeded(admin_site: Any) -> dict[str, Any]:
+    """One account with a plan, a subscription, a payment, a refund and a command."""
+    user_id = f"user-{uuid.uuid4().hex[:12]}"
+    plan = await admin_site.insert("plan", price_minor=149000)
+    account = await admin_site.insert("account", user_id=user_id, total_paid_minor=149000, total_refunded_minor=50000)
+    sub = await admin_site.insert(
+        "subscription", user_id=user_id, plan_id=plan["plan_id"], plan_name=plan["name"],
+        amount_refunded_minor=50000,
+    )
+    payment = await admin_site.insert("payment", subscription_id=sub["subscription_id"], user_id=user_id)
+    refund = await admin_site.insert(
+        "refund", subscription_id=sub["subscription_id"], payment_id=payment["payment_id"], user_id=user_id
+    )
+    command = await admin_site.insert("command", user_id=user_id, reason="subscription is not active",
+                                      status="rejected", code="not_active", actor_id="alice")
+    return {"user_id": user_id, "plan": plan, "account": account, "sub": sub, "payment": payment,
+            "refund": refund, "command": command}
+
+
+@pytest.fixture
+async def operator_client(admin_site: Any, operator_user: Any) -> Any:
+    return await admin_site.run(admin_site.client, operator_user)
+
+
+@pytest.fixture
+async def viewer_client(admin_site: Any, viewer_user: Any) -> Any:
+    return await admin_site.run(admin_site.client, viewer_user)
+
+
+async def test_every_page_renders_its_data_with_money_and_links(admin_site, seeded, operator_client) -> None:
+    s = seeded
+    sub_id, pay_id, ref_id = s["sub"]["subscription_id"], s["payment"]["payment_id"], s["refund"]["refund_id"]
+    c = operator_client
+
+    index = await get(admin_site, c, "/admin/")
+    assert index.status_code == 200
+    for name in ("Subscriptions", "Payments", "Refunds", "Accounts", "Plans", "Command statuses", "Event log"):
+        assert name in body(index)
+
+    pages = {  # changelist → (query, what must be on it)
+        "/admin/billing/subscription/": ({"user_id": s["user_id"]}, RUB_1490),
+        "/admin/billing/payment/": ({"q": s["user_id"]}, RUB_1490),
+        "/admin/billing/refund/": ({"q": s["user_id"]}, f"500,00{NBSP}₽"),
+        "/admin/billing/account/": ({"q": s["user_id"]}, RUB_1490),
+        "/admin/billing/command/": ({"q": s["user_id"]}, "operator: alice"),
+        "/admin/billing/plan/": ({"q": s["plan"]["plan_id"]}, RUB_1490),
+    }
+    for url, (params, expected) in pages.items():
+        response = await get(admin_site, c, url, **params)
+        assert response.status_code == 200, url
+        assert expected in body(response), url
+    commands = body(await get(admin_site, c, "/admin/billing/command/", q=s["user_id"]))
+    assert "subscription is not active" in commands and "operator: alice" in commands
+
+    sub_page = await get(admin_site, c, f"/admin/billing/subscription/{sub_id}/change/")
+    html = body(sub_page)
+    assert sub_page.status_code == 200
+    assert RUB_1490 in html  # price and paid
+    assert f"500,00{NBSP}₽" in html  # refunded
+    assert f"990,00{NBSP}₽" in html  # refundable = paid − refunded
+    assert f"/admin/billing/payment/{pay_id}/change/" in html
+    assert f"/admin/billing/refund/{ref_id}/change/" in html
+    assert f"/admin/billing/account/{s['user_id']}/change/" in html
+    assert f"/admin/billing/account/{s['user_id']}/timeline/" in html
+    assert s["payment"]["provider_payment_id"] in html
+
+    pay_page = body(await get(admin_site, c, f"/admin/billing/payment/{pay_id}/change/"))
+    assert f"/admin/billing/subscription/{sub_id}/change/" in pay_page
+    assert f"/admin/billing/refund/{ref_id}/change/" in pay_page
+    assert RUB_1490 in pay_page
+
+    ref_page = body(await get(admin_site, c, f"/admin/billing/refund/{ref_id}/change/"))
+    assert f"/admin/billing/subscription/{sub_id}/change/" in ref_page
+    assert f"/admin/billing/payment/{pay_id}/change/" in ref_page
+    assert f"500,00{NBSP}₽" in ref_page
+
+    acc_page = body(await get(admin_site, c, f"/admin/billing/account/{s['user_id']}/change/"))
+    assert f"/admin/billing/subscription/{sub_id}/change/" in acc_page
+    assert f"/admin/billing/payment/{pay_id}/change/" in acc_page
+    assert f"/admin/billing/refund/{ref_id}/change/" in acc_page
+    assert "subscription is not active" in acc_page  # recent commands
+
+    plan_page = body(await get(admin_site, c, f"/admin/billing/plan/{s['plan']['plan_id']}/change/"))
+    assert RUB_1490 in plan_page and s["plan"]["name"] in plan_page
+
+    cmd_page = body(await get(admin_site, c, f"/admin/billing/command/{s['command']['command_id']}/change/"))
+    assert "subscription is not active" in cmd_page and "not_active" in cmd_page
+
+
+async def test_subscription_search_by_user_email_ids_and_provider_payment_id(admin_site, seeded, operator_client) -> None:
+    s = seeded
+    other = await admin_site.insert("subscription")
+    sub_id = str(s["sub"]["subscription_id"])
+    terms = [s["user_id"], s["sub"]["email"].upper(), sub_id, str(s["payment"]["payment_id"]),
+             s["payment"]["provider_payment_id"]]
+    for term in terms:
+        html = body(await get(admin_site, operator_client, "/admin/billing/subscription/", q=term))
+        assert f"/admin/billing/subscription/{sub_id}/change/" in html, term
+        assert str(other["subscription_id"]) not in html, term
+    html = body(await get(admin_site, operator_client, "/admin/billing/subscription/", q=f"nobody-{uuid.uuid4()}"))
+    assert f"/admin/billing/subscription/{sub_id}/change/" not in html
+
+    # payments by provider id, refunds by provider refund id, accounts by email, commands by operator
+    html = body(await get(admin_site, operator_client, "/admin/billing/payment/", q=s["payment"]["provider_payment_id"]))
+    assert f"/admin/billing/payment/{s['payment']['payment_id']}/change/" in html
+    html = body(await get(admin_site, operator_client, "/admin/billing/refund/", q=s["refund"]["provider_refund_id"]))
+    assert f"/admin/billing/refund/{s['refund']['refund_id']}/change/" in html
+    html = body(await get(admin_site, operator_client, "/admin/billing/account/", q=s["account"]["email"]))
+    assert f"/admin/billing/account/{s['user_id']}/change/" in html
+    html = body(await get(admin_site, operator_client, "/admin/billing/command/", q=str(s["command"]["command_id"])))
+    assert f"/admin/billing/command/{s['command']['command_id']}/change/" in html
+
+
+async def test_subscription_filters_status_plan_auto_renew_and_dates(admin_site, operator_client) -> None:
+    user_id = f"user-{uuid.uuid4().hex[:12]}"
+    plan = await admin_site.insert("plan")
+    now = datetime.now(timezone.utc)
+    active = await admin_site.insert("subscription", user_id=user_id, plan_id=plan["plan_id"], plan_name=plan["name"],
+                                     period_end=now + timedelta(days=200))
+    expired = await admin_site.insert("subscription", user_id=user_id, status="expired", auto_renew=False,
+                                      period_end=now - timedelta(days=400))
+
+    async def listed(**params: Any) -> set[str]:
+        response = await get(admin_site, operator_client, "/admin/billing/subscription/", q=user_id, **params)
+        assert response.status_code == 200, params
+        found = set(re.findall(r"/admin/billing/subscription/([0-9a-f-]{36})/change/", body(response)))
+        return found & {str(active["subscription_id"]), str(expired["subscription_id"])}
+
+    a, e = str(active["subscription_id"]), str(expired["subscription_id"])
+    assert await listed() == {a, e}
+    assert await listed(status="active") == {a}
+    assert await listed(status="expired") == {e}
+    assert await listed(plan_id=plan["plan_id"]) == {a}
+    assert await listed(auto_renew__exact="0") == {e}
+    assert await listed(auto_renew__exact="1") == {a}
+    since = (now + timedelta(days=100)).isoformat()  # aware, as the filter's own links are
+    assert await listed(period_end__gte=since) == {a}
+    until = (now - timedelta(days=300)).isoformat()
+    assert await listed(period_end__lt=until) == {e}
+    # the filter sidebar offers the plan by name
+    html = body(await get(admin_site, operator_client, "/admin/billing/subscription/"))
+    assert plan["name"] in html
+
+
+async def test_account_timeline_lists_every_event_newest_first(admin_site, operator_client) -> None:
+    user_id = f"user-{uuid.uuid4().hex[:12]}"
+    stream = account_stream(user_id)
+    sub_id = uuid.uuid4()
+    now = datetime.now(timezone.utc)
+    customer = Customer(email=f"{user_id}@example.com", locale="ru")
+    activated = new_envelope(
+        SubscriptionActivated(subscription_id=sub_id, plan_id="basic", plan_name="Basic", period_start=now,
+                              period_end=now + timedelta(days=30), amount_paid=Money(amount="1490.00"),
+                              auto_renew=True, customer=customer),
+        stream_id=stream,
+        metadata=Metadata(correlation_id="c1", actor=Actor(kind="provider", id="yookassa")),
+    )
+    adjusted = new_envelope(
+        SubscriptionAdjusted(subscription_id=sub_id, days=7, period_end=now + timedelta(days=37),
+                             reason="outage compensation"),
+        stream_id=stream,
+        metadata=Metadata(correlation_id="c2", actor=Actor(kind="admin", id="alice")),
+    )
+    rejected = new_envelope(
+        CommandRejected(command_id=uuid.uuid4(), command_type="AdminRefund", code="too_much",
+                        reason="more than is refundable"),
+        stream_id=stream,
+        metadata=Metadata(correlation_id="c3", actor=Actor(kind="admin", id="bob")),
+    )
+    engine = create_engine(admin_site.settings, pool_size=1, application_name="test-admin")
+    try:
+        await EventStore(engine).append(stream, 0, [activated, adjusted, rejected])
+    finally:
+        await engine.dispose()
+
+    response = await get(admin_site, operator_client, f"/admin/billing/account/{user_id}/timeline/")
+    assert response.status_code == 200
+    html = body(response)
+    order = [html.index(f'data-type="{t}"') for t in ("CommandRejected", "SubscriptionAdjusted", "SubscriptionActivated")]
+    assert order == sorted(order), "newest first"
+    assert "operator: alice" in html and "operator: bob" in html and "provider: yookassa" in html
+    assert "outage compensation" in html and "more than is refundable" in html
+    assert "&quot;days&quot;: 7" in html  # the payload, pretty-printed JSON
+    assert str(sub_id) in html
+
+    # the event log page lists the same events, searchable by user id
+    html = body(await get(admin_site, operator_client, "/admin/billing/storedevent/", q=user_id))
+    assert "SubscriptionAdjusted" in html and "outage compensation" in html
+
+
+async def test_login_required_everywhere(admin_site, seeded) -> None:
+    anonymous = await admin_site.run(admin_site.client)
+    s = seeded
+    urls = [
+        "/", "/admin/", "/admin/billing/subscription/", f"/admin/billing/subscription/{s['sub']['subscription_id']}/change/",
+        f"/admin/billing/subscription/{s['sub']['subscription_id']}/extend/", "/admin/billing/subscription/grant/",
+        f"/admin/billing/account/{s['user_id']}/timeline/", "/admin/billing/plan/create/",
+        f"/admin/billing/command/status/{uuid.uuid4()}/", "/admin/billing/storedevent/",
+    ]
+    for url in urls:
+        response = await get(admin_site, anonymous, url)
+        assert response.status_code == 302, url
+        assert "/admin/login/" in response["Location"], url
+    health = await get(admin_site, anonymous, "/healthz")
+    assert health.status_code == 200 and health.json() == {"status": "ok"}
+
+    # the real login form works, and then pages open
+    password = f"pw-{uuid.uuid4().hex}"
+    user = await admin_site.run(admin_site.make_user, "billing-viewers", password=password)
+    login = await admin_site.run(anonymous.post, "/admin/login/?next=/admin/",
+                                 {"username": user.username, "password": password})
+    assert login.status_code == 302 and login["Location"] == "/admin/"
+    assert (await get(admin_site, anonymous, "/admin/billing/subscription/")).status_code == 200
+
+
+async def test_read_models_cannot_be_changed_even_by_a_superuser(admin_site, seeded) -> None:
+    superuser = await admin_site.run(admin_site.make_user, None, superuser=True)
+    client = await admin_site.run(admin_site.client, superuser)
+    sub_id = seeded["sub"]["subscription_id"]
+    changelist = body(await get(admin_site, client, "/admin/billing/subscription/"))
+    assert "/admin/billing/subscription/add/" not in changelist
+    assert (await get(admin_site, client, "/admin/billing/subscription/add/")).status_code == 403
+    change = await admin_site.run(client.post, f"/admin/billing/subscription/{sub_id}/change/", {"status": "canceled"})
+    assert change.status_code == 403
+    delete = await admin_site.run(client.post, f"/admin/billing/subscription/{sub_id}/delete/", {"post": "yes"})
+    assert delete.status_code == 403
+
+
+async def test_viewers_see_no_buttons_and_cannot_act(admin_site, seeded, viewer_client, operator_client) -> None:
+    sub_id = seeded["sub"]["subscription_id"]
+    plan_id = seeded["plan"]["plan_id"]
+    page = body(await get(admin_site, viewer_client, f"/admin/billing/subscription/{sub_id}/change/"))
+    assert "act-extend" not in page and "act-refund" not in page
+    assert "act-grant" not in body(await get(admin_site, viewer_client, "/admin/billing/subscription/"))
+    assert "act-create-plan" not in body(await get(admin_site, viewer_client, "/admin/billing/plan/"))
+
+    action_urls = [
+        f"/admin/billing/subscription/{sub_id}/extend/", f"/admin/billing/subscription/{sub_id}/cancel/",
+        f"/admin/billing/subscription/{sub_id}/refund/", f"/admin/billing/subscription/{sub_id}/auto-renew/",
+        "/admin/billing/subscription/grant/", "/admin/billing/plan/create/", f"/admin/billing/plan/{plan_id}/archive/",
+    ]
+    for url in action_urls:
+        assert (await get(admin_site, viewer_client, url)).status_code == 403, url
+        posted = await admin_site.run(viewer_client.post, url, {"reason": "x", "days": "3",
+                                                                "idempotency_key": str(uuid.uuid4())})
+        assert posted.status_code == 403, url
+
+    page = body(await get(admin_site, operator_client, f"/admin/billing/subscription/{sub_id}/change/"))
+    for button in ("act-extend", "act-cancel", "act-refund", "act-autorenew"):
+        assert button in page
+    for url in action_urls:
+        assert (await get(admin_site, operator_client, url)).status_code == 200, url
+
+
+async def test_refund_form_shows_refundable_and_refuses_more(admin_site, seeded, operator_client) -> None:
+    sub_id = seeded["sub"]["subscription_id"]
+    form_page = await get(admin_site, operator_client, f"/admin/billing/subscription/{sub_id}/refund/")
+    html = body(form_page)
+    assert f"At most 990,00{NBSP}₽ (paid − already refunded)" in html
+    key = form_page.context["form"]["idempotency_key"].value()
+    uuid.UUID(str(key))
+    too_much = await admin_site.run(operator_client.post, f"/admin/billing/subscription/{sub_id}/refund/",
+                                    {"amount": "990.01", "reason": "goodwill", "idempotency_key": str(key)})
+    assert too_much.status_code == 200
+    assert f"At most 990,00{NBSP}₽ can be refunded." in body(too_much)
+    no_reason = await admin_site.run(operator_client.post, f"/admin/billing/subscription/{sub_id}/extend/",
+                                     {"days": "5", "reason": "  ", "idempotency_key": str(key)})
+    assert "This field is required." in body(no_reason) or "Say why" in body(no_reason)
+
+
+async def test_csrf_is_enforced_on_actions(admin_site, seeded, operator_user) -> None:
+    client = await admin_site.run(admin_site.client, operator_user, enforce_csrf_checks=True)
+    sub_id = seeded["sub"]["subscription_id"]
+    response = await admin_site.run(client.post, f"/admin/billing/subscription/{sub_id}/extend/",
+                                    {"days": "5", "reason": "test", "idempotency_key": str(uuid.uuid4())})
+    assert response.status_code == 403
+    assert b"CSRF" in response.content
