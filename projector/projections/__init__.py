@@ -1,0 +1,29 @@
+"""The projections, one module per read-model table, applied in this order to every event.
+
+`subscriptions` runs before `payments`, `refunds` and `accounts`, which read its rows (a
+payment whose creation answer was lost takes the subscription's price; the account counts its
+subscriptions). Each module exposes `TABLE` and `apply(state, event)`.
+"""
+
+from __future__ import annotations
+
+from projector.events import ProjectedEvent
+from projector.projections import accounts, commands, payments, plans, refunds, subscriptions
+from projector.projections.base import TableSpec
+from projector.state import State
+
+PROJECTIONS = (plans, subscriptions, payments, refunds, commands, accounts)
+TABLES: dict[str, TableSpec] = {p.TABLE.name: p.TABLE for p in PROJECTIONS}
+TABLE_NAMES: tuple[str, ...] = tuple(TABLES)
+
+_APPLY = tuple(p.apply for p in PROJECTIONS)
+
+
+def new_state() -> State:
+    return State(TABLE_NAMES)
+
+
+def apply_event(state: State, ev: ProjectedEvent) -> None:
+    """Apply one event to every read model (the only entry point the live and replay paths use)."""
+    for apply in _APPLY:
+        apply(state, ev)

@@ -1,0 +1,147 @@
+"""`read.payments`: every charge attempt (purchase or renewal) and how it ended.
+
+Statuses (contracts): `created` (intent recorded, YooKassa not yet answered), `pending` (YooKassa
+created it; the user may still be on the payment page), `succeeded`, `canceled` (declined or
+abandoned; `reason` is YooKassa's cancellation reason), `unknown` (the answer was lost; the
+janitor asks again). A terminal status is never replaced by an intent or "unknown" that arrives
+after it.
+"""
+
+from __future__ import annotations
+
+from projector.events import ProjectedEvent, currency, minor, ts
+from projector.projections.base import BIGINT, TEXT, TIMESTAMPTZ, UUID, TableSpec
+from projector.state import Row, State
+
+TABLE = TableSpec(
+    "payments",
+    "payment_id",
+    (
+        ("payment_id", UUID), ("subscription_id", UUID), ("user_id", TEXT), ("provider_payment_id", TEXT),
+        ("purpose", TEXT), ("status", TEXT), ("amount_minor", BIGINT), ("currency", TEXT),
+        ("confirmation_url", TEXT), ("reason", TEXT), ("paid_at", TIMESTAMPTZ),
+        ("created_at", TIMESTAMPTZ), ("updated_at", TIMESTAMPTZ),
+    ),
+)
+T = TABLE.name
+
+TERMINAL = frozenset({"succeeded", "canceled"})
+
+
+def _row(state: State, ev: ProjectedEvent, *, purpose: str, amount: dict | None) -> Row | None:
+    """The payment's row, created on its first event (whichever that is)."""
+    if ev.user_id is None or not state.free_or_owned(T, ev.data["payment_id"], ev.user_id):
+        return None
+    d = ev.data
+    row = state.get(T, d["payment_id"])
+    if row is None:
+        if amount is None:  # PaymentStateUnknown first: the subscription's price is what was asked
+            sub = state.owned("subscriptions", d["subscription_id"], ev.user_id)
+            price_minor, cur = (sub["price_minor"], sub["currency"]) if sub else (0, "RUB")
+        else:
+            price_minor, cur = minor(amount), currency(amount)
+        row = {
+            "payment_id": d["payment_id"],
+            "subscription_id": d["subscription_id"],
+            "user_id": ev.user_id,
+            "provider_payment_id": None,
+            "purpose": purpose,
+            "status": "created",
+            "amount_minor": price_minor,
+            "currency": cur,
+            "confirmation_url": None,
+            "reason": None,
+            "paid_at": None,
+            "created_at": ev.occurred_at,
+            "updated_at": ev.occurred_at,
+        }
+    return row
+
+
+def _save(state: State, ev: ProjectedEvent, row: Row) -> None:
+    row["updated_at"] = ev.occurred_at
+    state.put(T, row["payment_id"], row)
+
+
+def _checkout_started(state: State, ev: ProjectedEvent) -> None:
+    row = _row(state, ev, purpose="purchase", amount=ev.data["amount"])
+    if row is not None:
+        _save(state, ev, row)
+
+
+def _renewal_started(state: State, ev: ProjectedEvent) -> None:
+    row = _row(state, ev, purpose="renewal", amount=ev.data["amount"])
+    if row is not None:
+        _save(state, ev, row)
+
+
+def _payment_created(state: State, ev: ProjectedEvent) -> None:
+    d = ev.data
+    row = _row(state, ev, purpose=d.get("purpose", "purchase"), amount=d["amount"])
+    if row is None:
+        return
+    row["provider_payment_id"] = d["provider_payment_id"]
+    row["purpose"] = d.get("purpose", row["purpose"])
+    if d.get("confirmation_url"):
+        row["confirmation_url"] = d["confirmation_url"]
+    if row["status"] not in TERMINAL:
+        row["status"] = "pending"
+    _save(state, ev, row)
+
+
+def _payment_succeeded(state: State, ev: ProjectedEvent) -> None:
+    d = ev.data
+    row = _row(state, ev, purpose=d.get("purpose", "purchase"), amount=d["amount"])
+    if row is None:
+        return
+    row.update(
+        provider_payment_id=d["provider_payment_id"],
+        purpose=d.get("purpose", row["purpose"]),
+        status="succeeded",
+        amount_minor=minor(d["amount"]),
+        currency=currency(d["amount"]),
+        paid_at=ts(d["paid_at"]),
+        reason=None,
+    )
+    _save(state, ev, row)
+
+
+def _payment_failed(state: State, ev: ProjectedEvent) -> None:
+    d = ev.data
+    row = _row(state, ev, purpose=d.get("purpose", "purchase"), amount=d["amount"])
+    if row is None:
+        return
+    if d.get("provider_payment_id"):
+        row["provider_payment_id"] = d["provider_payment_id"]
+    row["status"] = "canceled"
+    row["reason"] = d["reason"]
+    _save(state, ev, row)
+
+
+def _payment_state_unknown(state: State, ev: ProjectedEvent) -> None:
+    d = ev.data
+    row = _row(state, ev, purpose=d.get("purpose", "purchase"), amount=None)
+    if row is None:
+        return
+    if d.get("provider_payment_id"):
+        row["provider_payment_id"] = d["provider_payment_id"]
+    if row["status"] not in TERMINAL:
+        row["status"] = "unknown"
+        row["reason"] = d.get("detail")
+    _save(state, ev, row)
+
+
+HANDLERS = {
+    "CheckoutStarted": _checkout_started,
+    "RenewalStarted": _renewal_started,
+    "PaymentCreated": _payment_created,
+    "PaymentSucceeded": _payment_succeeded,
+    "PaymentFailed": _payment_failed,
+    "PaymentStateUnknown": _payment_state_unknown,
+}
+
+
+def apply(state: State, ev: ProjectedEvent) -> None:
+    handler = HANDLERS.get(ev.type)
+    if handler is not None:
+        handler(state, ev)

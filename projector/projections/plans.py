@@ -1,0 +1,52 @@
+"""`read.plans`: the catalogue, from the plan streams (PlanCreated, PlanArchived)."""
+
+from __future__ import annotations
+
+from projector.events import ProjectedEvent, currency, minor
+from projector.projections.base import BIGINT, BOOLEAN, INTEGER, TEXT, TIMESTAMPTZ, TableSpec
+from projector.state import State
+
+TABLE = TableSpec(
+    "plans",
+    "plan_id",
+    (
+        ("plan_id", TEXT), ("name", TEXT), ("price_minor", BIGINT), ("currency", TEXT),
+        ("period_days", INTEGER), ("description", TEXT), ("archived", BOOLEAN),
+        ("created_at", TIMESTAMPTZ), ("updated_at", TIMESTAMPTZ),
+    ),
+)
+T = TABLE.name
+
+
+def _plan_created(state: State, ev: ProjectedEvent) -> None:
+    d = ev.data
+    row = state.get(T, d["plan_id"])
+    if row is None:
+        row = {"plan_id": d["plan_id"], "archived": False, "created_at": ev.occurred_at}
+    row.update(
+        name=d["name"],
+        price_minor=minor(d["price"]),
+        currency=currency(d["price"]),
+        period_days=d["period_days"],
+        description=d.get("description") or "",
+        updated_at=ev.occurred_at,
+    )
+    state.put(T, d["plan_id"], row)
+
+
+def _plan_archived(state: State, ev: ProjectedEvent) -> None:
+    row = state.get(T, ev.data["plan_id"])
+    if row is None:
+        return  # archiving a plan never created: nothing to show (the processor rejects it anyway)
+    row["archived"] = True
+    row["updated_at"] = ev.occurred_at
+    state.put(T, row["plan_id"], row)
+
+
+HANDLERS = {"PlanCreated": _plan_created, "PlanArchived": _plan_archived}
+
+
+def apply(state: State, ev: ProjectedEvent) -> None:
+    handler = HANDLERS.get(ev.type)
+    if handler is not None:
+        handler(state, ev)

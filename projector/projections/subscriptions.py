@@ -1,0 +1,289 @@
+"""`read.subscriptions`: each subscription's status, period, money and renewal state.
+
+Statuses (contracts): `pending_payment` → `active` → `canceled` | `expired`; `past_due` while
+renewals are being retried; `payment_failed` when the first payment was declined or abandoned.
+Cancel at period end keeps `active` with `cancel_at_period_end` and `auto_renew` off until the
+SubscriptionExpired at the period end. `amount_paid_minor` sums PaymentSucceeded (purchase and
+renewals), `amount_refunded_minor` sums RefundSucceeded.
+"""
+
+from __future__ import annotations
+
+from projector.events import ProjectedEvent, currency, minor, ts
+from projector.projections.base import BIGINT, BOOLEAN, INTEGER, TEXT, TIMESTAMPTZ, UUID, TableSpec
+from projector.state import Row, State
+
+TABLE = TableSpec(
+    "subscriptions",
+    "subscription_id",
+    (
+        ("subscription_id", UUID), ("user_id", TEXT), ("email", TEXT), ("locale", TEXT),
+        ("plan_id", TEXT), ("plan_name", TEXT), ("status", TEXT), ("auto_renew", BOOLEAN),
+        ("cancel_at_period_end", BOOLEAN), ("period_start", TIMESTAMPTZ), ("period_end", TIMESTAMPTZ),
+        ("price_minor", BIGINT), ("amount_paid_minor", BIGINT), ("amount_refunded_minor", BIGINT),
+        ("currency", TEXT), ("payment_method_title", TEXT), ("last_payment_id", UUID),
+        ("renewal_attempt", INTEGER), ("next_retry_at", TIMESTAMPTZ), ("status_reason", TEXT),
+        ("created_at", TIMESTAMPTZ), ("updated_at", TIMESTAMPTZ), ("canceled_at", TIMESTAMPTZ),
+        ("expired_at", TIMESTAMPTZ),
+    ),
+)
+T = TABLE.name
+
+ACCESS_STATUSES = frozenset({"active", "past_due"})
+"""Statuses in which the user has access (counted as active on the account)."""
+
+IMMEDIATE_CANCEL_MODES = frozenset({"refund_now", "admin", "duplicate_payment"})
+
+
+def _new(ev: ProjectedEvent, subscription_id: str, d: dict, *, price: dict | None) -> Row:
+    customer = d.get("customer") or {}
+    return {
+        "subscription_id": subscription_id,
+        "user_id": ev.user_id,
+        "email": customer.get("email"),
+        "locale": customer.get("locale"),
+        "plan_id": d["plan_id"],
+        "plan_name": d["plan_name"],
+        "status": "pending_payment",
+        "auto_renew": bool(d.get("auto_renew", True)),
+        "cancel_at_period_end": False,
+        "period_start": None,
+        "period_end": None,
+        "price_minor": minor(price),
+        "amount_paid_minor": 0,
+        "amount_refunded_minor": 0,
+        "currency": currency(price),
+        "payment_method_title": None,
+        "last_payment_id": d.get("payment_id"),
+        "renewal_attempt": 0,
+        "next_retry_at": None,
+        "status_reason": None,
+        "created_at": ev.occurred_at,
+        "updated_at": ev.occurred_at,
+        "canceled_at": None,
+        "expired_at": None,
+    }
+
+
+def _customer(row: Row, d: dict) -> None:
+    customer = d.get("customer")
+    if customer:
+        row["email"] = customer.get("email", row["email"])
+        row["locale"] = customer.get("locale", row["locale"])
+
+
+def _existing(state: State, ev: ProjectedEvent) -> Row | None:
+    """The subscription an event is about, or None when it never started on this stream."""
+    if ev.user_id is None:
+        return None
+    return state.owned(T, ev.data["subscription_id"], ev.user_id)
+
+
+def _save(state: State, ev: ProjectedEvent, row: Row) -> None:
+    row["updated_at"] = ev.occurred_at
+    state.put(T, row["subscription_id"], row)
+
+
+def _checkout_started(state: State, ev: ProjectedEvent) -> None:
+    d = ev.data
+    if ev.user_id is None or not state.free_or_owned(T, d["subscription_id"], ev.user_id):
+        return
+    row = state.get(T, d["subscription_id"])
+    if row is None:
+        row = _new(ev, d["subscription_id"], d, price=d["amount"])
+    else:
+        # the same subscription checked out again (a retried purchase): a new payment attempt
+        if row["status"] in ("pending_payment", "payment_failed"):
+            row["status"] = "pending_payment"
+            row["status_reason"] = None
+        row["price_minor"] = minor(d["amount"])
+        row["currency"] = currency(d["amount"])
+        row["last_payment_id"] = d["payment_id"]
+        _customer(row, d)
+    _save(state, ev, row)
+
+
+def _renewal_started(state: State, ev: ProjectedEvent) -> None:
+    row = _existing(state, ev)
+    if row is None:
+        return
+    row["last_payment_id"] = ev.data["payment_id"]
+    _customer(row, ev.data)
+    _save(state, ev, row)
+
+
+def _payment_created(state: State, ev: ProjectedEvent) -> None:
+    row = _existing(state, ev)
+    if row is None:
+        return
+    row["last_payment_id"] = ev.data["payment_id"]
+    _save(state, ev, row)
+
+
+def _payment_succeeded(state: State, ev: ProjectedEvent) -> None:
+    row = _existing(state, ev)
+    if row is None:
+        return
+    d = ev.data
+    row["amount_paid_minor"] += minor(d["amount"])
+    row["last_payment_id"] = d["payment_id"]
+    method = d.get("payment_method")
+    if method and method.get("title"):
+        row["payment_method_title"] = method["title"]
+    _customer(row, d)
+    _save(state, ev, row)
+
+
+def _payment_failed(state: State, ev: ProjectedEvent) -> None:
+    row = _existing(state, ev)
+    if row is None:
+        return
+    d = ev.data
+    if d.get("purpose", "purchase") == "purchase" and row["status"] == "pending_payment":
+        row["status"] = "payment_failed"
+        row["status_reason"] = d["reason"]
+    _customer(row, d)
+    _save(state, ev, row)
+
+
+def _activated(state: State, ev: ProjectedEvent) -> None:
+    d = ev.data
+    if ev.user_id is None or not state.free_or_owned(T, d["subscription_id"], ev.user_id):
+        return
+    row = state.get(T, d["subscription_id"])
+    if row is None:  # a grant: no checkout came first
+        row = _new(ev, d["subscription_id"], d, price=d["amount_paid"])
+    row.update(
+        plan_id=d["plan_id"],
+        plan_name=d["plan_name"],
+        status="active",
+        period_start=ts(d["period_start"]),
+        period_end=ts(d["period_end"]),
+        auto_renew=bool(d["auto_renew"]),
+        cancel_at_period_end=False,
+        renewal_attempt=0,
+        next_retry_at=None,
+        status_reason=d.get("reason"),
+    )
+    if d.get("payment_id"):
+        row["last_payment_id"] = d["payment_id"]
+    if d.get("payment_method_title"):
+        row["payment_method_title"] = d["payment_method_title"]
+    _customer(row, d)
+    _save(state, ev, row)
+
+
+def _refund_succeeded(state: State, ev: ProjectedEvent) -> None:
+    row = _existing(state, ev)
+    if row is None:
+        return
+    row["amount_refunded_minor"] += minor(ev.data["amount"])
+    _save(state, ev, row)
+
+
+def _canceled(state: State, ev: ProjectedEvent) -> None:
+    row = _existing(state, ev)
+    if row is None:
+        return
+    d = ev.data
+    row["auto_renew"] = False
+    row["canceled_at"] = ev.occurred_at
+    if d["mode"] == "at_period_end":
+        row["cancel_at_period_end"] = True
+    else:
+        row["status"] = "canceled"
+        row["next_retry_at"] = None
+        row["status_reason"] = d.get("reason") or d["mode"]
+    _customer(row, d)
+    _save(state, ev, row)
+
+
+def _auto_renew_changed(state: State, ev: ProjectedEvent) -> None:
+    row = _existing(state, ev)
+    if row is None:
+        return
+    enabled = bool(ev.data["enabled"])
+    row["auto_renew"] = enabled
+    if enabled:
+        row["cancel_at_period_end"] = False  # renewing again withdraws a cancel at period end
+    _save(state, ev, row)
+
+
+def _renewed(state: State, ev: ProjectedEvent) -> None:
+    row = _existing(state, ev)
+    if row is None:
+        return
+    d = ev.data
+    row.update(
+        status="active",
+        period_start=ts(d["period_start"]),
+        period_end=ts(d["period_end"]),
+        last_payment_id=d["payment_id"],
+        renewal_attempt=0,
+        next_retry_at=None,
+        status_reason=None,
+    )
+    _customer(row, d)
+    _save(state, ev, row)
+
+
+def _renewal_failed(state: State, ev: ProjectedEvent) -> None:
+    row = _existing(state, ev)
+    if row is None:
+        return
+    d = ev.data
+    row["status"] = "past_due"
+    row["renewal_attempt"] = d["attempt"]
+    row["next_retry_at"] = None if d.get("final") else ts(d.get("next_retry_at"))
+    row["status_reason"] = d["reason"]
+    if d.get("payment_id"):
+        row["last_payment_id"] = d["payment_id"]
+    _save(state, ev, row)
+
+
+def _expired(state: State, ev: ProjectedEvent) -> None:
+    row = _existing(state, ev)
+    if row is None:
+        return
+    d = ev.data
+    row["status"] = "expired"
+    row["expired_at"] = ts(d["expired_at"])
+    row["next_retry_at"] = None
+    row["auto_renew"] = False
+    row["status_reason"] = d["reason"]
+    _save(state, ev, row)
+
+
+def _adjusted(state: State, ev: ProjectedEvent) -> None:
+    row = _existing(state, ev)
+    if row is None:
+        return
+    row["period_end"] = ts(ev.data["period_end"])
+    _customer(row, ev.data)
+    _save(state, ev, row)
+
+
+HANDLERS = {
+    "CheckoutStarted": _checkout_started,
+    "RenewalStarted": _renewal_started,
+    "PaymentCreated": _payment_created,
+    "PaymentSucceeded": _payment_succeeded,
+    "PaymentFailed": _payment_failed,
+    "SubscriptionActivated": _activated,
+    "RefundSucceeded": _refund_succeeded,
+    "SubscriptionCanceled": _canceled,
+    "AutoRenewChanged": _auto_renew_changed,
+    "SubscriptionRenewed": _renewed,
+    "RenewalFailed": _renewal_failed,
+    "SubscriptionExpired": _expired,
+    "SubscriptionAdjusted": _adjusted,
+}
+
+STATUS_EVENTS = frozenset(HANDLERS)
+"""Events that may create a subscription or change its status (the account counts follow them)."""
+
+
+def apply(state: State, ev: ProjectedEvent) -> None:
+    handler = HANDLERS.get(ev.type)
+    if handler is not None:
+        handler(state, ev)

@@ -1,0 +1,430 @@
+"""Rebuilding read models from the event store: full rebuild + atomic swap, check, point in time.
+
+The bulk phase reads `eventstore.events` in position order, in pages (a million events are never
+in memory at once), applies the SAME projection functions the live projector uses to plain dict
+state in memory, and writes each finished table once with binary COPY into a fresh schema whose
+tables are created LIKE the live ones (indexes are built after the load, with the live names).
+Rows are small and few per event, so the state of a whole pass stays in memory; a log too big for
+that is replayed in several passes, each owning a hash-partition of the streams (projections are
+stream-local, so partitions are independent).
+
+Swap and check then bring the rebuild and the live read models to EXACTLY the same per-stream
+versions while the live projector is paused (exclusive advisory lock; every projector batch takes
+it shared), and either move the rebuilt tables into `read` in the same transaction or compare them
+column by column. See docs/decisions/0050-replay-swap.md for why nothing is lost.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Literal
+
+import asyncpg
+import orjson
+
+from eventstore.logging import get_logger
+from eventstore.settings import Settings, plain_url
+from projector import storage
+from projector.engine import PROJECTOR_LOCK_KEY, Target, apply_events
+from projector.events import ROW_COLUMNS, ProjectedEvent, from_row
+from projector.projections import TABLE_NAMES, TABLES, apply_event, new_state
+from projector.storage import quote_ident
+
+log = get_logger(__name__)
+
+Mode = Literal["swap", "check", "until"]
+ProgressFn = Callable[[int, int], None]
+"""`progress(events_done, events_total_estimate)`."""
+
+POSITIONS_TABLE = "_stream_positions"
+
+
+class ReplayError(RuntimeError):
+    """A replay that cannot run as asked (bad schema name, target exists, ...)."""
+
+
+@dataclass
+class Difference:
+    table: str
+    key: str
+    column: str
+    live: Any
+    rebuilt: Any
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"table": self.table, "key": self.key, "column": self.column, "live": self.live, "rebuilt": self.rebuilt}
+
+
+@dataclass
+class ReplayReport:
+    run_id: int
+    mode: Mode
+    schema: str
+    tables: list[str]
+    head_position: int
+    events: int = 0
+    passes: int = 1
+    duplicates: int = 0
+    gap_filled: int = 0
+    rows: dict[str, int] = field(default_factory=dict)
+    timings: dict[str, float] = field(default_factory=dict)
+    caught_up_events: int = 0
+    reconciled_streams: int = 0
+    differences: list[Difference] = field(default_factory=list)
+
+    @property
+    def bulk_seconds(self) -> float:
+        return sum(self.timings.get(k, 0.0) for k in ("read_apply", "write", "indexes"))
+
+    @property
+    def events_per_s(self) -> float:
+        return self.events / self.bulk_seconds if self.bulk_seconds else 0.0
+
+
+@dataclass
+class ReplayOptions:
+    mode: Mode = "swap"
+    tables: Sequence[str] = ()
+    until_position: int | None = None
+    until_time: datetime | None = None
+    into: str | None = None
+    page_size: int = 20_000
+    events_per_pass: int = 2_000_000
+    keep: bool = False
+
+
+def parse_until(value: str) -> tuple[int | None, datetime | None]:
+    """`--until`: a global position (digits) or an ISO timestamp with a timezone."""
+    text = value.strip()
+    if text.isdigit():
+        return int(text), None
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError as exc:
+        raise ReplayError(f"--until {value!r} is neither a position nor an ISO timestamp") from exc
+    if moment.tzinfo is None:
+        raise ReplayError(f"--until {value!r} needs a timezone, e.g. {text}Z or {text}+03:00")
+    return None, moment
+
+
+async def connect(settings: Settings, name: str = "replay") -> asyncpg.Connection:
+    return await asyncpg.connect(
+        plain_url(settings.database_url),
+        timeout=10,
+        command_timeout=3600,
+        server_settings={**storage.SERVER_SETTINGS, "application_name": f"billing-{name}"},
+    )
+
+
+async def read_streams(
+    conn: asyncpg.Connection, ranges: dict[str, tuple[int, int | None]]
+) -> list[ProjectedEvent]:
+    """Events of several streams, `{stream: (after_version, up_to_version or None)}`, in log order."""
+    if not ranges:
+        return []
+    streams = list(ranges)
+    rows = await conn.fetch(
+        f"SELECT {ROW_COLUMNS.replace('position,', 'e.position,', 1)} "
+        "FROM unnest($1::text[], $2::int[], $3::int[]) AS q(s, a, b) "
+        "JOIN eventstore.events e ON e.stream_id = q.s AND e.stream_version > q.a "
+        "AND (q.b IS NULL OR e.stream_version <= q.b) ORDER BY e.position",
+        streams,
+        [ranges[s][0] for s in streams],
+        [ranges[s][1] for s in streams],
+    )
+    return [from_row(r) for r in rows]
+
+
+def _chunks(ranges: dict[str, tuple[int, int]], size: int = 2000) -> list[dict[str, tuple[int, int | None]]]:
+    items = sorted(ranges.items())
+    return [dict(items[i : i + size]) for i in range(0, len(items), size)]
+
+
+def stream_reader(conn: asyncpg.Connection) -> Callable[[str, int], Any]:
+    async def read_stream(stream_id: str, after_version: int) -> list[ProjectedEvent]:
+        return await read_streams(conn, {stream_id: (after_version, None)})
+
+    return read_stream
+
+
+class Replay:
+    """One replay run; `await Replay(settings, options).run(progress)`."""
+
+    def __init__(self, settings: Settings, options: ReplayOptions) -> None:
+        self.settings = settings
+        self.options = options
+        unknown = sorted(set(options.tables) - set(TABLE_NAMES))
+        if unknown:
+            raise ReplayError(f"unknown read model(s): {', '.join(unknown)}; choose from {', '.join(TABLE_NAMES)}")
+        self.tables = [t for t in TABLE_NAMES if t in options.tables] if options.tables else list(TABLE_NAMES)
+        if options.mode == "until":
+            if not options.into:
+                raise ReplayError("--until needs --into SCHEMA (the point-in-time copy's schema)")
+            quote_ident(options.into)
+            if options.into in ("read", "projector", "eventstore", "public") or options.into.startswith("pg_"):
+                raise ReplayError(f"--into {options.into!r} would overwrite a live schema")
+            if options.until_position is None and options.until_time is None:
+                raise ReplayError("--until needs a position or a timestamp")
+
+    async def run(self, progress: ProgressFn | None = None) -> ReplayReport:
+        conn = await connect(self.settings)
+        try:
+            return await self._run(conn, progress or (lambda done, total: None))
+        finally:
+            await conn.close()
+
+    # ------------------------------------------------------------------ phases
+
+    async def _run(self, conn: asyncpg.Connection, progress: ProgressFn) -> ReplayReport:
+        opts = self.options
+        head = await conn.fetchval("SELECT coalesce(max(position), 0) FROM eventstore.events")
+        if opts.until_position is not None:
+            head = min(head, opts.until_position)
+        run_id = await conn.fetchval(
+            "INSERT INTO projector.replay_runs (mode, tables, target_schema, head_position) "
+            "VALUES ($1, $2, '', $3) RETURNING run_id",
+            opts.mode, self.tables, head,
+        )
+        schema = opts.into if opts.mode == "until" else f"read_{'check' if opts.mode == 'check' else 'rebuild'}_{run_id}"
+        await conn.execute("UPDATE projector.replay_runs SET target_schema = $2 WHERE run_id = $1", run_id, schema)
+        report = ReplayReport(run_id=run_id, mode=opts.mode, schema=schema, tables=self.tables, head_position=head)
+        log.info("replay_started", run_id=run_id, mode=opts.mode, schema=schema, head=head, tables=self.tables)
+        succeeded = False
+        try:
+            await self._create_schema(conn, schema)
+            await self._bulk(conn, schema, head, report, progress)
+            if opts.mode in ("swap", "check"):
+                await self._sync_and_finish(conn, schema, head, report)
+            succeeded = True
+        finally:
+            status = "succeeded" if succeeded else "failed"
+            await conn.execute(
+                "UPDATE projector.replay_runs SET status = $2, events = $3, differences = $4, finished_at = clock_timestamp() "
+                "WHERE run_id = $1",
+                run_id, status, report.events, len(report.differences),
+            )
+            if opts.mode != "until" and not opts.keep:
+                await conn.execute(f"DROP SCHEMA IF EXISTS {quote_ident(schema)} CASCADE")
+            elif opts.mode == "until" and not succeeded:
+                await conn.execute(f"DROP SCHEMA IF EXISTS {quote_ident(schema)} CASCADE")
+        return report
+
+    async def _create_schema(self, conn: asyncpg.Connection, schema: str) -> None:
+        exists = await conn.fetchval("SELECT 1 FROM pg_namespace WHERE nspname = $1", schema)
+        if exists:
+            raise ReplayError(f"schema {schema!r} already exists; choose another name or drop it first")
+        q = quote_ident(schema)
+        async with conn.transaction():
+            await conn.execute(f"CREATE SCHEMA {q}")
+            for table in TABLE_NAMES:
+                # everything but the indexes: they are built after the load, with the live names
+                await conn.execute(f"CREATE TABLE {q}.{table} (LIKE read.{table} INCLUDING ALL EXCLUDING INDEXES)")
+            await conn.execute(
+                f"CREATE TABLE {q}.{POSITIONS_TABLE} (stream_id TEXT NOT NULL, version INTEGER NOT NULL, position BIGINT)"
+            )
+
+    async def _bulk(
+        self, conn: asyncpg.Connection, schema: str, head: int, report: ReplayReport, progress: ProgressFn
+    ) -> None:
+        opts = self.options
+        passes = max(1, math.ceil(head / max(1, opts.events_per_pass)))
+        report.passes = passes
+        total_estimate = head
+        done = 0
+        t_apply = t_write = 0.0
+        for part in range(passes):
+            started = time.perf_counter()
+            state = new_state()
+            versions: dict[str, int] = {}
+            positions: dict[str, int | None] = {}
+            after = 0
+            conditions = ["position > $1", "position <= $2"]
+            args: list[Any] = [head]
+            if opts.until_time is not None:
+                args.append(opts.until_time)
+                conditions.append(f"recorded_at <= ${len(args) + 1}")
+            if passes > 1:
+                args.extend([passes, part])
+                conditions.append(f"(hashtext(stream_id) & 2147483647) % ${len(args)} = ${len(args) + 1}")
+            query = (
+                f"SELECT {ROW_COLUMNS} FROM eventstore.events WHERE {' AND '.join(conditions)} "
+                f"ORDER BY position LIMIT {int(opts.page_size)}"
+            )
+            read_stream = stream_reader(conn)
+            while True:
+                rows = await conn.fetch(query, after, *args)
+                if not rows:
+                    break
+                after = rows[-1][0]
+                for row in rows:
+                    ev = from_row(row)
+                    stream = ev.stream_id
+                    cur = versions.get(stream, 0)
+                    if ev.version != cur + 1:
+                        if ev.version <= cur:
+                            report.duplicates += 1
+                            continue
+                        # a predecessor committed after we read past its position: fetch it now
+                        missing = [e for e in await read_stream(stream, cur) if e.version < ev.version]
+                        for gap_event in missing:
+                            apply_event(state, gap_event)
+                        report.gap_filled += len(missing)
+                    apply_event(state, ev)
+                    versions[stream] = ev.version
+                    positions[stream] = ev.position
+                done += len(rows)
+                report.events += len(rows)
+                progress(done, max(total_estimate, done))
+            t_apply += time.perf_counter() - started
+            started = time.perf_counter()
+            for table in TABLE_NAMES:
+                rows_of_table = list(state.rows[table].values())
+                report.rows[table] = report.rows.get(table, 0) + len(rows_of_table)
+                await storage.copy_rows(conn, schema, table, rows_of_table)
+            await storage.copy_positions(
+                conn, schema, POSITIONS_TABLE, {s: (v, positions.get(s)) for s, v in versions.items()}
+            )
+            del state
+            t_write += time.perf_counter() - started
+        report.timings["read_apply"] = t_apply
+        report.timings["write"] = t_write
+        started = time.perf_counter()
+        await self._build_indexes(conn, schema)
+        report.timings["indexes"] = time.perf_counter() - started
+
+    async def _build_indexes(self, conn: asyncpg.Connection, schema: str) -> None:
+        q = quote_ident(schema)
+        for table in TABLE_NAMES:
+            constraints = await conn.fetch(
+                "SELECT conname, pg_get_constraintdef(oid) FROM pg_constraint "
+                "WHERE conrelid = $1::regclass AND contype IN ('p', 'u', 'x') ORDER BY contype, conname",
+                f"read.{table}",
+            )
+            for name, definition in constraints:
+                await conn.execute(f"ALTER TABLE {q}.{table} ADD CONSTRAINT {quote_ident(name)} {definition}")
+            indexes = await conn.fetch(
+                "SELECT pg_get_indexdef(i.indexrelid) FROM pg_index i "
+                "WHERE i.indrelid = $1::regclass AND NOT EXISTS "
+                "(SELECT 1 FROM pg_constraint c WHERE c.conindid = i.indexrelid) ORDER BY i.indexrelid",
+                f"read.{table}",
+            )
+            for (definition,) in indexes:
+                marker = f" ON read.{table} "
+                if marker not in definition:
+                    raise ReplayError(f"cannot re-target index definition: {definition}")
+                await conn.execute(definition.replace(marker, f" ON {q}.{table} ", 1))
+            await conn.execute(f"ANALYZE {q}.{table}")
+        await conn.execute(f"ALTER TABLE {q}.{POSITIONS_TABLE} ADD PRIMARY KEY (stream_id)")
+
+    async def _sync_and_finish(self, conn: asyncpg.Connection, schema: str, head: int, report: ReplayReport) -> None:
+        """Under the exclusive lock: both sides to the same per-stream versions, then swap or compare."""
+        rebuild = Target(schema=schema, positions=f"{quote_ident(schema)}.{POSITIONS_TABLE}")
+        live = Target()
+        read_stream = stream_reader(conn)
+        started = time.perf_counter()
+        tx = conn.transaction()
+        await tx.start()
+        finished = False
+        try:
+            await conn.execute("SET LOCAL lock_timeout = '60s'")
+            await conn.execute("SELECT pg_advisory_xact_lock($1)", PROJECTOR_LOCK_KEY)
+            locked_at = time.perf_counter()
+            # 1. the log's tail since the bulk phase, into the rebuild
+            after = head
+            while True:
+                rows = await conn.fetch(
+                    f"SELECT {ROW_COLUMNS} FROM eventstore.events WHERE position > $1 ORDER BY position LIMIT $2",
+                    after, self.options.page_size,
+                )
+                if not rows:
+                    break
+                after = rows[-1][0]
+                events = [from_row(r) for r in rows]
+                result = await apply_events(conn, rebuild, events, read_stream, lock_shared=False)
+                report.caught_up_events += result.applied + result.gap_filled
+            # 2. streams where one side is ahead (late commits, events the projector applied that the
+            #    bulk read missed, or the other way round): bring the other side to the same version
+            diff = await conn.fetch(
+                f"SELECT coalesce(l.stream_id, r.stream_id), coalesce(l.version, 0), coalesce(r.version, 0) "
+                f"FROM {live.positions} l FULL JOIN {rebuild.positions} r ON r.stream_id = l.stream_id "
+                "WHERE coalesce(l.version, 0) <> coalesce(r.version, 0)"
+            )
+            rebuild_behind = {s: (rv, lv) for s, lv, rv in diff if rv < lv}
+            live_behind = {s: (lv, rv) for s, lv, rv in diff if lv < rv}
+            report.reconciled_streams = len(diff)
+            for chunk in _chunks(rebuild_behind):
+                events = await read_streams(conn, chunk)
+                result = await apply_events(conn, rebuild, events, read_stream, lock_shared=False)
+                report.caught_up_events += result.applied + result.gap_filled
+            if self.options.mode == "swap" and set(self.tables) == set(TABLE_NAMES):
+                # every read table is replaced: the live positions simply become the rebuild's
+                await conn.execute(
+                    f"INSERT INTO {live.positions} (stream_id, version, position, updated_at) "
+                    f"SELECT stream_id, version, position, clock_timestamp() FROM {rebuild.positions} "
+                    "ON CONFLICT (stream_id) DO UPDATE SET version = EXCLUDED.version, "
+                    "position = EXCLUDED.position, updated_at = EXCLUDED.updated_at "
+                    "WHERE stream_positions.version <> EXCLUDED.version"
+                )
+            else:
+                # the live tables that stay (or, for a check, all of them) get what the rebuild has
+                for chunk in _chunks(live_behind):
+                    events = await read_streams(conn, chunk)
+                    await apply_events(conn, live, events, read_stream, lock_shared=False)
+            report.timings["catch_up"] = time.perf_counter() - locked_at
+            if self.options.mode == "check":
+                report.differences = await compare(conn, schema, self.tables)
+                finished = True
+                await tx.rollback()  # a check never changes the live read models
+            else:
+                await self._swap(conn, schema, report)
+                finished = True
+                await tx.commit()
+            report.timings["paused"] = time.perf_counter() - locked_at
+        except BaseException:
+            if not finished:
+                await tx.rollback()
+            raise
+        report.timings["sync"] = time.perf_counter() - started
+
+    async def _swap(self, conn: asyncpg.Connection, schema: str, report: ReplayReport) -> None:
+        old = quote_ident(f"read_old_{report.run_id}")
+        q = quote_ident(schema)
+        await conn.execute(f"CREATE SCHEMA {old}")
+        for table in self.tables:
+            await conn.execute(f"ALTER TABLE read.{table} SET SCHEMA {old}")
+            await conn.execute(f"ALTER TABLE {q}.{table} SET SCHEMA read")
+        if not self.options.keep:
+            await conn.execute(f"DROP SCHEMA {old} CASCADE")
+        log.info("replay_swapped", run_id=report.run_id, tables=self.tables)
+
+
+async def compare(conn: asyncpg.Connection, schema: str, tables: Sequence[str]) -> list[Difference]:
+    """Every difference between `read.<table>` and `<schema>.<table>`, column by column."""
+    q = quote_ident(schema)
+    differences: list[Difference] = []
+    for table in tables:
+        spec = TABLES[table]
+        key = spec.key
+        changed = " OR ".join(f"l.{c} IS DISTINCT FROM r.{c}" for c in spec.column_names if c != key)
+        rows = await conn.fetch(
+            f"SELECT coalesce(l.{key}, r.{key})::text, to_jsonb(l)::text, to_jsonb(r)::text "
+            f"FROM read.{table} l FULL JOIN {q}.{table} r ON r.{key} = l.{key} "
+            f"WHERE l.{key} IS NULL OR r.{key} IS NULL OR {changed} ORDER BY 1"
+        )
+        for key_value, live_json, rebuilt_json in rows:
+            live_row = orjson.loads(live_json) if live_json else None
+            rebuilt_row = orjson.loads(rebuilt_json) if rebuilt_json else None
+            if live_row is None or rebuilt_row is None:
+                differences.append(
+                    Difference(table, key_value, "(row)", "present" if live_row else "missing",
+                               "present" if rebuilt_row else "missing")
+                )
+                continue
+            for column in spec.column_names:
+                if live_row.get(column) != rebuilt_row.get(column):
+                    differences.append(Difference(table, key_value, column, live_row.get(column), rebuilt_row.get(column)))
+    return differences

@@ -1,0 +1,412 @@
+"""Event histories for projector and replay tests, built with the real contracts.
+
+`AccountScenario` writes what the payment processor appends for one account — purchases that
+succeed, are declined or are lost and settled later, cancels with and without refund, renewals
+that succeed or fail, grants, extensions, rejected commands — as typed `Envelope`s
+(`schemas.new_envelope`), grouped per append. Times advance deterministically from a start, so
+two runs of one scenario give identical events.
+"""
+
+from __future__ import annotations
+
+import random
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+
+from schemas import (
+    Actor,
+    AutoRenewChanged,
+    CheckoutStarted,
+    CommandFailed,
+    CommandOutcome,
+    CommandRejected,
+    CommandSucceeded,
+    Customer,
+    Envelope,
+    Metadata,
+    Money,
+    PaymentCreated,
+    PaymentFailed,
+    PaymentMethod,
+    PaymentStateUnknown,
+    PaymentSucceeded,
+    PlanArchived,
+    PlanCreated,
+    RefundCreated,
+    RefundFailed,
+    RefundRequested,
+    RefundStateUnknown,
+    RefundSucceeded,
+    RenewalFailed,
+    RenewalStarted,
+    SubscriptionActivated,
+    SubscriptionAdjusted,
+    SubscriptionCanceled,
+    SubscriptionExpired,
+    SubscriptionExpiringSoon,
+    SubscriptionRenewed,
+    account_stream,
+    derived_id,
+    new_envelope,
+    plan_stream,
+)
+
+START = datetime(2026, 1, 1, 9, 0, tzinfo=timezone.utc)
+
+
+@dataclass
+class Append:
+    stream_id: str
+    events: list[Envelope]
+
+
+@dataclass
+class Sub:
+    subscription_id: uuid.UUID
+    plan_id: str
+    plan_name: str
+    price: Money
+    period_days: int
+    status: str = "pending_payment"
+    period_end: datetime | None = None
+    paid_payment_id: uuid.UUID | None = None
+    provider_payment_id: str | None = None
+    attempt: int = 0
+
+
+@dataclass
+class PlanInfo:
+    plan_id: str
+    name: str
+    price: Money
+    period_days: int
+
+
+class Clock:
+    def __init__(self, start: datetime = START) -> None:
+        self.now = start
+
+    def tick(self, seconds: float = 1.0) -> datetime:
+        self.now += timedelta(seconds=seconds)
+        return self.now
+
+
+@dataclass
+class History:
+    """Appends in log order (each one `EventStore.append`-able with the stream's next version)."""
+
+    appends: list[Append] = field(default_factory=list)
+
+    def events(self) -> list[Envelope]:
+        return [e for a in self.appends for e in a.events]
+
+
+def plan_events(history: History, clock: Clock, plan: PlanInfo, *, archive: bool = False) -> None:
+    command_id = uuid.uuid4()
+    meta = Metadata(correlation_id=str(command_id), command_id=command_id, actor=Actor(kind="admin", id="ops"))
+    stream = plan_stream(plan.plan_id)
+    events = [
+        new_envelope(PlanCreated(plan_id=plan.plan_id, name=plan.name, price=plan.price, period_days=plan.period_days,
+                                 description=f"{plan.name} plan"), stream_id=stream, metadata=meta, occurred_at=clock.tick()),
+        new_envelope(CommandSucceeded(command_id=command_id, command_type="CreatePlan", outcome=CommandOutcome(plan_id=plan.plan_id)),
+                     stream_id=stream, metadata=meta, occurred_at=clock.tick(0.001)),
+    ]
+    history.appends.append(Append(stream, events))
+    if archive:
+        command_id = uuid.uuid4()
+        meta = Metadata(correlation_id=str(command_id), command_id=command_id, actor=Actor(kind="admin", id="ops"))
+        history.appends.append(Append(stream, [
+            new_envelope(PlanArchived(plan_id=plan.plan_id, reason="retired"), stream_id=stream, metadata=meta, occurred_at=clock.tick()),
+            new_envelope(CommandSucceeded(command_id=command_id, command_type="ArchivePlan", outcome=CommandOutcome(plan_id=plan.plan_id)),
+                         stream_id=stream, metadata=meta, occurred_at=clock.tick(0.001)),
+        ]))
+
+
+class AccountScenario:
+    """Builds one account's appends as the processor would write them."""
+
+    def __init__(self, history: History, clock: Clock, user_id: str | None = None, *, locale: str = "ru") -> None:
+        self.history = history
+        self.clock = clock
+        self.user_id = user_id or f"u-{uuid.uuid4().hex[:12]}"
+        self.stream = account_stream(self.user_id)
+        self.customer = Customer(email=f"{self.user_id}@example.com", locale=locale)  # type: ignore[arg-type]
+        self.subs: list[Sub] = []
+
+    # ------------------------------------------------------------------ plumbing
+
+    def _meta(self, command_id: uuid.UUID, kind: str = "user", actor_id: str | None = None) -> Metadata:
+        return Metadata(
+            correlation_id=str(command_id), causation_id=str(command_id), command_id=command_id,
+            actor=Actor(kind=kind, id=actor_id or self.user_id),  # type: ignore[arg-type]
+        )
+
+    def _append(self, command_id: uuid.UUID, payloads: Sequence[object], *, kind: str = "user", actor_id: str | None = None) -> Append:
+        meta = self._meta(command_id, kind, actor_id)
+        events = [
+            new_envelope(p, stream_id=self.stream, metadata=meta, occurred_at=self.clock.tick(0.5),  # type: ignore[arg-type]
+                         id=derived_id("event", command_id, self.clock.now.isoformat(), i))
+            for i, p in enumerate(payloads)
+        ]
+        append = Append(self.stream, events)
+        self.history.appends.append(append)
+        return append
+
+    # ------------------------------------------------------------------ purchases
+
+    def purchase(self, plan: PlanInfo, outcome: str = "success", *, auto_renew: bool = True) -> Sub:
+        """outcome: success | decline | abandon | unknown_then_success | unknown_then_failed | pending."""
+        command_id = uuid.uuid4()
+        sub = Sub(derived_id("subscription", command_id), plan.plan_id, plan.name, plan.price, plan.period_days)
+        self.subs.append(sub)
+        payment_id = derived_id("payment", command_id)
+        provider_id = str(uuid.uuid4())
+        url = f"http://127.0.0.1:8010/pay/{provider_id}"
+        self._append(command_id, [CheckoutStarted(
+            subscription_id=sub.subscription_id, payment_id=payment_id, plan_id=plan.plan_id, plan_name=plan.name,
+            amount=plan.price, period_days=plan.period_days, auto_renew=auto_renew, customer=self.customer,
+            idempotence_key=str(derived_id("yookassa", payment_id, "create")))])
+        if outcome.startswith("unknown"):
+            self._append(command_id, [PaymentStateUnknown(payment_id=payment_id, subscription_id=sub.subscription_id,
+                                                          detail="timeout creating the payment")])
+            sync_id = uuid.uuid4()
+            if outcome == "unknown_then_failed":
+                self._append(sync_id, [
+                    PaymentFailed(payment_id=payment_id, subscription_id=sub.subscription_id, provider_payment_id=provider_id,
+                                  amount=plan.price, reason="expired_on_confirmation", party="yoo_money", customer=self.customer),
+                    CommandFailed(command_id=command_id, command_type="PurchaseSubscription", reason="payment could not be created"),
+                    CommandSucceeded(command_id=sync_id, command_type="SyncPayment"),
+                ], kind="system", actor_id="janitor")
+                sub.status = "payment_failed"
+                return sub
+            self._append(sync_id, [
+                PaymentCreated(payment_id=payment_id, subscription_id=sub.subscription_id, provider_payment_id=provider_id,
+                               amount=plan.price, status="pending", confirmation_url=url),
+                CommandSucceeded(command_id=command_id, command_type="PurchaseSubscription",
+                                 outcome=CommandOutcome(subscription_id=sub.subscription_id, payment_id=payment_id, confirmation_url=url)),
+                CommandSucceeded(command_id=sync_id, command_type="SyncPayment"),
+            ], kind="system", actor_id="janitor")
+            outcome = "success"
+        else:
+            self._append(command_id, [
+                PaymentCreated(payment_id=payment_id, subscription_id=sub.subscription_id, provider_payment_id=provider_id,
+                               amount=plan.price, status="pending", confirmation_url=url),
+                CommandSucceeded(command_id=command_id, command_type="PurchaseSubscription",
+                                 outcome=CommandOutcome(subscription_id=sub.subscription_id, payment_id=payment_id, confirmation_url=url)),
+            ])
+        if outcome == "pending":
+            return sub
+        self.clock.tick(30)
+        sync_id = uuid.uuid4()
+        if outcome == "success":
+            paid_at = self.clock.tick()
+            end = paid_at + timedelta(days=plan.period_days)
+            self._append(sync_id, [
+                PaymentSucceeded(payment_id=payment_id, subscription_id=sub.subscription_id, provider_payment_id=provider_id,
+                                 amount=plan.price, paid_at=paid_at, customer=self.customer,
+                                 payment_method=PaymentMethod(id=str(uuid.uuid4()), title="Bank card *4444")),
+                SubscriptionActivated(subscription_id=sub.subscription_id, plan_id=plan.plan_id, plan_name=plan.name,
+                                      period_start=paid_at, period_end=end, amount_paid=plan.price, auto_renew=auto_renew,
+                                      payment_id=payment_id, payment_method_title="Bank card *4444", customer=self.customer),
+                CommandSucceeded(command_id=sync_id, command_type="SyncPayment",
+                                 outcome=CommandOutcome(subscription_id=sub.subscription_id, payment_id=payment_id)),
+            ], kind="provider", actor_id="yookassa")
+            sub.status, sub.period_end, sub.paid_payment_id, sub.provider_payment_id = "active", end, payment_id, provider_id
+        else:
+            reason = "insufficient_funds" if outcome == "decline" else "expired_on_confirmation"
+            self._append(sync_id, [
+                PaymentFailed(payment_id=payment_id, subscription_id=sub.subscription_id, provider_payment_id=provider_id,
+                              amount=plan.price, reason=reason, party="payment_network", customer=self.customer),
+                CommandSucceeded(command_id=sync_id, command_type="SyncPayment"),
+            ], kind="provider", actor_id="yookassa")
+            sub.status = "payment_failed"
+        return sub
+
+    def reject_purchase(self, plan_id: str, code: str = "plan_archived") -> None:
+        command_id = uuid.uuid4()
+        self._append(command_id, [CommandRejected(command_id=command_id, command_type="PurchaseSubscription", code=code,
+                                                  reason=f"plan {plan_id} cannot be bought now")])
+
+    def grant(self, plan: PlanInfo, days: int = 30) -> Sub:
+        command_id = uuid.uuid4()
+        sub = Sub(derived_id("subscription", command_id), plan.plan_id, plan.name, Money.from_minor(0), days)
+        self.subs.append(sub)
+        start = self.clock.tick()
+        end = start + timedelta(days=days)
+        self._append(command_id, [
+            SubscriptionActivated(subscription_id=sub.subscription_id, plan_id=plan.plan_id, plan_name=plan.name,
+                                  period_start=start, period_end=end, amount_paid=Money.from_minor(0), auto_renew=False,
+                                  granted=True, reason="support gesture", customer=self.customer),
+            CommandSucceeded(command_id=command_id, command_type="GrantSubscription",
+                             outcome=CommandOutcome(subscription_id=sub.subscription_id)),
+        ], kind="admin", actor_id="ops")
+        sub.status, sub.period_end = "active", end
+        return sub
+
+    # ------------------------------------------------------------------ changes
+
+    def cancel(self, sub: Sub, mode: str = "refund_now", refund_outcome: str = "success", *, admin: bool = False) -> None:
+        """mode: refund_now | at_period_end; refund_outcome: success | failed | unknown_then_success."""
+        command_id = uuid.uuid4()
+        kind, actor = ("admin", "ops") if admin else ("user", None)
+        if mode == "at_period_end" or sub.paid_payment_id is None:
+            self._append(command_id, [
+                SubscriptionCanceled(subscription_id=sub.subscription_id, mode="at_period_end",
+                                     effective_at=sub.period_end or self.clock.now, customer=self.customer),
+                CommandSucceeded(command_id=command_id, command_type="CancelSubscription",
+                                 outcome=CommandOutcome(subscription_id=sub.subscription_id)),
+            ], kind=kind, actor_id=actor)
+            return
+        refund_id = derived_id("refund", command_id)
+        amount = Money.from_minor(sub.price.minor * 29 // 30, sub.price.currency)
+        self._append(command_id, [RefundRequested(
+            refund_id=refund_id, subscription_id=sub.subscription_id, payment_id=sub.paid_payment_id,
+            provider_payment_id=sub.provider_payment_id or str(uuid.uuid4()), amount=amount, days_used=1, days_in_period=30,
+            reason="user canceled", idempotence_key=str(derived_id("yookassa", refund_id, "create")), customer=self.customer)],
+            kind=kind, actor_id=actor)
+        provider_refund_id = str(uuid.uuid4())
+        if refund_outcome == "unknown_then_success":
+            self._append(command_id, [RefundStateUnknown(refund_id=refund_id, subscription_id=sub.subscription_id, detail="timeout")],
+                         kind=kind, actor_id=actor)
+            command_id_final, kind, actor = uuid.uuid4(), "system", "janitor"
+        else:
+            command_id_final = command_id
+        if refund_outcome == "failed":
+            self._append(command_id, [
+                RefundCreated(refund_id=refund_id, subscription_id=sub.subscription_id, provider_refund_id=provider_refund_id, status="pending"),
+                RefundFailed(refund_id=refund_id, subscription_id=sub.subscription_id, amount=amount, reason="payment too old",
+                             customer=self.customer),
+                CommandFailed(command_id=command_id, command_type="CancelSubscription", reason="YooKassa refused the refund"),
+            ], kind=kind, actor_id=actor)
+            return
+        payloads: list[object] = [
+            RefundCreated(refund_id=refund_id, subscription_id=sub.subscription_id, provider_refund_id=provider_refund_id, status="succeeded"),
+            RefundSucceeded(refund_id=refund_id, subscription_id=sub.subscription_id, payment_id=sub.paid_payment_id,
+                            provider_refund_id=provider_refund_id, amount=amount, days_used=1, customer=self.customer),
+            SubscriptionCanceled(subscription_id=sub.subscription_id, mode="admin" if admin else "refund_now",
+                                 effective_at=self.clock.now, refund_id=refund_id, refund_amount=amount, customer=self.customer,
+                                 reason="changed my mind"),
+            CommandSucceeded(command_id=command_id if command_id_final == command_id else command_id,
+                             command_type="AdminCancelSubscription" if admin else "CancelSubscription",
+                             outcome=CommandOutcome(subscription_id=sub.subscription_id, refund_id=refund_id, refund_amount=amount)),
+        ]
+        if command_id_final != command_id:
+            payloads.append(CommandSucceeded(command_id=command_id_final, command_type="SyncRefund"))
+        self._append(command_id_final, payloads, kind=kind, actor_id=actor)
+        sub.status = "canceled"
+
+    def set_auto_renew(self, sub: Sub, enabled: bool) -> None:
+        command_id = uuid.uuid4()
+        self._append(command_id, [
+            AutoRenewChanged(subscription_id=sub.subscription_id, enabled=enabled, customer=self.customer),
+            CommandSucceeded(command_id=command_id, command_type="SetAutoRenew", outcome=CommandOutcome(subscription_id=sub.subscription_id)),
+        ])
+
+    def extend(self, sub: Sub, days: int = 7) -> None:
+        command_id = uuid.uuid4()
+        sub.period_end = (sub.period_end or self.clock.now) + timedelta(days=days)
+        self._append(command_id, [
+            SubscriptionAdjusted(subscription_id=sub.subscription_id, days=days, period_end=sub.period_end, reason="outage compensation"),
+            CommandSucceeded(command_id=command_id, command_type="ExtendSubscription", outcome=CommandOutcome(subscription_id=sub.subscription_id)),
+        ], kind="admin", actor_id="ops")
+
+    def renew(self, sub: Sub, success: bool = True, *, final: bool = False) -> None:
+        assert sub.period_end is not None
+        sub.attempt += 1
+        command_id = derived_id("renewal", sub.subscription_id, sub.period_end.isoformat(), sub.attempt)
+        payment_id = derived_id("payment", command_id)
+        new_end = sub.period_end + timedelta(days=sub.period_days)
+        meta_kind, actor = "system", "scheduler"
+        self._append(command_id, [
+            SubscriptionExpiringSoon(subscription_id=sub.subscription_id, period_end=sub.period_end, auto_renew=True, customer=self.customer),
+            RenewalStarted(subscription_id=sub.subscription_id, payment_id=payment_id, plan_id=sub.plan_id, plan_name=sub.plan_name,
+                           amount=sub.price, period_start=sub.period_end, period_end=new_end, attempt=sub.attempt,
+                           payment_method_id="pm-1", idempotence_key=str(derived_id("yookassa", payment_id, "create")),
+                           customer=self.customer),
+        ], kind=meta_kind, actor_id=actor)
+        provider_id = str(uuid.uuid4())
+        if success:
+            paid_at = self.clock.tick()
+            self._append(command_id, [
+                PaymentSucceeded(payment_id=payment_id, subscription_id=sub.subscription_id, provider_payment_id=provider_id,
+                                 amount=sub.price, paid_at=paid_at, purpose="renewal", customer=self.customer),
+                SubscriptionRenewed(subscription_id=sub.subscription_id, payment_id=payment_id, period_start=sub.period_end,
+                                    period_end=new_end, amount=sub.price, customer=self.customer),
+                CommandSucceeded(command_id=command_id, command_type="RenewSubscription",
+                                 outcome=CommandOutcome(subscription_id=sub.subscription_id, payment_id=payment_id)),
+            ], kind=meta_kind, actor_id=actor)
+            sub.period_end, sub.status, sub.attempt = new_end, "active", 0
+            sub.paid_payment_id, sub.provider_payment_id = payment_id, provider_id
+        else:
+            self._append(command_id, [
+                PaymentFailed(payment_id=payment_id, subscription_id=sub.subscription_id, provider_payment_id=provider_id,
+                              amount=sub.price, reason="insufficient_funds", purpose="renewal", customer=self.customer),
+                RenewalFailed(subscription_id=sub.subscription_id, payment_id=payment_id, attempt=sub.attempt, reason="insufficient_funds",
+                              next_retry_at=None if final else sub.period_end + timedelta(days=sub.attempt),
+                              access_until=sub.period_end + timedelta(days=5), final=final, customer=self.customer),
+                CommandSucceeded(command_id=command_id, command_type="RenewSubscription",
+                                 outcome=CommandOutcome(subscription_id=sub.subscription_id, payment_id=payment_id,
+                                                        message="renewal declined")),
+            ], kind=meta_kind, actor_id=actor)
+            sub.status = "past_due"
+
+    def expire(self, sub: Sub) -> None:
+        command_id = uuid.uuid4()
+        self._append(command_id, [
+            SubscriptionExpired(subscription_id=sub.subscription_id, expired_at=self.clock.tick(), reason="period ended", customer=self.customer),
+            CommandSucceeded(command_id=command_id, command_type="ExpireSubscription", outcome=CommandOutcome(subscription_id=sub.subscription_id)),
+        ], kind="system", actor_id="scheduler")
+        sub.status = "expired"
+
+
+PLANS = [
+    PlanInfo("basic", "Basic", Money.from_minor(29900), 30),
+    PlanInfo("premium", "Premium", Money.from_minor(149000), 30),
+    PlanInfo("annual", "Annual", Money.from_minor(1299000), 365),
+]
+
+
+def random_account(history: History, clock: Clock, rng: random.Random, plans: Sequence[PlanInfo] = PLANS) -> AccountScenario:
+    """One account living a random but valid life: purchases, renewals, cancels, grants, rejections."""
+    account = AccountScenario(history, clock, f"u-{rng.getrandbits(48):012x}", locale=rng.choice(["ru", "en"]))
+    for _ in range(rng.randint(1, 3)):
+        plan = rng.choice(list(plans))
+        roll = rng.random()
+        if roll < 0.08:
+            account.reject_purchase(plan.plan_id)
+            continue
+        if roll < 0.12:
+            sub = account.grant(plan)
+        else:
+            outcome = rng.choices(
+                ["success", "decline", "abandon", "unknown_then_success", "unknown_then_failed", "pending"],
+                weights=[70, 8, 5, 6, 3, 8],
+            )[0]
+            sub = account.purchase(plan, outcome, auto_renew=rng.random() < 0.8)
+        if sub.status != "active":
+            continue
+        for _ in range(rng.randint(0, 3)):
+            action = rng.random()
+            if action < 0.35:
+                account.renew(sub, success=rng.random() < 0.8)
+            elif action < 0.5:
+                account.set_auto_renew(sub, rng.random() < 0.5)
+            elif action < 0.6:
+                account.extend(sub, rng.randint(1, 30))
+            elif action < 0.75:
+                account.cancel(sub, "refund_now", rng.choice(["success", "success", "failed", "unknown_then_success"]),
+                               admin=rng.random() < 0.2)
+                break
+            elif action < 0.85:
+                account.cancel(sub, "at_period_end")
+                if rng.random() < 0.5:
+                    account.expire(sub)
+                break
+            elif sub.status == "past_due":
+                account.renew(sub, success=False, final=True)
+                account.expire(sub)
+                break
+        clock.tick(rng.randint(1, 3600))
+    return account
