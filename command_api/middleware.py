@@ -58,7 +58,9 @@ class RequestContextMiddleware:
             finally:
                 elapsed = time.perf_counter() - started
                 route = scope.get("route")
-                template = getattr(route, "path", None) or "unmatched"
+                # Label by route template, never by raw path (ids would explode the label set);
+                # /docs and /openapi.json have no APIRoute but fixed paths.
+                template = getattr(route, "path", None) or ("unmatched" if status >= 400 else scope.get("path", ""))
                 method = scope.get("method", "")
                 self.metrics.requests.labels(method, template, str(status)).inc()
                 self.metrics.latency.labels(method, template).observe(elapsed)

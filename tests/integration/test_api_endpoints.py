@@ -1,0 +1,428 @@
+"""Every command API endpoint against the real app, Kafka and PostgreSQL (read models seeded)."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from eventstore.refunds import refund_amount
+from schemas import derived_id, parse_envelope
+from tests.fixtures.command_api import new_user, published_commands
+
+
+def _is_problem(response, status: int) -> dict:  # type: ignore[no-untyped-def]
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"].startswith("application/problem+json")
+    body = response.json()
+    assert body["status"] == status and body["type"] and body["title"]
+    return body
+
+
+async def _one_published(api, settings, command_id: str):  # type: ignore[no-untyped-def]
+    records = await published_commands(settings, api.topic, lambda e: e["id"] == command_id)
+    assert len(records) == 1
+    return records[0]
+
+
+# ----------------------------------------------------------------------------- plans
+
+
+async def test_plans_lists_plans_on_sale_only(api, seed):
+    on_sale = await seed.plan(price_minor=12345)
+    archived = await seed.plan(archived=True)
+    response = await api.client.get("/v1/plans", headers=api.auth(new_user()))
+    assert response.status_code == 200
+    items = {p["plan_id"]: p for p in response.json()["items"]}
+    assert archived["plan_id"] not in items
+    assert items[on_sale["plan_id"]]["price"] == {"amount": "123.45", "currency": "RUB"}
+    assert items[on_sale["plan_id"]]["period_days"] == 30
+
+
+# ----------------------------------------------------------------------------- purchase
+
+
+async def test_purchase_publishes_the_command_after_the_ack(api, seed, settings):
+    user, plan = new_user(), await seed.plan()
+    request_id = f"req-{uuid.uuid4().hex}"
+    headers = {**api.command(user, email="anna@example.com", locale="ru"), "X-Request-ID": request_id}
+    response = await api.client.post("/v1/subscriptions", json={"plan_id": plan["plan_id"], "auto_renew": False}, headers=headers)
+    assert response.status_code == 202
+    body = response.json()
+    assert body == {
+        "command_id": body["command_id"], "status": "accepted", "command_type": "PurchaseSubscription",
+        "outcome": None, "code": None, "reason": None,
+    }
+    assert response.headers["Location"] == f"/v1/commands/{body['command_id']}"
+    assert response.headers["X-Request-ID"] == request_id
+
+    key, raw, kafka_headers = await _one_published(api, settings, body["command_id"])
+    envelope = parse_envelope(raw)
+    assert key == user.encode()
+    assert kafka_headers["correlation_id"] == request_id.encode()
+    assert envelope.type == "PurchaseSubscription" and envelope.stream_id == f"account-{user}"
+    assert str(envelope.metadata.command_id) == body["command_id"]
+    assert envelope.metadata.actor.kind == "user" and envelope.metadata.actor.id == user
+    assert envelope.data.subscription_id == derived_id("subscription", envelope.id)
+    assert envelope.data.plan_id == plan["plan_id"] and envelope.data.auto_renew is False
+    assert envelope.data.customer.email == "anna@example.com" and envelope.data.customer.locale == "ru"
+
+
+@pytest.mark.parametrize("archived", [False, True], ids=["unknown", "archived"])
+async def test_purchase_of_a_plan_not_on_sale_is_a_fast_422(api, seed, settings, archived):
+    user = new_user()
+    plan_id = (await seed.plan(archived=True))["plan_id"] if archived else f"nope-{uuid.uuid4().hex[:8]}"
+    response = await api.client.post("/v1/subscriptions", json={"plan_id": plan_id}, headers=api.command(user))
+    assert _is_problem(response, 422)["type"].endswith("/plan-not-available")
+    assert not await published_commands(settings, api.topic, lambda e: e["stream_id"] == f"account-{user}", expect=0)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {},
+        {"plan_id": ""},
+        {"plan_id": "UPPER"},
+        {"plan_id": "a\u0000b"},
+        {"plan_id": "basic", "auto_renew": "maybe"},
+        {"plan_id": "basic", "extra": 1},
+        ["plan_id"],
+        "plan",
+        {"plan_id": "x" * 65},
+    ],
+)
+async def test_invalid_bodies_are_422_problems(api, body):
+    response = await api.client.post("/v1/subscriptions", json=body, headers=api.command(new_user()))
+    problem = _is_problem(response, 422)
+    assert problem["type"].endswith("/validation-error") and problem["errors"]
+
+
+async def test_malformed_json_and_odd_content_types_are_problems_not_500(api):
+    headers = api.command(new_user())
+    for content, content_type in (
+        (b"{not json", "application/json"),
+        (b"\xff\xfe\x00", "application/json"),
+        (b'{"plan_id": "\\ud800"}', "application/json"),
+        (b"plan_id=basic", "application/x-www-form-urlencoded"),
+        (b"", "application/json"),
+    ):
+        response = await api.client.post("/v1/subscriptions", content=content, headers={**headers, "Content-Type": content_type})
+        assert 400 <= response.status_code < 500, (content, response.status_code, response.text)
+        assert response.headers["content-type"].startswith("application/problem+json")
+
+
+# ----------------------------------------------------------------------------- subscriptions
+
+
+async def test_subscriptions_list_detail_and_pagination(api, seed):
+    user, plan = new_user(), await seed.plan()
+    subs = [await seed.subscription(user, plan, status=s) for s in ("active", "canceled", "expired")]
+    payment = await seed.payment(subs[0])
+    refund = await seed.refund(payment, 1000)
+    await seed.subscription(new_user(), plan)  # someone else's
+
+    listed = await api.client.get("/v1/subscriptions", headers=api.auth(user))
+    assert listed.status_code == 200
+    assert {s["subscription_id"] for s in listed.json()["items"]} == {str(s["subscription_id"]) for s in subs}
+    page = await api.client.get("/v1/subscriptions?limit=2&offset=2", headers=api.auth(user))
+    assert len(page.json()["items"]) == 1 and page.json()["limit"] == 2
+    active = await api.client.get("/v1/subscriptions?status=active", headers=api.auth(user))
+    assert [s["status"] for s in active.json()["items"]] == ["active"]
+    assert (await api.client.get("/v1/subscriptions?status=bogus", headers=api.auth(user))).status_code == 422
+    assert (await api.client.get("/v1/subscriptions?limit=0", headers=api.auth(user))).status_code == 422
+
+    detail = await api.client.get(f"/v1/subscriptions/{subs[0]['subscription_id']}", headers=api.auth(user))
+    assert detail.status_code == 200
+    body = detail.json()
+    assert body["status"] == "active" and body["price"] == {"amount": "299.00", "currency": "RUB"}
+    assert [p["payment_id"] for p in body["payments"]] == [str(payment["payment_id"])]
+    assert [r["refund_id"] for r in body["refunds"]] == [str(refund["refund_id"])]
+    assert body["refunds"][0]["amount"] == {"amount": "10.00", "currency": "RUB"}
+
+    missing = await api.client.get(f"/v1/subscriptions/{uuid.uuid4()}", headers=api.auth(user))
+    _is_problem(missing, 404)
+    _is_problem(await api.client.get("/v1/subscriptions/not-a-uuid", headers=api.auth(user)), 422)
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "command_type", "fields"),
+    [
+        ("cancel", {"mode": "refund_now"}, "CancelSubscription", {"mode": "refund_now"}),
+        ("cancel", {"mode": "at_period_end"}, "CancelSubscription", {"mode": "at_period_end"}),
+        ("auto-renew", {"enabled": False}, "SetAutoRenew", {"enabled": False}),
+    ],
+)
+async def test_cancel_and_auto_renew_publish_commands(api, seed, settings, path, body, command_type, fields):
+    user, plan = new_user(), await seed.plan()
+    sub = await seed.subscription(user, plan)
+    response = await api.client.post(f"/v1/subscriptions/{sub['subscription_id']}/{path}", json=body, headers=api.command(user))
+    assert response.status_code == 202 and response.json()["command_type"] == command_type
+    key, envelope, _ = await _one_published(api, settings, response.json()["command_id"])
+    assert key == user.encode() and envelope["type"] == command_type
+    assert envelope["data"]["subscription_id"] == str(sub["subscription_id"])
+    assert {k: envelope["data"][k] for k in fields} == fields
+    _is_problem(
+        await api.client.post(f"/v1/subscriptions/{sub['subscription_id']}/cancel", json={"mode": "later"}, headers=api.command(user)),
+        422,
+    )
+
+
+async def test_refund_quote_matches_the_shared_refund_function(api, seed):
+    user, plan = new_user(), await seed.plan(price_minor=29900, period_days=30)
+    paid_at = datetime.now(timezone.utc) - timedelta(days=2, hours=3)
+    sub = await seed.subscription(user, plan, paid_at=paid_at)
+    payment = await seed.payment(sub, paid_at=paid_at)
+    await seed.refund(payment, 500)
+    await seed.refund(payment, 700, status="canceled")  # a canceled refund gave nothing back
+
+    response = await api.client.get(f"/v1/subscriptions/{sub['subscription_id']}/refund-quote", headers=api.auth(user))
+    assert response.status_code == 200
+    quote = response.json()
+    expected = refund_amount(29900, paid_at, 30, datetime.fromisoformat(quote["quoted_at"]), 500)
+    assert expected.days_used == 3  # two whole days and a started third
+    assert quote["days_used"] == 3 and quote["days_in_period"] == 30
+    assert quote["amount"] == {"amount": f"{expected.amount_minor / 100:.2f}", "currency": "RUB"}
+    assert quote["amount"]["amount"] == "269.10"  # 29900 * 27 / 30 = 26910, under the 29400 left
+    assert quote["already_refunded"]["amount"] == "5.00" and quote["refundable"] is True
+
+
+async def test_refund_quote_is_zero_for_subscriptions_that_cannot_be_refunded(api, seed):
+    user, plan = new_user(), await seed.plan()
+    pending = await seed.subscription(user, plan, status="pending_payment")
+    canceled = await seed.subscription(user, plan, status="canceled")
+    await seed.payment(canceled)
+    for sub in (pending, canceled):
+        quote = (await api.client.get(f"/v1/subscriptions/{sub['subscription_id']}/refund-quote", headers=api.auth(user))).json()
+        assert quote["amount"]["amount"] == "0.00" and quote["refundable"] is False
+
+
+# ----------------------------------------------------------------------------- payments, refunds
+
+
+async def test_payments_and_refunds(api, seed):
+    user, plan = new_user(), await seed.plan()
+    sub = await seed.subscription(user, plan)
+    payments = [await seed.payment(sub), await seed.payment(sub, status="canceled")]
+    refund = await seed.refund(payments[0], 2990)
+    listed = await api.client.get("/v1/payments", headers=api.auth(user))
+    assert {p["payment_id"] for p in listed.json()["items"]} == {str(p["payment_id"]) for p in payments}
+    one = await api.client.get(f"/v1/payments/{payments[1]['payment_id']}", headers=api.auth(user))
+    assert one.status_code == 200 and one.json()["status"] == "canceled" and one.json()["paid_at"] is None
+    _is_problem(await api.client.get(f"/v1/payments/{uuid.uuid4()}", headers=api.auth(user)), 404)
+    refunds = await api.client.get("/v1/refunds", headers=api.auth(user))
+    assert [r["refund_id"] for r in refunds.json()["items"]] == [str(refund["refund_id"])]
+    assert refunds.json()["items"][0]["amount"]["amount"] == "29.90"
+
+
+# ----------------------------------------------------------------------------- command status
+
+
+@pytest.mark.parametrize(
+    ("status", "extra"),
+    [
+        ("processing", {}),
+        ("succeeded", {"outcome": {"subscription_id": str(uuid.uuid4()), "confirmation_url": "http://pay.test/x"}}),
+        ("rejected", {"code": "plan_archived", "reason": "the plan is no longer on sale"}),
+        ("failed", {"reason": "YooKassa kept failing"}),
+    ],
+)
+async def test_command_status_from_the_read_model(api, seed, status, extra):
+    user = new_user()
+    command_id = uuid.uuid4()
+    await seed.command(command_id, user, status=status, command_type="PurchaseSubscription", **extra)
+    response = await api.client.get(f"/v1/commands/{command_id}", headers=api.auth(user))
+    assert response.status_code == 200
+    body = response.json()
+    assert body["status"] == status and body["command_type"] == "PurchaseSubscription"
+    if "outcome" in extra:
+        assert body["outcome"]["confirmation_url"] == "http://pay.test/x"
+    assert body["reason"] == extra.get("reason") and body["code"] == extra.get("code")
+    _is_problem(await api.client.get(f"/v1/commands/{command_id}", headers=api.auth(new_user())), 404)
+    _is_problem(await api.client.get(f"/v1/commands/{uuid.uuid4()}", headers=api.auth(user)), 404)
+
+
+async def test_prefer_wait_answers_the_outcome_when_it_arrives(api, seed):
+    user, plan = new_user(), await seed.plan()
+    headers = {**api.command(user), "Prefer": "wait=2"}
+    command_id = derived_id("command", user, headers["Idempotency-Key"])
+
+    async def processor_finishes() -> None:
+        await asyncio.sleep(0.3)  # the "processor" answers a little after the API published
+        await seed.command(command_id, user, status="processing", command_type="PurchaseSubscription")
+        await asyncio.sleep(0.2)
+        await seed.command(
+            command_id, user, status="succeeded", command_type="PurchaseSubscription",
+            outcome={"subscription_id": str(derived_id("subscription", command_id)), "confirmation_url": "http://pay.test/abc"},
+        )
+
+    finisher = asyncio.create_task(processor_finishes())
+    started = asyncio.get_running_loop().time()
+    response = await api.client.post("/v1/subscriptions", json={"plan_id": plan["plan_id"]}, headers=headers)
+    await finisher
+    assert response.status_code == 200, response.text
+    assert response.json()["outcome"]["confirmation_url"] == "http://pay.test/abc"
+    assert response.headers["Preference-Applied"] == "wait=2"
+    assert asyncio.get_running_loop().time() - started < 1.8
+    # the replay is the first response, outcome included
+    replay = await api.client.post("/v1/subscriptions", json={"plan_id": plan["plan_id"]}, headers=headers)
+    assert replay.status_code == 200 and replay.json() == response.json()
+
+
+async def test_prefer_wait_answers_a_rejection_as_a_422_problem(api, seed):
+    user, plan = new_user(), await seed.plan()
+    headers = {**api.command(user), "Prefer": "respond-async, wait=2"}
+    command_id = derived_id("command", user, headers["Idempotency-Key"])
+
+    async def reject() -> None:
+        await asyncio.sleep(0.2)
+        await seed.command(command_id, user, status="rejected", command_type="PurchaseSubscription",
+                           code="already_subscribed", reason="you already have this plan")
+
+    task = asyncio.create_task(reject())
+    response = await api.client.post("/v1/subscriptions", json={"plan_id": plan["plan_id"]}, headers=headers)
+    await task
+    problem = _is_problem(response, 422)
+    assert problem["type"].endswith("/command-rejected")
+    assert problem["command_status"] == "rejected" and problem["code"] == "already_subscribed"
+    assert problem["detail"] == "you already have this plan" and problem["command_id"] == str(command_id)
+
+
+async def test_prefer_wait_times_out_into_a_202(api, seed):
+    user, plan = new_user(), await seed.plan()
+    started = asyncio.get_running_loop().time()
+    response = await api.client.post(
+        "/v1/subscriptions", json={"plan_id": plan["plan_id"]}, headers={**api.command(user), "Prefer": "wait=1"}
+    )
+    elapsed = asyncio.get_running_loop().time() - started
+    assert response.status_code == 202 and response.json()["status"] == "accepted"
+    assert 0.9 < elapsed < 2.5
+    # more than the configured maximum is capped, not an error
+    capped = await api.client.post(
+        "/v1/subscriptions", json={"plan_id": plan["plan_id"]}, headers={**api.command(user), "Prefer": "wait=99999"}
+    )
+    assert capped.status_code == 202 and capped.headers["Preference-Applied"] == f"wait={api.settings.api_max_wait_s:g}"
+
+
+# ----------------------------------------------------------------------------- operators
+
+
+async def test_operator_commands(api, seed, settings):
+    operator = f"op-{uuid.uuid4().hex[:6]}"
+    user, plan = new_user(), await seed.plan()
+    sub = await seed.subscription(user, plan)
+    sid = sub["subscription_id"]
+    new_plan_id = f"plan-{uuid.uuid4().hex[:8]}"
+    cases = [
+        (f"/v1/admin/subscriptions/{sid}/extend", {"days": 7, "reason": "outage"}, "ExtendSubscription", user,
+         {"days": 7, "reason": "outage"}),
+        ("/v1/admin/subscriptions/grant",
+         {"user_id": user, "plan_id": plan["plan_id"], "days": 14, "email": "g@example.com", "reason": "promo"},
+         "GrantSubscription", user, {"days": 14, "customer": {"email": "g@example.com", "locale": "ru"}}),
+        (f"/v1/admin/subscriptions/{sid}/cancel", {"refund": True, "reason": "fraud"}, "AdminCancelSubscription", user,
+         {"refund": True}),
+        (f"/v1/admin/subscriptions/{sid}/refund", {"amount": {"amount": "100.00", "currency": "RUB"}, "reason": "goodwill"},
+         "AdminRefund", user, {"amount": {"amount": "100.00", "currency": "RUB"}}),
+        (f"/v1/admin/subscriptions/{sid}/auto-renew", {"enabled": False, "reason": "asked"}, "SetAutoRenew", user,
+         {"enabled": False, "reason": "asked"}),
+        ("/v1/admin/plans", {"plan_id": new_plan_id, "name": "Gold", "price": {"amount": "999.00", "currency": "RUB"},
+                             "period_days": 365, "description": "all of it", "reason": "launch"},
+         "CreatePlan", new_plan_id, {"period_days": 365}),
+        (f"/v1/admin/plans/{plan['plan_id']}/archive", {"reason": "retired"}, "ArchivePlan", plan["plan_id"],
+         {"plan_id": plan["plan_id"]}),
+    ]
+    for path, body, command_type, partition_key, fields in cases:
+        response = await api.client.post(path, json=body, headers=api.command(operator, role="operator"))
+        assert response.status_code == 202, (path, response.text)
+        command_id = response.json()["command_id"]
+        assert response.json()["command_type"] == command_type
+        key, envelope, _ = await _one_published(api, settings, command_id)
+        assert key == partition_key.encode(), path
+        assert envelope["type"] == command_type and envelope["metadata"]["actor"] == {"kind": "admin", "id": operator}
+        assert envelope["stream_id"] == (f"plan-{partition_key}" if "plans" in path else f"account-{user}")
+        assert {k: envelope["data"][k] for k in fields} == fields, path
+        if command_type == "GrantSubscription":
+            assert envelope["data"]["subscription_id"] == str(derived_id("subscription", command_id))
+        # the operator can follow it, through either status endpoint
+        for status_path in (f"/v1/commands/{command_id}", f"/v1/admin/commands/{command_id}"):
+            status = await api.client.get(status_path, headers=api.auth(operator, role="operator"))
+            assert status.status_code == 200 and status.json()["status"] == "accepted"
+
+
+async def test_operator_commands_on_unknown_things_are_404_or_422(api, seed):
+    headers = {"role": "operator"}
+    op = f"op-{uuid.uuid4().hex[:6]}"
+    _is_problem(await api.client.post(f"/v1/admin/subscriptions/{uuid.uuid4()}/extend", json={"days": 1, "reason": "x"},
+                                      headers=api.command(op, **headers)), 404)
+    _is_problem(await api.client.post("/v1/admin/plans/no-such-plan-xyz/archive", json={"reason": "x"},
+                                      headers=api.command(op, **headers)), 404)
+    grant = await api.client.post("/v1/admin/subscriptions/grant",
+                                  json={"user_id": "u1", "plan_id": "no-such-plan-xyz", "email": "a@b.co", "reason": "x"},
+                                  headers=api.command(op, **headers))
+    _is_problem(grant, 422)
+    no_reason = await api.client.post("/v1/admin/plans/whatever/archive", json={}, headers=api.command(op, **headers))
+    _is_problem(no_reason, 422)
+    zero = await api.client.post("/v1/admin/plans", json={"plan_id": "zero", "name": "Z", "price": {"amount": "0.00"},
+                                                          "period_days": 1, "reason": "x"}, headers=api.command(op, **headers))
+    _is_problem(zero, 422)
+    float_money = await api.client.post("/v1/admin/plans", json={"plan_id": "zero", "name": "Z", "price": {"amount": 1.5},
+                                                                 "period_days": 1, "reason": "x"}, headers=api.command(op, **headers))
+    _is_problem(float_money, 422)
+
+
+async def test_admin_command_status_sees_any_command(api, seed):
+    command_id = uuid.uuid4()
+    await seed.command(command_id, new_user(), status="succeeded", command_type="SetAutoRenew")
+    op = api.auth("op-x", role="operator")
+    assert (await api.client.get(f"/v1/admin/commands/{command_id}", headers=op)).json()["status"] == "succeeded"
+    _is_problem(await api.client.get(f"/v1/admin/commands/{uuid.uuid4()}", headers=op), 404)
+    _is_problem(await api.client.get(f"/v1/admin/commands/{command_id}", headers=api.auth(new_user())), 403)
+
+
+# ----------------------------------------------------------------------------- plumbing
+
+
+async def test_unknown_routes_and_methods_are_problems(api):
+    _is_problem(await api.client.get("/v1/nothing-here"), 404)
+    _is_problem(await api.client.delete("/v1/plans", headers=api.auth(new_user())), 405)
+
+
+async def test_health_readiness_metrics_and_request_ids(api):
+    assert (await api.client.get("/healthz")).json() == {"status": "ok", "checks": {}}
+    ready = await api.client.get("/readyz")
+    assert ready.status_code == 200 and ready.json()["checks"] == {"postgres": "ok", "kafka": "ok"}
+    response = await api.client.get("/healthz", headers={"X-Request-ID": "abc-123"})
+    assert response.headers["X-Request-ID"] == "abc-123"
+    generated = await api.client.get("/healthz", headers={"X-Request-ID": "bad id with spaces"})
+    assert generated.headers["X-Request-ID"] != "bad id with spaces" and len(generated.headers["X-Request-ID"]) == 32
+    metrics = (await api.client.get("/metrics")).text
+    assert 'api_http_requests_total{method="GET",route="/healthz",status="200"}' in metrics
+    assert "api_commands_published_total" in metrics and "api_http_request_duration_seconds_bucket" in metrics
+
+
+async def test_openapi_documents_every_route_with_examples(api):
+    schema = (await api.client.get("/openapi.json")).json()
+    operations = [(path, method, op) for path, item in schema["paths"].items() for method, op in item.items()]
+    assert len(operations) == 23
+    for path, method, op in operations:
+        assert op.get("description"), (path, method)
+        responses = op["responses"]
+        assert any(
+            "example" in content or "examples" in content or _schema_has_examples(schema, content.get("schema", {}))
+            for r in responses.values() for content in r.get("content", {}).values()
+        ), (path, method)
+        if method == "post" and path.startswith("/v1/") and "webhooks" not in path:
+            assert any(p["name"] == "Idempotency-Key" and p["required"] for p in op["parameters"]), path
+            assert "202" in responses and "409" in responses and "422" in responses
+            body_schema = op["requestBody"]["content"]["application/json"]["schema"]
+            assert _schema_has_examples(schema, body_schema), path
+        for status, response in responses.items():
+            if status.startswith(("4", "5")) and path != "/readyz":
+                assert "application/problem+json" in response["content"], (path, status)
+
+
+def _schema_has_examples(schema: dict, node: dict) -> bool:
+    if "$ref" in node:
+        node = schema["components"]["schemas"][node["$ref"].rsplit("/", 1)[-1]]
+    return bool(node.get("examples") or node.get("example"))
