@@ -79,7 +79,7 @@ async def yookassa_notification(request: Request, services: ServicesDep) -> Webh
     user_id, internal_id = await _route(services, notice)
     if user_id is None:
         services.metrics.webhooks.labels("unroutable").inc()
-        log.info("webhook_unroutable", event=notice.event, object_id=notice.object_id)
+        log.info("webhook_unroutable", notification_event=notice.event, object_id=notice.object_id)
         return WebhookAck(status="ignored")
 
     command_id = derived_id("command", "yookassa", notice.object_id, notice.event, notice.status or "")
