@@ -82,16 +82,14 @@ class Notifications:
                     self._windows[rule.id] = end
                 due = max(due, end)
                 ordered = True
+        # Delivery order is (due_at, sort_key, seq): creation order normally, newest first inside a
+        # reorder window (a later notification gets a smaller sort_key).
+        sort_key = -int(now * 1_000_000) if ordered else 0
         for _ in range(copies):
-            cur = self.db.execute(
-                "INSERT INTO notifications (event, object_id, body, url, status, due_at, ordered, created_ts)"
-                " VALUES (?, ?, ?, ?, 'pending', ?, ?, ?)",
-                (event, obj["id"], body, url, due, 1 if ordered else 0, now),
-            )
-            # Newest first inside a reorder window; creation order otherwise.
-            seq = cur.lastrowid
             self.db.execute(
-                "UPDATE notifications SET sort_key = ? WHERE seq = ?", (-seq if ordered else seq, seq)
+                "INSERT INTO notifications (event, object_id, body, url, status, due_at, ordered, sort_key,"
+                " created_ts) VALUES (?, ?, ?, ?, 'pending', ?, ?, ?, ?)",
+                (event, obj["id"], body, url, due, 1 if ordered else 0, sort_key, now),
             )
         self._wake.set()
 
@@ -129,7 +127,7 @@ class Notifications:
         now = time.time()
         rows = self.db.all(
             "SELECT seq, event, object_id, body, url, attempts, ordered, created_ts FROM notifications"
-            " WHERE status = 'pending' AND due_at <= ? ORDER BY due_at, sort_key LIMIT 500",
+            " WHERE status = 'pending' AND due_at <= ? ORDER BY due_at, sort_key, seq LIMIT 500",
             (now,),
         )
         ordered_batch = []
