@@ -1,0 +1,148 @@
+"""The composition root: the only place that reads settings and builds the processor's adapters.
+
+`run()` is the whole process: migrate (the event store and the processor's own schema), make
+sure the topics exist, then run the consumer loops and the janitor side by side until SIGTERM /
+SIGINT, finishing the command in hand and committing its offset before exiting.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from dataclasses import dataclass, field
+
+from aiokafka import AIOKafkaProducer
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from eventstore.clock import Clock, ShiftableClock, build_clock
+from eventstore.db import create_engine
+from eventstore.kafka import ConsumerLoop, ensure_topics, install_signal_handlers, make_producer
+from eventstore.logging import get_logger
+from eventstore.settings import Settings
+from eventstore.store import EventStore
+from payment_processor.config import ProcessorSettings
+from payment_processor.consumer import build_loops
+from payment_processor.gateway import YooKassaGateway
+from payment_processor.handlers import CommandHandler, CrashPoints
+from payment_processor.janitor import Janitor
+
+log = get_logger(__name__)
+
+
+def migrate(settings: Settings) -> None:
+    from eventstore.migrate import upgrade
+
+    upgrade(settings, ["eventstore", "payment_processor"])
+
+
+@dataclass
+class Processor:
+    """Every part of one running processor, built by `build()`."""
+
+    settings: Settings
+    config: ProcessorSettings
+    engine: AsyncEngine
+    clock: Clock
+    gateway: YooKassaGateway
+    producer: AIOKafkaProducer
+    handler: CommandHandler
+    loops: list[ConsumerLoop]
+    janitor: Janitor | None
+    _health: asyncio.AbstractServer | None = field(default=None, repr=False)
+
+    @property
+    def started(self) -> bool:
+        return all(loop._started.is_set() for loop in self.loops)
+
+    def stop(self) -> None:
+        for loop in self.loops:
+            loop.stop()
+        if self.janitor is not None:
+            self.janitor.stop()
+
+    async def run(self) -> None:
+        """Run until `stop()`; then close everything."""
+        tasks = [asyncio.create_task(loop.run(), name=loop.name) for loop in self.loops]
+        janitor_task = asyncio.create_task(self.janitor.run(), name="janitor") if self.janitor else None
+        if self.config.health_port:
+            self._health = await asyncio.start_server(self._serve_health, "127.0.0.1", self.config.health_port)
+        log.info(
+            "processor_started",
+            topic=self.settings.commands_topic,
+            group=self.config.group_id,
+            consumers=len(self.loops),
+            janitor=self.janitor is not None,
+        )
+        try:
+            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+            for task in done:
+                if task.exception() is not None:
+                    log.error("consumer_loop_crashed", loop=task.get_name(), error=repr(task.exception()))
+        finally:
+            self.stop()
+            for task in tasks:
+                with contextlib.suppress(Exception):
+                    await task
+            if janitor_task is not None:
+                with contextlib.suppress(Exception):
+                    await janitor_task
+            await self.aclose()
+        for task in tasks:
+            if task.done() and not task.cancelled() and task.exception() is not None:
+                raise task.exception()  # type: ignore[misc]
+
+    async def _serve_health(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(reader.readline(), 2)
+            ok = self.started
+            body = b"ok" if ok else b"starting"
+            status = b"200 OK" if ok else b"503 Service Unavailable"
+            writer.write(b"HTTP/1.1 " + status + b"\r\nContent-Length: " + str(len(body)).encode() + b"\r\nConnection: close\r\n\r\n" + body)
+            await writer.drain()
+        writer.close()
+
+    async def aclose(self) -> None:
+        if self._health is not None:
+            self._health.close()
+        await self.gateway.aclose()
+        await self.producer.stop()
+        if isinstance(self.clock, ShiftableClock):
+            await self.clock.stop()
+        await self.engine.dispose()
+
+
+async def build(settings: Settings, config: ProcessorSettings, *, crash_points: CrashPoints | None = None) -> Processor:
+    """Build (and prepare the database and topics for) a processor; `run()` starts it."""
+    await asyncio.to_thread(migrate, settings)
+    await ensure_topics(settings, {settings.commands_topic: config.commands_partitions, settings.commands_dlq_topic: 1})
+    engine = create_engine(settings, pool_size=max(settings.db_pool_size, config.consumers * 2 + 2), application_name="payment-processor")
+    clock = await build_clock(engine)
+    gateway = YooKassaGateway(
+        shop_id=settings.yookassa_shop_id,
+        secret_key=settings.yookassa_secret_key,
+        api_url=settings.yookassa_api_url,
+        timeout_s=settings.yookassa_timeout_s,
+        max_concurrency=config.provider_concurrency,
+    )
+    producer = await make_producer(settings, client_id="payment-processor-janitor")
+    handler = CommandHandler(
+        engine=engine,
+        store=EventStore(engine),
+        gateway=gateway,
+        clock=clock,
+        config=config,
+        default_return_url=settings.yookassa_return_url,
+        crash_points=crash_points if crash_points is not None else CrashPoints.from_env(),
+    )
+    janitor = (
+        Janitor(engine=engine, producer=producer, commands_topic=settings.commands_topic, clock=clock, config=config)
+        if config.janitor_enabled
+        else None
+    )
+    return Processor(settings, config, engine, clock, gateway, producer, handler, build_loops(settings, config, handler), janitor)
+
+
+async def run(settings: Settings, config: ProcessorSettings) -> None:
+    processor = await build(settings, config)
+    install_signal_handlers(*processor.loops, extra=processor.stop)
+    await processor.run()

@@ -1,0 +1,57 @@
+"""The processor's own settings (`PROCESSOR_*` variables), next to the shared `Settings`.
+
+Only `bootstrap` reads them. Tests shrink the janitor's schedule to about a second with
+`PROCESSOR_JANITOR_SCHEDULE_S=1,1,1` and friends; production keeps the defaults.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Annotated
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+
+def _floats(value: object) -> object:
+    if isinstance(value, str):
+        return [float(part) for part in value.split(",") if part.strip()]
+    if isinstance(value, (int, float)):
+        return [float(value)]
+    return value
+
+
+class ProcessorSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="PROCESSOR_", env_file=".env", env_file_encoding="utf-8", extra="ignore")
+
+    group_id: str = "payment-processor"
+    consumers: int = Field(default=6, ge=1, le=64, description="consumer loops in one process (commands run concurrently across partitions)")
+    commands_partitions: int = Field(default=6, ge=1, description="partitions if the processor creates the commands topic")
+    max_attempts: int = Field(default=5, ge=1, description="tries per command before it is dead-lettered and failed")
+    provider_concurrency: int = Field(default=16, ge=1, le=256, description="YooKassa calls in flight per process")
+    conflict_retries: int = Field(default=20, ge=1)
+
+    janitor_enabled: bool = True
+    janitor_schedule_s: Annotated[list[float], NoDecode] = Field(default=[30, 120, 600, 3600], description="delays of the first checks after an intent")
+    janitor_repeat_s: float = Field(default=3600, gt=0, description="then every this many seconds ...")
+    janitor_window_s: float = Field(default=86400, gt=0, description="... until this long after the intent")
+    janitor_late_repeat_s: float = Field(default=86400, gt=0, description="after the window: one check per this many seconds")
+    janitor_tick_s: float = Field(default=1.0, gt=0, description="how often the janitor looks for due operations")
+    janitor_batch: int = Field(default=500, ge=1)
+
+    dunning_retry_days: Annotated[list[float], NoDecode] = Field(default=[1, 3, 5])
+    health_port: int | None = Field(default=None, description="serve GET /healthz on 127.0.0.1:<port> when set")
+
+    @field_validator("janitor_schedule_s", "dunning_retry_days", mode="before")
+    @classmethod
+    def _comma_separated(cls, value: object) -> object:
+        return _floats(value)
+
+    def next_check_at(self, opened_at: datetime, checks_done: int, now: datetime) -> datetime:
+        """When to ask YooKassa again after `checks_done` checks of an operation opened at `opened_at`."""
+        schedule = self.janitor_schedule_s
+        if checks_done < len(schedule):
+            return now + timedelta(seconds=schedule[checks_done]) if checks_done else opened_at + timedelta(seconds=schedule[0])
+        if now - opened_at < timedelta(seconds=self.janitor_window_s):
+            return now + timedelta(seconds=self.janitor_repeat_s)
+        return now + timedelta(seconds=self.janitor_late_repeat_s)

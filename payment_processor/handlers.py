@@ -1,0 +1,343 @@
+"""The command handler: load the stream → decide → append with the expected version → call
+YooKassa → append what it answered. The place where "never charge twice" is enforced in I/O.
+
+Order of work for a command that moves money (the crash-safety argument):
+
+1. Read the account stream (and the plan's, for a purchase or a grant) and fold it into state.
+2. `decide`. If the command already ended (its terminal event is in the stream) → nothing.
+   If it recorded an intent before (a crash, a redelivery) → resume: the SAME provider step.
+3. Append the intent (CheckoutStarted / RenewalStarted / RefundRequested) with the expected
+   version, and open the operation for the janitor — one transaction. The Idempotence-Key and
+   the whole request body are fixed by this event; no handled-command record yet.
+4. Call YooKassa (off the event loop, with a timeout).
+5. `resolve` and append the result together with the terminal event and its handled-command
+   record — one transaction. A crash anywhere between 3 and 5 means a redelivery repeats step 4
+   with the same key and body, so YooKassa returns the same payment: exactly one charge.
+
+A `StreamVersionConflict` at any append means someone else wrote first: re-read and decide again
+(never overwrite). If a step repeats after a conflict, YooKassa answers the same for the same key.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Callable, Sequence
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+from uuid import UUID
+
+import orjson
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from eventstore.clock import Clock
+from eventstore.logging import get_logger
+from eventstore.store import CommandAlreadyHandled, EventStore, HandledCommand, StreamVersionConflict
+from payment_processor.config import ProcessorSettings
+from payment_processor.domain import (
+    AccountState,
+    Context,
+    Decision,
+    Emit,
+    PlanState,
+    apply,
+    apply_plan,
+    build_account,
+    build_plan,
+    command_id_of,
+    decide,
+    decide_plan,
+    failed_command,
+    operation_changes,
+    resolve,
+    terminal_outcome,
+    to_envelopes,
+)
+from payment_processor.domain.provider import ProviderStep
+from payment_processor.gateway import PaymentGateway
+from payment_processor.operations import record_changes
+from schemas import (
+    SYSTEM,
+    Actor,
+    ArchivePlan,
+    CreatePlan,
+    Envelope,
+    GrantSubscription,
+    Metadata,
+    PurchaseSubscription,
+    account_user_id,
+    derived_id,
+    new_envelope,
+    parse_envelope,
+    plan_stream,
+)
+
+log = get_logger(__name__)
+
+PLAN_COMMANDS = (CreatePlan, ArchivePlan)
+
+
+class TooManyConflicts(RuntimeError):
+    """The stream kept moving under us; the consumer loop retries (then dead-letters)."""
+
+
+# --------------------------------------------------------------------------- test-only crash points
+
+
+_CRASH_ALIASES = {
+    "after_checkout_started": "before_create_payment",
+    "after_payment_created": "after_create_payment",
+    "after_refund_requested": "before_create_refund",
+    "after_refund_created": "after_create_refund",
+}
+
+
+class CrashPoints:
+    """TEST-ONLY fault injection: `BILLING_CRASH_AT=<point>[,<point>]` makes the process
+    `os._exit(137)` (as if SIGKILLed) when it reaches that point. With `BILLING_CRASH_ONCE_FILE`
+    set, it fires only while that file does not exist (and creates it), so a restarted process
+    with the same environment runs on. Points: `before_<step>` (the intent is committed, the
+    provider not yet called) and `after_<step>` (the provider answered, nothing appended yet),
+    where step is create_payment | find_payment | create_refund | find_refund; aliases:
+    after_checkout_started, after_payment_created, after_refund_requested, after_refund_created.
+    Never set these in production."""
+
+    def __init__(self, points: Sequence[str] = (), once_file: str | None = None, action: Callable[[str], None] | None = None) -> None:
+        self.points = {_CRASH_ALIASES.get(p.strip(), p.strip()) for p in points if p.strip()}
+        self.once_file = Path(once_file) if once_file else None
+        self.action = action or _exit_like_sigkill
+
+    @classmethod
+    def from_env(cls) -> CrashPoints:
+        return cls(os.environ.get("BILLING_CRASH_AT", "").split(","), os.environ.get("BILLING_CRASH_ONCE_FILE") or None)
+
+    def reached(self, point: str) -> None:
+        if point not in self.points:
+            return
+        if self.once_file is not None:
+            if self.once_file.exists():
+                return
+            self.once_file.write_text(point)
+        log.warning("crash_point_reached", point=point)
+        self.action(point)
+
+
+def _exit_like_sigkill(point: str) -> None:
+    os._exit(137)
+
+
+def _step_name(step: ProviderStep) -> str:
+    return {"CreatePayment": "create_payment", "FindPayment": "find_payment", "CreateRefund": "create_refund", "FindRefund": "find_refund"}[
+        type(step).__name__
+    ]
+
+
+# --------------------------------------------------------------------------- the handler
+
+
+class CommandHandler:
+    """Handles one command envelope at a time (many handlers may run concurrently on other streams)."""
+
+    def __init__(
+        self,
+        *,
+        engine: AsyncEngine,
+        store: EventStore,
+        gateway: PaymentGateway,
+        clock: Clock,
+        config: ProcessorSettings,
+        default_return_url: str,
+        crash_points: CrashPoints | None = None,
+    ) -> None:
+        self.engine = engine
+        self.store = store
+        self.gateway = gateway
+        self.clock = clock
+        self.config = config
+        self.default_return_url = default_return_url
+        self.crash = crash_points or CrashPoints()
+        self.handled = 0
+        self.conflicts = 0
+
+    # ------------------------------------------------------------------ entry points
+
+    async def handle_record_value(self, value: bytes | None) -> None:
+        """The consumer's entry: a Kafka record's value (an Envelope JSON)."""
+        if value is None:
+            raise ValueError("empty command record")
+        await self.handle(parse_envelope(value))
+
+    async def handle(self, command: Envelope) -> None:
+        """Handle one command until its effects are committed (or it is known to be handled)."""
+        if command.data.kind != "command":
+            log.warning("not_a_command_ignored", type=command.type, id=str(command.id))
+            return
+        for attempt in range(1, self.config.conflict_retries + 1):
+            try:
+                if isinstance(command.data, PLAN_COMMANDS):
+                    await self._handle_plan_command(command)
+                else:
+                    await self._handle_account_command(command)
+                self.handled += 1
+                return
+            except StreamVersionConflict as exc:
+                self.conflicts += 1
+                log.info("stream_version_conflict", stream=exc.stream_id, attempt=attempt, command_id=str(command_id_of(command)))
+                await asyncio.sleep(min(0.005 * attempt, 0.1))
+            except CommandAlreadyHandled:
+                return
+        raise TooManyConflicts(f"{command.stream_id} kept changing while handling {command.id}")
+
+    async def fail(
+        self, command_id: UUID, command_type: str, stream_id: str, reason: str, *, correlation_id: str | None = None, actor: Actor = SYSTEM
+    ) -> bool:
+        """Append CommandFailed for a command given up on (dead-lettered).
+
+        Returns False when the command had already ended or its stream is not one of ours.
+        """
+        if not (stream_id.startswith("plan-") or account_user_id(stream_id)):
+            log.error("failed_command_without_stream", command_id=str(command_id), stream=stream_id)
+            return False
+        for _ in range(self.config.conflict_retries):
+            events = await self._read(stream_id)
+            state: AccountState | PlanState = (
+                build_plan(stream_id, events) if stream_id.startswith("plan-") else build_account(stream_id, events)
+            )
+            if command_id in state.terminal:
+                return False
+            failed = failed_command(command_id, command_type, reason).payload
+            envelope = new_envelope(
+                failed,
+                stream_id=stream_id,
+                metadata=Metadata(correlation_id=correlation_id or str(command_id), causation_id=str(command_id), command_id=command_id, actor=actor),
+                id=derived_id("event", command_id, state.events_per_command.get(command_id, 0)),
+                occurred_at=self.clock.now(),
+            )
+            handled = HandledCommand(command_id, command_type, terminal_outcome(failed))
+            try:
+                await self.store.append(stream_id, state.version, [envelope], command=handled)
+                log.error("command_failed", command_id=str(command_id), type=command_type, reason=reason)
+                return True
+            except StreamVersionConflict:
+                continue
+            except CommandAlreadyHandled:
+                return False
+        raise TooManyConflicts(f"cannot record the failure of {command_id} on {stream_id}")
+
+    # ------------------------------------------------------------------ plans
+
+    async def _handle_plan_command(self, command: Envelope) -> None:
+        expected_stream = plan_stream(command.data.plan_id)  # type: ignore[attr-defined]
+        if command.stream_id != expected_stream:
+            raise ValueError(f"{command.type} for {command.data.plan_id} arrived on {command.stream_id}")  # type: ignore[attr-defined]
+        state = build_plan(command.stream_id, await self._read(command.stream_id))
+        decision = decide_plan(state, command, Context(now=self.clock.now()))
+        if decision.already_handled or not decision.events:
+            return
+        await self._append(state, command, decision.events)
+        self._log_end(command, decision.events)
+
+    # ------------------------------------------------------------------ accounts
+
+    async def _handle_account_command(self, command: Envelope) -> None:
+        stream_id = command.stream_id
+        if account_user_id(stream_id) is None:
+            raise ValueError(f"{command.type} must go to an account stream, not {stream_id!r}")
+        plan: PlanState | None = None
+        if isinstance(command.data, (PurchaseSubscription, GrantSubscription)):
+            plan_id = command.data.plan_id
+            account_events, plan_events = await asyncio.gather(self._read(stream_id), self._read(plan_stream(plan_id)))
+            plan = build_plan(plan_stream(plan_id), plan_events)
+        else:
+            account_events = await self._read(stream_id)
+        state = build_account(stream_id, account_events)
+
+        decision = decide(state, command, self._context(plan))
+        if decision.already_handled:
+            return
+        while True:
+            if decision.events:
+                envelopes = await self._append(state, command, decision.events)
+                for envelope in envelopes:
+                    apply(state, envelope)
+                self._log_end(command, decision.events)
+            step = decision.step
+            if step is None:
+                return
+            name = _step_name(step)
+            self.crash.reached(f"before_{name}")
+            outcome = await self.gateway.execute(step)
+            self.crash.reached(f"after_{name}")
+            decision = resolve(state, command, step, outcome, self._context(plan))
+
+    # ------------------------------------------------------------------ I/O helpers
+
+    def _context(self, plan: PlanState | None) -> Context:
+        return Context(
+            now=self.clock.now(),
+            plan=plan,
+            default_return_url=self.default_return_url,
+            dunning_retry_days=tuple(self.config.dunning_retry_days),  # type: ignore[arg-type]
+        )
+
+    async def _read(self, stream_id: str) -> list[Envelope]:
+        return [recorded.envelope() for recorded in await self.store.read_stream(stream_id)]
+
+    async def _append(self, state: AccountState | PlanState, command: Envelope, emits: list[Emit]) -> list[Envelope]:
+        """Append the decided events, their handled-command records and open-operation changes atomically."""
+        now = self.clock.now()
+        envelopes = to_envelopes(state, command, emits, now)
+        handled = [
+            HandledCommand(e.payload.command_id, e.payload.command_type, _json_safe(terminal_outcome(e.payload)))  # type: ignore[attr-defined]
+            for e in Decision(emits).terminals
+        ]
+        changes = operation_changes(emits)
+        async with self.engine.begin() as conn:
+            await self.store.append(state.stream_id, state.version, envelopes, command=handled[0] if handled else None, conn=conn)
+            for extra in handled[1:]:
+                await self.store.append(state.stream_id, state.version + len(envelopes), [], command=extra, conn=conn)
+            if changes:
+                first_check = now + timedelta(seconds=self.config.janitor_schedule_s[0] if self.config.janitor_schedule_s else self.config.janitor_repeat_s)
+                await record_changes(conn, state.stream_id, changes, now, first_check)
+        return envelopes
+
+    def _log_end(self, command: Envelope, emits: list[Emit]) -> None:
+        for emit in Decision(emits).terminals:
+            payload: Any = emit.payload
+            if payload.type_name() == "CommandSucceeded":
+                log.debug("command_succeeded", command_id=str(payload.command_id), type=payload.command_type)
+            else:
+                log.info(
+                    "command_ended",
+                    status=payload.type_name(),
+                    command_id=str(payload.command_id),
+                    type=payload.command_type,
+                    code=getattr(payload, "code", None),
+                    reason=payload.reason,
+                )
+
+
+def _json_safe(outcome: dict[str, Any]) -> dict[str, Any]:
+    return orjson.loads(orjson.dumps(outcome, default=str))
+
+
+def command_from_record_value(value: bytes | None) -> Envelope | None:
+    """Best effort for a dead-lettered record: the envelope, or None if it cannot be parsed."""
+    if value is None:
+        return None
+    try:
+        return parse_envelope(value)
+    except ValueError:
+        return None
+
+
+def identity_from_raw(value: bytes | None) -> tuple[UUID, str, str] | None:
+    """(command id, type, stream id) from a record that does not parse as an envelope, if present."""
+    if not value:
+        return None
+    try:
+        raw = orjson.loads(value)
+        return UUID(str(raw["id"])), str(raw.get("type") or "unknown"), str(raw["stream_id"])
+    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+        return None

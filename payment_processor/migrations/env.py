@@ -1,0 +1,3 @@
+from eventstore.migrate import run_env
+
+run_env()

@@ -1,0 +1,100 @@
+"""`processor.open_operations`: payments and refunds whose final answer we do not have yet.
+
+Written by the handlers in the same transaction as the events (an intent opens a row, a final
+provider answer deletes it), read by the janitor, which publishes a SyncPayment/SyncRefund for
+every row that is due and pushes its `next_check_at` along the schedule.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from payment_processor.domain import OperationChange
+
+_OPEN = text(
+    """
+    INSERT INTO processor.open_operations (operation_id, kind, stream_id, opened_at, next_check_at)
+    SELECT o.id, o.kind, :stream_id, :now, o.next_check_at
+    FROM unnest(CAST(:ids AS uuid[]), CAST(:kinds AS text[]), CAST(:next AS timestamptz[])) AS o(id, kind, next_check_at)
+    ON CONFLICT (operation_id) DO NOTHING
+    """
+)
+_CLOSE = text("DELETE FROM processor.open_operations WHERE operation_id = ANY(CAST(:ids AS uuid[]))")
+_DUE = text(
+    """
+    SELECT operation_id, kind, stream_id, opened_at, checks
+    FROM processor.open_operations
+    WHERE next_check_at <= :now
+    ORDER BY next_check_at
+    LIMIT :limit
+    FOR UPDATE SKIP LOCKED
+    """
+)
+_CHECKED = text(
+    """
+    UPDATE processor.open_operations AS o
+    SET checks = o.checks + 1, next_check_at = c.next_check_at, last_checked_at = :now
+    FROM unnest(CAST(:ids AS uuid[]), CAST(:next AS timestamptz[])) AS c(id, next_check_at)
+    WHERE o.operation_id = c.id
+    """
+)
+
+
+@dataclass(frozen=True, slots=True)
+class OpenOperation:
+    operation_id: uuid.UUID
+    kind: str
+    stream_id: str
+    opened_at: datetime
+    checks: int
+
+
+async def record_changes(
+    conn: AsyncConnection, stream_id: str, changes: Sequence[OperationChange], now: datetime, first_check_at: datetime
+) -> None:
+    """Apply what an append opened and closed (net), inside the append's transaction."""
+    opened = {c.operation_id: c.kind for c in changes if c.action == "open"}
+    closed = {c.operation_id for c in changes if c.action == "close"}
+    for both in opened.keys() & closed:
+        del opened[both]
+    if closed:
+        await conn.execute(_CLOSE, {"ids": list(closed)})
+    if opened:
+        await conn.execute(
+            _OPEN,
+            {
+                "stream_id": stream_id,
+                "now": now,
+                "ids": list(opened),
+                "kinds": list(opened.values()),
+                "next": [first_check_at] * len(opened),
+            },
+        )
+
+
+async def lock_due(conn: AsyncConnection, now: datetime, limit: int) -> list[OpenOperation]:
+    """Due operations, locked for this transaction (another janitor skips them)."""
+    result = await conn.execute(_DUE, {"now": now, "limit": limit})
+    return [OpenOperation(*row) for row in result]
+
+
+async def mark_checked(conn: AsyncConnection, checked: Sequence[tuple[uuid.UUID, datetime]], now: datetime) -> None:
+    if checked:
+        await conn.execute(_CHECKED, {"ids": [c[0] for c in checked], "next": [c[1] for c in checked], "now": now})
+
+
+async def open_operations(conn: AsyncConnection, stream_id: str | None = None) -> list[OpenOperation]:
+    """Every open operation (of one stream): for tests and the operator's eye."""
+    sql = "SELECT operation_id, kind, stream_id, opened_at, checks FROM processor.open_operations"
+    params: dict[str, object] = {}
+    if stream_id is not None:
+        sql += " WHERE stream_id = :s"
+        params["s"] = stream_id
+    result = await conn.execute(text(sql + " ORDER BY opened_at"), params)
+    return [OpenOperation(*row) for row in result]
