@@ -33,8 +33,9 @@ class Delivery:
 class WebhookReceiver:
     """`with WebhookReceiver() as receiver:` — `receiver.url`, `receiver.deliveries(...)`."""
 
-    def __init__(self, path: str = "/webhook") -> None:
+    def __init__(self, path: str = "/webhook", port: int = 0) -> None:
         self.path = path
+        self.port = port
         self._lock = threading.Lock()
         self._deliveries: list[Delivery] = []
         self._failures: dict[str, int] = defaultdict(int)
@@ -74,7 +75,7 @@ class WebhookReceiver:
             def log_message(self, *args: Any) -> None:
                 pass
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
         self._thread = threading.Thread(target=self._server.serve_forever, name="webhook-receiver", daemon=True)
         self._thread.start()
         return self
