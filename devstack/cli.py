@@ -25,8 +25,10 @@ def _fail(exc: Exception) -> None:
 @kafka_app.command("fetch")
 def kafka_fetch() -> None:
     """Download the broker's jars with Maven (nothing happens when pom.xml did not change)."""
+    if not kafka_mod.jars_current():
+        typer.echo(f"fetching the Kafka broker's jars with Maven into {paths.KAFKA_LIBS} (once per pom.xml change)")
     try:
-        fetched = kafka_mod.fetch_jars(quiet=False)
+        fetched = kafka_mod.fetch_jars(quiet=True)
     except kafka_mod.KafkaError as exc:
         _fail(exc)
     count, size = kafka_mod.jar_summary()
@@ -34,7 +36,7 @@ def kafka_fetch() -> None:
 
 
 @kafka_app.command("start")
-def kafka_start(timeout: float = 90.0) -> None:
+def kafka_start(timeout: float = 180.0) -> None:
     """Start the broker in the background and wait until a metadata request succeeds."""
     try:
         info = kafka_mod.start(timeout=timeout)

@@ -83,6 +83,16 @@ def _pom_digest(pom: Path) -> str:
     return hashlib.sha256(pom.read_bytes()).hexdigest()
 
 
+def jars_current(libs: Path = paths.KAFKA_LIBS, pom: Path = paths.POM) -> bool:
+    """True when `libs` holds the jars of exactly this pom (the stamp matches)."""
+    stamp = libs.parent / "libs.stamp"
+    return (
+        stamp.exists()
+        and stamp.read_text().strip() == _pom_digest(pom)
+        and any(libs.glob("kafka_2.13-*.jar"))
+    )
+
+
 def fetch_jars(libs: Path = paths.KAFKA_LIBS, pom: Path = paths.POM, *, quiet: bool = True) -> bool:
     """Copy the broker's runtime jars into `libs` with Maven. Returns False when already current.
 
@@ -90,10 +100,10 @@ def fetch_jars(libs: Path = paths.KAFKA_LIBS, pom: Path = paths.POM, *, quiet: b
     The folder is emptied first because stale jars of another version make the classpath
     order, and so the broker's behaviour, undefined.
     """
+    if jars_current(libs, pom):
+        return False
     stamp = libs.parent / "libs.stamp"
     digest = _pom_digest(pom)
-    if stamp.exists() and stamp.read_text().strip() == digest and any(libs.glob("kafka_2.13-*.jar")):
-        return False
     mvn = shutil.which("mvn")
     if mvn is None:
         raise KafkaError("Maven (mvn) is not on PATH: install it (Debian: apt-get install maven)")
@@ -293,7 +303,7 @@ def is_ready(bootstrap: str, timeout: float = 3.0) -> bool:
         return False
 
 
-def wait_ready(node: KafkaNode, timeout: float = 90.0, pid: int | None = None) -> float:
+def wait_ready(node: KafkaNode, timeout: float = 180.0, pid: int | None = None) -> float:
     """Poll until the broker answers a metadata request; returns seconds waited."""
     start = time.monotonic()
     deadline = start + timeout
@@ -313,7 +323,7 @@ def _tail(path: Path, lines: int = 30) -> str:
         return "(no log)"
 
 
-def start(node: KafkaNode | None = None, *, timeout: float = 90.0, fetch: bool = True) -> dict:
+def start(node: KafkaNode | None = None, *, timeout: float = 180.0, fetch: bool = True) -> dict:
     """Start the broker in the background (it outlives this process) and wait until it is ready.
 
     Idempotent: a broker already running from this home is reused.

@@ -50,3 +50,16 @@ async def test_sqlalchemy_async_engine_on_a_fresh_database(fresh_database):
 def test_psycopg_sees_the_same_server(settings):
     with psycopg.connect(settings.psycopg_url.replace("postgresql+psycopg", "postgresql"), connect_timeout=5) as conn:
         assert conn.execute("SELECT current_database()").fetchone()[0] == settings.database_url.rsplit("/", 1)[1]
+
+
+async def test_fresh_database_is_isolated_and_migrated(fresh_database, settings):
+    first, second = fresh_database(), fresh_database(migrate=False)
+    assert first.database_url != second.database_url != settings.database_url
+    migrated = await asyncpg.connect(plain_url(first.database_url), timeout=10)
+    empty = await asyncpg.connect(plain_url(second.database_url), timeout=10)
+    try:
+        assert await migrated.fetchval("SELECT to_regclass('eventstore.events') IS NOT NULL")
+        assert not await empty.fetchval("SELECT to_regclass('eventstore.events') IS NOT NULL")
+    finally:
+        await migrated.close()
+        await empty.close()
