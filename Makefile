@@ -62,4 +62,4 @@ test: setup
 	$(PY) -m devstack test $(PYTEST_ARGS)
 
 bench: setup
-	@if [ -d bench ]; then $(PY) -m devstack test -m slow bench; else echo "no benchmarks yet"; fi
+	@if [ -f bench/__main__.py ]; then $(PY) -m bench; else echo "no benchmarks yet (bench/__main__.py)"; fi

@@ -140,4 +140,4 @@ def services() -> None:
     from devstack.services import SERVICES
 
     for svc in SERVICES:
-        typer.echo(f"{svc.name:<17}{'yes' if svc.available() else 'no ':<4}{svc.url or '(worker)':<24}python -m {svc.module}")
+        typer.echo(f"{svc.name:<17}{'yes' if svc.available() else 'no ':<4}{svc.listen:<32}python -m {svc.module}")

@@ -19,6 +19,7 @@ class Service:
     port: int | None = None
     health_path: str | None = None
     args: tuple[str, ...] = ()
+    show_path: str = ""  # what to open in a browser, printed by `make run` / `make up`
 
     @property
     def argv(self) -> list[str]:
@@ -31,6 +32,10 @@ class Service:
     @property
     def url(self) -> str | None:
         return f"http://127.0.0.1:{self.port}" if self.port else None
+
+    @property
+    def listen(self) -> str:
+        return f"{self.url}{self.show_path}" if self.url else "(worker, no port)"
 
     @property
     def health_url(self) -> str | None:
@@ -51,14 +56,14 @@ class Service:
 
 # Order matters: sandboxes first (the processor and notifier call them), the API and admin last.
 SERVICES: tuple[Service, ...] = (
-    Service("yookassa-sandbox", "sandbox.yookassa", 8010, "/healthz"),
-    Service("mailgun-sandbox", "sandbox.mailgun", 8020, "/healthz"),
+    Service("yookassa-sandbox", "sandbox.yookassa", 8010, "/healthz", show_path="/"),
+    Service("mailgun-sandbox", "sandbox.mailgun", 8020, "/healthz", show_path="/inbox"),
     Service("relay", "eventstore.relay"),
     Service("processor", "payment_processor"),
     Service("projector", "projector"),
     Service("notifier", "notifier"),
-    Service("api", "command_api", 8000, "/healthz"),
-    Service("admin", "admin", 8001, "/admin/login/"),
+    Service("api", "command_api", 8000, "/healthz", show_path="/docs"),
+    Service("admin", "admin", 8001, "/admin/login/", show_path="/admin/"),
 )
 
 

@@ -157,7 +157,7 @@ def up(timeout: float = 60.0, echo=print) -> list[Service]:
     for svc, pid in launched:
         _wait_healthy(svc, pid, timeout)
     for svc in services:
-        echo(f"{svc.name:<17}{svc.url or '(worker)'}  log {_log_file(svc)}")
+        echo(f"{svc.name:<17}{svc.listen}  log {_log_file(svc)}")
     if not services:
         echo("no services are written yet: only Kafka and PostgreSQL run")
     return services
@@ -198,7 +198,7 @@ def run(echo=print) -> int:
         services = available_services()
         write_procfile(services)
         for svc in services:
-            echo(f"{svc.name:<17}{svc.url or '(worker)'}")
+            echo(f"{svc.name:<17}{svc.listen}")
         if not services:
             echo("no services are written yet: Kafka and PostgreSQL run; Ctrl-C stops them")
             return _wait_for_interrupt()
