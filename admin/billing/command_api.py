@@ -94,7 +94,13 @@ def _result_from_response(response: httpx.Response) -> CommandResult:
             reason=f"the command API answered HTTP {response.status_code} {text}".strip(),
         )
     if body.get("command_id"):
-        status = str(body.get("status") or ("rejected" if response.status_code == 422 else "accepted"))
+        # A rejected/failed answer is problem+json: there `status` is the HTTP code and the
+        # command's own status is `command_status`.
+        status = body.get("command_status")
+        if not isinstance(status, str):
+            status = body.get("status") if isinstance(body.get("status"), str) else None
+        if status is None:
+            status = {422: "rejected", 502: "failed"}.get(response.status_code, "accepted")
         reason = body.get("reason")
         if status in {"rejected", "failed"} and not reason:
             reason = body.get("detail") or body.get("title")
@@ -178,9 +184,9 @@ class CommandApi:
                    command_id=result.command_id)
         return result
 
-    def command(self, command_id: str) -> CommandResult:
-        """The current status of a command (`GET /v1/admin/commands/{id}`)."""
-        headers = {"Authorization": f"Bearer {service_token()}"}
+    def command(self, command_id: str, *, operator: str) -> CommandResult:
+        """The current status of a command (`GET /v1/admin/commands/{id}`), asked for `operator`."""
+        headers = {"Authorization": f"Bearer {service_token()}", "X-Operator": operator}
         try:
             with self._client(read_timeout=self.timeout_s) as client:
                 response = client.get(f"/v1/admin/commands/{command_id}", headers=headers)

@@ -121,7 +121,7 @@ def operator_action(
 
 def command_status(model_admin: admin.ModelAdmin, request: HttpRequest, command_id: uuid.UUID) -> HttpResponse:
     """A command's status from the command API; the page refreshes itself until the command ends."""
-    result = CommandApi().command(str(command_id))
+    result = CommandApi().command(str(command_id), operator=request.user.get_username())
     stored = Command.objects.filter(command_id=command_id).first()
     return render(
         request,
