@@ -63,3 +63,14 @@ test: setup
 
 bench: setup
 	@if [ -f bench/__main__.py ]; then $(PY) -m bench; else echo "no benchmarks yet (bench/__main__.py)"; fi
+
+# Debian's chromium for the admin's browser test (Playwright drives it with executable_path; the
+# browser build Playwright would download cannot be fetched here). Installs only when missing.
+.PHONY: browser
+browser:
+	@if command -v chromium >/dev/null 2>&1; then exit 0; fi; \
+	if ! command -v apt-get >/dev/null 2>&1; then \
+	  echo "error: the admin's browser test needs Chromium at /usr/bin/chromium (Debian/Ubuntu: apt-get install chromium)" >&2; exit 1; fi; \
+	SUDO=""; if [ "$$(id -u)" != "0" ]; then SUDO="sudo"; fi; \
+	echo "installing Debian's chromium for the admin's browser test"; \
+	$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium >/dev/null
