@@ -7,6 +7,8 @@ environment to make failure scenarios fast.
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -15,6 +17,9 @@ class NotifierSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="NOTIFIER_", env_file=".env", env_file_encoding="utf-8", extra="ignore")
 
     group_id: str = Field(default="notifier", description="Kafka consumer group")
+    start_from: Literal["earliest", "latest"] = Field(
+        default="earliest", description="where a NEW consumer group starts (latest: do not email an old log's history)"
+    )
     dlq_topic: str | None = Field(default=None, description="dead-letter topic; default: Settings.events_dlq_topic")
     display_timezone: str = Field(default="Europe/Moscow", description="time zone of dates shown in emails")
 

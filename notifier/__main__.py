@@ -1,0 +1,20 @@
+"""`python -m notifier`: the notifier process (see notifier/bootstrap.py)."""
+
+from __future__ import annotations
+
+import asyncio
+
+from eventstore.logging import configure_logging
+from eventstore.settings import Settings
+
+from notifier.bootstrap import run
+from notifier.config import NotifierSettings
+
+
+def main() -> None:
+    configure_logging("notifier")
+    asyncio.run(run(Settings(), NotifierSettings()))
+
+
+if __name__ == "__main__":
+    main()
