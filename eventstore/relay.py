@@ -2,9 +2,9 @@
 
 Every append inserts its events' positions into `eventstore.outbox` in the same transaction
 (eventstore/store.py). This process reads the lowest-positioned outbox rows it can see, publishes
-them to `settings.events_topic` (key = stream id, value = `RecordedEvent.to_wire()`, headers =
-`RecordedEvent.kafka_headers()`) through the idempotent producer, waits for every ack, and only
-then deletes exactly those positions. Run it with `python -m eventstore.relay`.
+them to `settings.events_topic` (key = stream id, value = the stored envelope JSON, the same
+document as `RecordedEvent.to_wire()`, headers = `RecordedEvent.kafka_headers()`) through the
+idempotent producer, waits for every ack, and only then deletes exactly those positions. Run it with `python -m eventstore.relay`.
 
 Why this never skips and keeps per-stream order (docs/decisions/0010-outbox-relay.md):
 - An append of version n+1 can only succeed after version n committed (the expected-version check
@@ -31,14 +31,13 @@ from collections.abc import Sequence
 from typing import Any
 
 import asyncpg
-import orjson
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
+from aiokafka.partitioner import DefaultPartitioner
 
 from eventstore.kafka import ensure_topics, make_producer
 from eventstore.logging import configure_logging, get_logger
 from eventstore.settings import Settings, plain_url
-from eventstore.store import RecordedEvent
 
 log = get_logger(__name__)
 
@@ -46,14 +45,27 @@ log = get_logger(__name__)
 RELAY_LOCK_KEY = 7_220_431_010
 DEFAULT_BATCH_SIZE = 2000
 DEFAULT_EVENTS_PARTITIONS = 6
+_PARTITIONER = DefaultPartitioner()  # the same murmur2 mapping as producer.send(key=...)
 
-# The lowest visible outbox rows with their events. No cursor, no "position > x": a late commit
-# below the last published position must still be found (see the module docstring).
+# The lowest visible outbox rows with their events, minus the batch still in flight. No cursor,
+# no "position > x": a late commit below the last published position must still be found (see
+# the module docstring). PostgreSQL builds the message body (json keeps the keys in this order,
+# the order of `RecordedEvent.envelope_dict()`) on its own core, so the relay's Python does almost
+# nothing per event; `<> ALL($2)` is hashed because the plan is custom (see `_connect`).
 _READ_BATCH = """
-    SELECT e.position, e.stream_id, e.stream_version, e.event_id, e.type, e.schema_version,
-           e.data::text, e.metadata::text, e.occurred_at, e.recorded_at
+    SELECT o.position,
+           e.stream_id,
+           json_build_object(
+               'id', e.event_id, 'type', e.type, 'schema_version', e.schema_version,
+               'occurred_at', e.occurred_at, 'stream_id', e.stream_id, 'data', e.data, 'metadata', e.metadata
+           )::text,
+           e.event_id::text,
+           e.type,
+           e.stream_version::text,
+           coalesce(e.metadata->>'correlation_id', '')
     FROM eventstore.outbox o
     JOIN eventstore.events e ON e.position = o.position
+    WHERE o.position <> ALL($2::bigint[])
     ORDER BY o.position
     LIMIT $1
 """
@@ -61,24 +73,29 @@ _READ_BATCH = """
 # Exactly the published positions — never a range: a late commit inside the range is unpublished.
 _DELETE_BATCH = "DELETE FROM eventstore.outbox WHERE position = ANY($1::bigint[])"
 
+Headers = list[tuple[str, bytes]]
+
+
+def wire_record(row: Sequence[Any]) -> tuple[bytes, bytes, Headers]:
+    """(key, value, headers) of one `_READ_BATCH` row.
+
+    The value is the stored envelope: the same JSON document as `RecordedEvent.to_wire()` (the
+    bytes differ only in whitespace and in trailing zeros of fractional seconds), the headers are
+    exactly `RecordedEvent.kafka_headers()`. tests/integration/test_relay.py checks both.
+    """
+    position, stream_id, value, event_id, type_, stream_version, correlation_id = row
+    headers = [
+        ("event_id", event_id.encode()),
+        ("type", type_.encode()),
+        ("stream_version", stream_version.encode()),
+        ("position", str(position).encode()),
+        ("correlation_id", correlation_id.encode()),
+    ]
+    return stream_id.encode(), value.encode(), headers
+
 
 class LostLeadership(Exception):
     """The connection holding the relay lock broke: another relay may be publishing now."""
-
-
-def _to_event(row: asyncpg.Record) -> RecordedEvent:
-    return RecordedEvent(
-        position=row[0],
-        stream_id=row[1],
-        stream_version=row[2],
-        event_id=row[3],
-        type=row[4],
-        schema_version=row[5],
-        data=orjson.loads(row[6]),
-        metadata=orjson.loads(row[7]),
-        occurred_at=row[8],
-        recorded_at=row[9],
-    )
 
 
 class OutboxRelay:
@@ -126,6 +143,8 @@ class OutboxRelay:
         self.batches = 0
         self.leader = asyncio.Event()  # set while this relay holds the lock
         self._stop = asyncio.Event()
+        self._partition_cache: dict[bytes, int] = {}
+        self._partition_count = 0
         self._log = log.bind(relay=name, topic=self.topic)
 
     # ------------------------------------------------------------------ public
@@ -169,6 +188,10 @@ class OutboxRelay:
                 "tcp_keepalives_idle": "10",
                 "tcp_keepalives_interval": "5",
                 "tcp_keepalives_count": "3",
+                # the message body's timestamps, like Python's isoformat() of a UTC datetime
+                "timezone": "UTC",
+                # plan with the actual in-flight array, so `<> ALL($2)` is a hash lookup per row
+                "plan_cache_mode": "force_custom_plan",
             },
         )
 
@@ -182,11 +205,7 @@ class OutboxRelay:
             await self._publish_until_stopped(conn, producer)
         finally:
             self.leader.clear()
-            # closing the session releases the advisory lock for a standby
-            try:
-                await asyncio.wait_for(conn.close(), 5)
-            except (OSError, asyncpg.InterfaceError, TimeoutError):
-                conn.terminate()
+            await _close(conn)  # closing the session releases the advisory lock for a standby
 
     async def _become_leader(self, conn: asyncpg.Connection) -> bool:
         """Poll for the lock (a blocking pg_advisory_lock would hold up a graceful stop)."""
@@ -201,65 +220,103 @@ class OutboxRelay:
         return False
 
     async def _publish_until_stopped(self, conn: asyncpg.Connection, producer: AIOKafkaProducer) -> None:
+        """Batches until stop(): while one batch is published, the next one is already read.
+
+        Reads run on `conn` (the lock's session, so each read also proves we still lead); the
+        deletes run on a second connection at the same time. The next batch is only SENT after
+        the previous one was acked in full, so a failed batch never has a later one overtaking it.
+        """
+        deleter = await self._connect()
+        next_rows: asyncio.Task[list[asyncpg.Record]] | None = None
         idle = self.idle_min_s
-        window_start, window_count, window_batches = time.monotonic(), 0, 0
-        while not self._stop.is_set():
-            try:
-                count = await self.publish_batch(conn, producer)
-            except KafkaError as exc:
-                # Nothing was deleted: the whole batch is published again (duplicates, never a gap).
-                self._log.error("relay_publish_failed", error=repr(exc))
-                await self._sleep(self.error_backoff_s)
-                continue
-            window_count += count
-            window_batches += 1 if count else 0
-            now = time.monotonic()
-            if window_count and now - window_start >= self.progress_every_s:
-                self._log.info(
-                    "relay_progress",
-                    published=window_count,
-                    batches=window_batches,
-                    events_per_s=round(window_count / (now - window_start)),
-                    published_total=self.published,
-                )
-                window_start, window_count, window_batches = now, 0, 0
-            if count == 0:
-                await self._sleep(idle)
-                idle = min(idle * 2, self.idle_max_s)
-                if now - window_start >= self.progress_every_s:
-                    window_start = now
-            else:
+        progress = _Progress(self.progress_every_s)
+        try:
+            while not self._stop.is_set():
+                if next_rows is not None:
+                    rows, next_rows = await next_rows, None
+                else:
+                    rows = await self._read(conn, ())
+                if not rows:
+                    self._report(progress.tick(0))
+                    await self._sleep(idle)
+                    idle = min(idle * 2, self.idle_max_s)
+                    continue
                 idle = self.idle_min_s
+                positions = [row[0] for row in rows]
+                if len(rows) == self.batch_size:  # a backlog: read ahead
+                    next_rows = asyncio.create_task(self._read(conn, positions))
+                try:
+                    await self._publish(producer, rows)
+                except KafkaError as exc:
+                    # Nothing deleted: the batch is published again (duplicates, never a gap).
+                    self._log.error("relay_publish_failed", error=repr(exc), count=len(rows))
+                    next_rows = await _discard(next_rows)
+                    await self._sleep(self.error_backoff_s)
+                    continue
+                await self._delete(deleter, positions)
+                self.published += len(rows)
+                self.batches += 1
+                self._log.debug("relay_batch", count=len(rows), first=positions[0], last=positions[-1])
+                self._report(progress.tick(len(rows)))
+        finally:
+            await _discard(next_rows)
+            await _close(deleter)
 
-    async def publish_batch(self, conn: asyncpg.Connection, producer: AIOKafkaProducer) -> int:
-        """Publish the lowest visible outbox rows, wait for every ack, delete them. Returns the count."""
-        rows = await conn.fetch(_READ_BATCH, self.batch_size)
-        if not rows:
-            return 0
-        events = [_to_event(r) for r in rows]
-        await self._publish(producer, events)
-        # If this fails the batch is simply published again by whoever leads next.
-        status = await conn.execute(_DELETE_BATCH, [e.position for e in events])
+    async def _read(self, conn: asyncpg.Connection, in_flight: Sequence[int]) -> list[asyncpg.Record]:
+        return await conn.fetch(_READ_BATCH, self.batch_size, in_flight)
+
+    async def _delete(self, conn: asyncpg.Connection, positions: list[int]) -> None:
+        # If this fails (or we die first) the batch is simply published again by the next leader.
+        status = await conn.execute(_DELETE_BATCH, positions)
         deleted = int(status.rsplit(" ", 1)[-1])
-        if deleted != len(events):
-            # Only a second publisher could have deleted them: the lock is not held any more.
-            raise LostLeadership(f"deleted {deleted} of {len(events)} outbox rows")
-        self.published += len(events)
-        self.batches += 1
-        self._log.debug("relay_batch", count=len(events), first=events[0].position, last=events[-1].position)
-        return len(events)
+        if deleted != len(positions):
+            # Only another publisher could have deleted them: we do not hold the lock any more.
+            raise LostLeadership(f"deleted {deleted} of {len(positions)} outbox rows")
 
-    async def _publish(self, producer: AIOKafkaProducer, events: Sequence[RecordedEvent]) -> None:
-        # Queue everything first (aiokafka batches per partition, one request in flight per
-        # broker, so order within a partition holds), then wait for all the acks at once.
-        futures = [
-            await producer.send(self.topic, value=e.to_wire(), key=e.stream_id.encode(), headers=e.kafka_headers())
-            for e in events
-        ]
+    def _report(self, window: dict[str, int | float] | None) -> None:
+        if window is not None:
+            self._log.info("relay_progress", **window, published_total=self.published)
+
+    async def _publish(self, producer: AIOKafkaProducer, rows: Sequence[Sequence[Any]]) -> None:
+        """Send every event, then wait for every ack (raises KafkaError if any record failed).
+
+        Records are packed into one record batch per partition ourselves (`create_batch`) rather
+        than sent one by one: `producer.send()` costs a future and a trip through the accumulator
+        per record, several times the cost of everything else the relay does. Order within a
+        partition holds: the batches of a partition are queued in position order and aiokafka
+        keeps one request in flight per broker (the idempotent producer retries in order).
+        """
+        partitions = sorted(await producer.partitions_for(self.topic))
+        builders: dict[int, Any] = {}
+        futures: list[asyncio.Future[Any]] = []
+        for row in rows:
+            key, value, headers = wire_record(row)
+            partition = self._partition_of(key, partitions)
+            builder = builders.get(partition)
+            if builder is None:
+                builder = builders[partition] = producer.create_batch()
+            if builder.append(key=key, value=value, timestamp=None, headers=headers) is None:
+                futures.append(await producer.send_batch(builder, self.topic, partition=partition))
+                builder = builders[partition] = producer.create_batch()
+                builder.append(key=key, value=value, timestamp=None, headers=headers)  # a first record always fits
+        for partition, builder in builders.items():
+            futures.append(await producer.send_batch(builder, self.topic, partition=partition))
         results = await asyncio.gather(*futures, return_exceptions=True)
         errors = [r for r in results if isinstance(r, BaseException)]
         if errors:
             raise errors[0] if isinstance(errors[0], KafkaError) else KafkaError(repr(errors[0]))
+
+    def _partition_of(self, key: bytes, partitions: list[int]) -> int:
+        """The producer's default (murmur2) partition of a key, cached: streams repeat a lot."""
+        if len(partitions) != self._partition_count:
+            self._partition_cache.clear()
+            self._partition_count = len(partitions)
+        partition = self._partition_cache.get(key)
+        if partition is None:
+            if len(self._partition_cache) >= 200_000:
+                self._partition_cache.clear()
+            partition = self._partition_cache[key] = _PARTITIONER(key, partitions, partitions)
+        return partition
 
     async def _sleep(self, seconds: float) -> None:
         """Sleep, but wake at once on stop()."""
@@ -267,6 +324,39 @@ class OutboxRelay:
             await asyncio.wait_for(self._stop.wait(), seconds)
         except TimeoutError:
             pass
+
+
+class _Progress:
+    """Counts for a `relay_progress` log line every `every_s` seconds of activity."""
+
+    def __init__(self, every_s: float) -> None:
+        self.every_s = every_s
+        self.start, self.events, self.batches = time.monotonic(), 0, 0
+
+    def tick(self, events: int) -> dict[str, int | float] | None:
+        self.events += events
+        self.batches += 1 if events else 0
+        now = time.monotonic()
+        elapsed = now - self.start
+        if elapsed < self.every_s:
+            return None
+        window = {"published": self.events, "batches": self.batches, "events_per_s": round(self.events / elapsed)}
+        self.start, self.events, self.batches = now, 0, 0
+        return window if window["published"] else None
+
+
+async def _discard(task: asyncio.Task[Any] | None) -> None:
+    """Wait for a read-ahead nobody needs any more, ignoring its outcome (a cancel of ours still propagates)."""
+    if task is not None:
+        await asyncio.gather(task, return_exceptions=True)
+    return None
+
+
+async def _close(conn: asyncpg.Connection) -> None:
+    try:
+        await asyncio.wait_for(conn.close(), 5)
+    except (OSError, asyncpg.InterfaceError, TimeoutError):
+        conn.terminate()
 
 
 async def run_relay(settings: Settings, **options: Any) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import sys
 import uuid
 from collections import defaultdict
 from collections.abc import AsyncIterator, Callable
@@ -20,9 +21,11 @@ from aiokafka.structs import ConsumerRecord
 
 import schemas as s
 from eventstore.db import create_engine
-from eventstore.relay import OutboxRelay
+from eventstore.kafka import ensure_topics
+from eventstore.relay import DEFAULT_EVENTS_PARTITIONS, RELAY_LOCK_KEY, OutboxRelay
 from eventstore.settings import Settings, plain_url
 from eventstore.store import EventStore
+from tests.support.processes import ManagedProcess
 from tests.support.wait import wait_until
 
 
@@ -97,6 +100,7 @@ async def relay_env(fresh_database: Callable[..., Settings]) -> AsyncIterator[tu
     """Settings for a fresh, migrated database and a unique events topic, plus a store on them."""
     base = fresh_database(migrate=True, prefix="relay")
     settings = base.model_copy(update={"events_topic": f"test.events.{uuid.uuid4().hex[:12]}"})
+    await ensure_topics(settings, {settings.events_topic: DEFAULT_EVENTS_PARTITIONS})  # before readers subscribe
     engine = create_engine(settings, pool_size=4, application_name="test-relay")
     yield settings, EventStore(engine)
     await engine.dispose()
@@ -160,3 +164,178 @@ async def test_an_append_committed_late_is_published_too(relay_env: tuple[Settin
         assert TopicReader.header(record, "position") == str(late_position)
     assert await outbox_size(settings) == 0
     assert relay.published == 5
+
+
+# ---------------------------------------------------------------------------- real relay processes
+
+
+def relay_process(settings: Settings, name: str, *args: str) -> ManagedProcess:
+    """`python -m eventstore.relay` on the test's database and topic, logging every batch as JSON."""
+    return ManagedProcess(
+        f"relay-{name}",
+        [sys.executable, "-m", "eventstore.relay", "--name", name, *args],
+        env={
+            "DATABASE_URL": settings.database_url,
+            "KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers,
+            "EVENTS_TOPIC": settings.events_topic,
+            "LOG_FORMAT": "json",
+            "LOG_LEVEL": "DEBUG",
+        },
+        ready_check=lambda: _contains(connected_relays(settings), name),
+        ready_timeout=30,
+    )
+
+
+async def _query(settings: Settings, sql: str, *args: object) -> list[asyncpg.Record]:
+    conn = await asyncpg.connect(plain_url(settings.database_url), timeout=10)
+    try:
+        return await conn.fetch(sql, *args)
+    finally:
+        await conn.close()
+
+
+async def connected_relays(settings: Settings) -> set[str]:
+    rows = await _query(
+        settings,
+        "SELECT application_name FROM pg_stat_activity WHERE datname = current_database() AND application_name LIKE 'billing-%'",
+    )
+    return {r[0].removeprefix("billing-") for r in rows}
+
+
+async def leaders(settings: Settings) -> list[str]:
+    """Names of the relays holding the relay lock in this database (pg_locks splits the bigint key)."""
+    rows = await _query(
+        settings,
+        """
+        SELECT a.application_name FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
+        WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1
+          AND l.classid = $1::bigint::oid AND l.objid = $2::bigint::oid
+          AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
+        """,
+        RELAY_LOCK_KEY >> 32,
+        RELAY_LOCK_KEY & 0xFFFFFFFF,
+    )
+    return [r[0].removeprefix("billing-") for r in rows]
+
+
+def logged(process: ManagedProcess, event: str) -> list[dict[str, object]]:
+    lines = []
+    for line in process.log_path.read_text(errors="replace").splitlines():
+        if line.startswith("{"):
+            with contextlib.suppress(orjson.JSONDecodeError):
+                record = orjson.loads(line)
+                if record.get("event") == event:
+                    lines.append(record)
+    return lines
+
+
+async def fill(store: EventStore, streams: int, per_stream: int, chunk: int, writers: int = 8) -> dict[str, list[str]]:
+    """Append `per_stream` events to each of `streams` new streams, `chunk` events per append."""
+    names = [_stream() for _ in range(streams)]
+    ids: dict[str, list[str]] = {}
+    queue: asyncio.Queue[str] = asyncio.Queue()
+    for name in names:
+        queue.put_nowait(name)
+
+    async def writer() -> None:
+        while not queue.empty():
+            name = queue.get_nowait()
+            ids[name] = []
+            for start in range(0, per_stream, chunk):
+                events = [_event(name, start + i) for i in range(min(chunk, per_stream - start))]
+                await store.append(name, start, events)
+                ids[name].extend(str(e.id) for e in events)
+
+    await asyncio.gather(*(writer() for _ in range(writers)))
+    return ids
+
+
+@pytest.mark.slow
+async def test_relay_killed_mid_batch_loses_nothing_and_keeps_stream_order(
+    relay_env: tuple[Settings, EventStore],
+) -> None:
+    settings, store = relay_env
+    ids = await fill(store, streams=300, per_stream=100, chunk=50)
+    total = sum(len(v) for v in ids.values())
+    assert await outbox_size(settings) == total == 30_000
+
+    # Big batches, so that "published but not deleted yet" lasts long enough to be seen from outside.
+    relay = relay_process(settings, "crashing", "--batch-size", "10000")
+    async with TopicReader(settings, settings.events_topic) as reader:
+        try:
+            relay.start()
+            await relay.wait_ready()
+
+            probe = await asyncpg.connect(plain_url(settings.database_url), timeout=10)
+            try:
+
+                async def in_the_middle_of_a_batch() -> bool:
+                    # The newest record in Kafka is still in the outbox: acked, not deleted — in flight.
+                    if not reader.records:
+                        return False
+                    newest = int(TopicReader.header(reader.records[-1], "position"))
+                    return bool(await probe.fetchval("SELECT count(*) FROM eventstore.outbox WHERE position = $1", newest))
+
+                await wait_until(in_the_middle_of_a_batch, 30, interval=0.001, message="a batch in flight")
+                relay.kill()
+            finally:
+                await probe.close()
+            assert await outbox_size(settings) > 0, "killed before it finished"
+            assert not logged(relay, "relay_stopped"), "it was killed, not stopped"
+
+            relay.start()  # the same command again, as a supervisor would
+            await wait_until(lambda: len(reader.event_ids()) >= total, 60, message="every event in Kafka")
+            await wait_until(lambda: _is(outbox_size(settings), 0), 15, message="outbox drained")
+        finally:
+            relay.terminate()
+
+    received = reader.event_ids()
+    assert received == {i for v in ids.values() for i in v}, "nothing lost"
+    versions = reader.first_versions_per_key()
+    assert set(versions) == set(ids)
+    for stream, seen in versions.items():
+        assert seen == list(range(1, 101)), f"{stream} out of order: {seen[:20]}"
+    assert len(reader.records) >= total  # duplicates allowed (same event id), counted above as one
+
+
+async def test_two_relays_only_the_leader_publishes_and_the_standby_takes_over(
+    relay_env: tuple[Settings, EventStore],
+) -> None:
+    settings, store = relay_env
+    first, second = relay_process(settings, "first"), relay_process(settings, "second")
+    async with TopicReader(settings, settings.events_topic) as reader:
+        try:
+            await first.astart()
+            await wait_until(lambda: leaders(settings), 30, message="a leader")
+            await second.astart()
+            assert await leaders(settings) == ["first"]
+
+            before = await fill(store, streams=20, per_stream=10, chunk=5, writers=4)
+            before_ids = {i for v in before.values() for i in v}
+            await wait_until(lambda: before_ids <= reader.event_ids(), 20, message="published by the leader")
+            assert await leaders(settings) == ["first"]
+            assert sum(r["count"] for r in logged(first, "relay_batch")) >= len(before_ids)
+            assert logged(second, "relay_batch") == [], "the standby published"
+            assert logged(second, "relay_standby")
+
+            first.kill()
+            await wait_until(lambda: _is(leaders(settings), ["second"]), 15, message="the standby takes over")
+            after = await fill(store, streams=20, per_stream=10, chunk=5, writers=4)
+            after_ids = {i for v in after.values() for i in v}
+            await wait_until(lambda: after_ids <= reader.event_ids(), 20, message="published by the new leader")
+            assert logged(second, "relay_batch"), "the new leader published"
+            assert await outbox_size(settings) == 0
+            for stream, seen in reader.first_versions_per_key().items():
+                assert seen == list(range(1, 11)), f"{stream} out of order: {seen}"
+        finally:
+            first.terminate()
+            second.terminate()
+    assert logged(second, "relay_stopped"), "SIGTERM stops the relay gracefully"
+
+
+async def _is(value: object, expected: object) -> bool:
+    return await value == expected  # type: ignore[misc]
+
+
+async def _contains(value: object, item: object) -> bool:
+    return item in await value  # type: ignore[operator,misc]
