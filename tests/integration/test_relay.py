@@ -12,6 +12,7 @@ import sys
 import uuid
 from collections import defaultdict
 from collections.abc import AsyncIterator, Callable
+from datetime import datetime
 
 import asyncpg
 import orjson
@@ -161,6 +162,12 @@ async def test_an_append_committed_late_is_published_too(relay_env: tuple[Settin
         record = next(r for r in reader.records if TopicReader.header(r, "event_id") == str(late_event.id))
         assert record.key == late.encode()
         assert s.parse_envelope(orjson.loads(record.value)) == late_event
+        # The message is the stored envelope: the document of RecordedEvent.to_wire(), its headers.
+        recorded = (await store.read_stream(late))[0]
+        published, stored = orjson.loads(record.value), orjson.loads(recorded.to_wire())
+        assert datetime.fromisoformat(published.pop("occurred_at")) == datetime.fromisoformat(stored.pop("occurred_at"))
+        assert published == stored and list(published) == list(stored)
+        assert list(record.headers) == recorded.kafka_headers()
         assert TopicReader.header(record, "position") == str(late_position)
     assert await outbox_size(settings) == 0
     assert relay.published == 5
