@@ -48,6 +48,22 @@ def test_latency_delays_the_answer_but_applies(sdk) -> None:
     assert len(sdk.payments(params["metadata"])) == 1
 
 
+async def test_a_client_timeout_during_latency_leaves_an_unknown_outcome(sdk) -> None:
+    """What the SDK would hang on, seen with httpx: the client gives up, the sandbox carries on."""
+    from tests.support.wait import wait_until
+
+    params, k = payment_params(), key()
+    url, headers = f"{sdk.api_url}/payments", {"Idempotence-Key": k}
+    with sdk.faults_added(rule(params, "latency", latency_ms=2500, count=1)):
+        with pytest.raises(httpx.ReadTimeout):
+            httpx.post(url, json=params, auth=sdk.auth, headers=headers, timeout=0.3)
+        assert sdk.payments(params["metadata"]) == []  # not yet: still "in flight" at the provider
+        created = await wait_until(lambda: sdk.payments(params["metadata"]), timeout=10)
+    retried = httpx.post(url, json=params, auth=sdk.auth, headers=headers, timeout=10)
+    assert retried.json()["id"] == created[0]["id"]
+    assert len(sdk.payments(params["metadata"])) == 1
+
+
 def test_500_not_applied_creates_nothing_and_the_retry_creates_one(sdk) -> None:
     params, k = payment_params(), key()
     with sdk.faults_added(rule(params, "error_500_not_applied", count=1)):
