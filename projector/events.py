@@ -16,7 +16,7 @@ from typing import Any
 
 import orjson
 
-from schemas import PAYLOAD_TYPES, account_user_id
+from schemas import PAYLOAD_TYPES
 from schemas.upcasters import upcast
 
 EVENT_VERSIONS: dict[str, int] = {
@@ -29,47 +29,61 @@ class PoisonEvent(ValueError):
 
 
 class ProjectedEvent:
-    """One event as projections see it. `data` is the (upcast) payload dict."""
+    """One event as projections see it. `data` is the (upcast) payload dict.
+
+    Built through `make` (or the constructors below), which checks the type and upcasts; the
+    plain positional `__init__` is the replay's hot path and trusts its caller.
+    """
 
     __slots__ = (
-        "position", "stream_id", "version", "event_id", "type", "data",
-        "occurred_at", "command_id", "actor_kind", "actor_id", "user_id",
+        "position", "stream_id", "version", "type", "data", "occurred_at",
+        "command_id", "actor_kind", "actor_id", "user_id", "event_id",
     )
 
     def __init__(
         self,
-        *,
+        position: int | None,
         stream_id: str,
         version: int,
         type: str,
         data: dict[str, Any],
         occurred_at: datetime,
-        position: int | None = None,
-        event_id: str | None = None,
         command_id: str | None = None,
         actor_kind: str | None = None,
         actor_id: str | None = None,
-        schema_version: int | None = None,
+        event_id: str | None = None,
     ) -> None:
-        current = EVENT_VERSIONS.get(type)
-        if current is None:
-            raise PoisonEvent(f"unknown event type {type!r} (stream {stream_id} v{version})")
-        if schema_version is not None and schema_version != current:
-            try:
-                data = upcast(type, schema_version, current, data)
-            except ValueError as exc:
-                raise PoisonEvent(str(exc)) from exc
         self.position = position
         self.stream_id = stream_id
         self.version = version
-        self.event_id = event_id
         self.type = type
         self.data = data
         self.occurred_at = occurred_at
         self.command_id = command_id
         self.actor_kind = actor_kind
         self.actor_id = actor_id
-        self.user_id = account_user_id(stream_id)
+        self.event_id = event_id
+        self.user_id = stream_id[8:] if stream_id.startswith("account-") else None  # = account_user_id()
+
+    @classmethod
+    def make(
+        cls,
+        *,
+        stream_id: str,
+        version: int,
+        type: str,
+        data: dict[str, Any],
+        occurred_at: datetime,
+        schema_version: int | None = None,
+        position: int | None = None,
+        event_id: str | None = None,
+        command_id: str | None = None,
+        actor_kind: str | None = None,
+        actor_id: str | None = None,
+    ) -> "ProjectedEvent":
+        """Check the type and lift old payload versions (raises PoisonEvent)."""
+        data = checked_data(type, schema_version, data, stream_id, version)
+        return cls(position, stream_id, version, type, data, occurred_at, command_id, actor_kind, actor_id, event_id)
 
     def __repr__(self) -> str:
         return f"<{self.type} {self.stream_id} v{self.version} @{self.position}>"
@@ -88,7 +102,9 @@ class ProjectedEvent:
             if isinstance(occurred, str):
                 occurred = datetime.fromisoformat(occurred)
             command_id = meta.get("command_id")
-            return cls(
+            if not isinstance(env["data"], dict):
+                raise PoisonEvent("the envelope's data is not an object")
+            return cls.make(
                 stream_id=env["stream_id"],
                 version=int(version),
                 type=env["type"],
@@ -112,7 +128,7 @@ class ProjectedEvent:
         meta = recorded.metadata or {}
         actor = meta.get("actor") or {}
         command_id = meta.get("command_id")
-        return cls(
+        return cls.make(
             stream_id=recorded.stream_id,
             version=recorded.stream_version,
             type=recorded.type,
@@ -134,34 +150,51 @@ ROW_COLUMNS = (
 )
 
 
-def from_row(row: Any, _loads: Any = orjson.loads, _new: Any = ProjectedEvent) -> ProjectedEvent:
+def from_row(row: Any, _loads: Any = orjson.loads, _new: Any = ProjectedEvent, _versions: Any = EVENT_VERSIONS) -> ProjectedEvent:
     """From a raw `eventstore.events` row selected with `ROW_COLUMNS` (the replay's hot path)."""
-    return _new(
-        position=row[0],
-        stream_id=row[1],
-        version=row[2],
-        type=row[3],
-        schema_version=row[4],
-        data=_loads(row[5]),
-        occurred_at=row[6],
-        command_id=row[7],
-        actor_kind=row[8],
-        actor_id=row[9],
-    )
+    type_name = row[3]
+    data = _loads(row[5])
+    if _versions.get(type_name) != row[4]:
+        data = checked_data(type_name, row[4], data, row[1], row[2])
+    return _new(row[0], row[1], row[2], type_name, data, row[6], row[7], row[8], row[9])
+
+
+def checked_data(type_name: str, schema_version: int | None, data: dict[str, Any], stream_id: str, version: int) -> dict[str, Any]:
+    """The payload lifted to the current schema version; PoisonEvent for unknown types/versions."""
+    current = EVENT_VERSIONS.get(type_name)
+    if current is None:
+        raise PoisonEvent(f"unknown event type {type_name!r} (stream {stream_id} v{version})")
+    if schema_version is not None and schema_version != current:
+        try:
+            return upcast(type_name, schema_version, current, data)
+        except ValueError as exc:
+            raise PoisonEvent(f"{stream_id} v{version}: {exc}") from exc
+    return data
 
 
 # ---------------------------------------------------------------------- payload helpers
+
+
+_MINOR_CACHE: dict[str, int] = {}
 
 
 def minor(money: dict[str, Any] | None) -> int:
     """Integer minor units of a JSON money dict (`{"amount": "299.00", ...}` → 29900)."""
     if not money:
         return 0
-    text = str(money["amount"])
+    text = money["amount"]
+    cached = _MINOR_CACHE.get(text)
+    if cached is not None:
+        return cached
+    text = str(text)
     whole, _, frac = text.partition(".")
     if whole.isdigit() and (not frac or (frac.isdigit() and len(frac) <= 2)):
-        return int(whole) * 100 + (int(frac.ljust(2, "0")) if frac else 0)
-    return int((Decimal(text) * 100).to_integral_value(ROUND_DOWN))  # unusual spellings
+        value = int(whole) * 100 + (int(frac.ljust(2, "0")) if frac else 0)
+    else:
+        value = int((Decimal(text) * 100).to_integral_value(ROUND_DOWN))  # unusual spellings
+    if len(_MINOR_CACHE) < 100_000:  # prices repeat: plan prices, refund amounts
+        _MINOR_CACHE[text] = value
+    return value
 
 
 def currency(money: dict[str, Any] | None, default: str = "RUB") -> str:

@@ -16,9 +16,12 @@ column by column. See docs/decisions/0050-replay-swap.md for why nothing is lost
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import math
+import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
@@ -75,6 +78,7 @@ class ReplayReport:
     caught_up_events: int = 0
     reconciled_streams: int = 0
     differences: list[Difference] = field(default_factory=list)
+    server_cpu_s: float | None = None
 
     @property
     def bulk_seconds(self) -> float:
@@ -144,6 +148,74 @@ def _chunks(ranges: dict[str, tuple[int, int]], size: int = 2000) -> list[dict[s
     return [dict(items[i : i + size]) for i in range(0, len(items), size)]
 
 
+Job = Callable[[asyncpg.Connection], Awaitable[None]]
+
+
+async def _run_parallel(conns: Sequence[asyncpg.Connection], jobs: Sequence[Job]) -> None:
+    """Run jobs over several connections (PostgreSQL does COPY and CREATE INDEX on other cores)."""
+    queue = list(jobs)
+
+    async def worker(conn: asyncpg.Connection) -> None:
+        while queue:
+            job = queue.pop(0)
+            await job(conn)
+
+    await asyncio.gather(*(worker(c) for c in conns))
+
+
+def _copy_job(schema: str, table: str, rows: list[Any]) -> Job:
+    async def job(conn: asyncpg.Connection) -> None:
+        await storage.copy_rows(conn, schema, table, rows)
+
+    return job
+
+
+def _copy_positions_job(schema: str, versions: dict[str, tuple[int, int | None]]) -> Job:
+    async def job(conn: asyncpg.Connection) -> None:
+        await storage.copy_positions(conn, schema, POSITIONS_TABLE, versions)
+
+    return job
+
+
+def _statements_job(statements: list[str]) -> Job:
+    async def job(conn: asyncpg.Connection) -> None:
+        for statement in statements:
+            await conn.execute(statement)
+
+    return job
+
+
+async def _prefetched_pages(conn: asyncpg.Connection, query: str, args: Sequence[Any]) -> AsyncIterator[list[Any]]:
+    """Keyset pages of `query` ($1 = last position), the next one already requested while the caller works."""
+    pending = asyncio.ensure_future(conn.fetch(query, 0, *args))
+    try:
+        while True:
+            rows = await pending
+            if not rows:
+                return
+            pending = asyncio.ensure_future(conn.fetch(query, rows[-1][0], *args))
+            yield rows
+    finally:
+        if not pending.done():
+            pending.cancel()
+            with contextlib.suppress(asyncio.CancelledError, asyncpg.PostgresError, asyncpg.InterfaceError):
+                await pending
+
+
+def _backend_cpu_seconds(pids: Sequence[int]) -> float | None:
+    """CPU the PostgreSQL backends of this replay used (local server only; None otherwise)."""
+    total = 0.0
+    try:
+        ticks = os.sysconf("SC_CLK_TCK")
+        for pid in pids:
+            with open(f"/proc/{pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / ticks  # utime + stime
+    except (OSError, ValueError, IndexError):
+        return None
+    return total
+
+
 def stream_reader(conn: asyncpg.Connection) -> Callable[[str, int], Any]:
     async def read_stream(stream_id: str, after_version: int) -> list[ProjectedEvent]:
         return await read_streams(conn, {stream_id: (after_version, None)})
@@ -160,6 +232,7 @@ class Replay:
         unknown = sorted(set(options.tables) - set(TABLE_NAMES))
         if unknown:
             raise ReplayError(f"unknown read model(s): {', '.join(unknown)}; choose from {', '.join(TABLE_NAMES)}")
+        self._backend_pids: list[int] = []
         self.tables = [t for t in TABLE_NAMES if t in options.tables] if options.tables else list(TABLE_NAMES)
         if options.mode == "until":
             if not options.into:
@@ -233,79 +306,86 @@ class Replay:
         opts = self.options
         passes = max(1, math.ceil(head / max(1, opts.events_per_pass)))
         report.passes = passes
-        total_estimate = head
         done = 0
         t_apply = t_write = 0.0
-        for part in range(passes):
+        # a reader that fetches the next page while this one is projected, and a second writer
+        helpers = [await connect(self.settings, "replay-reader"), await connect(self.settings, "replay-writer")]
+        self._backend_pids = [conn.get_server_pid()] + [h.get_server_pid() for h in helpers]
+        reader, writer = helpers
+        try:
+            for part in range(passes):
+                started = time.perf_counter()
+                state = new_state()
+                versions: dict[str, int] = {}
+                positions: dict[str, int | None] = {}
+                conditions = ["position > $1", "position <= $2"]
+                args: list[Any] = [head]
+                if opts.until_time is not None:
+                    args.append(opts.until_time)
+                    conditions.append(f"recorded_at <= ${len(args) + 1}")
+                if passes > 1:
+                    args.extend([passes, part])
+                    conditions.append(f"(hashtext(stream_id) & 2147483647) % ${len(args)} = ${len(args) + 1}")
+                query = (
+                    f"SELECT {ROW_COLUMNS} FROM eventstore.events WHERE {' AND '.join(conditions)} "
+                    f"ORDER BY position LIMIT {int(opts.page_size)}"
+                )
+                read_stream = stream_reader(conn)
+                async for rows in _prefetched_pages(reader, query, args):
+                    for row in rows:
+                        ev = from_row(row)
+                        stream = ev.stream_id
+                        cur = versions.get(stream, 0)
+                        if ev.version != cur + 1:
+                            if ev.version <= cur:
+                                report.duplicates += 1
+                                continue
+                            # a predecessor committed after we read past its position: fetch it now
+                            missing = [e for e in await read_stream(stream, cur) if e.version < ev.version]
+                            for gap_event in missing:
+                                apply_event(state, gap_event)
+                            report.gap_filled += len(missing)
+                        apply_event(state, ev)
+                        versions[stream] = ev.version
+                        positions[stream] = ev.position
+                    done += len(rows)
+                    report.events += len(rows)
+                    progress(done, max(head, done))
+                t_apply += time.perf_counter() - started
+                started = time.perf_counter()
+                for table in TABLE_NAMES:
+                    report.rows[table] = report.rows.get(table, 0) + len(state.rows[table])
+                jobs = [
+                    _copy_job(schema, table, list(state.rows[table].values()))
+                    for table in sorted(TABLE_NAMES, key=lambda t: -len(state.rows[t]))
+                ]
+                jobs.append(_copy_positions_job(schema, {s: (v, positions.get(s)) for s, v in versions.items()}))
+                del state
+                await _run_parallel([conn, writer], jobs)
+                t_write += time.perf_counter() - started
+            report.timings["read_apply"] = t_apply
+            report.timings["write"] = t_write
             started = time.perf_counter()
-            state = new_state()
-            versions: dict[str, int] = {}
-            positions: dict[str, int | None] = {}
-            after = 0
-            conditions = ["position > $1", "position <= $2"]
-            args: list[Any] = [head]
-            if opts.until_time is not None:
-                args.append(opts.until_time)
-                conditions.append(f"recorded_at <= ${len(args) + 1}")
-            if passes > 1:
-                args.extend([passes, part])
-                conditions.append(f"(hashtext(stream_id) & 2147483647) % ${len(args)} = ${len(args) + 1}")
-            query = (
-                f"SELECT {ROW_COLUMNS} FROM eventstore.events WHERE {' AND '.join(conditions)} "
-                f"ORDER BY position LIMIT {int(opts.page_size)}"
-            )
-            read_stream = stream_reader(conn)
-            while True:
-                rows = await conn.fetch(query, after, *args)
-                if not rows:
-                    break
-                after = rows[-1][0]
-                for row in rows:
-                    ev = from_row(row)
-                    stream = ev.stream_id
-                    cur = versions.get(stream, 0)
-                    if ev.version != cur + 1:
-                        if ev.version <= cur:
-                            report.duplicates += 1
-                            continue
-                        # a predecessor committed after we read past its position: fetch it now
-                        missing = [e for e in await read_stream(stream, cur) if e.version < ev.version]
-                        for gap_event in missing:
-                            apply_event(state, gap_event)
-                        report.gap_filled += len(missing)
-                    apply_event(state, ev)
-                    versions[stream] = ev.version
-                    positions[stream] = ev.position
-                done += len(rows)
-                report.events += len(rows)
-                progress(done, max(total_estimate, done))
-            t_apply += time.perf_counter() - started
-            started = time.perf_counter()
-            for table in TABLE_NAMES:
-                rows_of_table = list(state.rows[table].values())
-                report.rows[table] = report.rows.get(table, 0) + len(rows_of_table)
-                await storage.copy_rows(conn, schema, table, rows_of_table)
-            await storage.copy_positions(
-                conn, schema, POSITIONS_TABLE, {s: (v, positions.get(s)) for s, v in versions.items()}
-            )
-            del state
-            t_write += time.perf_counter() - started
-        report.timings["read_apply"] = t_apply
-        report.timings["write"] = t_write
-        started = time.perf_counter()
-        await self._build_indexes(conn, schema)
-        report.timings["indexes"] = time.perf_counter() - started
+            await _run_parallel([conn, writer], await self._index_jobs(conn, schema, report))
+            report.timings["indexes"] = time.perf_counter() - started
+        finally:
+            report.server_cpu_s = _backend_cpu_seconds(self._backend_pids)
+            for helper in helpers:
+                await helper.close()
 
-    async def _build_indexes(self, conn: asyncpg.Connection, schema: str) -> None:
+    async def _index_jobs(self, conn: asyncpg.Connection, schema: str, report: ReplayReport) -> list[Job]:
+        """Per table: the primary key, the live indexes under their live names, then ANALYZE."""
         q = quote_ident(schema)
-        for table in TABLE_NAMES:
+        jobs: list[Job] = []
+        for table in sorted(TABLE_NAMES, key=lambda t: -report.rows.get(t, 0)):
+            statements: list[str] = []
             constraints = await conn.fetch(
                 "SELECT conname, pg_get_constraintdef(oid) FROM pg_constraint "
                 "WHERE conrelid = $1::regclass AND contype IN ('p', 'u', 'x') ORDER BY contype, conname",
                 f"read.{table}",
             )
             for name, definition in constraints:
-                await conn.execute(f"ALTER TABLE {q}.{table} ADD CONSTRAINT {quote_ident(name)} {definition}")
+                statements.append(f"ALTER TABLE {q}.{table} ADD CONSTRAINT {quote_ident(name)} {definition}")
             indexes = await conn.fetch(
                 "SELECT pg_get_indexdef(i.indexrelid) FROM pg_index i "
                 "WHERE i.indrelid = $1::regclass AND NOT EXISTS "
@@ -316,9 +396,11 @@ class Replay:
                 marker = f" ON read.{table} "
                 if marker not in definition:
                     raise ReplayError(f"cannot re-target index definition: {definition}")
-                await conn.execute(definition.replace(marker, f" ON {q}.{table} ", 1))
-            await conn.execute(f"ANALYZE {q}.{table}")
-        await conn.execute(f"ALTER TABLE {q}.{POSITIONS_TABLE} ADD PRIMARY KEY (stream_id)")
+                statements.append(definition.replace(marker, f" ON {q}.{table} ", 1))
+            statements.append(f"ANALYZE {q}.{table}")
+            jobs.append(_statements_job(statements))
+        jobs.append(_statements_job([f"ALTER TABLE {q}.{POSITIONS_TABLE} ADD PRIMARY KEY (stream_id)"]))
+        return jobs
 
     async def _sync_and_finish(self, conn: asyncpg.Connection, schema: str, head: int, report: ReplayReport) -> None:
         """Under the exclusive lock: both sides to the same per-stream versions, then swap or compare."""

@@ -14,6 +14,9 @@ from typing import Any
 
 Row = dict[str, Any]
 
+FOREIGN: Row = {"user_id": object()}
+"""`State.claim`'s answer for a key taken by another account's row (ids are never shared across streams)."""
+
 
 class State:
     """Rows by table and primary key, with the set of keys changed since the last write."""
@@ -33,10 +36,12 @@ class State:
         row = self.rows[table].get(key)
         return row if row is not None and row["user_id"] == user_id else None
 
-    def free_or_owned(self, table: str, key: Any, user_id: str | None) -> bool:
-        """True when no row has this key yet, or it belongs to `user_id`'s account."""
+    def claim(self, table: str, key: Any, user_id: str | None) -> Row | None:
+        """The account's row, None when the key is free, FOREIGN when another account owns it."""
         row = self.rows[table].get(key)
-        return row is None or row["user_id"] == user_id
+        if row is not None and row["user_id"] != user_id:
+            return FOREIGN
+        return row
 
     def put(self, table: str, key: Any, row: Row) -> None:
         """Store a (new or changed) row; it will be written back."""

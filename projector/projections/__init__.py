@@ -7,7 +7,9 @@ subscriptions). Each module exposes `TABLE` and `apply(state, event)`.
 
 from __future__ import annotations
 
-from projector.events import ProjectedEvent
+from collections.abc import Callable
+
+from projector.events import EVENT_VERSIONS, ProjectedEvent
 from projector.projections import accounts, commands, payments, plans, refunds, subscriptions
 from projector.projections.base import TableSpec
 from projector.state import State
@@ -16,14 +18,17 @@ PROJECTIONS = (plans, subscriptions, payments, refunds, commands, accounts)
 TABLES: dict[str, TableSpec] = {p.TABLE.name: p.TABLE for p in PROJECTIONS}
 TABLE_NAMES: tuple[str, ...] = tuple(TABLES)
 
-_APPLY = tuple(p.apply for p in PROJECTIONS)
+# event type → the handlers of every projection that cares, in projection order
+DISPATCH: dict[str, tuple[Callable[[State, ProjectedEvent], None], ...]] = {
+    name: tuple(p.HANDLERS[name] for p in PROJECTIONS if name in p.HANDLERS) for name in EVENT_VERSIONS
+}
 
 
 def new_state() -> State:
     return State(TABLE_NAMES)
 
 
-def apply_event(state: State, ev: ProjectedEvent) -> None:
+def apply_event(state: State, ev: ProjectedEvent, _dispatch: dict = DISPATCH) -> None:
     """Apply one event to every read model (the only entry point the live and replay paths use)."""
-    for apply in _APPLY:
-        apply(state, ev)
+    for handler in _dispatch[ev.type]:
+        handler(state, ev)

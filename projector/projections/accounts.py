@@ -8,9 +8,9 @@ PaymentSucceeded and RefundSucceeded. `last_event_at` is the time of the account
 
 from __future__ import annotations
 
-from projector.events import ProjectedEvent, currency, minor
+from projector.events import EVENT_VERSIONS, ProjectedEvent, currency, minor
 from projector.projections.base import BIGINT, INTEGER, TEXT, TIMESTAMPTZ, TableSpec
-from projector.projections.subscriptions import ACCESS_STATUSES, STATUS_EVENTS
+from projector.projections.subscriptions import ACCESS_STATUSES, COUNT_EVENTS
 from projector.state import State
 
 TABLE = TableSpec(
@@ -55,10 +55,14 @@ def apply(state: State, ev: ProjectedEvent) -> None:
         row["currency"] = currency(d["amount"])
     elif kind == "RefundSucceeded":
         row["total_refunded_minor"] += minor(d["amount"])
-    if kind in STATUS_EVENTS:
+    if kind in COUNT_EVENTS:
         subs = state.user_subscriptions(user_id)
         row["subscriptions_count"] = len(subs)
         row["active_subscriptions"] = sum(1 for s in subs if s["status"] in ACCESS_STATUSES)
     row["last_event_at"] = ev.occurred_at
     row["updated_at"] = ev.occurred_at
     state.put(T, user_id, row)
+
+
+HANDLERS = {name: apply for name in EVENT_VERSIONS}
+"""Every event of an account stream touches its summary (at least `last_event_at`)."""

@@ -17,7 +17,7 @@ import orjson
 
 from projector.events import ProjectedEvent
 from projector.projections.base import JSONB, TEXT, TIMESTAMPTZ, UUID, TableSpec
-from projector.state import Row, State
+from projector.state import FOREIGN, Row, State
 
 TABLE = TableSpec(
     "commands",
@@ -33,6 +33,7 @@ T = TABLE.name
 TERMINAL = frozenset({"succeeded", "rejected", "failed"})
 EMPTY_OUTCOME = "{}"
 OUTCOME_FIELDS = ("subscription_id", "payment_id", "refund_id", "plan_id", "confirmation_url", "refund_amount", "message")
+_OUTCOME_KEYS = frozenset(OUTCOME_FIELDS)
 
 
 def _intent_command_type(ev: ProjectedEvent) -> str:
@@ -72,9 +73,9 @@ def _intent(state: State, ev: ProjectedEvent) -> None:
     command_id = ev.command_id
     if command_id is None:
         return
-    if not state.free_or_owned(T, command_id, ev.user_id):
+    row = state.claim(T, command_id, ev.user_id)
+    if row is FOREIGN:
         return
-    row = state.get(T, command_id)
     if row is None:
         row = _new(ev, command_id, _intent_command_type(ev))
     elif row["status"] in TERMINAL:
@@ -86,9 +87,9 @@ def _intent(state: State, ev: ProjectedEvent) -> None:
 def _terminal(state: State, ev: ProjectedEvent, status: str, **fields: object) -> None:
     d = ev.data
     command_id = d["command_id"]
-    if not state.free_or_owned(T, command_id, ev.user_id):
+    row = state.claim(T, command_id, ev.user_id)
+    if row is FOREIGN:
         return
-    row = state.get(T, command_id)
     if row is None:
         row = _new(ev, command_id, d["command_type"])
     elif row["actor_kind"] is None:
@@ -101,8 +102,9 @@ def _terminal(state: State, ev: ProjectedEvent, status: str, **fields: object) -
 
 def _succeeded(state: State, ev: ProjectedEvent) -> None:
     outcome = ev.data.get("outcome") or {}
-    normalized = {name: outcome.get(name) for name in OUTCOME_FIELDS}
-    _terminal(state, ev, "succeeded", outcome=orjson.dumps(normalized).decode())
+    if outcome.keys() != _OUTCOME_KEYS:
+        outcome = {name: outcome.get(name) for name in OUTCOME_FIELDS}  # every key, always
+    _terminal(state, ev, "succeeded", outcome=orjson.dumps(outcome, option=orjson.OPT_SORT_KEYS).decode())
 
 
 def _rejected(state: State, ev: ProjectedEvent) -> None:

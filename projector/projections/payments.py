@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from projector.events import ProjectedEvent, currency, minor, ts
 from projector.projections.base import BIGINT, TEXT, TIMESTAMPTZ, UUID, TableSpec
-from projector.state import Row, State
+from projector.state import FOREIGN, Row, State
 
 TABLE = TableSpec(
     "payments",
@@ -30,10 +30,12 @@ TERMINAL = frozenset({"succeeded", "canceled"})
 
 def _row(state: State, ev: ProjectedEvent, *, purpose: str, amount: dict | None) -> Row | None:
     """The payment's row, created on its first event (whichever that is)."""
-    if ev.user_id is None or not state.free_or_owned(T, ev.data["payment_id"], ev.user_id):
+    if ev.user_id is None:
         return None
     d = ev.data
-    row = state.get(T, d["payment_id"])
+    row = state.claim(T, d["payment_id"], ev.user_id)
+    if row is FOREIGN:
+        return None
     if row is None:
         if amount is None:  # PaymentStateUnknown first: the subscription's price is what was asked
             sub = state.owned("subscriptions", d["subscription_id"], ev.user_id)

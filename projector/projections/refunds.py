@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from projector.events import ProjectedEvent, currency, minor
 from projector.projections.base import BIGINT, INTEGER, TEXT, TIMESTAMPTZ, UUID, TableSpec
-from projector.state import Row, State
+from projector.state import FOREIGN, Row, State
 
 TABLE = TableSpec(
     "refunds",
@@ -56,10 +56,12 @@ def _save(state: State, ev: ProjectedEvent, row: Row) -> None:
 
 
 def _requested(state: State, ev: ProjectedEvent) -> None:
-    if ev.user_id is None or not state.free_or_owned(T, ev.data["refund_id"], ev.user_id):
+    if ev.user_id is None:
         return
     d = ev.data
-    row = _row(state, ev)
+    row = state.claim(T, d["refund_id"], ev.user_id)
+    if row is FOREIGN:
+        return
     if row is None:
         row = _new(ev, d["payment_id"], d["amount"])
     _save(state, ev, row)
@@ -76,10 +78,14 @@ def _created(state: State, ev: ProjectedEvent) -> None:
 
 
 def _succeeded(state: State, ev: ProjectedEvent) -> None:
-    if ev.user_id is None or not state.free_or_owned(T, ev.data["refund_id"], ev.user_id):
+    if ev.user_id is None:
         return
     d = ev.data
-    row = _row(state, ev) or _new(ev, d["payment_id"], d["amount"])
+    row = state.claim(T, d["refund_id"], ev.user_id)
+    if row is FOREIGN:
+        return
+    if row is None:
+        row = _new(ev, d["payment_id"], d["amount"])
     row["provider_refund_id"] = d["provider_refund_id"]
     row["status"] = "succeeded"
     row["amount_minor"] = minor(d["amount"])

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from projector.events import ProjectedEvent, currency, minor, ts
 from projector.projections.base import BIGINT, BOOLEAN, INTEGER, TEXT, TIMESTAMPTZ, UUID, TableSpec
-from projector.state import Row, State
+from projector.state import FOREIGN, Row, State
 
 TABLE = TableSpec(
     "subscriptions",
@@ -86,9 +86,11 @@ def _save(state: State, ev: ProjectedEvent, row: Row) -> None:
 
 def _checkout_started(state: State, ev: ProjectedEvent) -> None:
     d = ev.data
-    if ev.user_id is None or not state.free_or_owned(T, d["subscription_id"], ev.user_id):
+    if ev.user_id is None:
         return
-    row = state.get(T, d["subscription_id"])
+    row = state.claim(T, d["subscription_id"], ev.user_id)
+    if row is FOREIGN:
+        return
     if row is None:
         row = _new(ev, d["subscription_id"], d, price=d["amount"])
     else:
@@ -148,9 +150,11 @@ def _payment_failed(state: State, ev: ProjectedEvent) -> None:
 
 def _activated(state: State, ev: ProjectedEvent) -> None:
     d = ev.data
-    if ev.user_id is None or not state.free_or_owned(T, d["subscription_id"], ev.user_id):
+    if ev.user_id is None:
         return
-    row = state.get(T, d["subscription_id"])
+    row = state.claim(T, d["subscription_id"], ev.user_id)
+    if row is FOREIGN:
+        return
     if row is None:  # a grant: no checkout came first
         row = _new(ev, d["subscription_id"], d, price=d["amount_paid"])
     row.update(
@@ -279,8 +283,11 @@ HANDLERS = {
     "SubscriptionAdjusted": _adjusted,
 }
 
-STATUS_EVENTS = frozenset(HANDLERS)
-"""Events that may create a subscription or change its status (the account counts follow them)."""
+COUNT_EVENTS = frozenset(
+    {"CheckoutStarted", "SubscriptionActivated", "PaymentFailed", "SubscriptionCanceled", "SubscriptionRenewed",
+     "RenewalFailed", "SubscriptionExpired"}
+)
+"""The events that may create a subscription or change its status (the account counts follow them)."""
 
 
 def apply(state: State, ev: ProjectedEvent) -> None:
