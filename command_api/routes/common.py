@@ -107,5 +107,5 @@ def command_responses() -> dict[int | str, dict[str, Any]]:
             },
             "content": {"application/json": {"example": accepted}},
         },
-        **problem_responses(401, 403, 404, 409, 422, 502, 503),
+        **problem_responses(400, 401, 403, 404, 409, 422, 502, 503),
     }
