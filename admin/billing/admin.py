@@ -29,6 +29,7 @@ from admin.billing.money import format_money
 admin.site.site_header = "Billing administration"
 admin.site.site_title = "Billing admin"
 admin.site.index_title = "Subscriptions, payments and commands"
+admin.site.site_url = None  # there is no public site: / redirects to the admin
 
 STATUS_COLOURS = {
     "active": "#1a7f37", "succeeded": "#1a7f37",

@@ -5,8 +5,9 @@ command API, Kafka, the payment processor, the outbox relay and the projector, o
 database and topics of this test. A plan and a granted subscription are set up through the
 command API (as an operator would); then the browser logs in, searches the subscription by its
 user id, extends it by 30 days, and reloads the subscription page until the projector has
-caught up and the page shows the old end + 30 days. The page is saved as a screenshot under
-`test-output/`.
+caught up and the page shows the old end + 30 days (saved as a screenshot under `test-output/`).
+Then a second grant of the same plan goes through the processor and comes back rejected, with its
+reason shown to the operator.
 """
 
 from __future__ import annotations
@@ -199,6 +200,17 @@ async def test_operator_extends_a_subscription_in_a_real_browser(pipeline, admin
             assert "SubscriptionAdjusted" in timeline
             assert f"operator: {username}" in timeline
             assert "browser test: outage compensation" in timeline
+
+            # a command the processor rejects shows its reason: a second grant of the same plan
+            await page.goto(f"{admin_url}/admin/billing/account/{user_id}/change/")
+            await page.click("#act-grant")
+            assert await page.input_value("#id_user_id") == user_id  # prefilled from the account
+            await page.select_option("#id_plan_id", plan_id)
+            await page.fill("#id_reason", "browser test: grant twice")
+            await page.click("#submit-command")
+            await outcome.wait_for()
+            assert await outcome.get_attribute("data-status") == "rejected", await outcome.inner_text()
+            assert "already has an active" in await page.inner_text("#command-reason")
         finally:
             await browser.close()
 
