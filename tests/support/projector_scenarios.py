@@ -95,16 +95,26 @@ class Clock:
 
 @dataclass
 class History:
-    """Appends in log order (each one `EventStore.append`-able with the stream's next version)."""
+    """Appends in log order (each one `EventStore.append`-able with the stream's next version).
+
+    Ids come from `new_id()`: unique per history (random prefix) unless `id_prefix` is fixed, in
+    which case two histories built the same way are identical.
+    """
 
     appends: list[Append] = field(default_factory=list)
+    id_prefix: str = field(default_factory=lambda: uuid.uuid4().hex)
+    _counter: int = 0
+
+    def new_id(self) -> uuid.UUID:
+        self._counter += 1
+        return uuid.uuid5(uuid.NAMESPACE_URL, f"scenario:{self.id_prefix}:{self._counter}")
 
     def events(self) -> list[Envelope]:
         return [e for a in self.appends for e in a.events]
 
 
 def plan_events(history: History, clock: Clock, plan: PlanInfo, *, archive: bool = False) -> None:
-    command_id = uuid.uuid4()
+    command_id = history.new_id()
     meta = Metadata(correlation_id=str(command_id), command_id=command_id, actor=Actor(kind="admin", id="ops"))
     stream = plan_stream(plan.plan_id)
     events = [
@@ -115,7 +125,7 @@ def plan_events(history: History, clock: Clock, plan: PlanInfo, *, archive: bool
     ]
     history.appends.append(Append(stream, events))
     if archive:
-        command_id = uuid.uuid4()
+        command_id = history.new_id()
         meta = Metadata(correlation_id=str(command_id), command_id=command_id, actor=Actor(kind="admin", id="ops"))
         history.appends.append(Append(stream, [
             new_envelope(PlanArchived(plan_id=plan.plan_id, reason="retired"), stream_id=stream, metadata=meta, occurred_at=clock.tick()),
@@ -158,11 +168,11 @@ class AccountScenario:
 
     def purchase(self, plan: PlanInfo, outcome: str = "success", *, auto_renew: bool = True) -> Sub:
         """outcome: success | decline | abandon | unknown_then_success | unknown_then_failed | pending."""
-        command_id = uuid.uuid4()
+        command_id = self.history.new_id()
         sub = Sub(derived_id("subscription", command_id), plan.plan_id, plan.name, plan.price, plan.period_days)
         self.subs.append(sub)
         payment_id = derived_id("payment", command_id)
-        provider_id = str(uuid.uuid4())
+        provider_id = str(self.history.new_id())
         url = f"http://127.0.0.1:8010/pay/{provider_id}"
         self._append(command_id, [CheckoutStarted(
             subscription_id=sub.subscription_id, payment_id=payment_id, plan_id=plan.plan_id, plan_name=plan.name,
@@ -171,7 +181,7 @@ class AccountScenario:
         if outcome.startswith("unknown"):
             self._append(command_id, [PaymentStateUnknown(payment_id=payment_id, subscription_id=sub.subscription_id,
                                                           detail="timeout creating the payment")])
-            sync_id = uuid.uuid4()
+            sync_id = self.history.new_id()
             if outcome == "unknown_then_failed":
                 self._append(sync_id, [
                     PaymentFailed(payment_id=payment_id, subscription_id=sub.subscription_id, provider_payment_id=provider_id,
@@ -199,14 +209,14 @@ class AccountScenario:
         if outcome == "pending":
             return sub
         self.clock.tick(30)
-        sync_id = uuid.uuid4()
+        sync_id = self.history.new_id()
         if outcome == "success":
             paid_at = self.clock.tick()
             end = paid_at + timedelta(days=plan.period_days)
             self._append(sync_id, [
                 PaymentSucceeded(payment_id=payment_id, subscription_id=sub.subscription_id, provider_payment_id=provider_id,
                                  amount=plan.price, paid_at=paid_at, customer=self.customer,
-                                 payment_method=PaymentMethod(id=str(uuid.uuid4()), title="Bank card *4444")),
+                                 payment_method=PaymentMethod(id=str(self.history.new_id()), title="Bank card *4444")),
                 SubscriptionActivated(subscription_id=sub.subscription_id, plan_id=plan.plan_id, plan_name=plan.name,
                                       period_start=paid_at, period_end=end, amount_paid=plan.price, auto_renew=auto_renew,
                                       payment_id=payment_id, payment_method_title="Bank card *4444", customer=self.customer),
@@ -225,12 +235,12 @@ class AccountScenario:
         return sub
 
     def reject_purchase(self, plan_id: str, code: str = "plan_archived") -> None:
-        command_id = uuid.uuid4()
+        command_id = self.history.new_id()
         self._append(command_id, [CommandRejected(command_id=command_id, command_type="PurchaseSubscription", code=code,
                                                   reason=f"plan {plan_id} cannot be bought now")])
 
     def grant(self, plan: PlanInfo, days: int = 30) -> Sub:
-        command_id = uuid.uuid4()
+        command_id = self.history.new_id()
         sub = Sub(derived_id("subscription", command_id), plan.plan_id, plan.name, Money.from_minor(0), days)
         self.subs.append(sub)
         start = self.clock.tick()
@@ -249,7 +259,7 @@ class AccountScenario:
 
     def cancel(self, sub: Sub, mode: str = "refund_now", refund_outcome: str = "success", *, admin: bool = False) -> None:
         """mode: refund_now | at_period_end; refund_outcome: success | failed | unknown_then_success."""
-        command_id = uuid.uuid4()
+        command_id = self.history.new_id()
         kind, actor = ("admin", "ops") if admin else ("user", None)
         if mode == "at_period_end" or sub.paid_payment_id is None:
             self._append(command_id, [
@@ -263,14 +273,14 @@ class AccountScenario:
         amount = Money.from_minor(sub.price.minor * 29 // 30, sub.price.currency)
         self._append(command_id, [RefundRequested(
             refund_id=refund_id, subscription_id=sub.subscription_id, payment_id=sub.paid_payment_id,
-            provider_payment_id=sub.provider_payment_id or str(uuid.uuid4()), amount=amount, days_used=1, days_in_period=30,
+            provider_payment_id=sub.provider_payment_id or str(self.history.new_id()), amount=amount, days_used=1, days_in_period=30,
             reason="user canceled", idempotence_key=str(derived_id("yookassa", refund_id, "create")), customer=self.customer)],
             kind=kind, actor_id=actor)
-        provider_refund_id = str(uuid.uuid4())
+        provider_refund_id = str(self.history.new_id())
         if refund_outcome == "unknown_then_success":
             self._append(command_id, [RefundStateUnknown(refund_id=refund_id, subscription_id=sub.subscription_id, detail="timeout")],
                          kind=kind, actor_id=actor)
-            command_id_final, kind, actor = uuid.uuid4(), "system", "janitor"
+            command_id_final, kind, actor = self.history.new_id(), "system", "janitor"
         else:
             command_id_final = command_id
         if refund_outcome == "failed":
@@ -298,14 +308,14 @@ class AccountScenario:
         sub.status = "canceled"
 
     def set_auto_renew(self, sub: Sub, enabled: bool) -> None:
-        command_id = uuid.uuid4()
+        command_id = self.history.new_id()
         self._append(command_id, [
             AutoRenewChanged(subscription_id=sub.subscription_id, enabled=enabled, customer=self.customer),
             CommandSucceeded(command_id=command_id, command_type="SetAutoRenew", outcome=CommandOutcome(subscription_id=sub.subscription_id)),
         ])
 
     def extend(self, sub: Sub, days: int = 7) -> None:
-        command_id = uuid.uuid4()
+        command_id = self.history.new_id()
         sub.period_end = (sub.period_end or self.clock.now) + timedelta(days=days)
         self._append(command_id, [
             SubscriptionAdjusted(subscription_id=sub.subscription_id, days=days, period_end=sub.period_end, reason="outage compensation"),
@@ -326,7 +336,7 @@ class AccountScenario:
                            payment_method_id="pm-1", idempotence_key=str(derived_id("yookassa", payment_id, "create")),
                            customer=self.customer),
         ], kind=meta_kind, actor_id=actor)
-        provider_id = str(uuid.uuid4())
+        provider_id = str(self.history.new_id())
         if success:
             paid_at = self.clock.tick()
             self._append(command_id, [
@@ -353,7 +363,7 @@ class AccountScenario:
             sub.status = "past_due"
 
     def expire(self, sub: Sub) -> None:
-        command_id = uuid.uuid4()
+        command_id = self.history.new_id()
         self._append(command_id, [
             SubscriptionExpired(subscription_id=sub.subscription_id, expired_at=self.clock.tick(), reason="period ended", customer=self.customer),
             CommandSucceeded(command_id=command_id, command_type="ExpireSubscription", outcome=CommandOutcome(subscription_id=sub.subscription_id)),

@@ -1,0 +1,549 @@
+"""Each projection, for each event it handles: pure functions of (state, event), no I/O.
+
+Events are built with the real contracts (`schemas.new_envelope`) and go through the same
+dict-level path the projector uses for Kafka messages (`ProjectedEvent.from_envelope_dict`).
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+import orjson
+import pytest
+
+from projector.events import PoisonEvent, ProjectedEvent, minor
+from projector.projections import DISPATCH, TABLES, apply_event, new_state
+from projector.state import State
+from schemas import (
+    Actor,
+    AutoRenewChanged,
+    CheckoutStarted,
+    CommandFailed,
+    CommandOutcome,
+    CommandRejected,
+    CommandSucceeded,
+    Customer,
+    Metadata,
+    Money,
+    PaymentCreated,
+    PaymentFailed,
+    PaymentMethod,
+    PaymentStateUnknown,
+    PaymentSucceeded,
+    PlanArchived,
+    PlanCreated,
+    RefundCreated,
+    RefundFailed,
+    RefundRequested,
+    RefundStateUnknown,
+    RefundSucceeded,
+    RenewalFailed,
+    RenewalStarted,
+    SubscriptionActivated,
+    SubscriptionAdjusted,
+    SubscriptionCanceled,
+    SubscriptionExpired,
+    SubscriptionExpiringSoon,
+    SubscriptionRenewed,
+    account_stream,
+    new_envelope,
+    plan_stream,
+)
+from schemas.events import EVENT_TYPES
+
+T0 = datetime(2026, 3, 1, 12, 0, tzinfo=timezone.utc)
+PRICE = Money.from_minor(29900)
+CUSTOMER = Customer(email="anna@example.com", locale="en")
+
+
+class Account:
+    """Feeds one account's events through `apply_event`, numbering versions and times."""
+
+    def __init__(self, state: State | None = None, user: str | None = None) -> None:
+        self.state = state or new_state()
+        self.user = user or f"u-{uuid.uuid4().hex[:8]}"
+        self.stream = account_stream(self.user)
+        self.version = 0
+        self.sub = uuid.uuid4()
+        self.pay = uuid.uuid4()
+        self.refund = uuid.uuid4()
+        self.command = uuid.uuid4()
+
+    def at(self, minutes: int) -> datetime:
+        return T0 + timedelta(minutes=minutes)
+
+    def apply(self, payload: Any, *, minutes: int | None = None, command_id: uuid.UUID | None = None,
+              actor: tuple[str, str] | None = None, stream: str | None = None) -> ProjectedEvent:
+        self.version += 1
+        kind, actor_id = actor or ("user", self.user)
+        env = new_envelope(
+            payload, stream_id=stream or self.stream, occurred_at=self.at(self.version if minutes is None else minutes),
+            metadata=Metadata(correlation_id="c", command_id=command_id or self.command, actor=Actor(kind=kind, id=actor_id)),  # type: ignore[arg-type]
+        )
+        # the projector sees what Kafka carries: the stored envelope as JSON
+        event = ProjectedEvent.from_envelope_dict(orjson.loads(env.to_json()), version=self.version, position=self.version)
+        apply_event(self.state, event)
+        return event
+
+    def row(self, table: str, key: Any) -> dict[str, Any]:
+        row = self.state.get(table, str(key))
+        assert row is not None, f"no {table} row {key}"
+        assert set(row) == set(TABLES[table].column_names), "a projection must fill every column"
+        return row
+
+    def checkout(self, *, amount: Money = PRICE, auto_renew: bool = True) -> None:
+        self.apply(CheckoutStarted(subscription_id=self.sub, payment_id=self.pay, plan_id="basic", plan_name="Basic",
+                                   amount=amount, period_days=30, auto_renew=auto_renew, customer=CUSTOMER,
+                                   idempotence_key="k"))
+
+    def paid(self, *, amount: Money = PRICE, payment_id: uuid.UUID | None = None, purpose: str = "purchase") -> datetime:
+        paid_at = self.at(100)
+        self.apply(PaymentSucceeded(payment_id=payment_id or self.pay, subscription_id=self.sub, provider_payment_id="yk-1",
+                                    amount=amount, paid_at=paid_at, customer=CUSTOMER, purpose=purpose,  # type: ignore[arg-type]
+                                    payment_method=PaymentMethod(id="pm", title="Bank card *4444")))
+        return paid_at
+
+    def activate(self) -> None:
+        self.apply(SubscriptionActivated(subscription_id=self.sub, plan_id="basic", plan_name="Basic", period_start=self.at(100),
+                                         period_end=self.at(100) + timedelta(days=30), amount_paid=PRICE, auto_renew=True,
+                                         payment_id=self.pay, payment_method_title="Bank card *4444", customer=CUSTOMER))
+
+    def active(self) -> None:
+        self.checkout()
+        self.paid()
+        self.activate()
+
+
+# ---------------------------------------------------------------------- coverage of the contract
+
+
+def test_every_event_type_is_known_to_the_dispatch_and_every_account_event_reaches_accounts() -> None:
+    assert set(DISPATCH) == {e.__name__ for e in EVENT_TYPES}
+    for name, handlers in DISPATCH.items():
+        assert any(h.__module__.endswith("accounts") for h in handlers), name
+
+
+def test_unknown_event_type_and_bad_envelope_are_poison() -> None:
+    with pytest.raises(PoisonEvent, match="unknown event type"):
+        ProjectedEvent.from_envelope_dict({"type": "Nope", "stream_id": "account-x", "occurred_at": T0.isoformat(),
+                                           "data": {}, "metadata": {}}, version=1)
+    with pytest.raises(PoisonEvent, match="not a stored event envelope"):
+        ProjectedEvent.from_envelope_dict({"type": "PlanArchived"}, version=1)
+
+
+@pytest.mark.parametrize(("amount", "expected"), [("299.00", 29900), ("0.01", 1), ("1490", 149000), ("12.5", 1250), ("0", 0)])
+def test_minor_units(amount: str, expected: int) -> None:
+    assert minor({"amount": amount, "currency": "RUB"}) == expected
+
+
+# ---------------------------------------------------------------------- plans
+
+
+def test_plan_created_then_archived() -> None:
+    a = Account()
+    stream = plan_stream("basic")
+    a.apply(PlanCreated(plan_id="basic", name="Basic", price=PRICE, period_days=30, description="d"), stream=stream, minutes=1)
+    assert a.row("plans", "basic") | {} == {
+        "plan_id": "basic", "name": "Basic", "price_minor": 29900, "currency": "RUB", "period_days": 30,
+        "description": "d", "archived": False, "created_at": a.at(1), "updated_at": a.at(1),
+    }
+    a.apply(PlanCreated(plan_id="basic", name="Basic+", price=Money.from_minor(39900), period_days=31), stream=stream, minutes=2)
+    row = a.row("plans", "basic")
+    assert (row["name"], row["price_minor"], row["period_days"], row["created_at"], row["updated_at"]) == (
+        "Basic+", 39900, 31, a.at(1), a.at(2))
+    a.apply(PlanArchived(plan_id="basic", reason="old"), stream=stream, minutes=3)
+    assert a.row("plans", "basic")["archived"] is True
+    assert a.state.get("accounts", "basic") is None and not a.state.rows["accounts"], "plan streams have no account"
+
+
+def test_plan_archived_for_an_unknown_plan_changes_nothing() -> None:
+    a = Account()
+    a.apply(PlanArchived(plan_id="ghost"), stream=plan_stream("ghost"))
+    assert a.state.get("plans", "ghost") is None
+
+
+def test_plan_created_version_1_is_upcast() -> None:
+    state = new_state()
+    event = ProjectedEvent.from_envelope_dict({
+        "id": str(uuid.uuid4()), "type": "PlanCreated", "schema_version": 1, "occurred_at": T0.isoformat(),
+        "stream_id": "plan-old", "data": {"plan_id": "old", "name": "Old", "price_kopecks": 19900, "currency": "RUB",
+                                          "period_days": 30},
+        "metadata": {"correlation_id": "c", "actor": {"kind": "admin", "id": "ops"}},
+    }, version=1)
+    apply_event(state, event)
+    assert state.get("plans", "old")["price_minor"] == 19900  # type: ignore[index]
+
+
+# ---------------------------------------------------------------------- subscriptions
+
+
+def test_checkout_creates_a_pending_subscription() -> None:
+    a = Account()
+    a.checkout(auto_renew=False)
+    row = a.row("subscriptions", a.sub)
+    assert row == {
+        "subscription_id": str(a.sub), "user_id": a.user, "email": "anna@example.com", "locale": "en", "plan_id": "basic",
+        "plan_name": "Basic", "status": "pending_payment", "auto_renew": False, "cancel_at_period_end": False,
+        "period_start": None, "period_end": None, "price_minor": 29900, "amount_paid_minor": 0, "amount_refunded_minor": 0,
+        "currency": "RUB", "payment_method_title": None, "last_payment_id": str(a.pay), "renewal_attempt": 0,
+        "next_retry_at": None, "status_reason": None, "created_at": a.at(1), "updated_at": a.at(1), "canceled_at": None,
+        "expired_at": None,
+    }
+
+
+def test_payment_created_and_succeeded_then_activated() -> None:
+    a = Account()
+    a.checkout()
+    a.apply(PaymentCreated(payment_id=a.pay, subscription_id=a.sub, provider_payment_id="yk-1", amount=PRICE, status="pending",
+                           confirmation_url="http://pay"))
+    assert a.row("subscriptions", a.sub)["status"] == "pending_payment"
+    a.paid()
+    row = a.row("subscriptions", a.sub)
+    assert (row["amount_paid_minor"], row["payment_method_title"], row["status"]) == (29900, "Bank card *4444", "pending_payment")
+    a.activate()
+    row = a.row("subscriptions", a.sub)
+    assert (row["status"], row["period_start"], row["period_end"]) == ("active", a.at(100), a.at(100) + timedelta(days=30))
+    assert row["updated_at"] == a.at(4)
+
+
+@pytest.mark.parametrize(("purpose", "status"), [("purchase", "payment_failed"), ("renewal", "pending_payment")])
+def test_payment_failed(purpose: str, status: str) -> None:
+    a = Account()
+    a.checkout()
+    a.apply(PaymentFailed(payment_id=a.pay, subscription_id=a.sub, amount=PRICE, reason="insufficient_funds",
+                          customer=CUSTOMER, purpose=purpose))  # type: ignore[arg-type]
+    row = a.row("subscriptions", a.sub)
+    assert row["status"] == status
+    assert row["status_reason"] == ("insufficient_funds" if purpose == "purchase" else None)
+
+
+def test_a_grant_creates_an_active_subscription_without_a_checkout() -> None:
+    a = Account()
+    a.apply(SubscriptionActivated(subscription_id=a.sub, plan_id="premium", plan_name="Premium", period_start=a.at(1),
+                                  period_end=a.at(1) + timedelta(days=14), amount_paid=Money.from_minor(0), auto_renew=False,
+                                  granted=True, reason="support gesture", customer=CUSTOMER), actor=("admin", "ops"))
+    row = a.row("subscriptions", a.sub)
+    assert (row["status"], row["plan_id"], row["price_minor"], row["amount_paid_minor"], row["status_reason"], row["auto_renew"]) == (
+        "active", "premium", 0, 0, "support gesture", False)
+
+
+def test_cancel_with_refund() -> None:
+    a = Account()
+    a.active()
+    a.apply(RefundSucceeded(refund_id=a.refund, subscription_id=a.sub, payment_id=a.pay, provider_refund_id="r", amount=Money.from_minor(20000)))
+    a.apply(SubscriptionCanceled(subscription_id=a.sub, mode="refund_now", effective_at=a.at(200), reason="too expensive"), minutes=200)
+    row = a.row("subscriptions", a.sub)
+    assert (row["status"], row["amount_refunded_minor"], row["auto_renew"], row["canceled_at"], row["status_reason"]) == (
+        "canceled", 20000, False, a.at(200), "too expensive")
+
+
+def test_cancel_at_period_end_keeps_access_until_expiry() -> None:
+    a = Account()
+    a.active()
+    a.apply(SubscriptionCanceled(subscription_id=a.sub, mode="at_period_end", effective_at=a.at(100) + timedelta(days=30)))
+    row = a.row("subscriptions", a.sub)
+    assert (row["status"], row["cancel_at_period_end"], row["auto_renew"]) == ("active", True, False)
+    a.apply(SubscriptionExpired(subscription_id=a.sub, expired_at=a.at(50000), reason="period ended"))
+    row = a.row("subscriptions", a.sub)
+    assert (row["status"], row["expired_at"], row["status_reason"]) == ("expired", a.at(50000), "period ended")
+
+
+def test_auto_renew_changes() -> None:
+    a = Account()
+    a.active()
+    a.apply(SubscriptionCanceled(subscription_id=a.sub, mode="at_period_end", effective_at=a.at(9000)))
+    a.apply(AutoRenewChanged(subscription_id=a.sub, enabled=True))
+    row = a.row("subscriptions", a.sub)
+    assert (row["auto_renew"], row["cancel_at_period_end"]) == (True, False)
+    a.apply(AutoRenewChanged(subscription_id=a.sub, enabled=False))
+    assert a.row("subscriptions", a.sub)["auto_renew"] is False
+
+
+def test_renewal_fails_then_succeeds() -> None:
+    a = Account()
+    a.active()
+    end = a.at(100) + timedelta(days=30)
+    renewal_payment = uuid.uuid4()
+    a.apply(RenewalStarted(subscription_id=a.sub, payment_id=renewal_payment, plan_id="basic", plan_name="Basic", amount=PRICE,
+                           period_start=end, period_end=end + timedelta(days=30), payment_method_id="pm", idempotence_key="k"))
+    assert a.row("subscriptions", a.sub)["last_payment_id"] == str(renewal_payment)
+    a.apply(RenewalFailed(subscription_id=a.sub, payment_id=renewal_payment, attempt=1, reason="insufficient_funds",
+                          next_retry_at=end + timedelta(days=1)))
+    row = a.row("subscriptions", a.sub)
+    assert (row["status"], row["renewal_attempt"], row["next_retry_at"], row["status_reason"]) == (
+        "past_due", 1, end + timedelta(days=1), "insufficient_funds")
+    a.paid(payment_id=renewal_payment, purpose="renewal")
+    a.apply(SubscriptionRenewed(subscription_id=a.sub, payment_id=renewal_payment, period_start=end, period_end=end + timedelta(days=30),
+                                amount=PRICE))
+    row = a.row("subscriptions", a.sub)
+    assert (row["status"], row["period_start"], row["period_end"], row["renewal_attempt"], row["next_retry_at"]) == (
+        "active", end, end + timedelta(days=30), 0, None)
+    assert row["amount_paid_minor"] == 2 * 29900
+
+
+def test_final_renewal_failure_has_no_next_retry() -> None:
+    a = Account()
+    a.active()
+    a.apply(RenewalFailed(subscription_id=a.sub, attempt=3, reason="card_expired", next_retry_at=a.at(9000), final=True))
+    row = a.row("subscriptions", a.sub)
+    assert (row["status"], row["next_retry_at"], row["renewal_attempt"]) == ("past_due", None, 3)
+
+
+def test_extension_moves_the_period_end() -> None:
+    a = Account()
+    a.active()
+    new_end = a.at(100) + timedelta(days=37)
+    a.apply(SubscriptionAdjusted(subscription_id=a.sub, days=7, period_end=new_end, reason="outage"), actor=("admin", "ops"))
+    assert a.row("subscriptions", a.sub)["period_end"] == new_end
+
+
+def test_events_about_another_accounts_subscription_change_nothing() -> None:
+    state = new_state()
+    owner, intruder = Account(state), Account(state)
+    owner.active()
+    intruder.sub, intruder.pay = owner.sub, owner.pay
+    intruder.checkout()
+    intruder.apply(SubscriptionCanceled(subscription_id=owner.sub, mode="refund_now", effective_at=T0))
+    intruder.apply(PaymentFailed(payment_id=owner.pay, subscription_id=owner.sub, amount=PRICE, reason="x", customer=CUSTOMER))
+    assert owner.row("subscriptions", owner.sub)["status"] == "active"
+    assert owner.row("subscriptions", owner.sub)["user_id"] == owner.user
+    assert owner.row("payments", owner.pay)["status"] == "succeeded"
+
+
+# ---------------------------------------------------------------------- payments
+
+
+def test_payment_lifecycle() -> None:
+    a = Account()
+    a.checkout()
+    row = a.row("payments", a.pay)
+    assert row == {
+        "payment_id": str(a.pay), "subscription_id": str(a.sub), "user_id": a.user, "provider_payment_id": None,
+        "purpose": "purchase", "status": "created", "amount_minor": 29900, "currency": "RUB", "confirmation_url": None,
+        "reason": None, "paid_at": None, "created_at": a.at(1), "updated_at": a.at(1),
+    }
+    a.apply(PaymentCreated(payment_id=a.pay, subscription_id=a.sub, provider_payment_id="yk-1", amount=PRICE, status="pending",
+                           confirmation_url="http://pay/1"))
+    row = a.row("payments", a.pay)
+    assert (row["status"], row["provider_payment_id"], row["confirmation_url"]) == ("pending", "yk-1", "http://pay/1")
+    paid_at = a.paid()
+    row = a.row("payments", a.pay)
+    assert (row["status"], row["paid_at"], row["updated_at"]) == ("succeeded", paid_at, a.at(3))
+
+
+def test_payment_declined() -> None:
+    a = Account()
+    a.checkout()
+    a.apply(PaymentFailed(payment_id=a.pay, subscription_id=a.sub, provider_payment_id="yk-2", amount=PRICE, reason="card_expired",
+                          party="payment_network", customer=CUSTOMER))
+    row = a.row("payments", a.pay)
+    assert (row["status"], row["reason"], row["provider_payment_id"]) == ("canceled", "card_expired", "yk-2")
+
+
+def test_payment_state_unknown_first_takes_the_subscription_price_and_never_overrides_a_final_status() -> None:
+    a = Account()
+    a.checkout(amount=Money.from_minor(149000))
+    other = uuid.uuid4()
+    a.apply(PaymentStateUnknown(payment_id=other, subscription_id=a.sub, detail="timeout", purpose="renewal"))
+    row = a.row("payments", other)
+    assert (row["status"], row["amount_minor"], row["purpose"], row["reason"]) == ("unknown", 149000, "renewal", "timeout")
+    a.paid(amount=Money.from_minor(149000), payment_id=other, purpose="renewal")
+    a.apply(PaymentStateUnknown(payment_id=other, subscription_id=a.sub, detail="late duplicate"))
+    assert a.row("payments", other)["status"] == "succeeded"
+    a.apply(PaymentCreated(payment_id=other, subscription_id=a.sub, provider_payment_id="yk-9", amount=PRICE, status="pending"))
+    assert a.row("payments", other)["status"] == "succeeded"
+
+
+def test_renewal_started_creates_a_renewal_payment() -> None:
+    a = Account()
+    a.active()
+    payment = uuid.uuid4()
+    a.apply(RenewalStarted(subscription_id=a.sub, payment_id=payment, plan_id="basic", plan_name="Basic", amount=PRICE,
+                           period_start=a.at(9), period_end=a.at(99), payment_method_id="pm", idempotence_key="k"))
+    row = a.row("payments", payment)
+    assert (row["purpose"], row["status"], row["amount_minor"]) == ("renewal", "created", 29900)
+
+
+# ---------------------------------------------------------------------- refunds
+
+
+def _refund_requested(a: Account, amount: int = 25000) -> None:
+    a.apply(RefundRequested(refund_id=a.refund, subscription_id=a.sub, payment_id=a.pay, provider_payment_id="yk-1",
+                            amount=Money.from_minor(amount), days_used=4, days_in_period=30, reason="user canceled",
+                            idempotence_key="k"))
+
+
+def test_refund_lifecycle() -> None:
+    a = Account()
+    a.active()
+    _refund_requested(a)
+    assert a.row("refunds", a.refund) == {
+        "refund_id": str(a.refund), "subscription_id": str(a.sub), "payment_id": str(a.pay), "user_id": a.user,
+        "provider_refund_id": None, "status": "requested", "amount_minor": 25000, "currency": "RUB", "days_used": 4,
+        "reason": "user canceled", "created_at": a.at(4), "updated_at": a.at(4),
+    }
+    a.apply(RefundCreated(refund_id=a.refund, subscription_id=a.sub, provider_refund_id="yr-1", status="pending"))
+    assert (a.row("refunds", a.refund)["status"], a.row("refunds", a.refund)["provider_refund_id"]) == ("pending", "yr-1")
+    a.apply(RefundStateUnknown(refund_id=a.refund, subscription_id=a.sub, detail="timeout"))
+    assert a.row("refunds", a.refund)["status"] == "unknown"
+    a.apply(RefundSucceeded(refund_id=a.refund, subscription_id=a.sub, payment_id=a.pay, provider_refund_id="yr-1",
+                            amount=Money.from_minor(25000), days_used=4))
+    assert a.row("refunds", a.refund)["status"] == "succeeded"
+    a.apply(RefundStateUnknown(refund_id=a.refund, subscription_id=a.sub, detail="late"))
+    a.apply(RefundCreated(refund_id=a.refund, subscription_id=a.sub, provider_refund_id="yr-1", status="pending"))
+    assert a.row("refunds", a.refund)["status"] == "succeeded", "a final status is never overridden"
+
+
+def test_refund_failed() -> None:
+    a = Account()
+    a.active()
+    _refund_requested(a)
+    a.apply(RefundFailed(refund_id=a.refund, subscription_id=a.sub, amount=Money.from_minor(25000), reason="payment too old"))
+    row = a.row("refunds", a.refund)
+    assert (row["status"], row["reason"]) == ("canceled", "payment too old")
+    assert a.row("subscriptions", a.sub)["amount_refunded_minor"] == 0
+
+
+def test_refund_events_without_a_request_attach_where_they_can() -> None:
+    a = Account()
+    a.active()
+    a.apply(RefundCreated(refund_id=a.refund, subscription_id=a.sub, provider_refund_id="yr", status="pending"))
+    a.apply(RefundStateUnknown(refund_id=a.refund, subscription_id=a.sub, detail="x"))
+    assert a.state.get("refunds", str(a.refund)) is None
+    a.apply(RefundFailed(refund_id=a.refund, subscription_id=a.sub, amount=Money.from_minor(100), reason="no"))
+    row = a.row("refunds", a.refund)
+    assert (row["status"], row["payment_id"]) == ("canceled", str(a.pay))
+
+
+# ---------------------------------------------------------------------- commands
+
+
+@pytest.mark.parametrize(
+    ("intent", "actor", "command_type"),
+    [
+        ("checkout", ("user", None), "PurchaseSubscription"),
+        ("renewal", ("system", "scheduler"), "RenewSubscription"),
+        ("refund", ("user", None), "CancelSubscription"),
+        ("refund", ("admin", "ops"), "AdminRefund"),
+        ("payment_unknown", ("user", None), "PurchaseSubscription"),
+        ("payment_unknown", ("system", "janitor"), "SyncPayment"),
+        ("refund_unknown", ("system", "janitor"), "SyncRefund"),
+    ],
+)
+def test_intent_events_mark_the_command_processing(intent: str, actor: tuple[str, str | None], command_type: str) -> None:
+    a = Account()
+    kind, actor_id = actor[0], actor[1] or a.user
+    payloads = {
+        "checkout": CheckoutStarted(subscription_id=a.sub, payment_id=a.pay, plan_id="basic", plan_name="Basic", amount=PRICE,
+                                    period_days=30, auto_renew=True, customer=CUSTOMER, idempotence_key="k"),
+        "renewal": RenewalStarted(subscription_id=a.sub, payment_id=a.pay, plan_id="basic", plan_name="Basic", amount=PRICE,
+                                  period_start=T0, period_end=T0, payment_method_id="pm", idempotence_key="k"),
+        "refund": RefundRequested(refund_id=a.refund, subscription_id=a.sub, payment_id=a.pay, provider_payment_id="p",
+                                  amount=PRICE, idempotence_key="k"),
+        "payment_unknown": PaymentStateUnknown(payment_id=a.pay, subscription_id=a.sub, detail="timeout"),
+        "refund_unknown": RefundStateUnknown(refund_id=a.refund, subscription_id=a.sub, detail="timeout"),
+    }
+    a.apply(payloads[intent], actor=(kind, actor_id))
+    assert a.row("commands", a.command) == {
+        "command_id": str(a.command), "user_id": a.user, "command_type": command_type, "status": "processing", "code": None,
+        "reason": None, "outcome": "{}", "actor_kind": kind, "actor_id": actor_id, "created_at": a.at(1), "updated_at": a.at(1),
+    }
+
+
+def test_command_succeeded_with_outcome_after_processing() -> None:
+    a = Account()
+    a.checkout()
+    a.apply(CommandSucceeded(command_id=a.command, command_type="PurchaseSubscription",
+                             outcome=CommandOutcome(subscription_id=a.sub, payment_id=a.pay, confirmation_url="http://pay",
+                                                    refund_amount=Money.from_minor(100))))
+    row = a.row("commands", a.command)
+    assert (row["status"], row["command_type"], row["created_at"], row["updated_at"]) == ("succeeded", "PurchaseSubscription", a.at(1), a.at(2))
+    assert orjson.loads(row["outcome"]) == {
+        "subscription_id": str(a.sub), "payment_id": str(a.pay), "refund_id": None, "plan_id": None,
+        "confirmation_url": "http://pay", "refund_amount": {"amount": "1.00", "currency": "RUB"}, "message": None,
+    }
+    a.apply(PaymentStateUnknown(payment_id=a.pay, subscription_id=a.sub, detail="late intent"))
+    assert a.row("commands", a.command)["status"] == "succeeded", "an intent after the end never re-opens a command"
+
+
+def test_command_rejected_and_failed() -> None:
+    a = Account()
+    rejected, failed = uuid.uuid4(), uuid.uuid4()
+    a.apply(CommandRejected(command_id=rejected, command_type="PurchaseSubscription", code="plan_archived", reason="The plan is archived."),
+            command_id=rejected)
+    a.apply(CommandFailed(command_id=failed, command_type="CancelSubscription", reason="dead-lettered after 5 attempts"), command_id=failed)
+    row = a.row("commands", rejected)
+    assert (row["status"], row["code"], row["reason"], row["outcome"], row["actor_kind"]) == (
+        "rejected", "plan_archived", "The plan is archived.", "{}", "user")
+    row = a.row("commands", failed)
+    assert (row["status"], row["code"], row["reason"], row["command_type"]) == (
+        "failed", None, "dead-lettered after 5 attempts", "CancelSubscription")
+
+
+def test_plan_commands_have_no_user() -> None:
+    a = Account()
+    a.apply(CommandSucceeded(command_id=a.command, command_type="CreatePlan", outcome=CommandOutcome(plan_id="basic")),
+            stream=plan_stream("basic"), actor=("admin", "ops"))
+    row = a.row("commands", a.command)
+    assert (row["user_id"], row["actor_kind"], row["actor_id"]) == (None, "admin", "ops")
+
+
+# ---------------------------------------------------------------------- accounts
+
+
+def test_account_summary_follows_every_event() -> None:
+    a = Account()
+    a.active()
+    row = a.row("accounts", a.user)
+    assert row == {
+        "user_id": a.user, "email": "anna@example.com", "locale": "en", "subscriptions_count": 1, "active_subscriptions": 1,
+        "total_paid_minor": 29900, "total_refunded_minor": 0, "currency": "RUB", "last_event_at": a.at(3),
+        "created_at": a.at(1), "updated_at": a.at(3),
+    }
+    second = Account(a.state, a.user)
+    second.version = a.version
+    second.checkout()
+    row = a.row("accounts", a.user)
+    assert (row["subscriptions_count"], row["active_subscriptions"]) == (2, 1)
+    a.version = second.version
+    a.apply(RefundSucceeded(refund_id=a.refund, subscription_id=a.sub, payment_id=a.pay, provider_refund_id="r",
+                            amount=Money.from_minor(10000)))
+    a.apply(SubscriptionCanceled(subscription_id=a.sub, mode="refund_now", effective_at=T0))
+    a.apply(SubscriptionExpiringSoon(subscription_id=second.sub, period_end=T0, auto_renew=True), minutes=999)
+    row = a.row("accounts", a.user)
+    assert (row["active_subscriptions"], row["total_refunded_minor"], row["last_event_at"]) == (0, 10000, a.at(999))
+
+
+def test_past_due_still_counts_as_access() -> None:
+    a = Account()
+    a.active()
+    a.apply(RenewalFailed(subscription_id=a.sub, attempt=1, reason="insufficient_funds"))
+    assert a.row("accounts", a.user)["active_subscriptions"] == 1
+    a.apply(SubscriptionExpired(subscription_id=a.sub, expired_at=T0, reason="dunning exhausted"))
+    assert a.row("accounts", a.user)["active_subscriptions"] == 0
+
+
+def test_projections_are_deterministic() -> None:
+    """The same events give the same rows: nothing reads the clock."""
+    import random
+
+    from tests.support.projector_scenarios import PLANS, Clock, History, plan_events, random_account
+
+    def build() -> dict[str, Any]:
+        history, clock, rng = History(id_prefix="determinism"), Clock(), random.Random(5)
+        for plan in PLANS:
+            plan_events(history, clock, plan)
+        for _ in range(30):
+            random_account(history, clock, rng)
+        state = new_state()
+        versions: dict[str, int] = {}
+        for append in history.appends:
+            for env in append.events:
+                versions[env.stream_id] = versions.get(env.stream_id, 0) + 1
+                apply_event(state, ProjectedEvent.from_envelope_dict(orjson.loads(env.to_json()), version=versions[env.stream_id]))
+        return {t: {k: dict(r) for k, r in rows.items()} for t, rows in state.rows.items()}
+
+    first, second = build(), build()
+    assert first["subscriptions"] and first == second
