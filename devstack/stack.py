@@ -87,6 +87,13 @@ def service_env(infra_env: dict[str, str]) -> dict[str, str]:
     env.update(infra_env)
     env.setdefault("PYTHONUNBUFFERED", "1")
     env.setdefault("ENVIRONMENT", "development")
+    # The local stack: business time can be moved (`billing shift-time`, the demo), and the
+    # YooKassa sandbox on this machine may call the webhook.
+    env.setdefault("BILLING_CLOCK", "shiftable")
+    if "YOOKASSA_TRUSTED_NETWORKS" not in env:
+        from eventstore.settings import Settings
+
+        env["YOOKASSA_TRUSTED_NETWORKS"] = Settings.model_fields["yookassa_trusted_networks"].default + ",127.0.0.0/8"
     root = str(paths.ROOT)
     env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     return env
@@ -208,6 +215,10 @@ def run(echo=print) -> int:
 
         for svc in services:
             manager.add_process(svc.name, shlex.join(svc.argv), env=env, cwd=str(paths.ROOT))
+        if any(s.name == "api" for s in services):
+            # Seeds plans and the demo operator, prints URLs and a token; DEMO=0 skips the story.
+            python = str(paths.VENV_PYTHON) if paths.VENV_PYTHON.exists() else sys.executable
+            manager.add_process("demo", shlex.join([python, "-m", "devstack.demo"]), env=env, cwd=str(paths.ROOT))
         manager.loop()
         return manager.returncode or 0
     finally:
@@ -247,6 +258,9 @@ def test(pytest_args: list[str], echo=print) -> int:
     infra_seconds = time.monotonic() - t0
     env = service_env(infra_env)
     env["ENVIRONMENT"] = "test"
+    # Tests that move time start their processes with BILLING_CLOCK=shiftable on a fresh database;
+    # everything else runs on the system clock, whatever a demo did to the dev database's offset.
+    env["BILLING_CLOCK"] = os.environ.get("BILLING_CLOCK", "system")
     pytest = paths.ROOT / ".venv" / "bin" / "pytest"
     cmd = [str(pytest) if pytest.exists() else sys.executable, *([] if pytest.exists() else ["-m", "pytest"]), *pytest_args]
     t1 = time.monotonic()

@@ -1,0 +1,232 @@
+"""The narrated demo `make run` plays once the stack is up: the product's story in one terminal.
+
+It seeds the plan catalogue and a demo operator, prints every URL and a user token, then —
+unless DEMO=0 — walks one customer through the whole life of a subscription over the real
+HTTP APIs: buy, pay on the sandbox page, get the email, let ten days pass (the shared business
+clock), cancel with a prorated refund, and print the account's event timeline. It never
+touches a table the services own; the timeline is read from the event store, read-only.
+
+It stays alive afterwards (honcho stops the whole stack when any process exits).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+import uuid
+from datetime import timedelta
+from typing import Any
+
+import httpx
+from rich.console import Console
+from rich.table import Table
+
+from devstack import paths
+
+API = os.environ.get("COMMAND_API_URL", "http://127.0.0.1:8000")
+YOOKASSA = os.environ.get("SANDBOX_YOOKASSA_URL", "http://127.0.0.1:8010")
+MAILGUN = os.environ.get("SANDBOX_MAILGUN_URL", "http://127.0.0.1:8020")
+ADMIN = os.environ.get("ADMIN_URL", "http://127.0.0.1:8001")
+PLANS = (
+    {"plan_id": "monthly", "name": "Кино, месяц", "price": {"amount": "299.00", "currency": "RUB"}, "period_days": 30,
+     "description": "Films and series in HD, 30 days"},
+    {"plan_id": "yearly", "name": "Кино, год", "price": {"amount": "2990.00", "currency": "RUB"}, "period_days": 365,
+     "description": "Films and series in HD, 365 days"},
+)
+DEMO_OPERATOR = "demo"
+DEMO_OPERATOR_PASSWORD = os.environ.get("DEMO_OPERATOR_PASSWORD", "demo-operator")
+SUCCESS_CARD = "5555555555554444"
+
+console = Console(highlight=False)
+
+
+class DemoError(RuntimeError):
+    pass
+
+
+def _token(**claims: Any) -> str:
+    from command_api.auth import mint_token
+    from eventstore.settings import Settings
+
+    return mint_token(Settings(), ttl_s=7 * 24 * 3600, **claims)
+
+
+def _wait(what: str, probe, timeout: float = 120.0, interval: float = 0.3) -> Any:
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        try:
+            last = probe()
+            if last:
+                return last
+        except httpx.HTTPError:
+            pass
+        time.sleep(interval)
+    raise DemoError(f"timed out waiting for {what} (last answer: {last!r})")
+
+
+def _ready(url: str) -> bool:
+    return httpx.get(url, timeout=3).status_code == 200
+
+
+def seed(client: httpx.Client, operator_token: str) -> None:
+    """The plan catalogue; deterministic Idempotency-Keys make a second `make run` a no-op."""
+    existing = {p["plan_id"] for p in client.get("/v1/plans").json()["items"]}
+    for plan in PLANS:
+        if plan["plan_id"] in existing:
+            continue
+        answer = client.post(
+            "/v1/admin/plans",
+            json={**plan, "reason": "demo catalogue"},
+            headers={"Authorization": f"Bearer {operator_token}", "Idempotency-Key": f"seed-plan-{plan['plan_id']}",
+                     "Prefer": "wait=10"},
+        )
+        if answer.status_code >= 400 and answer.status_code != 409:
+            raise DemoError(f"could not create plan {plan['plan_id']}: {answer.status_code} {answer.text}")
+    _wait("the plan catalogue", lambda: {p["plan_id"] for p in client.get("/v1/plans").json()["items"]} >= {p["plan_id"] for p in PLANS})
+
+
+def create_operator() -> None:
+    env = {**os.environ, "DEMO_OPERATOR_PASSWORD": DEMO_OPERATOR_PASSWORD}
+    result = subprocess.run(
+        [sys.executable, "-m", "admin", "manage", "create_operator", DEMO_OPERATOR, "--email", "demo@billing.local",
+         "--password-env", "DEMO_OPERATOR_PASSWORD", "--skip-validation"],
+        env=env, cwd=paths.ROOT, capture_output=True, text=True, timeout=120,
+    )
+    if result.returncode != 0:
+        raise DemoError(f"could not create the demo operator: {result.stderr[-2000:]}")
+
+
+def _step(n: int, text: str) -> None:
+    console.print(f"\n[bold cyan]{n}.[/] [bold]{text}[/]")
+
+
+def _money(m: dict[str, str]) -> str:
+    return f"{m['amount']} {m['currency']}"
+
+
+def narrate(client: httpx.Client) -> None:
+    user_id = f"demo-anna-{uuid.uuid4().hex[:6]}"
+    email = f"{user_id}@example.com"
+    auth = {"Authorization": f"Bearer {_token(user_id=user_id, email=email, locale='en')}"}
+
+    _step(1, f"Anna ({email}) buys the monthly plan")
+    answer = client.post("/v1/subscriptions", json={"plan_id": "monthly", "auto_renew": True},
+                         headers={**auth, "Idempotency-Key": str(uuid.uuid4()), "Prefer": "wait=10"})
+    body = answer.json()
+    console.print(f"   POST /v1/subscriptions → {answer.status_code} {body.get('status')}")
+    if body.get("status") != "succeeded":
+        body = _wait("the checkout", lambda: (s := client.get(f"/v1/commands/{body['command_id']}", headers=auth).json())
+                     .get("status") in ("succeeded", "rejected", "failed") and s, timeout=60)
+    outcome = body["outcome"]
+    subscription_id, url = outcome["subscription_id"], outcome["confirmation_url"]
+    console.print(f"   confirmation URL: [link={url}]{url}[/link]")
+
+    _step(2, f"She pays on the YooKassa sandbox page with the test card {SUCCESS_CARD}")
+    paid = httpx.post(url, data={"card_number": SUCCESS_CARD, "action": "pay"}, timeout=10, follow_redirects=True)
+    console.print(f"   payment page → {paid.status_code}")
+
+    _step(3, "YooKassa notifies the webhook; the processor re-reads the payment; the subscription turns active")
+    sub = _wait("an active subscription", lambda: (s := client.get(f"/v1/subscriptions/{subscription_id}", headers=auth).json())
+                .get("status") == "active" and s, timeout=60)
+    console.print(f"   {sub['plan_name']}: [green]{sub['status']}[/] from {sub['period_start']} to {sub['period_end']}, "
+                  f"paid {_money(sub['amount_paid'])} with {sub.get('payment_method_title') or 'a card'}")
+
+    _step(4, "The email arrives (Mailgun sandbox inbox)")
+    mail = _wait("the payment email", lambda: httpx.get(f"{MAILGUN}/sandbox/messages", params={"to": email}, timeout=5).json(), timeout=60)
+    items = mail.get("items", mail) if isinstance(mail, dict) else mail
+    for message in items:
+        console.print(f"   ✉  {message.get('subject')}")
+    console.print(f"   inbox: {MAILGUN}/inbox")
+
+    _step(5, "Ten days pass (business time moves for every service at once)")
+    _shift_days(10)
+    time.sleep(1.5)
+    quote = client.get(f"/v1/subscriptions/{subscription_id}/refund-quote", headers=auth).json()
+    console.print(f"   refund quote: {_money(quote['amount'])} for {quote['days_used']} of {quote.get('days_in_period', 30)} days used")
+
+    _step(6, "Anna cancels with a refund for the days she did not use")
+    answer = client.post(f"/v1/subscriptions/{subscription_id}/cancel", json={"mode": "refund_now"},
+                         headers={**auth, "Idempotency-Key": str(uuid.uuid4()), "Prefer": "wait=10"})
+    console.print(f"   POST cancel → {answer.status_code} {answer.json().get('status')}")
+    refund = _wait("the refund", lambda: [r for r in client.get("/v1/refunds", headers=auth).json()["items"]
+                                          if r["status"] == "succeeded"], timeout=60)[0]
+    console.print(f"   refund [green]{refund['status']}[/]: {_money(refund['amount'])} ({refund.get('days_used')} days used)")
+    _wait("the refund email", lambda: len(httpx.get(f"{MAILGUN}/sandbox/messages", params={"to": email}, timeout=5).json().get("items", [])) >= 3, timeout=60)
+    for message in httpx.get(f"{MAILGUN}/sandbox/messages", params={"to": email}, timeout=5).json().get("items", []):
+        console.print(f"   ✉  {message.get('subject')}")
+
+    _step(7, f"The account's event timeline (eventstore.events, stream account-{user_id})")
+    print_timeline(user_id)
+
+
+def _shift_days(days: float) -> None:
+    import asyncio
+
+    from eventstore.clock import shift_time
+    from eventstore.db import create_engine
+    from eventstore.settings import Settings
+
+    async def run() -> timedelta:
+        engine = create_engine(Settings(), pool_size=1)
+        try:
+            return await shift_time(engine, timedelta(days=days))
+        finally:
+            await engine.dispose()
+
+    console.print(f"   business clock offset is now {asyncio.run(run())}")
+
+
+def print_timeline(user_id: str) -> None:
+    import psycopg
+
+    from eventstore.settings import Settings, plain_url
+
+    with psycopg.connect(plain_url(Settings().database_url), connect_timeout=10) as conn:
+        rows = conn.execute(
+            "SELECT stream_version, occurred_at, type, metadata->'actor'->>'kind', metadata->'actor'->>'id', "
+            "coalesce(data->>'reason', data->>'code', '') FROM eventstore.events WHERE stream_id = %s "
+            "ORDER BY stream_version DESC",
+            (f"account-{user_id}",),
+        ).fetchall()
+    table = Table("v", "occurred at (UTC)", "event", "actor", "reason")
+    for version, at, kind, actor_kind, actor_id, reason in rows:
+        table.add_row(str(version), at.strftime("%Y-%m-%d %H:%M:%S"), kind, f"{actor_kind}:{actor_id}", reason)
+    console.print(table)
+
+
+def main() -> int:
+    narrated = os.environ.get("DEMO", "1") != "0"
+    client = httpx.Client(base_url=API, timeout=15)
+    try:
+        _wait("the command API", lambda: _ready(f"{API}/readyz"), timeout=180)
+        operator_token = _token(user_id="demo-seeder", role="operator")
+        seed(client, operator_token)
+        create_operator()
+        console.rule("[bold]billing is running")
+        console.print(f"API docs        {API}/docs")
+        console.print(f"admin           {ADMIN}/admin/   (operator: {DEMO_OPERATOR} / {DEMO_OPERATOR_PASSWORD})")
+        console.print(f"payment sandbox {YOOKASSA}/")
+        console.print(f"mail inbox      {MAILGUN}/inbox")
+        demo_user = "demo-user"
+        console.print(f"demo token      (user {demo_user}) {_token(user_id=demo_user, email='demo-user@example.com', locale='en')}")
+        console.print(f"try             curl -H 'Authorization: Bearer <token>' {API}/v1/plans")
+        if narrated:
+            console.rule("[bold]demo: one subscription's life")
+            narrate(client)
+        console.rule("the stack keeps running; Ctrl-C stops everything")
+    except DemoError as exc:
+        console.print(f"[red]demo stopped: {exc}[/] — the stack keeps running")
+    finally:
+        client.close()
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
