@@ -58,7 +58,7 @@ status:
 	-@$(PY) -m devstack kafka status
 	-@$(PY) -m devstack pg status
 
-test: setup
+test: setup browser
 	$(PY) -m devstack test $(PYTEST_ARGS)
 
 bench: setup
