@@ -30,6 +30,9 @@ class ProcessorSettings(BaseSettings):
     max_attempts: int = Field(default=5, ge=1, description="tries per command before it is dead-lettered and failed")
     provider_concurrency: int = Field(default=16, ge=1, le=256, description="YooKassa calls in flight per process")
     conflict_retries: int = Field(default=20, ge=1)
+    session_timeout_ms: int = Field(
+        default=10000, ge=6000, description="Kafka group session: how soon partitions of a crashed instance move on"
+    )
 
     janitor_enabled: bool = True
     janitor_schedule_s: Annotated[list[float], NoDecode] = Field(default=[30, 120, 600, 3600], description="delays of the first checks after an intent")

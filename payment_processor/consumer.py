@@ -65,6 +65,10 @@ def build_loops(settings: Settings, config: ProcessorSettings, handler: CommandH
             dead_letter_topic=settings.commands_dlq_topic,
             on_give_up=on_give_up,
             batch_max=200,
+            consumer_options={
+                "session_timeout_ms": config.session_timeout_ms,
+                "heartbeat_interval_ms": min(2000, config.session_timeout_ms // 4),
+            },
         )
         for i in range(config.consumers)
     ]

@@ -8,7 +8,8 @@ forever); a dropped connection surfaces as `AttributeError: 'NoneType' object ha
 * Timeouts: `Payment`/`Refund` subclasses use an `ApiClient` subclass whose `get_session()`
   returns a session with `_TimeoutAdapter` mounted for http:// and https://. The adapter applies
   `(connect, read)` timeouts to every request the SDK sends. The session is kept per thread (its
-  `close()`, which the SDK calls after each request, is a no-op), so connections are reused.
+  `close()`, which the SDK calls after each request, is a no-op), so connections are reused
+  (but not after 2 s idle, before a server's keep-alive timeout can race a request).
   The SDK's own retry-on-202 adapter is replaced too: a 202 is mapped to "unknown", and the
   janitor asks again with the same Idempotence-Key — no sleeping inside a worker thread.
 * Concurrency: blocking calls run in a dedicated bounded thread pool, entered through an
@@ -25,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from decimal import Decimal
@@ -98,7 +100,7 @@ class _ReusedSession(requests.Session):
         super().close()
 
 
-def _sdk_classes(timeout_s: float) -> tuple[type[Payment], type[Refund], list[_ReusedSession]]:
+def _sdk_classes(timeout_s: float, max_idle_s: float = 2.0) -> tuple[type[Payment], type[Refund], list[_ReusedSession]]:
     """`Payment` and `Refund` whose every HTTP call has a socket timeout."""
     local = threading.local()
     sessions: list[_ReusedSession] = []
@@ -107,7 +109,15 @@ def _sdk_classes(timeout_s: float) -> tuple[type[Payment], type[Refund], list[_R
 
     class TimedApiClient(ApiClient):
         def get_session(self) -> requests.Session:
-            session = getattr(local, "session", None)
+            session: _ReusedSession | None = getattr(local, "session", None)
+            now = time.monotonic()
+            if session is not None and now - local.last_used > max_idle_s:
+                # The server may be closing an idle keep-alive connection right now; a POST sent
+                # into that race fails as "no response" (unknown). Start fresh instead.
+                session.really_close()
+                with lock:
+                    sessions.remove(session)
+                session = None
             if session is None:
                 session = _ReusedSession()
                 adapter = _TimeoutAdapter(timeout)
@@ -116,6 +126,7 @@ def _sdk_classes(timeout_s: float) -> tuple[type[Payment], type[Refund], list[_R
                 local.session = session
                 with lock:
                     sessions.append(session)
+            local.last_used = now
             return session
 
     class TimedPayment(Payment):

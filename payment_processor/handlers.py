@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
 from collections.abc import Callable, Sequence
 from datetime import timedelta
 from pathlib import Path
@@ -95,7 +96,7 @@ _CRASH_ALIASES = {
 
 class CrashPoints:
     """TEST-ONLY fault injection: `BILLING_CRASH_AT=<point>[,<point>]` makes the process
-    `os._exit(137)` (as if SIGKILLed) when it reaches that point. With `BILLING_CRASH_ONCE_FILE`
+    SIGKILL itself when it reaches that point. With `BILLING_CRASH_ONCE_FILE`
     set, it fires only while that file does not exist (and creates it), so a restarted process
     with the same environment runs on. Points: `before_<step>` (the intent is committed, the
     provider not yet called) and `after_<step>` (the provider answered, nothing appended yet),
@@ -124,7 +125,8 @@ class CrashPoints:
 
 
 def _exit_like_sigkill(point: str) -> None:
-    os._exit(137)
+    os.kill(os.getpid(), signal.SIGKILL)  # no cleanup, no offset commit: a real crash
+    os._exit(137)  # not reached
 
 
 def _step_name(step: ProviderStep) -> str:

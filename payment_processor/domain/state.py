@@ -76,6 +76,10 @@ class Subscription:
     payment_method_title: str | None = None
     renewal_attempt: int = 0
     """Failed renewal attempts for the current period (dunning)."""
+    next_retry_at: datetime | None = None
+    """During dunning: when the next renewal attempt is due (from the last RenewalFailed)."""
+    dunning_over: bool = False
+    """The last renewal attempt for the current period failed: the subscription is to expire."""
     reminded_for: datetime | None = None
     """The period end an "expiring soon" reminder was already sent for."""
 
@@ -345,6 +349,7 @@ def _activated(s: AccountState, e: SubscriptionActivated, at: datetime, cid: UUI
     sub.granted = e.granted
     sub.current_payment_id = e.payment_id
     sub.renewal_attempt = 0
+    sub.next_retry_at, sub.dunning_over = None, False
     if e.payment_method_title:
         sub.payment_method_title = e.payment_method_title
     if e.customer is not None:
@@ -437,6 +442,7 @@ def _renewed(s: AccountState, e: SubscriptionRenewed, at: datetime, cid: UUID | 
     sub.period_start, sub.period_end = e.period_start, e.period_end
     sub.current_payment_id = e.payment_id
     sub.renewal_attempt = 0
+    sub.next_retry_at, sub.dunning_over = None, False
 
 
 def _renewal_failed(s: AccountState, e: RenewalFailed, at: datetime, cid: UUID | None) -> None:
@@ -444,6 +450,8 @@ def _renewal_failed(s: AccountState, e: RenewalFailed, at: datetime, cid: UUID |
     if sub is not None and sub.status in LIVE_SUBSCRIPTION:
         sub.status = "past_due"
         sub.renewal_attempt = max(sub.renewal_attempt, e.attempt)
+        sub.next_retry_at = None if e.final else e.next_retry_at
+        sub.dunning_over = e.final
 
 
 def _expired(s: AccountState, e: SubscriptionExpired, at: datetime, cid: UUID | None) -> None:

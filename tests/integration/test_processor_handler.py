@@ -34,6 +34,21 @@ def _crash(point: str) -> None:
     raise Crashed(point)
 
 
+@pytest.fixture(scope="module")
+async def engine(fresh_database):
+    """A database of this module's own: the operations these tests leave open stay here."""
+    from eventstore.db import create_engine
+
+    eng = create_engine(fresh_database(migrate=True, prefix="processor"), pool_size=10, application_name="processor-tests")
+    yield eng
+    await eng.dispose()
+
+
+@pytest.fixture(scope="module")
+def event_store(engine) -> EventStore:
+    return EventStore(engine)
+
+
 @pytest.fixture
 async def gateway(yookassa_sandbox):
     gw = YooKassaGateway(

@@ -1,0 +1,313 @@
+"""`processor.schedule`: the facts the scheduler needs about each paid subscription.
+
+Why a table of the processor's own: the scheduler must find "which subscriptions are due" without
+folding every account stream each tick and without reading the projector's read models (services
+never depend on each other's tables). So the handler writes one row per subscription — status,
+period end, whether it renews, the dunning facts — in the SAME transaction as the events that
+change them (`schedule_rows` → `record_rows`). The row is computed from the account state AFTER
+the append, by the same `apply` the aggregate uses, so it can never disagree with the stream; and
+every write carries the stream version it was computed from, so an older writer (a `rebuild`
+running next to the processor) never overwrites a newer row.
+
+The scheduler reads the rows (`lock_due`, SKIP LOCKED so several instances share them) and marks
+what it published (`mark_sent`). Which action is due is decided in one SQL expression, so a due
+row can never hide behind a thousand rows that are merely close to their end.
+"""
+
+from __future__ import annotations
+
+import copy
+import uuid
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from datetime import datetime
+from typing import Literal
+
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from payment_processor.domain import AccountState, PlanState, apply, build_account
+from payment_processor.domain.state import Subscription
+from schemas import (
+    AutoRenewChanged,
+    Envelope,
+    PaymentSucceeded,
+    RenewalFailed,
+    SubscriptionActivated,
+    SubscriptionAdjusted,
+    SubscriptionCanceled,
+    SubscriptionExpired,
+    SubscriptionExpiringSoon,
+    SubscriptionRenewed,
+    account_user_id,
+)
+
+SCHEDULE_EVENTS = (
+    SubscriptionActivated,
+    SubscriptionRenewed,
+    RenewalFailed,
+    SubscriptionCanceled,
+    AutoRenewChanged,
+    SubscriptionExpired,
+    SubscriptionExpiringSoon,
+    SubscriptionAdjusted,
+    PaymentSucceeded,  # may save the card a renewal charges
+)
+"""Events that can change a row; an append without one of them leaves the table alone."""
+
+Action = Literal["renew", "retry", "expire", "remind"]
+
+
+@dataclass(frozen=True, slots=True)
+class ScheduleRow:
+    """One subscription as the scheduler sees it (written by the processor)."""
+
+    subscription_id: uuid.UUID
+    stream_id: str
+    user_id: str
+    status: str
+    period_end: datetime
+    auto_renew: bool
+    has_saved_method: bool
+    cancel_at_period_end: bool
+    renewal_attempts: int
+    next_retry_at: datetime | None
+    dunning_over: bool
+    reminded_for: datetime | None
+    stream_version: int
+
+    @property
+    def renews(self) -> bool:
+        """Will the scheduler try to charge the next period?"""
+        return self.auto_renew and self.has_saved_method and not self.cancel_at_period_end
+
+
+def row_of(state: AccountState, sub: Subscription) -> ScheduleRow | None:
+    """The row for `sub` at `state.version`; None while it never had a period (pending, failed)."""
+    if sub.period_end is None:
+        return None
+    return ScheduleRow(
+        subscription_id=sub.subscription_id,
+        stream_id=state.stream_id,
+        user_id=state.user_id,
+        status=sub.status,
+        period_end=sub.period_end,
+        auto_renew=sub.auto_renew,
+        has_saved_method=bool(sub.payment_method_id),
+        cancel_at_period_end=sub.cancel_at_period_end,
+        renewal_attempts=sub.renewal_attempt,
+        next_retry_at=sub.next_retry_at,
+        dunning_over=sub.dunning_over,
+        reminded_for=sub.reminded_for,
+        stream_version=state.version,
+    )
+
+
+def schedule_rows(state: AccountState | PlanState, envelopes: Sequence[Envelope]) -> list[ScheduleRow]:
+    """Rows to write for an append of `envelopes` onto `state` (the state BEFORE the append).
+
+    Pure. The state is copied, not changed: the caller applies the envelopes itself once the
+    append committed.
+    """
+    if not isinstance(state, AccountState):
+        return []
+    touched = {e.data.subscription_id for e in envelopes if isinstance(e.data, SCHEDULE_EVENTS)}  # type: ignore[attr-defined]
+    if not touched:
+        return []
+    after = copy.deepcopy(state)
+    for envelope in envelopes:
+        apply(after, envelope)
+    rows = []
+    for subscription_id in sorted(touched):
+        sub = after.subscriptions.get(subscription_id)
+        row = row_of(after, sub) if sub is not None else None
+        if row is not None:
+            rows.append(row)
+    return rows
+
+
+# --------------------------------------------------------------------------- writing (the processor)
+
+_UPSERT = text(
+    """
+    INSERT INTO processor.schedule AS s (
+        subscription_id, stream_id, user_id, status, period_end, auto_renew, has_saved_method,
+        cancel_at_period_end, renewal_attempts, next_retry_at, dunning_over, reminded_for,
+        stream_version, updated_at
+    ) VALUES (
+        :subscription_id, :stream_id, :user_id, :status, :period_end, :auto_renew, :has_saved_method,
+        :cancel_at_period_end, :renewal_attempts, :next_retry_at, :dunning_over, :reminded_for,
+        :stream_version, :now
+    )
+    ON CONFLICT (subscription_id) DO UPDATE SET
+        status = EXCLUDED.status,
+        period_end = EXCLUDED.period_end,
+        auto_renew = EXCLUDED.auto_renew,
+        has_saved_method = EXCLUDED.has_saved_method,
+        cancel_at_period_end = EXCLUDED.cancel_at_period_end,
+        renewal_attempts = EXCLUDED.renewal_attempts,
+        next_retry_at = EXCLUDED.next_retry_at,
+        dunning_over = EXCLUDED.dunning_over,
+        reminded_for = EXCLUDED.reminded_for,
+        stream_version = EXCLUDED.stream_version,
+        updated_at = EXCLUDED.updated_at
+    WHERE s.stream_version <= EXCLUDED.stream_version
+    """
+)
+
+
+async def record_rows(conn: AsyncConnection, rows: Sequence[ScheduleRow], now: datetime) -> None:
+    """Write rows inside the caller's transaction (the append's, for the processor)."""
+    if rows:
+        await conn.execute(_UPSERT, [{**asdict(row), "now": now} for row in rows])
+
+
+async def record_append(conn: AsyncConnection, state: AccountState | PlanState, envelopes: Sequence[Envelope], now: datetime) -> None:
+    """The handler's one call: the rows an append changes, written in the append's transaction."""
+    await record_rows(conn, schedule_rows(state, envelopes), now)
+
+
+async def rebuild(engine: AsyncEngine, *, batch: int = 200) -> int:
+    """Fold every account stream and write its rows: fills the table for subscriptions that
+    existed before it did. Safe next to a running processor (version-guarded); returns rows written."""
+    from eventstore.store import EventStore
+
+    store = EventStore(engine)
+    async with engine.connect() as conn:
+        streams = [r[0] for r in await conn.execute(text("SELECT DISTINCT stream_id FROM eventstore.events WHERE stream_id LIKE 'account-%'"))]
+    written = 0
+    for start in range(0, len(streams), batch):
+        rows: list[ScheduleRow] = []
+        for stream_id in streams[start : start + batch]:
+            if account_user_id(stream_id) is None:
+                continue
+            state = build_account(stream_id, [r.envelope() for r in await store.read_stream(stream_id)])
+            rows += [row for sub in state.subscriptions.values() if (row := row_of(state, sub)) is not None]
+        async with engine.begin() as conn:
+            now = await conn.scalar(text("SELECT now()"))
+            await record_rows(conn, rows, now)
+        written += len(rows)
+    return written
+
+
+async def read_rows(conn: AsyncConnection, stream_id: str | None = None) -> list[dict[str, object]]:
+    """Every row (of one stream), as dicts: for tests and the operator's eye."""
+    sql = "SELECT * FROM processor.schedule"
+    params: dict[str, object] = {}
+    if stream_id is not None:
+        sql += " WHERE stream_id = :s"
+        params["s"] = stream_id
+    return [dict(r._mapping) for r in await conn.execute(text(sql + " ORDER BY period_end"), params)]
+
+
+# --------------------------------------------------------------------------- reading (the scheduler)
+
+
+@dataclass(frozen=True, slots=True)
+class DueAction:
+    """One thing the scheduler must ask the processor to do now."""
+
+    action: Action
+    subscription_id: uuid.UUID
+    stream_id: str
+    user_id: str
+    period_end: datetime
+    attempt: int
+    """The renewal attempt to make (1 = the first charge of the next period); 0 for expiry/reminders."""
+    round: int
+    """1, or n when an expiry/reminder published n-1 times is still due (see docs/decisions/0091)."""
+    status: str
+    auto_renew: bool
+    has_saved_method: bool
+    cancel_at_period_end: bool
+    dunning_over: bool
+
+
+# The whole policy in one expression (docs/decisions/0090, 0091):
+# - a subscription that renews (auto-renew on, a saved card, not canceled at period end, dunning
+#   not over) is charged RENEWAL_LEAD before its end (attempt 1), and during dunning at its next
+#   retry (attempt n+1) — it is never expired by time alone;
+# - one that does not renew, or whose last renewal attempt failed, expires at its period end;
+# - before that, one "expiring soon" reminder per period, EXPIRY_REMINDER_LEAD before the end.
+# A row whose due action was already published is skipped (the sent_* marks), except that an
+# expiry or reminder still due `resend` after publishing goes out again in a new round.
+_DUE = text(
+    """
+    SELECT s.subscription_id, s.stream_id, s.user_id, s.period_end, d.action, a.attempt,
+           CASE WHEN (s.sent_action, s.sent_period_end, s.sent_attempt) IS NOT DISTINCT FROM (d.action, s.period_end, a.attempt)
+                THEN s.sent_round + 1 ELSE 1 END AS round,
+           s.status, s.auto_renew, s.has_saved_method, s.cancel_at_period_end, s.dunning_over
+    FROM processor.schedule AS s
+    CROSS JOIN LATERAL (
+        SELECT CASE
+            WHEN s.auto_renew AND s.has_saved_method AND NOT s.cancel_at_period_end AND NOT s.dunning_over THEN
+                CASE
+                    WHEN s.status = 'active' AND s.period_end <= :renew_by THEN 'renew'
+                    WHEN s.status = 'past_due' AND s.next_retry_at <= :now THEN 'retry'
+                END
+            WHEN s.period_end <= :now THEN 'expire'
+            WHEN s.status = 'active' AND s.period_end <= :remind_by AND s.reminded_for IS DISTINCT FROM s.period_end THEN 'remind'
+        END AS action
+    ) AS d
+    CROSS JOIN LATERAL (
+        SELECT CASE WHEN d.action IN ('renew', 'retry') THEN s.renewal_attempts + 1 ELSE 0 END AS attempt
+    ) AS a
+    WHERE s.status IN ('active', 'past_due')
+      AND (s.period_end <= :horizon OR (s.status = 'past_due' AND s.next_retry_at <= :now))
+      AND d.action IS NOT NULL
+      AND (
+          (s.sent_action, s.sent_period_end, s.sent_attempt) IS DISTINCT FROM (d.action, s.period_end, a.attempt)
+          OR (d.action IN ('expire', 'remind') AND s.sent_at <= :resend_before)
+      )
+    ORDER BY s.period_end
+    LIMIT :limit
+    FOR UPDATE OF s SKIP LOCKED
+    """
+)
+
+_SENT = text(
+    """
+    UPDATE processor.schedule AS s
+    SET sent_action = c.action, sent_period_end = c.period_end, sent_attempt = c.attempt, sent_round = c.round, sent_at = :now
+    FROM unnest(CAST(:ids AS uuid[]), CAST(:actions AS text[]), CAST(:ends AS timestamptz[]), CAST(:attempts AS integer[]),
+                CAST(:rounds AS integer[])) AS c(id, action, period_end, attempt, round)
+    WHERE s.subscription_id = c.id
+    """
+)
+
+
+async def lock_due(
+    conn: AsyncConnection,
+    now: datetime,
+    *,
+    renew_by: datetime,
+    remind_by: datetime,
+    resend_before: datetime,
+    limit: int,
+) -> list[DueAction]:
+    """Due actions, their rows locked for this transaction (another scheduler skips them)."""
+    params = {
+        "now": now,
+        "renew_by": renew_by,
+        "remind_by": remind_by,
+        "horizon": max(renew_by, remind_by, now),
+        "resend_before": resend_before,
+        "limit": limit,
+    }
+    return [DueAction(**row._mapping) for row in await conn.execute(_DUE, params)]
+
+
+async def mark_sent(conn: AsyncConnection, sent: Sequence[DueAction], now: datetime) -> None:
+    """Remember what was published, inside the transaction that locked the rows."""
+    if sent:
+        await conn.execute(
+            _SENT,
+            {
+                "ids": [d.subscription_id for d in sent],
+                "actions": [d.action for d in sent],
+                "ends": [d.period_end for d in sent],
+                "attempts": [d.attempt for d in sent],
+                "rounds": [d.round for d in sent],
+                "now": now,
+            },
+        )
