@@ -63,7 +63,7 @@ SERVICES: tuple[Service, ...] = (
     Service("projector", "projector"),
     Service("notifier", "notifier"),
     Service("api", "command_api", 8000, "/healthz", show_path="/docs"),
-    Service("admin", "admin", 8001, "/admin/login/", show_path="/admin/"),
+    Service("admin", "admin", 8001, "/healthz", show_path="/admin/"),
 )
 
 
