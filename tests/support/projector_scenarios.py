@@ -14,6 +14,7 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
+from typing import TYPE_CHECKING
 
 from schemas import (
     Actor,
@@ -52,6 +53,10 @@ from schemas import (
     new_envelope,
     plan_stream,
 )
+
+if TYPE_CHECKING:
+    from eventstore.settings import Settings
+    from eventstore.store import EventStore, RecordedEvent
 
 START = datetime(2026, 1, 1, 9, 0, tzinfo=timezone.utc)
 
@@ -420,3 +425,80 @@ def random_account(history: History, clock: Clock, rng: random.Random, plans: Se
                 break
         clock.tick(rng.randint(1, 3600))
     return account
+
+
+# ---------------------------------------------------------------------- plumbing for projector tests
+
+
+async def append_history(store: "EventStore", history: History, versions: dict[str, int] | None = None) -> list["RecordedEvent"]:
+    """Append every append of `history` with the right expected versions; returns what was stored."""
+    versions = versions if versions is not None else {}
+    positions: list[int] = []
+    for append in history.appends:
+        expected = versions.get(append.stream_id, 0)
+        positions += await store.append(append.stream_id, expected, append.events)
+        versions[append.stream_id] = expected + len(append.events)
+    if not positions:
+        return []
+    first = min(positions)
+    recorded = await store.read_all(after_position=first - 1, limit=len(positions) + 10_000)
+    wanted = set(positions)
+    return [r for r in recorded if r.position in wanted]
+
+
+async def publish(settings: "Settings", topic: str, events: Sequence["RecordedEvent"]) -> None:
+    """What the relay does: each stored event to `topic`, keyed by stream, with its headers, in the given order."""
+    from eventstore.kafka import make_producer
+
+    producer = await make_producer(settings)
+    try:
+        futures = [
+            await producer.send(topic, value=e.to_wire(), key=e.stream_id.encode(), headers=e.kafka_headers()) for e in events
+        ]
+        for future in futures:
+            await future
+    finally:
+        await producer.stop()
+
+
+async def read_models(database_url: str, schema: str = "read") -> dict[str, dict[str, dict[str, object]]]:
+    """Every read-model row, `{table: {key: row-as-JSON}}`, to compare whole read models."""
+    import asyncpg
+    import orjson
+
+    from eventstore.settings import plain_url
+    from projector.projections import TABLES
+
+    conn = await asyncpg.connect(plain_url(database_url), server_settings={"timezone": "UTC"})
+    try:
+        snapshot: dict[str, dict[str, dict[str, object]]] = {}
+        for name, spec in TABLES.items():
+            rows = await conn.fetch(f'SELECT {spec.key}::text, to_jsonb(t)::text FROM "{schema}".{name} t')
+            snapshot[name] = {key: orjson.loads(body) for key, body in rows}
+        return snapshot
+    finally:
+        await conn.close()
+
+
+async def projected_versions(database_url: str) -> dict[str, int]:
+    import asyncpg
+
+    from eventstore.settings import plain_url
+
+    conn = await asyncpg.connect(plain_url(database_url))
+    try:
+        return {s: v for s, v in await conn.fetch("SELECT stream_id, version FROM projector.stream_positions WHERE version > 0")}
+    finally:
+        await conn.close()
+
+
+async def stored_versions(database_url: str) -> dict[str, int]:
+    import asyncpg
+
+    from eventstore.settings import plain_url
+
+    conn = await asyncpg.connect(plain_url(database_url))
+    try:
+        return {s: v for s, v in await conn.fetch("SELECT stream_id, max(stream_version) FROM eventstore.events GROUP BY 1")}
+    finally:
+        await conn.close()
