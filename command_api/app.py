@@ -80,7 +80,11 @@ async def _purge_loop(idempotency: IdempotencyStore) -> None:
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings: ApiSettings = app.state.settings
     metrics: Metrics = app.state.metrics
-    engine = create_engine(settings, pool_size=settings.api_db_pool_size, application_name="command_api")
+    # No pre-ping: a request on a dead pooled connection answers 503 (retryable with the same key)
+    # and SQLAlchemy then invalidates the whole pool; the hot path saves a round trip per query.
+    engine = create_engine(settings, pool_size=settings.api_db_pool_size, application_name="command_api", pre_ping=False)
+    # Every query of the request path is one statement: autocommit spares BEGIN/COMMIT round trips.
+    autocommit = engine.execution_options(isolation_level="AUTOCOMMIT")
     producer = None
     clock = None
     waiter = None
@@ -88,9 +92,9 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     try:
         producer = await _start_producer(settings)
         clock = await build_clock(engine)
-        reads = ReadModels(engine)
+        reads = ReadModels(autocommit)
         idempotency = IdempotencyStore(
-            engine, ttl_s=settings.api_idempotency_ttl_h * 3600, stale_after_s=settings.api_idempotency_stale_s
+            autocommit, ttl_s=settings.api_idempotency_ttl_h * 3600, stale_after_s=settings.api_idempotency_stale_s
         )
         waiter = OutcomeWaiter(reads)
         intake = CommandIntake(

@@ -238,6 +238,8 @@ class CommandIntake:
     async def submit(self, ctx: CommandContext, command_type: str, body: BaseModel, prepare: Prepare) -> Response:
         """The whole intake of one state-changing request; see the module docstring."""
         command_id = command_id_for(ctx.scope, ctx.key)
+        stage = self.metrics.stage
+        started = time.perf_counter()
         claim = await self.idempotency.claim(
             scope=ctx.scope,
             key=ctx.key,
@@ -273,6 +275,7 @@ class CommandIntake:
         assert isinstance(claim, Claimed)
         self.metrics.idempotency.labels("recovered" if claim.recovered else "claimed").inc()
         keys = {"scope": ctx.scope, "key": ctx.key, "owner": claim.owner}
+        started = _observe(stage, "claim", started)
 
         try:
             prepared = await prepare(command_id)
@@ -283,6 +286,7 @@ class CommandIntake:
         except BaseException:
             await _quietly(self.idempotency.release(**keys))
             raise
+        started = _observe(stage, "check", started)
 
         try:
             await self.publish(
@@ -298,6 +302,7 @@ class CommandIntake:
             # the client's retry publish the same command id again at once.
             await _quietly(self.idempotency.release(**keys))
             raise
+        started = _observe(stage, "publish", started)
 
         headers = {"Location": f"/v1/commands/{command_id}"}
         body = status_body(command_id, command_type)
@@ -312,13 +317,21 @@ class CommandIntake:
             if row is not None:
                 body = status_body(command_id, command_type, row)
                 status, body, media = outcome_response(body, ctx.path)
+            started = _observe(stage, "wait", started)
 
         stored = await _quietly(
             self.idempotency.complete(**keys, status=status, body=body, headers=headers)
         )
+        _observe(stage, "complete", started)
         if stored is False:
             log.warning("idempotency_key_taken_over", command_id=str(command_id))
         return JSONResponse(body, status_code=status, headers=headers, media_type=media)
+
+
+def _observe(histogram: Any, stage: str, since: float) -> float:
+    now = time.perf_counter()
+    histogram.labels(stage).observe(now - since)
+    return now
 
 
 async def _quietly(awaitable: Awaitable[Any]) -> Any:

@@ -39,6 +39,13 @@ class Metrics:
             ["result"],
             registry=self.registry,
         )
+        self.stage = Histogram(
+            "api_command_stage_seconds",
+            "Time spent in each step of a command's intake: claim, check, publish, complete, wait",
+            ["stage"],
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
         self.webhooks = Counter(
             "api_webhook_notifications_total", "YooKassa notifications by result", ["result"], registry=self.registry
         )
