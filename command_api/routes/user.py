@@ -208,7 +208,10 @@ async def refund_quote(subscription_id: uuid.UUID, services: ServicesDep, princi
             quoted_at=now,
         )
     already = await services.reads.refunded_on_payment(payment["payment_id"])
-    paid_at = sub["period_start"] or payment["paid_at"]
+    # The same inputs as the processor's decision: a purchase's period starts when it was paid, a
+    # renewal's when the previous period ended (it may be charged before that).
+    paid_at = (sub["period_start"] or payment["paid_at"]) if payment["purpose"] == "renewal" else (
+        payment["paid_at"] or sub["period_start"])
     quote = refund_amount(payment["amount_minor"], paid_at, period_days, now, already)
     return RefundQuote(
         subscription_id=subscription_id,
