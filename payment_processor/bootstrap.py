@@ -25,6 +25,7 @@ from payment_processor.consumer import build_loops
 from payment_processor.gateway import YooKassaGateway
 from payment_processor.handlers import CommandHandler, CrashPoints
 from payment_processor.janitor import Janitor
+from payment_processor.scheduler import Scheduler, SchedulerSettings
 
 log = get_logger(__name__)
 
@@ -48,6 +49,7 @@ class Processor:
     handler: CommandHandler
     loops: list[ConsumerLoop]
     janitor: Janitor | None
+    scheduler: Scheduler | None = None
     _health: asyncio.AbstractServer | None = field(default=None, repr=False)
 
     @property
@@ -59,11 +61,14 @@ class Processor:
             loop.stop()
         if self.janitor is not None:
             self.janitor.stop()
+        if self.scheduler is not None:
+            self.scheduler.stop()
 
     async def run(self) -> None:
         """Run until `stop()`; then close everything."""
         tasks = [asyncio.create_task(loop.run(), name=loop.name) for loop in self.loops]
         janitor_task = asyncio.create_task(self.janitor.run(), name="janitor") if self.janitor else None
+        scheduler_task = asyncio.create_task(self.scheduler.run(), name="scheduler") if self.scheduler else None
         if self.config.health_port:
             self._health = await asyncio.start_server(self._serve_health, "127.0.0.1", self.config.health_port)
         log.info(
@@ -72,6 +77,7 @@ class Processor:
             group=self.config.group_id,
             consumers=len(self.loops),
             janitor=self.janitor is not None,
+            scheduler=self.scheduler is not None,
         )
         try:
             done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
@@ -86,6 +92,9 @@ class Processor:
             if janitor_task is not None:
                 with contextlib.suppress(Exception):
                     await janitor_task
+            if scheduler_task is not None:
+                with contextlib.suppress(Exception):
+                    await scheduler_task
             await self.aclose()
         for task in tasks:
             if task.done() and not task.cancelled() and task.exception() is not None:
@@ -139,7 +148,15 @@ async def build(settings: Settings, config: ProcessorSettings, *, crash_points: 
         if config.janitor_enabled
         else None
     )
-    return Processor(settings, config, engine, clock, gateway, producer, handler, build_loops(settings, config, handler), janitor)
+    schedule_config = SchedulerSettings()
+    scheduler = (
+        Scheduler(engine=engine, producer=producer, commands_topic=settings.commands_topic, clock=clock, config=schedule_config)
+        if schedule_config.scheduler_enabled
+        else None
+    )
+    return Processor(
+        settings, config, engine, clock, gateway, producer, handler, build_loops(settings, config, handler), janitor, scheduler=scheduler
+    )
 
 
 async def run(settings: Settings, config: ProcessorSettings) -> None:

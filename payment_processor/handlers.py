@@ -58,6 +58,7 @@ from payment_processor.domain import (
 from payment_processor.domain.provider import ProviderStep
 from payment_processor.gateway import PaymentGateway
 from payment_processor.operations import record_changes
+from payment_processor.schedule import record_append as record_schedule
 from schemas import (
     SYSTEM,
     Actor,
@@ -302,6 +303,7 @@ class CommandHandler:
             if changes:
                 first_check = now + timedelta(seconds=self.config.janitor_schedule_s[0] if self.config.janitor_schedule_s else self.config.janitor_repeat_s)
                 await record_changes(conn, state.stream_id, changes, now, first_check)
+            await record_schedule(conn, state, envelopes, now)  # the scheduler's view, same transaction
         return envelopes
 
     def _log_end(self, command: Envelope, emits: list[Emit]) -> None:
