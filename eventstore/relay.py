@@ -50,8 +50,9 @@ _PARTITIONER = DefaultPartitioner()  # the same murmur2 mapping as producer.send
 # The lowest visible outbox rows with their events, minus the batch still in flight. No cursor,
 # no "position > x": a late commit below the last published position must still be found (see
 # the module docstring). PostgreSQL builds the message body (json keeps the keys in this order,
-# the order of `RecordedEvent.envelope_dict()`) on its own core, so the relay's Python does almost
-# nothing per event; `<> ALL($2)` is hashed because the plan is custom (see `_connect`).
+# the order of `RecordedEvent.envelope_dict()`) and the header values on its own core, and the
+# reading connection returns text as UTF-8 bytes (`_read_as_bytes`), so the relay's Python does
+# almost nothing per event. `<> ALL($2)` is hashed because the plan is custom (see `_connect`).
 _READ_BATCH = """
     SELECT o.position,
            e.stream_id,
@@ -62,6 +63,7 @@ _READ_BATCH = """
            e.event_id::text,
            e.type,
            e.stream_version::text,
+           o.position::text,
            coalesce(e.metadata->>'correlation_id', '')
     FROM eventstore.outbox o
     JOIN eventstore.events e ON e.position = o.position
@@ -77,21 +79,26 @@ Headers = list[tuple[str, bytes]]
 
 
 def wire_record(row: Sequence[Any]) -> tuple[bytes, bytes, Headers]:
-    """(key, value, headers) of one `_READ_BATCH` row.
+    """(key, value, headers) of one `_READ_BATCH` row read with text as bytes.
 
     The value is the stored envelope: the same JSON document as `RecordedEvent.to_wire()` (the
     bytes differ only in whitespace and in trailing zeros of fractional seconds), the headers are
     exactly `RecordedEvent.kafka_headers()`. tests/integration/test_relay.py checks both.
     """
-    position, stream_id, value, event_id, type_, stream_version, correlation_id = row
+    _, key, value, event_id, type_, stream_version, position, correlation_id = row
     headers = [
-        ("event_id", event_id.encode()),
-        ("type", type_.encode()),
-        ("stream_version", stream_version.encode()),
-        ("position", str(position).encode()),
-        ("correlation_id", correlation_id.encode()),
+        ("event_id", event_id),
+        ("type", type_),
+        ("stream_version", stream_version),
+        ("position", position),
+        ("correlation_id", correlation_id),
     ]
-    return stream_id.encode(), value.encode(), headers
+    return key, value, headers
+
+
+async def _read_as_bytes(conn: asyncpg.Connection) -> None:
+    """Text columns arrive as their UTF-8 bytes: Kafka wants bytes, so no decode + encode per field."""
+    await conn.set_type_codec("text", schema="pg_catalog", encoder=bytes, decoder=bytes, format="binary")
 
 
 class LostLeadership(Exception):
@@ -200,6 +207,7 @@ class OutboxRelay:
         try:
             if not await self._become_leader(conn):
                 return
+            await _read_as_bytes(conn)
             self.leader.set()
             self._log.info("relay_leader", pid=conn.get_server_pid())
             await self._publish_until_stopped(conn, producer)
