@@ -17,6 +17,7 @@ from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_delay, wait_exponential
 
+from command_api.auth import verification_key
 from command_api.config import ApiSettings, api_settings
 from command_api.deps import Services
 from command_api.idempotency import IdempotencyStore
@@ -142,6 +143,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # Parse the network lists now: a bad CIDR is a configuration error, not a 500 on the first webhook.
     resolved.trusted_webhook_networks  # noqa: B018
     resolved.trusted_proxy_networks  # noqa: B018
+    verification_key(resolved)  # and an unusable JWT configuration is one too
     app = FastAPI(
         title="Billing command API",
         version="1.0.0",

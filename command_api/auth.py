@@ -49,9 +49,19 @@ def _unauthorized(detail: str, *, invalid: bool = True) -> ProblemError:
 
 
 def verification_key(settings: Settings) -> tuple[str, str]:
-    """(key, algorithm): RS256 with the public key when one is configured, else HS256 with the secret."""
-    if settings.jwt_public_key:
+    """(key, algorithm): RS256 with `JWT_PUBLIC_KEY` (or when `JWT_ALGORITHM=RS256`), else HS256.
+
+    Raises ValueError for a configuration that cannot work, so the API refuses to start with it.
+    """
+    algorithm = settings.jwt_algorithm.upper()
+    if algorithm not in ("HS256", "RS256"):
+        raise ValueError(f"JWT_ALGORITHM must be HS256 or RS256, not {settings.jwt_algorithm!r}")
+    if settings.jwt_public_key or algorithm == "RS256":
+        if not settings.jwt_public_key:
+            raise ValueError("JWT_ALGORITHM=RS256 needs JWT_PUBLIC_KEY (a PEM public key)")
         return settings.jwt_public_key.replace("\\n", "\n"), "RS256"
+    if not settings.jwt_secret:
+        raise ValueError("JWT_SECRET is empty")
     return settings.jwt_secret, "HS256"
 
 

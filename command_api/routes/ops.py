@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 
 from fastapi import APIRouter
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import HTMLResponse, JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST
 from sqlalchemy import text
 
@@ -66,3 +66,24 @@ async def readyz(services: ServicesDep) -> JSONResponse:
 async def metrics(services: ServicesDep) -> Response:
     """Prometheus metrics: requests, latency, commands published, idempotency, webhooks."""
     return Response(services.metrics.render(), media_type=CONTENT_TYPE_LATEST)
+
+
+_RETURN_PAGE = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>Payment</title></head>
+<body style="font-family: sans-serif; max-width: 36em; margin: 4em auto">
+<h1>Thank you</h1>
+<p>We are confirming your payment with the bank. Your subscription becomes active as soon as
+it is confirmed; you will get an email. You can close this page.</p>
+</body></html>
+"""
+
+
+@router.get(
+    "/v1/return",
+    response_class=HTMLResponse,
+    tags=["subscriptions"],
+    responses={200: {"content": {"text/html": {"example": "<!doctype html><html>…Thank you…</html>"}}}},
+)
+async def payment_return() -> HTMLResponse:
+    """Where YooKassa sends the customer back after the payment page (YOOKASSA_RETURN_URL)."""
+    return HTMLResponse(_RETURN_PAGE)

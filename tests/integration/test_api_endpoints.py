@@ -404,7 +404,7 @@ async def test_health_readiness_metrics_and_request_ids(api):
 async def test_openapi_documents_every_route_with_examples(api):
     schema = (await api.client.get("/openapi.json")).json()
     operations = [(path, method, op) for path, item in schema["paths"].items() for method, op in item.items()]
-    assert len(operations) == 23
+    assert len(operations) == 24
     for path, method, op in operations:
         assert op.get("description"), (path, method)
         responses = op["responses"]
@@ -426,3 +426,9 @@ def _schema_has_examples(schema: dict, node: dict) -> bool:
     if "$ref" in node:
         node = schema["components"]["schemas"][node["$ref"].rsplit("/", 1)[-1]]
     return bool(node.get("examples") or node.get("example"))
+
+
+async def test_the_payment_return_page(api):
+    response = await api.client.get("/v1/return?orderId=whatever")
+    assert response.status_code == 200 and response.headers["content-type"].startswith("text/html")
+    assert "Thank you" in response.text

@@ -85,3 +85,14 @@ def test_tokens_round_trip_and_roles():
         with_operator(verify_token(settings, mint_token(settings, user_id="u2")), "maria")
     weird = verify_token(settings, mint_token(settings, user_id="u3", email="no-at-sign", role="superuser"))
     assert weird.email is None and weird.role == "user"
+
+
+def test_unusable_jwt_configurations_are_refused_at_start():
+    from command_api.auth import verification_key
+
+    assert verification_key(Settings(jwt_secret="s" * 32))[1] == "HS256"
+    with pytest.raises(ValueError):
+        verification_key(Settings(jwt_algorithm="RS256", jwt_public_key=None))
+    with pytest.raises(ValueError):
+        verification_key(Settings(jwt_algorithm="ES512"))
+    assert verification_key(Settings(jwt_public_key="-----BEGIN PUBLIC KEY-----\\nabc\\n-----END PUBLIC KEY-----"))[1] == "RS256"
