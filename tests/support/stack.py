@@ -62,6 +62,7 @@ class PipelineOptions:
     private_kafka: bool = False  # start a throw-away broker (free ports, data under work_dir)
     name: str = "pipeline"
     processors: int = 2
+    api_instances: int = 1  # more than one: "api", "api-2", … on their own ports (api_urls)
     notifier: bool = True
     partitions: int = 6
     work_dir: Path | None = None  # sandboxes' SQLite files, the private broker (default: a temp dir)
@@ -86,7 +87,9 @@ class Pipeline:
         self.kafka_node: Any = None
         self.kafka_bootstrap = options.kafka_bootstrap or ""
         self.processes: dict[str, ManagedProcess] = {}
-        self.api_port, self.yookassa_port, self.mailgun_port = _free_ports(3)
+        ports = _free_ports(2 + options.api_instances)
+        self.yookassa_port, self.mailgun_port, self.api_ports = ports[0], ports[1], ports[2:]
+        self.api_port = self.api_ports[0]
         self.processor_health_ports = _free_ports(options.processors)
         self.yookassa: Any = None  # tests.fixtures.sandboxes.YooKassaSandbox
         self.mailgun: Any = None  # tests.fixtures.sandboxes.MailgunSandbox
@@ -104,6 +107,10 @@ class Pipeline:
     @property
     def api_url(self) -> str:
         return f"http://127.0.0.1:{self.api_port}"
+
+    @property
+    def api_urls(self) -> list[str]:
+        return [f"http://127.0.0.1:{port}" for port in self.api_ports]
 
     @property
     def yookassa_url(self) -> str:
@@ -292,8 +299,9 @@ class Pipeline:
         self._process("projector", "projector", "projector")
         if self.options.notifier:
             self._process("notifier", "notifier", "notifier")
-        self._process("api", "api", "command_api", ready_url=f"{self.api_url}/healthz",
-                      extra={"API_HOST": "127.0.0.1", "API_PORT": str(self.api_port)})
+        for i, (port, url) in enumerate(zip(self.api_ports, self.api_urls, strict=True), start=1):
+            self._process("api" if i == 1 else f"api-{i}", "api", "command_api", ready_url=f"{url}/healthz",
+                          extra={"API_HOST": "127.0.0.1", "API_PORT": str(port)})
 
     @property
     def processor_names(self) -> list[str]:

@@ -1,0 +1,500 @@
+"""End-to-end load: virtual users buy, pay on the sandbox page and wait for the active subscription.
+
+`python -m bench.e2e` measures the whole product, not a part of it. On a fresh database and
+unique topics (the shared broker and PostgreSQL server, nothing of the development stack is
+touched) it starts every process with `tests.support.stack.Pipeline` — the YooKassa and Mailgun
+sandboxes, the relay, the processors, the projector, the notifier and the command API — then:
+
+1. the ceiling: a bare aiokafka produce → consume → PostgreSQL insert loop on the same broker and
+   server (nothing of the product runs yet), in messages per second;
+2. the load: `--users` virtual users, each in a loop for `--duration` seconds: POST
+   /v1/subscriptions with an Idempotency-Key and `Prefer: wait=10` (→ the confirmation URL), POST
+   the sandbox's payment page form with the success card, then poll GET /v1/subscriptions/{id}
+   until it is `active` in the read model (which takes the webhook → SyncPayment → processor →
+   relay → projector path).
+
+It reports completed purchases per second (purchases that became active inside the measured
+window, after `--warmup`), p50/p99 of request → confirmation URL and of payment → active, and
+the ratio to the ceiling. The last line is one JSON object. `--profile` samples every service
+process with py-spy during the steady state and prints where each one spends its time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import random
+import shutil
+import statistics
+import subprocess
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from devstack.stack import read_env_file
+from tests.support.processes import ROOT
+from tests.support.stack import Pipeline, PipelineOptions
+
+app = typer.Typer(add_completion=False, help=__doc__.splitlines()[0])
+console = Console(stderr=True)
+
+SUCCESS_CARD = "5555555555554444"
+PLAN_ID = "bench-monthly"
+PROFILE_DIR = ROOT / "test-output" / "profiles"
+
+
+def percentile(values: list[float], q: float) -> float:
+    """The q-th percentile (0..100) by nearest rank; 0 for no values."""
+    if not values:
+        return 0.0
+    ordered = sorted(values)
+    rank = max(1, min(len(ordered), round(q / 100 * len(ordered) + 0.5)))
+    return ordered[rank - 1]
+
+
+# --------------------------------------------------------------------------- the ceiling
+
+
+async def measure_ceiling(bootstrap: str, database_url: str, seconds: float, payload_bytes: int = 900) -> dict[str, Any]:
+    """Bare aiokafka producer → consumer → asyncpg insert, as fast as it goes, for `seconds`.
+
+    One producer (idempotent, acks=all, like the services) and one consumer that inserts each
+    fetched batch with COPY in one transaction and commits the offsets after it, on a unique topic
+    and a scratch table. Messages inserted per second is the ceiling: what this machine's broker
+    and database allow a Python consumer at most, with no product logic at all.
+    """
+    import asyncpg
+    from aiokafka import AIOKafkaConsumer
+
+    from eventstore.kafka import ensure_topics, make_producer
+    from eventstore.settings import Settings, plain_url
+
+    topic = f"bench.ceiling.{uuid.uuid4().hex[:10]}"
+    settings = Settings(environment="test", kafka_bootstrap_servers=bootstrap, database_url=database_url)
+    await ensure_topics(settings, {topic: 6})
+    conn = await asyncpg.connect(plain_url(database_url), timeout=10)
+    table = f"ceiling_{uuid.uuid4().hex[:8]}"
+    await conn.execute(f"CREATE UNLOGGED TABLE {table} (id uuid PRIMARY KEY, k text, body jsonb)")
+    await conn.execute(f"ALTER TABLE {table} SET LOGGED")  # a normal table, as the services write
+    producer = await make_producer(settings, linger_ms=5, max_batch_size=256 * 1024)
+    consumer = AIOKafkaConsumer(
+        topic, bootstrap_servers=bootstrap, group_id=f"ceiling-{uuid.uuid4().hex[:8]}",
+        enable_auto_commit=False, auto_offset_reset="earliest", max_poll_records=2000,
+    )
+    await consumer.start()
+    pad = "x" * max(0, payload_bytes - 120)
+    stop = asyncio.Event()
+    produced = consumed = 0
+
+    async def produce() -> None:
+        nonlocal produced
+        while not stop.is_set():
+            futures = []
+            for _ in range(500):
+                key = uuid.uuid4()
+                body = orjson.dumps({"id": str(key), "type": "CeilingProbe", "data": {"pad": pad}})
+                futures.append(await producer.send(topic, body, key=str(key).encode()))
+            await asyncio.gather(*futures)
+            produced += len(futures)
+            await asyncio.sleep(0)
+
+    async def consume() -> None:
+        nonlocal consumed
+        while not stop.is_set():
+            batch = await consumer.getmany(timeout_ms=200, max_records=2000)
+            rows = [
+                (uuid.UUID(r.key.decode()), r.key.decode(), r.value.decode())
+                for records in batch.values() for r in records
+            ]
+            if not rows:
+                continue
+            async with conn.transaction():
+                await conn.copy_records_to_table(table, records=rows, columns=["id", "k", "body"])
+            await consumer.commit()
+            consumed += len(rows)
+
+    tasks = [asyncio.create_task(produce()), asyncio.create_task(consume())]
+    await asyncio.sleep(1.0)  # warm up (group join, first batches)
+    c0, t0 = consumed, time.monotonic()
+    await asyncio.sleep(seconds)
+    c1, t1 = consumed, time.monotonic()
+    stop.set()
+    for task in tasks:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await task
+    await consumer.stop()
+    await producer.stop()
+    await conn.execute(f"DROP TABLE {table}")
+    await conn.close()
+    return {"msgs_per_s": (c1 - c0) / (t1 - t0), "produced": produced, "consumed": consumed}
+
+
+# --------------------------------------------------------------------------- the load
+
+
+@dataclass
+class Results:
+    confirm_ms: list[float] = field(default_factory=list)
+    activate_ms: list[float] = field(default_factory=list)
+    completed_at: list[float] = field(default_factory=list)
+    started: int = 0
+    errors: dict[str, int] = field(default_factory=dict)
+
+    def error(self, what: str) -> None:
+        self.errors[what] = self.errors.get(what, 0) + 1
+
+
+async def create_plan(pipeline: Pipeline, client: httpx.AsyncClient) -> None:
+    operator = {"Authorization": f"Bearer {pipeline.token('bench-admin', role='service')}", "X-Operator": "bench"}
+    response = await client.post(
+        "/v1/admin/plans",
+        headers={**operator, "Idempotency-Key": PLAN_ID, "Prefer": "wait=10"},
+        json={"plan_id": PLAN_ID, "name": "Monthly", "price": {"amount": "299.00", "currency": "RUB"},
+              "period_days": 30, "description": "bench", "reason": "bench"},
+    )
+    if response.status_code not in (200, 202):
+        raise RuntimeError(f"creating the plan failed: {response.status_code} {response.text}")
+    deadline = time.monotonic() + 30
+    token = pipeline.token("bench-probe", email="probe@example.com")
+    while time.monotonic() < deadline:  # the API checks the plan in the read model
+        plans = await client.get("/v1/plans", headers={"Authorization": f"Bearer {token}"})
+        if plans.status_code == 200 and any(p["plan_id"] == PLAN_ID for p in plans.json()["items"]):
+            return
+        await asyncio.sleep(0.1)
+    raise RuntimeError("the plan never reached read.plans")
+
+
+async def one_purchase(client: httpx.AsyncClient, pipeline: Pipeline, run: str, n: int, results: Results,
+                       poll_s: float, deadline: float) -> None:
+    """Buy → pay → active, timing both halves. Failures are counted, never retried silently."""
+    user = f"bench-{run}-{n}"
+    auth = {"Authorization": f"Bearer {pipeline.token(user, email=f'{user}@example.com')}"}
+    results.started += 1
+    t0 = time.monotonic()
+    response = await client.post(
+        "/v1/subscriptions", headers={**auth, "Idempotency-Key": f"buy-{n}", "Prefer": "wait=10"},
+        json={"plan_id": PLAN_ID, "auto_renew": True},
+    )
+    if response.status_code not in (200, 202):
+        results.error(f"purchase http {response.status_code}")
+        return
+    body = response.json()
+    while not (body.get("outcome") or {}).get("confirmation_url"):
+        if body.get("status") in ("rejected", "failed") or time.monotonic() > deadline + 30:
+            results.error(f"purchase {body.get('status')}")
+            return
+        await asyncio.sleep(poll_s)
+        status = await client.get(f"/v1/commands/{body['command_id']}", headers=auth)
+        if status.status_code == 200:
+            body = status.json()
+    t1 = time.monotonic()
+    outcome = body["outcome"]
+    paid = await client.post(outcome["confirmation_url"], data={"action": "pay", "card_number": SUCCESS_CARD})
+    if paid.status_code != 200:
+        results.error(f"checkout http {paid.status_code}")
+        return
+    subscription = f"/v1/subscriptions/{outcome['subscription_id']}"
+    while True:
+        await asyncio.sleep(poll_s)
+        got = await client.get(subscription, headers=auth)
+        if got.status_code == 200 and got.json()["status"] == "active":
+            break
+        if time.monotonic() > deadline + 60:
+            results.error("never active")
+            return
+    t2 = time.monotonic()
+    results.confirm_ms.append((t1 - t0) * 1000)
+    results.activate_ms.append((t2 - t1) * 1000)
+    results.completed_at.append(t2)
+
+
+async def run_load(pipeline: Pipeline, users: int, duration: float, poll_s: float) -> tuple[Results, float, float]:
+    """`users` loops of purchases for `duration` seconds, spread evenly over the API instances."""
+    results = Results()
+    run = uuid.uuid4().hex[:6]
+    counter = iter(range(10**9))
+    per_api = -(-users // len(pipeline.api_urls))
+    limits = httpx.Limits(max_connections=per_api * 2, max_keepalive_connections=per_api * 2)
+    clients = [
+        httpx.AsyncClient(base_url=url, timeout=httpx.Timeout(30.0), limits=limits, trust_env=False)
+        for url in pipeline.api_urls
+    ]
+    try:
+        await create_plan(pipeline, clients[0])
+        start = time.monotonic()
+        end = start + duration
+
+        async def user_loop(i: int) -> None:
+            client = clients[i % len(clients)]
+            await asyncio.sleep(random.random() * min(2.0, duration / 10))  # ramp up
+            while time.monotonic() < end:
+                try:
+                    await one_purchase(client, pipeline, run, next(counter), results, poll_s, end)
+                except httpx.HTTPError as exc:
+                    results.error(type(exc).__name__)
+
+        await asyncio.gather(*(user_loop(i) for i in range(users)))
+    finally:
+        for client in clients:
+            await client.aclose()
+    return results, start, end
+
+
+# --------------------------------------------------------------------------- CPU accounting
+
+
+def cpu_seconds(pid: int) -> float | None:
+    """User + system CPU seconds a process has used so far (Linux /proc), None when it is gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (FileNotFoundError, ProcessLookupError, IndexError):
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def cpu_snapshot(pipeline: Pipeline) -> dict[str, float]:
+    """CPU seconds so far of every service, the benchmark's own process and this run's PostgreSQL backends.
+
+    CPU per completed purchase does not depend on what else runs on the machine (other engineers'
+    tests share these two cores), so it says where the time goes even when wall-clock rates are noisy.
+    """
+    import asyncpg
+
+    from eventstore.settings import plain_url
+
+    snap: dict[str, float] = {}
+    for name, proc in pipeline.processes.items():
+        if proc.pid is not None and (cpu := cpu_seconds(proc.pid)) is not None:
+            snap[name] = cpu
+    snap["bench client"] = cpu_seconds(os.getpid()) or 0.0
+    conn = await asyncpg.connect(plain_url(pipeline.database_url), timeout=10)
+    try:
+        pids = [r[0] for r in await conn.fetch(
+            "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()")]
+    finally:
+        await conn.close()
+    for pid in pids:
+        if (cpu := cpu_seconds(pid)) is not None:
+            snap[f"pg:{pid}"] = cpu
+    return snap
+
+
+def cpu_delta(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
+    """Per process CPU seconds between two snapshots; PostgreSQL backends summed as "postgres"."""
+    out: dict[str, float] = {}
+    for key, value in after.items():
+        used = value - before.get(key, 0.0 if key.startswith("pg:") else value)
+        name = "postgres (this run's backends)" if key.startswith("pg:") else key
+        out[name] = out.get(name, 0.0) + max(0.0, used)
+    return out
+
+
+# --------------------------------------------------------------------------- profiling
+
+
+def py_spy() -> str | None:
+    found = shutil.which("py-spy") or str(Path(os.environ.get("VIRTUAL_ENV", ROOT / ".venv")) / "bin" / "py-spy")
+    return found if found and Path(found).exists() else None
+
+
+async def profile_services(pipeline: Pipeline, seconds: float) -> dict[str, Path]:
+    """py-spy `record` of every running service for `seconds` (raw folded stacks, one file each)."""
+    spy = py_spy()
+    if spy is None:
+        console.print("[yellow]py-spy is not installed (pip install -e '.[dev]'): no profile[/yellow]")
+        return {}
+    PROFILE_DIR.mkdir(parents=True, exist_ok=True)
+    outputs: dict[str, Path] = {}
+    procs = []
+    for name, proc in pipeline.processes.items():
+        if not proc.running:
+            continue
+        out = PROFILE_DIR / f"e2e-{name}.folded"
+        outputs[name] = out
+        procs.append(await asyncio.create_subprocess_exec(
+            spy, "record", "--pid", str(proc.pid), "--duration", str(int(seconds)), "--rate", "50",
+            "--format", "raw", "--output", str(out), "--nonblocking",
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        ))
+    await asyncio.gather(*(p.wait() for p in procs))
+    return outputs
+
+
+def summarize_profile(path: Path, top: int = 6) -> tuple[int, list[tuple[str, float]]]:
+    """(samples, [(frame, share of samples with it on the stack)]) of the busiest project/library frames."""
+    if not path.exists():
+        return 0, []
+    total = 0
+    inclusive: dict[str, int] = {}
+    for line in path.read_text(errors="replace").splitlines():
+        stack, _, count = line.rpartition(" ")
+        if not count.isdigit():
+            continue
+        n = int(count)
+        total += n
+        seen = set()
+        for frame in stack.split(";"):
+            name = frame.split(" (")[0]
+            where = frame[frame.find("(") + 1:frame.rfind(")")] if "(" in frame else ""
+            label = f"{name} ({Path(where.split(':')[0]).name})" if where else name
+            if label in seen or name in ("<module>", "run", "_run", "run_forever", "_run_once", "run_until_complete", "main", "_run_module_as_main", "_run_code"):
+                continue
+            seen.add(label)
+            inclusive[label] = inclusive.get(label, 0) + n
+    busiest = sorted(inclusive.items(), key=lambda kv: -kv[1])[:top]
+    return total, [(label, n / total) for label, n in busiest] if total else []
+
+
+# --------------------------------------------------------------------------- the command
+
+
+def _infra(kafka: str | None, database_url: str | None) -> tuple[str, str]:
+    file_env = read_env_file()
+    kafka = kafka or os.environ.get("KAFKA_BOOTSTRAP_SERVERS") or file_env.get("KAFKA_BOOTSTRAP_SERVERS") or "127.0.0.1:9092"
+    database_url = database_url or os.environ.get("DATABASE_URL") or file_env.get("DATABASE_URL")
+    if not database_url:
+        raise typer.BadParameter("no DATABASE_URL (run `make up` or set it)")
+    return kafka, database_url
+
+
+def pipeline_options(kafka: str, database_url: str, processors: int, consumers: int, api_instances: int,
+                     keep: bool) -> PipelineOptions:
+    return PipelineOptions(
+        database_url=database_url, kafka_bootstrap=kafka, name="bench-e2e", processors=processors,
+        keep_database=keep, api_instances=api_instances,
+        env={"LOG_LEVEL": "WARNING"},
+        role_env={
+            "processor": {"PROCESSOR_CONSUMERS": str(consumers)},
+            "yookassa": {"SANDBOX_YOOKASSA_WEBHOOK_RETRY_S": "0.5,1,2,5"},
+        },
+    )
+
+
+@app.command()
+def main(
+    users: int = typer.Option(64, help="concurrent virtual users"),
+    duration: float = typer.Option(45.0, help="seconds of load"),
+    warmup: float = typer.Option(10.0, help="seconds at the start not counted in purchases/s"),
+    processors: int = typer.Option(2, help="payment processor processes"),
+    consumers: int = typer.Option(3, help="consumer loops per processor"),
+    api_instances: int = typer.Option(1, help="command API processes (virtual users spread over them)"),
+    poll: float = typer.Option(0.1, help="seconds between a virtual user's status polls"),
+    ceiling_seconds: float = typer.Option(10.0, help="seconds of the bare Kafka → PostgreSQL loop (0 skips)"),
+    profile: bool = typer.Option(False, help="py-spy every service for 15 s of the steady state"),
+    kafka: str = typer.Option(None, help="bootstrap servers (default: .stack/env)"),
+    database_url: str = typer.Option(None, help="PostgreSQL server URL (default: .stack/env); a fresh database is made on it"),
+    keep: bool = typer.Option(False, help="keep the benchmark's database"),
+) -> None:
+    """Run the end-to-end load benchmark and print a table and one JSON line."""
+    kafka, database_url = _infra(kafka, database_url)
+    report = asyncio.run(_main(users, duration, warmup, processors, consumers, api_instances, poll,
+                               ceiling_seconds, profile, kafka, database_url, keep))
+    print(orjson.dumps(report).decode())
+
+
+async def _main(users: int, duration: float, warmup: float, processors: int, consumers: int, api_instances: int,
+                poll: float, ceiling_seconds: float, profile: bool, kafka: str, database_url: str,
+                keep: bool) -> dict[str, Any]:
+    ceiling = {"msgs_per_s": 0.0}
+    if ceiling_seconds > 0:
+        console.print(f"ceiling: bare aiokafka → asyncpg loop for {ceiling_seconds:.0f}s …")
+        ceiling = await measure_ceiling(kafka, database_url, ceiling_seconds)
+        console.print(f"ceiling: {ceiling['msgs_per_s']:,.0f} msgs/s")
+
+    pipeline = Pipeline(pipeline_options(kafka, database_url, processors, consumers, api_instances, keep))
+    console.print("starting the pipeline on a fresh database …")
+    async with pipeline:
+        console.print(f"pipeline up in {pipeline.start_seconds:.1f}s (database {pipeline.database_name}); "
+                      f"{users} users for {duration:.0f}s")
+        load = asyncio.create_task(run_load(pipeline, users, duration, poll))
+        profiles: dict[str, Path] = {}
+        await asyncio.sleep(warmup)
+        cpu_before, cpu_t0 = await cpu_snapshot(pipeline), time.monotonic()
+        if profile:
+            profiles = await profile_services(pipeline, min(15.0, max(1.0, duration - warmup - 2)))
+        await asyncio.sleep(max(0.0, duration - (time.monotonic() - cpu_t0) - warmup - 0.5))
+        cpu_after, cpu_t1 = await cpu_snapshot(pipeline), time.monotonic()
+        results, start, end = await load
+        completed_in_cpu_window = sum(1 for t in results.completed_at if cpu_t0 <= t <= cpu_t1)
+
+    window_start = start + warmup
+    counted = [t for t in results.completed_at if window_start <= t <= end]
+    window = max(1e-9, end - window_start)
+    purchases_per_s = len(counted) / window
+    report = {
+        "purchases_per_s": round(purchases_per_s, 1),
+        "confirm_p50_ms": round(percentile(results.confirm_ms, 50), 1),
+        "confirm_p99_ms": round(percentile(results.confirm_ms, 99), 1),
+        "activate_p50_ms": round(percentile(results.activate_ms, 50), 1),
+        "activate_p99_ms": round(percentile(results.activate_ms, 99), 1),
+        "ceiling_msgs_per_s": round(ceiling["msgs_per_s"], 1),
+        "ratio": round(purchases_per_s / ceiling["msgs_per_s"], 4) if ceiling["msgs_per_s"] else None,
+        "completed": len(results.completed_at),
+        "started": results.started,
+        "errors": sum(results.errors.values()),
+        "users": users,
+        "duration_s": duration,
+        "processors": processors,
+        "consumers_per_processor": consumers,
+        "api_instances": api_instances,
+    }
+    table = Table(title="end-to-end purchases (buy → pay on the sandbox page → active in the read model)")
+    table.add_column("measure")
+    table.add_column("value", justify="right")
+    table.add_row("virtual users", str(users))
+    table.add_row("purchases completed (all / in window)", f"{len(results.completed_at)} / {len(counted)}")
+    table.add_row("purchases/s (window)", f"{purchases_per_s:,.1f}")
+    table.add_row("request → confirmation URL p50 / p99 ms",
+                  f"{report['confirm_p50_ms']:,.0f} / {report['confirm_p99_ms']:,.0f}")
+    table.add_row("payment → active p50 / p99 ms",
+                  f"{report['activate_p50_ms']:,.0f} / {report['activate_p99_ms']:,.0f}")
+    table.add_row("ceiling (Kafka → PostgreSQL) msgs/s", f"{ceiling['msgs_per_s']:,.0f}")
+    table.add_row("ratio", f"{report['ratio']}")
+    for what, count in sorted(results.errors.items()):
+        table.add_row(f"error: {what}", str(count))
+    console.print(table)
+
+    used = cpu_delta(cpu_before, cpu_after)
+    per_purchase = {k: v * 1000 / max(1, completed_in_cpu_window) for k, v in used.items()}
+    total_ms = sum(per_purchase.values())
+    ctable = Table(title=f"CPU per completed purchase ({completed_in_cpu_window} purchases in "
+                         f"{cpu_t1 - cpu_t0:.0f}s; {os.cpu_count()} cores; the Kafka broker is not counted)")
+    ctable.add_column("process")
+    ctable.add_column("CPU ms / purchase", justify="right")
+    ctable.add_column("share", justify="right")
+    ctable.add_column("cores busy", justify="right")
+    for name, ms in sorted(per_purchase.items(), key=lambda kv: -kv[1]):
+        ctable.add_row(name, f"{ms:,.1f}", f"{ms / total_ms:.0%}" if total_ms else "-",
+                       f"{used[name] / max(1e-9, cpu_t1 - cpu_t0):.2f}")
+    ctable.add_row("total", f"{total_ms:,.1f}", "100%", f"{sum(used.values()) / max(1e-9, cpu_t1 - cpu_t0):.2f}")
+    console.print(ctable)
+    cpu_bound = (os.cpu_count() or 1) * 1000 / total_ms if total_ms else 0.0
+    console.print(f"CPU-bound estimate on this machine (all cores, nothing else running): {cpu_bound:,.0f} purchases/s")
+    report["cpu_ms_per_purchase"] = round(total_ms, 1)
+    report["cpu_bound_purchases_per_s"] = round(cpu_bound, 1)
+    report["cpu_ms_per_purchase_by_process"] = {k: round(v, 1) for k, v in per_purchase.items()}
+    if profiles:
+        ptable = Table(title="where each process spends its time (py-spy, share of samples with the frame on the stack)")
+        ptable.add_column("process")
+        ptable.add_column("samples", justify="right")
+        ptable.add_column("busiest frames")
+        for name, path in profiles.items():
+            total, busiest = summarize_profile(path)
+            ptable.add_row(name, str(total), "\n".join(f"{share:5.0%} {label}" for label, share in busiest))
+        console.print(ptable)
+        console.print(f"folded stacks: {PROFILE_DIR}")
+    return report
+
+
+if __name__ == "__main__":
+    app()
