@@ -93,12 +93,22 @@ async def test_read_all_pages_through_the_log(event_store: EventStore) -> None:
     assert [e.stream_version for e in mine] == list(range(1, 8))
 
 
-async def test_appended_events_wait_in_the_outbox(event_store: EventStore, engine) -> None:  # type: ignore[no-untyped-def]
-    stream = _stream()
-    positions = await event_store.append(stream, 0, [_event(stream), _event(stream, 1)])
-    async with engine.connect() as conn:
-        queued = (await conn.execute(text("SELECT position FROM eventstore.outbox WHERE position = ANY(:p)"), {"p": positions})).scalars().all()
-    assert sorted(queued) == positions
+async def test_appended_events_wait_in_the_outbox(fresh_database) -> None:  # type: ignore[no-untyped-def]
+    # A private database: a developer's running relay would drain the shared outbox.
+    from eventstore.db import create_engine
+    from eventstore.migrate import upgrade
+
+    settings = fresh_database()
+    upgrade(settings, ["eventstore"])
+    engine = create_engine(settings, pool_size=2)
+    try:
+        stream = _stream()
+        positions = await EventStore(engine).append(stream, 0, [_event(stream), _event(stream, 1)])
+        async with engine.connect() as conn:
+            queued = (await conn.execute(text("SELECT position FROM eventstore.outbox ORDER BY position"))).scalars().all()
+        assert queued == positions
+    finally:
+        await engine.dispose()
 
 
 async def test_tracking_makes_a_duplicate_delivery_a_no_op(engine) -> None:  # type: ignore[no-untyped-def]
