@@ -101,6 +101,10 @@ async def _read_as_bytes(conn: asyncpg.Connection) -> None:
     await conn.set_type_codec("text", schema="pg_catalog", encoder=bytes, decoder=bytes, format="binary")
 
 
+class _BatchAbandoned(Exception):
+    """Stopping while Kafka does not ack: leave the batch in the outbox rather than hang."""
+
+
 class LostLeadership(Exception):
     """The connection holding the relay lock broke: another relay may be publishing now."""
 
@@ -121,6 +125,7 @@ class OutboxRelay:
         idle_max_s: float = 0.2,
         standby_poll_s: float = 0.25,
         error_backoff_s: float = 1.0,
+        shutdown_timeout_s: float = 10.0,
         progress_every_s: float = 10.0,
         lock_key: int = RELAY_LOCK_KEY,
         producer_options: dict[str, Any] | None = None,
@@ -136,6 +141,7 @@ class OutboxRelay:
         self.idle_max_s = idle_max_s
         self.standby_poll_s = standby_poll_s
         self.error_backoff_s = error_backoff_s
+        self.shutdown_timeout_s = shutdown_timeout_s
         self.progress_every_s = progress_every_s
         self.lock_key = lock_key
         self.producer_options = {
@@ -179,7 +185,11 @@ class OutboxRelay:
                     await self._sleep(self.error_backoff_s)
         finally:
             self.leader.clear()
-            await producer.stop()  # flushes anything still queued
+            try:
+                # flushes anything still queued; bounded, since with the broker down it never would
+                await asyncio.wait_for(producer.stop(), self.shutdown_timeout_s)
+            except TimeoutError:
+                self._log.warning("relay_producer_stop_timed_out")
             self._log.info("relay_stopped", published=self.published, batches=self.batches)
 
     # ------------------------------------------------------------------ internals
@@ -255,6 +265,9 @@ class OutboxRelay:
                     next_rows = asyncio.create_task(self._read(conn, positions))
                 try:
                     await self._publish(producer, rows)
+                except _BatchAbandoned:
+                    self._log.warning("relay_batch_abandoned_on_stop", count=len(rows))
+                    break  # not deleted: whoever leads next publishes it again
                 except KafkaError as exc:
                     # Nothing deleted: the batch is published again (duplicates, never a gap).
                     self._log.error("relay_publish_failed", error=repr(exc), count=len(rows))
@@ -309,10 +322,23 @@ class OutboxRelay:
                 builder.append(key=key, value=value, timestamp=None, headers=headers)  # a first record always fits
         for partition, builder in builders.items():
             futures.append(await producer.send_batch(builder, self.topic, partition=partition))
-        results = await asyncio.gather(*futures, return_exceptions=True)
+        results = await self._acks(asyncio.gather(*futures, return_exceptions=True))
         errors = [r for r in results if isinstance(r, BaseException)]
         if errors:
             raise errors[0] if isinstance(errors[0], KafkaError) else KafkaError(repr(errors[0]))
+
+    async def _acks(self, acks: asyncio.Future[list[Any]]) -> list[Any]:
+        """Wait for the acks; after stop(), for at most `shutdown_timeout_s` (the broker may be down)."""
+        stopping = asyncio.ensure_future(self._stop.wait())
+        try:
+            await asyncio.wait({acks, stopping}, return_when=asyncio.FIRST_COMPLETED)
+            if not acks.done():
+                await asyncio.wait({acks}, timeout=self.shutdown_timeout_s)
+            if not acks.done():
+                raise _BatchAbandoned()
+            return acks.result()
+        finally:
+            stopping.cancel()
 
     def _partition_of(self, key: bytes, partitions: list[int]) -> int:
         """The producer's default (murmur2) partition of a key, cached: streams repeat a lot."""
