@@ -44,6 +44,9 @@ class ProjectorSettings(Settings):
 
     projector_group_id: str = Field(default="billing-projector", description="Kafka consumer group")
     projector_batch_max: int = Field(default=1000, ge=1, description="records fetched (and applied) per transaction")
+    projector_session_timeout_ms: int = Field(
+        default=10_000, ge=1000, description="Kafka session timeout: how long a crashed instance holds its partitions"
+    )
 
 
 def _header(record: ConsumerRecord, name: str) -> str | None:
@@ -123,6 +126,10 @@ class ProjectorConsumer(ConsumerLoop):
         self._preapplied: set[tuple[str, int, int]] = set()
         options.setdefault("batch_max", settings.projector_batch_max)
         options.setdefault("dead_letter_topic", settings.events_dlq_topic)
+        session_ms = settings.projector_session_timeout_ms
+        options.setdefault(
+            "consumer_options", {"session_timeout_ms": session_ms, "heartbeat_interval_ms": max(300, session_ms // 5)}
+        )
         super().__init__(
             settings,
             topics=[settings.events_topic],

@@ -76,7 +76,7 @@ async def caught_up(settings: Settings) -> bool:
 
 
 async def stored(settings: Settings, history: History) -> list[RecordedEvent]:
-    engine = create_engine(settings, pool_size=2)
+    engine = create_engine(settings, pool_size=8)
     try:
         return await append_history(EventStore(engine), history)
     finally:

@@ -430,18 +430,33 @@ def random_account(history: History, clock: Clock, rng: random.Random, plans: Se
 # ---------------------------------------------------------------------- plumbing for projector tests
 
 
-async def append_history(store: "EventStore", history: History, versions: dict[str, int] | None = None) -> list["RecordedEvent"]:
-    """Append every append of `history` with the right expected versions; returns what was stored."""
+async def append_history(
+    store: "EventStore", history: History, versions: dict[str, int] | None = None, *, concurrency: int = 8
+) -> list["RecordedEvent"]:
+    """Append every append of `history` (streams concurrently, each in its own order, with the right
+    expected versions); returns the stored events in log order."""
+    import asyncio
+
     versions = versions if versions is not None else {}
-    positions: list[int] = []
+    by_stream: dict[str, list[Append]] = {}
     for append in history.appends:
-        expected = versions.get(append.stream_id, 0)
-        positions += await store.append(append.stream_id, expected, append.events)
-        versions[append.stream_id] = expected + len(append.events)
+        by_stream.setdefault(append.stream_id, []).append(append)
+    positions: list[int] = []
+    streams = list(by_stream)
+
+    async def worker() -> None:
+        while streams:
+            stream = streams.pop()
+            for append in by_stream[stream]:
+                expected = versions.get(stream, 0)
+                positions.extend(await store.append(stream, expected, append.events))
+                versions[stream] = expected + len(append.events)
+
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
     if not positions:
         return []
     first = min(positions)
-    recorded = await store.read_all(after_position=first - 1, limit=len(positions) + 10_000)
+    recorded = await store.read_all(after_position=first - 1, limit=max(positions) - first + 1)
     wanted = set(positions)
     return [r for r in recorded if r.position in wanted]
 
