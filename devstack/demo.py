@@ -67,25 +67,37 @@ def _wait(what: str, probe, timeout: float = 120.0, interval: float = 0.3) -> An
     raise DemoError(f"timed out waiting for {what} (last answer: {last!r})")
 
 
+def _json(answer: httpx.Response) -> Any:
+    if answer.status_code >= 400:
+        raise DemoError(f"{answer.request.method} {answer.request.url} → {answer.status_code}: {answer.text[:500]}")
+    return answer.json()
+
+
+def _inbox(email: str) -> list[dict[str, Any]]:
+    return _json(httpx.get(f"{MAILGUN}/sandbox/messages", params={"to": email}, timeout=5))["items"]
+
+
 def _ready(url: str) -> bool:
     return httpx.get(url, timeout=3).status_code == 200
 
 
 def seed(client: httpx.Client, operator_token: str) -> None:
     """The plan catalogue; deterministic Idempotency-Keys make a second `make run` a no-op."""
-    existing = {p["plan_id"] for p in client.get("/v1/plans").json()["items"]}
+    auth = {"Authorization": f"Bearer {operator_token}"}
+    existing = {p["plan_id"] for p in _json(client.get("/v1/plans", headers=auth))["items"]}
     for plan in PLANS:
         if plan["plan_id"] in existing:
             continue
         answer = client.post(
             "/v1/admin/plans",
             json={**plan, "reason": "demo catalogue"},
-            headers={"Authorization": f"Bearer {operator_token}", "Idempotency-Key": f"seed-plan-{plan['plan_id']}",
+            headers={**auth, "Idempotency-Key": f"seed-plan-{plan['plan_id']}",
                      "Prefer": "wait=10"},
         )
         if answer.status_code >= 400 and answer.status_code != 409:
             raise DemoError(f"could not create plan {plan['plan_id']}: {answer.status_code} {answer.text}")
-    _wait("the plan catalogue", lambda: {p["plan_id"] for p in client.get("/v1/plans").json()["items"]} >= {p["plan_id"] for p in PLANS})
+    wanted = {p["plan_id"] for p in PLANS}
+    _wait("the plan catalogue", lambda: {p["plan_id"] for p in _json(client.get("/v1/plans", headers=auth))["items"]} >= wanted)
 
 
 def create_operator() -> None:
@@ -135,17 +147,16 @@ def narrate(client: httpx.Client) -> None:
                   f"paid {_money(sub['amount_paid'])} with {sub.get('payment_method_title') or 'a card'}")
 
     _step(4, "The email arrives (Mailgun sandbox inbox)")
-    mail = _wait("the payment email", lambda: httpx.get(f"{MAILGUN}/sandbox/messages", params={"to": email}, timeout=5).json(), timeout=60)
-    items = mail.get("items", mail) if isinstance(mail, dict) else mail
-    for message in items:
-        console.print(f"   ✉  {message.get('subject')}")
+    for message in _wait("the payment email", lambda: _inbox(email), timeout=60):
+        console.print(f"   ✉  to {message.get('to')}: {message.get('subject')}")
     console.print(f"   inbox: {MAILGUN}/inbox")
 
     _step(5, "Ten days pass (business time moves for every service at once)")
     _shift_days(10)
     time.sleep(1.5)
     quote = client.get(f"/v1/subscriptions/{subscription_id}/refund-quote", headers=auth).json()
-    console.print(f"   refund quote: {_money(quote['amount'])} for {quote['days_used']} of {quote.get('days_in_period', 30)} days used")
+    console.print(f"   refund quote: {_money(quote['amount'])} — {quote['days_used']} of {quote['days_in_period']} days used "
+                  "(every started 24-hour period since the payment counts)")
 
     _step(6, "Anna cancels with a refund for the days she did not use")
     answer = client.post(f"/v1/subscriptions/{subscription_id}/cancel", json={"mode": "refund_now"},
@@ -154,8 +165,8 @@ def narrate(client: httpx.Client) -> None:
     refund = _wait("the refund", lambda: [r for r in client.get("/v1/refunds", headers=auth).json()["items"]
                                           if r["status"] == "succeeded"], timeout=60)[0]
     console.print(f"   refund [green]{refund['status']}[/]: {_money(refund['amount'])} ({refund.get('days_used')} days used)")
-    _wait("the refund email", lambda: len(httpx.get(f"{MAILGUN}/sandbox/messages", params={"to": email}, timeout=5).json().get("items", [])) >= 3, timeout=60)
-    for message in httpx.get(f"{MAILGUN}/sandbox/messages", params={"to": email}, timeout=5).json().get("items", []):
+    seen = len(_inbox(email))
+    for message in _wait("the refund emails", lambda: (m := _inbox(email)) if len(m) >= seen + 2 else None, timeout=60)[seen - 1 :]:
         console.print(f"   ✉  {message.get('subject')}")
 
     _step(7, f"The account's event timeline (eventstore.events, stream account-{user_id})")
