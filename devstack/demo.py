@@ -159,14 +159,14 @@ def narrate(client: httpx.Client) -> None:
                   "(every started 24-hour period since the payment counts)")
 
     _step(6, "Anna cancels with a refund for the days she did not use")
+    seen = len(_inbox(email))
     answer = client.post(f"/v1/subscriptions/{subscription_id}/cancel", json={"mode": "refund_now"},
                          headers={**auth, "Idempotency-Key": str(uuid.uuid4()), "Prefer": "wait=10"})
     console.print(f"   POST cancel → {answer.status_code} {answer.json().get('status')}")
     refund = _wait("the refund", lambda: [r for r in client.get("/v1/refunds", headers=auth).json()["items"]
                                           if r["status"] == "succeeded"], timeout=60)[0]
     console.print(f"   refund [green]{refund['status']}[/]: {_money(refund['amount'])} ({refund.get('days_used')} days used)")
-    seen = len(_inbox(email))
-    for message in _wait("the refund emails", lambda: (m := _inbox(email)) if len(m) >= seen + 2 else None, timeout=60)[seen - 1 :]:
+    for message in _wait("the refund emails", lambda: (m := _inbox(email)) if len(m) >= seen + 2 else None, timeout=60)[seen:]:
         console.print(f"   ✉  {message.get('subject')}")
 
     _step(7, f"The account's event timeline (eventstore.events, stream account-{user_id})")
