@@ -124,7 +124,11 @@ async def build(settings: Settings, config: ProcessorSettings, *, crash_points: 
     """Build (and prepare the database and topics for) a processor; `run()` starts it."""
     await asyncio.to_thread(migrate, settings)
     await ensure_topics(settings, {settings.commands_topic: config.commands_partitions, settings.commands_dlq_topic: 1})
-    engine = create_engine(settings, pool_size=max(settings.db_pool_size, config.consumers * 2 + 2), application_name="payment-processor")
+    # No pre-ping: it costs three round trips per checkout; a dead connection fails the command,
+    # which the consumer loop retries on a fresh one.
+    engine = create_engine(
+        settings, pool_size=max(settings.db_pool_size, config.consumers * 2 + 2), application_name="payment-processor", pre_ping=False
+    )
     clock = await build_clock(engine)
     gateway = YooKassaGateway(
         shop_id=settings.yookassa_shop_id,

@@ -25,6 +25,7 @@ forever); a dropped connection surfaces as `AttributeError: 'NoneType' object ha
 from __future__ import annotations
 
 import asyncio
+import os
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -100,6 +101,10 @@ class _ReusedSession(requests.Session):
         super().close()
 
 
+def _proxies_in_environment() -> bool:
+    return any(name.lower().endswith("_proxy") for name in os.environ)
+
+
 def _sdk_classes(timeout_s: float, max_idle_s: float = 2.0) -> tuple[type[Payment], type[Refund], list[_ReusedSession]]:
     """`Payment` and `Refund` whose every HTTP call has a socket timeout."""
     local = threading.local()
@@ -120,6 +125,9 @@ def _sdk_classes(timeout_s: float, max_idle_s: float = 2.0) -> tuple[type[Paymen
                 session = None
             if session is None:
                 session = _ReusedSession()
+                # requests re-reads every proxy variable of the environment on each request
+                # (~2 ms of CPU with a big environment); skip that when none is set.
+                session.trust_env = _proxies_in_environment()
                 adapter = _TimeoutAdapter(timeout)
                 session.mount("http://", adapter)
                 session.mount("https://", adapter)

@@ -30,7 +30,7 @@ from typing import Any
 from uuid import UUID
 
 import orjson
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from eventstore.clock import Clock
 from eventstore.logging import get_logger
@@ -203,7 +203,7 @@ class CommandHandler:
             log.error("failed_command_without_stream", command_id=str(command_id), stream=stream_id)
             return False
         for _ in range(self.config.conflict_retries):
-            events = await self._read(stream_id)
+            events = await self._read(None, stream_id)
             state: AccountState | PlanState = (
                 build_plan(stream_id, events) if stream_id.startswith("plan-") else build_account(stream_id, events)
             )
@@ -234,11 +234,12 @@ class CommandHandler:
         expected_stream = plan_stream(command.data.plan_id)  # type: ignore[attr-defined]
         if command.stream_id != expected_stream:
             raise ValueError(f"{command.type} for {command.data.plan_id} arrived on {command.stream_id}")  # type: ignore[attr-defined]
-        state = build_plan(command.stream_id, await self._read(command.stream_id))
-        decision = decide_plan(state, command, Context(now=self.clock.now()))
-        if decision.already_handled or not decision.events:
-            return
-        await self._append(state, command, decision.events)
+        async with self.engine.connect() as conn, conn.begin():
+            state = build_plan(command.stream_id, await self._read(conn, command.stream_id))
+            decision = decide_plan(state, command, Context(now=self.clock.now()))
+            if decision.already_handled or not decision.events:
+                return
+            await self._append(conn, state, command, decision.events)
         self._log_end(command, decision.events)
 
     # ------------------------------------------------------------------ accounts
@@ -247,32 +248,36 @@ class CommandHandler:
         stream_id = command.stream_id
         if account_user_id(stream_id) is None:
             raise ValueError(f"{command.type} must go to an account stream, not {stream_id!r}")
-        plan: PlanState | None = None
-        if isinstance(command.data, (PurchaseSubscription, GrantSubscription)):
-            plan_id = command.data.plan_id
-            account_events, plan_events = await asyncio.gather(self._read(stream_id), self._read(plan_stream(plan_id)))
-            plan = build_plan(plan_stream(plan_id), plan_events)
-        else:
-            account_events = await self._read(stream_id)
-        state = build_account(stream_id, account_events)
-
-        decision = decide(state, command, self._context(plan))
-        if decision.already_handled:
-            return
-        while True:
-            if decision.events:
-                envelopes = await self._append(state, command, decision.events)
+        # One pooled connection for the whole command: few round trips. The read, the decision
+        # and the first append share one transaction (the expected version still guards it);
+        # the provider call happens with no transaction open.
+        async with self.engine.connect() as conn:
+            plan: PlanState | None = None
+            async with conn.begin():
+                state = build_account(stream_id, await self._read(conn, stream_id))
+                if isinstance(command.data, (PurchaseSubscription, GrantSubscription)):
+                    plan_id = command.data.plan_id
+                    plan = build_plan(plan_stream(plan_id), await self._read(conn, plan_stream(plan_id)))
+                decision = decide(state, command, self._context(plan))
+                if decision.already_handled:
+                    return
+                envelopes = await self._append(conn, state, command, decision.events) if decision.events else []
+            while True:
                 for envelope in envelopes:
                     apply(state, envelope)
                 self._log_end(command, decision.events)
-            step = decision.step
-            if step is None:
-                return
-            name = _step_name(step)
-            self.crash.reached(f"before_{name}")
-            outcome = await self.gateway.execute(step)
-            self.crash.reached(f"after_{name}")
-            decision = resolve(state, command, step, outcome, self._context(plan))
+                step = decision.step
+                if step is None:
+                    return
+                name = _step_name(step)
+                self.crash.reached(f"before_{name}")
+                outcome = await self.gateway.execute(step)
+                self.crash.reached(f"after_{name}")
+                decision = resolve(state, command, step, outcome, self._context(plan))
+                envelopes = []
+                if decision.events:
+                    async with conn.begin():
+                        envelopes = await self._append(conn, state, command, decision.events)
 
     # ------------------------------------------------------------------ I/O helpers
 
@@ -284,26 +289,25 @@ class CommandHandler:
             dunning_retry_days=tuple(self.config.dunning_retry_days),  # type: ignore[arg-type]
         )
 
-    async def _read(self, stream_id: str) -> list[Envelope]:
-        return [recorded.envelope() for recorded in await self.store.read_stream(stream_id)]
+    async def _read(self, conn: AsyncConnection | None, stream_id: str) -> list[Envelope]:
+        return [recorded.envelope() for recorded in await self.store.read_stream(stream_id, conn=conn)]
 
-    async def _append(self, state: AccountState | PlanState, command: Envelope, emits: list[Emit]) -> list[Envelope]:
-        """Append the decided events, their handled-command records and open-operation changes atomically."""
+    async def _append(self, conn: AsyncConnection, state: AccountState | PlanState, command: Envelope, emits: list[Emit]) -> list[Envelope]:
+        """Append the decided events, their handled-command records and open-operation changes (caller's transaction)."""
         now = self.clock.now()
         envelopes = to_envelopes(state, command, emits, now)
         handled = [
             HandledCommand(e.payload.command_id, e.payload.command_type, _json_safe(terminal_outcome(e.payload)))  # type: ignore[attr-defined]
             for e in Decision(emits).terminals
         ]
+        await self.store.append(state.stream_id, state.version, envelopes, command=handled[0] if handled else None, conn=conn)
+        for extra in handled[1:]:
+            await self.store.append(state.stream_id, state.version + len(envelopes), [], command=extra, conn=conn)
         changes = operation_changes(emits)
-        async with self.engine.begin() as conn:
-            await self.store.append(state.stream_id, state.version, envelopes, command=handled[0] if handled else None, conn=conn)
-            for extra in handled[1:]:
-                await self.store.append(state.stream_id, state.version + len(envelopes), [], command=extra, conn=conn)
-            if changes:
-                first_check = now + timedelta(seconds=self.config.janitor_schedule_s[0] if self.config.janitor_schedule_s else self.config.janitor_repeat_s)
-                await record_changes(conn, state.stream_id, changes, now, first_check)
-            await record_schedule(conn, state, envelopes, now)  # the scheduler's view, same transaction
+        if changes:
+            delay = self.config.janitor_schedule_s[0] if self.config.janitor_schedule_s else self.config.janitor_repeat_s
+            await record_changes(conn, state.stream_id, changes, now, now + timedelta(seconds=delay))
+        await record_schedule(conn, state, envelopes, now)  # the scheduler's view, same transaction
         return envelopes
 
     def _log_end(self, command: Envelope, emits: list[Emit]) -> None:
