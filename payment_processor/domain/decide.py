@@ -962,13 +962,10 @@ def _set_auto_renew(state: AccountState, command: Envelope, ctx: Context) -> Dec
         return sub
     if sub.status not in LIVE_SUBSCRIPTION:
         return _reject(command, "not_active", f"The subscription is {sub.status.replace('_', ' ')}.")
-    if c.enabled and sub.cancel_at_period_end:
-        return _reject(
-            command, "canceled_at_period_end", f"The subscription was canceled and ends on {_fmt_day(sub.period_end)}; buy it again after that."
-        )
+    # Turning auto-renewal back on withdraws a cancel at period end (the subscription resumes).
     if c.enabled and not sub.payment_method_id:
         return _reject(command, "no_payment_method", "There is no saved card to renew this subscription with.")
-    if sub.auto_renew == c.enabled:
+    if sub.auto_renew == c.enabled and not (c.enabled and sub.cancel_at_period_end):
         return _succeed(command, subscription_id=sub.subscription_id, message=f"Auto-renewal is already {'on' if c.enabled else 'off'}.")
     changed = AutoRenewChanged(subscription_id=sub.subscription_id, enabled=c.enabled, reason=c.reason, customer=sub.customer or state.customer)
     return Decision([Emit(changed, cid), _succeeded(cid, command.type, subscription_id=sub.subscription_id)])

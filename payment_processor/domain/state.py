@@ -432,6 +432,8 @@ def _auto_renew(s: AccountState, e: AutoRenewChanged, at: datetime, cid: UUID | 
     sub = s.subscriptions.get(e.subscription_id)
     if sub is not None:
         sub.auto_renew = e.enabled
+        if e.enabled:
+            sub.cancel_at_period_end = False  # renewing again withdraws a cancel at period end
 
 
 def _renewed(s: AccountState, e: SubscriptionRenewed, at: datetime, cid: UUID | None) -> None:

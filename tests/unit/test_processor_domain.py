@@ -343,7 +343,6 @@ def _rejected(events: list[s.Envelope]) -> s.CommandRejected:
         ("active", lambda a, sub: s.AdminRefund(subscription_id=sub, amount=s.Money(amount="0.00"), reason="r"), "invalid_amount"),
         ("granted", lambda a, sub: s.AdminRefund(subscription_id=sub, amount=s.Money(amount="1.00"), reason="r"), "amount_exceeds_refundable"),
         ("granted", lambda a, sub: s.SetAutoRenew(subscription_id=sub, enabled=True), "no_payment_method"),
-        ("at_period_end", lambda a, sub: s.SetAutoRenew(subscription_id=sub, enabled=True), "canceled_at_period_end"),
         ("canceled", lambda a, sub: s.SetAutoRenew(subscription_id=sub, enabled=False), "not_active"),
         ("canceled", lambda a, sub: s.ExtendSubscription(subscription_id=sub, days=5, reason="r"), "not_active"),
         ("active", lambda a, sub: s.GrantSubscription(subscription_id=uuid.uuid4(), plan_id="basic", reason="r"), "already_subscribed"),
@@ -481,6 +480,18 @@ def test_cancel_at_period_end_keeps_access_and_stops_renewal() -> None:
     acc.now = sub.period_end
     expired = acc.run(s.ExpireSubscription(subscription_id=sub_id, period_end=sub.period_end), actor="system")
     assert types(expired) == ["SubscriptionExpired", "CommandSucceeded"] and sub.status == "expired"
+
+
+def test_turning_auto_renew_back_on_withdraws_a_cancel_at_period_end() -> None:
+    acc = Account()
+    sub_id = acc.active()
+    acc.run(s.CancelSubscription(subscription_id=sub_id, mode="at_period_end"))
+    events = acc.run(s.SetAutoRenew(subscription_id=sub_id, enabled=True))
+    assert types(events) == ["AutoRenewChanged", "CommandSucceeded"]
+    sub = acc.state.subscriptions[sub_id]
+    assert (sub.status, sub.cancel_at_period_end, sub.auto_renew) == ("active", False, True)
+    again = acc.run(s.CancelSubscription(subscription_id=sub_id, mode="at_period_end"))
+    assert types(again) == ["SubscriptionCanceled", "CommandSucceeded"]
 
 
 def test_refund_now_after_cancel_at_period_end_still_refunds() -> None:
