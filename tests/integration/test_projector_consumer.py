@@ -11,8 +11,7 @@ from __future__ import annotations
 import asyncio
 import random
 import uuid
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Callable
 
 import asyncpg
 import pytest
@@ -21,7 +20,7 @@ from aiokafka import AIOKafkaConsumer
 from eventstore.db import create_engine
 from eventstore.settings import Settings, plain_url
 from eventstore.store import EventStore, RecordedEvent
-from projector.consumer import Projector, ProjectorConsumer, ProjectorSettings, create_pool
+from projector.consumer import Projector, create_pool
 from projector.engine import Target, apply_events
 from projector.events import ProjectedEvent
 from projector.projections import TABLES
@@ -36,6 +35,7 @@ from tests.support.projector_scenarios import (
     publish,
     random_account,
     read_models,
+    running_projector,
     stored_versions,
 )
 from tests.support.wait import wait_until
@@ -48,27 +48,6 @@ def build_history(accounts: int, seed: int) -> History:
     for _ in range(accounts):
         random_account(history, clock, rng)
     return history
-
-
-@asynccontextmanager
-async def running_projector(settings: Settings, topic: str, group: str, **options: object) -> AsyncIterator[ProjectorConsumer]:
-    """An in-process projector consuming `topic` into `settings`' database until the block ends."""
-    projector_settings = ProjectorSettings(
-        **{**settings.model_dump(), "events_topic": topic, "projector_group_id": group, "projector_batch_max": 40,
-           "events_dlq_topic": f"{topic}.dlq"}
-    )
-    pool = await create_pool(projector_settings)
-    engine = create_engine(projector_settings, pool_size=2)
-    loop = ProjectorConsumer(projector_settings, Projector(pool, EventStore(engine)), **options)  # type: ignore[arg-type]
-    task = asyncio.create_task(loop.run())
-    try:
-        await loop.wait_started()
-        yield loop
-    finally:
-        loop.stop()
-        await asyncio.wait_for(task, 30)
-        await pool.close()
-        await engine.dispose()
 
 
 async def caught_up(settings: Settings) -> bool:

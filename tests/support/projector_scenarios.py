@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import random
 import uuid
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
+from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING
 
 from schemas import (
@@ -56,6 +57,7 @@ from schemas import (
 
 if TYPE_CHECKING:
     from eventstore.settings import Settings
+    from projector.consumer import ProjectorConsumer
     from eventstore.store import EventStore, RecordedEvent
 
 START = datetime(2026, 1, 1, 9, 0, tzinfo=timezone.utc)
@@ -517,3 +519,31 @@ async def stored_versions(database_url: str) -> dict[str, int]:
         return {s: v for s, v in await conn.fetch("SELECT stream_id, max(stream_version) FROM eventstore.events GROUP BY 1")}
     finally:
         await conn.close()
+
+
+@asynccontextmanager
+async def running_projector(settings: "Settings", topic: str, group: str, *, batch_max: int = 40,
+                            **options: object) -> AsyncIterator["ProjectorConsumer"]:
+    """An in-process projector (the real ConsumerLoop) consuming `topic` into `settings`' database."""
+    import asyncio
+
+    from eventstore.db import create_engine
+    from eventstore.store import EventStore
+    from projector.consumer import Projector, ProjectorConsumer, ProjectorSettings, create_pool
+
+    projector_settings = ProjectorSettings(
+        **{**settings.model_dump(), "events_topic": topic, "projector_group_id": group, "projector_batch_max": batch_max,
+           "events_dlq_topic": f"{topic}.dlq"}
+    )
+    pool = await create_pool(projector_settings)
+    engine = create_engine(projector_settings, pool_size=2)
+    loop = ProjectorConsumer(projector_settings, Projector(pool, EventStore(engine)), **options)  # type: ignore[arg-type]
+    task = asyncio.create_task(loop.run())
+    try:
+        await loop.wait_started()
+        yield loop
+    finally:
+        loop.stop()
+        await asyncio.wait_for(task, 30)
+        await pool.close()
+        await engine.dispose()
