@@ -127,8 +127,14 @@ class ApiProcess:
         if self.profile_to is None:
             argv = [sys.executable, "-m", "command_api"]
         else:
-            # SIGINT → uvicorn shuts down and re-raises it → cProfile.run's `finally` writes the profile.
-            code = f"import cProfile; from command_api.__main__ import main; cProfile.run('main()', {str(self.profile_to)!r})"
+            # CPU time, not wall time: on a busy machine a wall-clock profile blames whatever function
+            # happened to be running when the process was preempted. SIGINT → uvicorn shuts down and
+            # re-raises it → the `finally` writes the profile.
+            code = (
+                "import cProfile, time\nfrom command_api.__main__ import main\n"
+                "profile = cProfile.Profile(time.process_time)\nprofile.enable()\n"
+                f"try:\n    main()\nfinally:\n    profile.disable()\n    profile.dump_stats({str(self.profile_to)!r})\n"
+            )
             argv = [sys.executable, "-c", code]
         log = open(self.log, "wb")  # noqa: SIM115 - the child owns it
         self.proc = await asyncio.create_subprocess_exec(
@@ -181,49 +187,136 @@ class Result:
         return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-async def drive(base_url: str, tokens: list[str], *, clients: int, seconds: float, warmup_s: float) -> Result:
-    """`clients` concurrent loops POSTing purchases for `warmup_s + seconds`; measure after the warm-up."""
+_CONTENT_LENGTH = re.compile(rb"\r\ncontent-length:\s*(\d+)", re.IGNORECASE)
+
+
+async def drive(
+    base_url: str, tokens: list[str], *, clients: int, seconds: float, warmup_s: float,
+    on_window: Any = None,
+) -> Result:
+    """`clients` keep-alive connections POSTing purchases for `warmup_s + seconds`; measured after the warm-up.
+
+    The load generator shares the machine with the API, so it must cost as little CPU as possible:
+    each client is a raw HTTP/1.1 keep-alive connection writing pre-built requests (a fresh
+    Idempotency-Key each) and reading `Content-Length` bodies — an order of magnitude cheaper per
+    request than a full client library, which would otherwise be what is measured.
+    `on_window(phase)` (async) is awaited with "start" and "end" at the measured window's edges.
+    """
     result = Result()
+    host, port = base_url.removeprefix("http://").split(":")
     body = orjson.dumps({"plan_id": "bench-monthly", "auto_renew": True})
-    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
     start = time.perf_counter()
     measure_from = start + warmup_s
     stop_at = measure_from + seconds
 
-    async with httpx.AsyncClient(base_url=base_url, limits=limits, timeout=30) as client:
+    def request(token: str) -> bytes:
+        return (
+            f"POST /v1/subscriptions HTTP/1.1\r\nHost: {host}:{port}\r\nAuthorization: Bearer {token}\r\n"
+            f"Idempotency-Key: {uuid.uuid4()}\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n"
+        ).encode() + body
 
-        async def one_client(index: int) -> None:
-            i = index
-            while True:
-                now = time.perf_counter()
-                if now >= stop_at:
-                    return
-                token = tokens[i % len(tokens)]
-                i += clients
-                headers = {
-                    "Authorization": f"Bearer {token}",
-                    "Idempotency-Key": str(uuid.uuid4()),
-                    "Content-Type": "application/json",
-                }
-                sent = time.perf_counter()
+    async def one_client(index: int) -> None:
+        i = index
+        reader = writer = None
+        while time.perf_counter() < stop_at:
+            if writer is None:
                 try:
-                    response = await client.post("/v1/subscriptions", content=body, headers=headers)
-                except httpx.HTTPError:
-                    if sent >= measure_from:
-                        result.errors += 1
+                    reader, writer = await asyncio.open_connection(host, int(port))
+                except OSError:
+                    result.errors += 1
+                    await asyncio.sleep(0.05)
                     continue
-                done = time.perf_counter()
-                if sent >= measure_from and done <= stop_at:
-                    result.statuses[response.status_code] = result.statuses.get(response.status_code, 0) + 1
-                    if response.status_code == 202:
-                        result.latencies_s.append(done - sent)
+            token = tokens[i % len(tokens)]
+            i += clients
+            sent = time.perf_counter()
+            try:
+                writer.write(request(token))
+                head = await reader.readuntil(b"\r\n\r\n")
+                match = _CONTENT_LENGTH.search(head)
+                if match:
+                    await reader.readexactly(int(match.group(1)))
+                status = int(head[9:12])
+            except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ValueError):
+                if sent >= measure_from:
+                    result.errors += 1
+                writer.close()
+                reader = writer = None
+                continue
+            done = time.perf_counter()
+            if sent >= measure_from and done <= stop_at:
+                result.statuses[status] = result.statuses.get(status, 0) + 1
+                if status == 202:
+                    result.latencies_s.append(done - sent)
+        if writer is not None:
+            writer.close()
 
-        await asyncio.gather(*(one_client(i) for i in range(clients)))
+    async def window() -> None:
+        if on_window is None:
+            return
+        await asyncio.sleep(max(0.0, measure_from - time.perf_counter()))
+        await on_window("start")
+        await asyncio.sleep(max(0.0, stop_at - time.perf_counter()))
+        await on_window("end")
+
+    await asyncio.gather(window(), *(one_client(i) for i in range(clients)))
     result.elapsed_s = seconds
     return result
 
 
 # ---------------------------------------------------------------------------- where the time goes
+
+_TICK = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds a process has used (Linux /proc), 0 when it is gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / _TICK
+
+
+class CpuMeter:
+    """CPU used during the measured window by: the API process, its PostgreSQL backends, this load generator."""
+
+    def __init__(self, api_pid: int, database_url: str) -> None:
+        self.api_pid = api_pid
+        self.database_url = database_url
+        self.start: dict[str, float] = {}
+        self.end: dict[str, float] = {}
+
+    def _backends(self) -> list[int]:
+        import psycopg
+
+        with psycopg.connect(plain_url(self.database_url), autocommit=True, connect_timeout=5) as conn:
+            rows = conn.execute(
+                "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND application_name = 'command_api'"
+            ).fetchall()
+        return [r[0] for r in rows]
+
+    def _snapshot(self) -> dict[str, float]:
+        import resource
+
+        usage = resource.getrusage(resource.RUSAGE_SELF)
+        return {
+            "api": cpu_seconds(self.api_pid),
+            "postgres": sum(cpu_seconds(pid) for pid in self._backends()),
+            "load_generator": usage.ru_utime + usage.ru_stime,
+        }
+
+    async def __call__(self, phase: str) -> None:
+        snapshot = await asyncio.to_thread(self._snapshot)
+        if phase == "start":
+            self.start = snapshot
+        else:
+            self.end = snapshot
+
+    def per_request_ms(self, requests: int) -> dict[str, float]:
+        if not requests or not self.start or not self.end:
+            return {}
+        return {k: round(1000 * (self.end[k] - self.start.get(k, 0.0)) / requests, 3) for k in self.end}
 
 _SAMPLE = re.compile(r'^(?P<name>[a-z_]+)(?:\{(?P<labels>[^}]*)\})? (?P<value>[-+0-9.eE]+|NaN)$')
 
@@ -297,7 +390,9 @@ async def run(clients: int, seconds: float, warmup: float, users: int, partition
             async with httpx.AsyncClient(base_url=base_url, timeout=10) as c:
                 before = (await c.get("/metrics")).text
             console.print(f"driving {clients} clients for {warmup:g}s warm-up + {seconds:g}s …")
-            result = await drive(base_url, tokens, clients=clients, seconds=seconds, warmup_s=warmup)
+            assert api.proc is not None
+            meter = CpuMeter(api.proc.pid, fresh.database_url)
+            result = await drive(base_url, tokens, clients=clients, seconds=seconds, warmup_s=warmup, on_window=meter)
             async with httpx.AsyncClient(base_url=base_url, timeout=10) as c:
                 after = (await c.get("/metrics")).text
         finally:
@@ -314,7 +409,11 @@ async def run(clients: int, seconds: float, warmup: float, users: int, partition
             "other_statuses": {str(k): v for k, v in result.statuses.items() if k != 202},
             "errors": result.errors,
             "server_ms": {k: round(v, 2) for k, v in stages.items()},
+            "cpu_ms_per_request": meter.per_request_ms(sum(result.statuses.values())),
         }
+        cpu = summary["cpu_ms_per_request"]
+        if cpu.get("api"):
+            summary["api_cpu_bound_per_s"] = round(1000 / cpu["api"], 1)
         table = Table(title="POST /v1/subscriptions → 202")
         for column in ("accepted/s", "p50 ms", "p99 ms", "mean ms", "clients", "non-202", "errors"):
             table.add_column(column, justify="right")
@@ -339,6 +438,13 @@ async def run(clients: int, seconds: float, warmup: float, users: int, partition
             if key in stages:
                 breakdown.add_row(label, f"{stages[key]:.2f}")
         console.print(breakdown)
+        if cpu:
+            console.print(
+                "CPU per request: API process {api:.2f} ms, its PostgreSQL backends {postgres:.2f} ms, "
+                "load generator {load_generator:.2f} ms (one API process is CPU-bound at ~{bound:.0f}/s; "
+                "load average {load})".format(**cpu, bound=summary.get("api_cpu_bound_per_s", 0),
+                                              load=", ".join(f"{x:.1f}" for x in os.getloadavg()))
+            )
         if "server_total" in stages:
             queueing = 1000 * statistics.fmean(result.latencies_s) - stages["server_total"] if result.latencies_s else 0
             console.print(f"client-observed mean minus server time (sockets, event-loop queueing, the load generator): {queueing:.1f} ms")

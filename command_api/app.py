@@ -17,10 +17,10 @@ from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_delay, wait_exponential
 
-from command_api.auth import verification_key
+from command_api.auth import TokenVerifier, verification_key
 from command_api.config import ApiSettings, api_settings
 from command_api.deps import Services
-from command_api.idempotency import IdempotencyStore
+from command_api.idempotency import IdempotencyStore, create_pool
 from command_api.intake import CommandIntake, OutcomeWaiter
 from command_api.metrics import Metrics
 from command_api.middleware import RequestContextMiddleware
@@ -81,12 +81,14 @@ async def _purge_loop(idempotency: IdempotencyStore) -> None:
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings: ApiSettings = app.state.settings
     metrics: Metrics = app.state.metrics
-    # No pre-ping: a request on a dead pooled connection answers 503 (retryable with the same key)
-    # and SQLAlchemy then invalidates the whole pool; the hot path saves a round trip per query.
-    engine = create_engine(settings, pool_size=settings.api_db_pool_size, application_name="command_api", pre_ping=False)
+    # Reads go through SQLAlchemy; the Idempotency-Key statements of every POST through a plain
+    # asyncpg pool (see create_pool). No pre-ping: a request on a dead pooled connection answers
+    # 503 (retryable with the same key) and SQLAlchemy then invalidates the whole pool.
+    engine = create_engine(settings, pool_size=10, application_name="command_api", pre_ping=False)
     # Every query of the request path is one statement: autocommit spares BEGIN/COMMIT round trips.
     autocommit = engine.execution_options(isolation_level="AUTOCOMMIT")
     producer = None
+    pool = None
     clock = None
     waiter = None
     purge = None
@@ -94,8 +96,9 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         producer = await _start_producer(settings)
         clock = await build_clock(engine)
         reads = ReadModels(autocommit)
+        pool = await create_pool(settings.database_url, size=settings.api_db_pool_size)
         idempotency = IdempotencyStore(
-            autocommit, ttl_s=settings.api_idempotency_ttl_h * 3600, stale_after_s=settings.api_idempotency_stale_s
+            pool, ttl_s=settings.api_idempotency_ttl_h * 3600, stale_after_s=settings.api_idempotency_stale_s
         )
         waiter = OutcomeWaiter(reads)
         intake = CommandIntake(
@@ -117,6 +120,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             waiter=waiter,
             intake=intake,
             metrics=metrics,
+            tokens=TokenVerifier(settings),
         )
         purge = asyncio.create_task(_purge_loop(idempotency), name="idempotency-purge")
         log.info("api_started", commands_topic=settings.commands_topic)
@@ -133,6 +137,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             await stop()
         if producer is not None:
             await producer.stop()
+        if pool is not None:
+            await pool.close()
         await engine.dispose()
         log.info("api_stopped")
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 import time
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -68,6 +69,37 @@ def verification_key(settings: Settings) -> tuple[str, str]:
 def verify_token(settings: Settings, token: str) -> Principal:
     """Decode and check a bearer token; raise a 401 problem when it is not a valid access token."""
     key, algorithm = verification_key(settings)
+    return _verify(token, key, algorithm)[0]
+
+
+class TokenVerifier:
+    """`verify_token` with a bounded cache of tokens already verified, until their expiry.
+
+    Clients send the same token with every request; its signature and claims do not change, so
+    checking them once is enough. A cached token is served only while `now < exp` (no leeway),
+    and only successful verifications are cached.
+    """
+
+    def __init__(self, settings: Settings, max_entries: int = 8192) -> None:
+        self.key, self.algorithm = verification_key(settings)
+        self.max_entries = max_entries
+        self._cache: OrderedDict[str, tuple[Principal, float]] = OrderedDict()
+
+    def verify(self, token: str) -> Principal:
+        hit = self._cache.get(token)
+        if hit is not None:
+            if time.time() < hit[1]:
+                self._cache.move_to_end(token)
+                return hit[0]
+            del self._cache[token]
+        principal, expires = _verify(token, self.key, self.algorithm)
+        self._cache[token] = (principal, expires)
+        if len(self._cache) > self.max_entries:
+            self._cache.popitem(last=False)
+        return principal
+
+
+def _verify(token: str, key: str, algorithm: str) -> tuple[Principal, float]:
     try:
         claims: dict[str, Any] = jwt.decode(
             token,
@@ -96,7 +128,8 @@ def verify_token(settings: Settings, token: str) -> Principal:
     role = claims.get("role") or "user"
     if role not in ("user", "operator", "service"):
         role = "user"
-    return Principal(user_id=sub, email=email, locale=locale if locale in _LOCALES else "ru", role=role)
+    principal = Principal(user_id=sub, email=email, locale=locale if locale in _LOCALES else "ru", role=role)
+    return principal, float(claims["exp"])
 
 
 def with_operator(principal: Principal, operator_header: str | None) -> Principal:

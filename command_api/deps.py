@@ -14,7 +14,7 @@ from fastapi import Depends, Header, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from command_api.auth import OPERATOR_PATTERN, Principal, verify_token, with_operator
+from command_api.auth import OPERATOR_PATTERN, Principal, TokenVerifier, with_operator
 from command_api.config import ApiSettings
 from command_api.idempotency import IdempotencyStore
 from command_api.intake import CommandContext, CommandIntake, OutcomeWaiter, parse_prefer_wait
@@ -36,6 +36,7 @@ class Services:
     waiter: OutcomeWaiter
     intake: CommandIntake
     metrics: Metrics
+    tokens: TokenVerifier
 
 
 def get_services(request: Request) -> Services:
@@ -56,7 +57,7 @@ async def current_principal(
             401, "unauthorized", "Unauthorized", "send Authorization: Bearer <access token>",
             headers={"WWW-Authenticate": "Bearer"},
         )
-    return verify_token(services.settings, credentials.credentials)
+    return services.tokens.verify(credentials.credentials)
 
 
 CurrentUser = Annotated[Principal, Depends(current_principal)]

@@ -11,6 +11,8 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import asyncpg
+
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -176,7 +178,12 @@ def install_problem_handlers(app: FastAPI) -> None:
             headers={"Retry-After": "1"},
         )
 
-    for exc_type in (OperationalError, PoolTimeout, asyncio.TimeoutError, ConnectionError, OSError):
+    outages = (
+        OperationalError, PoolTimeout, asyncio.TimeoutError, ConnectionError, OSError,
+        asyncpg.PostgresConnectionError, asyncpg.InterfaceError, asyncpg.TooManyConnectionsError,
+        asyncpg.CannotConnectNowError, asyncpg.exceptions.OperatorInterventionError,
+    )
+    for exc_type in outages:
         app.add_exception_handler(exc_type, _unavailable)
 
     @app.exception_handler(DBAPIError)

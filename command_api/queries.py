@@ -7,6 +7,7 @@ user-facing query is scoped to the caller's user id, so another user's rows look
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Mapping
 from typing import Any
@@ -20,8 +21,10 @@ _TERMINAL = ("succeeded", "rejected", "failed")
 
 
 class ReadModels:
-    def __init__(self, engine: AsyncEngine) -> None:
+    def __init__(self, engine: AsyncEngine, *, plan_cache_s: float = 2.0) -> None:
         self.engine = engine
+        self.plan_cache_s = plan_cache_s
+        self._plans_on_sale: dict[str, tuple[Row, float]] = {}
 
     async def _all(self, sql: str, params: dict[str, Any]) -> list[Row]:
         async with self.engine.connect() as conn:
@@ -41,6 +44,26 @@ class ReadModels:
 
     async def plan(self, plan_id: str) -> Row | None:
         return await self._one("SELECT * FROM read.plans WHERE plan_id = :p", {"p": plan_id})
+
+    async def plan_on_sale(self, plan_id: str) -> Row | None:
+        """The plan if it is on sale; a positive answer is reused for `plan_cache_s`.
+
+        This is the purchase's fast pre-check, not the decision (the processor re-checks), so a
+        plan archived a second ago may still pass here and be rejected there. A missing or
+        archived plan is never cached: the moment it goes on sale, it can be bought.
+        """
+        now = time.monotonic()
+        hit = self._plans_on_sale.get(plan_id)
+        if hit is not None and hit[1] > now:
+            return hit[0]
+        row = await self.plan(plan_id)
+        if row is None or row["archived"]:
+            self._plans_on_sale.pop(plan_id, None)
+            return None
+        if len(self._plans_on_sale) > 10_000:
+            self._plans_on_sale.clear()
+        self._plans_on_sale[plan_id] = (row, now + self.plan_cache_s)
+        return row
 
     # subscriptions -------------------------------------------------------------------------
 

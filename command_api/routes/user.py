@@ -80,8 +80,8 @@ async def purchase(body: PurchaseRequest, services: ServicesDep, principal: Curr
     customer = Customer(email=principal.email, locale=principal.locale)  # type: ignore[arg-type]
 
     async def prepare(command_id: uuid.UUID) -> Prepared:
-        plan = await services.reads.plan(body.plan_id)
-        if plan is None or plan["archived"]:
+        plan = await services.reads.plan_on_sale(body.plan_id)
+        if plan is None:
             raise ProblemError(
                 422, "plan-not-available", "Plan not available", f"plan {body.plan_id!r} does not exist or is archived"
             )

@@ -96,3 +96,21 @@ def test_unusable_jwt_configurations_are_refused_at_start():
     with pytest.raises(ValueError):
         verification_key(Settings(jwt_algorithm="ES512"))
     assert verification_key(Settings(jwt_public_key="-----BEGIN PUBLIC KEY-----\\nabc\\n-----END PUBLIC KEY-----"))[1] == "RS256"
+
+
+def test_token_verifier_caches_until_expiry_only():
+    from command_api.auth import TokenVerifier
+
+    settings = Settings(jwt_secret="unit-test-secret-that-is-long-enough")
+    verifier = TokenVerifier(settings, max_entries=2)
+    token = mint_token(settings, user_id="u1", ttl_s=60)
+    first = verifier.verify(token)
+    assert verifier.verify(token) is first  # served from the cache
+    principal, _ = verifier._cache[token]
+    verifier._cache[token] = (principal, 0.0)  # as if its exp had passed while cached
+    assert verifier.verify(token) is not first  # verified again (still valid for PyJWT)
+    with pytest.raises(ProblemError):
+        verifier.verify(mint_token(settings, user_id="u2", ttl_s=-60))
+    for user in ("a", "b", "c"):
+        verifier.verify(mint_token(settings, user_id=user))
+    assert len(verifier._cache) == 2
