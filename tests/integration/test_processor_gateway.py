@@ -194,8 +194,15 @@ async def test_refund_create_is_idempotent_and_readable(gateway, yookassa_sandbo
     assert isinstance(refused, ProviderRefused), refused
 
 
-async def test_calls_run_off_the_event_loop(gateway, yookassa_sandbox) -> None:
+async def test_calls_run_off_the_event_loop(yookassa_sandbox) -> None:
     """While four slow calls are in flight, the loop keeps ticking (margins for a busy machine)."""
+    gateway = YooKassaGateway(
+        shop_id=yookassa_sandbox.shop_id,
+        secret_key=yookassa_sandbox.secret_key,
+        api_url=yookassa_sandbox.api_url,
+        timeout_s=10.0,
+        max_concurrency=4,
+    )
     steps = [_checkout() for _ in range(4)]
     rules = [
         await yookassa_sandbox.aadd_fault(
@@ -223,3 +230,4 @@ async def test_calls_run_off_the_event_loop(gateway, yookassa_sandbox) -> None:
     assert all(isinstance(o, ProviderPayment) for o in outcomes)
     assert elapsed < 3.5  # concurrent: one call in sequence alone would take 4 × 1 s
     assert ticks > 20
+    await gateway.aclose()
