@@ -296,8 +296,10 @@ class Replay:
             for table in TABLE_NAMES:
                 # everything but the indexes: they are built after the load, with the live names
                 await conn.execute(f"CREATE TABLE {q}.{table} (LIKE read.{table} INCLUDING ALL EXCLUDING INDEXES)")
+            # the same shape as the live positions table (its primary key comes after the load)
             await conn.execute(
-                f"CREATE TABLE {q}.{POSITIONS_TABLE} (stream_id TEXT NOT NULL, version INTEGER NOT NULL, position BIGINT)"
+                f"CREATE TABLE {q}.{POSITIONS_TABLE} (LIKE {storage.LIVE_POSITIONS} INCLUDING DEFAULTS INCLUDING CONSTRAINTS "
+                "EXCLUDING INDEXES)"
             )
 
     async def _bulk(
