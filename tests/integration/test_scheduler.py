@@ -218,3 +218,70 @@ async def test_two_schedulers_publish_each_due_command_once_and_a_lost_mark_repu
     finally:
         await producer.stop()
         await eng.dispose()
+
+
+# --------------------------------------------------------------------------- the handler keeps the rows
+
+
+def _cmd(payload: s.Command, stream_id: str, actor: str = "user") -> s.Envelope:
+    cid = uuid.uuid4()
+    meta = s.Metadata(correlation_id=f"sched-{cid}", command_id=cid, actor=s.Actor(kind=actor, id="u"))  # type: ignore[arg-type]
+    return s.new_envelope(payload, stream_id=stream_id, metadata=meta, id=cid)
+
+
+async def test_the_handler_writes_the_row_with_its_append_and_rebuild_agrees(engine: Any, yookassa_sandbox: Any) -> None:
+    from eventstore.clock import SystemClock
+    from eventstore.store import EventStore
+    from payment_processor.config import ProcessorSettings
+    from payment_processor.gateway import YooKassaGateway
+    from payment_processor.handlers import CommandHandler
+    from payment_processor.schedule import rebuild
+    from sandbox.yookassa import cards
+
+    gateway = YooKassaGateway(shop_id=yookassa_sandbox.shop_id, secret_key=yookassa_sandbox.secret_key,
+                              api_url=yookassa_sandbox.api_url, timeout_s=5.0, max_concurrency=4)
+    handler = CommandHandler(engine=engine, store=EventStore(engine), gateway=gateway, clock=SystemClock(),
+                             config=ProcessorSettings(_env_file=None), default_return_url="http://shop.example/return")  # type: ignore[call-arg]
+    user = f"u-{uuid.uuid4().hex[:8]}"
+    stream = s.account_stream(user)
+
+    async def rows() -> dict[uuid.UUID, dict[str, Any]]:
+        async with engine.connect() as conn:
+            return {r["subscription_id"]: r for r in await read_rows(conn, stream)}
+
+    try:
+        plan_id = f"p{uuid.uuid4().hex[:10]}"
+        await handler.handle(_cmd(s.CreatePlan(plan_id=plan_id, name="Monthly", price=s.Money(amount="299.00"), period_days=30),
+                                  s.plan_stream(plan_id), actor="admin"))
+        sub_id = uuid.uuid4()
+        await handler.handle(_cmd(s.PurchaseSubscription(subscription_id=sub_id, plan_id=plan_id, customer=s.Customer(email="a@example.com")), stream))
+        assert await rows() == {}  # pending payment: nothing to schedule yet
+        [payment] = await yookassa_sandbox.apayments({"subscription_id": str(sub_id)})
+        await yookassa_sandbox.apay(payment["id"], cards.SUCCESS)
+        await handler.handle(_cmd(s.SyncPayment(provider_payment_id=payment["id"]), stream, actor="provider"))
+        row1 = (await rows())[sub_id]
+        assert (row1["status"], row1["auto_renew"], row1["has_saved_method"], row1["cancel_at_period_end"]) == ("active", True, True, False)
+
+        await handler.handle(_cmd(s.CancelSubscription(subscription_id=sub_id, mode="at_period_end"), stream))
+        row2 = (await rows())[sub_id]
+        assert (row2["auto_renew"], row2["cancel_at_period_end"], row2["period_end"]) == (False, True, row1["period_end"])
+        assert row2["stream_version"] > row1["stream_version"]
+
+        granted = uuid.uuid4()
+        other_plan = f"p{uuid.uuid4().hex[:10]}"
+        await handler.handle(_cmd(s.CreatePlan(plan_id=other_plan, name="Gift", price=s.Money(amount="99.00"), period_days=7),
+                                  s.plan_stream(other_plan), actor="admin"))
+        await handler.handle(_cmd(s.GrantSubscription(subscription_id=granted, plan_id=other_plan, days=3, reason="sorry"), stream, actor="admin"))
+        before = await rows()
+        assert (before[granted]["status"], before[granted]["has_saved_method"]) == ("active", False)
+
+        async with engine.begin() as conn:  # a table that lost its rows (or predates them) is refilled from the events
+            await conn.execute(text("DELETE FROM processor.schedule WHERE stream_id = :s"), {"s": stream})
+        assert await rebuild(engine) >= 2
+        after = await rows()
+        assert all(after[k]["stream_version"] >= before[k]["stream_version"] for k in before)  # computed at a later version
+        strip = ("stream_version", "updated_at", "sent_action", "sent_period_end", "sent_attempt", "sent_round", "sent_at")
+        assert {k: {c: v for c, v in r.items() if c not in strip} for k, r in after.items()} == \
+               {k: {c: v for c, v in r.items() if c not in strip} for k, r in before.items()}
+    finally:
+        await gateway.aclose()
