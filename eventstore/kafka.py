@@ -22,7 +22,7 @@ from typing import Any
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import CommitFailedError, KafkaError
+from aiokafka.errors import CommitFailedError, KafkaError, OutOfOrderSequenceNumber
 from aiokafka.structs import ConsumerRecord
 
 from eventstore.logging import bind_correlation, get_logger
@@ -36,6 +36,47 @@ GiveUp = Callable[[ConsumerRecord, BaseException], Awaitable[None]]
 # Kafka error codes we expect from CreateTopics
 _TOPIC_ALREADY_EXISTS = 36
 _NO_ERROR = 0
+
+
+class SelfHealingProducer(AIOKafkaProducer):
+    """aiokafka's idempotent producer, minus its one unrecoverable state.
+
+    When a batch is given up (request timeout while the broker restarts), aiokafka has already
+    spent its sequence numbers; the broker then answers every later batch of that partition with
+    OutOfOrderSequenceNumber, and aiokafka never recovers (aio-libs/aiokafka#1017): the API
+    answered 503 and the janitor published nothing until the process was restarted. The Java
+    client bumps the producer epoch in that case; here the failed send still raises to its caller
+    (who retries, as after any Kafka error), and the producer drops its producer id and sequence
+    numbers, so the sender fetches a fresh id (InitProducerId) before the next batch. Duplicates
+    a retry may then create carry the same ids and are absorbed by the idempotent consumers.
+    """
+
+    async def send(self, *args: Any, **kwargs: Any) -> asyncio.Future:  # type: ignore[override]
+        future = await super().send(*args, **kwargs)
+        future.add_done_callback(self._after_delivery)
+        return future
+
+    async def send_batch(self, *args: Any, **kwargs: Any) -> asyncio.Future:  # type: ignore[override]
+        future = await super().send_batch(*args, **kwargs)
+        future.add_done_callback(self._after_delivery)
+        return future
+
+    def _after_delivery(self, future: asyncio.Future) -> None:
+        if not future.cancelled() and isinstance(future.exception(), OutOfOrderSequenceNumber):
+            self.reset_producer_id()
+
+    def reset_producer_id(self) -> bool:
+        """Forget the producer id and sequences (aiokafka internals, pinned version); False if none yet."""
+        from aiokafka.producer.transaction_manager import NO_PRODUCER_EPOCH, NO_PRODUCER_ID, PidAndEpoch
+
+        manager = self._txn_manager
+        if manager is None or manager.transactional_id is not None or not manager.has_pid():
+            return False
+        log.warning("kafka_producer_reset", producer_id=manager.producer_id, reason="OutOfOrderSequenceNumber")
+        manager._pid_and_epoch = PidAndEpoch(NO_PRODUCER_ID, NO_PRODUCER_EPOCH)
+        manager._pid_waiter = asyncio.get_running_loop().create_future()
+        manager._sequence_numbers.clear()
+        return True
 
 
 async def make_producer(settings: Settings, **overrides: Any) -> AIOKafkaProducer:
@@ -56,7 +97,7 @@ async def make_producer(settings: Settings, **overrides: Any) -> AIOKafkaProduce
         "metadata_max_age_ms": 60000,
     }
     options.update(overrides)
-    producer = AIOKafkaProducer(**options)
+    producer = SelfHealingProducer(**options)
     await producer.start()
     return producer
 
