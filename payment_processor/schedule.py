@@ -17,11 +17,12 @@ row can never hide behind a thousand rows that are merely close to their end.
 from __future__ import annotations
 
 import copy
+import functools
 import uuid
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields, is_dataclass
 from datetime import datetime
-from typing import Literal
+from typing import Any, Literal
 
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -114,7 +115,7 @@ def schedule_rows(state: AccountState | PlanState, envelopes: Sequence[Envelope]
     touched = {e.data.subscription_id for e in envelopes if isinstance(e.data, SCHEDULE_EVENTS)}  # type: ignore[attr-defined]
     if not touched:
         return []
-    after = copy.deepcopy(state)
+    after = _clone(state)
     for envelope in envelopes:
         apply(after, envelope)
     rows = []
@@ -124,6 +125,35 @@ def schedule_rows(state: AccountState | PlanState, envelopes: Sequence[Envelope]
         if row is not None:
             rows.append(row)
     return rows
+
+
+def _clone(state: AccountState) -> AccountState:
+    """A copy `apply` may change without touching `state`: a deep copy costs ~0.5 ms per account
+    (the pydantic intents), this one a few microseconds. It copies every dataclass held in the
+    state's dicts and every list/dict/set one level down; the pydantic models inside are shared,
+    which is safe because appliers replace them and never change them in place."""
+
+    def shallow(obj: Any) -> Any:
+        new = copy.copy(obj)
+        for name in _field_names(type(obj)):
+            value = getattr(obj, name)
+            if isinstance(value, (list, dict, set)):
+                setattr(new, name, copy.copy(value))
+        return new
+
+    new = copy.copy(state)
+    for name in _field_names(AccountState):
+        value = getattr(state, name)
+        if isinstance(value, dict):
+            setattr(new, name, {k: shallow(v) if is_dataclass(v) else v for k, v in value.items()})
+        elif isinstance(value, (list, set)):
+            setattr(new, name, copy.copy(value))
+    return new
+
+
+@functools.cache
+def _field_names(cls: type) -> tuple[str, ...]:
+    return tuple(f.name for f in fields(cls))
 
 
 # --------------------------------------------------------------------------- writing (the processor)

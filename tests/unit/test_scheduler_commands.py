@@ -50,6 +50,17 @@ def test_activation_writes_a_renewing_row_and_leaves_the_state_alone() -> None:
     assert before.version == 0 and before.subscriptions == {}  # computed on a copy
 
 
+def test_rows_are_computed_on_a_copy_that_shares_nothing_the_appliers_change() -> None:
+    acc = Account()
+    sub_id = acc.active()
+    acc.run(s.AdminRefund(subscription_id=sub_id, amount=s.Money(amount="10.00"), reason="goodwill"), actor="admin")
+    before, snapshot = copy.deepcopy(acc.state), copy.deepcopy(acc.state)
+    events = _renew(acc, sub_id, 1, paid(2, at=acc.now))  # appends to payment_ids, changes payments
+    [row] = schedule_rows(before, events)
+    assert before == snapshot  # nothing leaked into the state the handler applies the events to
+    assert row.period_end == acc.state.subscriptions[sub_id].period_end != before.subscriptions[sub_id].period_end
+
+
 def test_appends_that_change_nothing_the_scheduler_needs_write_no_row() -> None:
     acc = Account()
     before = copy.deepcopy(acc.state)
