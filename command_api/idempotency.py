@@ -83,9 +83,12 @@ _INSERT = """
     INSERT INTO api.idempotency_keys
         (scope, key, request_hash, method, path, command_id, command_type, state, owner, locked_at, expires_at)
     VALUES ($1, $2, $3, $4, $5, $6, $7, 'in_flight', $8, clock_timestamp(), clock_timestamp() + make_interval(secs => $9))
-    ON CONFLICT (scope, key) DO NOTHING
+    ON CONFLICT DO NOTHING
     RETURNING owner
 """
+# No conflict target on purpose: with `ON CONFLICT (scope, key)` two concurrent first requests with
+# one key can collide on the unique command_id index instead (same key → same derived id), which
+# PostgreSQL then reports as an error rather than "do nothing". Any conflict means the same key.
 
 _SELECT = """
     SELECT request_hash, path, state, owner, response_status, response_body, response_headers,

@@ -227,3 +227,17 @@ async def test_missing_or_malformed_idempotency_key_is_rejected(api, seed):
         "/v1/subscriptions", json={"plan_id": plan["plan_id"]}, headers={**api.auth(user), "Idempotency-Key": "a b"}
     )
     assert spaced.status_code == 422
+
+
+async def test_many_concurrent_first_requests_never_fail(api, seed):
+    """Races between first requests with one key end in one 202 and 409s — never a 5xx."""
+    plan = await seed.plan()
+    for _ in range(15):
+        user = new_user()
+        headers = api.command(user)
+        responses = await asyncio.gather(
+            *[api.client.post("/v1/subscriptions", json={"plan_id": plan["plan_id"]}, headers=headers) for _ in range(8)]
+        )
+        statuses = [r.status_code for r in responses]
+        assert set(statuses) <= {202, 409}, statuses
+        assert len({r.json()["command_id"] for r in responses if r.status_code == 202}) == 1
