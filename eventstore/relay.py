@@ -238,14 +238,18 @@ class OutboxRelay:
         return False
 
     async def _publish_until_stopped(self, conn: asyncpg.Connection, producer: AIOKafkaProducer) -> None:
-        """Batches until stop(): while one batch is published, the next one is already read.
+        """Batches until stop(), as a pipeline: while batch i is published, batch i+1 is read and
+        batch i-1 deleted.
 
-        Reads run on `conn` (the lock's session, so each read also proves we still lead); the
-        deletes run on a second connection at the same time. The next batch is only SENT after
-        the previous one was acked in full, so a failed batch never has a later one overtaking it.
+        Reads run on `conn` (the lock's session, so each read also proves we still lead), deletes
+        on a second connection. A read excludes the positions not deleted yet (batches i and i-1),
+        and at most one delete is outstanding. Batch i+1 is only SENT after batch i was acked in
+        full, so a failed batch is never overtaken by a later one.
         """
         deleter = await self._connect()
         next_rows: asyncio.Task[list[asyncpg.Record]] | None = None
+        deleting: asyncio.Task[None] | None = None
+        deleting_positions: list[int] = []
         idle = self.idle_min_s
         progress = _Progress(self.progress_every_s)
         try:
@@ -253,8 +257,12 @@ class OutboxRelay:
                 if next_rows is not None:
                     rows, next_rows = await next_rows, None
                 else:
-                    rows = await self._read(conn, ())
+                    rows = await self._read(conn, deleting_positions)
                 if not rows:
+                    if deleting is not None:
+                        await self._finish_delete(deleting, progress)
+                        deleting, deleting_positions = None, []
+                        continue
                     self._report(progress.tick(0))
                     await self._sleep(idle)
                     idle = min(idle * 2, self.idle_max_s)
@@ -262,37 +270,48 @@ class OutboxRelay:
                 idle = self.idle_min_s
                 positions = [row[0] for row in rows]
                 if len(rows) == self.batch_size:  # a backlog: read ahead
-                    next_rows = asyncio.create_task(self._read(conn, positions))
+                    next_rows = asyncio.create_task(self._read(conn, positions + deleting_positions))
                 try:
                     await self._publish(producer, rows)
                 except _BatchAbandoned:
                     self._log.warning("relay_batch_abandoned_on_stop", count=len(rows))
                     break  # not deleted: whoever leads next publishes it again
                 except KafkaError as exc:
-                    # Nothing deleted: the batch is published again (duplicates, never a gap).
+                    # Not deleted: the batch is published again (duplicates, never a gap).
                     self._log.error("relay_publish_failed", error=repr(exc), count=len(rows))
                     next_rows = await _discard(next_rows)
                     await self._sleep(self.error_backoff_s)
                     continue
-                await self._delete(deleter, positions)
-                self.published += len(rows)
-                self.batches += 1
-                self._log.debug("relay_batch", count=len(rows), first=positions[0], last=positions[-1])
-                self._report(progress.tick(len(rows)))
+                if deleting is not None:
+                    await self._finish_delete(deleting, progress)
+                deleting = asyncio.create_task(self._delete(deleter, positions))
+                deleting_positions = positions
+            if deleting is not None:
+                await self._finish_delete(deleting, progress)
+                deleting = None
         finally:
             await _discard(next_rows)
+            await _discard(deleting)
             await _close(deleter)
+
+    async def _finish_delete(self, deleting: asyncio.Task[int], progress: _Progress) -> None:
+        count = await deleting
+        self.published += count
+        self.batches += 1
+        self._report(progress.tick(count))
 
     async def _read(self, conn: asyncpg.Connection, in_flight: Sequence[int]) -> list[asyncpg.Record]:
         return await conn.fetch(_READ_BATCH, self.batch_size, in_flight)
 
-    async def _delete(self, conn: asyncpg.Connection, positions: list[int]) -> None:
-        # If this fails (or we die first) the batch is simply published again by the next leader.
+    async def _delete(self, conn: asyncpg.Connection, positions: list[int]) -> int:
+        """Delete a published batch. If this fails (or we die first) the next leader publishes it again."""
         status = await conn.execute(_DELETE_BATCH, positions)
         deleted = int(status.rsplit(" ", 1)[-1])
         if deleted != len(positions):
             # Only another publisher could have deleted them: we do not hold the lock any more.
             raise LostLeadership(f"deleted {deleted} of {len(positions)} outbox rows")
+        self._log.debug("relay_batch", count=len(positions), first=positions[0], last=positions[-1])
+        return len(positions)
 
     def _report(self, window: dict[str, int | float] | None) -> None:
         if window is not None:

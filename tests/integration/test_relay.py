@@ -60,6 +60,11 @@ class TopicReader:
         self._task = asyncio.create_task(self._read())
         return self
 
+    async def records_in_kafka(self) -> int:
+        """How many records the topic holds (the sum of its partitions' end offsets)."""
+        assignment = await wait_until(self._consumer.assignment, 15, message="partitions assigned")
+        return sum((await self._consumer.end_offsets(list(assignment))).values())
+
     async def caught_up(self) -> bool:
         """True once every record that is in Kafka right now has been read."""
         assignment = self._consumer.assignment()
@@ -286,17 +291,28 @@ async def test_relay_killed_mid_batch_loses_nothing_and_keeps_stream_order(
     assert await outbox_size(settings) == total == 10_000
 
     relay = relay_process(settings, "crashing", "--batch-size", "2000")
+    probe = await asyncpg.connect(plain_url(settings.database_url), timeout=10)
     async with TopicReader(settings, settings.events_topic) as reader:
         try:
-            relay.start()
-            await relay.wait_ready()
-            # SIGKILL as soon as new records show up in Kafka, then check from outside that the
-            # relay died mid-batch: records in Kafka whose outbox rows were not deleted. The relay is
-            # almost always mid-batch, but a kill can land between two batches: then it is simply
-            # restarted and killed again (that is one more crash it must survive).
+            # SIGKILL while Kafka holds records whose outbox rows are not deleted yet (published,
+            # not yet deleted: a batch in flight), then confirm it from Kafka's side once the reader
+            # caught up. A kill can still land just between two batches: then the relay is started
+            # and killed again (one more crash it must survive). The test holds the relay lock while
+            # the relay starts, so the relay (a standby until then) begins only once we watch.
             for _attempt in range(5):
-                seen = len(reader.records)
-                await wait_until(lambda: len(reader.records) > seen, 30, interval=0.001, message="records arrive")
+                await probe.execute("SELECT pg_advisory_lock($1)", RELAY_LOCK_KEY)
+                relay.start()
+                await relay.wait_ready()
+                published_before = await reader.records_in_kafka()
+                deleted_before = total - await probe.fetchval("SELECT count(*) FROM eventstore.outbox")
+
+                async def batch_in_flight() -> bool:
+                    published = await reader.records_in_kafka() - published_before  # read before `deleted`
+                    deleted = total - await probe.fetchval("SELECT count(*) FROM eventstore.outbox") - deleted_before
+                    return published > deleted
+
+                await probe.execute("SELECT pg_advisory_unlock($1)", RELAY_LOCK_KEY)
+                await wait_until(batch_in_flight, 30, interval=0.001, message="a batch in flight")
                 relay.kill()
                 await wait_until(reader.caught_up, 15, message="the reader has everything Kafka has")
                 left = await outbox_positions(settings)
@@ -304,11 +320,8 @@ async def test_relay_killed_mid_batch_loses_nothing_and_keeps_stream_order(
                 if in_flight:
                     break
                 assert left, "the relay finished before a kill landed"
-                relay.start()
-                await relay.wait_ready()
             else:
                 pytest.fail("never killed in the middle of a batch")
-            assert left, "killed before it finished"
             assert not logged(relay, "relay_stopped"), "it was killed, not stopped"
 
             relay.start()  # the same command again, as a supervisor would
@@ -316,6 +329,7 @@ async def test_relay_killed_mid_batch_loses_nothing_and_keeps_stream_order(
             await wait_until(lambda: _is(outbox_size(settings), 0), 15, message="outbox drained")
         finally:
             relay.terminate()
+            await probe.close()
 
     received = reader.event_ids()
     assert received == {i for v in ids.values() for i in v}, "nothing lost"
