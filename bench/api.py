@@ -354,17 +354,26 @@ def stage_breakdown(before: str, after: str) -> dict[str, float]:
     return out
 
 
-def profile_summary(path: Path, limit: int = 18) -> list[tuple[str, float, float]]:
-    """(function, cumulative s, own s) of the heaviest functions in a cProfile dump."""
+def profile_by_component(path: Path) -> list[tuple[str, float, float]]:
+    """(component, own CPU seconds, share) from a cProfile dump: own time summed per package."""
     import pstats
 
     stats = pstats.Stats(str(path))
-    rows = []
-    for (filename, line, func), (_cc, _nc, tt, ct, _callers) in stats.stats.items():  # type: ignore[attr-defined]
-        short = filename.split("site-packages/")[-1].replace(str(ROOT) + "/", "")
-        rows.append((f"{short}:{line}({func})", ct, tt))
-    rows.sort(key=lambda r: r[2], reverse=True)
-    return rows[:limit]
+    totals: dict[str, float] = {}
+    for (filename, _line, func), (_cc, _nc, own, _cum, _callers) in stats.stats.items():  # type: ignore[attr-defined]
+        if "site-packages/" in filename:
+            component = filename.split("site-packages/")[1].split("/")[0].split(".")[0]
+        elif filename.startswith(str(ROOT)):
+            component = filename[len(str(ROOT)) + 1 :].split("/")[0]
+        elif filename == "~":
+            component = "builtins (C: json, isinstance, struct, …)" if "method" in func or "built-in" in func else "other"
+        else:
+            component = "stdlib (" + Path(filename).parent.name + ")" if "/lib/python" in filename else "other"
+            if "asyncio" in filename:
+                component = "asyncio event loop"
+        totals[component] = totals.get(component, 0.0) + own
+    grand = sum(totals.values()) or 1.0
+    return sorted(((name, own, own / grand) for name, own in totals.items()), key=lambda r: r[1], reverse=True)[:14]
 
 
 # ---------------------------------------------------------------------------- main
@@ -445,9 +454,6 @@ async def run(clients: int, seconds: float, warmup: float, users: int, partition
                 "load average {load})".format(**cpu, bound=summary.get("api_cpu_bound_per_s", 0),
                                               load=", ".join(f"{x:.1f}" for x in os.getloadavg()))
             )
-        if "server_total" in stages:
-            queueing = 1000 * statistics.fmean(result.latencies_s) - stages["server_total"] if result.latencies_s else 0
-            console.print(f"client-observed mean minus server time (sockets, event-loop queueing, the load generator): {queueing:.1f} ms")
 
         if profile:
             profile_path = Path(tempfile.gettempdir()) / f"bench-api-{uuid.uuid4().hex[:6]}.prof"
@@ -459,14 +465,16 @@ async def run(clients: int, seconds: float, warmup: float, users: int, partition
             finally:
                 await profiled.stop()
             if profile_path.exists():
-                top = Table(title="API process: heaviest functions by own time (cProfile)")
-                top.add_column("function")
-                top.add_column("own s", justify="right")
-                top.add_column("cumulative s", justify="right")
-                for name, cumulative, own in profile_summary(profile_path):
-                    top.add_row(name[-90:], f"{own:.2f}", f"{cumulative:.2f}")
+                top = Table(title="API process CPU by component during the profiled pass (cProfile, CPU time)")
+                top.add_column("component")
+                top.add_column("own CPU s", justify="right")
+                top.add_column("share", justify="right")
+                components = profile_by_component(profile_path)
+                for name, own, share in components:
+                    top.add_row(name, f"{own:.2f}", f"{100 * share:.0f}%")
                 console.print(top)
                 summary["profile"] = str(profile_path)
+                summary["cpu_share_by_component"] = {name: round(share, 3) for name, _own, share in components}
     finally:
         await delete_topic(base, topic)
         await asyncio.to_thread(drop_database, base, fresh)

@@ -62,7 +62,16 @@ async def _start_producer(settings: ApiSettings) -> Any:
     ):
         with attempt:
             await ensure_topics(settings, {settings.commands_topic: settings.api_commands_partitions}, timeout=10)
-            return await make_producer(settings, client_id="command-api")
+            producer = await make_producer(settings, client_id="command-api")
+            try:
+                # Track the commands topic now: the first command does not wait for its metadata, and
+                # later metadata refreshes (and /readyz) ask for this topic only, not for every
+                # topic of the cluster (aiokafka asks for all while it tracks none).
+                await asyncio.wait_for(producer.partitions_for(settings.commands_topic), 10)
+            except BaseException:
+                await producer.stop()
+                raise
+            return producer
     raise RuntimeError("unreachable")
 
 
