@@ -300,6 +300,8 @@ async def test_a_declined_renewal_goes_past_due_and_the_second_try_succeeds(full
     assert (row["status"], row["renewal_attempts"], row["next_retry_at"]) == ("past_due", 1, data.next_retry_at)
     assert await full.renewal_charges(sub) == {"canceled": 1}
     await full.emails(sub, "renewal_failed")
+    [mail] = [m for m in await full.mailgun.amessages(to=sub.email) if m["tags"] == ["renewal_failed"]]
+    assert "Next attempt:" in mail["text"] and "not enough funds" in mail["text"]  # what happens next, and why
 
     await full.yookassa.aset_method_behaviour(sub.method_id, None)  # the customer topped up the card
     await full.move_to(data.next_retry_at + timedelta(minutes=1))
@@ -338,6 +340,8 @@ async def test_every_retry_declines_then_the_subscription_expires(full: Stack) -
     assert await full.charges(sub) == 1  # only the purchase
     tags = await full.emails(sub, "renewal_failed", "renewal_failed", "renewal_failed", "subscription_expired")
     assert sorted(tags) == ["purchase_succeeded", "renewal_failed", "renewal_failed", "renewal_failed", "subscription_expired"]
+    texts = [m["text"] for m in await full.mailgun.amessages(to=sub.email) if m["tags"] == ["renewal_failed"]]
+    assert sum("Next attempt:" in x for x in texts) == 2 and sum("That was the last attempt" in x for x in texts) == 1
 
 
 async def test_auto_renew_off_reminds_then_expires_at_the_period_end_without_a_charge(full: Stack) -> None:
