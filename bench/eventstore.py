@@ -18,6 +18,7 @@ topic are dropped at the end.
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 import uuid
 from dataclasses import dataclass
@@ -282,7 +283,10 @@ async def delete_topic(settings: Settings) -> None:
 # ---------------------------------------------------------------------------- driver
 
 
-async def run(seconds: float, writers: list[int], relay_events: int, relay_batch: int, pool_size: int) -> dict[str, Any]:
+async def run(
+    seconds: float, rounds: int, writers: list[int], relay_events: int, relay_batch: int, pool_size: int
+) -> dict[str, Any]:
+    load_before = os.getloadavg()[0]
     base = Settings()
     settings = await asyncio.to_thread(create_database, base)
     engine = create_engine(settings, pool_size=pool_size, application_name="bench")
@@ -294,13 +298,21 @@ async def run(seconds: float, writers: list[int], relay_events: int, relay_batch
         await bench_raw(engine, 1, max(writers), 0.3)
         for batch in (1, 10):
             for n in writers:
-                for kind in ("raw", "append"):
-                    if kind == "raw":
-                        cell = await bench_raw(engine, batch, n, seconds)
-                    else:
-                        cell = await bench_append(store, batch, n, seconds)
-                    cells.append(cell)
-                    console.log(f"{kind:6} batch={batch:2} writers={n:2}: {cell.events_per_s:9.0f} events/s")
+                # Interleaved short rounds, so a load change on the machine hits both sides alike.
+                raw, append = Cell("raw", batch, n, 0, 0.0), Cell("append", batch, n, 0, 0.0)
+                for _ in range(rounds):
+                    for total, measure in (
+                        (raw, bench_raw(engine, batch, n, seconds / rounds)),
+                        (append, bench_append(store, batch, n, seconds / rounds)),
+                    ):
+                        cell = await measure
+                        total.transactions += cell.transactions
+                        total.seconds += cell.seconds
+                cells += [raw, append]
+                console.log(
+                    f"batch={batch:2} writers={n:2}: append {append.events_per_s:8.0f} events/s,"
+                    f" raw {raw.events_per_s:8.0f} rows/s"
+                )
         relay = await bench_relay(settings, engine, relay_events, relay_batch) if relay_events else None
     finally:
         await engine.dispose()
@@ -341,12 +353,15 @@ async def run(seconds: float, writers: list[int], relay_events: int, relay_batch
         result["relay_events_per_s"] = round(relay["events_per_s"])
         result["relay_events"] = relay["events"]
     result["seconds_per_cell"] = seconds
+    # This machine is shared (other test runs, the same PostgreSQL server): say how busy it was.
+    result["load_avg_1m"] = [round(load_before, 2), round(os.getloadavg()[0], 2)]
     return result
 
 
 @app.command()
 def main(
-    seconds: float = typer.Option(3.0, help="measuring time per cell"),
+    seconds: float = typer.Option(3.0, help="measuring time per cell (each side)"),
+    rounds: int = typer.Option(3, help="interleaved append/raw rounds per cell"),
     writers: str = typer.Option("1,4,16", help="concurrent writer counts"),
     relay_events: int = typer.Option(200_000, help="events pre-filled for the relay (0 skips it)"),
     relay_batch: int = typer.Option(2000, help="relay batch size"),
@@ -355,7 +370,7 @@ def main(
     """Measure appends vs raw inserts and the relay; the last line printed is JSON."""
     configure_logging("bench", json=False, level="WARNING")
     counts = [int(w) for w in writers.split(",") if w.strip()]
-    result = asyncio.run(run(seconds, counts, relay_events, relay_batch, pool_size))
+    result = asyncio.run(run(seconds, rounds, counts, relay_events, relay_batch, pool_size))
     print(orjson.dumps(result).decode())
 
 
