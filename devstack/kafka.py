@@ -40,6 +40,8 @@ class KafkaNode:
     home: Path = field(default_factory=lambda: paths.KAFKA_HOME)
     host: str = "127.0.0.1"
     libs: Path = field(default_factory=lambda: paths.KAFKA_LIBS)
+    # extra JVM flags, e.g. ("-XX:TieredStopAtLevel=1",): a throw-away test broker starts ~2x faster
+    jvm_options: tuple[str, ...] = ()
 
     @classmethod
     def from_env(cls) -> "KafkaNode":
@@ -222,6 +224,7 @@ def _jvm_args(node: KafkaNode) -> list[str]:
     return [
         _java(),
         *HEAP,
+        *node.jvm_options,
         "-XX:+UseG1GC",
         "-XX:MaxGCPauseMillis=20",
         "-XX:+ExitOnOutOfMemoryError",
