@@ -1,0 +1,820 @@
+"""Chaos run: the two promises of DESIGN.md checked under crashes, a broker restart and a lying provider.
+
+`python -m bench.chaos` (and, shorter, `tests/e2e/test_chaos.py`) runs the whole product on a
+fresh database, unique topics and a PRIVATE Kafka broker (the shared development broker is never
+restarted) with `tests.support.stack.Pipeline`. Virtual users buy through the command API only
+(Idempotency-Key, `Prefer: wait`), pay on the sandbox's checkout page, decline with decline cards,
+abandon the page, double-click, buy again, and cancel with a refund — while
+
+- the harness SIGKILLs a processor, the relay, the projector or the notifier at random moments
+  and restarts it, and restarts the Kafka broker once;
+- the YooKassa sandbox answers some calls late (longer than the processor's timeout), with 500
+  "outcome unknown" (applied and not applied), or drops the connection after applying the call
+  (the lost response), and duplicates and delays its notifications.
+
+Then the faults stop and the janitor settles what is open (bounded wait), and the run counts what
+must be zero:
+
+| count | how |
+|---|---|
+| double charges | successful charges per subscription (sandbox inspection API) beyond one, not fully refunded |
+| commands not terminal | every command id on the commands topic, every key the API accepted and every one a user was answered with, against `read.commands` |
+| succeeded payments without their subscription | a succeeded sandbox payment whose subscription is not active/expired and that was not refunded |
+| refunds above what was paid | per payment, sandbox refunds (pending + succeeded) above its amount; per subscription in the read model |
+| read models differing from a replay | `python -m projector.replay --check` on the chaos database |
+| emails missing / beyond the bound | Mailgun sandbox messages per Message-Id vs. the events that must email (notifier.domain.emails); docs/decisions/0070: one extra copy per notifier crash at most |
+
+It prints a table and, as its last line, one JSON object with every count and the numbers of
+operations, kills and faults. The exit code is 1 when any count is not zero.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import random
+import time
+import uuid
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from devstack.stack import read_env_file
+from sandbox.yookassa import cards
+from schemas import derived_id
+from tests.support.stack import Pipeline, PipelineOptions
+
+app = typer.Typer(add_completion=False, help=__doc__.splitlines()[0])
+
+PLAN_ID = "chaos-monthly"
+PLAN_PRICE = "299.00"
+TERMINAL = ("succeeded", "rejected", "failed")
+RETRYABLE = {409, 429, 500, 503, 504}
+KILL_TARGETS = ("processor", "relay", "projector", "notifier")
+DECLINE_CARDS = (
+    cards.DECLINE_INSUFFICIENT_FUNDS,
+    cards.DECLINE_CARD_EXPIRED,
+    cards.DECLINE_FRAUD_SUSPECTED,
+    cards.DECLINE_3D_SECURE_FAILED,
+)
+COUNT_KEYS = (
+    "double_charges",
+    "commands_not_terminal",
+    "succeeded_payments_without_subscription",
+    "refunds_above_paid",
+    "read_model_differences",
+    "emails_missing",
+    "emails_duplicated_beyond_bound",
+    "emails_unexpected",
+)
+
+
+@dataclass
+class ChaosConfig:
+    duration: float = 60.0  # seconds of storm (users + kills + faults)
+    users: int = 24
+    seed: int | None = None
+    processors: int = 2
+    kill_every: tuple[float, float] = (1.5, 4.0)  # seconds between kills
+    down_for: tuple[float, float] = (0.2, 2.5)  # seconds a killed process stays dead
+    kafka_restart: bool = True
+    kafka_restart_at: tuple[float, float] = (0.15, 0.35)  # when, as a fraction of the storm
+    faults: bool = True
+    settle_timeout: float = 120.0
+    keep_database: bool = False
+    log_dir: Path | None = None
+
+
+@dataclass
+class Tally:
+    """What the virtual users did and saw (operations), and what the harness did (kills, faults)."""
+
+    ops: Counter[str] = field(default_factory=Counter)
+    answers: Counter[str] = field(default_factory=Counter)
+    kills: Counter[str] = field(default_factory=Counter)
+    revive_failures: list[str] = field(default_factory=list)
+    failed_starts: Counter[str] = field(default_factory=Counter)
+    kafka_restarts: int = 0
+    kafka_down_s: float = 0.0
+    answered: dict[uuid.UUID, str] = field(default_factory=dict)  # command id -> status the user was told
+    sent: set[uuid.UUID] = field(default_factory=set)  # every command id a user POSTed (derived from the key)
+    notes: list[str] = field(default_factory=list)
+
+
+# --------------------------------------------------------------------------- virtual users
+
+
+class User:
+    """One virtual customer: a fresh user id per flow, talking to the API and the payment page only."""
+
+    def __init__(self, pipeline: Pipeline, client: httpx.AsyncClient, tally: Tally, rng: random.Random,
+                 user_id: str, clock: Clock) -> None:
+        self.pipeline = pipeline
+        self.client = client
+        self.tally = tally
+        self.rng = rng
+        self.user_id = user_id
+        self.auth = {"Authorization": f"Bearer {pipeline.token(user_id, email=f'{user_id}@example.com')}"}
+        self.clock = clock
+
+    @property
+    def give_up_at(self) -> float:
+        return self.clock.give_up_at
+
+    async def command(self, path: str, key: str, body: dict[str, Any]) -> dict[str, Any] | None:
+        """POST a command; retry with the SAME key on anything retryable; None if it never got through."""
+        command_id = derived_id("command", self.user_id, key)
+        self.tally.sent.add(command_id)
+        delay = 0.2
+        while time.monotonic() < self.give_up_at:
+            try:
+                response = await self.client.post(
+                    path, headers={**self.auth, "Idempotency-Key": key, "Prefer": "wait=5"}, json=body
+                )
+            except httpx.HTTPError as exc:
+                self.tally.answers[f"transport {type(exc).__name__}"] += 1
+            else:
+                self.tally.answers[f"http {response.status_code}"] += 1
+                if response.status_code == 404 and "/cancel" in path:
+                    pass  # the read model has not seen the subscription yet: try again
+                elif response.status_code not in RETRYABLE:
+                    data = response.json()
+                    if "command_id" in data:
+                        status = data.get("command_status") or data.get("status")
+                        self.tally.answered[uuid.UUID(data["command_id"])] = str(status)
+                        return data
+                    self.tally.notes.append(f"{path} answered {response.status_code}: {response.text[:200]}")
+                    return None
+            await asyncio.sleep(delay + self.rng.random() * delay)
+            delay = min(delay * 2, 2.0)
+        return None
+
+    async def until_terminal(self, answer: dict[str, Any]) -> dict[str, Any]:
+        """Poll GET /v1/commands/{id} until the command ends (or the user gives up)."""
+        command_id = answer["command_id"]
+        body = answer
+        while (body.get("command_status") or body.get("status")) not in TERMINAL and time.monotonic() < self.give_up_at:
+            await asyncio.sleep(0.3)
+            with contextlib.suppress(httpx.HTTPError):
+                got = await self.client.get(f"/v1/commands/{command_id}", headers=self.auth)
+                if got.status_code == 200:
+                    body = got.json()
+                    self.tally.answered[uuid.UUID(command_id)] = body["status"]
+        return body
+
+    async def subscription_status(self, subscription_id: str) -> str | None:
+        with contextlib.suppress(httpx.HTTPError):
+            got = await self.client.get(f"/v1/subscriptions/{subscription_id}", headers=self.auth)
+            if got.status_code == 200:
+                return got.json()["status"]
+        return None
+
+    async def wait_subscription(self, subscription_id: str, wanted: set[str], deadline: float) -> str | None:
+        status = None
+        while time.monotonic() < min(deadline, self.give_up_at):
+            status = await self.subscription_status(subscription_id)
+            if status in wanted:
+                return status
+            await asyncio.sleep(0.3)
+        return status
+
+    async def checkout(self, url: str, form: dict[str, str]) -> bool:
+        """Submit the sandbox payment page (a second submit changes nothing, so retries are safe)."""
+        for _ in range(5):
+            try:
+                response = await self.client.post(url, data=form)
+            except httpx.HTTPError:
+                await asyncio.sleep(0.3)
+                continue
+            return response.status_code == 200
+        return False
+
+    async def buy(self, key: str) -> dict[str, Any] | None:
+        body = {"plan_id": PLAN_ID, "auto_renew": self.rng.random() < 0.5}
+        if self.rng.random() < 0.1:  # a double click: the same request twice at once
+            self.tally.ops["double_click"] += 1
+            answers = await asyncio.gather(*(self.command("/v1/subscriptions", key, body) for _ in range(2)))
+            answer = next((a for a in answers if a is not None), None)
+        else:
+            answer = await self.command("/v1/subscriptions", key, body)
+        if answer is None:
+            self.tally.ops["purchase_not_accepted"] += 1
+            return None
+        return await self.until_terminal(answer)
+
+    async def run(self, scenario: str) -> None:
+        self.tally.ops[f"scenario_{scenario}"] += 1
+        self.tally.ops["purchase"] += 1
+        done = await self.buy("buy-1")
+        if done is None:
+            return
+        status = done.get("command_status") or done.get("status")
+        self.tally.ops[f"purchase_{status}"] += 1
+        outcome = done.get("outcome") or {}
+        url, subscription_id = outcome.get("confirmation_url"), outcome.get("subscription_id")
+        if status != "succeeded" or not url:
+            return
+        await asyncio.sleep(self.rng.random() * 0.5)  # the user reads the page
+        if scenario == "abandon":
+            self.tally.ops["abandon"] += 1
+            await self.checkout(url, {"action": "leave", "expire_after_s": f"{self.rng.uniform(0.5, 3):.1f}"})
+            return
+        if scenario == "decline":
+            self.tally.ops["decline"] += 1
+            await self.checkout(url, {"action": "pay", "card_number": self.rng.choice(DECLINE_CARDS)})
+            return
+        self.tally.ops["pay"] += 1
+        if not await self.checkout(url, {"action": "pay", "card_number": self.rng.choice(cards.SUCCESS_CARDS)}):
+            self.tally.ops["pay_page_failed"] += 1
+            return
+        active = await self.wait_subscription(subscription_id, {"active"}, time.monotonic() + 60)
+        if active != "active":
+            self.tally.ops["not_active_in_time"] += 1
+            return
+        self.tally.ops["active_seen"] += 1
+        if self.rng.random() < 0.15:  # buys the same plan again: must be rejected, never charged
+            self.tally.ops["rebuy"] += 1
+            again = await self.command("/v1/subscriptions", "buy-2", {"plan_id": PLAN_ID, "auto_renew": False})
+            if again is not None:
+                again = await self.until_terminal(again)
+                self.tally.ops[f"rebuy_{again.get('command_status') or again.get('status')}"] += 1
+        if scenario == "cancel":
+            self.tally.ops["cancel_refund"] += 1
+            answer = await self.command(f"/v1/subscriptions/{subscription_id}/cancel", "cancel-1", {"mode": "refund_now"})
+            if answer is not None:
+                ended = await self.until_terminal(answer)
+                self.tally.ops[f"cancel_{ended.get('command_status') or ended.get('status')}"] += 1
+
+
+SCENARIOS = (("pay", 35), ("cancel", 30), ("decline", 20), ("abandon", 15))
+
+
+@dataclass
+class Clock:
+    """When the storm ends: pushed back after the broker restart, so chaos also runs with it back."""
+
+    storm_end: float
+
+    @property
+    def give_up_at(self) -> float:
+        return self.storm_end + 60  # flows in progress may finish after the storm
+
+
+async def user_loop(pipeline: Pipeline, client: httpx.AsyncClient, tally: Tally, rng: random.Random, run: str,
+                    vu: int, clock: Clock) -> None:
+    i = 0
+    await asyncio.sleep(rng.random() * 2)
+    while time.monotonic() < clock.storm_end:
+        i += 1
+        scenario = rng.choices([s for s, _ in SCENARIOS], weights=[w for _, w in SCENARIOS])[0]
+        user = User(pipeline, client, tally, rng, f"chaos-{run}-{vu}-{i}", clock)
+        try:
+            await user.run(scenario)
+        except Exception as exc:  # noqa: BLE001 - a user's crash is a finding, not the end of the run
+            tally.notes.append(f"user {user.user_id} crashed: {exc!r}")
+        await asyncio.sleep(rng.random() * 0.3)
+
+
+# --------------------------------------------------------------------------- the monkey and the faults
+
+
+def fault_rules(yookassa_timeout_s: float) -> list[dict[str, Any]]:
+    """The provider's misbehaviour during the storm (probabilities per matching call)."""
+    slow = int(yookassa_timeout_s * 1000) + 1500  # longer than the processor waits: a timeout
+    return [
+        {"endpoint": "POST /v3/payments", "mode": "latency", "latency_ms": slow, "probability": 0.04},
+        {"endpoint": "POST /v3/payments", "mode": "error_500_applied", "probability": 0.05},
+        {"endpoint": "POST /v3/payments", "mode": "error_500_not_applied", "probability": 0.05},
+        {"endpoint": "POST /v3/payments", "mode": "drop_after_apply", "probability": 0.05},
+        {"endpoint": "GET /v3/payments/*", "mode": "error_500_not_applied", "probability": 0.05},
+        {"endpoint": "GET /v3/payments/*", "mode": "latency", "latency_ms": slow, "probability": 0.02},
+        {"endpoint": "POST /v3/refunds", "mode": "error_500_applied", "probability": 0.08},
+        {"endpoint": "POST /v3/refunds", "mode": "drop_after_apply", "probability": 0.08},
+        {"endpoint": "POST /v3/refunds", "mode": "latency", "latency_ms": slow, "probability": 0.04},
+        {"endpoint": "GET /v3/refunds/*", "mode": "error_500_not_applied", "probability": 0.05},
+        {"endpoint": "NOTIFY *", "mode": "duplicate", "times": 3, "probability": 0.3},
+        {"endpoint": "NOTIFY *", "mode": "delay", "delay_ms": 3000, "probability": 0.2},
+    ]
+
+
+AFTER_BROKER_S = 20.0  # at least this much storm once the restarted broker is back
+
+
+async def monkey(pipeline: Pipeline, cfg: ChaosConfig, rng: random.Random, tally: Tally, clock: Clock,
+                 log: Any) -> None:
+    """SIGKILL random workers (and start them again) until the storm ends; restart the broker once, meanwhile."""
+    targets = [n for n in pipeline.processes if n.split("-")[0] in KILL_TARGETS]
+    start = time.monotonic()
+    broker = None
+    if cfg.kafka_restart:
+        broker = asyncio.create_task(restart_broker_at(
+            pipeline, start + (clock.storm_end - start) * rng.uniform(*cfg.kafka_restart_at), rng, tally, clock, log))
+    reviving: dict[str, asyncio.Task[None]] = {}
+
+    async def kill_and_revive(name: str) -> None:
+        await pipeline.kill(name)
+        tally.kills[name] += 1
+        log(f"SIGKILL {name}")
+        await asyncio.sleep(rng.uniform(*cfg.down_for))
+        await revive(pipeline, name, tally, log)
+
+    while True:
+        wait = rng.uniform(*cfg.kill_every)
+        if time.monotonic() + wait >= clock.storm_end:
+            break
+        await asyncio.sleep(wait)
+        alive = [n for n in targets if n not in reviving or reviving[n].done()]
+        if alive:  # a process still coming back (say, while the broker is down) is not killed again
+            name = rng.choice(alive)
+            reviving[name] = asyncio.create_task(kill_and_revive(name))
+    await asyncio.gather(*reviving.values())
+    if broker is not None:
+        await broker
+
+
+async def restart_broker_at(pipeline: Pipeline, at: float, rng: random.Random, tally: Tally, clock: Clock,
+                            log: Any) -> None:
+    await asyncio.sleep(max(0.0, at - time.monotonic()))
+    log(f"restarting the Kafka broker ({pipeline.kafka_bootstrap})")
+    down = await pipeline.restart_kafka(down_s=rng.uniform(0.5, 2.0))
+    tally.kafka_restarts += 1
+    tally.kafka_down_s += down
+    clock.storm_end = max(clock.storm_end, time.monotonic() + AFTER_BROKER_S)
+    log(f"broker back after {down:.1f}s")
+
+
+async def revive(pipeline: Pipeline, name: str, tally: Tally, log: Any, give_up_after: float = 240.0) -> None:
+    """Start a killed process again, like a supervisor would: retry (with back-off) until it is ready.
+
+    The services exit when the broker is unreachable at start (say, during its restart); each such
+    failed start is counted, not hidden.
+    """
+    deadline = time.monotonic() + give_up_after
+    delay = 1.0
+    while True:
+        try:
+            await pipeline.revive(name, timeout=90)
+            return
+        except AssertionError as exc:  # ProcessNotReady: it exited, or was not ready in time
+            tally.failed_starts[name] += 1
+            if time.monotonic() > deadline:
+                tally.revive_failures.append(f"{name} did not come back: {str(exc).splitlines()[0]}")
+                log(f"{name} did not come back; see {pipeline.processes[name].log_path}")
+                return
+            await asyncio.sleep(delay)
+            delay = min(delay * 1.5, 5.0)
+
+
+# --------------------------------------------------------------------------- settling and checking
+
+
+async def db_fetch(conn: Any, sql: str, *args: Any) -> list[Any]:
+    return await conn.fetch(sql, *args)
+
+
+async def accepted_command_ids(conn: Any, tally: Tally) -> set[uuid.UUID]:
+    """Commands the API accepted (Kafka acked) plus every one a user was answered with."""
+    rows = await conn.fetch(
+        "SELECT command_id FROM api.idempotency_keys WHERE accepted_at IS NOT NULL OR state = 'completed'")
+    return {r[0] for r in rows} | set(tally.answered)
+
+
+async def open_work(conn: Any, accepted: set[uuid.UUID]) -> dict[str, int]:
+    """What is still moving; all zero means the system has settled."""
+    q = {
+        "outbox": "SELECT count(*) FROM eventstore.outbox",
+        "commands_open": "SELECT count(*) FROM read.commands WHERE status NOT IN ('succeeded', 'rejected', 'failed')",
+        "payments_open": "SELECT count(*) FROM read.payments WHERE status IN ('created', 'pending', 'unknown')",
+        "refunds_open": "SELECT count(*) FROM read.refunds WHERE status IN ('requested', 'pending', 'unknown')",
+        "subscriptions_pending": "SELECT count(*) FROM read.subscriptions WHERE status = 'pending_payment'",
+        "emails_in_flight": "SELECT count(*) FROM notifier.emails WHERE status IN ('sending', 'parked')",
+        "projector_behind": """
+            SELECT count(*) FROM (SELECT stream_id, max(stream_version) AS v FROM eventstore.events GROUP BY stream_id) e
+            LEFT JOIN projector.stream_positions p USING (stream_id) WHERE p.version IS DISTINCT FROM e.v""",
+    }
+    out = {name: int((await conn.fetchval(sql)) or 0) for name, sql in q.items()}
+    terminal = {r[0] for r in await conn.fetch(
+        "SELECT command_id FROM read.commands WHERE command_id = ANY($1::uuid[]) AND status IN ('succeeded', 'rejected', 'failed')",
+        list(accepted))}
+    out["accepted_not_terminal"] = len(accepted - terminal)
+    return out
+
+
+async def commands_on_topic(pipeline: Pipeline) -> set[uuid.UUID]:
+    """Every command id on this run's commands topic (read from the beginning to the end offsets)."""
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    topic = pipeline.topics["COMMANDS_TOPIC"]
+    consumer = AIOKafkaConsumer(bootstrap_servers=pipeline.kafka_bootstrap, enable_auto_commit=False,
+                                isolation_level="read_committed", request_timeout_ms=20000)
+    await consumer.start()
+    ids: set[uuid.UUID] = set()
+    try:
+        partitions = consumer.partitions_for_topic(topic)
+        if not partitions:
+            await consumer._client.force_metadata_update()  # noqa: SLF001 - a topic new to this client
+            partitions = consumer.partitions_for_topic(topic) or set()
+        tps = [TopicPartition(topic, p) for p in partitions]
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        end = await consumer.end_offsets(tps)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if all([await consumer.position(tp) >= end[tp] for tp in tps]):
+                break
+            batch = await consumer.getmany(timeout_ms=500, max_records=5000)
+            for records in batch.values():
+                for record in records:
+                    with contextlib.suppress(Exception):
+                        ids.add(uuid.UUID(orjson.loads(record.value)["id"]))
+    finally:
+        await consumer.stop()
+    return ids
+
+
+def _minor(value: str | None) -> int:
+    from decimal import Decimal
+
+    return int(Decimal(value or "0") * 100)
+
+
+async def expected_emails(pipeline: Pipeline) -> dict[uuid.UUID, str]:
+    """event id → email kind, for every stored event the notifier must email (its own pure rule)."""
+    from eventstore.db import create_engine
+    from eventstore.store import EventStore
+    from notifier.domain.emails import EmailPlan, plan_email
+
+    engine = create_engine(pipeline.settings(), pool_size=2, application_name="chaos-check")
+    expected: dict[uuid.UUID, str] = {}
+    try:
+        async for page in EventStore(engine).iter_all():
+            for recorded in page:
+                envelope = recorded.envelope()
+                planned = plan_email(envelope)
+                if isinstance(planned, EmailPlan):
+                    expected[envelope.id] = planned.kind
+    finally:
+        await engine.dispose()
+    return expected
+
+
+async def check(pipeline: Pipeline, tally: Tally, conn: Any) -> tuple[dict[str, int], dict[str, Any], list[str]]:
+    """Count every violation of the two promises; (counts, facts for the table, details of violations)."""
+    details: list[str] = []
+    facts: dict[str, Any] = {}
+    sb = pipeline.yookassa
+
+    # --- double charges: successful charges per subscription beyond one, unless fully refunded
+    payments = await sb.apayments(limit=100_000)
+    refunds = await sb.arefunds(limit=100_000)
+    refunds_by_payment: dict[str, list[dict[str, Any]]] = {}
+    for refund in refunds:
+        refunds_by_payment.setdefault(refund["payment_id"], []).append(refund)
+    succeeded = [p for p in payments if p["status"] == "succeeded"]
+    by_subscription: dict[str, list[dict[str, Any]]] = {}
+    for p in succeeded:
+        by_subscription.setdefault(p.get("metadata", {}).get("subscription_id", "?"), []).append(p)
+
+    def refunded_minor(p: dict[str, Any], statuses: tuple[str, ...] = ("succeeded",)) -> int:
+        return sum(_minor(r["amount"]["value"]) for r in refunds_by_payment.get(p["id"], []) if r["status"] in statuses)
+
+    double = 0
+    for sub, charges in by_subscription.items():
+        kept = [p for p in charges if refunded_minor(p) < _minor(p["amount"]["value"])]
+        if len(kept) > 1:
+            double += len(kept) - 1
+            details.append(f"double charge: subscription {sub}: {[p['id'] for p in charges]}")
+    stats = await sb.astats(by="metadata.subscription_id")
+    facts["sandbox_payments"] = len(payments)
+    facts["sandbox_successful_charges"] = len(succeeded)
+    facts["sandbox_refunds"] = len(refunds)
+    facts["subscriptions_charged_twice_then_refunded"] = sum(
+        1 for sub, n in stats["duplicates"].items() if n > 1) - double
+
+    # --- commands that never ended
+    on_topic = await commands_on_topic(pipeline)
+    accepted = await accepted_command_ids(conn, tally)
+    everything = on_topic | accepted
+    rows = await conn.fetch("SELECT command_id, status FROM read.commands WHERE command_id = ANY($1::uuid[])",
+                            list(everything))
+    status_of = {r[0]: r[1] for r in rows}
+    not_terminal = [cid for cid in everything if status_of.get(cid) not in TERMINAL]
+    for cid in not_terminal[:20]:
+        details.append(f"command {cid} not terminal (read.commands: {status_of.get(cid)!r}, "
+                       f"on topic: {cid in on_topic}, accepted by the API: {cid in accepted})")
+    lied = [cid for cid, told in tally.answered.items() if told in TERMINAL and status_of.get(cid) != told]
+    for cid in lied[:20]:
+        details.append(f"command {cid}: the user was told {tally.answered[cid]!r}, read.commands says {status_of.get(cid)!r}")
+    facts["commands_on_topic"] = len(on_topic)
+    facts["commands_accepted_by_api"] = len(accepted)
+    facts["commands_by_status"] = dict(Counter(status_of.values()))
+
+    # --- succeeded payments whose subscription is not active/expired and which were not refunded
+    subs = {str(r[0]): (r[1], r[2], r[3]) for r in await conn.fetch(
+        "SELECT subscription_id, status, amount_paid_minor, amount_refunded_minor FROM read.subscriptions")}
+    orphan = 0
+    for p in succeeded:
+        sub_id = p.get("metadata", {}).get("subscription_id")
+        sub = subs.get(str(sub_id))
+        if refunded_minor(p) > 0:
+            continue
+        if sub is None or sub[0] not in ("active", "expired", "past_due"):
+            orphan += 1
+            details.append(f"payment {p['id']} succeeded; subscription {sub_id} is {sub[0] if sub else 'missing'}, no refund")
+
+    # --- refunds above what was paid
+    above = 0
+    for p in payments:
+        total = refunded_minor(p, ("succeeded", "pending"))
+        if total > _minor(p["amount"]["value"]):
+            above += 1
+            details.append(f"payment {p['id']}: refunds {total} > paid {_minor(p['amount']['value'])}")
+    for sub_id, (status, paid, refunded) in subs.items():
+        if (refunded or 0) > (paid or 0):
+            above += 1
+            details.append(f"subscription {sub_id}: read model refunded {refunded} > paid {paid}")
+
+    # --- read models vs a replay
+    code, report = await pipeline.replay_check()
+    differences = report.get("differences")
+    if differences is None:
+        read_model_differences = 1
+        details.append(f"replay --check did not run (exit {code}): {report.get('error', '')[:500]}")
+    else:
+        read_model_differences = len(differences)
+        for d in differences[:20]:
+            details.append(f"replay difference: {d}")
+    facts["replay_events"] = report.get("events")
+
+    # --- emails: per Message-Id vs the events that must email, within the bound of decision 0070
+    expected = await expected_emails(pipeline)
+    messages = await pipeline.mailgun.amessages(limit=100_000)
+    copies: Counter[uuid.UUID] = Counter()
+    unexpected = 0
+    for m in messages:
+        raw = (m.get("message_id") or m.get("id") or "").strip("<>")
+        try:
+            event_id = uuid.UUID(raw.split("@", 1)[0])
+        except ValueError:
+            unexpected += 1
+            details.append(f"email without an event Message-Id: {raw!r}")
+            continue
+        copies[event_id] += 1
+        if event_id not in expected:
+            unexpected += 1
+            details.append(f"email for event {event_id} that should not email")
+    missing = [eid for eid in expected if copies[eid] == 0]
+    for eid in missing[:20]:
+        details.append(f"no email for event {eid} ({expected[eid]})")
+    notifier_kills = tally.kills.get("notifier", 0)
+    extra = sum(n - 1 for eid, n in copies.items() if eid in expected and n > 1)
+    over_two = sum(1 for eid, n in copies.items() if n > 2)
+    beyond = over_two + max(0, extra - notifier_kills)
+    if beyond:
+        details.append(f"emails: {extra} extra copies for {notifier_kills} notifier crashes, {over_two} with >2 copies")
+    facts["emails_expected"] = len(expected)
+    facts["emails_sent"] = len(messages)
+    facts["email_extra_copies"] = extra
+
+    counts = {
+        "double_charges": double,
+        "commands_not_terminal": len(not_terminal) + len(lied),
+        "succeeded_payments_without_subscription": orphan,
+        "refunds_above_paid": above,
+        "read_model_differences": read_model_differences,
+        "emails_missing": len(missing),
+        "emails_duplicated_beyond_bound": beyond,
+        "emails_unexpected": unexpected,
+    }
+    return counts, facts, details
+
+
+async def settle(pipeline: Pipeline, tally: Tally, conn: Any, timeout: float, log: Any) -> tuple[bool, dict[str, int]]:
+    """Wait (bounded) until nothing is open anywhere: commands, payments, refunds, outbox, emails, projector."""
+    deadline = time.monotonic() + timeout
+    state: dict[str, int] = {}
+    last_print = 0.0
+    while time.monotonic() < deadline:
+        accepted = await accepted_command_ids(conn, tally)
+        state = await open_work(conn, accepted)
+        if not any(state.values()):
+            return True, state
+        if time.monotonic() - last_print > 10:
+            log(f"settling: {', '.join(f'{k}={v}' for k, v in state.items() if v)}")
+            last_print = time.monotonic()
+        await asyncio.sleep(1.0)
+    return False, state
+
+
+# --------------------------------------------------------------------------- the run
+
+
+def chaos_options(database_url: str, cfg: ChaosConfig, yookassa_timeout_s: float) -> PipelineOptions:
+    options = PipelineOptions(
+        database_url=database_url, private_kafka=True, name="chaos", processors=cfg.processors,
+        keep_database=cfg.keep_database,
+        env={"LOG_LEVEL": "INFO"},
+        role_env={
+            "processor": {
+                "PROCESSOR_CONSUMERS": "2",
+                "PROCESSOR_JANITOR_SCHEDULE_S": "1,2,3",
+                "PROCESSOR_JANITOR_REPEAT_S": "2",
+                "PROCESSOR_JANITOR_TICK_S": "0.5",
+                "PROCESSOR_SESSION_TIMEOUT_MS": "6000",
+                "YOOKASSA_TIMEOUT_S": str(yookassa_timeout_s),
+            },
+            "notifier": {
+                "NOTIFIER_HTTP_TIMEOUT_S": "2",
+                "NOTIFIER_INLINE_BUDGET_S": "3",
+                "NOTIFIER_RETRY_BUDGET_S": "2",
+                "NOTIFIER_BACKOFF_INITIAL_S": "0.1",
+                "NOTIFIER_BACKOFF_MAX_S": "1",
+                "NOTIFIER_RETRY_POLL_S": "0.5",
+                "NOTIFIER_LEASE_MARGIN_S": "1",
+            },
+            "yookassa": {
+                "SANDBOX_YOOKASSA_CONFIRMATION_TTL_S": "15",
+                "SANDBOX_YOOKASSA_SWEEP_INTERVAL_S": "1",
+                "SANDBOX_YOOKASSA_WEBHOOK_RETRY_S": "0.5,1,2,3",
+            },
+        },
+    )
+    if cfg.log_dir is not None:
+        options.log_dir = cfg.log_dir
+    return options
+
+
+async def create_plan(pipeline: Pipeline, client: httpx.AsyncClient) -> None:
+    operator = {"Authorization": f"Bearer {pipeline.token('chaos-admin', role='service')}", "X-Operator": "chaos"}
+    response = await client.post(
+        "/v1/admin/plans", headers={**operator, "Idempotency-Key": PLAN_ID, "Prefer": "wait=10"},
+        json={"plan_id": PLAN_ID, "name": "Monthly", "price": {"amount": PLAN_PRICE, "currency": "RUB"},
+              "period_days": 30, "description": "chaos", "reason": "chaos run"},
+    )
+    if response.status_code not in (200, 202):
+        raise RuntimeError(f"creating the plan failed: {response.status_code} {response.text}")
+    probe = {"Authorization": f"Bearer {pipeline.token('chaos-probe', email='probe@example.com')}"}
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        plans = await client.get("/v1/plans", headers=probe)
+        if plans.status_code == 200 and any(p["plan_id"] == PLAN_ID for p in plans.json()["items"]):
+            return
+        await asyncio.sleep(0.1)
+    raise RuntimeError("the plan never reached read.plans")
+
+
+async def run_chaos(cfg: ChaosConfig, database_url: str, log: Any = print) -> dict[str, Any]:
+    """The whole chaos run; returns the report (counts, operations, kills, faults, details)."""
+    import asyncpg
+
+    from eventstore.settings import plain_url
+
+    seed = cfg.seed if cfg.seed is not None else random.randrange(2**31)
+    rng = random.Random(seed)
+    yookassa_timeout_s = 2.0
+    pipeline = Pipeline(chaos_options(database_url, cfg, yookassa_timeout_s))
+    tally = Tally()
+    run = uuid.uuid4().hex[:6]
+    log(f"chaos seed {seed}: starting a private broker and the pipeline on a fresh database …")
+    t0 = time.monotonic()
+    async with pipeline:
+        log(f"pipeline up in {pipeline.start_seconds:.1f}s (database {pipeline.database_name}, "
+            f"broker {pipeline.kafka_bootstrap}); storm of {cfg.duration:.0f}s with {cfg.users} users")
+        conn = await asyncpg.connect(plain_url(pipeline.database_url), timeout=10)
+        limits = httpx.Limits(max_connections=cfg.users * 3)
+        async with httpx.AsyncClient(base_url=pipeline.api_url, timeout=httpx.Timeout(15.0), limits=limits,
+                                     trust_env=False) as client:
+            try:
+                await create_plan(pipeline, client)
+                if cfg.faults:
+                    await pipeline.yookassa.aset_faults(fault_rules(yookassa_timeout_s))
+                storm_start = time.monotonic()
+                clock = Clock(storm_start + cfg.duration)
+                users = [asyncio.create_task(user_loop(pipeline, client, tally, random.Random(rng.random()), run,
+                                                       vu, clock)) for vu in range(cfg.users)]
+                await monkey(pipeline, cfg, rng, tally, clock, log)
+                await asyncio.sleep(max(0.0, clock.storm_end - time.monotonic()))
+                faults_fired = 0
+                if cfg.faults:
+                    faults_fired = sum(rule.get("hits", 0) for rule in pipeline.yookassa.faults())
+                    await pipeline.yookassa.aclear_faults()
+                log(f"storm over: {sum(tally.kills.values())} kills, {tally.kafka_restarts} broker restart(s), "
+                    f"{faults_fired} provider faults; faults stopped, users finish their flows …")
+                for name, proc in pipeline.processes.items():
+                    if not proc.running:
+                        await revive(pipeline, name, tally, log)
+                await asyncio.gather(*users)
+                storm_s = time.monotonic() - storm_start
+                log("settling (the janitor asks YooKassa about everything still open) …")
+                settled, state = await settle(pipeline, tally, conn, cfg.settle_timeout, log)
+                if not settled:
+                    log(f"[not settled after {cfg.settle_timeout:.0f}s: {state}]")
+                counts, facts, details = await check(pipeline, tally, conn)
+            finally:
+                await conn.close()
+        dead = [name for name, proc in pipeline.processes.items() if not proc.running]
+    report: dict[str, Any] = {
+        **counts,
+        "settled": settled,
+        "open_after_settle": {k: v for k, v in state.items() if v},
+        "operations": sum(tally.ops[k] for k in ("purchase", "pay", "decline", "abandon", "cancel_refund", "rebuy",
+                                                 "double_click")),
+        "operations_by_kind": dict(tally.ops),
+        "kills": sum(tally.kills.values()),
+        "kills_by_process": dict(tally.kills),
+        "kafka_restarts": tally.kafka_restarts,
+        "kafka_down_s": round(tally.kafka_down_s, 1),
+        "faults": faults_fired,
+        "api_answers": dict(tally.answers),
+        "revive_failures": tally.revive_failures,
+        "failed_starts": dict(tally.failed_starts),
+        "processes_dead_at_end": dead,
+        "facts": facts,
+        "details": details[:60],
+        "notes": tally.notes[:20],
+        "seed": seed,
+        "storm_s": round(storm_s, 1),
+        "total_s": round(time.monotonic() - t0, 1),
+        "logs": {name: str(path) for name, path in pipeline.logs().items()},
+    }
+    return report
+
+
+def print_report(report: dict[str, Any], console: Console) -> None:
+    table = Table(title=f"chaos run (seed {report['seed']}): what must be zero")
+    table.add_column("check")
+    table.add_column("count", justify="right")
+    for key in COUNT_KEYS:
+        value = report[key]
+        table.add_row(key.replace("_", " "), f"[{'green' if value == 0 else 'red'}]{value}[/]")
+    console.print(table)
+    info = Table(title="what happened")
+    info.add_column("measure")
+    info.add_column("value", justify="right")
+    info.add_row("storm seconds / total seconds", f"{report['storm_s']} / {report['total_s']}")
+    info.add_row("operations", str(report["operations"]))
+    for kind, n in sorted(report["operations_by_kind"].items()):
+        info.add_row(f"  {kind}", str(n))
+    info.add_row("kills (SIGKILL)", str(report["kills"]))
+    for name, n in sorted(report["kills_by_process"].items()):
+        info.add_row(f"  {name}", str(n))
+    info.add_row("Kafka broker restarts (down seconds)", f"{report['kafka_restarts']} ({report['kafka_down_s']})")
+    info.add_row("provider faults fired", str(report["faults"]))
+    for name, n in sorted(report["failed_starts"].items()):
+        info.add_row(f"  failed starts of {name} (broker down)", str(n))
+    for name, value in report["facts"].items():
+        info.add_row(name.replace("_", " "), str(value))
+    info.add_row("settled", str(report["settled"]))
+    console.print(info)
+    for line in report["details"]:
+        console.print(f"[red]{line}[/red]")
+    for line in report["revive_failures"] + report["notes"]:
+        console.print(f"[yellow]{line}[/yellow]")
+
+
+def summary_json(report: dict[str, Any]) -> str:
+    """The last line: every count plus the numbers of operations, kills and faults."""
+    keys = (*COUNT_KEYS, "operations", "kills", "kafka_restarts", "faults", "settled", "seed")
+    return orjson.dumps({k: report[k] for k in keys}).decode()
+
+
+@app.command()
+def main(
+    duration: float = typer.Option(90.0, help="seconds of storm (users, kills, faults)"),
+    users: int = typer.Option(32, help="concurrent virtual users"),
+    seed: int = typer.Option(None, help="random seed (default: random, printed)"),
+    processors: int = typer.Option(2, help="payment processor processes"),
+    no_kafka_restart: bool = typer.Option(False, "--no-kafka-restart", help="do not restart the private broker"),
+    no_faults: bool = typer.Option(False, "--no-faults", help="no YooKassa faults"),
+    settle_timeout: float = typer.Option(180.0, help="seconds to wait for everything to settle"),
+    database_url: str = typer.Option(None, help="PostgreSQL server URL (default: .stack/env); a fresh database is made on it"),
+    keep: bool = typer.Option(False, help="keep the chaos database for inspection"),
+    report_file: Path = typer.Option(None, help="also write the whole report as JSON here"),
+) -> None:
+    """Run the chaos test and print a table and one JSON line; exit 1 when a count is not zero."""
+    database_url = database_url or os.environ.get("DATABASE_URL") or read_env_file().get("DATABASE_URL")
+    if not database_url:
+        raise typer.BadParameter("no DATABASE_URL (run `make up` or set it)")
+    console = Console(stderr=True)
+    cfg = ChaosConfig(duration=duration, users=users, seed=seed, processors=processors,
+                      kafka_restart=not no_kafka_restart, faults=not no_faults, settle_timeout=settle_timeout,
+                      keep_database=keep)
+    report = asyncio.run(run_chaos(cfg, database_url, log=lambda m: console.print(m)))
+    print_report(report, console)
+    if report_file:
+        report_file.write_text(orjson.dumps(report, option=orjson.OPT_INDENT_2).decode())
+    print(summary_json(report))
+    if any(report[k] for k in COUNT_KEYS) or not report["settled"]:
+        raise typer.Exit(1)
+
+
+if __name__ == "__main__":
+    app()
