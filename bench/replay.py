@@ -322,7 +322,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         mix = await _rows(url, "SELECT type, count(*) FROM eventstore.events GROUP BY 1 ORDER BY 2 DESC")
         print(f"loaded {loaded:,} events in {load_seconds:.1f}s into {name} ({size}, ~{avg} bytes of JSON per event)", file=sys.stderr)
 
-        replay = Replay(fresh, ReplayOptions(mode="swap", page_size=args.page_size))
+        replay = Replay(fresh, ReplayOptions(mode="swap", page_size=args.page_size, workers=args.workers or None))
         profiler = cProfile.Profile() if args.profile else None
         started, cpu_started = time.perf_counter(), time.process_time()
         if profiler:
@@ -338,7 +338,11 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             "accounts": args.accounts,
             "seconds": round(seconds, 2),
             "replay_events_per_s": round(report.events / seconds),
-            "replay_cpu_s": round(cpu_seconds, 2),
+            "replay_cpu_s": round(cpu_seconds + (report.python_cpu_s if report.workers > 1 else 0.0), 2),
+            "workers": report.workers,
+            "partition_phases_s": {k: round(v, 2) for k, v in report.partition_timings.items()},
+            "postgres_cpu_s": round(report.server_cpu_s, 2) if report.server_cpu_s is not None else None,
+            "postgres_cpu_indexes_s": round(report.server_cpu_indexes_s, 2) if report.server_cpu_indexes_s is not None else None,
             "phases_s": {k: round(v, 2) for k, v in report.timings.items()},
             "rows": report.rows,
             "max_rss_mb": rss,
@@ -382,6 +386,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--events", type=int, default=1_000_000, help="synthetic events to write (default 1,000,000)")
     parser.add_argument("--accounts", type=int, default=None, help="accounts (default 50,000, scaled down for small runs)")
     parser.add_argument("--page-size", type=int, default=20_000)
+    parser.add_argument("--workers", type=int, default=0, help="replay worker processes (0: the replay's default)")
     parser.add_argument("--profile", action="store_true", help="cProfile the replay and print the top functions")
     parser.add_argument("--keep-db", action="store_true", help="keep the benchmark database")
     args = parser.parse_args(argv)
@@ -398,9 +403,15 @@ def main(argv: list[str] | None = None) -> int:
     table.add_row("accounts", f"{result['accounts']:,}")
     table.add_row("replay seconds (wall, incl. swap)", f"{result['seconds']:.2f}")
     table.add_row("replay events/s", f"{result['replay_events_per_s']:,}")
-    table.add_row("replay CPU s of this process", f"{result['replay_cpu_s']:.2f}")
+    table.add_row("workers", str(result["workers"]))
+    table.add_row("replay Python CPU s (all processes)", f"{result['replay_cpu_s']:.2f}")
+    if result["postgres_cpu_s"] is not None:
+        table.add_row("PostgreSQL CPU s (replay's backends: read + COPY)", f"{result['postgres_cpu_s']:.2f}")
+        table.add_row("  of which building indexes", f"{result['postgres_cpu_indexes_s']:.2f}")
     for phase, seconds in result["phases_s"].items():
         table.add_row(f"  phase {phase} s", f"{seconds:.2f}")
+    for phase, seconds in result["partition_phases_s"].items():
+        table.add_row(f"    partitions' {phase} s (summed)", f"{seconds:.2f}")
     for name, count in result["rows"].items():
         table.add_row(f"  rows {name}", f"{count:,}")
     table.add_row("max RSS MB", str(result["max_rss_mb"]))

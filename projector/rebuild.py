@@ -17,7 +17,10 @@ column by column. See docs/decisions/0050-replay-swap.md for why nothing is lost
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
+import gc
+import multiprocessing
 import math
 import os
 import time
@@ -71,6 +74,7 @@ class ReplayReport:
     head_position: int
     events: int = 0
     passes: int = 1
+    workers: int = 1
     duplicates: int = 0
     gap_filled: int = 0
     rows: dict[str, int] = field(default_factory=dict)
@@ -79,10 +83,13 @@ class ReplayReport:
     reconciled_streams: int = 0
     differences: list[Difference] = field(default_factory=list)
     server_cpu_s: float | None = None
+    server_cpu_indexes_s: float | None = None
+    python_cpu_s: float = 0.0
+    partition_timings: dict[str, float] = field(default_factory=dict)
 
     @property
     def bulk_seconds(self) -> float:
-        return sum(self.timings.get(k, 0.0) for k in ("read_apply", "write", "indexes"))
+        return sum(self.timings.get(k, 0.0) for k in ("read_apply_write", "indexes"))
 
     @property
     def events_per_s(self) -> float:
@@ -98,6 +105,7 @@ class ReplayOptions:
     into: str | None = None
     page_size: int = 20_000
     events_per_pass: int = 2_000_000
+    workers: int | None = None
     keep: bool = False
 
 
@@ -223,6 +231,131 @@ def stream_reader(conn: asyncpg.Connection) -> Callable[[str, int], Any]:
     return read_stream
 
 
+@dataclass(frozen=True)
+class PartitionJob:
+    """One worker's share of a bulk replay: the streams with hash % partitions == partition."""
+
+    database_url: str
+    schema: str
+    head: int
+    until_time: datetime | None
+    page_size: int
+    partition: int
+    partitions: int
+
+
+@dataclass
+class PartitionResult:
+    events: int = 0
+    duplicates: int = 0
+    gap_filled: int = 0
+    rows: dict[str, int] = field(default_factory=dict)
+    timings: dict[str, float] = field(default_factory=dict)
+    python_cpu_s: float = 0.0
+    server_cpu_s: float | None = None
+
+
+async def replay_partition(job: PartitionJob, progress: Callable[[int], None]) -> PartitionResult:
+    """Read the partition's events in pages, project them in memory, COPY the rows into the schema."""
+    settings = Settings(database_url=job.database_url)
+    result = PartitionResult()
+    cpu_started = time.process_time()
+    # one connection for gap fills and writing, one reading the next page ahead, one more writer
+    conns = [await connect(settings, "replay"), await connect(settings, "replay-reader"), await connect(settings, "replay-writer")]
+    main, reader, writer = conns
+    # The bulk phase creates millions of small dicts and keeps the partition's rows alive: the cyclic
+    # garbage collector would rescan them over and over (it doubled the cost per event). Rows,
+    # events and pages hold no reference cycles, so reference counting frees them.
+    gc_was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        started = time.perf_counter()
+        state = new_state()
+        versions: dict[str, int] = {}
+        positions: dict[str, int | None] = {}
+        conditions = ["position > $1", "position <= $2"]
+        args: list[Any] = [job.head]
+        if job.until_time is not None:
+            args.append(job.until_time)
+            conditions.append(f"recorded_at <= ${len(args) + 1}")
+        if job.partitions > 1:
+            args.extend([job.partitions, job.partition])
+            conditions.append(f"(hashtext(stream_id) & 2147483647) % ${len(args)} = ${len(args) + 1}")
+        query = (
+            f"SELECT {ROW_COLUMNS} FROM eventstore.events WHERE {' AND '.join(conditions)} "
+            f"ORDER BY position LIMIT {int(job.page_size)}"
+        )
+        read_stream = stream_reader(main)
+        async for rows in _prefetched_pages(reader, query, args):
+            for row in rows:
+                ev = from_row(row)
+                stream = ev.stream_id
+                cur = versions.get(stream, 0)
+                if ev.version != cur + 1:
+                    if ev.version <= cur:
+                        result.duplicates += 1
+                        continue
+                    # a predecessor committed after we read past its position: fetch it now
+                    missing = [e for e in await read_stream(stream, cur) if e.version < ev.version]
+                    for gap_event in missing:
+                        apply_event(state, gap_event)
+                    result.gap_filled += len(missing)
+                apply_event(state, ev)
+                versions[stream] = ev.version
+                positions[stream] = ev.position
+            result.events += len(rows)
+            progress(result.events)
+        result.timings["read_apply"] = time.perf_counter() - started
+        started = time.perf_counter()
+        result.rows = {table: len(state.rows[table]) for table in TABLE_NAMES}
+        jobs = [
+            _copy_job(job.schema, table, list(state.rows[table].values()))
+            for table in sorted(TABLE_NAMES, key=lambda t: -len(state.rows[t]))
+        ]
+        jobs.append(_copy_positions_job(job.schema, {s: (v, positions.get(s)) for s, v in versions.items()}))
+        del state
+        await _run_parallel([main, writer], jobs)
+        result.timings["write"] = time.perf_counter() - started
+        result.server_cpu_s = _backend_cpu_seconds([c.get_server_pid() for c in conns])
+    finally:
+        if gc_was_enabled:
+            gc.enable()
+        for conn in conns:
+            await conn.close()
+    result.python_cpu_s = time.process_time() - cpu_started
+    return result
+
+
+_worker_progress: Any = None
+
+
+def _init_worker(progress: Any) -> None:
+    global _worker_progress
+    _worker_progress = progress
+
+
+def _run_partition_in_worker(job: PartitionJob, slot: int) -> PartitionResult:
+    def report(events: int) -> None:
+        _worker_progress[slot] = events
+
+    return asyncio.run(replay_partition(job, report))
+
+
+async def _in_processes(jobs: Sequence[PartitionJob], progress: Callable[[int], None]) -> list[PartitionResult]:
+    """Run partitions in worker processes (Python is the bottleneck of a replay; PostgreSQL has cores too)."""
+    ctx = multiprocessing.get_context("spawn")  # never fork a process holding an event loop and sockets
+    counters = ctx.Array("q", len(jobs), lock=False)
+    loop = asyncio.get_running_loop()
+    with concurrent.futures.ProcessPoolExecutor(len(jobs), mp_context=ctx, initializer=_init_worker,
+                                                initargs=(counters,)) as pool:
+        futures = [loop.run_in_executor(pool, _run_partition_in_worker, job, slot) for slot, job in enumerate(jobs)]
+        pending = set(futures)
+        while pending:
+            _, pending = await asyncio.wait(pending, timeout=0.25)
+            progress(sum(counters))
+        return [f.result() for f in futures]
+
+
 class Replay:
     """One replay run; `await Replay(settings, options).run(progress)`."""
 
@@ -232,7 +365,6 @@ class Replay:
         unknown = sorted(set(options.tables) - set(TABLE_NAMES))
         if unknown:
             raise ReplayError(f"unknown read model(s): {', '.join(unknown)}; choose from {', '.join(TABLE_NAMES)}")
-        self._backend_pids: list[int] = []
         self.tables = [t for t in TABLE_NAMES if t in options.tables] if options.tables else list(TABLE_NAMES)
         if options.mode == "until":
             if not options.into:
@@ -305,75 +437,50 @@ class Replay:
     async def _bulk(
         self, conn: asyncpg.Connection, schema: str, head: int, report: ReplayReport, progress: ProgressFn
     ) -> None:
+        """Project the log into `schema`: `passes` rounds of `workers` stream partitions at once."""
         opts = self.options
         passes = max(1, math.ceil(head / max(1, opts.events_per_pass)))
-        report.passes = passes
-        done = 0
-        t_apply = t_write = 0.0
-        # a reader that fetches the next page while this one is projected, and a second writer
-        helpers = [await connect(self.settings, "replay-reader"), await connect(self.settings, "replay-writer")]
-        self._backend_pids = [conn.get_server_pid()] + [h.get_server_pid() for h in helpers]
-        reader, writer = helpers
+        # Worker processes pay off only when PostgreSQL still has a core of its own: by default one
+        # per two CPUs (so 1 on the 2-core reference machine), never for small logs.
+        workers = opts.workers or (1 if head < 200_000 else max(1, min(4, (os.cpu_count() or 1) // 2)))
+        report.passes, report.workers = passes, workers
+        partitions = passes * workers
+        started = time.perf_counter()
+        for round_ in range(passes):
+            ids = [round_ * workers + w for w in range(workers)]
+            jobs = [
+                PartitionJob(self.settings.database_url, schema, head, opts.until_time, opts.page_size, pid, partitions)
+                for pid in ids
+            ]
+            done_before = report.events
+            if workers == 1:
+                results = [await replay_partition(jobs[0], lambda n: progress(done_before + n, max(head, done_before + n)))]
+            else:
+                results = await _in_processes(jobs, lambda n: progress(done_before + n, max(head, done_before + n)))
+            for result in results:
+                report.events += result.events
+                report.duplicates += result.duplicates
+                report.gap_filled += result.gap_filled
+                for table, count in result.rows.items():
+                    report.rows[table] = report.rows.get(table, 0) + count
+                for phase, seconds in result.timings.items():
+                    report.partition_timings[phase] = report.partition_timings.get(phase, 0.0) + seconds
+                report.python_cpu_s += result.python_cpu_s
+                if result.server_cpu_s is not None:
+                    report.server_cpu_s = (report.server_cpu_s or 0.0) + result.server_cpu_s
+        report.timings["read_apply_write"] = time.perf_counter() - started
+        helper = await connect(self.settings, "replay-indexer")
+        pids = [conn.get_server_pid(), helper.get_server_pid()]
         try:
-            for part in range(passes):
-                started = time.perf_counter()
-                state = new_state()
-                versions: dict[str, int] = {}
-                positions: dict[str, int | None] = {}
-                conditions = ["position > $1", "position <= $2"]
-                args: list[Any] = [head]
-                if opts.until_time is not None:
-                    args.append(opts.until_time)
-                    conditions.append(f"recorded_at <= ${len(args) + 1}")
-                if passes > 1:
-                    args.extend([passes, part])
-                    conditions.append(f"(hashtext(stream_id) & 2147483647) % ${len(args)} = ${len(args) + 1}")
-                query = (
-                    f"SELECT {ROW_COLUMNS} FROM eventstore.events WHERE {' AND '.join(conditions)} "
-                    f"ORDER BY position LIMIT {int(opts.page_size)}"
-                )
-                read_stream = stream_reader(conn)
-                async for rows in _prefetched_pages(reader, query, args):
-                    for row in rows:
-                        ev = from_row(row)
-                        stream = ev.stream_id
-                        cur = versions.get(stream, 0)
-                        if ev.version != cur + 1:
-                            if ev.version <= cur:
-                                report.duplicates += 1
-                                continue
-                            # a predecessor committed after we read past its position: fetch it now
-                            missing = [e for e in await read_stream(stream, cur) if e.version < ev.version]
-                            for gap_event in missing:
-                                apply_event(state, gap_event)
-                            report.gap_filled += len(missing)
-                        apply_event(state, ev)
-                        versions[stream] = ev.version
-                        positions[stream] = ev.position
-                    done += len(rows)
-                    report.events += len(rows)
-                    progress(done, max(head, done))
-                t_apply += time.perf_counter() - started
-                started = time.perf_counter()
-                for table in TABLE_NAMES:
-                    report.rows[table] = report.rows.get(table, 0) + len(state.rows[table])
-                jobs = [
-                    _copy_job(schema, table, list(state.rows[table].values()))
-                    for table in sorted(TABLE_NAMES, key=lambda t: -len(state.rows[t]))
-                ]
-                jobs.append(_copy_positions_job(schema, {s: (v, positions.get(s)) for s, v in versions.items()}))
-                del state
-                await _run_parallel([conn, writer], jobs)
-                t_write += time.perf_counter() - started
-            report.timings["read_apply"] = t_apply
-            report.timings["write"] = t_write
+            cpu_before = _backend_cpu_seconds(pids)
             started = time.perf_counter()
-            await _run_parallel([conn, writer], await self._index_jobs(conn, schema, report))
+            await _run_parallel([conn, helper], await self._index_jobs(conn, schema, report))
             report.timings["indexes"] = time.perf_counter() - started
+            cpu_after = _backend_cpu_seconds(pids)
+            if cpu_before is not None and cpu_after is not None:
+                report.server_cpu_indexes_s = cpu_after - cpu_before
         finally:
-            report.server_cpu_s = _backend_cpu_seconds(self._backend_pids)
-            for helper in helpers:
-                await helper.close()
+            await helper.close()
 
     async def _index_jobs(self, conn: asyncpg.Connection, schema: str, report: ReplayReport) -> list[Job]:
         """Per table: the primary key, the live indexes under their live names, then ANALYZE."""

@@ -45,10 +45,11 @@ class State:
 
     def put(self, table: str, key: Any, row: Row) -> None:
         """Store a (new or changed) row; it will be written back."""
-        self.rows[table][key] = row
-        self.dirty[table].add(key)
-        if table == "subscriptions":
+        rows = self.rows[table]
+        if table == "subscriptions" and key not in rows:
             self._subs_by_user.setdefault(row["user_id"], set()).add(key)
+        rows[key] = row
+        self.dirty[table].add(key)
 
     def load(self, table: str, key: Any, row: Row) -> None:
         """Add a row read from the database (clean: not written back unless changed)."""

@@ -142,7 +142,7 @@ def test_a_row_altered_by_hand_is_reported_exactly(check_db: dict[str, Any]) -> 
     assert orjson.loads(result.stdout)["differences"] == [
         {"table": "subscriptions", "key": key, "column": "status", "live": "tampered", "rebuilt": status}
     ]
-    human = run_cli(settings, "--check", "--quiet")
+    human = run_cli(settings, "--check", "--quiet", "--workers", "2")  # also the multi-process bulk path
     assert human.returncode == 1
     assert "1 difference(s)" in human.stdout and key in human.stdout and "'tampered'" in human.stdout
 
