@@ -43,7 +43,7 @@ log = get_logger(__name__)
 
 # Distinct from eventstore.migrate.MIGRATION_LOCK_KEY; every relay of one database contends for it.
 RELAY_LOCK_KEY = 7_220_431_010
-DEFAULT_BATCH_SIZE = 2000
+DEFAULT_BATCH_SIZE = 5000
 DEFAULT_EVENTS_PARTITIONS = 6
 _PARTITIONER = DefaultPartitioner()  # the same murmur2 mapping as producer.send(key=...)
 
@@ -271,6 +271,7 @@ class OutboxRelay:
                 positions = [row[0] for row in rows]
                 if len(rows) == self.batch_size:  # a backlog: read ahead
                     next_rows = asyncio.create_task(self._read(conn, positions + deleting_positions))
+                    await asyncio.sleep(0)  # let it send its query before we get busy building batches
                 try:
                     await self._publish(producer, rows)
                 except _BatchAbandoned:
