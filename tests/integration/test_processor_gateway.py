@@ -231,3 +231,34 @@ async def test_calls_run_off_the_event_loop(yookassa_sandbox) -> None:
     assert elapsed < 3.5  # concurrent: one call in sequence alone would take 4 × 1 s
     assert ticks > 20
     await gateway.aclose()
+
+
+async def test_connections_are_kept_alive_and_reconnected_after_idling(yookassa_sandbox) -> None:
+    """One pooled keep-alive connection serves consecutive calls; after idling it is reconnected
+    before use (never written into a server's idle-close), and the call still succeeds."""
+    gw = YooKassaGateway(
+        shop_id=yookassa_sandbox.shop_id,
+        secret_key=yookassa_sandbox.secret_key,
+        api_url=yookassa_sandbox.api_url,
+        timeout_s=5.0,
+        max_concurrency=1,
+    )
+    pool = gw._transport._pool
+
+    def local_port() -> int:
+        conn = pool.pool.queue[-1]  # the idle connection, back in the pool after the call
+        return conn.sock.getsockname()[1]
+
+    try:
+        intent, step = _checkout()
+        created = await gw.execute(step)
+        assert isinstance(created, ProviderPayment)
+        first = local_port()
+        assert isinstance(await gw.execute(FindPayment(intent.payment_id, created.id)), ProviderPayment)
+        assert local_port() == first  # the same TCP connection
+        pool.max_idle_s = 0.05
+        await asyncio.sleep(0.2)
+        assert isinstance(await gw.execute(FindPayment(intent.payment_id, created.id)), ProviderPayment)
+        assert local_port() != first  # a fresh one after the idle spell
+    finally:
+        await gw.aclose()
