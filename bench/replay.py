@@ -322,6 +322,11 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         mix = await _rows(url, "SELECT type, count(*) FROM eventstore.events GROUP BY 1 ORDER BY 2 DESC")
         print(f"loaded {loaded:,} events in {load_seconds:.1f}s into {name} ({size}, ~{avg} bytes of JSON per event)", file=sys.stderr)
 
+        live: dict[str, Any] = {}
+        if args.live_events:
+            live = await measure_live_projector(fresh, url, args.live_events)
+            print(f"live projector: {live}", file=sys.stderr)
+
         replay = Replay(fresh, ReplayOptions(mode="swap", page_size=args.page_size, workers=args.workers or None))
         profiler = cProfile.Profile() if args.profile else None
         started, cpu_started = time.perf_counter(), time.process_time()
@@ -347,6 +352,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             "rows": report.rows,
             "max_rss_mb": rss,
             "event_mix": dict(mix),
+            "live": live,
         }
         if profiler:
             out = io.StringIO()
@@ -357,6 +363,55 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         if not args.keep_db:
             with psycopg.connect(admin, autocommit=True, connect_timeout=10) as conn:
                 conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+async def measure_live_projector(settings: Settings, url: str, events: int) -> dict[str, Any]:
+    """The live path for comparison: the first `events` events through a real Kafka topic into the
+    projector (ProjectorConsumer, default batch size), timed from partition assignment to the last event."""
+    from eventstore.db import create_engine
+    from eventstore.kafka import ensure_topics, make_producer
+    from eventstore.store import EventStore
+    from projector.consumer import Projector, ProjectorConsumer, ProjectorSettings, create_pool
+
+    topic = f"bench.replay.live.{uuid.uuid4().hex[:8]}"
+    await ensure_topics(settings, {topic: 6})
+    conn = await asyncpg.connect(url)
+    producer = await make_producer(settings)
+    try:
+        rows = await conn.fetch(
+            "SELECT position, stream_id, stream_version, event_id, type, schema_version, data::text, metadata::text, "
+            "occurred_at FROM eventstore.events WHERE position <= $1 ORDER BY position", events)
+        for r in rows:
+            env = {"id": str(r[3]), "type": r[4], "schema_version": r[5], "occurred_at": r[8].isoformat(), "stream_id": r[1],
+                   "data": orjson.loads(r[6]), "metadata": orjson.loads(r[7])}
+            await producer.send(topic, value=orjson.dumps(env), key=r[1].encode(),
+                                headers=[("stream_version", str(r[2]).encode()), ("position", str(r[0]).encode())])
+        await producer.flush()
+    finally:
+        await producer.stop()
+        await conn.close()
+    projector_settings = ProjectorSettings(**{**settings.model_dump(), "events_topic": topic,
+                                              "projector_group_id": f"bench-{uuid.uuid4().hex[:8]}"})
+    pool = await create_pool(projector_settings)
+    engine = create_engine(projector_settings, pool_size=2)
+    projector = Projector(pool, EventStore(engine))
+    loop = ProjectorConsumer(projector_settings, projector)
+    task = asyncio.create_task(loop.run())
+    try:
+        await loop.wait_started()
+        while not loop.assignment():  # time the work, not the consumer group's join
+            await asyncio.sleep(0.01)
+        started = time.perf_counter()
+        while projector.applied + projector.duplicates < len(rows):
+            await asyncio.sleep(0.02)
+        seconds = time.perf_counter() - started
+    finally:
+        loop.stop()
+        await task
+        await pool.close()
+        await engine.dispose()
+    return {"events": len(rows), "seconds": round(seconds, 2), "events_per_s": round(len(rows) / seconds),
+            "batches": projector.batches}
 
 
 async def _scalar(url: str, query: str) -> Any:
@@ -388,6 +443,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--page-size", type=int, default=20_000)
     parser.add_argument("--workers", type=int, default=0, help="replay worker processes (0: the replay's default)")
     parser.add_argument("--profile", action="store_true", help="cProfile the replay and print the top functions")
+    parser.add_argument("--live-events", type=int, default=0,
+                        help="also time the live projector (Kafka → read models) on the first N events")
     parser.add_argument("--keep-db", action="store_true", help="keep the benchmark database")
     args = parser.parse_args(argv)
     if args.accounts is None:
@@ -415,6 +472,8 @@ def main(argv: list[str] | None = None) -> int:
     for name, count in result["rows"].items():
         table.add_row(f"  rows {name}", f"{count:,}")
     table.add_row("max RSS MB", str(result["max_rss_mb"]))
+    if result["live"]:
+        table.add_row("live projector events/s (Kafka → read models)", f"{result['live']['events_per_s']:,}")
     Console(stderr=False).print(table)
     print(orjson.dumps({"events": result["events"], "seconds": result["seconds"],
                         "replay_events_per_s": result["replay_events_per_s"]}).decode())

@@ -39,7 +39,7 @@ def _summary(report: ReplayReport) -> Table:
     table.add_row("read models", ", ".join(report.tables))
     table.add_row("head position", f"{report.head_position:,}")
     table.add_row("events replayed", f"{report.events:,}")
-    table.add_row("passes × workers", f"{report.passes} × {report.workers}")
+    table.add_row("workers", str(report.workers))
     for phase, seconds in report.timings.items():
         table.add_row(f"{phase} s", f"{seconds:.2f}")
     table.add_row("replay events/s", f"{report.events_per_s:,.0f}")
@@ -74,8 +74,7 @@ def replay(
     until: str = typer.Option(None, "--until", metavar="POSITION|TIMESTAMP", help="build the read models as they were at this log position or time (recorded_at)"),
     into: str = typer.Option(None, "--into", metavar="SCHEMA", help="schema for the --until copy"),
     page_size: int = typer.Option(20_000, min=100, help="events read per page"),
-    events_per_pass: int = typer.Option(2_000_000, min=1000, help="split bigger logs into passes over stream partitions (bounds memory)"),
-    workers: int = typer.Option(0, min=0, help="processes projecting stream partitions in parallel (0: one per two CPUs, at most 4; 1 for small logs)"),
+    workers: int = typer.Option(0, min=0, help="processes projecting ranges of streams in parallel (0: one per two CPUs, at most 4; 1 for small logs)"),
     keep: bool = typer.Option(False, "--keep", help="keep the scratch/rebuild schema (and the replaced tables) for inspection"),
     json_output: bool = typer.Option(False, "--json", help="print the report (and differences) as JSON instead of tables"),
     quiet: bool = typer.Option(False, "--quiet", help="no progress bar"),
@@ -92,7 +91,7 @@ def replay(
         until_position, until_time = parse_until(until) if until else (None, None)
         options = ReplayOptions(
             mode=mode, tables=tables or (), until_position=until_position, until_time=until_time, into=into,
-            page_size=page_size, events_per_pass=events_per_pass, workers=workers or None, keep=keep,
+            page_size=page_size, workers=workers or None, keep=keep,
         )
         runner = Replay(Settings(), options)
     except ReplayError as exc:
@@ -120,7 +119,7 @@ def replay(
     if json_output:
         body = {
             "run_id": report.run_id, "mode": report.mode, "schema": report.schema, "tables": report.tables,
-            "head_position": report.head_position, "events": report.events, "passes": report.passes,
+            "head_position": report.head_position, "events": report.events,
             "workers": report.workers,
             "timings": report.timings, "replay_events_per_s": round(report.events_per_s),
             "rows": report.rows, "caught_up_events": report.caught_up_events,
