@@ -49,12 +49,15 @@ _PARTITIONER = DefaultPartitioner()  # the same murmur2 mapping as producer.send
 
 # The lowest visible outbox rows with their events, minus the batch still in flight. No cursor,
 # no "position > x": a late commit below the last published position must still be found (see
-# the module docstring). PostgreSQL builds the message body (json keeps the keys in this order,
-# the order of `RecordedEvent.envelope_dict()`) and the header values on its own core, and the
-# reading connection returns text as UTF-8 bytes (`_read_as_bytes`), so the relay's Python does
-# almost nothing per event. `<> ALL($2)` is hashed because the plan is custom (see `_connect`).
+# the module docstring). The positions are picked first and the events fetched by primary key:
+# a plain join let the planner choose a merge join that walks `events` from position 1 up to the
+# outbox's first row — every batch a scan of the whole log. PostgreSQL builds the message body
+# (json keeps the keys in this order, the order of `RecordedEvent.envelope_dict()`) and the header
+# values on its own core, and the reading connection returns text as UTF-8 bytes
+# (`_read_as_bytes`), so the relay's Python does almost nothing per event. `<> ALL($2)` is hashed
+# because the plan is custom (see `_connect`).
 _READ_BATCH = """
-    SELECT o.position,
+    SELECT e.position,
            e.stream_id,
            json_build_object(
                'id', e.event_id, 'type', e.type, 'schema_version', e.schema_version,
@@ -63,13 +66,16 @@ _READ_BATCH = """
            e.event_id::text,
            e.type,
            e.stream_version::text,
-           o.position::text,
+           e.position::text,
            coalesce(e.metadata->>'correlation_id', '')
-    FROM eventstore.outbox o
-    JOIN eventstore.events e ON e.position = o.position
-    WHERE o.position <> ALL($2::bigint[])
-    ORDER BY o.position
-    LIMIT $1
+    FROM eventstore.events e
+    WHERE e.position = ANY(ARRAY(
+        SELECT o.position FROM eventstore.outbox o
+        WHERE o.position <> ALL($2::bigint[])
+        ORDER BY o.position
+        LIMIT $1
+    ))
+    ORDER BY e.position
 """
 
 # Exactly the published positions — never a range: a late commit inside the range is unpublished.
