@@ -28,8 +28,10 @@ import random
 import shutil
 import statistics
 import subprocess
+import sys
 import time
 import uuid
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -64,18 +66,52 @@ def percentile(values: list[float], q: float) -> float:
 # --------------------------------------------------------------------------- the ceiling
 
 
+def ceiling_producer(bootstrap: str, topic: str, seconds: float, payload_bytes: int) -> None:
+    """The ceiling's producer, in a process of its own (as the relay is): keyed records as fast as it goes."""
+    from aiokafka.partitioner import DefaultPartitioner
+
+    from eventstore.kafka import make_producer
+    from eventstore.settings import Settings
+
+    async def produce() -> None:
+        settings = Settings(environment="test", kafka_bootstrap_servers=bootstrap)
+        producer = await make_producer(settings, linger_ms=5, max_batch_size=512 * 1024)
+        partitions = sorted(await producer.partitions_for(topic))
+        partitioner = DefaultPartitioner()
+        pad = "x" * max(0, payload_bytes - 120)
+        end = time.monotonic() + seconds
+        try:
+            while time.monotonic() < end:
+                batches: dict[int, Any] = {}
+                for _ in range(2000):
+                    key = str(uuid.uuid4()).encode()
+                    body = orjson.dumps({"id": key.decode(), "type": "CeilingProbe", "data": {"pad": pad}})
+                    partition = partitioner(key, partitions, partitions)
+                    builder = batches.get(partition) or batches.setdefault(partition, producer.create_batch())
+                    if builder.append(key=key, value=body, timestamp=None) is None:
+                        await producer.send_batch(builder, topic, partition=partition)
+                        batches[partition] = builder = producer.create_batch()
+                        builder.append(key=key, value=body, timestamp=None)
+                futures = [await producer.send_batch(b, topic, partition=p) for p, b in batches.items()]
+                await asyncio.gather(*futures)
+        finally:
+            await producer.stop()
+
+    asyncio.run(produce())
+
+
 async def measure_ceiling(bootstrap: str, database_url: str, seconds: float, payload_bytes: int = 900) -> dict[str, Any]:
     """Bare aiokafka producer → consumer → asyncpg insert, as fast as it goes, for `seconds`.
 
-    One producer (idempotent, acks=all, like the services) and one consumer that inserts each
-    fetched batch with COPY in one transaction and commits the offsets after it, on a unique topic
-    and a scratch table. Messages inserted per second is the ceiling: what this machine's broker
-    and database allow a Python consumer at most, with no product logic at all.
+    A producer process (idempotent, acks=all, record batches like the relay's) and, here, one
+    consumer that inserts each fetched batch with COPY in one transaction and commits the offsets
+    after it, on a unique topic and a scratch table. Messages inserted per second is the ceiling:
+    what this machine's broker and database allow one Python consumer, with no product logic.
     """
     import asyncpg
     from aiokafka import AIOKafkaConsumer
 
-    from eventstore.kafka import ensure_topics, make_producer
+    from eventstore.kafka import ensure_topics
     from eventstore.settings import Settings, plain_url
 
     topic = f"bench.ceiling.{uuid.uuid4().hex[:10]}"
@@ -83,38 +119,27 @@ async def measure_ceiling(bootstrap: str, database_url: str, seconds: float, pay
     await ensure_topics(settings, {topic: 6})
     conn = await asyncpg.connect(plain_url(database_url), timeout=10)
     table = f"ceiling_{uuid.uuid4().hex[:8]}"
-    await conn.execute(f"CREATE UNLOGGED TABLE {table} (id uuid PRIMARY KEY, k text, body jsonb)")
-    await conn.execute(f"ALTER TABLE {table} SET LOGGED")  # a normal table, as the services write
-    producer = await make_producer(settings, linger_ms=5, max_batch_size=256 * 1024)
+    await conn.execute(f"CREATE TABLE {table} (id uuid PRIMARY KEY, k text, body jsonb)")
     consumer = AIOKafkaConsumer(
         topic, bootstrap_servers=bootstrap, group_id=f"ceiling-{uuid.uuid4().hex[:8]}",
-        enable_auto_commit=False, auto_offset_reset="earliest", max_poll_records=2000,
+        enable_auto_commit=False, auto_offset_reset="earliest", max_poll_records=5000,
+        fetch_max_bytes=16 * 1024 * 1024, max_partition_fetch_bytes=4 * 1024 * 1024,
     )
     await consumer.start()
-    pad = "x" * max(0, payload_bytes - 120)
+    producer = await asyncio.create_subprocess_exec(
+        sys.executable, "-c",
+        f"from bench.e2e import ceiling_producer; ceiling_producer({bootstrap!r}, {topic!r}, {seconds + 3.0}, {payload_bytes})",
+        cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
     stop = asyncio.Event()
-    produced = consumed = 0
-
-    async def produce() -> None:
-        nonlocal produced
-        while not stop.is_set():
-            futures = []
-            for _ in range(500):
-                key = uuid.uuid4()
-                body = orjson.dumps({"id": str(key), "type": "CeilingProbe", "data": {"pad": pad}})
-                futures.append(await producer.send(topic, body, key=str(key).encode()))
-            await asyncio.gather(*futures)
-            produced += len(futures)
-            await asyncio.sleep(0)
+    consumed = 0
 
     async def consume() -> None:
         nonlocal consumed
         while not stop.is_set():
-            batch = await consumer.getmany(timeout_ms=200, max_records=2000)
-            rows = [
-                (uuid.UUID(r.key.decode()), r.key.decode(), r.value.decode())
-                for records in batch.values() for r in records
-            ]
+            batch = await consumer.getmany(timeout_ms=200, max_records=5000)
+            rows = [(uuid.UUID(r.key.decode()), r.key.decode(), r.value.decode())
+                    for records in batch.values() for r in records]
             if not rows:
                 continue
             async with conn.transaction():
@@ -122,21 +147,20 @@ async def measure_ceiling(bootstrap: str, database_url: str, seconds: float, pay
             await consumer.commit()
             consumed += len(rows)
 
-    tasks = [asyncio.create_task(produce()), asyncio.create_task(consume())]
-    await asyncio.sleep(1.0)  # warm up (group join, first batches)
+    task = asyncio.create_task(consume())
+    await asyncio.sleep(2.0)  # the producer process starts; the group joins
     c0, t0 = consumed, time.monotonic()
     await asyncio.sleep(seconds)
     c1, t1 = consumed, time.monotonic()
     stop.set()
-    for task in tasks:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError, Exception):
-            await task
+    await producer.wait()
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError, Exception):
+        await task
     await consumer.stop()
-    await producer.stop()
     await conn.execute(f"DROP TABLE {table}")
     await conn.close()
-    return {"msgs_per_s": (c1 - c0) / (t1 - t0), "produced": produced, "consumed": consumed}
+    return {"msgs_per_s": (c1 - c0) / (t1 - t0), "consumed": consumed}
 
 
 # --------------------------------------------------------------------------- the load
@@ -281,6 +305,11 @@ async def cpu_snapshot(pipeline: Pipeline) -> dict[str, float]:
     try:
         pids = [r[0] for r in await conn.fetch(
             "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()")]
+        work = await conn.fetchrow(
+            "SELECT (SELECT xact_commit + xact_rollback FROM pg_stat_database WHERE datname = current_database()) AS tx,"
+            " (SELECT coalesce(max(position), 0) FROM eventstore.events) AS events,"
+            " (SELECT count(*) FROM read.commands) AS commands")
+        snap.update({f"work:{k}": float(v) for k, v in work.items()})
     finally:
         await conn.close()
     for pid in pids:
@@ -293,6 +322,8 @@ def cpu_delta(before: dict[str, float], after: dict[str, float]) -> dict[str, fl
     """Per process CPU seconds between two snapshots; PostgreSQL backends summed as "postgres"."""
     out: dict[str, float] = {}
     for key, value in after.items():
+        if key.startswith("work:"):
+            continue
         used = value - before.get(key, 0.0 if key.startswith("pg:") else value)
         name = "postgres (this run's backends)" if key.startswith("pg:") else key
         out[name] = out.get(name, 0.0) + max(0.0, used)
@@ -303,7 +334,8 @@ def cpu_delta(before: dict[str, float], after: dict[str, float]) -> dict[str, fl
 
 
 def py_spy() -> str | None:
-    found = shutil.which("py-spy") or str(Path(os.environ.get("VIRTUAL_ENV", ROOT / ".venv")) / "bin" / "py-spy")
+    beside = Path(sys.executable).parent / "py-spy"  # the venv's bin, when run as .venv/bin/python
+    found = str(beside) if beside.exists() else shutil.which("py-spy")
     return found if found and Path(found).exists() else None
 
 
@@ -322,7 +354,7 @@ async def profile_services(pipeline: Pipeline, seconds: float) -> dict[str, Path
         out = PROFILE_DIR / f"e2e-{name}.folded"
         outputs[name] = out
         procs.append(await asyncio.create_subprocess_exec(
-            spy, "record", "--pid", str(proc.pid), "--duration", str(int(seconds)), "--rate", "50",
+            spy, "record", "--pid", str(proc.pid), "--duration", str(int(seconds)), "--rate", "200",
             "--format", "raw", "--output", str(out), "--nonblocking",
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         ))
@@ -330,29 +362,48 @@ async def profile_services(pipeline: Pipeline, seconds: float) -> dict[str, Path
     return outputs
 
 
-def summarize_profile(path: Path, top: int = 6) -> tuple[int, list[tuple[str, float]]]:
-    """(samples, [(frame, share of samples with it on the stack)]) of the busiest project/library frames."""
+PROJECT_PACKAGES = ("command_api", "payment_processor", "projector", "notifier", "eventstore", "schemas", "sandbox", "admin")
+# a thread waiting (the event loop in select, a pool worker on its queue) is idle, not busy
+IDLE_LEAVES = ("select (selectors.py", "EpollSelector.select", "_run_once (asyncio/base_events.py",
+               "wait (threading.py", "Condition.wait (threading.py", "Queue.get (queue.py", "_worker (concurrent/futures/thread.py",
+               # uvloop: its C loop (waiting in epoll, or doing I/O) shows as the last Python frame
+               "Runner.run (asyncio/runners.py")
+
+
+def _frame_file(frame: str) -> str:
+    return frame[frame.rfind("(") + 1:frame.rfind(")")].rsplit(":", 1)[0] if "(" in frame else ""
+
+
+def summarize_profile(path: Path, top: int = 5) -> tuple[int, list[tuple[str, float]], list[tuple[str, float]]]:
+    """(busy samples, [(library of the running frame, share)], [(innermost project function, share)]).
+
+    Samples whose running frame is the event loop waiting (`select`) are idle and not counted. The
+    library is the top-level package of the frame that was running (asyncpg, aiokafka, pydantic,
+    starlette, …); the project function is the nearest frame of this repository's code above it,
+    i.e. which of our code paths paid for that time.
+    """
     if not path.exists():
-        return 0, []
+        return 0, [], []
     total = 0
-    inclusive: dict[str, int] = {}
+    by_lib: Counter[str] = Counter()
+    by_ours: Counter[str] = Counter()
     for line in path.read_text(errors="replace").splitlines():
-        stack, _, count = line.rpartition(" ")
-        if not count.isdigit():
+        stack, _, count = line.strip().rpartition(" ")
+        if not count.isdigit() or not stack:
+            continue
+        frames = stack.split(";")
+        if any(frames[-1].startswith(idle) or idle in frames[-1] for idle in IDLE_LEAVES):
             continue
         n = int(count)
         total += n
-        seen = set()
-        for frame in stack.split(";"):
-            name = frame.split(" (")[0]
-            where = frame[frame.find("(") + 1:frame.rfind(")")] if "(" in frame else ""
-            label = f"{name} ({Path(where.split(':')[0]).name})" if where else name
-            if label in seen or name in ("<module>", "run", "_run", "run_forever", "_run_once", "run_until_complete", "main", "_run_module_as_main", "_run_code"):
-                continue
-            seen.add(label)
-            inclusive[label] = inclusive.get(label, 0) + n
-    busiest = sorted(inclusive.items(), key=lambda kv: -kv[1])[:top]
-    return total, [(label, n / total) for label, n in busiest] if total else []
+        leaf_file = _frame_file(frames[-1])
+        by_lib[leaf_file.split("/")[0].removesuffix(".py") or "?"] += n
+        ours = next((f for f in reversed(frames) if _frame_file(f).split("/")[0] in PROJECT_PACKAGES), None)
+        by_ours[ours.split(" (")[0] + f" ({Path(_frame_file(ours)).name})" if ours else "(outside project code)"] += n
+    if not total:
+        return 0, [], []
+    return (total, [(k, v / total) for k, v in by_lib.most_common(top)],
+            [(k, v / total) for k, v in by_ours.most_common(top)])
 
 
 # --------------------------------------------------------------------------- the command
@@ -388,7 +439,7 @@ def main(
     processors: int = typer.Option(2, help="payment processor processes"),
     consumers: int = typer.Option(3, help="consumer loops per processor"),
     api_instances: int = typer.Option(1, help="command API processes (virtual users spread over them)"),
-    poll: float = typer.Option(0.1, help="seconds between a virtual user's status polls"),
+    poll: float = typer.Option(0.25, help="seconds between a virtual user's status polls"),
     ceiling_seconds: float = typer.Option(10.0, help="seconds of the bare Kafka → PostgreSQL loop (0 skips)"),
     profile: bool = typer.Option(False, help="py-spy every service for 15 s of the steady state"),
     kafka: str = typer.Option(None, help="bootstrap servers (default: .stack/env)"),
@@ -464,6 +515,12 @@ async def _main(users: int, duration: float, warmup: float, processors: int, con
         table.add_row(f"error: {what}", str(count))
     console.print(table)
 
+    work = {k.removeprefix("work:"): (cpu_after[k] - cpu_before.get(k, 0.0)) / max(1, completed_in_cpu_window)
+            for k in cpu_after if k.startswith("work:")}
+    console.print("work per completed purchase: "
+                  f"{work.get('events', 0):.1f} events stored (each relayed, projected and seen by the notifier), "
+                  f"{work.get('commands', 0):.1f} commands, {work.get('tx', 0):.0f} PostgreSQL transactions")
+    report["work_per_purchase"] = {k: round(v, 1) for k, v in work.items()}
     used = cpu_delta(cpu_before, cpu_after)
     per_purchase = {k: v * 1000 / max(1, completed_in_cpu_window) for k, v in used.items()}
     total_ms = sum(per_purchase.values())
@@ -484,13 +541,15 @@ async def _main(users: int, duration: float, warmup: float, processors: int, con
     report["cpu_bound_purchases_per_s"] = round(cpu_bound, 1)
     report["cpu_ms_per_purchase_by_process"] = {k: round(v, 1) for k, v in per_purchase.items()}
     if profiles:
-        ptable = Table(title="where each process spends its time (py-spy, share of samples with the frame on the stack)")
+        ptable = Table(title="where each process spends its busy time (py-spy samples, idle event loop excluded)")
         ptable.add_column("process")
-        ptable.add_column("samples", justify="right")
-        ptable.add_column("busiest frames")
+        ptable.add_column("busy samples", justify="right")
+        ptable.add_column("running in (library)")
+        ptable.add_column("on behalf of (our code)")
         for name, path in profiles.items():
-            total, busiest = summarize_profile(path)
-            ptable.add_row(name, str(total), "\n".join(f"{share:5.0%} {label}" for label, share in busiest))
+            total, libs, ours = summarize_profile(path)
+            ptable.add_row(name, str(total), "\n".join(f"{share:4.0%} {label}" for label, share in libs),
+                           "\n".join(f"{share:4.0%} {label}" for label, share in ours))
         console.print(ptable)
         console.print(f"folded stacks: {PROFILE_DIR}")
     return report
