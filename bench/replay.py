@@ -295,6 +295,9 @@ def _admin_url(url: str) -> str:
 
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
+    from eventstore.logging import configure_logging
+
+    configure_logging("bench", json=False, level="WARNING")
     settings = Settings()
     name = f"bench_replay_{uuid.uuid4().hex[:10]}"
     admin = _admin_url(settings.database_url)
@@ -329,6 +332,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
 
         replay = Replay(fresh, ReplayOptions(mode="swap", page_size=args.page_size, workers=args.workers or None))
         profiler = cProfile.Profile() if args.profile else None
+        rss_before = _max_rss_mb()
         started, cpu_started = time.perf_counter(), time.process_time()
         if profiler:
             profiler.enable()
@@ -351,6 +355,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             "phases_s": {k: round(v, 2) for k, v in report.timings.items()},
             "rows": report.rows,
             "max_rss_mb": rss,
+            "rss_before_replay_mb": rss_before,
             "event_mix": dict(mix),
             "live": live,
         }
@@ -384,8 +389,10 @@ async def measure_live_projector(settings: Settings, url: str, events: int) -> d
         for r in rows:
             env = {"id": str(r[3]), "type": r[4], "schema_version": r[5], "occurred_at": r[8].isoformat(), "stream_id": r[1],
                    "data": orjson.loads(r[6]), "metadata": orjson.loads(r[7])}
-            await producer.send(topic, value=orjson.dumps(env), key=r[1].encode(),
-                                headers=[("stream_version", str(r[2]).encode()), ("position", str(r[0]).encode())])
+            # the relay's headers (RecordedEvent.kafka_headers)
+            await producer.send(topic, value=orjson.dumps(env), key=r[1].encode(), headers=[
+                ("event_id", str(r[3]).encode()), ("type", r[4].encode()), ("stream_version", str(r[2]).encode()),
+                ("position", str(r[0]).encode()), ("correlation_id", str(env["metadata"].get("correlation_id") or "").encode())])
         await producer.flush()
     finally:
         await producer.stop()
@@ -471,7 +478,7 @@ def main(argv: list[str] | None = None) -> int:
         table.add_row(f"    partitions' {phase} s (summed)", f"{seconds:.2f}")
     for name, count in result["rows"].items():
         table.add_row(f"  rows {name}", f"{count:,}")
-    table.add_row("max RSS MB", str(result["max_rss_mb"]))
+    table.add_row("max RSS MB (before the replay: the generator's)", f"{result['max_rss_mb']} ({result['rss_before_replay_mb']})")
     if result["live"]:
         table.add_row("live projector events/s (Kafka → read models)", f"{result['live']['events_per_s']:,}")
     Console(stderr=False).print(table)
