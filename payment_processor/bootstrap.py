@@ -25,6 +25,7 @@ from payment_processor.consumer import build_loops
 from payment_processor.gateway import YooKassaGateway
 from payment_processor.handlers import CommandHandler, CrashPoints
 from payment_processor.janitor import Janitor
+from payment_processor.journal import create_pool
 from payment_processor.scheduler import Scheduler, SchedulerSettings
 
 log = get_logger(__name__)
@@ -114,6 +115,8 @@ class Processor:
         if self._health is not None:
             self._health.close()
         await self.gateway.aclose()
+        if self.handler.db is not None:
+            await self.handler.db.close()
         await self.producer.stop()
         if isinstance(self.clock, ShiftableClock):
             await self.clock.stop()
@@ -124,11 +127,9 @@ async def build(settings: Settings, config: ProcessorSettings, *, crash_points: 
     """Build (and prepare the database and topics for) a processor; `run()` starts it."""
     await asyncio.to_thread(migrate, settings)
     await ensure_topics(settings, {settings.commands_topic: config.commands_partitions, settings.commands_dlq_topic: 1})
-    # No pre-ping: it costs three round trips per checkout; a dead connection fails the command,
-    # which the consumer loop retries on a fresh one.
-    engine = create_engine(
-        settings, pool_size=max(settings.db_pool_size, config.consumers * 2 + 2), application_name="payment-processor", pre_ping=False
-    )
+    # SQLAlchemy serves the janitor, the scheduler and the clock; commands run on the asyncpg
+    # pool (journal.py). No pre-ping: a dead connection fails the tick, which simply runs again.
+    engine = create_engine(settings, pool_size=4, application_name="payment-processor", pre_ping=False)
     clock = await build_clock(engine)
     gateway = YooKassaGateway(
         shop_id=settings.yookassa_shop_id,
@@ -138,6 +139,7 @@ async def build(settings: Settings, config: ProcessorSettings, *, crash_points: 
         max_concurrency=config.provider_concurrency,
     )
     producer = await make_producer(settings, client_id="payment-processor-janitor")
+    db = await create_pool(settings.database_url, size=config.db_pool_size)
     handler = CommandHandler(
         engine=engine,
         store=EventStore(engine),
@@ -146,6 +148,7 @@ async def build(settings: Settings, config: ProcessorSettings, *, crash_points: 
         config=config,
         default_return_url=settings.yookassa_return_url,
         crash_points=crash_points if crash_points is not None else CrashPoints.from_env(),
+        db=db,
     )
     janitor = (
         Janitor(engine=engine, producer=producer, commands_topic=settings.commands_topic, clock=clock, config=config)

@@ -29,6 +29,7 @@ class ProcessorSettings(BaseSettings):
     commands_partitions: int = Field(default=6, ge=1, description="partitions if the processor creates the commands topic")
     max_attempts: int = Field(default=5, ge=1, description="tries per command before it is dead-lettered and failed")
     provider_concurrency: int = Field(default=16, ge=1, le=256, description="YooKassa calls in flight per process")
+    db_pool_size: int = Field(default=16, ge=1, le=256, description="asyncpg connections of the command handler per process")
     conflict_retries: int = Field(default=20, ge=1)
     session_timeout_ms: int = Field(
         default=10000, ge=6000, description="Kafka group session: how soon partitions of a crashed instance move on"

@@ -29,13 +29,15 @@ from pathlib import Path
 from typing import Any
 from uuid import UUID
 
+import asyncpg
 import orjson
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from eventstore.clock import Clock
 from eventstore.logging import get_logger
 from eventstore.store import CommandAlreadyHandled, EventStore, HandledCommand, StreamVersionConflict
 from payment_processor.config import ProcessorSettings
+from payment_processor import journal
 from payment_processor.domain import (
     AccountState,
     Context,
@@ -57,8 +59,6 @@ from payment_processor.domain import (
 )
 from payment_processor.domain.provider import ProviderStep
 from payment_processor.gateway import PaymentGateway
-from payment_processor.operations import record_changes
-from payment_processor.schedule import record_append as record_schedule
 from schemas import (
     SYSTEM,
     Actor,
@@ -152,9 +152,13 @@ class CommandHandler:
         config: ProcessorSettings,
         default_return_url: str,
         crash_points: CrashPoints | None = None,
+        db: asyncpg.Pool | None = None,
     ) -> None:
         self.engine = engine
         self.store = store
+        self.db = db  # the hot path's asyncpg pool (journal.py); made from the engine's URL if not given
+        self._own_db = db is None
+        self._db_ready = asyncio.Lock()
         self.gateway = gateway
         self.clock = clock
         self.config = config
@@ -202,30 +206,35 @@ class CommandHandler:
         if not (stream_id.startswith("plan-") or account_user_id(stream_id)):
             log.error("failed_command_without_stream", command_id=str(command_id), stream=stream_id)
             return False
+        db = await self._pool()
         for _ in range(self.config.conflict_retries):
-            events = await self._read(None, stream_id)
-            state: AccountState | PlanState = (
-                build_plan(stream_id, events) if stream_id.startswith("plan-") else build_account(stream_id, events)
-            )
-            if command_id in state.terminal:
-                return False
-            failed = failed_command(command_id, command_type, reason).payload
-            envelope = new_envelope(
-                failed,
-                stream_id=stream_id,
-                metadata=Metadata(correlation_id=correlation_id or str(command_id), causation_id=str(command_id), command_id=command_id, actor=actor),
-                id=derived_id("event", command_id, state.events_per_command.get(command_id, 0)),
-                occurred_at=self.clock.now(),
-            )
-            handled = HandledCommand(command_id, command_type, terminal_outcome(failed))
-            try:
-                await self.store.append(stream_id, state.version, [envelope], command=handled)
-                log.error("command_failed", command_id=str(command_id), type=command_type, reason=reason)
-                return True
-            except StreamVersionConflict:
-                continue
-            except CommandAlreadyHandled:
-                return False
+            async with db.acquire() as conn:
+                events = (await journal.load(conn, [stream_id]))[stream_id]
+                state: AccountState | PlanState = (
+                    build_plan(stream_id, events) if stream_id.startswith("plan-") else build_account(stream_id, events)
+                )
+                if command_id in state.terminal:
+                    return False
+                failed = failed_command(command_id, command_type, reason).payload
+                envelope = new_envelope(
+                    failed,
+                    stream_id=stream_id,
+                    metadata=Metadata(correlation_id=correlation_id or str(command_id), causation_id=str(command_id), command_id=command_id, actor=actor),
+                    id=derived_id("event", command_id, state.events_per_command.get(command_id, 0)),
+                    occurred_at=self.clock.now(),
+                )
+                handled = HandledCommand(command_id, command_type, terminal_outcome(failed))
+                try:
+                    await journal.commit(
+                        conn, stream_id, state.version, [envelope], handled=[handled], changes=[], schedule_rows=[],
+                        now=self.clock.now(), first_check_at=self.clock.now(),
+                    )
+                    log.error("command_failed", command_id=str(command_id), type=command_type, reason=reason)
+                    return True
+                except StreamVersionConflict:
+                    continue
+                except CommandAlreadyHandled:
+                    return False
         raise TooManyConflicts(f"cannot record the failure of {command_id} on {stream_id}")
 
     # ------------------------------------------------------------------ plans
@@ -234,8 +243,9 @@ class CommandHandler:
         expected_stream = plan_stream(command.data.plan_id)  # type: ignore[attr-defined]
         if command.stream_id != expected_stream:
             raise ValueError(f"{command.type} for {command.data.plan_id} arrived on {command.stream_id}")  # type: ignore[attr-defined]
-        async with self.engine.connect() as conn, conn.begin():
-            state = build_plan(command.stream_id, await self._read(conn, command.stream_id))
+        db = await self._pool()
+        async with db.acquire() as conn:
+            state = build_plan(command.stream_id, (await journal.load(conn, [command.stream_id]))[command.stream_id])
             decision = decide_plan(state, command, Context(now=self.clock.now()))
             if decision.already_handled or not decision.events:
                 return
@@ -248,36 +258,37 @@ class CommandHandler:
         stream_id = command.stream_id
         if account_user_id(stream_id) is None:
             raise ValueError(f"{command.type} must go to an account stream, not {stream_id!r}")
-        # One pooled connection for the whole command: few round trips. The read, the decision
-        # and the first append share one transaction (the expected version still guards it);
-        # the provider call happens with no transaction open.
-        async with self.engine.connect() as conn:
-            plan: PlanState | None = None
-            async with conn.begin():
-                state = build_account(stream_id, await self._read(conn, stream_id))
-                if isinstance(command.data, (PurchaseSubscription, GrantSubscription)):
-                    plan_id = command.data.plan_id
-                    plan = build_plan(plan_stream(plan_id), await self._read(conn, plan_stream(plan_id)))
-                decision = decide(state, command, self._context(plan))
-                if decision.already_handled:
-                    return
-                envelopes = await self._append(conn, state, command, decision.events) if decision.events else []
-            while True:
-                for envelope in envelopes:
-                    apply(state, envelope)
-                self._log_end(command, decision.events)
-                step = decision.step
-                if step is None:
-                    return
-                name = _step_name(step)
-                self.crash.reached(f"before_{name}")
-                outcome = await self.gateway.execute(step)
-                self.crash.reached(f"after_{name}")
-                decision = resolve(state, command, step, outcome, self._context(plan))
-                envelopes = []
-                if decision.events:
-                    async with conn.begin():
-                        envelopes = await self._append(conn, state, command, decision.events)
+        # The read, the decision and the first append on one pooled connection; the connection
+        # goes back to the pool while YooKassa answers (a slow provider must not hold the
+        # database's connections), and the expected version guards every append.
+        db = await self._pool()
+        plan: PlanState | None = None
+        async with db.acquire() as conn:
+            streams = [stream_id]
+            if isinstance(command.data, (PurchaseSubscription, GrantSubscription)):
+                streams.append(plan_stream(command.data.plan_id))
+            loaded = await journal.load(conn, streams)
+            state = build_account(stream_id, loaded[stream_id])
+            if len(streams) > 1:
+                plan = build_plan(streams[1], loaded[streams[1]])
+            decision = decide(state, command, self._context(plan))
+            if decision.already_handled:
+                return
+            if decision.events:
+                await self._append(conn, state, command, decision.events)
+        while True:
+            self._log_end(command, decision.events)
+            step = decision.step
+            if step is None:
+                return
+            name = _step_name(step)
+            self.crash.reached(f"before_{name}")
+            outcome = await self.gateway.execute(step)
+            self.crash.reached(f"after_{name}")
+            decision = resolve(state, command, step, outcome, self._context(plan))
+            if decision.events:
+                async with db.acquire() as conn:
+                    await self._append(conn, state, command, decision.events)
 
     # ------------------------------------------------------------------ I/O helpers
 
@@ -289,25 +300,50 @@ class CommandHandler:
             dunning_retry_days=tuple(self.config.dunning_retry_days),  # type: ignore[arg-type]
         )
 
-    async def _read(self, conn: AsyncConnection | None, stream_id: str) -> list[Envelope]:
-        return [recorded.envelope() for recorded in await self.store.read_stream(stream_id, conn=conn)]
+    async def _pool(self) -> asyncpg.Pool:
+        if self.db is None:
+            async with self._db_ready:
+                if self.db is None:
+                    url = self.engine.url.render_as_string(hide_password=False)
+                    self.db = await journal.create_pool(url, size=self.config.db_pool_size)
+        return self.db
 
-    async def _append(self, conn: AsyncConnection, state: AccountState | PlanState, command: Envelope, emits: list[Emit]) -> list[Envelope]:
-        """Append the decided events, their handled-command records and open-operation changes (caller's transaction)."""
+    async def aclose(self) -> None:
+        """Close the asyncpg pool if the handler made it."""
+        if self._own_db and self.db is not None:
+            await self.db.close()
+            self.db = None
+
+    async def _append(self, conn: asyncpg.Connection, state: AccountState | PlanState, command: Envelope, emits: list[Emit]) -> list[Envelope]:
+        """Append the decided events with their handled-command records, open-operation changes
+        and schedule rows, atomically; `state` has the events applied afterwards.
+
+        The events are applied to `state` BEFORE the commit, so the scheduler's rows are read off
+        it without a copy; if the commit fails, `handle()` re-reads the stream, so a state that
+        ran ahead of the database is never used again.
+        """
         now = self.clock.now()
+        expected = state.version
         envelopes = to_envelopes(state, command, emits, now)
         handled = [
-            HandledCommand(e.payload.command_id, e.payload.command_type, _json_safe(terminal_outcome(e.payload)))  # type: ignore[attr-defined]
+            HandledCommand(e.payload.command_id, e.payload.command_type, terminal_outcome(e.payload))  # type: ignore[attr-defined]
             for e in Decision(emits).terminals
         ]
-        await self.store.append(state.stream_id, state.version, envelopes, command=handled[0] if handled else None, conn=conn)
-        for extra in handled[1:]:
-            await self.store.append(state.stream_id, state.version + len(envelopes), [], command=extra, conn=conn)
-        changes = operation_changes(emits)
-        if changes:
-            delay = self.config.janitor_schedule_s[0] if self.config.janitor_schedule_s else self.config.janitor_repeat_s
-            await record_changes(conn, state.stream_id, changes, now, now + timedelta(seconds=delay))
-        await record_schedule(conn, state, envelopes, now)  # the scheduler's view, same transaction
+        fold = apply_plan if isinstance(state, PlanState) else apply
+        for envelope in envelopes:
+            fold(state, envelope)  # type: ignore[arg-type]
+        delay = self.config.janitor_schedule_s[0] if self.config.janitor_schedule_s else self.config.janitor_repeat_s
+        await journal.commit(
+            conn,
+            state.stream_id,
+            expected,
+            envelopes,
+            handled=handled,
+            changes=operation_changes(emits),
+            schedule_rows=journal.schedule_rows_after(state, envelopes),
+            now=now,
+            first_check_at=now + timedelta(seconds=delay),
+        )
         return envelopes
 
     def _log_end(self, command: Envelope, emits: list[Emit]) -> None:
@@ -324,10 +360,6 @@ class CommandHandler:
                     code=getattr(payload, "code", None),
                     reason=payload.reason,
                 )
-
-
-def _json_safe(outcome: dict[str, Any]) -> dict[str, Any]:
-    return orjson.loads(orjson.dumps(outcome, default=str))
 
 
 def command_from_record_value(value: bytes | None) -> Envelope | None:

@@ -1,8 +1,9 @@
 """`processor.open_operations`: payments and refunds whose final answer we do not have yet.
 
 Written by the handlers in the same transaction as the events (an intent opens a row, a final
-provider answer deletes it), read by the janitor, which publishes a SyncPayment/SyncRefund for
-every row that is due and pushes its `next_check_at` along the schedule.
+provider answer deletes it; the handler runs these very statements on asyncpg, see `journal.py`),
+read by the janitor, which publishes a SyncPayment/SyncRefund for every row that is due and
+pushes its `next_check_at` along the schedule.
 """
 
 from __future__ import annotations
@@ -55,14 +56,20 @@ class OpenOperation:
     checks: int
 
 
-async def record_changes(
-    conn: AsyncConnection, stream_id: str, changes: Sequence[OperationChange], now: datetime, first_check_at: datetime
-) -> None:
-    """Apply what an append opened and closed (net), inside the append's transaction."""
+def net_changes(changes: Sequence[OperationChange]) -> tuple[dict[uuid.UUID, str], set[uuid.UUID]]:
+    """(opened id → kind, closed ids) of one append; an operation opened and closed in it is neither."""
     opened = {c.operation_id: c.kind for c in changes if c.action == "open"}
     closed = {c.operation_id for c in changes if c.action == "close"}
     for both in opened.keys() & closed:
         del opened[both]
+    return opened, closed
+
+
+async def record_changes(
+    conn: AsyncConnection, stream_id: str, changes: Sequence[OperationChange], now: datetime, first_check_at: datetime
+) -> None:
+    """Apply what an append opened and closed (net), inside the append's transaction."""
+    opened, closed = net_changes(changes)
     if closed:
         await conn.execute(_CLOSE, {"ids": list(closed)})
     if opened:

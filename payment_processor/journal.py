@@ -1,0 +1,132 @@
+"""The handler's database work on plain asyncpg: load the streams a command needs, commit what it decided.
+
+Why: the handler's statements were most of its CPU through SQLAlchemy (docs/decisions/0048). Here
+they run on a plain asyncpg pool with as few round trips as the guarantees allow:
+
+* `load` — the account stream and, for a purchase or grant, the plan's stream: one statement,
+  outside any transaction (the expected version guards the append that follows);
+* `commit` — the events, their handled-command rows and outbox rows (`eventstore.asyncpg_store`,
+  one statement), plus the open provider operations (`operations.py`) and the scheduler's rows
+  (`schedule.py`) that must commit with them. When the append is all there is (no operation
+  opened or closed, no schedule row, at most one terminal event) it is a single autocommitted
+  statement; otherwise one transaction.
+
+The statements for the processor's own tables are the texts `operations.py` and `schedule.py`
+keep (converted to asyncpg's `$n` by `asyncpg_store.positional`), so each table has one source.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+
+from eventstore import asyncpg_store
+from eventstore.settings import plain_url
+from eventstore.store import HandledCommand, RecordedEvent
+from payment_processor import operations, schedule
+from payment_processor.domain import AccountState, OperationChange, PlanState
+from schemas import Envelope, parse_envelope
+
+_OPEN, _OPEN_NAMES = asyncpg_store.positional(operations._OPEN.text)
+_CLOSE, _CLOSE_NAMES = asyncpg_store.positional(operations._CLOSE.text)
+_UPSERT, _UPSERT_NAMES = asyncpg_store.positional(schedule._UPSERT.text)
+
+
+async def _no_reset(conn: asyncpg.Connection) -> None:
+    """Skip asyncpg's per-release reset query (an open transaction is still rolled back first)."""
+
+
+async def create_pool(database_url: str, *, size: int, application_name: str = "payment-processor") -> asyncpg.Pool:
+    """The handler's pool: plain asyncpg, no reset round trip on release, timeouts on everything."""
+    return await asyncpg.create_pool(
+        plain_url(database_url),
+        min_size=1,
+        max_size=size,
+        timeout=10,
+        command_timeout=60,
+        reset=_no_reset,
+        server_settings={"application_name": application_name},
+    )
+
+
+def envelope_of(event: RecordedEvent) -> Envelope:
+    """The typed envelope of a stored event (upcast and validated, like `RecordedEvent.envelope()`),
+    without the round trip through an ISO timestamp string."""
+    return parse_envelope(
+        {
+            "id": event.event_id,
+            "type": event.type,
+            "schema_version": event.schema_version,
+            "occurred_at": event.occurred_at,
+            "stream_id": event.stream_id,
+            "data": event.data,
+            "metadata": event.metadata,
+        }
+    )
+
+
+async def load(conn: asyncpg.Connection, stream_ids: Sequence[str]) -> dict[str, list[Envelope]]:
+    """The events of each stream, typed, in one round trip."""
+    return {stream_id: [envelope_of(e) for e in events] for stream_id, events in (await asyncpg_store.read_streams(conn, stream_ids)).items()}
+
+
+def schedule_rows_after(state: AccountState | PlanState, envelopes: Sequence[Envelope]) -> list[schedule.ScheduleRow]:
+    """The scheduler's rows an append changes, read off the state with `envelopes` ALREADY applied.
+
+    The same rows as `schedule.schedule_rows(state_before, envelopes)`, without cloning the
+    account and applying every event a second time: the handler applies them once, before the
+    commit (a failed commit discards that state — the handler re-reads after any failure).
+    """
+    if not isinstance(state, AccountState):
+        return []
+    touched = {e.data.subscription_id for e in envelopes if isinstance(e.data, schedule.SCHEDULE_EVENTS)}  # type: ignore[attr-defined]
+    rows = []
+    for subscription_id in sorted(touched):
+        sub = state.subscriptions.get(subscription_id)
+        row = schedule.row_of(state, sub) if sub is not None else None
+        if row is not None:
+            rows.append(row)
+    return rows
+
+
+async def commit(
+    conn: asyncpg.Connection,
+    stream_id: str,
+    expected_version: int,
+    envelopes: Sequence[Envelope],
+    *,
+    handled: Sequence[HandledCommand],
+    changes: Sequence[OperationChange],
+    schedule_rows: Sequence[schedule.ScheduleRow],
+    now: datetime,
+    first_check_at: datetime,
+) -> list[int]:
+    """Append and record everything that must commit with it, atomically (see the module docstring).
+
+    Raises `StreamVersionConflict` / `CommandAlreadyHandled` from the append; nothing is then written.
+    """
+    opened, closed = operations.net_changes(changes)
+    if not opened and not closed and not schedule_rows and len(handled) <= 1:
+        return await asyncpg_store.append(conn, stream_id, expected_version, envelopes, commands=handled)
+    async with conn.transaction():
+        positions = await asyncpg_store.append(conn, stream_id, expected_version, envelopes, commands=handled)
+        if closed:
+            await conn.execute(_CLOSE, *_args(_CLOSE_NAMES, {"ids": list(closed)}))
+        if opened:
+            params = {"stream_id": stream_id, "now": now, "ids": list(opened), "kinds": list(opened.values()),
+                      "next": [first_check_at] * len(opened)}
+            await conn.execute(_OPEN, *_args(_OPEN_NAMES, params))
+        if schedule_rows:
+            await conn.executemany(_UPSERT, [_args(_UPSERT_NAMES, {**_row(r), "now": now}) for r in schedule_rows])
+        return positions
+
+
+def _row(row: schedule.ScheduleRow) -> dict[str, Any]:
+    return {name: getattr(row, name) for name in row.__slots__}  # type: ignore[attr-defined]
+
+
+def _args(names: list[str], values: dict[str, Any]) -> list[Any]:
+    return [values[name] for name in names]
