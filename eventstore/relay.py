@@ -4,7 +4,8 @@ Every append inserts its events' positions into `eventstore.outbox` in the same 
 (eventstore/store.py). This process reads the lowest-positioned outbox rows it can see, publishes
 them to `settings.events_topic` (key = stream id, value = the stored envelope JSON, the same
 document as `RecordedEvent.to_wire()`, headers = `RecordedEvent.kafka_headers()`) through the
-idempotent producer, waits for every ack, and only then deletes exactly those positions. Run it with `python -m eventstore.relay`.
+idempotent producer, waits for every ack, and only then deletes exactly those positions.
+Run it with `python -m eventstore.relay`; several may run, one publishes.
 
 Why this never skips and keeps per-stream order (docs/decisions/0010-outbox-relay.md):
 - An append of version n+1 can only succeed after version n committed (the expected-version check
@@ -14,8 +15,9 @@ Why this never skips and keeps per-stream order (docs/decisions/0010-outbox-rela
 - An append that commits late (a low position, committed after higher ones were published) just
   becomes visible later and is published then: the outbox holds "what is left", not a cursor.
 - Only ONE relay publishes at a time: leadership is a PostgreSQL session advisory lock held on the
-  very connection that reads and deletes outbox rows. A standby polls for the lock; when the
-  leader dies its connection closes, the lock is released and the standby takes over.
+  connection that reads the outbox (so every read also proves the lock is still held). A standby
+  polls for the lock; when the leader dies its connection closes, the lock is released and the
+  standby takes over. Two publishers at once could interleave one stream's events.
 - Crash at any line: rows are deleted only after Kafka acked them, so the worst case is
   publishing some events again (same event id, same key, consumers de-duplicate).
 """
