@@ -87,6 +87,7 @@ class ChaosConfig:
     down_for: tuple[float, float] = (0.2, 2.5)  # seconds a killed process stays dead
     kafka_restart: bool = True
     kafka_restart_at: tuple[float, float] = (0.15, 0.35)  # when, as a fraction of the storm
+    after_broker_s: float = 20.0  # at least this much storm once the restarted broker is back
     faults: bool = True
     settle_timeout: float = 120.0
     keep_database: bool = False
@@ -323,9 +324,6 @@ def fault_rules(yookassa_timeout_s: float) -> list[dict[str, Any]]:
     ]
 
 
-AFTER_BROKER_S = 20.0  # at least this much storm once the restarted broker is back
-
-
 async def monkey(pipeline: Pipeline, cfg: ChaosConfig, rng: random.Random, tally: Tally, clock: Clock,
                  log: Any) -> None:
     """SIGKILL random workers (and start them again) until the storm ends; restart the broker once, meanwhile."""
@@ -334,7 +332,7 @@ async def monkey(pipeline: Pipeline, cfg: ChaosConfig, rng: random.Random, tally
     broker = None
     if cfg.kafka_restart:
         broker = asyncio.create_task(restart_broker_at(
-            pipeline, start + (clock.storm_end - start) * rng.uniform(*cfg.kafka_restart_at), rng, tally, clock, log))
+            pipeline, cfg, start + (clock.storm_end - start) * rng.uniform(*cfg.kafka_restart_at), rng, tally, clock, log))
     reviving: dict[str, asyncio.Task[None]] = {}
 
     async def kill_and_revive(name: str) -> None:
@@ -358,14 +356,14 @@ async def monkey(pipeline: Pipeline, cfg: ChaosConfig, rng: random.Random, tally
         await broker
 
 
-async def restart_broker_at(pipeline: Pipeline, at: float, rng: random.Random, tally: Tally, clock: Clock,
-                            log: Any) -> None:
+async def restart_broker_at(pipeline: Pipeline, cfg: ChaosConfig, at: float, rng: random.Random, tally: Tally,
+                            clock: Clock, log: Any) -> None:
     await asyncio.sleep(max(0.0, at - time.monotonic()))
     log(f"restarting the Kafka broker ({pipeline.kafka_bootstrap})")
     down = await pipeline.restart_kafka(down_s=rng.uniform(0.5, 2.0))
     tally.kafka_restarts += 1
     tally.kafka_down_s += down
-    clock.storm_end = max(clock.storm_end, time.monotonic() + AFTER_BROKER_S)
+    clock.storm_end = max(clock.storm_end, time.monotonic() + cfg.after_broker_s)
     log(f"broker back after {down:.1f}s")
 
 

@@ -26,8 +26,8 @@ pytestmark = pytest.mark.slow
 
 async def test_no_double_charge_and_every_command_ends_under_chaos(settings: Settings) -> None:
     seed = int(os.environ.get("CHAOS_SEED") or random.randrange(2**31))
-    cfg = ChaosConfig(duration=30.0, users=12, seed=seed, kill_every=(1.5, 4.0),
-                      kafka_restart_at=(0.1, 0.2), settle_timeout=90.0)
+    cfg = ChaosConfig(duration=25.0, users=12, seed=seed, kill_every=(1.5, 4.0),
+                      kafka_restart_at=(0.1, 0.2), after_broker_s=15.0, settle_timeout=90.0)
     report = await run_chaos(cfg, settings.database_url, log=lambda m: print(m, flush=True))
     print(summary_json(report))
 
