@@ -180,8 +180,9 @@ class OutboxRelay:
 
     async def run(self) -> None:
         """Ensure the topic, then contend for leadership and publish until `stop()`."""
-        await ensure_topics(self.settings, {self.topic: self.partitions})
-        producer = await make_producer(self.settings, **self.producer_options)
+        producer = await self._start_producer()
+        if producer is None:
+            return
         self._log.info("relay_started", batch_size=self.batch_size)
         try:
             while not self._stop.is_set():
@@ -201,6 +202,17 @@ class OutboxRelay:
             self._log.info("relay_stopped", published=self.published, batches=self.batches)
 
     # ------------------------------------------------------------------ internals
+
+    async def _start_producer(self) -> AIOKafkaProducer | None:
+        """Create the events topic if missing and start the producer, retrying while Kafka is away."""
+        while not self._stop.is_set():
+            try:
+                await ensure_topics(self.settings, {self.topic: self.partitions})
+                return await make_producer(self.settings, **self.producer_options)
+            except (KafkaError, OSError) as exc:
+                self._log.warning("relay_kafka_unavailable", error=repr(exc))
+                await self._sleep(self.error_backoff_s)
+        return None
 
     async def _connect(self) -> asyncpg.Connection:
         return await asyncpg.connect(
