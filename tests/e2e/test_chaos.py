@@ -21,7 +21,8 @@ import pytest
 from bench.chaos import COUNT_KEYS, ChaosConfig, run_chaos, summary_json
 from eventstore.settings import Settings
 
-pytestmark = pytest.mark.slow
+# ~3 minutes here, dominated by the broker's JVM start and restart; headroom for a busy machine
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 
 
 async def test_no_double_charge_and_every_command_ends_under_chaos(settings: Settings) -> None:
