@@ -79,7 +79,7 @@ class SelfHealingProducer(AIOKafkaProducer):
         return True
 
 
-async def make_producer(settings: Settings, **overrides: Any) -> AIOKafkaProducer:
+async def make_producer(settings: Settings, *, startup_wait_s: float | None = None, **overrides: Any) -> AIOKafkaProducer:
     """A started producer with idempotence and acks=all: a retried send never duplicates a record.
 
     `overrides` go to `AIOKafkaProducer` (e.g. `transactional_id=...`, `value_serializer=...`).
@@ -97,9 +97,40 @@ async def make_producer(settings: Settings, **overrides: Any) -> AIOKafkaProduce
         "metadata_max_age_ms": 60000,
     }
     options.update(overrides)
-    producer = SelfHealingProducer(**options)
-    await producer.start()
-    return producer
+
+    async def start() -> AIOKafkaProducer:
+        producer = SelfHealingProducer(**options)
+        try:
+            await producer.start()
+        except BaseException:
+            await producer.stop()
+            raise
+        return producer
+
+    return await until_broker_answers(start, "start a producer", startup_wait_s)
+
+
+BROKER_WAIT_S = float(os.environ.get("KAFKA_STARTUP_WAIT_S", "120"))
+
+
+async def until_broker_answers(attempt: Callable[[], Awaitable[Any]], what: str, wait_s: float | None = None) -> Any:
+    """Retry a start-up step while the broker is unreachable, with back-off, for up to `wait_s`.
+
+    A service that starts while Kafka is restarting (or before it, under `make run`) waits for it
+    instead of exiting: one exiting process would stop the whole honcho stack, and a supervisor
+    restart loop only adds noise.
+    """
+    deadline = time.monotonic() + (BROKER_WAIT_S if wait_s is None else wait_s)
+    delay = 0.5
+    while True:
+        try:
+            return await attempt()
+        except KafkaError as exc:
+            if time.monotonic() + delay > deadline:
+                raise
+            log.warning("kafka_unreachable_retrying", step=what, error=repr(exc), retry_in_s=delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 5.0)
 
 
 async def ensure_topics(
@@ -116,32 +147,34 @@ async def ensure_topics(
     would move keys to other partitions and break per-key order). Without `replication_factor`, topics
     get min(3, number of brokers) replicas: 1 on the local single-node broker.
     """
-    own_admin = admin is None
     if admin is None:
-        admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_servers, request_timeout_ms=int(timeout * 1000))
-        await admin.start()
-    try:
-        existing = set(await admin.list_topics())
-        missing = {name: partitions for name, partitions in topics.items() if name not in existing}
-        if missing and replication_factor is None:
-            cluster = await admin.describe_cluster()
-            replication_factor = max(1, min(3, len(cluster["brokers"])))
-        wanted = [NewTopic(name, partitions, replication_factor) for name, partitions in missing.items()]
-        created: list[str] = []
-        if wanted:
-            response = await admin.create_topics(wanted, timeout_ms=int(timeout * 1000))
-            for error in response.topic_errors:
-                name, code = error[0], error[1]
-                if code == _NO_ERROR:
-                    created.append(name)
-                elif code != _TOPIC_ALREADY_EXISTS:
-                    message = error[2] if len(error) > 2 else ""
-                    raise KafkaError(f"cannot create topic {name!r}: error {code} {message}")
-        await _wait_for_leaders(admin, list(topics), timeout)
-        return created
-    finally:
-        if own_admin:
-            await admin.close()
+        async def with_own_admin() -> list[str]:
+            own = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_servers, request_timeout_ms=int(timeout * 1000))
+            try:
+                await own.start()
+                return await ensure_topics(settings, topics, replication_factor=replication_factor, admin=own, timeout=timeout)
+            finally:
+                await own.close()
+
+        return await until_broker_answers(with_own_admin, "ensure topics")
+    existing = set(await admin.list_topics())
+    missing = {name: partitions for name, partitions in topics.items() if name not in existing}
+    if missing and replication_factor is None:
+        cluster = await admin.describe_cluster()
+        replication_factor = max(1, min(3, len(cluster["brokers"])))
+    wanted = [NewTopic(name, partitions, replication_factor) for name, partitions in missing.items()]
+    created: list[str] = []
+    if wanted:
+        response = await admin.create_topics(wanted, timeout_ms=int(timeout * 1000))
+        for error in response.topic_errors:
+            name, code = error[0], error[1]
+            if code == _NO_ERROR:
+                created.append(name)
+            elif code != _TOPIC_ALREADY_EXISTS:
+                message = error[2] if len(error) > 2 else ""
+                raise KafkaError(f"cannot create topic {name!r}: error {code} {message}")
+    await _wait_for_leaders(admin, list(topics), timeout)
+    return created
 
 
 async def _wait_for_leaders(admin: AIOKafkaAdminClient, names: list[str], timeout: float) -> None:
