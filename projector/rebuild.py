@@ -139,7 +139,7 @@ async def read_streams(
         return []
     streams = list(ranges)
     rows = await conn.fetch(
-        f"SELECT {ROW_COLUMNS.replace('position,', 'e.position,', 1)} "
+        f"SELECT {ROW_COLUMNS} "
         "FROM unnest($1::text[], $2::int[], $3::int[]) AS q(s, a, b) "
         "JOIN eventstore.events e ON e.stream_id = q.s AND e.stream_version > q.a "
         "AND (q.b IS NULL OR e.stream_version <= q.b) ORDER BY e.position",
