@@ -21,6 +21,8 @@ the YooKassa sandbox and `--processors` real `python -m payment_processor` proce
    time (`PROCESSOR_PROFILE_TO`, every thread) and prints where the CPU goes, by area and by
    function. Profiling slows the process down several times: read it as shares, not as ms.
 
+`--provider-latency-ms` makes the sandbox answer every payment call that much later, as a real
+provider does: then commands/s shows how much of the provider's latency the processor overlaps.
 The janitor's first check is pushed out of the measured window (`PROCESSOR_JANITOR_SCHEDULE_S`),
 so the numbers are the commands above and nothing else. The machine is shared: wall-clock
 commands/s move with the other load on it, CPU ms per command much less so.
@@ -76,10 +78,12 @@ class Bench:
     """A fresh database, unique topics, the YooKassa sandbox and N processor processes."""
 
     def __init__(self, kafka: str, server_url: str, processors: int, consumers: int, partitions: int,
-                 env: dict[str, str], keep: bool) -> None:
+                 env: dict[str, str], keep: bool, concurrency: int | None = None) -> None:
         self.kafka, self.server_url = kafka, server_url
         self.n_processors, self.consumers, self.partitions = processors, consumers, partitions
         self.extra_env, self.keep = env, keep
+        self.concurrency = concurrency
+        self.provider_latency_ms = 0
         self.tag = f"benchproc-{uuid.uuid4().hex[:8]}"
         self.work_dir = Path(tempfile.mkdtemp(prefix="bench-processor-"))
         self.database_name = ""
@@ -123,6 +127,7 @@ class Bench:
             "BILLING_CLOCK": "system",
             "PROCESSOR_GROUP_ID": f"processor-{self.tag}",
             "PROCESSOR_CONSUMERS": str(self.consumers),
+            **({"PROCESSOR_CONCURRENCY": str(self.concurrency)} if self.concurrency else {}),
             "PROCESSOR_JANITOR_SCHEDULE_S": "3600",  # no janitor syncs inside the measured window
             "PROCESSOR_SCHEDULER_ENABLED": "false",
             **self.extra_env,
@@ -175,6 +180,11 @@ class Bench:
             },
         )
         await self.yookassa.astart()
+        if self.provider_latency_ms:
+            rules = [{"endpoint": endpoint, "mode": "latency", "latency_ms": self.provider_latency_ms}
+                     for endpoint in ("POST /v3/payments", "GET /v3/payments/*")]
+            async with httpx.AsyncClient(base_url=self.yookassa_url, timeout=10, trust_env=False) as client:
+                (await client.put("/sandbox/faults", json=rules)).raise_for_status()
         await self.start_processors()
 
     async def start_processors(self, profile_dir: Path | None = None) -> None:
@@ -475,14 +485,16 @@ async def run_pass(bench: Bench, conn: Any, producer: Any, plan_id: str, n: int,
 
 async def _main(commands: int, warmup: int, processors: int, consumers: int, partitions: int, sync: bool,
                 profile: bool, profile_commands: int, kafka: str, database_url: str, keep: bool,
-                timeout: float) -> dict[str, Any]:
+                timeout: float, concurrency: int | None = None, provider_latency_ms: int = 0) -> dict[str, Any]:
     import asyncpg
 
     from eventstore.kafka import make_producer
     from eventstore.settings import plain_url
 
-    bench = Bench(kafka, database_url, processors, consumers, partitions, {}, keep)
-    console.print(f"[bold]bench.processor[/]: {processors} processor(s) × {consumers} consumer loops, "
+    bench = Bench(kafka, database_url, processors, consumers, partitions, {}, keep, concurrency)
+    bench.provider_latency_ms = provider_latency_ms
+    console.print(f"[bold]bench.processor[/]: {processors} processor(s) × {consumers} consumer(s)"
+                  f"{f' × {concurrency} commands at once' if concurrency else ''}, "
                   f"{partitions} partitions, {commands} purchases{' + syncs' if sync else ''}")
     report: dict[str, Any] = {}
     try:
@@ -520,6 +532,8 @@ async def _main(commands: int, warmup: int, processors: int, consumers: int, par
                 "checks": checks,
                 "processors": processors,
                 "consumers_per_processor": consumers,
+                "concurrency_per_consumer": concurrency,
+                "provider_latency_ms": provider_latency_ms,
                 "partitions": partitions,
                 "load_average_1m": round(os.getloadavg()[0], 1),
             }
@@ -578,12 +592,14 @@ def main(
     commands: int = typer.Option(2000, help="PurchaseSubscription commands in the measured pass (one account each)"),
     warmup: int = typer.Option(100, help="purchases before measuring (not counted)"),
     processors: int = typer.Option(1, help="payment processor processes"),
-    consumers: int = typer.Option(6, help="consumer loops per processor (PROCESSOR_CONSUMERS)"),
+    consumers: int = typer.Option(1, help="Kafka consumers per processor (PROCESSOR_CONSUMERS)"),
+    concurrency: int = typer.Option(None, help="commands at once per consumer (PROCESSOR_CONCURRENCY; default: the processor's)"),
     partitions: int = typer.Option(6, help="partitions of the commands topic"),
     sync: bool = typer.Option(True, help="also pay every checkout and measure one SyncPayment per purchase"),
     profile: bool = typer.Option(True, help="a second pass under cProfile: where the CPU goes"),
     profile_commands: int = typer.Option(500, help="purchases in the profiling pass"),
     timeout: float = typer.Option(600.0, help="seconds a phase may take before the run fails"),
+    provider_latency_ms: int = typer.Option(0, help="the sandbox answers every payment call this much later (real YooKassa: ~100-500 ms)"),
     kafka: str = typer.Option(None, help="bootstrap servers (default: .stack/env)"),
     database_url: str = typer.Option(None, help="PostgreSQL server URL (default: .stack/env); a fresh database is made on it"),
     keep: bool = typer.Option(False, help="keep the benchmark's database"),
@@ -591,7 +607,7 @@ def main(
     """Measure the payment processor on its own; print tables and one JSON line."""
     kafka, database_url = _infra(kafka, database_url)
     report = asyncio.run(_main(commands, warmup, processors, consumers, partitions, sync, profile, profile_commands,
-                               kafka, database_url, keep, timeout))
+                               kafka, database_url, keep, timeout, concurrency, provider_latency_ms))
     print(orjson.dumps(report).decode())
 
 

@@ -25,7 +25,10 @@ class ProcessorSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="PROCESSOR_", env_file=".env", env_file_encoding="utf-8", extra="ignore")
 
     group_id: str = "payment-processor"
-    consumers: int = Field(default=6, ge=1, le=64, description="consumer loops in one process (commands run concurrently across partitions)")
+    consumers: int = Field(default=1, ge=1, le=64, description="Kafka consumers in one process (each runs up to `concurrency` commands)")
+    concurrency: int = Field(
+        default=64, ge=1, le=1024, description="commands of different accounts handled at once per consumer (one account's stay in order)"
+    )
     commands_partitions: int = Field(default=6, ge=1, description="partitions if the processor creates the commands topic")
     max_attempts: int = Field(default=5, ge=1, description="tries per command before it is dead-lettered and failed")
     provider_concurrency: int = Field(default=16, ge=1, le=256, description="YooKassa calls in flight per process")
