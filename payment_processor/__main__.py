@@ -1,5 +1,9 @@
 """`python -m payment_processor`: the consumer of billing.commands and the janitor, in one process.
 
+It runs on uvloop (as the API does under uvicorn): the processor is a busy asyncio program —
+dozens of database and Kafka round trips in flight — and the event loop's own work was a fifth
+of its CPU on the standard loop (docs/decisions/0049).
+
 `PROCESSOR_PROFILE_TO=<file>` (benchmarks only, see bench/processor.py) runs the process under
 cProfile in CPU time from the moment it is built (start-up — migrations, imports — is left out):
 the event loop's thread AND every worker thread (the YooKassa SDK calls run in a thread pool,
@@ -11,6 +15,8 @@ from __future__ import annotations
 
 import asyncio
 import os
+
+import uvloop
 
 from eventstore.logging import configure_logging
 from eventstore.settings import Settings
@@ -24,7 +30,7 @@ def main() -> None:
     if profile_to:
         _run_profiled(profile_to)
     else:
-        asyncio.run(run(Settings(), ProcessorSettings()))
+        uvloop.run(run(Settings(), ProcessorSettings()))
 
 
 def _run_profiled(path: str) -> None:
@@ -56,7 +62,7 @@ def _run_profiled(path: str) -> None:
         await processor.run()
 
     try:
-        asyncio.run(profiled())
+        uvloop.run(profiled())
     finally:
         main_profile.disable()
         threading.setprofile(None)  # type: ignore[arg-type]
