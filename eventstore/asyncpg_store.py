@@ -91,10 +91,16 @@ def recorded(row: asyncpg.Record) -> RecordedEvent:
     return RecordedEvent(row[0], row[1], row[2], row[3], row[4], row[5], _json(row[6]), _json(row[7]), row[8], row[9])
 
 
+async def read_stream_rows(conn: asyncpg.Connection, stream_ids: Sequence[str]) -> list[asyncpg.Record]:
+    """The raw rows (`_COLUMNS`, JSONB still text) of several streams, by stream and version: for a
+    caller that can skip decoding events it already knows by id (see `recorded`)."""
+    return await conn.fetch(_READ_STREAMS, list(stream_ids))
+
+
 async def read_streams(conn: asyncpg.Connection, stream_ids: Sequence[str]) -> dict[str, list[RecordedEvent]]:
     """Every event of each stream, in version order, in one round trip (missing streams map to [])."""
     out: dict[str, list[RecordedEvent]] = {stream_id: [] for stream_id in stream_ids}
-    for row in await conn.fetch(_READ_STREAMS, list(stream_ids)):
+    for row in await read_stream_rows(conn, stream_ids):
         out[row[1]].append(recorded(row))
     return out
 

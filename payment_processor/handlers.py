@@ -159,6 +159,7 @@ class CommandHandler:
         self.db = db  # the hot path's asyncpg pool (journal.py); made from the engine's URL if not given
         self._own_db = db is None
         self._db_ready = asyncio.Lock()
+        self.envelopes = journal.EnvelopeCache()
         self.gateway = gateway
         self.clock = clock
         self.config = config
@@ -209,7 +210,7 @@ class CommandHandler:
         db = await self._pool()
         for _ in range(self.config.conflict_retries):
             async with db.acquire() as conn:
-                events = (await journal.load(conn, [stream_id]))[stream_id]
+                events = (await journal.load(conn, [stream_id], self.envelopes))[stream_id]
                 state: AccountState | PlanState = (
                     build_plan(stream_id, events) if stream_id.startswith("plan-") else build_account(stream_id, events)
                 )
@@ -245,7 +246,7 @@ class CommandHandler:
             raise ValueError(f"{command.type} for {command.data.plan_id} arrived on {command.stream_id}")  # type: ignore[attr-defined]
         db = await self._pool()
         async with db.acquire() as conn:
-            state = build_plan(command.stream_id, (await journal.load(conn, [command.stream_id]))[command.stream_id])
+            state = build_plan(command.stream_id, (await journal.load(conn, [command.stream_id], self.envelopes))[command.stream_id])
             decision = decide_plan(state, command, Context(now=self.clock.now()))
             if decision.already_handled or not decision.events:
                 return
@@ -267,7 +268,7 @@ class CommandHandler:
             streams = [stream_id]
             if isinstance(command.data, (PurchaseSubscription, GrantSubscription)):
                 streams.append(plan_stream(command.data.plan_id))
-            loaded = await journal.load(conn, streams)
+            loaded = await journal.load(conn, streams, self.envelopes)
             state = build_account(stream_id, loaded[stream_id])
             if len(streams) > 1:
                 plan = build_plan(streams[1], loaded[streams[1]])
@@ -344,6 +345,7 @@ class CommandHandler:
             now=now,
             first_check_at=now + timedelta(seconds=delay),
         )
+        self.envelopes.put(envelopes)  # committed: now certainly what the table holds
         return envelopes
 
     def _log_end(self, command: Envelope, emits: list[Emit]) -> None:

@@ -4,7 +4,11 @@ Why: the handler's statements were most of its CPU through SQLAlchemy (docs/deci
 they run on a plain asyncpg pool with as few round trips as the guarantees allow:
 
 * `load` — the account stream and, for a purchase or grant, the plan's stream: one statement,
-  outside any transaction (the expected version guards the append that follows);
+  outside any transaction (the expected version guards the append that follows). Events are
+  immutable and their ids unique, so typed envelopes are kept in a bounded `EnvelopeCache` by id
+  — those this process read and those it committed — and a known event is never decoded and
+  validated again (the plan on every purchase; the account a sync reads right after the purchase
+  this process handled);
 * `commit` — the events, their handled-command rows and outbox rows (`eventstore.asyncpg_store`,
   one statement), plus the open provider operations (`operations.py`) and the scheduler's rows
   (`schedule.py`) that must commit with them. When the append is all there is (no operation
@@ -17,9 +21,11 @@ keep (converted to asyncpg's `$n` by `asyncpg_store.positional`), so each table 
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
+from uuid import UUID
 
 import asyncpg
 
@@ -68,9 +74,48 @@ def envelope_of(event: RecordedEvent) -> Envelope:
     )
 
 
-async def load(conn: asyncpg.Connection, stream_ids: Sequence[str]) -> dict[str, list[Envelope]]:
-    """The events of each stream, typed, in one round trip."""
-    return {stream_id: [envelope_of(e) for e in events] for stream_id, events in (await asyncpg_store.read_streams(conn, stream_ids)).items()}
+class EnvelopeCache:
+    """Typed envelopes by event id, least recently used out first.
+
+    Only what is certainly stored goes in: envelopes read from the table, and envelopes after
+    their append committed (a failed append may be decided differently under the same derived
+    ids, so it is never cached).
+    """
+
+    def __init__(self, size: int = 10_000) -> None:
+        self.size = size
+        self._items: OrderedDict[UUID, Envelope] = OrderedDict()
+        self.hits = self.misses = 0
+
+    def get(self, event_id: UUID) -> Envelope | None:
+        envelope = self._items.get(event_id)
+        if envelope is not None:
+            self._items.move_to_end(event_id)
+        return envelope
+
+    def put(self, envelopes: Sequence[Envelope]) -> None:
+        for envelope in envelopes:
+            self._items[envelope.id] = envelope
+            self._items.move_to_end(envelope.id)
+        while len(self._items) > self.size:
+            self._items.popitem(last=False)
+
+
+async def load(conn: asyncpg.Connection, stream_ids: Sequence[str], cache: EnvelopeCache | None = None) -> dict[str, list[Envelope]]:
+    """The events of each stream, typed, in one round trip (known ones from `cache`)."""
+    out: dict[str, list[Envelope]] = {stream_id: [] for stream_id in stream_ids}
+    fresh: list[Envelope] = []
+    for row in await asyncpg_store.read_stream_rows(conn, stream_ids):
+        envelope = cache.get(row[3]) if cache is not None else None
+        if envelope is None:
+            envelope = envelope_of(asyncpg_store.recorded(row))
+            fresh.append(envelope)
+        out[row[1]].append(envelope)
+    if cache is not None:
+        cache.hits += sum(map(len, out.values())) - len(fresh)
+        cache.misses += len(fresh)
+        cache.put(fresh)
+    return out
 
 
 def schedule_rows_after(state: AccountState | PlanState, envelopes: Sequence[Envelope]) -> list[schedule.ScheduleRow]:
