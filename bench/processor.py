@@ -12,6 +12,8 @@ the YooKassa sandbox and `--processors` real `python -m payment_processor` proce
    its terminal event in the event store (a handled-command row is written in the same
    transaction); CPU of the processor processes (psutil `cpu_times`, user + system, all threads)
    is read before the first publish and after the last terminal event;
+   The CPU of the PostgreSQL backends serving the processors (`application_name`) is read the
+   same way (the server runs on this machine), so moving work into the database shows;
 3. **sync** (unless `--no-sync`): pays every checkout on the sandbox's payment page (not
    measured), then publishes one SyncPayment per payment, as the webhook would, and measures the
    same way. A purchase in production costs one of each (plus janitor syncs while it waits);
@@ -291,6 +293,11 @@ class Phase:
     commands: int
     seconds: float
     cpu_s: float
+    pg_cpu_s: float = 0.0
+
+    @property
+    def pg_cpu_ms(self) -> float:
+        return self.pg_cpu_s * 1000 / self.commands if self.commands else 0.0
 
     @property
     def per_s(self) -> float:
@@ -304,11 +311,29 @@ class Phase:
 async def measure(bench: Bench, conn: Any, producer: Any, commands: list[tuple[uuid.UUID, bytes, bytes]],
                   name: str, timeout: float) -> Phase:
     ids = [c[0] for c in commands]
+    pg0 = await postgres_cpu(conn)
     cpu0, t0 = bench.processor_cpu(), time.monotonic()
     await publish(producer, bench.topics["COMMANDS_TOPIC"], commands)
     t1 = await wait_ended(conn, ids, timeout, name)
     cpu1 = bench.processor_cpu()
-    return Phase(name, len(commands), t1 - t0, cpu1 - cpu0)
+    pg1 = await postgres_cpu(conn)
+    pg_used = sum(max(0.0, used - pg0.get(pid, 0.0)) for pid, used in pg1.items())
+    return Phase(name, len(commands), t1 - t0, cpu1 - cpu0, pg_used)
+
+
+async def postgres_cpu(conn: Any) -> dict[int, float]:
+    """CPU seconds so far of the PostgreSQL backends serving the processors (same machine: /proc)."""
+    pids = await conn.fetch(
+        "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND application_name = 'payment-processor'"
+    )
+    out: dict[int, float] = {}
+    for row in pids:
+        try:
+            times = psutil.Process(row["pid"]).cpu_times()
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            continue
+        out[row["pid"]] = times.user + times.system
+    return out
 
 
 async def outcomes(conn: Any, command_ids: list[uuid.UUID]) -> dict[uuid.UUID, dict[str, Any]]:
@@ -319,14 +344,27 @@ async def outcomes(conn: Any, command_ids: list[uuid.UUID]) -> dict[uuid.UUID, d
 
 
 async def pay_all(yookassa_url: str, provider_ids: list[str], concurrency: int = 16) -> None:
-    """Submit the sandbox's payment page for every checkout (the customer's part; not measured)."""
+    """Submit the sandbox's payment page for every checkout (the customer's part; not measured).
+
+    A dropped keep-alive connection is retried after looking at the payment: paid is paid."""
     slots = asyncio.Semaphore(concurrency)
     async with httpx.AsyncClient(base_url=yookassa_url, timeout=30, trust_env=False) as client:
 
+        async def paid(pid: str) -> bool:
+            items = (await client.get("/sandbox/payments", params={"id": pid})).json()["items"]
+            return bool(items) and items[0]["status"] == "succeeded"
+
         async def pay(pid: str) -> None:
             async with slots:
-                response = await client.post(f"/checkout/{pid}", data={"action": "pay", "card_number": SUCCESS_CARD})
-                if response.status_code != 200:
+                for attempt in range(3):
+                    try:
+                        response = await client.post(f"/checkout/{pid}", data={"action": "pay", "card_number": SUCCESS_CARD})
+                    except httpx.TransportError:
+                        if attempt == 2:
+                            raise
+                        continue
+                    if response.status_code == 200 or await paid(pid):
+                        return
                     raise RuntimeError(f"paying {pid}: {response.status_code} {response.text[:300]}")
 
         await asyncio.gather(*(pay(p) for p in provider_ids))
@@ -515,19 +553,22 @@ async def _main(commands: int, warmup: int, processors: int, consumers: int, par
             checks = await check_promises(conn, bench.yookassa_url, purchases, synced)
 
             table = Table(title=f"payment processor alone ({processors} process(es), {os.cpu_count()} cores, shared machine)")
-            for column in ("phase", "commands", "seconds", "commands/s", "processor CPU ms / command", "processor cores busy"):
+            for column in ("phase", "commands", "seconds", "commands/s", "processor CPU ms / command", "processor cores busy",
+                           "its PostgreSQL backends' CPU ms / command"):
                 table.add_column(column, justify="right" if column != "phase" else "left")
             for p in phases:
                 table.add_row(p.name, str(p.commands), f"{p.seconds:.1f}", f"{p.per_s:,.1f}", f"{p.cpu_ms:.2f}",
-                              f"{p.cpu_s / p.seconds:.2f}" if p.seconds else "-")
+                              f"{p.cpu_s / p.seconds:.2f}" if p.seconds else "-", f"{p.pg_cpu_ms:.2f}")
             console.print(table)
             console.print("checks: " + ", ".join(f"{k}={v}" for k, v in checks.items()))
             purchase_phase = phases[0]
             report = {
                 "commands_per_s": round(purchase_phase.per_s, 1),
                 "processor_cpu_ms_per_command": round(purchase_phase.cpu_ms, 2),
+                "postgres_cpu_ms_per_command": round(purchase_phase.pg_cpu_ms, 2),
                 "phases": {p.name: {"commands": p.commands, "seconds": round(p.seconds, 2), "commands_per_s": round(p.per_s, 1),
-                                    "processor_cpu_ms_per_command": round(p.cpu_ms, 2)} for p in phases},
+                                    "processor_cpu_ms_per_command": round(p.cpu_ms, 2),
+                                    "postgres_cpu_ms_per_command": round(p.pg_cpu_ms, 2)} for p in phases},
                 "processor_cpu_ms_per_purchase_incl_sync": round(sum(p.cpu_ms for p in phases), 2),
                 "checks": checks,
                 "processors": processors,

@@ -7,11 +7,12 @@ processor), and the payment processor runs several per command. This module is `
 (`StreamVersionConflict`, `CommandAlreadyHandled`) — with fewer round trips:
 
 * `read_streams` reads several streams (an account and a plan) in one statement;
-* `append` writes the handled-command rows, the events and their outbox rows in ONE statement.
-  The handled rows are inserted only if the stream is at the expected version, the events only if
-  every handled row was new, so a single statement is atomic on its own: no BEGIN/COMMIT round
-  trips when nothing else has to commit with it. Several handled commands in one append need the
-  caller's transaction (a partial insert must roll back), which `append` checks.
+* `append` writes the handled-command rows, the events, their outbox rows — and any `SideWrite`s
+  of the caller that must commit with them (the processor's open operations and schedule rows) —
+  in ONE statement. Events go in only if the stream is at the expected version and none of the
+  commands was handled before, everything else only if the events went in; a concurrent writer
+  of the same version or command fails the whole statement on a unique index. One statement is
+  atomic by itself: no BEGIN/COMMIT round trips, and nothing half-written on any path.
 
 `tests/integration/test_event_store_asyncpg.py` holds both doors to one contract.
 """
@@ -19,7 +20,8 @@ processor), and the payment processor runs several per command. This module is `
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import asyncpg
@@ -34,42 +36,72 @@ _READ_STREAMS = (
 
 # $1 stream, $2 expected version; $3..$5 handled commands (ids, types, outcomes as JSON text);
 # $6..$11 events (ids, types, schema versions, data and metadata as JSON text, occurred_at).
-# A concurrent append of the same version trips the unique (stream_id, stream_version) index and
-# the whole statement — handled rows included — fails.
-_APPEND = """
+# Events go in only if the stream is at the expected version and none of the commands was
+# handled before; the handled rows and the side writes only if events went in (`appended`).
+# A concurrent writer that commits the same version or the same handled command after this
+# statement's snapshot trips a unique index and fails the whole statement: every part of it
+# happens together or not at all.
+_APPEND_HEAD = """
 WITH current AS (
     SELECT coalesce(max(stream_version), 0) AS version FROM eventstore.events WHERE stream_id = $1
-), handled AS (
-    INSERT INTO eventstore.handled_commands (command_id, stream_id, command_type, outcome)
-    SELECT c.command_id, $1, c.command_type, c.outcome::jsonb
-    FROM current, unnest($3::uuid[], $4::text[], $5::text[]) AS c(command_id, command_type, outcome)
-    WHERE current.version = $2
-    ON CONFLICT (command_id) DO NOTHING
-    RETURNING command_id
+), seen AS (
+    SELECT count(*) AS handled_before FROM eventstore.handled_commands WHERE command_id = ANY($3::uuid[])
 ), inserted AS (
     INSERT INTO eventstore.events (stream_id, stream_version, event_id, type, schema_version, data, metadata, occurred_at)
     SELECT $1, $2 + e.ord, e.event_id, e.type, e.schema_version, e.data::jsonb, e.metadata::jsonb, e.occurred_at
-    FROM current,
+    FROM current, seen,
          unnest($6::uuid[], $7::text[], $8::int[], $9::text[], $10::text[], $11::timestamptz[])
              WITH ORDINALITY AS e(event_id, type, schema_version, data, metadata, occurred_at, ord)
-    WHERE current.version = $2 AND (SELECT count(*) FROM handled) = cardinality($3::uuid[])
+    WHERE current.version = $2 AND seen.handled_before = 0
     RETURNING position
-), queued AS (
+), appended AS (
     INSERT INTO eventstore.outbox (position) SELECT position FROM inserted RETURNING position
-)
+), handled AS (
+    INSERT INTO eventstore.handled_commands (command_id, stream_id, command_type, outcome)
+    SELECT c.command_id, $1, c.command_type, c.outcome::jsonb
+    FROM unnest($3::uuid[], $4::text[], $5::text[]) AS c(command_id, command_type, outcome)
+    WHERE EXISTS (SELECT 1 FROM appended)
+)"""
+_APPEND_TAIL = """
 SELECT (SELECT version FROM current) AS version,
-       ARRAY(SELECT command_id FROM handled) AS handled,
-       ARRAY(SELECT position FROM queued ORDER BY position) AS positions
+       (SELECT handled_before FROM seen) AS handled_before,
+       ARRAY(SELECT position FROM appended ORDER BY position) AS positions
 """
+_APPEND_PARAMS = 11
 
-_OUTCOME = "SELECT outcome FROM eventstore.handled_commands WHERE command_id = $1"
+
+@dataclass(frozen=True)
+class SideWrite:
+    """A data-modifying statement that commits with an append, inside the same SQL statement.
+
+    `sql` is one INSERT/UPDATE/DELETE with `:name` parameters taken from `params`; it must write
+    only when the append did, by referring to the CTE `appended` (one row per appended event),
+    e.g. `... WHERE EXISTS (SELECT 1 FROM appended)`. It sees the database as of the statement's
+    start (not the rows the append inserts). Appends that carry side writes must append events.
+    """
+
+    sql: str
+    params: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if "appended" not in self.sql:
+            raise ValueError("a side write must be gated on the CTE `appended`")
 
 
-def positional(sql: str) -> tuple[str, list[str]]:
+def _statement(side_writes: Sequence[SideWrite]) -> tuple[str, list[Any]]:
+    ctes, args = [], []
+    for i, write in enumerate(side_writes):
+        sql, names = positional(write.sql, start=_APPEND_PARAMS + len(args) + 1)
+        ctes.append(f", side_{i} AS (\n{sql}\n)")
+        args.extend(write.params[name] for name in names)
+    return _APPEND_HEAD + "".join(ctes) + _APPEND_TAIL, args
+
+
+def positional(sql: str, *, start: int = 1) -> tuple[str, list[str]]:
     """A SQLAlchemy `text()` statement's `:name` parameters as asyncpg's `$n` (and the names, in order).
 
     Lets asyncpg code run the very statement text another module keeps (one source of truth);
-    `::type` casts are left alone.
+    `::type` casts are left alone. Numbers begin at `start` (to follow other parameters).
     """
     names: list[str] = []
 
@@ -77,7 +109,7 @@ def positional(sql: str) -> tuple[str, list[str]]:
         name = match.group(1)
         if name not in names:
             names.append(name)
-        return f"${names.index(name) + 1}"
+        return f"${names.index(name) + start}"
 
     return re.sub(r"(?<![:\w]):([A-Za-z_]\w*)", number, sql), names
 
@@ -112,22 +144,24 @@ async def append(
     events: Sequence[Envelope],
     *,
     commands: Sequence[HandledCommand] = (),
+    side_writes: Sequence[SideWrite] = (),
 ) -> list[int]:
-    """Append atomically and return the global positions (as `EventStore.append`, for asyncpg).
+    """Append atomically — with the handled-command rows and `side_writes` — and return the positions.
 
-    Raises `StreamVersionConflict` when the stream is not at `expected_version` and
-    `CommandAlreadyHandled` when one of `commands` was recorded before; in both cases nothing was
-    written. More than one command needs an open transaction on `conn` (the caller's), which
-    must then be rolled back on either exception.
+    As `EventStore.append`, for asyncpg, in one statement: raises `StreamVersionConflict` when
+    the stream is not at `expected_version` and `CommandAlreadyHandled` when one of `commands` was
+    recorded before; in both cases nothing at all was written. Unlike `EventStore.append`,
+    handled commands need events to go with (the processor's always have their terminal event).
     """
-    if len(commands) > 1 and not conn.is_in_transaction():
-        raise ValueError("appending with several handled commands needs the caller's transaction")
     for event in events:
         if event.stream_id != stream_id:
             raise ValueError(f"event {event.id} belongs to {event.stream_id}, not {stream_id}")
+    if (side_writes or commands) and not events:
+        raise ValueError("handled commands and side writes go in with appended events: there are none")
+    sql, side_args = _statement(side_writes)
     try:
         row = await conn.fetchrow(
-            _APPEND,
+            sql,
             stream_id,
             expected_version,
             [c.command_id for c in commands],
@@ -139,16 +173,33 @@ async def append(
             [e.data.model_dump_json() for e in events],
             [e.metadata.model_dump_json() for e in events],
             [e.occurred_at for e in events],
+            *side_args,
         )
     except asyncpg.UniqueViolationError as exc:
         if exc.constraint_name == "events_stream_version_key":
             raise StreamVersionConflict(stream_id, expected_version) from exc
+        if exc.constraint_name == "handled_commands_pkey" and commands:
+            # A concurrent append recorded one of the commands first. Inside a caller's
+            # transaction (now aborted) its outcome cannot be looked up.
+            if conn.is_in_transaction():
+                raise CommandAlreadyHandled(commands[0].command_id, {}) from exc
+            raise CommandAlreadyHandled(*await _handled_before(conn, commands)) from exc
         raise
     assert row is not None
     if row["version"] != expected_version:
         raise StreamVersionConflict(stream_id, expected_version, row["version"])
-    if len(row["handled"]) != len(commands):
-        new = set(row["handled"])
-        first = next(c for c in commands if c.command_id not in new)  # handled before
-        raise CommandAlreadyHandled(first.command_id, _json(await conn.fetchval(_OUTCOME, first.command_id)) or {})
+    if row["handled_before"]:
+        raise CommandAlreadyHandled(*await _handled_before(conn, commands))
     return list(row["positions"])
+
+
+async def _handled_before(conn: asyncpg.Connection, commands: Sequence[HandledCommand]) -> tuple[Any, dict[str, Any]]:
+    """The first of `commands` recorded before, and its outcome."""
+    rows = await conn.fetch(
+        "SELECT command_id, outcome FROM eventstore.handled_commands WHERE command_id = ANY($1::uuid[])", [c.command_id for c in commands]
+    )
+    found = {r[0]: _json(r[1]) for r in rows}
+    for c in commands:
+        if c.command_id in found:
+            return c.command_id, found[c.command_id] or {}
+    return commands[0].command_id, {}  # recorded by a concurrent append that has since rolled back

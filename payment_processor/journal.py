@@ -9,18 +9,19 @@ they run on a plain asyncpg pool with as few round trips as the guarantees allow
   — those this process read and those it committed — and a known event is never decoded and
   validated again (the plan on every purchase; the account a sync reads right after the purchase
   this process handled);
-* `commit` — the events, their handled-command rows and outbox rows (`eventstore.asyncpg_store`,
-  one statement), plus the open provider operations (`operations.py`) and the scheduler's rows
-  (`schedule.py`) that must commit with them. When the append is all there is (no operation
-  opened or closed, no schedule row, at most one terminal event) it is a single autocommitted
-  statement; otherwise one transaction.
+* `commit` — the events, their handled-command rows and outbox rows, the open provider
+  operations (`operations.py`) and the scheduler's rows (`schedule.py`): ONE statement
+  (`asyncpg_store.append` with side writes gated on the append), atomic without a transaction.
 
-The statements for the processor's own tables are the texts `operations.py` and `schedule.py`
-keep (converted to asyncpg's `$n` by `asyncpg_store.positional`), so each table has one source.
+The statements for the processor's own tables come from the modules that own those tables: the
+open-operation writes are `operations.py`'s, and the schedule upsert is `schedule.py`'s own
+statement with its VALUES list turned into a row set (`_schedule_side_write_sql`), so a column
+added there is written here too.
 """
 
 from __future__ import annotations
 
+import re
 from collections import OrderedDict
 from collections.abc import Sequence
 from datetime import datetime
@@ -28,6 +29,7 @@ from typing import Any
 from uuid import UUID
 
 import asyncpg
+import orjson
 
 from eventstore import asyncpg_store
 from eventstore.settings import plain_url
@@ -36,9 +38,33 @@ from payment_processor import operations, schedule
 from payment_processor.domain import AccountState, OperationChange, PlanState
 from schemas import Envelope, parse_envelope
 
-_OPEN, _OPEN_NAMES = asyncpg_store.positional(operations._OPEN.text)
-_CLOSE, _CLOSE_NAMES = asyncpg_store.positional(operations._CLOSE.text)
-_UPSERT, _UPSERT_NAMES = asyncpg_store.positional(schedule._UPSERT.text)
+
+
+def _schedule_side_write_sql(upsert: str) -> str:
+    """`schedule._UPSERT` (one row of `:field` values) as a side write of many rows.
+
+    `VALUES (:a, :b, …, :now)` becomes `SELECT r.a, r.b, …, :now FROM jsonb_populate_recordset(
+    NULL::processor.schedule, :rows) AS r WHERE EXISTS (SELECT 1 FROM appended)`; the column list
+    and the version-guarded ON CONFLICT clause stay schedule.py's own.
+    """
+
+    def rows(match: re.Match[str]) -> str:
+        values = [v.strip() for v in match.group(1).split(",")]
+        if not all(v.startswith(":") for v in values):
+            raise ValueError(f"unexpected schedule upsert values: {values}")
+        select = ", ".join(":now" if v == ":now" else f"r.{v[1:]}" for v in values)
+        return (
+            f"SELECT {select} FROM jsonb_populate_recordset(NULL::processor.schedule, CAST(:rows AS jsonb)) AS r "
+            "WHERE EXISTS (SELECT 1 FROM appended) "
+        )
+
+    sql, n = re.subn(r"VALUES\s*\((.*?)\)\s*(?=ON CONFLICT)", rows, upsert, flags=re.S)
+    if n != 1:
+        raise ValueError("schedule.py's upsert no longer has the shape journal.py expects")
+    return sql
+
+
+SCHEDULE_SQL = _schedule_side_write_sql(schedule._UPSERT.text)
 
 
 async def _no_reset(conn: asyncpg.Connection) -> None:
@@ -149,29 +175,23 @@ async def commit(
     now: datetime,
     first_check_at: datetime,
 ) -> list[int]:
-    """Append and record everything that must commit with it, atomically (see the module docstring).
+    """Append and record everything that must commit with it, in one atomic statement.
 
     Raises `StreamVersionConflict` / `CommandAlreadyHandled` from the append; nothing is then written.
     """
+    side: list[asyncpg_store.SideWrite] = []
     opened, closed = operations.net_changes(changes)
-    if not opened and not closed and not schedule_rows and len(handled) <= 1:
-        return await asyncpg_store.append(conn, stream_id, expected_version, envelopes, commands=handled)
-    async with conn.transaction():
-        positions = await asyncpg_store.append(conn, stream_id, expected_version, envelopes, commands=handled)
-        if closed:
-            await conn.execute(_CLOSE, *_args(_CLOSE_NAMES, {"ids": list(closed)}))
-        if opened:
-            params = {"stream_id": stream_id, "now": now, "ids": list(opened), "kinds": list(opened.values()),
-                      "next": [first_check_at] * len(opened)}
-            await conn.execute(_OPEN, *_args(_OPEN_NAMES, params))
-        if schedule_rows:
-            await conn.executemany(_UPSERT, [_args(_UPSERT_NAMES, {**_row(r), "now": now}) for r in schedule_rows])
-        return positions
+    if closed:
+        side.append(asyncpg_store.SideWrite(operations.CLOSE_SQL, {"ids": list(closed)}))
+    if opened:
+        params = {"stream_id": stream_id, "now": now, "ids": list(opened), "kinds": list(opened.values()),
+                  "next": [first_check_at] * len(opened)}
+        side.append(asyncpg_store.SideWrite(operations.OPEN_SQL, params))
+    if schedule_rows:
+        rows = orjson.dumps([_row(r) for r in schedule_rows]).decode()
+        side.append(asyncpg_store.SideWrite(SCHEDULE_SQL, {"rows": rows, "now": now}))
+    return await asyncpg_store.append(conn, stream_id, expected_version, envelopes, commands=handled, side_writes=side)
 
 
 def _row(row: schedule.ScheduleRow) -> dict[str, Any]:
     return {name: getattr(row, name) for name in row.__slots__}  # type: ignore[attr-defined]
-
-
-def _args(names: list[str], values: dict[str, Any]) -> list[Any]:
-    return [values[name] for name in names]

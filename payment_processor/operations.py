@@ -1,9 +1,9 @@
 """`processor.open_operations`: payments and refunds whose final answer we do not have yet.
 
-Written by the handlers in the same transaction as the events (an intent opens a row, a final
-provider answer deletes it; the handler runs these very statements on asyncpg, see `journal.py`),
-read by the janitor, which publishes a SyncPayment/SyncRefund for every row that is due and
-pushes its `next_check_at` along the schedule.
+Written by the handler in the same statement as the events (an intent opens a row, a final
+provider answer deletes it: `OPEN_SQL` / `CLOSE_SQL`, run by `journal.py`), read by the janitor,
+which publishes a SyncPayment/SyncRefund for every row that is due and pushes its
+`next_check_at` along the schedule.
 """
 
 from __future__ import annotations
@@ -18,15 +18,17 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from payment_processor.domain import OperationChange
 
-_OPEN = text(
-    """
+# Written by the handler in the same statement as the events they follow (`journal.py`): each is
+# a side write of the append, gated on the CTE `appended` (docs/decisions/0048).
+OPEN_SQL = """
     INSERT INTO processor.open_operations (operation_id, kind, stream_id, opened_at, next_check_at)
     SELECT o.id, o.kind, :stream_id, :now, o.next_check_at
     FROM unnest(CAST(:ids AS uuid[]), CAST(:kinds AS text[]), CAST(:next AS timestamptz[])) AS o(id, kind, next_check_at)
+    WHERE EXISTS (SELECT 1 FROM appended)
     ON CONFLICT (operation_id) DO NOTHING
-    """
-)
-_CLOSE = text("DELETE FROM processor.open_operations WHERE operation_id = ANY(CAST(:ids AS uuid[]))")
+"""
+CLOSE_SQL = "DELETE FROM processor.open_operations WHERE operation_id = ANY(CAST(:ids AS uuid[])) AND EXISTS (SELECT 1 FROM appended)"
+
 _DUE = text(
     """
     SELECT operation_id, kind, stream_id, opened_at, checks
@@ -63,26 +65,6 @@ def net_changes(changes: Sequence[OperationChange]) -> tuple[dict[uuid.UUID, str
     for both in opened.keys() & closed:
         del opened[both]
     return opened, closed
-
-
-async def record_changes(
-    conn: AsyncConnection, stream_id: str, changes: Sequence[OperationChange], now: datetime, first_check_at: datetime
-) -> None:
-    """Apply what an append opened and closed (net), inside the append's transaction."""
-    opened, closed = net_changes(changes)
-    if closed:
-        await conn.execute(_CLOSE, {"ids": list(closed)})
-    if opened:
-        await conn.execute(
-            _OPEN,
-            {
-                "stream_id": stream_id,
-                "now": now,
-                "ids": list(opened),
-                "kinds": list(opened.values()),
-                "next": [first_check_at] * len(opened),
-            },
-        )
 
 
 async def lock_due(conn: AsyncConnection, now: datetime, limit: int) -> list[OpenOperation]:

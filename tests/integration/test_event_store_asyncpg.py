@@ -108,26 +108,58 @@ async def test_a_command_handled_through_either_door_appends_once(pool: asyncpg.
     assert await event_store.handled_outcome(first.command_id) == outcome
 
 
-async def test_several_commands_need_a_transaction_and_leave_nothing_when_one_was_handled(
-    pool: asyncpg.Pool, event_store: EventStore
-) -> None:
+async def test_several_commands_go_in_together_or_not_at_all(pool: asyncpg.Pool, event_store: EventStore) -> None:
     stream = _stream()
     old = HandledCommand(uuid.uuid4(), "PurchaseSubscription", {"old": True})
     new = HandledCommand(uuid.uuid4(), "SyncPayment", {"new": True})
     await event_store.append(stream, 0, [_event(stream)], command=old)
     async with pool.acquire() as conn:
-        with pytest.raises(ValueError, match="transaction"):
-            await asyncpg_store.append(conn, stream, 1, [_event(stream, 1)], commands=[new, old])
         with pytest.raises(CommandAlreadyHandled) as again:
-            async with conn.transaction():
-                await asyncpg_store.append(conn, stream, 1, [_event(stream, 1)], commands=[new, old])
+            await asyncpg_store.append(conn, stream, 1, [_event(stream, 1)], commands=[new, old])
         assert again.value.command_id == old.command_id and again.value.outcome == {"old": True}
-        async with conn.transaction():
-            both = [HandledCommand(uuid.uuid4(), "SyncPayment", {}), new]
-            positions = await asyncpg_store.append(conn, stream, 1, [_event(stream, 2)], commands=both)
+        assert await event_store.handled_outcome(new.command_id) is None  # not half of it
+        assert await event_store.stream_version(stream) == 1
+        with pytest.raises(ValueError, match="events"):
+            await asyncpg_store.append(conn, stream, 1, [], commands=[new])
+        third = HandledCommand(uuid.uuid4(), "SyncPayment", {})
+        positions = await asyncpg_store.append(conn, stream, 1, [_event(stream, 2)], commands=[third, new])
     assert len(positions) == 1
-    assert await event_store.handled_outcome(new.command_id) == {"new": True}  # written once, by the last append
+    assert await event_store.handled_outcome(new.command_id) == {"new": True}
+    assert await event_store.handled_outcome(third.command_id) == {}
     assert await event_store.stream_version(stream) == 2
+
+
+@pytest.fixture
+async def scratch(pool: asyncpg.Pool) -> AsyncIterator[str]:
+    table = f"public.side_{uuid.uuid4().hex[:10]}"
+    async with pool.acquire() as conn:
+        await conn.execute(f"CREATE TABLE {table} (stream_id text, note text)")
+    yield table
+    async with pool.acquire() as conn:
+        await conn.execute(f"DROP TABLE {table}")
+
+
+async def test_side_writes_commit_with_the_append_and_only_with_it(pool: asyncpg.Pool, event_store: EventStore, scratch: str) -> None:
+    stream = _stream()
+    command = HandledCommand(uuid.uuid4(), "SetAutoRenew", {})
+
+    def note(text: str) -> asyncpg_store.SideWrite:
+        return asyncpg_store.SideWrite(
+            f"INSERT INTO {scratch} (stream_id, note) SELECT :stream, :note WHERE EXISTS (SELECT 1 FROM appended)",
+            {"stream": stream, "note": text},
+        )
+
+    async with pool.acquire() as conn:
+        await asyncpg_store.append(conn, stream, 0, [_event(stream)], side_writes=[note("first"), note("second")])
+        with pytest.raises(StreamVersionConflict):
+            await asyncpg_store.append(conn, stream, 0, [_event(stream, 1)], commands=[command], side_writes=[note("stale")])
+        await event_store.append(stream, 1, [_event(stream, 2)], command=command)
+        with pytest.raises(CommandAlreadyHandled):
+            await asyncpg_store.append(conn, stream, 2, [_event(stream, 3)], commands=[command], side_writes=[note("again")])
+        notes = [r[0] for r in await conn.fetch(f"SELECT note FROM {scratch} ORDER BY note")]
+    assert notes == ["first", "second"]
+    with pytest.raises(ValueError, match="appended"):
+        asyncpg_store.SideWrite(f"INSERT INTO {scratch} VALUES ('x', 'y')")
 
 
 def test_named_parameters_become_positional_and_casts_stay() -> None:
