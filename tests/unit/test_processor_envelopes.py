@@ -1,5 +1,5 @@
-"""Envelopes the processor assembles without re-validation are the ones validation would give,
-and the envelope cache only ever answers with what it was given for that id."""
+"""The envelopes the processor appends are exactly the validated envelopes of the contract (and
+survive the wire), and the envelope cache only ever answers with what it was given for that id."""
 
 from __future__ import annotations
 
