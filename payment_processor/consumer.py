@@ -156,6 +156,8 @@ class KeyedConsumerLoop(ConsumerLoop):
         """True once the record is finished (handled or given up); False if left for redelivery."""
         if previous is not None:
             await asyncio.wait({previous})  # the key's order; its outcome is its own business
+        if work.closed or self._stop.is_set():
+            return False  # not started: left for the next owner (or the restart)
         async with self._slots:
             if work.closed or self._stop.is_set():
                 return False

@@ -172,3 +172,41 @@ async def test_a_record_that_keeps_failing_is_dead_lettered_and_its_key_moves_on
         assert [r.value for records in batch.values() for r in records] == [b"poison"]
     finally:
         await consumer.stop()
+
+
+async def test_a_member_joining_mid_stream_takes_over_without_losing_or_repeating(settings, unique_topic, unique_group) -> None:
+    """While records are in flight (slow handlers), a second member joins: the first finishes what
+    it holds and commits before giving partitions away, so every record runs exactly once and
+    each key's records run in order across both members."""
+    topic = await unique_topic(partitions=4)
+    group = unique_group()
+    sent = [(f"acct-{k}", f"{k}:{i}") for i in range(15) for k in range(16)]
+    handled: list[tuple[str, str, str]] = []
+
+    def handler(member: str):
+        async def handle(record) -> None:
+            await asyncio.sleep(0.05)
+            handled.append((member, record.key.decode(), record.value.decode()))
+        return handle
+
+    a = KeyedConsumerLoop(settings, concurrency=4, topics=[topic], group_id=group, handle=handler("a"), name="a")
+    b = KeyedConsumerLoop(settings, concurrency=4, topics=[topic], group_id=group, handle=handler("b"), name="b")
+    task_a = await _start(a)
+    await _produce(settings, topic, sent)
+    await wait_until(lambda: len(handled) >= 20, timeout=30)
+    task_b = await _start(b)
+    try:
+        await wait_until(lambda: len(handled) >= len(sent), timeout=60)
+        await asyncio.sleep(0.5)  # anything handled twice would show up now
+    finally:
+        a.stop()
+        b.stop()
+    await asyncio.wait_for(asyncio.gather(task_a, task_b), 30)
+    values = [v for _, _, v in handled]
+    assert sorted(values) == sorted(v for _, v in sent) and len(values) == len(set(values))  # exactly once
+    by_key: dict[str, list[str]] = defaultdict(list)
+    for _, key, value in handled:
+        by_key[key].append(value)
+    for key, values_of_key in by_key.items():
+        assert values_of_key == [v for k, v in sent if k == key]  # in order, across the hand-over
+    assert {m for m, _, _ in handled} == {"a", "b"}  # the hand-over happened mid-stream
