@@ -437,7 +437,7 @@ def main(
     duration: float = typer.Option(45.0, help="seconds of load"),
     warmup: float = typer.Option(10.0, help="seconds at the start not counted in purchases/s"),
     processors: int = typer.Option(2, help="payment processor processes"),
-    consumers: int = typer.Option(3, help="consumer loops per processor"),
+    consumers: int = typer.Option(1, help="Kafka consumers per processor (each runs up to PROCESSOR_CONCURRENCY accounts at once)"),
     api_instances: int = typer.Option(1, help="command API processes (virtual users spread over them)"),
     poll: float = typer.Option(0.25, help="seconds between a virtual user's status polls"),
     ceiling_seconds: float = typer.Option(10.0, help="seconds of the bare Kafka → PostgreSQL loop (0 skips)"),
