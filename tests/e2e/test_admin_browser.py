@@ -56,7 +56,7 @@ def _missing_parts() -> list[str]:
 def pipeline(admin_database: Settings, settings: Settings) -> Iterator[dict[str, Any]]:
     """Every process of the write and read paths, on the admin's fresh database and fresh topics."""
     if missing := _missing_parts():
-        pytest.skip(f"parts of the pipeline do not exist yet: {', '.join(missing)}")
+        pytest.fail(f"parts of the pipeline are missing: {', '.join(missing)}")
     if not Path(CHROMIUM).exists():
         pytest.fail(f"{CHROMIUM} is missing: run `make browser` (apt-get install chromium)")
     tag = uuid.uuid4().hex[:10]
