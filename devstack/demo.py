@@ -153,8 +153,10 @@ def narrate(client: httpx.Client) -> None:
 
     _step(5, "Ten days pass (business time moves for every service at once)")
     _shift_days(10)
-    time.sleep(1.5)
-    quote = client.get(f"/v1/subscriptions/{subscription_id}/refund-quote", headers=auth).json()
+    # Services refresh the shared offset in the background; wait until the API's clock shows it.
+    quote = _wait("the API to see the moved clock",
+                  lambda: (q := _json(client.get(f"/v1/subscriptions/{subscription_id}/refund-quote", headers=auth)))
+                  ["days_used"] >= 10 and q, timeout=30)
     console.print(f"   refund quote: {_money(quote['amount'])} — {quote['days_used']} of {quote['days_in_period']} days used "
                   "(every started 24-hour period since the payment counts)")
 
