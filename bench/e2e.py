@@ -9,9 +9,9 @@ sandboxes, the relay, the processors, the projector, the notifier and the comman
    server (nothing of the product runs yet), in messages per second;
 2. the load: `--users` virtual users, each in a loop for `--duration` seconds: POST
    /v1/subscriptions with an Idempotency-Key and `Prefer: wait=10` (→ the confirmation URL), POST
-   the sandbox's payment page form with the success card, then poll GET /v1/subscriptions/{id}
-   until it is `active` in the read model (which takes the webhook → SyncPayment → processor →
-   relay → projector path).
+   the sandbox's payment page form with the success card, then long-poll GET /v1/subscriptions/{id}
+   (`If-None-Match` + `Prefer: wait=10`) until it is `active` in the read model (which takes the
+   webhook → SyncPayment → processor → relay → projector path).
 
 It reports completed purchases per second (purchases that became active inside the measured
 window, after `--warmup`), p50/p99 of request → confirmation URL and of payment → active, and
@@ -228,11 +228,17 @@ async def one_purchase(client: httpx.AsyncClient, pipeline: Pipeline, run: str, 
         results.error(f"checkout http {paid.status_code}")
         return
     subscription = f"/v1/subscriptions/{outcome['subscription_id']}"
+    etag = None
     while True:
-        await asyncio.sleep(poll_s)
-        got = await client.get(subscription, headers=auth)
-        if got.status_code == 200 and got.json()["status"] == "active":
-            break
+        # Long-poll: with the last ETag and `Prefer: wait`, the API answers when the subscription changes.
+        headers = {**auth, "If-None-Match": etag, "Prefer": "wait=10"} if etag else auth
+        got = await client.get(subscription, headers=headers)
+        if got.status_code == 200:
+            if got.json()["status"] == "active":
+                break
+            etag = got.headers.get("ETag")
+        elif got.status_code != 304:
+            await asyncio.sleep(poll_s)  # not projected yet (404) or a transient error
         if time.monotonic() > deadline + 60:
             results.error("never active")
             return
@@ -243,23 +249,29 @@ async def one_purchase(client: httpx.AsyncClient, pipeline: Pipeline, run: str, 
 
 
 async def run_load(pipeline: Pipeline, users: int, duration: float, poll_s: float) -> tuple[Results, float, float]:
-    """`users` loops of purchases for `duration` seconds, spread evenly over the API instances."""
+    """`users` loops of purchases for `duration` seconds, spread evenly over the API instances.
+
+    Each virtual user has its own small HTTP client, as a real user's browser or app would:
+    httpcore scans every pooled connection on each request, so one client shared by all users
+    spends more CPU choosing a connection than sending the request.
+    """
     results = Results()
     run = uuid.uuid4().hex[:6]
     counter = iter(range(10**9))
-    per_api = -(-users // len(pipeline.api_urls))
-    limits = httpx.Limits(max_connections=per_api * 2, max_keepalive_connections=per_api * 2)
-    clients = [
-        httpx.AsyncClient(base_url=url, timeout=httpx.Timeout(30.0), limits=limits, trust_env=False)
-        for url in pipeline.api_urls
-    ]
-    try:
-        await create_plan(pipeline, clients[0])
-        start = time.monotonic()
-        end = start + duration
 
-        async def user_loop(i: int) -> None:
-            client = clients[i % len(clients)]
+    def client_for(url: str) -> httpx.AsyncClient:
+        # Idle connections are dropped before uvicorn's 5 s keep-alive ends: reusing one the server is
+        # closing at that moment fails the request (a ReadError), which a browser would retry.
+        limits = httpx.Limits(max_connections=4, max_keepalive_connections=4, keepalive_expiry=2.0)
+        return httpx.AsyncClient(base_url=url, timeout=httpx.Timeout(30.0), limits=limits, trust_env=False)
+
+    async with client_for(pipeline.api_urls[0]) as setup:
+        await create_plan(pipeline, setup)
+    start = time.monotonic()
+    end = start + duration
+
+    async def user_loop(i: int) -> None:
+        async with client_for(pipeline.api_urls[i % len(pipeline.api_urls)]) as client:
             await asyncio.sleep(random.random() * min(2.0, duration / 10))  # ramp up
             while time.monotonic() < end:
                 try:
@@ -267,10 +279,7 @@ async def run_load(pipeline: Pipeline, users: int, duration: float, poll_s: floa
                 except httpx.HTTPError as exc:
                     results.error(type(exc).__name__)
 
-        await asyncio.gather(*(user_loop(i) for i in range(users)))
-    finally:
-        for client in clients:
-            await client.aclose()
+    await asyncio.gather(*(user_loop(i) for i in range(users)))
     return results, start, end
 
 
@@ -439,7 +448,7 @@ def main(
     processors: int = typer.Option(2, help="payment processor processes"),
     consumers: int = typer.Option(1, help="Kafka consumers per processor (each runs up to PROCESSOR_CONCURRENCY accounts at once)"),
     api_instances: int = typer.Option(1, help="command API processes (virtual users spread over them)"),
-    poll: float = typer.Option(0.25, help="seconds between a virtual user's status polls"),
+    poll: float = typer.Option(0.25, help="seconds between a virtual user's retries when an answer is not there yet"),
     ceiling_seconds: float = typer.Option(10.0, help="seconds of the bare Kafka → PostgreSQL loop (0 skips)"),
     profile: bool = typer.Option(False, help="py-spy every service for 15 s of the steady state"),
     kafka: str = typer.Option(None, help="bootstrap servers (default: .stack/env)"),

@@ -22,6 +22,7 @@ from command_api.config import ApiSettings, api_settings
 from command_api.deps import Services
 from command_api.idempotency import IdempotencyStore, create_pool
 from command_api.intake import CommandIntake, OutcomeWaiter
+from command_api.watch import BatchedWatcher
 from command_api.metrics import Metrics
 from command_api.middleware import RequestContextMiddleware
 from command_api.problems import Problem, install_problem_handlers
@@ -90,26 +91,27 @@ async def _purge_loop(idempotency: IdempotencyStore) -> None:
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings: ApiSettings = app.state.settings
     metrics: Metrics = app.state.metrics
-    # Reads go through SQLAlchemy; the Idempotency-Key statements of every POST through a plain
-    # asyncpg pool (see create_pool). No pre-ping: a request on a dead pooled connection answers
-    # 503 (retryable with the same key) and SQLAlchemy then invalidates the whole pool.
-    engine = create_engine(settings, pool_size=10, application_name="command_api", pre_ping=False)
-    # Every query of the request path is one statement: autocommit spares BEGIN/COMMIT round trips.
-    autocommit = engine.execution_options(isolation_level="AUTOCOMMIT")
+    # The request path (reads, long-polls, Idempotency-Keys) runs on a plain asyncpg pool (see
+    # create_pool): one autocommitted statement each, a fraction of an ORM's CPU. A request on a
+    # dead pooled connection answers 503, retryable; asyncpg drops the broken connection. The
+    # SQLAlchemy engine serves only the readiness probe and the shiftable clock.
+    engine = create_engine(settings, pool_size=2, application_name="command_api", pre_ping=False)
     producer = None
     pool = None
     clock = None
     waiter = None
+    streams = None
     purge = None
     try:
         producer = await _start_producer(settings)
         clock = await build_clock(engine)
-        reads = ReadModels(autocommit)
         pool = await create_pool(settings.database_url, size=settings.api_db_pool_size)
+        reads = ReadModels(pool)
         idempotency = IdempotencyStore(
             pool, ttl_s=settings.api_idempotency_ttl_h * 3600, stale_after_s=settings.api_idempotency_stale_s
         )
         waiter = OutcomeWaiter(reads)
+        streams = BatchedWatcher(reads.stream_versions, name="stream-version")
         intake = CommandIntake(
             settings=settings,
             producer=producer,
@@ -127,6 +129,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             reads=reads,
             idempotency=idempotency,
             waiter=waiter,
+            streams=streams,
             intake=intake,
             metrics=metrics,
             tokens=TokenVerifier(settings),
@@ -141,6 +144,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
                 await purge
         if waiter is not None:
             await waiter.stop()
+        if streams is not None:
+            await streams.stop()
         stop = getattr(clock, "stop", None)
         if stop is not None:
             await stop()

@@ -18,6 +18,7 @@ from command_api.auth import OPERATOR_PATTERN, Principal, TokenVerifier, with_op
 from command_api.config import ApiSettings
 from command_api.idempotency import IdempotencyStore
 from command_api.intake import CommandContext, CommandIntake, OutcomeWaiter, parse_prefer_wait
+from command_api.watch import BatchedWatcher
 from command_api.metrics import Metrics
 from command_api.problems import ProblemError
 from command_api.queries import ReadModels
@@ -34,12 +35,13 @@ class Services:
     reads: ReadModels
     idempotency: IdempotencyStore
     waiter: OutcomeWaiter
+    streams: BatchedWatcher[str, int]  # projected stream versions, for long-polling GETs
     intake: CommandIntake
     metrics: Metrics
     tokens: TokenVerifier
 
 
-def get_services(request: Request) -> Services:
+async def get_services(request: Request) -> Services:
     return request.app.state.services
 
 
@@ -91,7 +93,8 @@ PreferHeader = Annotated[
     Header(
         alias="Prefer",
         max_length=200,
-        description="`wait=N` (N ≤ 10): wait up to N seconds and answer the command's outcome",
+        description="`wait=N` (N ≤ 10): on a command, wait up to N seconds and answer its outcome; on a GET "
+        "with `If-None-Match`, wait up to N seconds for the resource to change",
         examples=["wait=5"],
     ),
 ]

@@ -31,6 +31,7 @@ from command_api.idempotency import Claimed, IdempotencyStore, InFlight, Mismatc
 from command_api.metrics import Metrics
 from command_api.problems import PROBLEM_JSON, ProblemError, problem_body
 from command_api.queries import ReadModels, Row
+from command_api.watch import BatchedWatcher
 from eventstore.clock import Clock
 from eventstore.logging import get_logger
 from schemas import Actor, Metadata, Payload, derived_id, new_envelope
@@ -121,59 +122,26 @@ def outcome_response(body: dict[str, Any], instance: str) -> tuple[int, dict[str
 
 
 class OutcomeWaiter:
-    """Waits for commands to reach a terminal status, with ONE poller for all waiting requests.
-
-    Each request registers a future; while any are registered a single task queries
-    `read.commands` for all their ids every `interval_s`, so a thousand waiting clients cost one
-    indexed query per interval, not a thousand.
-    """
+    """Waits for commands to reach a terminal status in `read.commands` (one poller for all, see watch.py)."""
 
     def __init__(self, reads: ReadModels, interval_s: float = 0.05) -> None:
         self.reads = reads
-        self.interval_s = interval_s
-        self._waiters: dict[uuid.UUID, list[asyncio.Future[Row]]] = {}
-        self._task: asyncio.Task[None] | None = None
+        self._watcher: BatchedWatcher[uuid.UUID, Row] = BatchedWatcher(
+            self._finished, name="command-outcome", interval_s=interval_s
+        )
+
+    async def _finished(self, ids: list[uuid.UUID]) -> dict[uuid.UUID, Row]:
+        return {row["command_id"]: row for row in await self.reads.finished_commands(ids)}
 
     async def wait(self, command_id: uuid.UUID, timeout_s: float) -> Row | None:
-        if timeout_s <= 0:
-            return None
-        future: asyncio.Future[Row] = asyncio.get_running_loop().create_future()
-        self._waiters.setdefault(command_id, []).append(future)
-        if self._task is None or self._task.done():
-            self._task = asyncio.create_task(self._poll(), name="command-outcome-poller")
-        try:
-            return await asyncio.wait_for(future, timeout_s)
-        except TimeoutError:
-            return None
-        finally:
-            futures = self._waiters.get(command_id)
-            if futures is not None:
-                with contextlib.suppress(ValueError):
-                    futures.remove(future)
-                if not futures:
-                    self._waiters.pop(command_id, None)
-
-    async def _poll(self) -> None:
-        while self._waiters:
-            await asyncio.sleep(self.interval_s)
-            ids = list(self._waiters)
-            if not ids:
-                break
-            try:
-                rows = await self.reads.finished_commands(ids)
-            except Exception as exc:  # noqa: BLE001 - a DB hiccup must not kill the poller; waiters time out
-                log.warning("outcome_poll_failed", error=repr(exc)[:300])
-                continue
-            for row in rows:
-                for future in self._waiters.get(row["command_id"], ()):
-                    if not future.done():
-                        future.set_result(row)
+        return await self._watcher.wait(command_id, _always, timeout_s)
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await self._watcher.stop()
+
+
+def _always(_: object) -> bool:
+    return True
 
 
 class CommandIntake:

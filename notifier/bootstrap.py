@@ -36,7 +36,9 @@ async def run(settings: Settings, config: NotifierSettings) -> None:
     dlq_topic = config.dlq_topic or settings.events_dlq_topic
     await ensure_topics(settings, {dlq_topic: 1})
 
-    engine = create_engine(settings, pool_size=4, application_name="notifier")
+    # No pre-ping (it cost BEGIN; SELECT 1; ROLLBACK per statement): a statement on a connection the
+    # server dropped fails, SQLAlchemy invalidates the pool, and the consumer loop retries the record.
+    engine = create_engine(settings, pool_size=4, application_name="notifier", pre_ping=False)
     producer = await make_producer(settings, client_id="notifier-dlq")
     mailgun = MailgunClient(
         api_url=settings.mailgun_api_url,

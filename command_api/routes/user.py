@@ -6,15 +6,17 @@ answers 404, exactly like one that does not exist.
 
 from __future__ import annotations
 
+import asyncio
+import hashlib
 import uuid
 from datetime import timedelta
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Header, Query
 from fastapi.responses import Response
 
-from command_api.deps import CurrentUser, ServicesDep, UserCommand
-from command_api.intake import Prepared, status_body
+from command_api.deps import CurrentUser, PreferHeader, ServicesDep, UserCommand
+from command_api.intake import Prepared, parse_prefer_wait, status_body
 from command_api.models import (
     AutoRenewRequest,
     CancelRequest,
@@ -113,20 +115,59 @@ async def list_subscriptions(
     "/subscriptions/{subscription_id}",
     response_model=SubscriptionDetail,
     tags=["subscriptions"],
-    responses=read_responses(404),
+    responses={**read_responses(404), 304: {"description": "`If-None-Match` matched: nothing changed (after the wait, if asked)"}},
 )
-async def get_subscription(subscription_id: uuid.UUID, services: ServicesDep, principal: CurrentUser) -> SubscriptionDetail:
-    """One of your subscriptions with its payments and refunds."""
-    row = await services.reads.subscription(subscription_id, principal.user_id)
+async def get_subscription(
+    subscription_id: uuid.UUID,
+    services: ServicesDep,
+    principal: CurrentUser,
+    prefer: PreferHeader = None,
+    if_none_match: Annotated[str | None, Header(max_length=200, description="an `ETag` from an earlier answer")] = None,
+) -> Response:
+    """One of your subscriptions with its payments and refunds.
+
+    Every answer has an `ETag`. Send it back in `If-None-Match` and the answer is 304 while
+    nothing changed; add `Prefer: wait=N` and the request waits up to N seconds for a change and
+    answers it the moment it is projected — one request instead of a polling loop while a payment
+    settles.
+    """
+    stream = account_stream(principal.user_id)
+    wait_s = parse_prefer_wait(prefer, services.settings.api_max_wait_s) if if_none_match else None
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + (wait_s or 0.0)
+    headers = {"Preference-Applied": f"wait={wait_s:g}"} if wait_s else {}
+    while True:
+        # The version is read before the body: a change projected in between wakes the wait at once.
+        version = await services.reads.stream_version(stream) if wait_s else 0
+        body = (await _subscription_detail(services, subscription_id, principal.user_id)).model_dump_json().encode()
+        etag = '"' + hashlib.blake2b(body, digest_size=12).hexdigest() + '"'
+        if not _etag_matches(if_none_match, etag):
+            return Response(body, media_type="application/json", headers={**headers, "ETag": etag})
+        remaining = deadline - loop.time()
+        if remaining <= 0:
+            return Response(status_code=304, headers={**headers, "ETag": etag})
+        await services.streams.wait(stream, lambda applied, seen=version: applied > seen, remaining)
+
+
+async def _subscription_detail(services: ServicesDep, subscription_id: uuid.UUID, user_id: str) -> SubscriptionDetail:
+    row = await services.reads.subscription(subscription_id, user_id)
     if row is None:
         raise _not_found("subscription")
-    payments = await services.reads.payments(principal.user_id, limit=100, offset=0, subscription_id=subscription_id)
-    refunds = await services.reads.refunds(principal.user_id, limit=100, offset=0, subscription_id=subscription_id)
+    payments = await services.reads.payments(user_id, limit=100, offset=0, subscription_id=subscription_id)
+    refunds = await services.reads.refunds(user_id, limit=100, offset=0, subscription_id=subscription_id)
     return SubscriptionDetail(
         **subscription_fields(row),
         payments=[payment_view(p) for p in payments],
         refunds=[refund_view(r) for r in refunds],
     )
+
+
+def _etag_matches(if_none_match: str | None, etag: str) -> bool:
+    """RFC 9110 weak comparison against an `If-None-Match` list (`*` matches anything)."""
+    if not if_none_match:
+        return False
+    candidates = {tag.strip().removeprefix("W/") for tag in if_none_match.split(",")}
+    return "*" in candidates or etag in candidates
 
 
 async def _own_subscription(services: ServicesDep, subscription_id: uuid.UUID, user_id: str) -> None:

@@ -9,7 +9,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from eventstore.refunds import refund_amount
-from schemas import derived_id, parse_envelope
+from schemas import account_stream, derived_id, parse_envelope
 from tests.fixtures.command_api import new_user, published_commands
 
 
@@ -144,6 +144,55 @@ async def test_subscriptions_list_detail_and_pagination(api, seed):
     missing = await api.client.get(f"/v1/subscriptions/{uuid.uuid4()}", headers=api.auth(user))
     _is_problem(missing, 404)
     _is_problem(await api.client.get("/v1/subscriptions/not-a-uuid", headers=api.auth(user)), 422)
+
+
+async def _project(engine, user: str, subscription_id, status: str) -> None:  # type: ignore[no-untyped-def]
+    """What the projector does when an account event arrives: the row and the stream's version, together."""
+    from sqlalchemy import text
+
+    async with engine.begin() as conn:
+        await conn.execute(text("UPDATE read.subscriptions SET status = :s WHERE subscription_id = :id"),
+                           {"s": status, "id": subscription_id})
+        await conn.execute(text(
+            "INSERT INTO projector.stream_positions (stream_id, version) VALUES (:stream, 1) "
+            "ON CONFLICT (stream_id) DO UPDATE SET version = projector.stream_positions.version + 1"),
+            {"stream": account_stream(user)})
+
+
+async def test_subscription_detail_is_conditional_and_long_polls_for_a_change(api, seed, engine):
+    user, plan = new_user(), await seed.plan()
+    sub = await seed.subscription(user, plan, status="pending_payment")
+    path = f"/v1/subscriptions/{sub['subscription_id']}"
+    first = await api.client.get(path, headers=api.auth(user))
+    etag = first.headers["ETag"]
+    assert first.status_code == 200 and first.json()["status"] == "pending_payment" and etag.startswith('"')
+
+    same = await api.client.get(path, headers={**api.auth(user), "If-None-Match": etag})
+    assert same.status_code == 304 and same.headers["ETag"] == etag and not same.content
+
+    # Nothing changes: the wait ends in a 304 after about the asked time.
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    idle = await api.client.get(path, headers={**api.auth(user), "If-None-Match": etag, "Prefer": "wait=1"})
+    assert idle.status_code == 304 and idle.headers["Preference-Applied"] == "wait=1"
+    assert 0.9 <= loop.time() - started < 3
+
+    # The payment settles while the client waits: the answer comes with the change, not at the timeout.
+    async def activated_soon() -> None:
+        await asyncio.sleep(0.4)
+        await _project(engine, user, sub["subscription_id"], "active")
+
+    change = asyncio.create_task(activated_soon())
+    started = loop.time()
+    changed = await api.client.get(path, headers={**api.auth(user), "If-None-Match": etag, "Prefer": "wait=8"})
+    await change
+    assert changed.status_code == 200 and changed.json()["status"] == "active"
+    assert changed.headers["ETag"] != etag
+    assert loop.time() - started < 4
+
+    # Another user's subscription stays a 404 however the request is phrased.
+    other = await api.client.get(path, headers={**api.auth(new_user()), "If-None-Match": "*", "Prefer": "wait=1"})
+    _is_problem(other, 404)
 
 
 @pytest.mark.parametrize(
