@@ -30,7 +30,7 @@ import asyncpg
 import orjson
 from pydantic import BaseModel
 
-from eventstore.settings import plain_url
+from eventstore import db
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,21 +114,9 @@ _COMPLETE = """
 """
 
 
-async def _jsonb_codec(conn: asyncpg.Connection) -> None:
-    await conn.set_type_codec("jsonb", schema="pg_catalog", encoder=lambda v: orjson.dumps(v).decode(), decoder=orjson.loads)
-
-
 async def create_pool(database_url: str, *, size: int, application_name: str = "command_api") -> asyncpg.Pool:
     """The asyncpg pool of the request path (plain asyncpg: a fraction of an ORM's CPU per query)."""
-    return await asyncpg.create_pool(
-        plain_url(database_url),
-        min_size=min(2, size),
-        max_size=size,
-        timeout=10,
-        command_timeout=30,
-        init=_jsonb_codec,
-        server_settings={"application_name": application_name},
-    )
+    return await db.create_pool(database_url, size=size, application_name=application_name)
 
 
 class IdempotencyStore:

@@ -7,8 +7,6 @@ user-facing query is scoped to the caller's user id, so another user's rows look
 
 from __future__ import annotations
 
-import functools
-import re
 import time
 import uuid
 from collections.abc import Mapping
@@ -16,25 +14,11 @@ from typing import Any
 
 import asyncpg
 
+from eventstore.db import bind
+
 Row = Mapping[str, Any]
 
 _TERMINAL = ("succeeded", "rejected", "failed")
-_NAMED = re.compile(r"(?<![:\w]):([A-Za-z_]\w*)")
-
-
-@functools.lru_cache(maxsize=256)
-def _positional(sql: str) -> tuple[str, tuple[str, ...]]:
-    """`:name` placeholders → asyncpg's `$n` (once per statement text), and the names in order."""
-    names: list[str] = []
-
-    def number(match: re.Match[str]) -> str:
-        if match.group(1) not in names:
-            names.append(match.group(1))
-        return f"${names.index(match.group(1)) + 1}"
-
-    return _NAMED.sub(number, sql), tuple(names)
-
-
 class ReadModels:
     """The API's queries, on the plain asyncpg pool of the request path.
 
@@ -49,12 +33,12 @@ class ReadModels:
         self._plans_on_sale: dict[str, tuple[Row, float]] = {}
 
     async def _all(self, sql: str, params: dict[str, Any]) -> list[Row]:
-        statement, names = _positional(sql)
-        return await self.pool.fetch(statement, *(params[name] for name in names))
+        statement, args = bind(sql, params)
+        return await self.pool.fetch(statement, *args)
 
     async def _one(self, sql: str, params: dict[str, Any]) -> Row | None:
-        statement, names = _positional(sql)
-        return await self.pool.fetchrow(statement, *(params[name] for name in names))
+        statement, args = bind(sql, params)
+        return await self.pool.fetchrow(statement, *args)
 
     # plans ---------------------------------------------------------------------------------
 

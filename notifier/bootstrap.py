@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 
-from eventstore.db import create_engine
+from eventstore.db import create_pool
 from eventstore.kafka import ConsumerLoop, ensure_topics, install_signal_handlers, make_producer
 from eventstore.logging import get_logger
 from eventstore.settings import Settings
@@ -36,9 +36,9 @@ async def run(settings: Settings, config: NotifierSettings) -> None:
     dlq_topic = config.dlq_topic or settings.events_dlq_topic
     await ensure_topics(settings, {dlq_topic: 1})
 
-    # No pre-ping (it cost BEGIN; SELECT 1; ROLLBACK per statement): a statement on a connection the
-    # server dropped fails, SQLAlchemy invalidates the pool, and the consumer loop retries the record.
-    engine = create_engine(settings, pool_size=4, application_name="notifier", pre_ping=False)
+    # Plain asyncpg: a statement on a connection the server dropped fails, asyncpg discards that
+    # connection, and the consumer loop retries the record.
+    pool = await create_pool(settings.database_url, size=4, application_name="notifier")
     producer = await make_producer(settings, client_id="notifier-dlq")
     mailgun = MailgunClient(
         api_url=settings.mailgun_api_url,
@@ -50,7 +50,7 @@ async def run(settings: Settings, config: NotifierSettings) -> None:
         backoff_max_s=config.backoff_max_s,
     )
     notifier = Notifier(
-        email_log=EmailLog(engine),
+        email_log=EmailLog(pool),
         mailgun=mailgun,
         renderer=Renderer(zone=config.display_timezone),
         dead_letters=DeadLetters(producer, dlq_topic, config.group_id),
@@ -89,5 +89,5 @@ async def run(settings: Settings, config: NotifierSettings) -> None:
             await asyncio.wait_for(retrier, timeout=notifier.lease_s)
         await mailgun.aclose()
         await producer.stop()
-        await engine.dispose()
+        await pool.close()
         log.info("notifier_stopped", **notifier.stats.__dict__)

@@ -40,7 +40,15 @@ from notifier.adapters.dead_letters import DeadLetters
 from notifier.adapters.email_log import Claim, EmailLog, NewEmail
 from notifier.adapters.mailgun import MailgunClient, MailgunError, OutgoingEmail, PermanentMailgunError, message_id_for
 from notifier.config import NotifierSettings
-from notifier.domain.emails import EmailPlan, Facts, Skip, facts_key_for, facts_to_remember, plan_email
+from notifier.domain.emails import (
+    EVENT_TYPES_READ,
+    EmailPlan,
+    Facts,
+    Skip,
+    facts_key_for,
+    facts_to_remember,
+    plan_email,
+)
 from notifier.rendering import Renderer, RenderError
 
 log = get_logger(__name__)
@@ -120,6 +128,10 @@ class Notifier:
 
     async def handle(self, record: ConsumerRecord) -> None:
         """Handle one record of the events topic (idempotent: redeliveries are expected)."""
+        event_type = _header(record, "type")
+        if event_type is not None and event_type not in EVENT_TYPES_READ:
+            self.stats.skipped += 1  # never emailed, no facts: not worth parsing
+            return
         source = f"{record.topic}/{record.partition}/{record.offset}"
         try:
             envelope = parse_envelope(record.value)
@@ -300,6 +312,13 @@ class Notifier:
                 log.error("retrier_error", error=repr(exc), exc_info=exc)
                 await _sleep_or_stop(stop, self.config.retry_poll_s)
         log.info("retrier_stopped")
+
+
+def _header(record: ConsumerRecord, name: str) -> str | None:
+    for key, value in record.headers or ():
+        if key == name and value is not None:
+            return value.decode("utf-8", "replace")
+    return None
 
 
 async def _sleep_or_stop(stop: asyncio.Event, seconds: float) -> None:

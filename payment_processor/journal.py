@@ -32,6 +32,7 @@ import asyncpg
 import orjson
 
 from eventstore import asyncpg_store
+from eventstore.db import skip_reset
 from eventstore.settings import plain_url
 from eventstore.store import HandledCommand, RecordedEvent
 from payment_processor import operations, schedule
@@ -67,10 +68,6 @@ def _schedule_side_write_sql(upsert: str) -> str:
 SCHEDULE_SQL = _schedule_side_write_sql(schedule._UPSERT.text)
 
 
-async def _no_reset(conn: asyncpg.Connection) -> None:
-    """Skip asyncpg's per-release reset query (an open transaction is still rolled back first)."""
-
-
 async def create_pool(database_url: str, *, size: int, application_name: str = "payment-processor") -> asyncpg.Pool:
     """The handler's pool: plain asyncpg, no reset round trip on release, timeouts on everything."""
     return await asyncpg.create_pool(
@@ -79,7 +76,7 @@ async def create_pool(database_url: str, *, size: int, application_name: str = "
         max_size=size,
         timeout=10,
         command_timeout=60,
-        reset=_no_reset,
+        reset=skip_reset,
         server_settings={"application_name": application_name},
     )
 

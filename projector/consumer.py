@@ -23,7 +23,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.structs import ConsumerRecord
 from pydantic import Field
 
-from eventstore.db import create_engine
+from eventstore.db import create_engine, skip_reset
 from eventstore.kafka import ConsumerLoop, ensure_topics, install_signal_handlers
 from eventstore.logging import get_logger
 from eventstore.settings import Settings, plain_url
@@ -201,6 +201,7 @@ async def create_pool(settings: Settings, *, size: int = 2, name: str = "project
         max_size=size,
         timeout=10,
         command_timeout=60,
+        reset=skip_reset,
         server_settings={**storage.SERVER_SETTINGS, "application_name": f"billing-{name}"},
     )
 

@@ -47,6 +47,28 @@ from schemas.events import (
 
 from notifier.domain.reasons import expiry_reason, payment_reason, refund_failure_reason
 
+# Every event type that can be emailed or carries facts for a later email. The notifier drops the
+# rest (most of the topic: command outcomes, payments created, PaymentSucceeded, which is never the
+# trigger) by the record's `type` header, without parsing them. A unit test keeps this in step
+# with the isinstance branches below.
+EVENT_TYPES_READ = frozenset(
+    cls.__name__
+    for cls in (
+        AutoRenewChanged,
+        CheckoutStarted,
+        PaymentFailed,
+        RefundFailed,
+        RefundRequested,
+        RefundSucceeded,
+        RenewalFailed,
+        SubscriptionActivated,
+        SubscriptionCanceled,
+        SubscriptionExpired,
+        SubscriptionExpiringSoon,
+        SubscriptionRenewed,
+    )
+)
+
 EMAIL_KINDS = (
     "purchase_succeeded",
     "payment_failed",

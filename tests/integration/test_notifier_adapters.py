@@ -9,7 +9,7 @@ import uuid
 
 import pytest
 
-from eventstore.db import create_engine
+from eventstore.db import create_pool
 from notifier.adapters.email_log import EmailLog, NewEmail
 from notifier.adapters.mailgun import (
     MailgunClient,
@@ -26,9 +26,9 @@ from notifier.adapters.mailgun import (
 @pytest.fixture(scope="module")
 async def email_log(fresh_database):  # type: ignore[no-untyped-def]
     settings = fresh_database(migrate=True, prefix="notifier")
-    engine = create_engine(settings, pool_size=4, application_name="tests-notifier")
-    yield EmailLog(engine)
-    await engine.dispose()
+    pool = await create_pool(settings.database_url, size=4, application_name="tests-notifier")
+    yield EmailLog(pool)
+    await pool.close()
 
 
 def _new_email(event_id: uuid.UUID | None = None) -> NewEmail:

@@ -207,3 +207,25 @@ def test_a_payload_the_templates_cannot_render_is_a_render_error(renderer: Rende
     plan = plan_email(account.renewed(amount=Money(amount="10.00", currency="ZZZ")))
     with pytest.raises(RenderError, match="unknown currency"):
         renderer.render(plan)  # type: ignore[arg-type]
+
+
+def test_the_event_types_the_notifier_reads_match_its_decisions() -> None:
+    """The notifier skips other types unparsed: every type a branch of emails.py inspects must be read.
+
+    PaymentSucceeded is inspected only to say why it is never the trigger, so it need not be read.
+    """
+    import ast
+    import inspect
+
+    from notifier.domain import emails
+    from schemas import EVENT_TYPES
+
+    inspected: set[str] = set()
+    for node in ast.walk(ast.parse(inspect.getsource(emails))):
+        if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "isinstance":
+            classes = node.args[1]
+            names = classes.elts if isinstance(classes, ast.Tuple) else [classes]
+            inspected |= {n.id for n in names if isinstance(n, ast.Name)}
+    known = {cls.__name__ for cls in EVENT_TYPES}
+    assert emails.EVENT_TYPES_READ <= known
+    assert inspected & known - {"PaymentSucceeded"} == set(emails.EVENT_TYPES_READ)
