@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import asyncpg
+import orjson
 
 from eventstore.db import bind
 
@@ -87,6 +88,29 @@ class ReadModels:
             {"id": subscription_id, "u": user_id},
         )
 
+    async def subscription_detail(self, subscription_id: uuid.UUID, user_id: str, stream_id: str) -> Row | None:
+        """The user's subscription with its payments and refunds (newest first, 100 each) and the
+        account stream's projected version — one statement, one consistent snapshot.
+
+        `payments` and `refunds` are lists of row dicts (timestamps as ISO strings, in UTC); the
+        version says how far the projector had got when this answer was read (see long-polling).
+        """
+        row = await self._one(
+            "SELECT s.*, "
+            "(SELECT coalesce(json_agg(p ORDER BY p.created_at DESC, p.payment_id), '[]') FROM "
+            " (SELECT * FROM read.payments WHERE user_id = :u AND subscription_id = :id "
+            "  ORDER BY created_at DESC, payment_id LIMIT 100) p) AS payments_json, "
+            "(SELECT coalesce(json_agg(r ORDER BY r.created_at DESC, r.refund_id), '[]') FROM "
+            " (SELECT * FROM read.refunds WHERE user_id = :u AND subscription_id = :id "
+            "  ORDER BY created_at DESC, refund_id LIMIT 100) r) AS refunds_json, "
+            "coalesce((SELECT version FROM projector.stream_positions WHERE stream_id = :stream), 0) AS stream_version "
+            "FROM read.subscriptions s WHERE s.subscription_id = :id AND s.user_id = :u",
+            {"id": subscription_id, "u": user_id, "stream": stream_id},
+        )
+        if row is None:
+            return None
+        return {**row, "payments": orjson.loads(row["payments_json"]), "refunds": orjson.loads(row["refunds_json"])}
+
     # payments and refunds ------------------------------------------------------------------
 
     async def payments(
@@ -151,9 +175,6 @@ class ReadModels:
             "SELECT stream_id, version FROM projector.stream_positions WHERE stream_id = ANY(:ids)", {"ids": stream_ids}
         )
         return {row["stream_id"]: row["version"] for row in rows}
-
-    async def stream_version(self, stream_id: str) -> int:
-        return (await self.stream_versions([stream_id])).get(stream_id, 0)
 
     # commands ------------------------------------------------------------------------------
 

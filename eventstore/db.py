@@ -74,7 +74,8 @@ async def create_pool(database_url: str, *, size: int, application_name: str, co
         command_timeout=command_timeout_s,
         init=_jsonb_codec,
         reset=skip_reset,
-        server_settings={"application_name": application_name},
+        # UTC: timestamps that PostgreSQL itself renders as JSON (json_agg) read the same as asyncpg's
+        server_settings={"application_name": application_name, "TimeZone": "UTC"},
     )
 
 

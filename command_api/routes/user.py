@@ -137,29 +137,24 @@ async def get_subscription(
     deadline = loop.time() + (wait_s or 0.0)
     headers = {"Preference-Applied": f"wait={wait_s:g}"} if wait_s else {}
     while True:
-        # The version is read before the body: a change projected in between wakes the wait at once.
-        version = await services.reads.stream_version(stream) if wait_s else 0
-        body = (await _subscription_detail(services, subscription_id, principal.user_id)).model_dump_json().encode()
+        # One statement reads the body and the stream version it reflects: a change projected
+        # after it moves the version past `seen`, which wakes the wait.
+        row = await services.reads.subscription_detail(subscription_id, principal.user_id, stream)
+        if row is None:
+            raise _not_found("subscription")
+        seen = row["stream_version"]
+        body = SubscriptionDetail(
+            **subscription_fields(row),
+            payments=[payment_view(p) for p in row["payments"]],
+            refunds=[refund_view(r) for r in row["refunds"]],
+        ).model_dump_json().encode()
         etag = '"' + hashlib.blake2b(body, digest_size=12).hexdigest() + '"'
         if not _etag_matches(if_none_match, etag):
             return Response(body, media_type="application/json", headers={**headers, "ETag": etag})
         remaining = deadline - loop.time()
         if remaining <= 0:
             return Response(status_code=304, headers={**headers, "ETag": etag})
-        await services.streams.wait(stream, lambda applied, seen=version: applied > seen, remaining)
-
-
-async def _subscription_detail(services: ServicesDep, subscription_id: uuid.UUID, user_id: str) -> SubscriptionDetail:
-    row = await services.reads.subscription(subscription_id, user_id)
-    if row is None:
-        raise _not_found("subscription")
-    payments = await services.reads.payments(user_id, limit=100, offset=0, subscription_id=subscription_id)
-    refunds = await services.reads.refunds(user_id, limit=100, offset=0, subscription_id=subscription_id)
-    return SubscriptionDetail(
-        **subscription_fields(row),
-        payments=[payment_view(p) for p in payments],
-        refunds=[refund_view(r) for r in refunds],
-    )
+        await services.streams.wait(stream, lambda applied, seen=seen: applied > seen, remaining)
 
 
 def _etag_matches(if_none_match: str | None, etag: str) -> bool:

@@ -140,6 +140,11 @@ async def test_subscriptions_list_detail_and_pagination(api, seed):
     assert [p["payment_id"] for p in body["payments"]] == [str(payment["payment_id"])]
     assert [r["refund_id"] for r in body["refunds"]] == [str(refund["refund_id"])]
     assert body["refunds"][0]["amount"] == {"amount": "10.00", "currency": "RUB"}
+    # the detail's payments and refunds read exactly like the lists' (same fields, same timestamps)
+    payments = (await api.client.get("/v1/payments", headers=api.auth(user))).json()["items"]
+    refunds = (await api.client.get("/v1/refunds", headers=api.auth(user))).json()["items"]
+    assert body["payments"] == [p for p in payments if p["payment_id"] == str(payment["payment_id"])]
+    assert body["refunds"] == [r for r in refunds if r["refund_id"] == str(refund["refund_id"])]
 
     missing = await api.client.get(f"/v1/subscriptions/{uuid.uuid4()}", headers=api.auth(user))
     _is_problem(missing, 404)
