@@ -39,6 +39,7 @@ from typing import Any
 import httpx
 import orjson
 import typer
+import uvloop
 from rich.console import Console
 from rich.table import Table
 
@@ -470,7 +471,7 @@ def main(
 ) -> None:
     """Run the end-to-end load benchmark and print a table and one JSON line."""
     kafka, database_url = _infra(kafka, database_url)
-    report = asyncio.run(_main(users, duration, warmup, processors, consumers, api_instances, poll,
+    report = uvloop.run(_main(users, duration, warmup, processors, consumers, api_instances, poll,
                                ceiling_seconds, profile, kafka, database_url, keep))
     print(orjson.dumps(report).decode())
 

@@ -33,6 +33,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import asyncpg
+import uvloop
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 from aiokafka.partitioner import DefaultPartitioner
@@ -452,7 +453,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--name", default="relay", help="instance name (logs, PostgreSQL application_name)")
     args = parser.parse_args(argv)
     configure_logging("relay")
-    asyncio.run(run_relay(Settings(), batch_size=args.batch_size, partitions=args.partitions, name=args.name))
+    uvloop.run(run_relay(Settings(), batch_size=args.batch_size, partitions=args.partitions, name=args.name))
     return 0
 
 

@@ -41,7 +41,7 @@ from notifier.adapters.email_log import Claim, EmailLog, NewEmail
 from notifier.adapters.mailgun import MailgunClient, MailgunError, OutgoingEmail, PermanentMailgunError, message_id_for
 from notifier.config import NotifierSettings
 from notifier.domain.emails import (
-    EVENT_TYPES_READ,
+    EVENT_TYPES_SKIPPED,
     EmailPlan,
     Facts,
     Skip,
@@ -129,7 +129,7 @@ class Notifier:
     async def handle(self, record: ConsumerRecord) -> None:
         """Handle one record of the events topic (idempotent: redeliveries are expected)."""
         event_type = _header(record, "type")
-        if event_type is not None and event_type not in EVENT_TYPES_READ:
+        if event_type in EVENT_TYPES_SKIPPED:
             self.stats.skipped += 1  # never emailed, no facts: not worth parsing
             return
         source = f"{record.topic}/{record.partition}/{record.offset}"
