@@ -24,7 +24,7 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.structs import ConsumerRecord
 
-from eventstore.kafka import ConsumerLoop, _Stopping, correlation_id_of, make_producer
+from eventstore.kafka import ConsumerLoop, _Stopping, consumer_options, correlation_id_of, make_producer
 from eventstore.logging import bind_correlation, get_logger
 from eventstore.settings import Settings
 from payment_processor.config import ProcessorSettings
@@ -85,19 +85,7 @@ class KeyedConsumerLoop(ConsumerLoop):
 
     async def run(self) -> None:
         """Consume until `stop()`; finishes the records in hand and commits before returning."""
-        options: dict[str, Any] = {
-            "bootstrap_servers": self.settings.kafka_servers,
-            "group_id": self.group_id,
-            "client_id": f"{self.name}-{self.settings.environment}",
-            "enable_auto_commit": False,
-            "auto_offset_reset": "earliest",
-            "isolation_level": "read_committed",
-            "request_timeout_ms": 40000,
-            "session_timeout_ms": 10000,
-            "heartbeat_interval_ms": 2000,
-            "max_poll_interval_ms": 300000,
-        }
-        options.update(self.consumer_options)
+        options = {**consumer_options(self.settings, self.group_id, self.name), **self.consumer_options}
         self._consumer = consumer = AIOKafkaConsumer(**options)
         await consumer.start()
         try:
