@@ -29,6 +29,7 @@ import random
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Any
 
 from aiokafka.structs import ConsumerRecord
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_delay, wait_exponential
@@ -140,12 +141,11 @@ class Notifier:
             self.stats.dead += 1
             return
         bound = log.bind(event_id=str(envelope.id), event_type=envelope.type)
-        for fact in facts_to_remember(envelope):
-            await self.log_store.remember(fact.key, fact.facts)
+        remembered = {fact.key: await self.log_store.remember(fact.key, fact.facts) for fact in facts_to_remember(envelope)}
 
         decision = plan_email(envelope)
         if isinstance(decision, EmailPlan):
-            decision = plan_email(envelope, await self._facts(envelope))
+            decision = plan_email(envelope, await self._facts(envelope, remembered))
         if isinstance(decision, Skip):
             self.stats.skipped += 1
             if "customer" in decision.reason:
@@ -154,14 +154,12 @@ class Notifier:
                 bound.debug("email_skipped", reason=decision.reason)
             return
 
-        existing = await self.log_store.get(envelope.id)
-        if existing is not None:
-            await self._redelivered(existing.status, existing.lease_expired, envelope, bound)
-            return
-
         try:
             rendered = self.renderer.render(decision)
         except RenderError as exc:
+            if (existing := await self.log_store.get(envelope.id)) is not None:  # rendered and handled before
+                await self._redelivered(existing.status, existing.lease_expired, envelope, bound)
+                return
             await self.dead_letters.send(
                 record.value, record.key, reason=f"cannot render: {exc}", kind="render_failed", source=source, event_id=str(envelope.id)
             )
@@ -190,20 +188,28 @@ class Notifier:
             event_key=record.key,
             source=source,
         )
+        # Insert first: the row's primary key is the event id, so a redelivered event conflicts and
+        # only then is its row read (one statement per new email instead of a read and an insert).
         if self.health.open:
             if await self.log_store.create_parked(new, "Mailgun is down; parked without trying"):
                 self.stats.parked += 1
                 bound.info("email_parked", kind=decision.kind, reason="mailgun_down")
-            return
-        claim = await self.log_store.create_sending(new, self.lease_s)
-        if claim is None:  # another instance inserted it between our read and insert
+                return
+        else:
+            claim = await self.log_store.create_sending(new, self.lease_s)
+            if claim is not None:
+                await self._deliver(claim, self.config.inline_budget_s)
+                return
+        existing = await self.log_store.get(envelope.id)
+        if existing is None:  # cannot happen (rows are never deleted); count it rather than guess
             self.stats.duplicates += 1
             return
-        await self._deliver(claim, self.config.inline_budget_s)
+        await self._redelivered(existing.status, existing.lease_expired, envelope, bound)
 
-    async def _facts(self, envelope: Envelope) -> Facts:
+    async def _facts(self, envelope: Envelope, remembered: dict[str, dict[str, Any]]) -> Facts:
+        """What earlier events (and this one, just remembered) told us about this email's subject."""
         key = facts_key_for(envelope)
-        facts = await self.log_store.recall(key) if key else {}
+        facts = (remembered[key] if key in remembered else await self.log_store.recall(key)) if key else {}
         if key and key.startswith("refund:"):  # refund emails also want the subscription's plan name
             subscription_id = getattr(envelope.data, "subscription_id", None)
             if subscription_id is not None:

@@ -255,17 +255,19 @@ class EmailLog:
 
     # ------------------------------------------------------------------ facts
 
-    async def remember(self, key: str, facts: dict[str, Any]) -> None:
-        """Merge facts for a key (idempotent: a redelivered event writes the same values)."""
+    async def remember(self, key: str, facts: dict[str, Any]) -> dict[str, Any]:
+        """Merge facts for a key (idempotent: a redelivered event writes the same values); all facts now known for it."""
         values = {k: v for k, v in facts.items() if v is not None}
         if not values:
-            return
-        await _execute(
+            return await self.recall(key)
+        row = await _fetchrow(
             self.pool,
             "INSERT INTO notifier.facts (key, data) VALUES (:key, :data) "
-            "ON CONFLICT (key) DO UPDATE SET data = notifier.facts.data || EXCLUDED.data, updated_at = clock_timestamp()",
+            "ON CONFLICT (key) DO UPDATE SET data = notifier.facts.data || EXCLUDED.data, updated_at = clock_timestamp() "
+            "RETURNING data",
             {"key": key, "data": values},
         )
+        return dict(row["data"] or {})
 
     async def recall(self, key: str) -> dict[str, Any]:
         row = await _fetchrow(self.pool, "SELECT data FROM notifier.facts WHERE key = :key", {"key": key})
