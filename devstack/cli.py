@@ -52,6 +52,13 @@ def kafka_stop() -> None:
     typer.echo("stopped" if kafka_mod.stop() else "not running")
 
 
+@kafka_app.command("prune")
+def kafka_prune(idle: float = typer.Option(3600.0, help="seconds without a write before a scratch topic goes")) -> None:
+    """Delete the topics tests and benchmarks left on the local broker (billing.* and internal ones stay)."""
+    deleted = kafka_mod.prune_scratch_topics(kafka_mod.KafkaNode.from_env(), idle_s=idle)
+    typer.echo(f"deleted {deleted} scratch topics")
+
+
 @kafka_app.command("status")
 def kafka_status() -> None:
     info = kafka_mod.status()

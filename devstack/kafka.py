@@ -16,6 +16,7 @@ import shutil
 import subprocess
 import time
 import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -391,3 +392,58 @@ def status(node: KafkaNode | None = None) -> dict:
         "data_dir": str(node.data_dir),
         "log": str(node.log_file),
     }
+
+
+# --------------------------------------------------------------------------- scratch topics
+
+KEPT_TOPIC_PREFIXES = ("billing.", "__", "_")
+
+
+def idle_scratch_topics(node: KafkaNode, idle_s: float, keep: Iterable[str] = ()) -> list[str]:
+    """Topics of the local broker that tests and benchmarks made and nobody wrote for `idle_s`.
+
+    Tests and benchmarks create uniquely named topics and leave them behind; on a long-lived
+    development broker they pile up to thousands of partitions, and the broker's own background
+    work (and every metadata request) grows with them. A topic is scratch unless its name starts
+    with one of KEPT_TOPIC_PREFIXES or is in `keep`; it is idle when no file of any of its
+    partitions changed for `idle_s` (a running test writes to its topics far more often).
+    """
+    keep = set(keep)
+    newest: dict[str, float] = {}
+    if not node.data_dir.is_dir():
+        return []
+    for part in node.data_dir.iterdir():
+        topic, sep, index = part.name.rpartition("-")
+        if not sep or not index.isdigit() or not part.is_dir():
+            continue
+        try:
+            mtime = max([part.stat().st_mtime, *(f.stat().st_mtime for f in part.iterdir())])
+        except OSError:
+            continue
+        newest[topic] = max(newest.get(topic, 0.0), mtime)
+    cutoff = time.time() - idle_s
+    return sorted(
+        topic for topic, mtime in newest.items()
+        if mtime < cutoff and topic not in keep and not topic.startswith(KEPT_TOPIC_PREFIXES)
+    )
+
+
+def prune_scratch_topics(node: KafkaNode, idle_s: float = 3600.0, keep: Iterable[str] = ()) -> int:
+    """Delete the idle scratch topics (see idle_scratch_topics); returns how many were deleted."""
+    topics = idle_scratch_topics(node, idle_s, keep)
+    if not topics:
+        return 0
+
+    async def delete() -> None:
+        from aiokafka.admin import AIOKafkaAdminClient
+
+        admin = AIOKafkaAdminClient(bootstrap_servers=node.bootstrap, request_timeout_ms=30000)
+        await admin.start()
+        try:
+            for start in range(0, len(topics), 200):
+                await admin.delete_topics(topics[start:start + 200], timeout_ms=30000)
+        finally:
+            await admin.close()
+
+    asyncio.run(delete())
+    return len(topics)

@@ -241,6 +241,18 @@ def _wait_for_interrupt() -> int:
     return 0
 
 
+def _prune_scratch_topics(echo=print) -> None:
+    """Drop the topics earlier test and benchmark runs left on the local broker (idle for an hour)."""
+    configured = [os.environ.get(name, "") for name in ("COMMANDS_TOPIC", "EVENTS_TOPIC", "COMMANDS_DLQ_TOPIC", "EVENTS_DLQ_TOPIC")]
+    try:
+        deleted = kafka.prune_scratch_topics(kafka.KafkaNode.from_env(), keep=[t for t in configured if t])
+    except Exception as exc:  # noqa: BLE001 - housekeeping must never stop a test run
+        echo(f"kafka      could not prune old scratch topics: {exc!r}")
+        return
+    if deleted:
+        echo(f"kafka      deleted {deleted} scratch topics that earlier runs left behind (idle for an hour)")
+
+
 def test(pytest_args: list[str], echo=print) -> int:
     """`make test`: reuse or start Kafka and PostgreSQL, run pytest against them, print the suite time.
 
@@ -255,6 +267,7 @@ def test(pytest_args: list[str], echo=print) -> int:
         echo(f"using the stack from the environment: {infra_env}")
     else:
         infra_env, started = start_infra(echo)
+        _prune_scratch_topics(echo)
     infra_seconds = time.monotonic() - t0
     env = service_env(infra_env)
     env["ENVIRONMENT"] = "test"
