@@ -11,8 +11,6 @@ when YooKassa never gave it an id) and appends what it hears; a final answer del
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 from datetime import datetime
 
 from aiokafka import AIOKafkaProducer
@@ -21,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from eventstore.clock import Clock
 from eventstore.logging import get_logger
 from payment_processor.config import ProcessorSettings
+from payment_processor.ticker import CommandTicker
 from payment_processor.operations import OpenOperation, lock_due, mark_checked
 from schemas import Actor, Envelope, Metadata, SyncPayment, SyncRefund, account_user_id, derived_id, new_envelope
 
@@ -42,7 +41,9 @@ def sync_command(operation: OpenOperation, now: datetime) -> Envelope:
     return new_envelope(payload, stream_id=operation.stream_id, metadata=metadata, id=command_id, occurred_at=now)
 
 
-class Janitor:
+class Janitor(CommandTicker):
+    name = "janitor"
+
     def __init__(
         self,
         *,
@@ -52,32 +53,13 @@ class Janitor:
         clock: Clock,
         config: ProcessorSettings,
     ) -> None:
-        self.engine = engine
-        self.producer = producer
-        self.commands_topic = commands_topic
-        self.clock = clock
+        super().__init__(engine=engine, producer=producer, commands_topic=commands_topic, clock=clock,
+                         batch=config.janitor_batch, tick_s=config.janitor_tick_s)
         self.config = config
-        self.published = 0
-        self._stop = asyncio.Event()
-
-    def stop(self) -> None:
-        self._stop.set()
 
     async def run(self) -> None:
-        """Tick until stopped; an error in one tick is logged and retried on the next."""
         log.info("janitor_started", schedule_s=self.config.janitor_schedule_s)
-        while not self._stop.is_set():
-            try:
-                found = await self.tick()
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # noqa: BLE001 - the janitor must outlive a database or broker hiccup
-                log.warning("janitor_tick_failed", error=repr(exc))
-                found = 0
-            if found < self.config.janitor_batch:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._stop.wait(), self.config.janitor_tick_s)
-        log.info("janitor_stopped", published=self.published)
+        await super().run()
 
     async def tick(self) -> int:
         """Publish one sync command per due operation; returns how many were due."""
@@ -86,23 +68,10 @@ class Janitor:
             due = await lock_due(conn, now, self.config.janitor_batch)
             if not due:
                 return 0
-            sends = []
-            checked = []
-            for operation in due:
-                command = sync_command(operation, now)
-                user_id = account_user_id(operation.stream_id) or operation.stream_id
-                sends.append(
-                    await self.producer.send(
-                        self.commands_topic,
-                        value=command.to_json(),
-                        key=user_id.encode(),
-                        headers=[("correlation_id", command.metadata.correlation_id.encode())],
-                    )
-                )
-                checked.append((operation.operation_id, self.config.next_check_at(operation.opened_at, operation.checks + 1, now)))
+            commands = [(sync_command(op, now), account_user_id(op.stream_id) or op.stream_id) for op in due]
+            checked = [(op.operation_id, self.config.next_check_at(op.opened_at, op.checks + 1, now)) for op in due]
             # Published before the rows move on: a crash here republishes the same command ids.
-            await asyncio.gather(*sends)
+            await self.publish(commands)
             await mark_checked(conn, checked, now)
-        self.published += len(due)
         log.info("janitor_published", count=len(due))
         return len(due)

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 from datetime import datetime, timedelta
 
 from aiokafka import AIOKafkaProducer
@@ -38,6 +37,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from eventstore.clock import Clock
 from eventstore.logging import get_logger
 from payment_processor.schedule import DueAction, lock_due, mark_sent
+from payment_processor.ticker import CommandTicker
 from schemas import (
     Actor,
     Command,
@@ -128,7 +128,9 @@ def command_for(due: DueAction, now: datetime) -> Envelope:
 # --------------------------------------------------------------------------- the loop
 
 
-class Scheduler:
+class Scheduler(CommandTicker):
+    name = "scheduler"
+
     def __init__(
         self,
         *,
@@ -138,37 +140,18 @@ class Scheduler:
         clock: Clock,
         config: SchedulerSettings,
     ) -> None:
-        self.engine = engine
-        self.producer = producer
-        self.commands_topic = commands_topic
-        self.clock = clock
+        super().__init__(engine=engine, producer=producer, commands_topic=commands_topic, clock=clock,
+                         batch=config.scheduler_batch, tick_s=config.scheduler_tick_s)
         self.config = config
-        self.published = 0
-        self._stop = asyncio.Event()
-
-    def stop(self) -> None:
-        self._stop.set()
 
     async def run(self) -> None:
-        """Tick until stopped; an error in one tick is logged and retried on the next."""
         log.info(
             "scheduler_started",
             tick_s=self.config.scheduler_tick_s,
             renewal_lead_s=self.config.renewal_lead_s,
             expiry_reminder_lead_s=self.config.expiry_reminder_lead_s,
         )
-        while not self._stop.is_set():
-            try:
-                found = await self.tick()
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # noqa: BLE001 - the scheduler must outlive a database or broker hiccup
-                log.warning("scheduler_tick_failed", error=repr(exc))
-                found = 0
-            if found < self.config.scheduler_batch:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._stop.wait(), self.config.scheduler_tick_s)
-        log.info("scheduler_stopped", published=self.published)
+        await super().run()
 
     async def tick(self) -> int:
         """Publish one command per due action; returns how many were due."""
@@ -184,17 +167,10 @@ class Scheduler:
             )
             if not due:
                 return 0
-            sends = []
+            commands = []
             for action in due:
                 command = command_for(action, now)
-                sends.append(
-                    await self.producer.send(
-                        self.commands_topic,
-                        value=command.to_json(),
-                        key=action.user_id.encode(),
-                        headers=[("correlation_id", command.metadata.correlation_id.encode())],
-                    )
-                )
+                commands.append((command, action.user_id))
                 log.info(
                     "scheduled_command",
                     action=action.action,
@@ -206,9 +182,8 @@ class Scheduler:
                 )
             # Published (and acknowledged) before the marks commit: a crash in between
             # republishes the very same command ids, which the processor handles once.
-            await asyncio.gather(*sends)
+            await self.publish(commands)
             await mark_sent(conn, due, now)
-        self.published += len(due)
         return len(due)
 
 
