@@ -67,6 +67,28 @@ def _wait(what: str, probe, timeout: float = 120.0, interval: float = 0.3) -> An
     raise DemoError(f"timed out waiting for {what} (last answer: {last!r})")
 
 
+def _until_subscription(client: httpx.Client, path: str, auth: dict[str, str], done, timeout: float = 60.0) -> Any:
+    """Long-poll a subscription until `done(body)`: its ETag back in If-None-Match with `Prefer: wait`
+    makes the API answer the moment the subscription changes — one request per change, no polling."""
+    deadline = time.monotonic() + timeout
+    etag, body = None, None
+    while time.monotonic() < deadline:
+        headers = {**auth, "If-None-Match": etag, "Prefer": "wait=10"} if etag else auth
+        try:
+            answer = client.get(path, headers=headers)
+        except httpx.HTTPError:
+            time.sleep(0.3)
+            continue
+        if answer.status_code == 200:
+            body = answer.json()
+            if done(body):
+                return body
+            etag = answer.headers.get("ETag")
+        elif answer.status_code != 304:  # not projected yet (404), or the API restarting
+            time.sleep(0.3)
+    raise DemoError(f"timed out waiting for {path} (last answer: {body!r})")
+
+
 def _json(answer: httpx.Response) -> Any:
     if answer.status_code >= 400:
         raise DemoError(f"{answer.request.method} {answer.request.url} → {answer.status_code}: {answer.text[:500]}")
@@ -143,8 +165,7 @@ def narrate(client: httpx.Client) -> None:
     console.print(f"   payment page → {paid.status_code}")
 
     _step(3, "YooKassa notifies the webhook; the processor re-reads the payment; the subscription turns active")
-    sub = _wait("an active subscription", lambda: (s := client.get(f"/v1/subscriptions/{subscription_id}", headers=auth).json())
-                .get("status") == "active" and s, timeout=60)
+    sub = _until_subscription(client, f"/v1/subscriptions/{subscription_id}", auth, lambda s: s["status"] == "active")
     console.print(f"   {sub['plan_name']}: [green]{sub['status']}[/] from {sub['period_start']} to {sub['period_end']}, "
                   f"paid {_money(sub['amount_paid'])} with {sub.get('payment_method_title') or 'a card'}")
 
