@@ -54,7 +54,7 @@ def kafka_stop() -> None:
 
 @kafka_app.command("prune")
 def kafka_prune(idle: float = typer.Option(3600.0, help="seconds without a write before a scratch topic goes")) -> None:
-    """Delete the topics tests and benchmarks left on the local broker (billing.* and internal ones stay)."""
+    """Delete the random-tagged topics tests and benchmarks left on the local broker (others stay)."""
     deleted = kafka_mod.prune_scratch_topics(kafka_mod.KafkaNode.from_env(), idle_s=idle)
     typer.echo(f"deleted {deleted} scratch topics")
 

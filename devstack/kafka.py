@@ -12,6 +12,7 @@ import asyncio
 import base64
 import hashlib
 import os
+import re
 import shutil
 import subprocess
 import time
@@ -397,6 +398,9 @@ def status(node: KafkaNode | None = None) -> dict:
 # --------------------------------------------------------------------------- scratch topics
 
 KEPT_TOPIC_PREFIXES = ("billing.", "__", "_")
+# Tests and benchmarks name their topics with a random hex tag (uuid4().hex[:8..12]); a name
+# without one is someone's on purpose and is never pruned.
+_SCRATCH_TAG = re.compile(r"(?:^|[.\-_])[0-9a-f]{8,}(?:$|[.\-_])")
 
 
 def idle_scratch_topics(node: KafkaNode, idle_s: float, keep: Iterable[str] = ()) -> list[str]:
@@ -404,9 +408,10 @@ def idle_scratch_topics(node: KafkaNode, idle_s: float, keep: Iterable[str] = ()
 
     Tests and benchmarks create uniquely named topics and leave them behind; on a long-lived
     development broker they pile up to thousands of partitions, and the broker's own background
-    work (and every metadata request) grows with them. A topic is scratch unless its name starts
-    with one of KEPT_TOPIC_PREFIXES or is in `keep`; it is idle when no file of any of its
-    partitions changed for `idle_s` (a running test writes to its topics far more often).
+    work (and every metadata request) grows with them. A topic is scratch when its name carries a
+    random hex tag (8+ hex digits between dots or dashes), does not start with one of
+    KEPT_TOPIC_PREFIXES and is not in `keep`; it is idle when no file of any of its partitions
+    changed for `idle_s` (a running test writes to its topics far more often).
     """
     keep = set(keep)
     newest: dict[str, float] = {}
@@ -424,7 +429,7 @@ def idle_scratch_topics(node: KafkaNode, idle_s: float, keep: Iterable[str] = ()
     cutoff = time.time() - idle_s
     return sorted(
         topic for topic, mtime in newest.items()
-        if mtime < cutoff and topic not in keep and not topic.startswith(KEPT_TOPIC_PREFIXES)
+        if mtime < cutoff and topic not in keep and not topic.startswith(KEPT_TOPIC_PREFIXES) and _SCRATCH_TAG.search(topic)
     )
 
 

@@ -242,7 +242,7 @@ def _wait_for_interrupt() -> int:
 
 
 def _prune_scratch_topics(echo=print) -> None:
-    """Drop the topics earlier test and benchmark runs left on the local broker (idle for an hour)."""
+    """Drop the uniquely tagged topics earlier test and benchmark runs left on the local broker (idle for an hour)."""
     configured = [os.environ.get(name, "") for name in ("COMMANDS_TOPIC", "EVENTS_TOPIC", "COMMANDS_DLQ_TOPIC", "EVENTS_DLQ_TOPIC")]
     try:
         deleted = kafka.prune_scratch_topics(kafka.KafkaNode.from_env(), keep=[t for t in configured if t])

@@ -22,20 +22,21 @@ def _partition(data: Path, topic: str, index: int, age_s: float) -> None:
 def test_only_idle_scratch_topics_are_pruned(tmp_path: Path) -> None:
     node = KafkaNode(home=tmp_path)
     data = node.data_dir
-    _partition(data, "test.events.1a2b", 0, age_s=7200)
-    _partition(data, "test.events.1a2b", 1, age_s=7200)
-    _partition(data, "bench.e2e.c0ffee.commands", 0, age_s=7200)
-    _partition(data, "test.commands.busy", 0, age_s=7200)
-    _partition(data, "test.commands.busy", 1, age_s=10)  # one partition written a moment ago: in use
+    _partition(data, "test.events.1a2b3c4d5e6f", 0, age_s=7200)
+    _partition(data, "test.events.1a2b3c4d5e6f", 1, age_s=7200)
+    _partition(data, "bench.e2e.c0ffee42.commands", 0, age_s=7200)
+    _partition(data, "test.commands.0badc0ffee", 0, age_s=7200)
+    _partition(data, "test.commands.0badc0ffee", 1, age_s=10)  # one partition written a moment ago: in use
     _partition(data, "billing.events", 0, age_s=7200)  # the product's own topics stay
     _partition(data, "__consumer_offsets", 0, age_s=7200)
-    _partition(data, "custom.events", 0, age_s=7200)  # configured by the developer: kept
+    _partition(data, "custom.events.5e1f0c2a9b", 0, age_s=7200)  # configured by the developer: kept
+    _partition(data, "experiments", 0, age_s=7200)  # no random tag: made on purpose, kept
     (data / "meta.properties").write_text("version=1\n")
     (data / "__cluster_metadata-0").mkdir()
 
-    assert idle_scratch_topics(node, idle_s=3600, keep=["custom.events"]) == [
-        "bench.e2e.c0ffee.commands",
-        "test.events.1a2b",
+    assert idle_scratch_topics(node, idle_s=3600, keep=["custom.events.5e1f0c2a9b"]) == [
+        "bench.e2e.c0ffee42.commands",
+        "test.events.1a2b3c4d5e6f",
     ]
     assert idle_scratch_topics(node, idle_s=3 * 3600) == []
 
