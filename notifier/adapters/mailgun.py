@@ -134,8 +134,12 @@ class MailgunClient:
             async with asyncio.timeout(self.timeout_s):
                 # multipart/form-data, as Mailgun's own examples send: the Russian text and HTML go
                 # as raw UTF-8, not percent-encoded (which tripled their size and the parse cost).
+                # The body is built in memory first: httpx would otherwise stream each part as its
+                # own socket write.
                 parts = [(name, (None, value.encode())) for name, value in email.form(self.sender).items()]
-                response = await self.http.post(self.url, files=parts)
+                request = self.http.build_request("POST", self.url, files=parts)
+                request.read()
+                response = await self.http.send(request)
         except (TimeoutError, httpx.TimeoutException) as exc:
             raise TransientMailgunError(f"timeout after {self.timeout_s}s: {type(exc).__name__}") from exc
         except httpx.TransportError as exc:
