@@ -306,17 +306,33 @@ class ConsumerLoop:
     def assignment(self) -> set[TopicPartition]:
         return set(self._consumer.assignment()) if self._consumer else set()
 
-    async def run(self) -> None:
-        """Consume until `stop()`; commits what was handled before returning."""
+    async def _open(self, listener: ConsumerRebalanceListener, **log_fields: Any) -> AIOKafkaConsumer:
+        """Start the consumer (and the dead-letter producer) and subscribe; `_close` undoes it."""
         options = {**consumer_options(self.settings, self.group_id, self.name), **self.consumer_options}
         self._consumer = consumer = AIOKafkaConsumer(**options)
         await consumer.start()
         try:
             if self.dead_letter_topic:
                 self._producer = await make_producer(self.settings, client_id=f"{self.name}-dlq")
-            consumer.subscribe(self.topics, listener=_CommitOnRevoke(self))
-            self._started.set()
-            self._log.info("consumer_started", topics=self.topics)
+            consumer.subscribe(self.topics, listener=listener)
+        except BaseException:
+            await self._close(consumer)
+            raise
+        self._started.set()
+        self._log.info("consumer_started", topics=self.topics, **log_fields)
+        return consumer
+
+    async def _close(self, consumer: AIOKafkaConsumer) -> None:
+        self._log.info("consumer_stopping", handled=self.handled, dead_lettered=self.dead_lettered)
+        if self._producer is not None:
+            await self._producer.stop()
+        await consumer.stop()
+        self._consumer = None
+
+    async def run(self) -> None:
+        """Consume until `stop()`; commits what was handled before returning."""
+        consumer = await self._open(_CommitOnRevoke(self))
+        try:
             while not self._stop.is_set():
                 batch = await self._fetch(consumer)
                 self._beat()
@@ -336,11 +352,7 @@ class ConsumerLoop:
             try:
                 await self._commit()
             finally:
-                self._log.info("consumer_stopping", handled=self.handled, dead_lettered=self.dead_lettered)
-                if self._producer is not None:
-                    await self._producer.stop()
-                await consumer.stop()
-                self._consumer = None
+                await self._close(consumer)
 
     # ------------------------------------------------------------------ internals
 

@@ -21,10 +21,10 @@ import functools
 import time
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
+from aiokafka import ConsumerRebalanceListener, TopicPartition
 from aiokafka.structs import ConsumerRecord
 
-from eventstore.kafka import ConsumerLoop, _Stopping, consumer_options, correlation_id_of, make_producer
+from eventstore.kafka import ConsumerLoop, _Stopping, correlation_id_of
 from eventstore.logging import bind_correlation, get_logger
 from eventstore.settings import Settings
 from payment_processor.config import ProcessorSettings
@@ -85,15 +85,8 @@ class KeyedConsumerLoop(ConsumerLoop):
 
     async def run(self) -> None:
         """Consume until `stop()`; finishes the records in hand and commits before returning."""
-        options = {**consumer_options(self.settings, self.group_id, self.name), **self.consumer_options}
-        self._consumer = consumer = AIOKafkaConsumer(**options)
-        await consumer.start()
+        consumer = await self._open(_DrainOnRevoke(self), concurrency=self.concurrency)
         try:
-            if self.dead_letter_topic:
-                self._producer = await make_producer(self.settings, client_id=f"{self.name}-dlq")
-            consumer.subscribe(self.topics, listener=_DrainOnRevoke(self))
-            self._started.set()
-            self._log.info("consumer_started", topics=self.topics, concurrency=self.concurrency)
             while not self._stop.is_set():
                 if len(self._tasks) >= self.max_buffered:
                     await asyncio.wait(self._tasks, timeout=1.0, return_when=asyncio.FIRST_COMPLETED)
@@ -118,11 +111,7 @@ class KeyedConsumerLoop(ConsumerLoop):
                     await asyncio.wait(set(self._tasks))
                 await self._commit()
             finally:
-                self._log.info("consumer_stopping", handled=self.handled, dead_lettered=self.dead_lettered)
-                if self._producer is not None:
-                    await self._producer.stop()
-                await consumer.stop()
-                self._consumer = None
+                await self._close(consumer)
         if self._fatal is not None:
             raise self._fatal
 

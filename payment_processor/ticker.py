@@ -8,6 +8,7 @@ transaction. Only what they find and how they name their commands differ.
 
 from __future__ import annotations
 
+import abc
 import asyncio
 import contextlib
 from collections.abc import Sequence
@@ -22,7 +23,7 @@ from schemas import Envelope
 log = get_logger(__name__)
 
 
-class CommandTicker:
+class CommandTicker(abc.ABC):
     """Runs `tick()` until stopped; a full batch ticks again at once, a short one sleeps `tick_s`."""
 
     name = "ticker"
@@ -41,9 +42,9 @@ class CommandTicker:
     def stop(self) -> None:
         self._stop.set()
 
+    @abc.abstractmethod
     async def tick(self) -> int:
         """Publish the due commands; returns how many were due."""
-        raise NotImplementedError
 
     async def run(self) -> None:
         """Tick until stopped; an error in one tick is logged and retried on the next."""
