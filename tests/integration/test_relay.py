@@ -315,21 +315,18 @@ async def test_relay_killed_mid_batch_loses_nothing_and_keeps_stream_order(
 
                 await probe.execute("SELECT pg_advisory_unlock($1)", RELAY_LOCK_KEY)
                 state = await wait_until(in_flight_or_drained, 30, interval=0.001, message="a batch in flight")
-                if state == "drained":
-                    # The relay published and deleted everything between two probes (a fast run):
-                    # give it another 10,000 events and try again.
-                    relay.kill()
-                    more = await fill(store, streams=200, per_stream=50, chunk=25)
-                    ids.update(more)
-                    total += sum(len(v) for v in more.values())
-                    continue
                 relay.kill()
                 await wait_until(reader.caught_up, 15, message="the reader has everything Kafka has")
                 left = await outbox_positions(settings)
                 in_flight = {int(TopicReader.header(r, "position")) for r in reader.records} & left
                 if in_flight:
                     break
-                assert left, "the relay finished before a kill landed"
+                if state == "drained" or not left:
+                    # The relay published and deleted everything before the kill landed (a fast run on
+                    # a busy machine): give it another 10,000 events and try again.
+                    more = await fill(store, streams=200, per_stream=50, chunk=25)
+                    ids.update(more)
+                    total += sum(len(v) for v in more.values())
             else:
                 pytest.fail("never killed in the middle of a batch")
             assert not logged(relay, "relay_stopped"), "it was killed, not stopped"
