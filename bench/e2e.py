@@ -43,7 +43,7 @@ import uvloop
 from rich.console import Console
 from rich.table import Table
 
-from devstack.stack import read_env_file
+from bench import infra
 from tests.support.processes import ROOT
 from tests.support.stack import Pipeline, PipelineOptions
 
@@ -432,15 +432,6 @@ def summarize_profile(path: Path, top: int = 5) -> tuple[int, list[tuple[str, fl
 # --------------------------------------------------------------------------- the command
 
 
-def _infra(kafka: str | None, database_url: str | None) -> tuple[str, str]:
-    file_env = read_env_file()
-    kafka = kafka or os.environ.get("KAFKA_BOOTSTRAP_SERVERS") or file_env.get("KAFKA_BOOTSTRAP_SERVERS") or "127.0.0.1:9092"
-    database_url = database_url or os.environ.get("DATABASE_URL") or file_env.get("DATABASE_URL")
-    if not database_url:
-        raise typer.BadParameter("no DATABASE_URL (run `make up` or set it)")
-    return kafka, database_url
-
-
 def pipeline_options(kafka: str, database_url: str, processors: int, consumers: int, api_instances: int,
                      keep: bool) -> PipelineOptions:
     return PipelineOptions(
@@ -470,7 +461,7 @@ def main(
     keep: bool = typer.Option(False, help="keep the benchmark's database"),
 ) -> None:
     """Run the end-to-end load benchmark and print a table and one JSON line."""
-    kafka, database_url = _infra(kafka, database_url)
+    kafka, database_url = infra(kafka, database_url)
     report = uvloop.run(_main(users, duration, warmup, processors, consumers, api_instances, poll,
                                ceiling_seconds, profile, kafka, database_url, keep))
     print(orjson.dumps(report).decode())

@@ -52,6 +52,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from bench import infra
 from tests.support.processes import ROOT, ManagedProcess, free_port
 
 app = typer.Typer(add_completion=False, help=__doc__.splitlines()[0])
@@ -63,17 +64,6 @@ TERMINAL_TYPES = ("CommandSucceeded", "CommandRejected", "CommandFailed")
 
 
 # --------------------------------------------------------------------------- the set-up
-
-
-def _infra(kafka: str | None, database_url: str | None) -> tuple[str, str]:
-    from devstack.stack import read_env_file
-
-    file_env = read_env_file()
-    kafka = kafka or os.environ.get("KAFKA_BOOTSTRAP_SERVERS") or file_env.get("KAFKA_BOOTSTRAP_SERVERS") or "127.0.0.1:9092"
-    database_url = database_url or os.environ.get("DATABASE_URL") or file_env.get("DATABASE_URL")
-    if not database_url:
-        raise typer.BadParameter("no DATABASE_URL (run `make up` or set it)")
-    return kafka, database_url
 
 
 class Bench:
@@ -646,7 +636,7 @@ def main(
     keep: bool = typer.Option(False, help="keep the benchmark's database"),
 ) -> None:
     """Measure the payment processor on its own; print tables and one JSON line."""
-    kafka, database_url = _infra(kafka, database_url)
+    kafka, database_url = infra(kafka, database_url)
     report = asyncio.run(_main(commands, warmup, processors, consumers, partitions, sync, profile, profile_commands,
                                kafka, database_url, keep, timeout, concurrency, provider_latency_ms))
     print(orjson.dumps(report).decode())

@@ -386,24 +386,32 @@ class ConsumerLoop:
             with bind_correlation(
                 correlation_id_of(record), topic=record.topic, partition=record.partition, offset=record.offset
             ):
-                attempt = 0
-                while True:
-                    attempt += 1
-                    try:
-                        await self.handle(record)
-                        self.handled += 1
-                        break
-                    except asyncio.CancelledError:
-                        raise
-                    except Exception as exc:  # noqa: BLE001 - any handler failure is retried, then dead-lettered
-                        if attempt >= self.max_attempts:
-                            self._log.error("handler_gave_up", attempts=attempt, error=repr(exc), exc_info=exc)
-                            await self._give_up(record, exc, attempt)
-                            break
-                        delay = min(self.retry_backoff_s * 2 ** (attempt - 1), self.retry_backoff_max_s)
-                        self._log.warning("handler_failed_retrying", attempt=attempt, delay_s=delay, error=repr(exc))
-                        await self._sleep_unless_stopped(delay)
+                await self._attempts(record)
                 self._done[tp] = record.offset + 1
+
+    async def _attempts(self, record: ConsumerRecord) -> bool:
+        """Handle one record: retry failures with backoff, dead-letter after `max_attempts`.
+
+        True once the record is done (handled or dead-lettered); raises _Stopping when a stop
+        interrupts a backoff pause (the record is then not done and is redelivered).
+        """
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                await self.handle(record)
+                self.handled += 1
+                return True
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - any handler failure is retried, then dead-lettered
+                if attempt >= self.max_attempts:
+                    self._log.error("handler_gave_up", attempts=attempt, error=repr(exc), exc_info=exc)
+                    await self._give_up(record, exc, attempt)
+                    return True
+                delay = min(self.retry_backoff_s * 2 ** (attempt - 1), self.retry_backoff_max_s)
+                self._log.warning("handler_failed_retrying", attempt=attempt, delay_s=delay, error=repr(exc))
+                await self._sleep_unless_stopped(delay)
 
     async def _sleep_unless_stopped(self, delay: float) -> None:
         try:

@@ -144,25 +144,6 @@ class KeyedConsumerLoop(ConsumerLoop):
                 except _Stopping:
                     return False
 
-    async def _attempts(self, record: ConsumerRecord) -> bool:
-        attempt = 0
-        while True:
-            attempt += 1
-            try:
-                await self.handle(record)
-                self.handled += 1
-                return True
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # noqa: BLE001 - any handler failure is retried, then dead-lettered
-                if attempt >= self.max_attempts:
-                    self._log.error("handler_gave_up", attempts=attempt, error=repr(exc), exc_info=exc)
-                    await self._give_up(record, exc, attempt)
-                    return True
-                delay = min(self.retry_backoff_s * 2 ** (attempt - 1), self.retry_backoff_max_s)
-                self._log.warning("handler_failed_retrying", attempt=attempt, delay_s=delay, error=repr(exc))
-                await self._sleep_unless_stopped(delay)
-
     def _finished(self, work: _PartitionWork, tp: TopicPartition, offset: int, chain: tuple[TopicPartition, bytes | None],
                   task: asyncio.Task[bool]) -> None:
         self._tasks.discard(task)
