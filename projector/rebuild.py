@@ -54,6 +54,33 @@ class ReplayError(RuntimeError):
     """A replay that cannot run as asked (bad schema name, target exists, ...)."""
 
 
+PRODUCT_SCHEMAS = frozenset({"public", "eventstore", "read", "projector", "processor", "notifier", "api", "django"})
+"""Every schema the product's migrations (and the admin's `django`) create: never a replay target."""
+REPLAY_SCRATCH_PREFIXES = ("read_rebuild_", "read_check_", "read_old_")
+"""Schemas a replay makes for itself (kept with --keep): another run must not reuse or drop them."""
+
+
+def refuse_unsafe_target(schema: str) -> None:
+    """Raise ReplayError when `--into schema` could touch anything but a new copy of its own.
+
+    Checked before the replay connects, so a typo can never reach a DROP. Compared without case:
+    `Processor` is a different schema to PostgreSQL but almost certainly the same mistake.
+    """
+    try:
+        quote_ident(schema)
+    except ValueError:
+        raise ReplayError(f"--into {schema!r} is not a schema name: use letters, digits and _ only") from None
+    lowered = schema.lower()
+    if lowered.startswith("pg_") or lowered == "information_schema":
+        raise ReplayError(f"--into {schema!r} is a PostgreSQL system schema; choose a new name such as audit_2026_11")
+    if lowered in PRODUCT_SCHEMAS or lowered.startswith(REPLAY_SCRATCH_PREFIXES):
+        raise ReplayError(
+            f"--into {schema!r} is one of the product's own schemas ({', '.join(sorted(PRODUCT_SCHEMAS))}, "
+            f"{', '.join(p + '*' for p in REPLAY_SCRATCH_PREFIXES)}); a --until copy goes into a new schema "
+            "of its own, e.g. audit_2026_11"
+        )
+
+
 @dataclass
 class Difference:
     table: str
@@ -415,9 +442,7 @@ class Replay:
         if options.mode == "until":
             if not options.into:
                 raise ReplayError("--until needs --into SCHEMA (the point-in-time copy's schema)")
-            quote_ident(options.into)
-            if options.into in ("read", "projector", "eventstore", "public") or options.into.startswith("pg_"):
-                raise ReplayError(f"--into {options.into!r} would overwrite a live schema")
+            refuse_unsafe_target(options.into)
             if options.until_position is None and options.until_time is None:
                 raise ReplayError("--until needs a position or a timestamp")
 
@@ -444,9 +469,10 @@ class Replay:
         await conn.execute("UPDATE projector.replay_runs SET target_schema = $2 WHERE run_id = $1", run_id, schema)
         report = ReplayReport(run_id=run_id, mode=opts.mode, schema=schema, tables=self.tables, head_position=head)
         log.info("replay_started", run_id=run_id, mode=opts.mode, schema=schema, head=head, tables=self.tables)
-        succeeded = False
+        succeeded = created = False
         try:
             await self._create_schema(conn, schema)
+            created = True  # from here on the schema is this run's own, and only then may it be dropped
             await self._bulk(conn, schema, head, report, progress)
             if opts.mode in ("swap", "check"):
                 await self._sync_and_finish(conn, schema, head, report)
@@ -458,19 +484,22 @@ class Replay:
                 "WHERE run_id = $1",
                 run_id, status, report.events, len(report.differences),
             )
-            if opts.mode != "until" and not opts.keep:
-                await conn.execute(f"DROP SCHEMA IF EXISTS {quote_ident(schema)} CASCADE")
-            elif opts.mode == "until" and not succeeded:
+            if created and ((opts.mode != "until" and not opts.keep) or (opts.mode == "until" and not succeeded)):
                 await conn.execute(f"DROP SCHEMA IF EXISTS {quote_ident(schema)} CASCADE")
         return report
 
     async def _create_schema(self, conn: asyncpg.Connection, schema: str) -> None:
-        exists = await conn.fetchval("SELECT 1 FROM pg_namespace WHERE nspname = $1", schema)
-        if exists:
-            raise ReplayError(f"schema {schema!r} already exists; choose another name or drop it first")
+        """Create `schema` and its empty tables in one transaction: afterwards it is all ours, or nothing is."""
         q = quote_ident(schema)
         async with conn.transaction():
-            await conn.execute(f"CREATE SCHEMA {q}")
+            try:
+                # no separate existence check: CREATE SCHEMA itself refuses, even against a concurrent creator
+                await conn.execute(f"CREATE SCHEMA {q}")
+            except asyncpg.DuplicateSchemaError:
+                raise ReplayError(
+                    f"schema {schema!r} already exists; nothing was changed. Choose a new name "
+                    "(or drop that schema yourself if you really mean to replace it)"
+                ) from None
             for table in TABLE_NAMES:
                 # everything but the indexes: they are built after the load, with the live names
                 await conn.execute(f"CREATE TABLE {q}.{table} (LIKE read.{table} INCLUDING ALL EXCLUDING INDEXES)")

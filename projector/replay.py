@@ -72,7 +72,7 @@ def replay(
     ),
     check: bool = typer.Option(False, "--check", help="rebuild into scratch tables and report every difference with the live ones"),
     until: str = typer.Option(None, "--until", metavar="POSITION|TIMESTAMP", help="build the read models as they were at this log position or time (recorded_at)"),
-    into: str = typer.Option(None, "--into", metavar="SCHEMA", help="schema for the --until copy"),
+    into: str = typer.Option(None, "--into", metavar="SCHEMA", help="a NEW schema for the --until copy (an existing one or one of the product's own is refused, never dropped)"),
     page_size: int = typer.Option(20_000, min=100, help="events read per page"),
     workers: int = typer.Option(0, min=0, help="processes projecting ranges of streams in parallel (0: one per two CPUs, at most 4; 1 for small logs)"),
     keep: bool = typer.Option(False, "--keep", help="keep the scratch/rebuild schema (and the replaced tables) for inspection"),
