@@ -21,8 +21,9 @@ attribute 'status_code'`. This module makes it safe and cheap to use from an asy
   more than `max_concurrency` requests from one process.
 * Outcomes: every answer maps to `ProviderPayment`/`ProviderRefund` (YooKassa's view, including a
   decline: `status == "canceled"` with `cancellation_details.reason`), `ProviderUnknown` (timeout,
-  connection error, 5xx, 202, 429, 404, an unreadable answer) or `ProviderRefused` (400/401/403, or
-  the SDK refusing the parameters before sending). Unknown is never failure: the janitor re-reads
+  connection error, 5xx, 202, 429, 404, an unreadable answer, and 401/403 — our credentials, not the
+  customer's payment, were refused: logged as an error and counted) or `ProviderRefused` (400, or the
+  SDK refusing the parameters before sending). Unknown is never failure: the janitor re-reads
   until the state is known.
 """
 
@@ -39,6 +40,7 @@ from typing import Any, Protocol
 from urllib.parse import urlencode, urlsplit
 
 import urllib3
+from prometheus_client import Counter
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 from yookassa import Configuration, Payment, Refund
 from yookassa.client import ApiClient
@@ -243,7 +245,14 @@ def payment_from_sdk(response: Any) -> ProviderPayment:
         payment_method_id=getattr(method, "id", None) if method is not None else None,
         payment_method_saved=bool(getattr(method, "saved", False)) if method is not None else False,
         payment_method_title=getattr(method, "title", None) if method is not None else None,
+        metadata=_metadata(getattr(response, "metadata", None)),
     )
+
+
+def _metadata(value: Any) -> dict[str, str] | None:
+    if not isinstance(value, dict):
+        return None
+    return {str(k): str(v) for k, v in value.items()}
 
 
 def refund_from_sdk(response: Any) -> ProviderRefund:
@@ -253,6 +262,7 @@ def refund_from_sdk(response: Any) -> ProviderRefund:
         status=str(response.status),
         amount=_money(getattr(response, "amount", None)),
         cancellation_reason=getattr(details, "reason", None) if details is not None else None,
+        payment_id=getattr(response, "payment_id", None),
     )
 
 
@@ -266,9 +276,25 @@ def _describe(exc: ApiError) -> tuple[str, str]:
     return code, description or code
 
 
+CREDENTIALS_REJECTED = Counter(
+    "billing_yookassa_credentials_rejected_total",
+    "Calls YooKassa refused for our shop id / secret key (401, 403): operations stay open until an operator fixes them",
+    ["status"],
+)
+
+
 def classify_error(exc: BaseException) -> ProviderOutcome:
     """Map whatever the SDK raised during a call to unknown (ask again later) or refused (definitive)."""
-    if isinstance(exc, (BadRequestError, UnauthorizedError, ForbiddenError)):
+    if isinstance(exc, (UnauthorizedError, ForbiddenError)):
+        # YooKassa refused *us* (a rotated or mistyped secret, a shop not allowed the operation),
+        # not the customer's payment: nothing was done, and nothing may end as the customer's
+        # failure. The operation stays open (the janitor asks again) and the operator is told
+        # loudly (docs/decisions/0106).
+        code, description = _describe(exc)
+        CREDENTIALS_REJECTED.labels(str(exc.HTTP_CODE)).inc()
+        log.error("yookassa_credentials_rejected", status=exc.HTTP_CODE, code=code, detail=description)
+        return ProviderUnknown(f"credentials_rejected: {exc.HTTP_CODE} {description}"[:500])
+    if isinstance(exc, BadRequestError):
         code, description = _describe(exc)
         return ProviderRefused(code, f"{exc.HTTP_CODE} {description}")
     if isinstance(exc, ResponseProcessingError):

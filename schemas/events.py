@@ -109,6 +109,14 @@ class PaymentFailed(Event):
     party: str | None = None
     purpose: PaymentPurpose = "purchase"
     customer: Customer
+    outcome_unknown: bool = Field(
+        default=False,
+        description=(
+            "True when we stopped asking without ever hearing YooKassa's answer (the create's idempotence "
+            "window ran out): the payment may still have succeeded, so a late answer about it is matched and "
+            "settled, and no new charge for the same period starts while it is open (docs/decisions/0104)"
+        ),
+    )
 
 
 class PaymentStateUnknown(Event):
@@ -175,6 +183,13 @@ class RefundFailed(Event):
     amount: Money
     reason: str
     customer: Customer | None = None
+    outcome_unknown: bool = Field(
+        default=False,
+        description=(
+            "True when we stopped asking without ever hearing YooKassa's answer: the refund may still have been "
+            "made, so its amount stays reserved (never refunded twice) until a late answer settles it"
+        ),
+    )
 
 
 class RefundStateUnknown(Event):

@@ -225,17 +225,58 @@ def resolve(state: AccountState, command: Envelope, step: ProviderStep, outcome:
     """Events for what YooKassa answered to `step` (state already holds the intent)."""
     cid = command_id_of(command)
     if isinstance(step, (CreatePayment, FindPayment)):
-        payment = state.payments[step.payment_id]
+        payment = state.payments.get(step.payment_id) if step.payment_id else _payment_named_by(state, outcome)
+        if payment is None:
+            return _not_ours(command, "payment", step, outcome)
         emits, next_step, settled = _observe_payment(state, payment, outcome, ctx, cid)
         origin = payment.origin_command_id
     else:
-        refund = state.refunds[step.refund_id]
+        refund = state.refunds.get(step.refund_id) if step.refund_id else _refund_named_by(state, outcome)
+        if refund is None:
+            return _not_ours(command, "refund", step, outcome)
         emits, next_step, settled = _observe_refund(state, refund, outcome, ctx, cid)
         origin = refund.origin_command_id
         # A refund started by the command in hand (e.g. a late duplicate payment) ends it now.
     if next_step is None and cid != origin and cid not in state.terminal:
         emits.append(_succeeded(cid, command.type, **_sync_outcome(step, outcome)))
     return Decision(emits, step=next_step)
+
+
+def _payment_named_by(state: AccountState, outcome: ProviderOutcome) -> Payment | None:
+    """Ours, as YooKassa's own copy of the payment names it in `metadata.payment_id` (read from
+    its API, not from a notification body), and only if no other YooKassa payment is ours already."""
+    if not isinstance(outcome, ProviderPayment) or not outcome.our_payment_id:
+        return None
+    try:
+        payment = state.payments.get(UUID(outcome.our_payment_id))
+    except ValueError:
+        return None
+    if payment is None or payment.provider_payment_id not in (None, outcome.id):
+        return None
+    return payment
+
+
+def _refund_named_by(state: AccountState, outcome: ProviderOutcome) -> Refund | None:
+    """A refund we stopped asking about (no YooKassa id ever heard), of the same payment and amount."""
+    if not isinstance(outcome, ProviderRefund) or outcome.payment_id is None:
+        return None
+    for refund in sorted(state.refunds.values(), key=lambda r: r.requested_at):
+        if (
+            refund.outcome_unknown
+            and refund.provider_refund_id is None
+            and refund.provider_payment_id == outcome.payment_id
+            and (outcome.amount is None or outcome.amount == refund.amount)
+        ):
+            return refund
+    return None
+
+
+def _not_ours(command: Envelope, kind: str, step: ProviderStep, outcome: ProviderOutcome) -> Decision:
+    if isinstance(outcome, (ProviderUnknown, ProviderRefused)):
+        why = f"YooKassa could not be asked about {kind} {getattr(step, f'provider_{kind}_id', '')} ({outcome.detail})."
+    else:
+        why = f"YooKassa's {kind} {getattr(step, f'provider_{kind}_id', '')} is not one of this account's."
+    return _reject(command, f"{kind}_not_found", why[:1000])
 
 
 def _sync_outcome(step: ProviderStep, outcome: ProviderOutcome) -> dict[str, Any]:
@@ -246,7 +287,7 @@ def _sync_outcome(step: ProviderStep, outcome: ProviderOutcome) -> dict[str, Any
     else:
         message = f"YooKassa says: {outcome.status}"
     if isinstance(step, (CreatePayment, FindPayment)):
-        return {"payment_id": step.payment_id, "message": message}
+        return {"payment_id": step.payment_id or (outcome.our_payment_id if isinstance(outcome, ProviderPayment) else None), "message": message}
     return {"refund_id": step.refund_id, "message": message}
 
 
@@ -298,17 +339,23 @@ def refund_step(state: AccountState, refund: Refund) -> ProviderStep:
 
 def _payment_step_or_give_up(state: AccountState, payment: Payment, command: Envelope, ctx: Context) -> Decision:
     if payment.provider_payment_id is None and ctx.now - payment.requested_at > ctx.create_retry_window:
-        # YooKassa forgot the key by now: a repeat could create a second payment. It never
-        # answered the create in a whole day, so no confirmation URL ever reached the customer
-        # and (for a purchase) no money could move. Settle it as not created.
-        outcome = ProviderRefused("not_created", "YooKassa never confirmed creating the payment within the idempotence window")
+        # YooKassa forgets the key by now: a repeat could create a second payment. It never
+        # answered the create in a whole day, yet it may have made it (a renewal charges the saved
+        # card with no one watching). Stop asking; the payment counts as failed but stays marked
+        # `outcome_unknown`: a late answer is matched by its metadata and settled, and no other
+        # charge for its period starts meanwhile (docs/decisions/0104).
+        outcome = ProviderRefused(
+            "no_answer", "YooKassa never answered the create within its idempotence window", outcome_unknown=True
+        )
         return resolve(state, command, payment_step(state, payment), outcome, ctx)
     return Decision(step=payment_step(state, payment))
 
 
 def _refund_step_or_give_up(state: AccountState, refund: Refund, command: Envelope, ctx: Context) -> Decision:
     if refund.provider_refund_id is None and ctx.now - refund.requested_at > ctx.create_retry_window:
-        outcome = ProviderRefused("not_created", "YooKassa never confirmed creating the refund within the idempotence window")
+        outcome = ProviderRefused(
+            "no_answer", "YooKassa never answered the create within its idempotence window", outcome_unknown=True
+        )
         return resolve(state, command, refund_step(state, refund), outcome, ctx)
     return Decision(step=refund_step(state, refund))
 
@@ -341,11 +388,12 @@ def _observe_payment(
             )
         return emits, None, False
 
-    if payment.status in FINAL_PAYMENT:
+    late = payment.outcome_unknown and isinstance(outcome, ProviderPayment)
+    if payment.status in FINAL_PAYMENT and not late:
         return emits, None, True  # someone settled it meanwhile (concurrent sync); add nothing
 
     if isinstance(outcome, ProviderRefused):
-        reason = f"provider_refused:{outcome.code}"
+        reason = "no_answer_within_idempotence_window" if outcome.outcome_unknown else f"provider_refused:{outcome.code}"
         emits.append(
             Emit(
                 PaymentFailed(
@@ -356,6 +404,7 @@ def _observe_payment(
                     party="merchant",
                     purpose=payment.purpose,
                     customer=payment.customer,
+                    outcome_unknown=outcome.outcome_unknown,
                 ),
                 by,
             )
@@ -406,6 +455,8 @@ def _observe_payment(
         )
         effects, next_step = _payment_succeeded_effects(state, payment, outcome, paid_at, ctx, by)
         emits += effects
+    elif late:
+        pass  # declined or still pending: it already counts as failed; PaymentCreated records the answer
     elif outcome.status == "canceled":
         reason = outcome.cancellation_reason or "canceled"
         emits.append(
@@ -438,7 +489,8 @@ def _payment_succeeded_effects(
         return [], None
     intent = payment.intent
     if isinstance(intent, CheckoutStarted):
-        if sub.status == "pending_payment":
+        given_up = sub.status == "payment_failed" and payment.outcome_unknown and sub.payment_ids[-1:] == [payment.payment_id]
+        if sub.status == "pending_payment" or given_up:
             other = _live_subscription_to(state, sub.plan_id, exclude=sub.subscription_id)
             if other is None:
                 activated = SubscriptionActivated(
@@ -464,6 +516,14 @@ def _payment_succeeded_effects(
 
     # a renewal
     assert isinstance(intent, RenewalStarted)
+    if sub.status in LIVE_SUBSCRIPTION and (not sub.auto_renew or sub.cancel_at_period_end):
+        # The customer turned renewal off while this charge was in flight: they said no before the
+        # money moved, so the charge is not kept (docs/decisions/0105).
+        why = (
+            f"The renewal payment for «{sub.plan_name}» succeeded after renewal was turned off; "
+            "it is refunded in full and the subscription ends with its period."
+        )
+        return _full_refund(state, payment, seen, sub, why, ctx, by, cancel=False)
     if sub.status in LIVE_SUBSCRIPTION:
         start = intent.period_start if sub.period_end == intent.period_start else (sub.period_end or intent.period_start)
         renewed = SubscriptionRenewed(
@@ -560,7 +620,7 @@ def _payment_origin_terminal(
         else:
             assert isinstance(outcome, ProviderPayment)
             message = {
-                "succeeded": "The subscription was renewed.",
+                "succeeded": "The renewal charge is refunded: renewal had been turned off." if refunding else "The subscription was renewed.",
                 "canceled": f"The renewal charge was declined: {outcome.cancellation_reason or 'canceled'}.",
             }.get(outcome.status, "The renewal charge is pending at YooKassa.")
         return _succeeded(origin, ctype, subscription_id=payment.subscription_id, payment_id=payment.payment_id, message=message)
@@ -600,7 +660,7 @@ def _observe_refund(
                 )
             )
         return emits, None, False
-    if refund.status in FINAL_REFUND:
+    if refund.status in FINAL_REFUND and not (refund.outcome_unknown and isinstance(outcome, ProviderRefund)):
         return emits, None, True
     if isinstance(outcome, ProviderRefused):
         emits.append(
@@ -611,6 +671,7 @@ def _observe_refund(
                     amount=refund.amount,
                     reason=f"provider_refused:{outcome.code}: {outcome.detail}"[:500],
                     customer=refund.intent.customer,
+                    outcome_unknown=outcome.outcome_unknown,
                 ),
                 by,
             )
@@ -779,8 +840,15 @@ def _sync_payment(state: AccountState, command: Envelope, ctx: Context) -> Decis
     elif c.provider_payment_id is not None:
         payment = state.payment_by_provider_id(c.provider_payment_id)
     if payment is None:
+        if c.provider_payment_id is not None:
+            # A YooKassa payment we never heard the id of (its create's answer was lost): read it,
+            # and its metadata tells whether it is ours (docs/decisions/0104).
+            return Decision(step=FindPayment(None, c.provider_payment_id))
         return _reject(command, "payment_not_found", "This account has no such payment.")
     if payment.status in FINAL_PAYMENT:
+        provider_id = payment.provider_payment_id or c.provider_payment_id
+        if payment.outcome_unknown and provider_id:
+            return Decision(step=FindPayment(payment.payment_id, provider_id))
         return _succeed(command, payment_id=payment.payment_id, message=f"The payment is already {payment.status}.")
     return _payment_step_or_give_up(state, payment, command, ctx)
 
@@ -793,8 +861,13 @@ def _sync_refund(state: AccountState, command: Envelope, ctx: Context) -> Decisi
     elif c.provider_refund_id is not None:
         refund = state.refund_by_provider_id(c.provider_refund_id)
     if refund is None:
+        if c.provider_refund_id is not None and any(r.outcome_unknown for r in state.refunds.values()):
+            return Decision(step=FindRefund(None, c.provider_refund_id))
         return _reject(command, "refund_not_found", "This account has no such refund.")
     if refund.status in FINAL_REFUND:
+        provider_id = refund.provider_refund_id or c.provider_refund_id
+        if refund.outcome_unknown and provider_id:
+            return Decision(step=FindRefund(refund.refund_id, provider_id))
         return _succeed(command, refund_id=refund.refund_id, message=f"The refund is already {refund.status}.")
     return _refund_step_or_give_up(state, refund, command, ctx)
 
@@ -1031,15 +1104,17 @@ def _renew(state: AccountState, command: Envelope, ctx: Context) -> Decision:
         return _reject(command, "auto_renew_off", "Auto-renewal is off for this subscription.")
     if not sub.payment_method_id:
         return _reject(command, "no_payment_method", "There is no saved card to renew this subscription with.")
+    # One charge at a time per subscription: a charge still in flight, or one whose outcome we
+    # never heard, may yet succeed — whatever period it was started for (an operator may have
+    # moved the period end since), it is the charge for the next period.
     for pid in sub.payment_ids:
         p = state.payments.get(pid)
-        if (
-            p is not None
-            and isinstance(p.intent, RenewalStarted)
-            and p.intent.period_start == sub.period_end
-            and p.status not in FINAL_PAYMENT
-        ):
+        if p is not None and isinstance(p.intent, RenewalStarted) and p.status not in FINAL_PAYMENT:
             return _succeed(command, subscription_id=sub.subscription_id, payment_id=pid, message="A renewal charge for this period is in progress.")
+    for pid in sub.payment_ids:
+        p = state.payments.get(pid)
+        if p is not None and isinstance(p.intent, RenewalStarted) and p.outcome_unknown:
+            return _renewal_blocked(state, command, sub, p, c.attempt, ctx)
     payment_id = derived_id("payment", cid)
     intent = RenewalStarted(
         subscription_id=sub.subscription_id,
@@ -1056,6 +1131,31 @@ def _renew(state: AccountState, command: Envelope, ctx: Context) -> Decision:
     )
     step = CreatePayment(payment_id, intent.idempotence_key, renewal_request(state.user_id, cid, intent))
     return Decision([Emit(intent, cid)], step=step)
+
+
+def _renewal_blocked(state: AccountState, command: Envelope, sub: Subscription, unknown: Payment, attempt: int, ctx: Context) -> Decision:
+    """A renewal attempt that may not charge: an earlier charge's outcome is still unknown.
+
+    Charging again could take the money twice; not charging is one more failed attempt, so dunning
+    runs its course (and the subscription expires at its end) unless the late answer arrives.
+    """
+    cid = command_id_of(command)
+    reason = "an earlier renewal charge's outcome is still unknown; it is not charged again"
+    retries = ctx.dunning_retry_days
+    final = attempt > len(retries)
+    next_retry_at = None if final else ctx.now + timedelta(days=retries[attempt - 1])
+    failed = RenewalFailed(
+        subscription_id=sub.subscription_id,
+        payment_id=unknown.payment_id,
+        attempt=attempt,
+        reason=reason,
+        next_retry_at=next_retry_at,
+        access_until=next_retry_at or sub.period_end,
+        final=final,
+        customer=sub.customer or state.customer,
+    )
+    message = "Not charged: an earlier renewal charge's outcome is still unknown."
+    return Decision([Emit(failed, cid), _succeeded(cid, command.type, subscription_id=sub.subscription_id, message=message)])
 
 
 def _expire(state: AccountState, command: Envelope, ctx: Context) -> Decision:

@@ -8,7 +8,9 @@ with the SAME payment or refund (a different body under one key would be refused
 Outcomes are deliberately few: YooKassa's view of the object (pending / succeeded / canceled with
 a reason), `ProviderUnknown` (timeout, dropped connection, 5xx, 202, 429: the operation may or may
 not have happened — ask again later, never conclude it failed) and `ProviderRefused` (a definitive
-4xx: the request itself was refused, so nothing was created).
+400: the request itself was refused, so nothing was created). 401/403 are not refusals of the
+request but of our credentials: unknown, so the operation stays open until an operator fixes
+them (docs/decisions/0106).
 """
 
 from __future__ import annotations
@@ -32,7 +34,9 @@ class CreatePayment:
 
 @dataclass(frozen=True, slots=True)
 class FindPayment:
-    payment_id: UUID
+    payment_id: UUID | None
+    """Ours; None when a notification names a YooKassa payment we never heard the id of (matched
+    by the `metadata.payment_id` YooKassa returns with it, see docs/decisions/0104)."""
     provider_payment_id: str
 
 
@@ -45,7 +49,9 @@ class CreateRefund:
 
 @dataclass(frozen=True, slots=True)
 class FindRefund:
-    refund_id: UUID
+    refund_id: UUID | None
+    """Ours; None when a notification names a YooKassa refund we never heard the id of (matched by
+    its payment and amount to a refund we stopped asking about, see docs/decisions/0104)."""
     provider_refund_id: str
 
 
@@ -66,6 +72,13 @@ class ProviderPayment:
     payment_method_id: str | None = None
     payment_method_saved: bool = False
     payment_method_title: str | None = None
+    metadata: dict[str, str] | None = None
+    """What we sent as `metadata` (user_id, subscription_id, payment_id, command_id): as YooKassa
+    returns it from its API (never from a notification body), it ties the payment to ours."""
+
+    @property
+    def our_payment_id(self) -> str | None:
+        return (self.metadata or {}).get("payment_id")
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,6 +89,8 @@ class ProviderRefund:
     status: str  # pending | succeeded | canceled
     amount: Money | None = None
     cancellation_reason: str | None = None
+    payment_id: str | None = None
+    """YooKassa's id of the refunded payment."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,10 +102,13 @@ class ProviderUnknown:
 
 @dataclass(frozen=True, slots=True)
 class ProviderRefused:
-    """A definitive refusal of the request (4xx): nothing was created."""
+    """A definitive refusal of the request (400): nothing was created."""
 
     code: str
     detail: str
+    outcome_unknown: bool = False
+    """Not YooKassa's refusal but ours: we stop asking about a create whose answer never came
+    within the idempotence window. It may have happened after all (docs/decisions/0104)."""
 
 
 ProviderOutcome = ProviderPayment | ProviderRefund | ProviderUnknown | ProviderRefused

@@ -103,6 +103,9 @@ class Payment:
     refunded_minor: int = 0
     reserved_minor: int = 0
     """Refunds requested but not yet settled: not refundable again."""
+    outcome_unknown: bool = False
+    """We stopped asking about the create without an answer (PaymentFailed.outcome_unknown): it
+    counts as failed, yet may have charged, so no new charge for its period starts while this holds."""
 
     @property
     def refundable_minor(self) -> int:
@@ -125,6 +128,8 @@ class Refund:
     status: RefundStatus = "requested"
     provider_refund_id: str | None = None
     failure_reason: str | None = None
+    outcome_unknown: bool = False
+    """We stopped asking without an answer (RefundFailed.outcome_unknown): its amount stays reserved."""
 
 
 @dataclass
@@ -291,6 +296,8 @@ def _payment_created(s: AccountState, e: PaymentCreated, at: datetime, cid: UUID
     payment.confirmation_url = e.confirmation_url or payment.confirmation_url
     if payment.status not in FINAL_PAYMENT:
         payment.status = "pending"
+    elif payment.outcome_unknown and e.status == "canceled":
+        payment.outcome_unknown = False  # a payment we gave up on turned out declined: nothing was charged
 
 
 def _payment_succeeded(s: AccountState, e: PaymentSucceeded, at: datetime, cid: UUID | None) -> None:
@@ -300,6 +307,8 @@ def _payment_succeeded(s: AccountState, e: PaymentSucceeded, at: datetime, cid: 
     payment.status = "succeeded"
     payment.provider_payment_id = e.provider_payment_id
     payment.paid_at = e.paid_at
+    payment.outcome_unknown = False
+    payment.failure_reason = None
     sub = s.subscriptions.get(e.subscription_id)
     if sub is not None and e.payment_method is not None:
         sub.payment_method_id = e.payment_method.id
@@ -311,6 +320,7 @@ def _payment_failed(s: AccountState, e: PaymentFailed, at: datetime, cid: UUID |
     if payment is not None:
         payment.status = "canceled"
         payment.failure_reason = e.reason
+        payment.outcome_unknown = e.outcome_unknown
         if e.provider_payment_id:
             payment.provider_payment_id = e.provider_payment_id
     sub = s.subscriptions.get(e.subscription_id)
@@ -384,13 +394,29 @@ def _refund_created(s: AccountState, e: RefundCreated, at: datetime, cid: UUID |
         refund.status = "pending"
 
 
-def _refund_settled(s: AccountState, refund_id: UUID, status: RefundStatus, reason: str | None = None) -> None:
+def _refund_settled(
+    s: AccountState, refund_id: UUID, status: RefundStatus, reason: str | None = None, *, outcome_unknown: bool = False
+) -> None:
     refund = s.refunds.get(refund_id)
-    if refund is None or refund.status in FINAL_REFUND:
+    if refund is None or (refund.status in FINAL_REFUND and not refund.outcome_unknown):
+        return
+    payment = s.payments.get(refund.payment_id)
+    if refund.outcome_unknown:
+        # A late answer about a refund we gave up on: its amount was kept reserved until now.
+        if status != "succeeded":
+            refund.failure_reason = reason
+            if not outcome_unknown and payment is not None:
+                refund.outcome_unknown = False
+                payment.reserved_minor = max(payment.reserved_minor - refund.amount.minor, 0)
+            return
+        refund.outcome_unknown = False
+    elif outcome_unknown:
+        # Given up without an answer: it counts as failed, but its amount stays reserved, since
+        # YooKassa may have made it after all (docs/decisions/0104).
+        refund.status, refund.failure_reason, refund.outcome_unknown = status, reason, True
         return
     refund.status = status
     refund.failure_reason = reason
-    payment = s.payments.get(refund.payment_id)
     if payment is not None:
         payment.reserved_minor = max(payment.reserved_minor - refund.amount.minor, 0)
         if status == "succeeded":
@@ -405,7 +431,7 @@ def _refund_succeeded(s: AccountState, e: RefundSucceeded, at: datetime, cid: UU
 
 
 def _refund_failed(s: AccountState, e: RefundFailed, at: datetime, cid: UUID | None) -> None:
-    _refund_settled(s, e.refund_id, "canceled", e.reason)
+    _refund_settled(s, e.refund_id, "canceled", e.reason, outcome_unknown=e.outcome_unknown)
 
 
 def _refund_unknown(s: AccountState, e: RefundStateUnknown, at: datetime, cid: UUID | None) -> None:

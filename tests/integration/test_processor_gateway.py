@@ -262,3 +262,34 @@ async def test_connections_are_kept_alive_and_reconnected_after_idling(yookassa_
         assert local_port() != first  # a fresh one after the idle spell
     finally:
         await gw.aclose()
+
+
+async def test_a_refused_secret_is_unknown_counted_and_nothing_is_created(yookassa_sandbox) -> None:
+    """401 is YooKassa refusing *us* (a rotated or mistyped key): the operation stays open, never a final failure."""
+    from prometheus_client import REGISTRY
+
+    def rejected() -> float:
+        return REGISTRY.get_sample_value("billing_yookassa_credentials_rejected_total", {"status": "401"}) or 0.0
+
+    wrong = YooKassaGateway(shop_id=yookassa_sandbox.shop_id, secret_key="rotated-away", api_url=yookassa_sandbox.api_url, timeout_s=5.0)
+    intent, step = _checkout()
+    before = rejected()
+    try:
+        outcome = await wrong.execute(step)
+        refund_outcome = await wrong.execute(FindRefund(uuid.uuid4(), "2f9d7a1c-000f-5000-8000-000000000001"))
+    finally:
+        await wrong.aclose()
+    assert isinstance(outcome, ProviderUnknown) and outcome.detail.startswith("credentials_rejected: 401"), outcome
+    assert isinstance(refund_outcome, ProviderUnknown), refund_outcome
+    assert rejected() == before + 2
+    assert await yookassa_sandbox.apayments(metadata={"subscription_id": str(intent.subscription_id)}) == []
+
+
+async def test_a_payment_read_back_names_ours_in_its_metadata(gateway, yookassa_sandbox) -> None:
+    """What ties a YooKassa payment we never heard the id of to ours (a late answer, decision 0104)."""
+    intent, step = _checkout()
+    created = await gateway.execute(step)
+    assert isinstance(created, ProviderPayment)
+    found = await gateway.execute(FindPayment(None, created.id))
+    assert isinstance(found, ProviderPayment) and found.our_payment_id == str(intent.payment_id)
+    assert found.metadata is not None and found.metadata["subscription_id"] == str(intent.subscription_id)

@@ -21,6 +21,7 @@ from payment_processor.domain import (
     CreateRefund,
     Decision,
     FindPayment,
+    FindRefund,
     PlanState,
     ProviderOutcome,
     ProviderPayment,
@@ -635,6 +636,202 @@ def test_a_renewal_in_flight_is_not_charged_again() -> None:
     assert sum(isinstance(st, CreatePayment) for st in acc.steps) == 2  # the purchase and one renewal
 
 
+def _kept_renewal_charges(acc: Account, sub_id: uuid.UUID) -> list[uuid.UUID]:
+    """Renewal payments that took money and are not (being) refunded in full."""
+    return [
+        p.payment_id
+        for p in acc.state.payments.values()
+        if p.subscription_id == sub_id and p.purpose == "renewal" and p.status == "succeeded"
+        and p.refunded_minor + p.reserved_minor < p.amount.minor
+    ]
+
+
+def _renewal_payment(acc: Account, sub_id: uuid.UUID, index: int = -1) -> uuid.UUID:
+    return [p for p in acc.state.subscriptions[sub_id].payment_ids if acc.state.payments[p].purpose == "renewal"][index]
+
+
+@pytest.mark.parametrize("first_answer", [UNKNOWN, pending(2)], ids=["unknown", "pending"])
+def test_extending_while_a_renewal_is_in_flight_does_not_charge_the_new_period_end(first_answer: ProviderOutcome) -> None:
+    """Issue 15.1: the in-flight guard matched only the current period end, which an operator can move."""
+    acc = Account()
+    sub_id = acc.active()
+    acc.now = acc.state.subscriptions[sub_id].period_end - timedelta(days=1)
+    _renew(acc, sub_id, 1, first_answer)
+    first = _renewal_payment(acc, sub_id)
+    acc.run(s.ExtendSubscription(subscription_id=sub_id, days=3, reason="apology"), actor="admin")
+    second = _renew(acc, sub_id, 1)  # the scheduler, for the new period end
+    assert types(second) == ["CommandSucceeded"] and "in progress" in second[0].data.outcome.message
+    assert sum(isinstance(st, CreatePayment) for st in acc.steps) == 2  # the purchase and one renewal
+    acc.sync(first, paid(2, at=acc.now))
+    assert _kept_renewal_charges(acc, sub_id) == [first]
+    sub = acc.state.subscriptions[sub_id]
+    assert sub.period_end == T0 + timedelta(days=30 + 3 + 30)  # the extension kept, one period added
+
+
+@pytest.mark.parametrize(
+    "decline",
+    [s.SetAutoRenew(subscription_id=uuid.UUID(int=0), enabled=False), s.CancelSubscription(subscription_id=uuid.UUID(int=0), mode="at_period_end")],
+    ids=["auto-renew off", "cancel at period end"],
+)
+def test_a_renewal_declined_while_in_flight_is_refunded_not_kept(decline: Any) -> None:
+    """Issue 15.2: the user was told it "will not renew"; a charge that settles after that is returned."""
+    acc = Account()
+    sub_id = acc.active()
+    end = acc.state.subscriptions[sub_id].period_end
+    acc.now = end - timedelta(days=1)
+    _renew(acc, sub_id, 1, pending(2))
+    acc.run(decline.model_copy(update={"subscription_id": sub_id}))
+    late = acc.sync(_renewal_payment(acc, sub_id), paid(2, at=acc.now), refund_ok(2))
+    assert "SubscriptionRenewed" not in types(late)
+    assert types(late) == ["PaymentSucceeded", "RefundRequested", "RefundCreated", "RefundSucceeded", "CommandSucceeded"]
+    assert "turned off" in (late[1].data.reason or "")
+    assert _kept_renewal_charges(acc, sub_id) == []
+    sub = acc.state.subscriptions[sub_id]
+    assert sub.period_end == end and sub.status == "active"
+    assert isinstance(acc.steps[-1], CreateRefund) and acc.steps[-1].body["amount"]["value"] == "299.00"
+
+
+def test_a_renewal_turned_off_and_on_again_while_in_flight_is_kept() -> None:
+    acc = Account()
+    sub_id = acc.active()
+    end = acc.state.subscriptions[sub_id].period_end
+    _renew(acc, sub_id, 1, pending(2))
+    acc.run(s.SetAutoRenew(subscription_id=sub_id, enabled=False))
+    acc.run(s.SetAutoRenew(subscription_id=sub_id, enabled=True))
+    late = acc.sync(_renewal_payment(acc, sub_id), paid(2))
+    assert "SubscriptionRenewed" in types(late)
+    assert acc.state.subscriptions[sub_id].period_end == end + timedelta(days=30)
+
+
+def _give_up_on_a_renewal(acc: Account, sub_id: uuid.UUID) -> uuid.UUID:
+    """A renewal whose create is never answered until YooKassa's idempotence window ran out."""
+    acc.now = acc.state.subscriptions[sub_id].period_end - timedelta(days=1)
+    _renew(acc, sub_id, 1, UNKNOWN)
+    payment_id = _renewal_payment(acc, sub_id)
+    acc.now += timedelta(hours=23, minutes=1)
+    given_up = acc.sync(payment_id)
+    assert types(given_up) == ["PaymentFailed", "RenewalFailed", "CommandSucceeded", "CommandSucceeded"]
+    assert given_up[0].data.outcome_unknown
+    return payment_id
+
+
+def test_no_new_renewal_charge_while_an_earlier_ones_outcome_is_unknown() -> None:
+    """Issue 15.4: dunning after a give-up charged again although the first create may have charged."""
+    acc = Account()
+    sub_id = acc.active()
+    _give_up_on_a_renewal(acc, sub_id)
+    creates = sum(isinstance(st, CreatePayment) for st in acc.steps)
+    for attempt in (2, 3, 4):
+        acc.now += timedelta(days=5)
+        blocked = _renew(acc, sub_id, attempt)
+        assert types(blocked) == ["RenewalFailed", "CommandSucceeded"]
+    assert sum(isinstance(st, CreatePayment) for st in acc.steps) == creates  # never charged again
+    assert blocked[0].data.final and acc.state.subscriptions[sub_id].dunning_over
+
+
+def test_a_late_success_after_giving_up_is_matched_by_metadata_and_kept_while_wanted() -> None:
+    """Issue 15.4: the notification names a YooKassa id we never heard; its metadata names our payment."""
+    acc = Account()
+    sub_id = acc.active()
+    payment_id = _give_up_on_a_renewal(acc, sub_id)
+    end = acc.state.subscriptions[sub_id].period_end
+    metadata = {"user_id": USER, "subscription_id": str(sub_id), "payment_id": str(payment_id)}
+    late = ProviderPayment(id=pid(9), status="succeeded", captured_at=acc.now, metadata=metadata)
+    events = acc.run(s.SyncPayment(provider_payment_id=pid(9), hint_status="succeeded"), late, actor="provider")
+    assert types(events) == ["PaymentCreated", "PaymentSucceeded", "SubscriptionRenewed", "CommandSucceeded"]
+    assert isinstance(acc.steps[-1], FindPayment) and acc.steps[-1].provider_payment_id == pid(9)
+    sub = acc.state.subscriptions[sub_id]
+    assert sub.status == "active" and sub.period_end == end + timedelta(days=30)
+    assert _kept_renewal_charges(acc, sub_id) == [payment_id]
+    # the same notification again, and once more later: nothing more
+    assert types(acc.run(s.SyncPayment(provider_payment_id=pid(9)), actor="provider")) == ["CommandSucceeded"]
+    # and the next period renews normally again
+    acc.now = sub.period_end - timedelta(days=1)
+    assert "RenewalStarted" in types(_renew(acc, sub_id, 1, paid(10, at=acc.now)))
+
+
+def test_a_late_success_after_the_subscription_ended_is_refunded_in_full() -> None:
+    acc = Account()
+    sub_id = acc.active()
+    payment_id = _give_up_on_a_renewal(acc, sub_id)
+    acc.run(s.CancelSubscription(subscription_id=sub_id, mode="refund_now"), refund_ok(1))
+    metadata = {"payment_id": str(payment_id)}
+    late = ProviderPayment(id=pid(9), status="succeeded", captured_at=acc.now, metadata=metadata)
+    events = acc.run(s.SyncPayment(provider_payment_id=pid(9)), late, refund_ok(9), actor="provider")
+    assert "RefundRequested" in types(events) and "SubscriptionRenewed" not in types(events)
+    assert _kept_renewal_charges(acc, sub_id) == []
+
+
+def test_a_notification_for_someone_elses_payment_changes_nothing() -> None:
+    acc = Account()
+    sub_id = acc.active()
+    _give_up_on_a_renewal(acc, sub_id)
+    version = acc.state.version
+    stranger = ProviderPayment(id=pid(9), status="succeeded", captured_at=acc.now, metadata={"payment_id": str(uuid.uuid4())})
+    events = acc.run(s.SyncPayment(provider_payment_id=pid(9)), stranger, actor="provider")
+    assert types(events) == ["CommandRejected"] and events[0].data.code == "payment_not_found"
+    assert acc.state.version == version + 1
+
+
+def test_a_late_decline_after_giving_up_unblocks_the_next_charge() -> None:
+    acc = Account()
+    sub_id = acc.active()
+    payment_id = _give_up_on_a_renewal(acc, sub_id)
+    late = ProviderPayment(id=pid(9), status="canceled", cancellation_reason="insufficient_funds", metadata={"payment_id": str(payment_id)})
+    events = acc.run(s.SyncPayment(provider_payment_id=pid(9)), late, actor="provider")
+    assert types(events) == ["PaymentCreated", "CommandSucceeded"]  # it already counted as failed
+    assert not acc.state.payments[payment_id].outcome_unknown
+    acc.now += timedelta(days=1)
+    assert "RenewalStarted" in types(_renew(acc, sub_id, 2, paid(10, at=acc.now)))
+
+
+def test_a_refund_given_up_on_stays_reserved_and_a_late_success_is_recorded() -> None:
+    """Issue 15.4 for refunds: a refund we stopped asking about may have been made; never refund it twice."""
+    acc = Account()
+    sub_id = acc.active()
+    payment_id = acc.state.subscriptions[sub_id].current_payment_id
+    acc.run(s.AdminRefund(subscription_id=sub_id, amount=s.Money(amount="299.00"), reason="goodwill"), UNKNOWN, actor="admin")
+    refund = next(iter(acc.state.refunds.values()))
+    acc.now += timedelta(hours=23, minutes=1)
+    given_up = acc.run(s.SyncRefund(refund_id=refund.refund_id), actor="system")
+    assert types(given_up)[0] == "RefundFailed" and given_up[0].data.outcome_unknown
+    assert acc.state.payments[payment_id].refundable_minor == 0  # still reserved
+    again = acc.run(s.AdminRefund(subscription_id=sub_id, amount=s.Money(amount="1.00"), reason="more"), actor="admin")
+    assert types(again) == ["CommandRejected"] and again[0].data.code == "amount_exceeds_refundable"
+    late = ProviderRefund(id="3a8e0000-0015-5000-9000-000000000009", status="succeeded", amount=s.Money(amount="299.00"), payment_id=pid(1))
+    events = acc.run(s.SyncRefund(provider_refund_id=late.id), late, actor="provider")
+    assert types(events) == ["RefundCreated", "RefundSucceeded", "CommandSucceeded"]
+    payment = acc.state.payments[payment_id]
+    assert (payment.refunded_minor, payment.reserved_minor) == (29900, 0)
+
+
+def test_a_refund_given_up_on_and_declined_late_is_refundable_again() -> None:
+    acc = Account()
+    sub_id = acc.active()
+    payment_id = acc.state.subscriptions[sub_id].current_payment_id
+    acc.run(s.AdminRefund(subscription_id=sub_id, amount=s.Money(amount="100.00"), reason="goodwill"), UNKNOWN, actor="admin")
+    refund = next(iter(acc.state.refunds.values()))
+    acc.now += timedelta(hours=23, minutes=1)
+    acc.run(s.SyncRefund(refund_id=refund.refund_id), actor="system")
+    late = ProviderRefund(id="3a8e0000-0015-5000-9000-000000000009", status="canceled", amount=s.Money(amount="100.00"), payment_id=pid(1))
+    events = acc.run(s.SyncRefund(provider_refund_id=late.id), late, actor="provider")
+    assert types(events)[:2] == ["RefundCreated", "RefundFailed"]
+    assert acc.state.payments[payment_id].refundable_minor == 29900
+
+
+def test_a_late_success_of_a_checkout_given_up_on_activates_it_when_still_wanted() -> None:
+    acc = Account()
+    sub_id, _ = acc.purchase(UNKNOWN)
+    payment_id = acc.state.subscriptions[sub_id].payment_ids[0]
+    acc.now += timedelta(hours=23, minutes=1)
+    acc.sync(payment_id)
+    assert acc.state.subscriptions[sub_id].status == "payment_failed"
+    late = ProviderPayment(id=pid(1), status="succeeded", captured_at=acc.now, metadata={"payment_id": str(payment_id)})
+    events = acc.run(s.SyncPayment(provider_payment_id=pid(1)), late, actor="provider")
+    assert types(events) == ["PaymentCreated", "PaymentSucceeded", "SubscriptionActivated", "CommandSucceeded"]
+    assert acc.state.subscriptions[sub_id].status == "active"
+
+
 def test_expiry_reminder_once_per_period() -> None:
     acc = Account()
     sub_id = acc.active()
@@ -651,6 +848,7 @@ def test_an_idempotence_key_past_its_window_is_not_reused() -> None:
     acc.now = T0 + timedelta(hours=23, minutes=1)
     events = acc.sync(acc.state.subscriptions[sub_id].payment_ids[0])
     assert types(events) == ["PaymentFailed", "CommandFailed", "CommandSucceeded"]
+    assert events[0].data.outcome_unknown  # not known to have failed: a late answer is still matched
     assert len(acc.steps) == 1  # the create was not repeated
 
 
