@@ -4,7 +4,7 @@ Imports only pydantic and the standard library, so every service (and any other 
 through the exported JSON Schema in `schemas/json/`) can rely on the same shapes.
 """
 
-from schemas.base import Money, Payload, StrictModel, UtcDatetime
+from schemas.base import MAX_MINOR, Money, Payload, StrictModel, UtcDatetime
 from schemas.commands import *  # noqa: F401,F403
 from schemas.commands import COMMAND_TYPES, Command, Customer
 from schemas.envelope import (
@@ -25,7 +25,7 @@ from schemas.events import *  # noqa: F401,F403
 from schemas.events import EVENT_TYPES, CommandOutcome, Event, PaymentMethod
 
 __all__ = [
-    "Money", "Payload", "StrictModel", "UtcDatetime", "COMMAND_TYPES", "EVENT_TYPES", "Command", "Event",
+    "MAX_MINOR", "Money", "Payload", "StrictModel", "UtcDatetime", "COMMAND_TYPES", "EVENT_TYPES", "Command", "Event",
     "Customer", "PAYLOAD_TYPES", "SYSTEM", "Actor", "Envelope", "Metadata", "UnknownMessageType",
     "account_stream", "account_user_id", "derived_id", "new_envelope", "parse_envelope", "plan_stream",
     "CommandOutcome", "PaymentMethod",

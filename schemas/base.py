@@ -32,8 +32,29 @@ UtcDatetime = Annotated[datetime, AfterValidator(_to_utc)]
 """A timezone-aware timestamp, stored and sent in UTC."""
 
 
+MAX_MINOR = 10**12
+"""Amounts stay below 10^12 minor units (10 000 000 000.00): far above any real charge (YooKassa's own
+limit is lower), far below what a 28-digit decimal context, a bigint column or a float in JSON tooling
+could lose."""
+_MAX_AMOUNT = Decimal(MAX_MINOR) / 100
+
+
+def _check_magnitude(value: Decimal) -> None:
+    """Refuse NaN, Infinity and amounts from MAX_MINOR up, using comparisons only (they cannot overflow)."""
+    if not value.is_finite():
+        raise ValueError("amount must be finite")
+    if value.copy_abs() >= _MAX_AMOUNT:
+        raise ValueError(f"amount is too large: the maximum is {_MAX_AMOUNT - CENT}")
+
+
 class Money(StrictModel):
     """An amount with exactly two decimal places and a currency; `"299.00"`, `"RUB"` on the wire."""
+
+    # The one place money is parsed: every input path (API bodies, admin forms, stored events)
+    # refuses the same things with a pydantic ValidationError, never decimal.InvalidOperation (a
+    # 500): floats, booleans, NaN/Infinity, more than two places, negatives, and anything from
+    # MAX_MINOR minor units up ("1e30", forty nines), checked before any arithmetic can overflow.
+    # (A comment, not the docstring: the docstring is exported into every schemas/json file.)
 
     amount: Decimal = Field(examples=["299.00"])
     currency: str = Field(default="RUB", pattern=r"^[A-Z]{3}$", examples=["RUB"])
@@ -41,27 +62,30 @@ class Money(StrictModel):
     @field_validator("amount", mode="before")
     @classmethod
     def _decimal_from_text(cls, value: Any) -> Any:
+        if isinstance(value, bool):
+            raise ValueError("money must be a decimal string such as '299.00', not a boolean")
         if isinstance(value, float):
             raise ValueError("money must be a decimal string such as '299.00', not a float")
-        if isinstance(value, str):
+        if isinstance(value, int):
+            value = Decimal(value)
+        elif isinstance(value, str):
             try:
-                return Decimal(value)
+                value = Decimal(value)
             except InvalidOperation as exc:
                 raise ValueError(f"not a decimal amount: {value!r}") from exc
+        if isinstance(value, Decimal):
+            _check_magnitude(value)  # before pydantic's own Decimal checks and any quantize: both can overflow
         return value
 
     @field_validator("amount")
     @classmethod
     def _two_places(cls, value: Decimal) -> Decimal:
-        if not value.is_finite():
-            raise ValueError("amount must be finite")
+        _check_magnitude(value)
         if value != value.quantize(CENT, rounding=ROUND_DOWN):
             raise ValueError("amount must have at most two decimal places")
         if value < 0:
             raise ValueError("amount must not be negative")
-        if value >= Decimal("1e12"):
-            raise ValueError("amount is too large")
-        return value.quantize(CENT)
+        return value.quantize(CENT) + 0  # `+ 0` turns "-0.00" into "0.00"
 
     @classmethod
     def from_minor(cls, minor: int, currency: str = "RUB") -> "Money":

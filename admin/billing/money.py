@@ -6,9 +6,12 @@ strings with two places. These helpers are the only place the admin converts bet
 
 from __future__ import annotations
 
-from decimal import ROUND_DOWN, Decimal, InvalidOperation
+from decimal import Decimal
 
 from babel.numbers import format_currency
+from pydantic import ValidationError
+
+from schemas import Money
 
 CENT = Decimal("0.01")
 
@@ -28,17 +31,24 @@ def minor_to_decimal(minor: int) -> Decimal:
 def parse_amount(text: str) -> Decimal:
     """An operator's amount (`1490`, `1490.5`, `1 490,50`) → a Decimal with two places.
 
-    Raises ValueError for anything else, including more than two decimal places.
+    Only the operator's spelling (spaces, a decimal comma, the ruble sign) is handled here; the
+    amount itself is checked by `schemas.Money`, the one place money is parsed, so the admin refuses
+    exactly what the command API refuses. Raises ValueError with one sentence a form can show.
     """
     cleaned = text.strip().replace("\u00a0", "").replace("\u202f", "").replace(" ", "").replace("₽", "")
     if cleaned.count(",") == 1 and "." not in cleaned:
         cleaned = cleaned.replace(",", ".")
     try:
-        value = Decimal(cleaned)
-    except InvalidOperation as exc:
-        raise ValueError(f"not an amount: {text!r}") from exc
-    if not value.is_finite() or value != value.quantize(CENT, rounding=ROUND_DOWN):
-        raise ValueError("an amount has at most two decimal places")
+        value = Money(amount=cleaned).amount
+    except ValidationError as exc:
+        raise ValueError(_first_reason(exc)) from None
     if value <= 0:
         raise ValueError("the amount must be above zero")
-    return value.quantize(CENT)
+    return value
+
+
+def _first_reason(exc: ValidationError) -> str:
+    """pydantic's first error as the sentence the validator raised (without "Value error, ")."""
+    error = exc.errors(include_url=False)[0]
+    cause = (error.get("ctx") or {}).get("error")
+    return str(cause) if cause is not None else str(error["msg"])

@@ -312,6 +312,18 @@ async def test_refund_form_shows_refundable_and_refuses_more(admin_site, seeded,
     assert "This field is required." in body(no_reason) or "Say why" in body(no_reason)
 
 
+@pytest.mark.parametrize("amount", ["1e30", "9" * 30])  # 30 nines: the field holds at most 32 characters
+async def test_refund_form_shows_an_error_for_an_absurd_amount(admin_site, seeded, operator_client, amount) -> None:
+    """An exponent or 30 nines used to be a 500 page; the operator must see the form again with the reason."""
+    sub_id = seeded["sub"]["subscription_id"]
+    url = f"/admin/billing/subscription/{sub_id}/refund/"
+    key = (await get(admin_site, operator_client, url)).context["form"]["idempotency_key"].value()
+    response = await admin_site.run(operator_client.post, url,
+                                    {"amount": amount, "reason": "goodwill", "idempotency_key": str(key)})
+    assert response.status_code == 200
+    assert "amount is too large" in body(response)
+
+
 async def test_csrf_is_enforced_on_actions(admin_site, seeded, operator_user) -> None:
     client = await admin_site.run(admin_site.client, operator_user, enforce_csrf_checks=True)
     sub_id = seeded["sub"]["subscription_id"]

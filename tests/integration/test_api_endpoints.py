@@ -425,6 +425,23 @@ async def test_operator_commands_on_unknown_things_are_404_or_422(api, seed):
     _is_problem(float_money, 422)
 
 
+@pytest.mark.parametrize("amount", ["1e30", "9" * 40, "Infinity", "10000000000.00"])
+async def test_operator_money_that_is_no_amount_is_a_422_with_the_reason(api, seed, amount):
+    """An absurd amount used to raise InvalidOperation inside validation: a bare 500 and no reason."""
+    user, plan = new_user(), await seed.plan()
+    sid = (await seed.subscription(user, plan))["subscription_id"]
+    op = f"op-{uuid.uuid4().hex[:6]}"
+    for path, body in (
+        (f"/v1/admin/subscriptions/{sid}/refund", {"amount": {"amount": amount, "currency": "RUB"}, "reason": "goodwill"}),
+        ("/v1/admin/plans", {"plan_id": f"p-{uuid.uuid4().hex[:8]}", "name": "Z", "price": {"amount": amount},
+                             "period_days": 30, "reason": "launch"}),
+    ):
+        response = await api.client.post(path, json=body, headers=api.command(op, role="operator"))
+        problem = _is_problem(response, 422)
+        assert problem["type"].endswith("/validation-error"), problem
+        assert "amount" in problem["detail"] and ("too large" in problem["detail"] or "finite" in problem["detail"]), problem
+
+
 async def test_admin_command_status_sees_any_command(api, seed):
     command_id = uuid.uuid4()
     await seed.command(command_id, new_user(), status="succeeded", command_type="SetAutoRenew")

@@ -76,7 +76,15 @@ def test_amounts_operators_type(text: str, value: str) -> None:
     assert parse_amount(text) == Decimal(value)
 
 
-@pytest.mark.parametrize("text", ["", "abc", "1.001", "0", "-5", "NaN"])
+@pytest.mark.parametrize("text", ["", "abc", "1.001", "0", "-5", "NaN", "1e30", "9" * 40, "Infinity", "10 000 000 000"])
 def test_amounts_that_are_refused(text: str) -> None:
     with pytest.raises(ValueError):
         parse_amount(text)
+
+
+@pytest.mark.parametrize("text, message", [("1e30", "too large"), ("9" * 40, "too large"), ("1,001", "two decimal places")])
+def test_refused_amounts_say_why_in_one_line(text: str, message: str) -> None:
+    """The form shows the message as is: one sentence, not pydantic's multi-line report."""
+    with pytest.raises(ValueError) as caught:
+        parse_amount(text)
+    assert message in str(caught.value) and "\n" not in str(caught.value)

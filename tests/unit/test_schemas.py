@@ -32,6 +32,33 @@ def test_money_rejects_what_is_not_money(amount: object, currency: str) -> None:
         s.Money(amount=amount, currency=currency)
 
 
+@pytest.mark.parametrize(
+    "amount",
+    [
+        "1e30", "9" * 40, "1E+100", "-1e30", 10**40, Decimal("1e30"),  # overflow the two-place quantize
+        "Infinity", "-Infinity", "inf", "sNaN", "NaN", Decimal("NaN"),  # not a number at all
+        "10000000000.00", 10**10,  # 10^12 minor units: above the maximum
+        "1e-30", "0.001", "1.5e-3",  # below a kopeck
+        True,  # a JSON boolean is not money
+    ],
+)
+def test_money_refuses_absurd_amounts_with_a_validation_error(amount: object) -> None:
+    """Every malformed amount is a pydantic ValidationError (a 422 / form error), never InvalidOperation (a 500)."""
+    with pytest.raises(ValidationError) as caught:
+        s.Money(amount=amount)
+    assert "amount" in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    "amount, wire",
+    [("9999999999.99", "9999999999.99"), ("1E+2", "100.00"), ("0", "0.00"), ("-0", "0.00"), ("0.10", "0.10"),
+     (7, "7.00"), (Decimal("1.5"), "1.50")],
+)
+def test_money_accepts_every_sane_amount_up_to_the_maximum(amount: object, wire: str) -> None:
+    assert s.Money(amount=amount).model_dump(mode="json")["amount"] == wire
+    assert s.Money.from_minor(s.MAX_MINOR - 1).amount == Decimal("9999999999.99")
+
+
 def test_unknown_fields_are_rejected() -> None:
     with pytest.raises(ValidationError, match="extra"):
         s.CancelSubscription(subscription_id=uuid.uuid4(), mode="refund_now", surprise=1)
