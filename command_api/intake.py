@@ -3,7 +3,8 @@
 The order of steps is what keeps "never charge twice" true across retries and crashes:
 1. claim the key (or replay / 409 / 422) — nothing is published twice *concurrently*;
 2. derive the command id from (caller, key) — a retry after a lost response, a crash or a stale
-   take-over publishes the *same* command, which the processor handles once;
+   take-over publishes the *same* command, which the processor handles once; a key reused after
+   its window is a new request and gets the key's next window id (see idempotency.py);
 3. answer 202 only after Kafka acknowledged the record with acks=all, so an accepted command
    cannot be lost by the broker;
 4. store the response for replay. With `Prefer: wait=N` the request first waits (bounded) for the
@@ -27,14 +28,22 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel
 
 from command_api.config import ApiSettings
-from command_api.idempotency import Claimed, IdempotencyStore, InFlight, Mismatch, Replay, request_hash
+from command_api.idempotency import (  # noqa: F401 - command_id_for is re-exported for tests and tools
+    Claimed,
+    IdempotencyStore,
+    InFlight,
+    Mismatch,
+    Replay,
+    command_id_for,
+    request_hash,
+)
 from command_api.metrics import Metrics
 from command_api.problems import PROBLEM_JSON, ProblemError, problem_body
 from command_api.queries import ReadModels, Row
 from command_api.watch import BatchedWatcher
 from eventstore.clock import Clock
 from eventstore.logging import get_logger
-from schemas import Actor, Metadata, Payload, derived_id, new_envelope
+from schemas import Actor, Metadata, Payload, new_envelope
 
 log = get_logger(__name__)
 
@@ -74,10 +83,6 @@ class Prepared:
 
 
 Prepare = Callable[[uuid.UUID], Awaitable[Prepared]]
-
-
-def command_id_for(scope: str, key: str) -> uuid.UUID:
-    return derived_id("command", scope, key)
 
 
 def status_body(command_id: uuid.UUID, command_type: str, row: Row | None = None) -> dict[str, Any]:
@@ -243,6 +248,7 @@ class CommandIntake:
         assert isinstance(claim, Claimed)
         self.metrics.idempotency.labels("recovered" if claim.recovered else "claimed").inc()
         keys = {"scope": ctx.scope, "key": ctx.key, "owner": claim.owner}
+        command_id = claim.command_id  # the key's id in this window (a new one when an earlier window ran)
         started = _observe(stage, "claim", started)
 
         try:

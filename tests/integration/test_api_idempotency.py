@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 
+import pytest
 from sqlalchemy import text
 
 from command_api.app import create_app
@@ -241,3 +242,128 @@ async def test_many_concurrent_first_requests_never_fail(api, seed):
         statuses = [r.status_code for r in responses]
         assert set(statuses) <= {202, 409}, statuses
         assert len({r.json()["command_id"] for r in responses if r.status_code == 202}) == 1
+
+
+# --- keys past their window (issue 16, point 8) -------------------------------------------------
+
+async def _expire(engine, user: str, key: str) -> None:  # type: ignore[no-untyped-def]
+    """Move the key's window into the past (as 48 hours would)."""
+    async with engine.begin() as conn:
+        await conn.execute(
+            text("UPDATE api.idempotency_keys SET expires_at = clock_timestamp() - interval '1 second' "
+                 "WHERE scope = :u AND key = :k"), {"u": user, "k": key})
+
+
+async def _handled(engine, command_id: str):  # type: ignore[no-untyped-def]
+    async with engine.connect() as conn:
+        return (await conn.execute(text("SELECT outcome FROM eventstore.handled_commands WHERE command_id = :c"),
+                                   {"c": uuid.UUID(command_id)})).scalar_one_or_none()
+
+
+@pytest.fixture
+async def processor(engine, yookassa_sandbox):  # type: ignore[no-untyped-def]
+    """The real command handler of the payment processor on the API's database (fed from the topic by hand)."""
+    import orjson
+
+    from eventstore.clock import SystemClock
+    from eventstore.store import EventStore
+    from payment_processor.config import ProcessorSettings
+    from payment_processor.gateway import YooKassaGateway
+    from payment_processor.handlers import CommandHandler
+    from schemas import parse_envelope
+
+    gateway = YooKassaGateway(shop_id=yookassa_sandbox.shop_id, secret_key=yookassa_sandbox.secret_key,
+                              api_url=yookassa_sandbox.api_url, timeout_s=2.0, max_concurrency=2)
+    handler = CommandHandler(engine=engine, store=EventStore(engine), gateway=gateway, clock=SystemClock(),
+                             config=ProcessorSettings(), default_return_url="http://shop.example/return")
+
+    async def handle(envelope: dict) -> None:  # type: ignore[type-arg]
+        await handler.handle(parse_envelope(orjson.dumps(envelope)))
+
+    yield handle
+    await gateway.aclose()
+
+
+async def test_a_key_reused_after_its_window_becomes_a_new_command_that_runs(api, seed, settings, engine, processor):
+    """The old id is handled; answering it again would be a 202 for an operation that never runs."""
+    user, plan = new_user(), await seed.plan()  # no plan in the event store: the processor rejects, a terminal end
+    headers = api.command(user)
+    body = {"plan_id": plan["plan_id"]}
+    first = await api.client.post("/v1/subscriptions", json=body, headers=headers)
+    assert first.status_code == 202
+    first_id = first.json()["command_id"]
+    assert first_id == str(command_id_for(user, headers["Idempotency-Key"]))
+    [(_, envelope, _)] = await published_commands(settings, api.topic, _with_id(first_id))
+    await processor(envelope)
+    assert (await _handled(engine, first_id))["status"] == "rejected"
+
+    await _expire(engine, user, headers["Idempotency-Key"])
+    again = await api.client.post("/v1/subscriptions", json=body, headers=headers)
+    assert again.status_code == 202, again.text
+    assert "Idempotent-Replayed" not in again.headers, "past its window the key is a new request"
+    second_id = again.json()["command_id"]
+    assert second_id != first_id and again.headers["Location"] == f"/v1/commands/{second_id}"
+    assert await _handled(engine, second_id) is None, "the new command id is one the processor has not handled"
+    [(_, envelope, _)] = await published_commands(settings, api.topic, _with_id(second_id))
+    await processor(envelope)
+    assert (await _handled(engine, second_id))["status"] == "rejected", "the new command really ran to its end"
+
+    # within the new window the key replays the new first response
+    replay = await api.client.post("/v1/subscriptions", json=body, headers=headers)
+    assert replay.headers.get("Idempotent-Replayed") == "true" and replay.json()["command_id"] == second_id
+
+    # and after a purge (the row is gone, not just expired) the next window gets yet another id
+    await _expire(engine, user, headers["Idempotency-Key"])
+    assert await api.app.state.services.idempotency.purge_expired() >= 1
+    third = await api.client.post("/v1/subscriptions", json=body, headers=headers)
+    assert third.status_code == 202 and "Idempotent-Replayed" not in third.headers
+    assert third.json()["command_id"] not in (first_id, second_id)
+
+
+async def _claim(store, user: str, key: str, plan_id: str):  # type: ignore[no-untyped-def]
+    from command_api.idempotency import Claimed, request_hash
+    from command_api.models import PurchaseRequest
+
+    claim = await store.claim(
+        scope=user, key=key, hash=request_hash("POST", "/v1/subscriptions", PurchaseRequest(plan_id=plan_id)),
+        method="POST", path="/v1/subscriptions", command_id=command_id_for(user, key),
+        command_type="PurchaseSubscription",
+    )
+    assert isinstance(claim, Claimed)
+    return claim
+
+
+async def test_the_purge_removes_expired_keys_including_ones_released_in_flight(api, seed, engine):
+    store = api.app.state.services.idempotency
+    user, plan = new_user(), await seed.plan()
+    keys = {name: f"{name}-{uuid.uuid4()}" for name in ("completed", "released", "crashed", "held", "young")}
+    claims = {name: await _claim(store, user, key, plan["plan_id"]) for name, key in keys.items()}
+    for name in ("completed", "young"):
+        assert await store.complete(scope=user, key=keys[name], owner=claims[name].owner, status=202, body={}, headers={})
+    await store.release(scope=user, key=keys["released"], owner=claims["released"].owner)  # the publish failed
+    async with engine.begin() as conn:  # the crashed request's lock is older than the stale timeout
+        await conn.execute(text("UPDATE api.idempotency_keys SET locked_at = locked_at - make_interval(secs => :s) "
+                                "WHERE scope = :u AND key = :k"),
+                           {"s": api.settings.api_idempotency_stale_s + 1, "u": user, "k": keys["crashed"]})
+    for name in ("completed", "released", "crashed", "held"):
+        await _expire(engine, user, keys[name])
+
+    assert await store.purge_expired() >= 3
+    async with engine.connect() as conn:
+        left = set((await conn.execute(text("SELECT key FROM api.idempotency_keys WHERE scope = :u"),
+                                       {"u": user})).scalars())
+    assert left == {keys["held"], keys["young"]}, "only a key a request holds right now, and one in its window, stay"
+
+
+async def test_a_released_key_past_its_window_takes_a_different_body(api, seed, settings, engine):
+    """A publish that failed two days ago no longer binds the key: the client's new request is served."""
+    user, plan_a, plan_b = new_user(), await seed.plan(), await seed.plan()
+    store = api.app.state.services.idempotency
+    key = str(uuid.uuid4())
+    claim = await _claim(store, user, key, plan_a["plan_id"])
+    await store.release(scope=user, key=key, owner=claim.owner)
+    await _expire(engine, user, key)
+    response = await api.client.post("/v1/subscriptions", json={"plan_id": plan_b["plan_id"]}, headers=api.command(user, key))
+    assert response.status_code == 202, response.text
+    [(_, envelope, _)] = await published_commands(settings, api.topic, _with_id(response.json()["command_id"]))
+    assert envelope["data"]["plan_id"] == plan_b["plan_id"]
