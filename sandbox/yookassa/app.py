@@ -470,6 +470,21 @@ def create_app(settings: YooKassaSandboxSettings | None = None) -> ASGIApp:
             return bad_request("limit must be an integer")
         return json_response({"items": sb.notifications.list(q.get("object_id"), q.get("event"), limit)})
 
+    @app.post("/sandbox/notifications/replay", tags=["sandbox"])
+    async def replay_notifications(request: Request) -> Response:
+        """Send an object's notifications again, late and repeated: `{object_id, event?, times?, delay_ms?}`."""
+        try:
+            body = orjson.loads(await request.body() or b"{}")
+            object_id = str(body["object_id"])
+            times, delay_ms = int(body.get("times", 1)), int(body.get("delay_ms", 0))
+            event = body.get("event")
+        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+            return bad_request("expected {object_id, event?, times?, delay_ms?}")
+        if not 1 <= times <= 10 or not 0 <= delay_ms <= 3_600_000:
+            return bad_request("times must be 1..10 and delay_ms 0..3600000")
+        queued = sb.notifications.replay(object_id, str(event) if event else None, times=times, delay_ms=delay_ms)
+        return json_response({"queued": queued})
+
     @app.get("/sandbox/payment-methods", tags=["sandbox"])
     async def payment_methods() -> Response:
         """Saved payment methods and how each behaves."""

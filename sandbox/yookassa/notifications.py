@@ -93,6 +93,36 @@ class Notifications:
             )
         self._wake.set()
 
+    def replay(self, object_id: str, event: str | None = None, *, times: int = 1, delay_ms: int = 0) -> int:
+        """Queue again, `times` times after `delay_ms`, the last recorded notification of each event of
+        `object_id` (or only `event`), with the body it had then: a late and repeated notification,
+        as YooKassa sends when it never saw our 200 — the state it shows may be old by now.
+
+        Returns how many deliveries were queued (0: nothing was ever recorded for it).
+        """
+        url = self.config.webhook_url
+        if not url or times < 1:
+            return 0
+        clauses, params = ["object_id = ?"], [object_id]
+        if event:
+            clauses.append("event = ?")
+            params.append(event)
+        rows = self.db.all(
+            f"SELECT event, body, MAX(seq) AS seq FROM notifications WHERE {' AND '.join(clauses)} GROUP BY event",
+            tuple(params),
+        )
+        now = time.time()
+        for row in rows:
+            for _ in range(times):
+                self.db.execute(
+                    "INSERT INTO notifications (event, object_id, body, url, status, due_at, created_ts)"
+                    " VALUES (?, ?, ?, ?, 'pending', ?, ?)",
+                    (row["event"], object_id, row["body"], url, now + delay_ms / 1000, now),
+                )
+        if rows:
+            self._wake.set()
+        return len(rows) * times
+
     # -- delivery -------------------------------------------------------------------------------
 
     def start(self) -> None:

@@ -141,3 +141,26 @@ async def test_no_webhook_url_means_nothing_is_sent(yookassa_sandbox) -> None:
         records = await yookassa_sandbox.anotifications(object_id=payment.id)
     assert [r["status"] for r in records] == ["no_target"]
     assert rec.deliveries(answered=None) == []
+
+
+async def test_a_notification_replayed_on_demand_comes_late_twice_with_its_old_body(yookassa_sandbox, receiver) -> None:
+    """The chaos run's late and duplicate notifications: the body is the state YooKassa saw back then."""
+    payment = Payment.create(payment_params("300.00"), key())
+    await yookassa_sandbox.apay(payment.id)
+    first = (await wait_until(lambda: receiver.deliveries(payment.id, "payment.succeeded"), 10))[0]
+    Refund.create(refund_params(payment.id, "300.00"), key())  # the payment has changed since
+    await wait_until(lambda: receiver.deliveries(event="refund.succeeded") and True, 10)
+
+    async with yookassa_sandbox._async_client() as client:
+        answer = await client.post("/sandbox/notifications/replay",
+                                   json={"object_id": payment.id, "event": "payment.succeeded", "times": 2, "delay_ms": 700})
+        assert answer.status_code == 200 and answer.json() == {"queued": 2}
+        nothing = await client.post("/sandbox/notifications/replay", json={"object_id": "no-such-payment"})
+        assert nothing.json() == {"queued": 0}
+        assert (await client.post("/sandbox/notifications/replay", json={"times": 2})).status_code == 400
+
+    copies = await wait_until(lambda: len(receiver.deliveries(payment.id, "payment.succeeded")) >= 3
+                              and receiver.deliveries(payment.id, "payment.succeeded"), 10)
+    assert len(copies) == 3
+    assert copies[1].body == copies[2].body == first.body  # still "succeeded, nothing refunded"
+    assert copies[1].at - first.at >= 0.7
