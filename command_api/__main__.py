@@ -18,7 +18,7 @@ def main() -> None:
         port=settings.api_port,
         log_config=None,
         access_log=False,  # the API logs each request itself, as JSON with the request id
-        proxy_headers=False,  # X-Forwarded-For is believed only from API_TRUSTED_PROXIES, by the API
+        proxy_headers=False,  # X-Forwarded-For is judged by the webhook itself (API_TRUSTED_PROXIES/_HOPS)
         server_header=False,
         timeout_graceful_shutdown=15,
     )

@@ -28,6 +28,7 @@ from command_api.middleware import RequestContextMiddleware
 from command_api.problems import Problem, install_problem_handlers
 from command_api.queries import ReadModels
 from command_api.routes import admin, ops, user, webhooks
+from command_api.webhooks import RecentSyncs
 from eventstore.clock import build_clock
 from eventstore.db import create_engine
 from eventstore.kafka import ensure_topics, make_producer
@@ -133,6 +134,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             intake=intake,
             metrics=metrics,
             tokens=TokenVerifier(settings),
+            recent_syncs=RecentSyncs(settings.api_webhook_sync_window_s),
         )
         purge = asyncio.create_task(_purge_loop(idempotency), name="idempotency-purge")
         log.info("api_started", commands_topic=settings.commands_topic)

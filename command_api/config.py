@@ -9,7 +9,7 @@ from __future__ import annotations
 import ipaddress
 from functools import cached_property
 
-from pydantic import Field
+from pydantic import Field, field_validator, model_validator
 
 from eventstore.settings import Settings
 
@@ -30,6 +30,41 @@ class ApiSettings(Settings):
     )
     api_commands_partitions: int = Field(default=6, ge=1, description="partitions if the API creates the topic")
     api_db_pool_size: int = Field(default=20, ge=1)
+
+    # The API's edge (issue 16): who counts as a proxy, how big a body may be, what is exposed
+    api_trusted_proxy_hops: int = Field(
+        default=0, ge=0, le=16,
+        description="reverse proxies in front of the API: the client is this many X-Forwarded-For entries from the right",
+    )
+    api_webhook_sync_window_s: float = Field(
+        default=600.0, ge=1, description="notifications about one object and event within this window are one command"
+    )
+    api_max_request_body_bytes: int = Field(default=64 * 1024, ge=1024, description="larger request bodies get 413")
+    api_docs_enabled: bool | None = Field(
+        default=None, description="/docs, /redoc, /openapi.json; unset: on, except with ENVIRONMENT=production"
+    )
+    api_metrics_enabled: bool = Field(default=True, description="serve Prometheus metrics at all")
+    api_metrics_port: int | None = Field(
+        default=None, ge=1, le=65535, description="serve /metrics on this port (API_HOST) instead of the API's port"
+    )
+
+    @field_validator("api_docs_enabled", "api_metrics_port", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        """`API_METRICS_PORT=` in an env file means "not set", as it reads."""
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @model_validator(mode="after")
+    def _metrics_port_is_another_port(self) -> ApiSettings:
+        if self.api_metrics_port is not None and self.api_metrics_port == self.api_port:
+            raise ValueError("API_METRICS_PORT must differ from API_PORT (leave it unset to serve /metrics there)")
+        return self
+
+    @property
+    def docs_enabled(self) -> bool:
+        if self.api_docs_enabled is not None:
+            return self.api_docs_enabled
+        return self.environment.strip().lower() != "production"
 
     @cached_property
     def trusted_webhook_networks(self) -> tuple[Network, ...]:

@@ -19,6 +19,7 @@ from command_api.config import ApiSettings
 from command_api.idempotency import IdempotencyStore
 from command_api.intake import CommandContext, CommandIntake, OutcomeWaiter, parse_prefer_wait
 from command_api.watch import BatchedWatcher
+from command_api.webhooks import RecentSyncs
 from command_api.metrics import Metrics
 from command_api.problems import ProblemError
 from command_api.queries import ReadModels
@@ -39,6 +40,7 @@ class Services:
     intake: CommandIntake
     metrics: Metrics
     tokens: TokenVerifier
+    recent_syncs: RecentSyncs  # webhook sync commands published lately (bounded per object)
 
 
 async def get_services(request: Request) -> Services:

@@ -2,15 +2,24 @@
 
 A notification has no signature, so two rules make it safe:
 1. it must come from YooKassa's published networks (configurable; local runs add 127.0.0.1/32),
-   judged on the TCP peer, or on X-Forwarded-For only when the peer is a configured trusted proxy;
+   judged on the TCP peer, or on X-Forwarded-For (every header line) only as far as the
+   configured proxies vouch for it;
 2. its body is never trusted: it only tells us WHICH payment or refund to re-read. The processor
    re-reads the object from YooKassa (SyncPayment / SyncRefund) before anything changes.
+
+And because anyone on those networks can send as many as they like, the commands one object can
+cause are bounded: one per (object, event, time window), published once per window.
 """
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import re
+import time
+import uuid
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -19,6 +28,7 @@ from yookassa.domain.notification.webhook_notification import WebhookNotificatio
 
 from command_api.auth import USER_ID_PATTERN
 from command_api.config import Network
+from schemas import derived_id
 
 MAX_BODY_BYTES = 64 * 1024
 PAYMENT_EVENTS = frozenset({"payment.succeeded", "payment.waiting_for_capture", "payment.canceled"})
@@ -45,17 +55,33 @@ class Notice:
     payment_object_id: str | None = None  # a refund's payment
 
 
-def client_address(peer: str | None, forwarded_for: str | None, trusted_proxies: tuple[Network, ...]) -> str | None:
-    """The address to judge: the peer, or (only behind trusted proxies) the last untrusted hop."""
+def client_address(
+    peer: str | None, forwarded_for: str | None, trusted_proxies: tuple[Network, ...], trusted_hops: int = 0
+) -> str | None:
+    """The address to judge: the peer, or the hop our own proxies vouch for; None when none can be named.
+
+    `forwarded_for` is every X-Forwarded-For line joined with commas: a proxy that appends its own
+    line instead of extending the client's leaves the forged part on the *first* line. With no proxy
+    configured the header is ignored. With `trusted_proxies`, the peer must be one of them and the
+    chain is walked right to left past them (like uvicorn's forwarded-allow-ips). With
+    `trusted_hops` = N, the N proxies each appended what they saw, so the sender is the N-th entry
+    from the right; a shorter chain did not come through them.
+    """
     if peer is None:
         return None
-    if not trusted_proxies or not forwarded_for or not _in(peer, trusted_proxies):
+    if not trusted_proxies and not trusted_hops:
         return peer
-    hops = [hop.strip() for hop in forwarded_for.split(",") if hop.strip()]
+    if trusted_proxies and not _in(peer, trusted_proxies):
+        return peer  # not through our proxy: its header means nothing
+    hops = [hop.strip() for hop in (forwarded_for or "").split(",") if hop.strip()]
+    if trusted_hops:
+        return hops[-trusted_hops] if len(hops) >= trusted_hops else None
+    if not hops:
+        return peer
     for hop in reversed(hops):
         if not _in(hop, trusted_proxies):
             return hop
-    return hops[0] if hops else peer
+    return hops[0]
 
 
 def is_trusted(address: str | None, networks: tuple[Network, ...]) -> bool:
@@ -121,3 +147,59 @@ def parse_notification(raw: bytes) -> Notice | None:
         user_id=user_id,
         payment_object_id=payment_object_id,
     )
+
+
+def sync_command_id(notice: Notice, now_s: float, window_s: float) -> uuid.UUID:
+    """The SyncPayment/SyncRefund command id: one per (object, event, time window).
+
+    The claimed status is left out on purpose: it is free text a sender chooses, so with it in the
+    id every made-up status would be another command the processor has to run and end. Repeats
+    within a window collapse; a later one (YooKassa retries for a day) asks the processor again.
+    """
+    return derived_id("command", "yookassa", notice.object_id, notice.event, str(int(now_s // window_s)))
+
+
+class RecentSyncs:
+    """Publishes each sync command once per window in this process; repeats are answered, not sent.
+
+    Concurrent repeats wait for the one publish in flight and share its fate; if it failed, the
+    next one tries itself. Bounded (`max_entries`, oldest first), so a flood of distinct ids costs
+    memory it can never grow past; an evicted id is merely published again.
+    """
+
+    def __init__(self, window_s: float, max_entries: int = 10_000) -> None:
+        self.window_s = window_s
+        self.max_entries = max_entries
+        self._entries: OrderedDict[uuid.UUID, tuple[float, asyncio.Future[bool]]] = OrderedDict()
+
+    async def publish_once(self, command_id: uuid.UUID, publish: Callable[[], Awaitable[None]]) -> bool:
+        """Run `publish` unless this command was published (or is being published) lately; True if it ran."""
+        while True:
+            now = time.monotonic()
+            self._expire(now)
+            entry = self._entries.get(command_id)
+            if entry is None:
+                break
+            if await asyncio.shield(entry[1]):
+                return False
+            # that publish failed and removed itself: try again ourselves
+        done: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        self._entries[command_id] = (now + self.window_s, done)
+        while len(self._entries) > self.max_entries:
+            self._entries.popitem(last=False)
+        ok = False
+        try:
+            await publish()
+            ok = True
+        finally:
+            if not ok and self._entries.get(command_id, (0, None))[1] is done:
+                del self._entries[command_id]
+            done.set_result(ok)
+        return True
+
+    def _expire(self, now: float) -> None:
+        while self._entries:
+            expires, _ = next(iter(self._entries.values()))
+            if expires > now:
+                return
+            self._entries.popitem(last=False)

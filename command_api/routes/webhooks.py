@@ -1,7 +1,8 @@
 """`POST /v1/webhooks/yookassa`: a provider notification becomes a SyncPayment / SyncRefund command.
 
-The command id is derived from (object id, event, status), so YooKassa's repeated deliveries of
-one notification collapse into one command. The answer is 200 as soon as Kafka has the command
+The command id is derived from (object id, event, time window), so YooKassa's repeated deliveries
+of one notification — or a flood of forged ones with made-up statuses — collapse into one command
+per window, and a repeat is not even published again (`RecentSyncs`). The answer is 200 as soon as Kafka has the command
 (YooKassa retries anything else for 24 hours); a notification we cannot route is acknowledged and
 ignored, so it is not retried forever.
 """
@@ -15,9 +16,16 @@ from fastapi import APIRouter, Request
 from command_api.deps import ServicesDep
 from command_api.models import WebhookAck
 from command_api.problems import ProblemError, problem_responses
-from command_api.webhooks import BadNotification, Notice, client_address, is_trusted, parse_notification
+from command_api.webhooks import (
+    BadNotification,
+    Notice,
+    client_address,
+    is_trusted,
+    parse_notification,
+    sync_command_id,
+)
 from eventstore.logging import get_logger
-from schemas import Actor, SyncPayment, SyncRefund, account_stream, derived_id
+from schemas import Actor, SyncPayment, SyncRefund, account_stream
 
 router = APIRouter(prefix="/v1/webhooks", tags=["webhooks"])
 log = get_logger(__name__)
@@ -61,7 +69,9 @@ async def yookassa_notification(request: Request, services: ServicesDep) -> Webh
     """A YooKassa notification (from YooKassa's networks only); the processor re-reads the object."""
     settings = services.settings
     peer = request.client.host if request.client else None
-    address = client_address(peer, request.headers.get("x-forwarded-for"), settings.trusted_proxy_networks)
+    # Every X-Forwarded-For line: a proxy may append its own line after a forged one.
+    forwarded_for = ",".join(request.headers.getlist("x-forwarded-for"))
+    address = client_address(peer, forwarded_for, settings.trusted_proxy_networks, settings.api_trusted_proxy_hops)
     if not is_trusted(address, settings.trusted_webhook_networks):
         services.metrics.webhooks.labels("untrusted").inc()
         log.warning("webhook_untrusted_sender", address=address, peer=peer)
@@ -82,21 +92,24 @@ async def yookassa_notification(request: Request, services: ServicesDep) -> Webh
         log.info("webhook_unroutable", notification_event=notice.event, object_id=notice.object_id)
         return WebhookAck(status="ignored")
 
-    command_id = derived_id("command", "yookassa", notice.object_id, notice.event, notice.status or "")
+    command_id = sync_command_id(notice, services.clock.now().timestamp(), settings.api_webhook_sync_window_s)
     payload: SyncPayment | SyncRefund
     if notice.kind == "payment":
         payload = SyncPayment(payment_id=internal_id, provider_payment_id=notice.object_id, hint_status=notice.status)
     else:
         payload = SyncRefund(refund_id=internal_id, provider_refund_id=notice.object_id, hint_status=notice.status)
-    await services.intake.publish(
-        payload,
-        command_id=command_id,
-        stream_id=account_stream(user_id),
-        partition_key=user_id,
-        actor=PROVIDER,
-        correlation_id=request.state.request_id,
+    published = await services.recent_syncs.publish_once(
+        command_id,
+        lambda: services.intake.publish(
+            payload,
+            command_id=command_id,
+            stream_id=account_stream(user_id),
+            partition_key=user_id,
+            actor=PROVIDER,
+            correlation_id=request.state.request_id,
+        ),
     )
-    services.metrics.webhooks.labels("accepted").inc()
+    services.metrics.webhooks.labels("accepted" if published else "repeated").inc()
     return WebhookAck(status="accepted", command_id=command_id)
 
 
