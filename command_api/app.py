@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
+from prometheus_client import start_http_server
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_delay, wait_exponential
 
 from command_api.auth import TokenVerifier, verification_key
@@ -24,7 +26,7 @@ from command_api.idempotency import IdempotencyStore, create_pool
 from command_api.intake import CommandIntake, OutcomeWaiter
 from command_api.watch import BatchedWatcher
 from command_api.metrics import Metrics
-from command_api.middleware import RequestContextMiddleware
+from command_api.middleware import BodyLimitMiddleware, RequestContextMiddleware
 from command_api.problems import Problem, install_problem_handlers
 from command_api.queries import ReadModels
 from command_api.routes import admin, ops, user, webhooks
@@ -103,7 +105,13 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     waiter = None
     streams = None
     purge = None
+    metrics_server = None
     try:
+        if settings.api_metrics_enabled and settings.api_metrics_port is not None:
+            # Its own port (prometheus_client's server, a daemon thread), e.g. reachable only from
+            # the scraper's network; /metrics is then not on the API's port at all.
+            metrics_server = start_http_server(settings.api_metrics_port, settings.api_host, registry=metrics.registry)
+            log.info("metrics_served", host=settings.api_host, port=settings.api_metrics_port)
         producer = await _start_producer(settings)
         clock = await build_clock(engine)
         pool = await create_pool(settings.database_url, size=settings.api_db_pool_size)
@@ -156,7 +164,15 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if pool is not None:
             await pool.close()
         await engine.dispose()
+        if metrics_server is not None:
+            await asyncio.to_thread(_stop_metrics_server, *metrics_server)
         log.info("api_stopped")
+
+
+def _stop_metrics_server(server: Any, thread: threading.Thread) -> None:
+    server.shutdown()
+    server.server_close()
+    thread.join(timeout=5)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -166,11 +182,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     resolved.trusted_webhook_networks  # noqa: B018
     resolved.trusted_proxy_networks  # noqa: B018
     verification_key(resolved)  # and an unusable JWT configuration is one too
+    docs = resolved.docs_enabled
     app = FastAPI(
         title="Billing command API",
         version="1.0.0",
         description=DESCRIPTION,
         lifespan=lifespan,
+        # Closed (API_DOCS_ENABLED=false, the production default): no routes at all, so 404.
+        docs_url="/docs" if docs else None,
+        redoc_url="/redoc" if docs else None,
+        openapi_url="/openapi.json" if docs else None,
         openapi_tags=[
             {"name": "plans", "description": "What is on sale"},
             {"name": "subscriptions", "description": "Buy, cancel, renew"},
@@ -186,6 +207,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_problem_handlers(app)
     for module in (user, admin, webhooks, ops):
         app.include_router(module.router)
+    if resolved.api_metrics_enabled and resolved.api_metrics_port is None:
+        app.include_router(ops.metrics_router)
+    # Added first = inside the request context, so a 413 is logged, counted and has its request id.
+    app.add_middleware(BodyLimitMiddleware, max_bytes=resolved.api_max_request_body_bytes)
     app.add_middleware(RequestContextMiddleware, metrics=app.state.metrics)
 
     def openapi() -> dict[str, Any]:

@@ -13,6 +13,7 @@ from command_api.deps import ServicesDep
 from command_api.models import Health
 
 router = APIRouter(tags=["operations"])
+metrics_router = APIRouter(tags=["operations"])  # mounted only when metrics are served on the API's port
 CHECK_TIMEOUT_S = 2.0
 
 
@@ -58,7 +59,7 @@ async def readyz(services: ServicesDep) -> JSONResponse:
     return JSONResponse(body.model_dump(), status_code=200 if ready else 503)
 
 
-@router.get(
+@metrics_router.get(
     "/metrics",
     response_class=Response,
     responses={200: {"content": {"text/plain": {"example": "api_commands_published_total{command_type=\"PurchaseSubscription\"} 3.0\n"}}}},
