@@ -18,13 +18,14 @@ import jwt
 
 from command_api.problems import ProblemError
 from eventstore.settings import Settings
+from schemas.operators import OPERATOR_NAME_PATTERN
 
 Role = Literal["user", "operator", "service"]
 # A user id ends up in stream ids, Kafka keys and SQL parameters: printable, no whitespace or NUL.
 USER_ID_PATTERN = r"^[^\s\x00-\x1f\x7f]{1,128}$"
 _USER_ID = re.compile(USER_ID_PATTERN)
 _EMAIL = re.compile(r"^[^@\s\x00-\x1f\x7f]+@[^@\s\x00-\x1f\x7f]+\.[^@\s\x00-\x1f\x7f]+$")
-OPERATOR_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,127}$"
+OPERATOR_PATTERN = OPERATOR_NAME_PATTERN  # the admin's username rule too (schemas/operators.py, decision 0109)
 _OPERATOR = re.compile(OPERATOR_PATTERN)
 _LOCALES = ("ru", "en")
 

@@ -25,6 +25,7 @@ from command_api.problems import ProblemError
 from command_api.queries import ReadModels
 from eventstore.clock import Clock
 from schemas import Actor
+from schemas.operators import OPERATOR_HEADER_MAX, decode_operator_header
 
 
 @dataclass
@@ -71,9 +72,20 @@ async def current_operator(
     principal: CurrentUser,
     x_operator: Annotated[
         str | None,
-        Header(alias="X-Operator", pattern=OPERATOR_PATTERN, description="the operator a service token acts for"),
+        Header(
+            alias="X-Operator",
+            max_length=OPERATOR_HEADER_MAX,
+            description="the operator a service token acts for: the admin's username, percent-encoded as UTF-8 "
+            "when it is not ASCII (анна → `%D0%B0%D0%BD%D0%BD%D0%B0`)",
+            examples=["anna+ops", "%D0%B0%D0%BD%D0%BD%D0%B0"],
+        ),
     ] = None,
 ) -> Principal:
+    if x_operator is not None:
+        try:
+            x_operator = decode_operator_header(x_operator)
+        except ValueError as exc:
+            raise ProblemError(422, "invalid-operator", "Invalid X-Operator", str(exc)) from None
     return with_operator(principal, x_operator)
 
 

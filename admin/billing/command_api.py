@@ -1,7 +1,8 @@
 """The admin's only way to change anything: the command API's operator endpoints over httpx.
 
 Each call carries the service token (role "service"), `X-Operator: <username>` (which the API
-turns into the command's actor `{kind: admin, id: username}`), the form's `Idempotency-Key`
+turns into the command's actor `{kind: admin, id: username}`; percent-encoded as UTF-8, because a
+header is latin-1 and `анна` is a username too — schemas/operators.py), the form's `Idempotency-Key`
 (generated when the form was rendered, so a double submit or a retry after a lost response is
 one command) and `Prefer: wait=N`, so most commands come back already decided. Every call has a
 timeout; a transport failure is reported as "unknown", never as success or failure, and the form
@@ -19,6 +20,8 @@ import httpx
 import jwt
 import structlog
 from django.conf import settings
+
+from schemas.operators import encode_operator_header
 
 log = structlog.get_logger("admin.command_api")
 
@@ -153,7 +156,7 @@ class CommandApi:
         """POST an operator command and return its outcome (or that it is still processing)."""
         headers = {
             "Authorization": f"Bearer {service_token()}",
-            "X-Operator": operator,
+            "X-Operator": encode_operator_header(operator),
             "Idempotency-Key": idempotency_key,
         }
         if self.wait_s:
@@ -186,7 +189,7 @@ class CommandApi:
 
     def command(self, command_id: str, *, operator: str) -> CommandResult:
         """The current status of a command (`GET /v1/admin/commands/{id}`), asked for `operator`."""
-        headers = {"Authorization": f"Bearer {service_token()}", "X-Operator": operator}
+        headers = {"Authorization": f"Bearer {service_token()}", "X-Operator": encode_operator_header(operator)}
         try:
             with self._client(read_timeout=self.timeout_s) as client:
                 response = client.get(f"/v1/admin/commands/{command_id}", headers=headers)

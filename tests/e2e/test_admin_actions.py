@@ -11,6 +11,7 @@ the API cannot be reached. Read-model rows are inserted as the projector would w
 from __future__ import annotations
 
 import asyncio
+import os
 import re
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -301,3 +302,31 @@ async def test_unreachable_api_shows_unknown_outcome_and_keeps_the_key(admin_sit
     html = response.content.decode()
     assert 'data-status="unknown"' in html and "submitting the same form again is safe" in html
     assert form_key(response) == key, "a resubmit must carry the same key"
+
+
+@pytest.mark.parametrize("name", ["анна", "anna+ops"])
+async def test_an_operator_named_in_cyrillic_or_with_plus_acts_as_themself(
+    name, admin_site, settings, commands_topic, admin_api, monkeypatch
+) -> None:
+    """Such usernames used to crash the admin (a header is latin-1) or get a 422 on every action."""
+    await admin_api(wait_s=0)
+    monkeypatch.setenv("TEST_OPERATOR_PASSWORD", f"long-and-random-{uuid.uuid4().hex}")
+
+    def create() -> Any:
+        from django.contrib.auth.models import User
+        from django.core.management import call_command
+
+        call_command("create_operator", name, "--password-env", "TEST_OPERATOR_PASSWORD", stdout=open(os.devnull, "w"))
+        return User.objects.get(username=name)
+
+    user = await admin_site.run(create)
+    client = await admin_site.run(admin_site.client, user)
+    sub = await admin_site.insert("subscription")
+    response, _ = await submit(admin_site, client, f"/admin/billing/subscription/{sub['subscription_id']}/extend/",
+                               {"days": "7", "reason": "goodwill"})
+    command_id = shown_command_id(response)
+    [envelope] = await read_commands(settings, commands_topic, lambda e: str(e.id) == command_id)
+    assert (envelope.metadata.actor.kind, envelope.metadata.actor.id) == ("admin", name)
+    # the status page asks the API about the command as this operator too
+    status = (await admin_site.run(client.get, f"/admin/billing/command/status/{command_id}/")).content.decode()
+    assert "Still processing" in status and "could not be reached" not in status

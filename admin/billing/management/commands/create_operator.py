@@ -3,6 +3,10 @@
 Creates (or updates) a staff user in billing-operators (or billing-viewers with --viewer). The
 password comes from the named environment variable, or is asked for interactively; it is never
 taken from the command line, where it would end up in shell history and process lists.
+
+The name must pass the operator-name rule the command API applies to `X-Operator`
+(schemas/operators.py: letters in any script, digits, @ . + - _), so every operator created here
+can act; it is refused before a password is asked for.
 """
 
 from __future__ import annotations
@@ -16,6 +20,8 @@ from django.contrib.auth.models import Group
 from django.contrib.auth.password_validation import validate_password
 from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError, CommandParser
+
+from schemas.operators import operator_name_error
 
 OPERATORS = "billing-operators"
 VIEWERS = "billing-viewers"
@@ -34,7 +40,16 @@ class Command(BaseCommand):
                             help="accept a password Django's validators reject (demo set-ups only)")
 
     def handle(self, *args: Any, **options: Any) -> None:
-        username: str = options["username"]
+        User = get_user_model()
+        # NFKC like Django's own create_user, so the stored name is the one the rule was checked on
+        username: str = User.normalize_username(options["username"])
+        problem = operator_name_error(username)
+        if problem is not None:
+            raise CommandError(f"{username!r}: {problem}")
+        try:
+            User._meta.get_field(User.USERNAME_FIELD).run_validators(username)
+        except ValidationError as exc:
+            raise CommandError(f"{username!r}: " + "; ".join(exc.messages)) from exc
         if options["password_env"]:
             password = os.environ.get(options["password_env"], "")
             if not password:
@@ -43,7 +58,6 @@ class Command(BaseCommand):
             password = getpass.getpass(f"Password for {username}: ")
             if password != getpass.getpass("Again: "):
                 raise CommandError("the passwords differ")
-        User = get_user_model()
         user = User.objects.filter(username=username).first() or User(username=username)
         if not options["skip_validation"]:
             try:
