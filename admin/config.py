@@ -2,7 +2,13 @@
 
 `admin/settings.py` calls `django_settings(os.environ)`; the test suite calls it with its own
 mapping and `settings.configure(...)`, so it never has to change the process environment that
-other tests read. Production refuses to start without a real secret key and allowed hosts.
+other tests read.
+
+The admin reads only its own variables: the database, the command API's URL, its SERVICE_TOKEN
+and the DJANGO_*/ADMIN_* knobs. It never holds the JWT signing key in production; only in
+development and tests, with no SERVICE_TOKEN, it mints short-lived service tokens with
+JWT_SECRET (decision 0111). Production refuses to start with every problem listed at once:
+no real secret key, no allowed hosts, no or a placeholder service token, DEBUG on.
 """
 
 from __future__ import annotations
@@ -14,9 +20,22 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 
 from django.core.exceptions import ImproperlyConfigured
 
+from eventstore.settings import weak_secret
+
 BASE_DIR = Path(__file__).resolve().parent
 DEV_SECRET_KEY = "dev-only-django-secret-key-not-for-production"  # noqa: S105 - refused in production
-DEV_JWT_SECRET = "dev-only-jwt-secret-change-me-in-production"  # noqa: S105 - same default as eventstore
+DEV_JWT_SECRET = "dev-only-jwt-secret-change-me-in-production"  # noqa: S105 - same default as command_api.config
+ENVIRONMENTS = ("development", "test", "production")
+# Every variable the admin reads (here and in admin/__main__.py); docker-compose.yml gives it no other.
+ADMIN_VARIABLES = frozenset({
+    "ENVIRONMENT", "DATABASE_URL", "LOG_FORMAT", "LOG_LEVEL", "COMMAND_API_URL", "SERVICE_TOKEN",
+    "DJANGO_SECRET_KEY", "DJANGO_ALLOWED_HOSTS", "DJANGO_DEBUG", "DJANGO_SECURE", "DJANGO_SSL_REDIRECT",
+    "DJANGO_HSTS_SECONDS", "DJANGO_CSRF_TRUSTED_ORIGINS", "ADMIN_HOST", "ADMIN_PORT", "ADMIN_WORKERS", "ADMIN_MIGRATE",
+    "ADMIN_TIME_ZONE", "ADMIN_LANGUAGE", "ADMIN_COMMAND_WAIT_S", "ADMIN_API_TIMEOUT_S", "ADMIN_STATIC_ROOT",
+    "FORWARDED_ALLOW_IPS",
+})
+# Read only outside production, to mint development service tokens when SERVICE_TOKEN is unset.
+ADMIN_DEV_ONLY_VARIABLES = frozenset({"JWT_SECRET"})
 DJANGO_SCHEMA = "django"
 
 
@@ -68,25 +87,38 @@ def database_from_url(url: str) -> dict[str, Any]:
     }
 
 
+def production_problems(env: Mapping[str, str], secret_key: str, allowed_hosts: list[str], service_token: str) -> list[str]:
+    """Every reason this environment cannot run the admin in production."""
+    problems: list[str] = []
+    missing = [name for name, value in (("DJANGO_SECRET_KEY", secret_key), ("DJANGO_ALLOWED_HOSTS", allowed_hosts)) if not value]
+    if missing:
+        problems.append(f"{', '.join(missing)} must be set when ENVIRONMENT=production")
+    if secret_key and (weak_secret(secret_key, DEV_SECRET_KEY) or len(secret_key) < 32):
+        problems.append("DJANGO_SECRET_KEY must be a real secret of at least 32 characters")
+    if not service_token:
+        problems.append("SERVICE_TOKEN must be set when ENVIRONMENT=production (a service token naming the operators)")
+    elif weak_secret(service_token):
+        problems.append("SERVICE_TOKEN is a placeholder")
+    if _flag(env, "DJANGO_DEBUG"):
+        problems.append("DJANGO_DEBUG must be off: debug pages show settings and stack traces")
+    return problems
+
+
 def django_settings(env: Mapping[str, str]) -> dict[str, Any]:
     """Every Django setting of the admin, from environment variables (see `.env.example`)."""
     environment = env.get("ENVIRONMENT", "development").strip().lower()
+    if environment not in ENVIRONMENTS:
+        raise ImproperlyConfigured(f"ENVIRONMENT must be one of {', '.join(ENVIRONMENTS)} (any case), not {env.get('ENVIRONMENT')!r}")
     production = environment == "production"
 
     secret_key = env.get("DJANGO_SECRET_KEY", "").strip()
     allowed_hosts = _list(env.get("DJANGO_ALLOWED_HOSTS"))
+    service_token = env.get("SERVICE_TOKEN", "").strip()
     if production:
-        missing = [
-            name
-            for name, value in (("DJANGO_SECRET_KEY", secret_key), ("DJANGO_ALLOWED_HOSTS", allowed_hosts))
-            if not value
-        ]
-        if missing:
-            raise ImproperlyConfigured(f"{', '.join(missing)} must be set when ENVIRONMENT=production")
-        if "dev-only" in secret_key or len(secret_key) < 32:
-            raise ImproperlyConfigured("DJANGO_SECRET_KEY must be a real secret of at least 32 characters")
-        if not env.get("SERVICE_TOKEN", "").strip():
-            raise ImproperlyConfigured("SERVICE_TOKEN must be set when ENVIRONMENT=production")
+        problems = production_problems(env, secret_key, allowed_hosts, service_token)
+        if problems:
+            listed = "\n".join(f"  - {p}" for p in problems)
+            raise ImproperlyConfigured(f"ENVIRONMENT=production refuses the admin configuration ({len(problems)} problems):\n{listed}")
     secret_key = secret_key or DEV_SECRET_KEY
     allowed_hosts = allowed_hosts or ["127.0.0.1", "localhost", "[::1]"]
 
@@ -168,9 +200,10 @@ def django_settings(env: Mapping[str, str]) -> dict[str, Any]:
         "LOGGING_CONFIG": None,  # structlog is configured by admin.__main__ / asgi
         # Billing-specific settings
         "BILLING_COMMAND_API_URL": env.get("COMMAND_API_URL", "http://127.0.0.1:8000").rstrip("/"),
-        "BILLING_SERVICE_TOKEN": env.get("SERVICE_TOKEN", "").strip() or None,
-        "BILLING_JWT_SECRET": env.get("JWT_SECRET", DEV_JWT_SECRET),
-        "BILLING_JWT_ALGORITHM": env.get("JWT_ALGORITHM", "HS256"),
+        "BILLING_SERVICE_TOKEN": service_token or None,
+        # development and tests only: mint service tokens when SERVICE_TOKEN is not set
+        "BILLING_JWT_SECRET": None if production else env.get("JWT_SECRET", DEV_JWT_SECRET),
+        "BILLING_JWT_ALGORITHM": "HS256",
         "BILLING_COMMAND_WAIT_S": min(10, max(0, int(env.get("ADMIN_COMMAND_WAIT_S", "10")))),
         "BILLING_API_TIMEOUT_S": float(env.get("ADMIN_API_TIMEOUT_S", "5")),
     }

@@ -32,6 +32,7 @@ from rich.console import Console
 from rich.table import Table
 from sqlalchemy.engine import make_url
 
+from command_api.config import ApiSettings
 from eventstore.settings import Settings, plain_url
 
 console = Console(stderr=True)
@@ -114,7 +115,7 @@ class ApiProcess:
             "DATABASE_URL": settings.database_url,
             "KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers,
             "COMMANDS_TOPIC": topic,
-            "JWT_SECRET": settings.jwt_secret,
+            "JWT_SECRET": ApiSettings().jwt_secret,
             "API_HOST": "127.0.0.1",
             "API_PORT": str(port),
             "LOG_LEVEL": "WARNING",  # one JSON line per request would be measured too; see the report
@@ -387,7 +388,7 @@ async def run(clients: int, seconds: float, warmup: float, users: int, partition
     fresh = await asyncio.to_thread(create_database, base)
     topic = await create_topic(base, partitions)
     tokens = [
-        mint_token(base, user_id=f"bench-{i}-{uuid.uuid4().hex[:6]}", email=f"bench{i}@example.com", locale="ru", ttl_s=3600)
+        mint_token(ApiSettings(), user_id=f"bench-{i}-{uuid.uuid4().hex[:6]}", email=f"bench{i}@example.com", locale="ru", ttl_s=3600)
         for i in range(users)
     ]
     summary: dict[str, Any] = {}

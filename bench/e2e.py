@@ -180,7 +180,7 @@ class Results:
 
 
 async def create_plan(pipeline: Pipeline, client: httpx.AsyncClient) -> None:
-    operator = {"Authorization": f"Bearer {pipeline.token('bench-admin', role='service')}", "X-Operator": "bench"}
+    operator = {"Authorization": f"Bearer {pipeline.token('bench-admin', role='service', operators=['bench'])}", "X-Operator": "bench"}
     response = await client.post(
         "/v1/admin/plans",
         headers={**operator, "Idempotency-Key": PLAN_ID, "Prefer": "wait=10"},

@@ -1,23 +1,29 @@
 """Bearer JWT authentication: who is calling, and what they may do.
 
 Tokens are verified with exactly one configured algorithm (HS256 with `JWT_SECRET` by default,
-RS256 with `JWT_PUBLIC_KEY`), so an attacker cannot choose a weaker one. Only access tokens
-(`typ: access`) with an expiry are accepted. `sub` is the user id every query and command is
-scoped to; `email` is required to buy (receipts); `role` marks operators and the admin service.
+RS256/ES256 with `JWT_PUBLIC_KEY` or an identity provider's `JWT_JWKS_URL`), so an attacker
+cannot choose a weaker one. Only access tokens (by default `typ: access`; the claim and value are
+configurable for Keycloak's `typ: Bearer` or Flask-JWT-Extended's `type: access`) with an expiry
+no further than `JWT_MAX_TOKEN_AGE_S` are accepted; `iss` and `aud` are checked when configured.
+`sub` is the user id every query and command is scoped to; `email` is required to buy
+(receipts); `role` marks operators and services. A service token (the admin's) never acts as a
+user, and acts only for the operators its `operators` claim names (decision 0112).
 """
 
 from __future__ import annotations
 
+import asyncio
 import re
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any, Literal
 
+import httpx
 import jwt
+import structlog
 
 from command_api.problems import ProblemError
-from eventstore.settings import Settings
 from schemas.operators import OPERATOR_NAME_PATTERN
 
 Role = Literal["user", "operator", "service"]
@@ -28,6 +34,11 @@ _EMAIL = re.compile(r"^[^@\s\x00-\x1f\x7f]+@[^@\s\x00-\x1f\x7f]+\.[^@\s\x00-\x1f
 OPERATOR_PATTERN = OPERATOR_NAME_PATTERN  # the admin's username rule too (schemas/operators.py, decision 0109)
 _OPERATOR = re.compile(OPERATOR_PATTERN)
 _LOCALES = ("ru", "en")
+ALGORITHMS = ("HS256", "RS256", "ES256")
+LEEWAY_S = 5
+MAX_OPERATORS = 1000
+
+log = structlog.get_logger("command_api.auth")
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,10 +50,37 @@ class Principal:
     locale: str
     role: Role
     operator: str | None = None  # who acts, for operator endpoints
+    operators: tuple[str, ...] = ()  # a service token: the operators it may act for
 
     @property
     def is_operator(self) -> bool:
         return self.role == "operator" or (self.role == "service" and self.operator is not None)
+
+
+@dataclass(frozen=True, slots=True)
+class TokenPolicy:
+    """What a valid access token must look like, from the JWT_* settings."""
+
+    algorithm: str
+    issuer: str | None = None
+    audience: tuple[str, ...] = ()
+    max_age_s: int = 86400
+    service_max_age_s: int = 86400
+    type_claim: str = "typ"
+    type_value: str = "access"
+
+    @classmethod
+    def from_settings(cls, settings: Any) -> TokenPolicy:
+        audience = tuple(a.strip() for a in (getattr(settings, "jwt_audience", None) or "").split(",") if a.strip())
+        return cls(
+            algorithm=verification_key(settings)[1],
+            issuer=getattr(settings, "jwt_issuer", None) or None,
+            audience=audience,
+            max_age_s=getattr(settings, "jwt_max_token_age_s", 86400),
+            service_max_age_s=getattr(settings, "jwt_service_max_token_age_s", 86400),
+            type_claim=(getattr(settings, "jwt_access_type_claim", "typ") or "").strip(),
+            type_value=getattr(settings, "jwt_access_type_value", "access"),
+        )
 
 
 def _unauthorized(detail: str, *, invalid: bool = True) -> ProblemError:
@@ -50,115 +88,299 @@ def _unauthorized(detail: str, *, invalid: bool = True) -> ProblemError:
     return ProblemError(401, "unauthorized", "Unauthorized", detail, headers={"WWW-Authenticate": challenge})
 
 
-def verification_key(settings: Settings) -> tuple[str, str]:
-    """(key, algorithm): RS256 with `JWT_PUBLIC_KEY` (or when `JWT_ALGORITHM=RS256`), else HS256.
+def verification_key(settings: Any) -> tuple[str | None, str]:
+    """(key, algorithm): the one algorithm accepted and its static key (None with JWKS).
 
-    Raises ValueError for a configuration that cannot work, so the API refuses to start with it.
+    HS256 with `JWT_SECRET` unless `JWT_PUBLIC_KEY` or `JWT_JWKS_URL` is set (then RS256 unless
+    `JWT_ALGORITHM=ES256`). Raises ValueError for a configuration that cannot work, so the API
+    refuses to start with it.
     """
-    algorithm = settings.jwt_algorithm.upper()
-    if algorithm not in ("HS256", "RS256"):
-        raise ValueError(f"JWT_ALGORITHM must be HS256 or RS256, not {settings.jwt_algorithm!r}")
-    if settings.jwt_public_key or algorithm == "RS256":
+    algorithm = (settings.jwt_algorithm or "HS256").upper()
+    if algorithm not in ALGORITHMS:
+        raise ValueError(f"JWT_ALGORITHM must be one of {', '.join(ALGORITHMS)}, not {settings.jwt_algorithm!r}")
+    jwks_url = getattr(settings, "jwt_jwks_url", None)
+    if jwks_url and settings.jwt_public_key:
+        raise ValueError("set JWT_JWKS_URL or JWT_PUBLIC_KEY, not both")
+    if jwks_url or settings.jwt_public_key or algorithm != "HS256":
+        algorithm = "RS256" if algorithm == "HS256" else algorithm
+        if jwks_url:
+            if not jwks_url.startswith(("https://", "http://")):
+                raise ValueError(f"JWT_JWKS_URL must be an http(s) URL, not {jwks_url!r}")
+            return None, algorithm
         if not settings.jwt_public_key:
-            raise ValueError("JWT_ALGORITHM=RS256 needs JWT_PUBLIC_KEY (a PEM public key)")
-        return settings.jwt_public_key.replace("\\n", "\n"), "RS256"
+            raise ValueError(f"JWT_ALGORITHM={algorithm} needs JWT_PUBLIC_KEY (a PEM public key) or JWT_JWKS_URL")
+        return settings.jwt_public_key.replace("\\n", "\n"), algorithm
     if not settings.jwt_secret:
         raise ValueError("JWT_SECRET is empty")
     return settings.jwt_secret, "HS256"
 
 
-def verify_token(settings: Settings, token: str) -> Principal:
-    """Decode and check a bearer token; raise a 401 problem when it is not a valid access token."""
-    key, algorithm = verification_key(settings)
-    return _verify(token, key, algorithm)[0]
+def verify_token(settings: Any, token: str) -> Principal:
+    """Decode and check a bearer token (static keys only); raise a 401 problem when it is not valid."""
+    key, _ = verification_key(settings)
+    if key is None:
+        raise ValueError("verify_token needs a static key; use TokenVerifier with JWT_JWKS_URL")
+    return _verify(token, key, TokenPolicy.from_settings(settings), time.time())[0]
+
+
+class KeySet:
+    """An identity provider's signing keys (JWKS), fetched over HTTP and cached.
+
+    The set is refetched after `ttl_s`; a token naming a `kid` the cached set lacks (the provider
+    rotated its keys) refetches it at once, but at most once per `min_refresh_s`, so tokens with
+    made-up kids cannot turn the API into a load generator against the provider. A failed fetch
+    keeps the keys already known. Fetches are asynchronous with a timeout: the event loop never
+    waits on the provider longer than `timeout_s`.
+    """
+
+    def __init__(self, url: str, algorithm: str, *, ttl_s: float = 300.0, timeout_s: float = 5.0,
+                 min_refresh_s: float = 30.0, transport: httpx.AsyncBaseTransport | None = None) -> None:
+        self.url = url
+        self.algorithm = algorithm
+        self.ttl_s = ttl_s
+        self.timeout_s = timeout_s
+        self.min_refresh_s = min_refresh_s
+        self.transport = transport
+        self.fetches = 0
+        self._keys: dict[str | None, jwt.PyJWK] = {}
+        self._fetched_at: float | None = None  # monotonic time of the last successful fetch
+        self._tried_at: float | None = None  # monotonic time of the last attempt
+        self._lock = asyncio.Lock()
+
+    async def key_for(self, token: str) -> jwt.PyJWK:
+        try:
+            kid = jwt.get_unverified_header(token).get("kid")
+        except jwt.PyJWTError as exc:
+            raise _unauthorized(f"the token is not valid: {exc}"[:300]) from None
+        now = time.monotonic()
+        if self._fetched_at is None or now - self._fetched_at >= self.ttl_s:
+            await self._refresh(force=self._fetched_at is None)
+        key = self._find(kid)
+        if key is None:
+            await self._refresh(force=False)  # rotation: a new kid; rate-limited
+            key = self._find(kid)
+        if key is None:
+            if not self._keys:
+                raise ProblemError(503, "keys-unavailable", "Keys unavailable",
+                                   "the identity provider's signing keys could not be fetched; try again shortly")
+            raise _unauthorized("the token's signing key (kid) is not one of the identity provider's keys")
+        return key
+
+    def _find(self, kid: str | None) -> jwt.PyJWK | None:
+        if kid is None:
+            return next(iter(self._keys.values())) if len(self._keys) == 1 else None
+        return self._keys.get(kid)
+
+    async def _refresh(self, *, force: bool) -> None:
+        async with self._lock:
+            now = time.monotonic()
+            if self._tried_at is not None and now - self._tried_at < self.min_refresh_s and not (
+                force and self._fetched_at is None
+            ):
+                return
+            if force and self._fetched_at is not None and now - self._fetched_at < self.ttl_s:
+                return  # another request refreshed while this one waited for the lock
+            self._tried_at = now
+            try:
+                async with httpx.AsyncClient(timeout=self.timeout_s, transport=self.transport, trust_env=False) as client:
+                    response = await client.get(self.url, headers={"Accept": "application/json"})
+                    response.raise_for_status()
+                    document = response.json()
+                self.fetches += 1
+                keys = _usable_keys(document, self.algorithm)
+            except (httpx.HTTPError, ValueError, TypeError, KeyError, jwt.PyJWTError) as exc:
+                log.warning("jwks_fetch_failed", url=self.url, error=f"{type(exc).__name__}: {exc}"[:300])
+                return
+            if not keys:
+                log.warning("jwks_without_usable_keys", url=self.url, algorithm=self.algorithm)
+                return
+            self._keys = keys
+            self._fetched_at = time.monotonic()
+            log.info("jwks_fetched", url=self.url, kids=sorted(str(k) for k in keys))
+
+
+def _usable_keys(document: Any, algorithm: str) -> dict[str | None, jwt.PyJWK]:
+    """The signing keys of a JWKS document that fit `algorithm` (others, e.g. encryption keys, are skipped)."""
+    keys: dict[str | None, jwt.PyJWK] = {}
+    for entry in document["keys"]:
+        if not isinstance(entry, dict) or entry.get("use", "sig") != "sig":
+            continue
+        if entry.get("alg") not in (None, algorithm):
+            continue
+        try:
+            key = jwt.PyJWK(entry, algorithm=algorithm)
+        except jwt.PyJWTError:
+            continue
+        keys[entry.get("kid")] = key
+    return keys
 
 
 class TokenVerifier:
-    """`verify_token` with a bounded cache of tokens already verified, until their expiry.
+    """Token verification with a bounded cache of tokens already verified.
 
     Clients send the same token with every request; its signature and claims do not change, so
-    checking them once is enough. A cached token is served only while `now < exp` (no leeway),
-    and only successful verifications are cached.
+    checking them once is enough. A cached token is served only until min(exp, verified +
+    max age) (no leeway), so even a token whose `exp` is absurdly far away is re-checked — and
+    refused — once the maximum age has passed; only successful verifications are cached.
     """
 
-    def __init__(self, settings: Settings, max_entries: int = 8192) -> None:
+    def __init__(self, settings: Any, max_entries: int = 8192, *, transport: httpx.AsyncBaseTransport | None = None) -> None:
         self.key, self.algorithm = verification_key(settings)
+        self.policy = TokenPolicy.from_settings(settings)
         self.max_entries = max_entries
+        self.keys = (
+            KeySet(settings.jwt_jwks_url, self.algorithm, ttl_s=settings.jwt_jwks_ttl_s, timeout_s=settings.jwt_jwks_timeout_s,
+                   min_refresh_s=settings.jwt_jwks_min_refresh_s, transport=transport)
+            if self.key is None else None
+        )
         self._cache: OrderedDict[str, tuple[Principal, float]] = OrderedDict()
 
-    def verify(self, token: str) -> Principal:
+    def _cached(self, token: str, now: float) -> Principal | None:
         hit = self._cache.get(token)
         if hit is not None:
-            if time.time() < hit[1]:
+            if now < hit[1]:
                 self._cache.move_to_end(token)
                 return hit[0]
             del self._cache[token]
-        principal, expires = _verify(token, self.key, self.algorithm)
-        self._cache[token] = (principal, expires)
+        return None
+
+    def _remember(self, token: str, principal: Principal, until: float) -> None:
+        self._cache[token] = (principal, until)
         if len(self._cache) > self.max_entries:
             self._cache.popitem(last=False)
+
+    def verify(self, token: str) -> Principal:
+        """Verify with the static key (HS256 secret or PEM public key)."""
+        if self.key is None:
+            raise RuntimeError("JWT_JWKS_URL is configured: use `await verify_async(token)`")
+        now = time.time()
+        principal = self._cached(token, now)
+        if principal is None:
+            principal, until = _verify(token, self.key, self.policy, now)
+            self._remember(token, principal, until)
+        return principal
+
+    async def verify_async(self, token: str) -> Principal:
+        """Verify with the static key or the identity provider's key set (fetched when needed)."""
+        if self.keys is None:
+            return self.verify(token)
+        now = time.time()
+        principal = self._cached(token, now)
+        if principal is None:
+            key = await self.keys.key_for(token)
+            principal, until = _verify(token, key, self.policy, time.time())
+            self._remember(token, principal, until)
         return principal
 
 
-def _verify(token: str, key: str, algorithm: str) -> tuple[Principal, float]:
+def _verify(token: str, key: Any, policy: TokenPolicy, now: float) -> tuple[Principal, float]:
+    """(principal, cache-until) of a valid access token; a 401 problem otherwise."""
+    required = ["exp", "sub"] + (["iss"] if policy.issuer else []) + (["aud"] if policy.audience else [])
     try:
         claims: dict[str, Any] = jwt.decode(
             token,
             key,
-            algorithms=[algorithm],
-            options={"require": ["exp", "sub"]},
-            leeway=5,
+            algorithms=[policy.algorithm],
+            options={"require": required, "verify_aud": bool(policy.audience)},
+            audience=list(policy.audience) or None,
+            issuer=policy.issuer,
+            leeway=LEEWAY_S,
         )
     except jwt.ExpiredSignatureError:
         raise _unauthorized("the token has expired") from None
     except jwt.InvalidSignatureError:
         raise _unauthorized("the token's signature is not valid") from None
+    except jwt.InvalidAudienceError:
+        raise _unauthorized("the token is not meant for this API (aud)") from None
+    except jwt.InvalidIssuerError:
+        raise _unauthorized("the token was not issued by the configured issuer (iss)") from None
     except jwt.PyJWTError as exc:
         raise _unauthorized(f"the token is not valid: {exc}"[:300]) from None
-    except (ValueError, TypeError):
+    except (ValueError, TypeError, OverflowError):
         raise _unauthorized("the token is not valid") from None
-    if claims.get("typ") != "access":
-        raise _unauthorized("only access tokens are accepted (typ must be 'access')")
+    if policy.type_claim and claims.get(policy.type_claim) != policy.type_value:
+        raise _unauthorized(f"only access tokens are accepted ({policy.type_claim} must be {policy.type_value!r})")
     sub = claims.get("sub")
     if not isinstance(sub, str) or not _USER_ID.match(sub):
         raise _unauthorized("the token's subject is not a valid user id")
+    role = claims.get("role") or "user"
+    if role not in ("user", "operator", "service"):
+        role = "user"
+    max_age = policy.service_max_age_s if role == "service" else policy.max_age_s
+    exp = float(claims["exp"])
+    iat = claims.get("iat")
+    if isinstance(iat, (int, float)) and exp - float(iat) > max_age:
+        raise _unauthorized(f"the token lives longer than the {max_age} s this API accepts (exp - iat)")
+    if exp - now > max_age + LEEWAY_S:
+        raise _unauthorized(f"the token expires later than {max_age} s from now, more than this API accepts")
     email = claims.get("email")
     if not isinstance(email, str) or len(email) > 320 or not _EMAIL.match(email):
         email = None
     locale = claims.get("locale")
-    role = claims.get("role") or "user"
-    if role not in ("user", "operator", "service"):
-        role = "user"
-    principal = Principal(user_id=sub, email=email, locale=locale if locale in _LOCALES else "ru", role=role)
-    return principal, float(claims["exp"])
+    operators: tuple[str, ...] = ()
+    if role == "service":
+        named = claims.get("operators")
+        named = [named] if isinstance(named, str) else named
+        if isinstance(named, list):
+            operators = tuple(dict.fromkeys(o for o in named[:MAX_OPERATORS] if isinstance(o, str) and _OPERATOR.match(o)))
+    principal = Principal(
+        user_id=sub, email=email, locale=locale if locale in _LOCALES else "ru", role=role, operators=operators
+    )
+    return principal, min(exp, now + max_age)
+
+
+def as_user(principal: Principal) -> Principal:
+    """The principal for a user endpoint; 403 for a service token, which is nobody's account."""
+    if principal.role == "service":
+        raise ProblemError(403, "user-required", "User required", "a service token cannot act as a user")
+    return principal
 
 
 def with_operator(principal: Principal, operator_header: str | None) -> Principal:
-    """The principal for an operator endpoint; 403 unless it may act as an operator."""
+    """The principal for an operator endpoint; 403 unless it may act as that operator.
+
+    An operator's own token acts as its `sub` (an `X-Operator` naming someone else is refused).
+    A service token acts only for an operator its `operators` claim names, chosen by
+    `X-Operator` (which may be left out when the claim names exactly one).
+    """
     if principal.role == "operator":
+        if operator_header is not None and operator_header != principal.user_id:
+            raise ProblemError(403, "operator-mismatch", "Operator mismatch",
+                               "an operator's token acts only as that operator; X-Operator names someone else")
         return Principal(principal.user_id, principal.email, principal.locale, "operator", principal.user_id)
     if principal.role == "service":
+        if not principal.operators:
+            raise ProblemError(403, "operator-required", "Operator required",
+                               "this service token names no operator it may act for (claim `operators`)")
+        if operator_header is None and len(principal.operators) == 1:
+            operator_header = principal.operators[0]
         if operator_header is None or not _OPERATOR.match(operator_header):
             raise ProblemError(
                 403, "operator-required", "Operator required", "a service token must name the operator in X-Operator"
             )
-        return Principal(principal.user_id, principal.email, principal.locale, "service", operator_header)
+        if operator_header not in principal.operators:
+            raise ProblemError(403, "operator-mismatch", "Operator mismatch",
+                               "this service token may not act for the operator named in X-Operator")
+        return Principal(principal.user_id, principal.email, principal.locale, "service", operator_header, principal.operators)
     raise ProblemError(403, "operator-required", "Operator required", "this endpoint needs the operator role")
 
 
 def mint_token(
-    settings: Settings,
+    settings: Any,
     *,
     user_id: str,
     email: str | None = None,
     locale: str | None = None,
     role: str | None = None,
+    operators: list[str] | tuple[str, ...] | None = None,
     ttl_s: int = 3600,
     typ: str = "access",
     private_key: str | None = None,
+    algorithm: str = "RS256",
     now: float | None = None,
+    extra: dict[str, Any] | None = None,
 ) -> str:
-    """Sign a token the API accepts (development, tests, the admin's service token)."""
+    """Sign a token the API accepts (development, tests, `billing token`); never a production IdP."""
     issued = int(now if now is not None else time.time())
     claims: dict[str, Any] = {"sub": user_id, "typ": typ, "iat": issued, "exp": issued + ttl_s}
     if email:
@@ -167,6 +389,9 @@ def mint_token(
         claims["locale"] = locale
     if role:
         claims["role"] = role
+    if operators:
+        claims["operators"] = list(operators)
+    claims.update(extra or {})
     if private_key:
-        return jwt.encode(claims, private_key, algorithm="RS256")
+        return jwt.encode(claims, private_key, algorithm=algorithm)
     return jwt.encode(claims, settings.jwt_secret, algorithm="HS256")

@@ -14,7 +14,7 @@ from fastapi import Depends, Header, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from command_api.auth import OPERATOR_PATTERN, Principal, TokenVerifier, with_operator
+from command_api.auth import OPERATOR_PATTERN, Principal, TokenVerifier, as_user, with_operator
 from command_api.config import ApiSettings
 from command_api.idempotency import IdempotencyStore
 from command_api.intake import CommandContext, CommandIntake, OutcomeWaiter, parse_prefer_wait
@@ -62,14 +62,22 @@ async def current_principal(
             401, "unauthorized", "Unauthorized", "send Authorization: Bearer <access token>",
             headers={"WWW-Authenticate": "Bearer"},
         )
-    return services.tokens.verify(credentials.credentials)
+    return await services.tokens.verify_async(credentials.credentials)
 
 
-CurrentUser = Annotated[Principal, Depends(current_principal)]
+CurrentPrincipal = Annotated[Principal, Depends(current_principal)]
+
+
+async def current_user(principal: CurrentPrincipal) -> Principal:
+    """User endpoints: a service token is nobody's account (decision 0112)."""
+    return as_user(principal)
+
+
+CurrentUser = Annotated[Principal, Depends(current_user)]
 
 
 async def current_operator(
-    principal: CurrentUser,
+    principal: CurrentPrincipal,
     x_operator: Annotated[
         str | None,
         Header(

@@ -48,9 +48,10 @@ class DemoError(RuntimeError):
 
 def _token(**claims: Any) -> str:
     from command_api.auth import mint_token
-    from eventstore.settings import Settings
+    from command_api.config import ApiSettings
 
-    return mint_token(Settings(), ttl_s=7 * 24 * 3600, **claims)
+    settings = ApiSettings()  # the API's JWT settings: the same secret and the same maximum lifetime
+    return mint_token(settings, ttl_s=settings.jwt_max_token_age_s, **claims)
 
 
 def _wait(what: str, probe, timeout: float = 120.0, interval: float = 0.3) -> Any:

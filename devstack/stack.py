@@ -91,9 +91,9 @@ def service_env(infra_env: dict[str, str]) -> dict[str, str]:
     # YooKassa sandbox on this machine may call the webhook.
     env.setdefault("BILLING_CLOCK", "shiftable")
     if "YOOKASSA_TRUSTED_NETWORKS" not in env:
-        from eventstore.settings import Settings
+        from command_api.config import YOOKASSA_NETWORKS
 
-        env["YOOKASSA_TRUSTED_NETWORKS"] = Settings.model_fields["yookassa_trusted_networks"].default + ",127.0.0.0/8"
+        env["YOOKASSA_TRUSTED_NETWORKS"] = YOOKASSA_NETWORKS + ",127.0.0.0/8"
     root = str(paths.ROOT)
     env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     return env

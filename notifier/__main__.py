@@ -5,15 +5,14 @@ from __future__ import annotations
 import uvloop
 
 from eventstore.logging import configure_logging
-from eventstore.settings import Settings
 
 from notifier.bootstrap import run
-from notifier.config import NotifierSettings
+from notifier.config import NotifierServiceSettings, NotifierSettings
 
 
 def main() -> None:
     configure_logging("notifier")
-    uvloop.run(run(Settings(), NotifierSettings()))  # a busy small-message loop: uvloop's C loop is cheaper
+    uvloop.run(run(NotifierServiceSettings(), NotifierSettings()))  # a busy small-message loop: uvloop's C loop is cheaper
 
 
 if __name__ == "__main__":

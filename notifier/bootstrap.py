@@ -18,7 +18,7 @@ from eventstore.settings import Settings
 from notifier.adapters.dead_letters import DeadLetters
 from notifier.adapters.email_log import EmailLog
 from notifier.adapters.mailgun import MailgunClient
-from notifier.config import NotifierSettings
+from notifier.config import NotifierServiceSettings, NotifierSettings
 from notifier.rendering import Renderer
 from notifier.service import Notifier
 
@@ -31,7 +31,7 @@ def migrate(settings: Settings) -> None:
     upgrade(settings, ["notifier"])
 
 
-async def run(settings: Settings, config: NotifierSettings) -> None:
+async def run(settings: NotifierServiceSettings, config: NotifierSettings) -> None:
     await asyncio.to_thread(migrate, settings)
     dlq_topic = config.dlq_topic or settings.events_dlq_topic
     await ensure_topics(settings, {dlq_topic: 1})

@@ -1,8 +1,8 @@
-"""The notifier's own tuning knobs, read from `NOTIFIER_*` environment variables.
+"""The notifier's settings: `NotifierServiceSettings` (the shared `Settings` plus the Mailgun
+credentials, which no other service receives) and `NotifierSettings` (the `NOTIFIER_*` knobs).
 
-The shared `eventstore.settings.Settings` holds what every part shares (Kafka, PostgreSQL,
-Mailgun credentials); the timings below matter only here, and tests shrink them through the
-environment to make failure scenarios fast.
+The timings matter only here, and tests shrink them through the environment to make failure
+scenarios fast.
 """
 
 from __future__ import annotations
@@ -11,6 +11,34 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from eventstore.settings import Settings, url_problem, weak_secret
+
+# The local sandbox's values (sandbox/mailgun): development only, refused in production.
+SANDBOX_API_KEY = "key-sandbox"  # noqa: S105
+SANDBOX_DOMAIN = "mg.billing.local"
+
+
+class NotifierServiceSettings(Settings):
+    """The shared settings plus what only the notifier uses: Mailgun."""
+
+    mailgun_api_key: str = SANDBOX_API_KEY
+    mailgun_domain: str = SANDBOX_DOMAIN
+    mailgun_api_url: str = "http://127.0.0.1:8020/v3"
+    mailgun_from: str = "Billing <billing@mg.billing.local>"
+    mailgun_timeout_s: float = 10.0
+
+    def production_problems(self) -> list[str]:
+        problems = super().production_problems()
+        if weak_secret(self.mailgun_api_key, SANDBOX_API_KEY):
+            problems.append("MAILGUN_API_KEY is a placeholder or the sandbox's key")
+        if self.mailgun_domain.strip().lower() in ("", SANDBOX_DOMAIN):
+            problems.append("MAILGUN_DOMAIN is the sandbox's domain")
+        if SANDBOX_DOMAIN in self.mailgun_from.lower():
+            problems.append("MAILGUN_FROM sends from the sandbox's domain")
+        if problem := url_problem("MAILGUN_API_URL", self.mailgun_api_url):
+            problems.append(problem)
+        return problems
 
 
 class NotifierSettings(BaseSettings):

@@ -19,9 +19,8 @@ import os
 import uvloop
 
 from eventstore.logging import configure_logging
-from eventstore.settings import Settings
 from payment_processor.bootstrap import build, run
-from payment_processor.config import ProcessorSettings
+from payment_processor.config import ProcessorServiceSettings, ProcessorSettings
 
 
 def main() -> None:
@@ -30,7 +29,7 @@ def main() -> None:
     if profile_to:
         _run_profiled(profile_to)
     else:
-        uvloop.run(run(Settings(), ProcessorSettings()))
+        uvloop.run(run(ProcessorServiceSettings(), ProcessorSettings()))
 
 
 def _run_profiled(path: str) -> None:
@@ -55,7 +54,7 @@ def _run_profiled(path: str) -> None:
     main_profile = cProfile.Profile(time.thread_time)
 
     async def profiled() -> None:
-        processor = await build(Settings(), ProcessorSettings())
+        processor = await build(ProcessorServiceSettings(), ProcessorSettings())
         install_signal_handlers(*processor.loops, extra=processor.stop)
         threading.setprofile(start_thread_profile)
         main_profile.enable()

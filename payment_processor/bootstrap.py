@@ -20,7 +20,7 @@ from eventstore.kafka import ConsumerLoop, ensure_topics, install_signal_handler
 from eventstore.logging import get_logger
 from eventstore.settings import Settings
 from eventstore.store import EventStore
-from payment_processor.config import ProcessorSettings
+from payment_processor.config import ProcessorServiceSettings, ProcessorSettings
 from payment_processor.consumer import build_loops
 from payment_processor.gateway import YooKassaGateway
 from payment_processor.handlers import CommandHandler, CrashPoints
@@ -41,7 +41,7 @@ def migrate(settings: Settings) -> None:
 class Processor:
     """Every part of one running processor, built by `build()`."""
 
-    settings: Settings
+    settings: ProcessorServiceSettings
     config: ProcessorSettings
     engine: AsyncEngine
     clock: Clock
@@ -123,7 +123,7 @@ class Processor:
         await self.engine.dispose()
 
 
-async def build(settings: Settings, config: ProcessorSettings, *, crash_points: CrashPoints | None = None) -> Processor:
+async def build(settings: ProcessorServiceSettings, config: ProcessorSettings, *, crash_points: CrashPoints | None = None) -> Processor:
     """Build (and prepare the database and topics for) a processor; `run()` starts it."""
     await asyncio.to_thread(migrate, settings)
     await ensure_topics(settings, {settings.commands_topic: config.commands_partitions, settings.commands_dlq_topic: 1})
@@ -166,7 +166,7 @@ async def build(settings: Settings, config: ProcessorSettings, *, crash_points: 
     )
 
 
-async def run(settings: Settings, config: ProcessorSettings) -> None:
+async def run(settings: ProcessorServiceSettings, config: ProcessorSettings) -> None:
     processor = await build(settings, config)
     install_signal_handlers(*processor.loops, extra=processor.stop)
     await processor.run()

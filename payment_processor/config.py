@@ -1,4 +1,5 @@
-"""The processor's own settings (`PROCESSOR_*` variables), next to the shared `Settings`.
+"""The processor's settings: `ProcessorServiceSettings` (the shared `Settings` plus the YooKassa
+credentials, which no other service receives) and `ProcessorSettings` (the `PROCESSOR_*` knobs).
 
 Only `bootstrap` reads them. Tests shrink the janitor's schedule to about a second with
 `PROCESSOR_JANITOR_SCHEDULE_S=1,1,1` and friends; production keeps the defaults.
@@ -11,6 +12,39 @@ from typing import Annotated
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from eventstore.settings import Settings, url_problem, weak_secret
+
+# The local sandbox's credentials (sandbox/yookassa): development values, refused in production.
+SANDBOX_SHOP_ID = "123456"
+SANDBOX_SECRET_KEY = "test_sandbox_secret"  # noqa: S105
+
+
+class ProcessorServiceSettings(Settings):
+    """The shared settings plus what only the processor uses: YooKassa and the test-only crash hook."""
+
+    yookassa_shop_id: str = SANDBOX_SHOP_ID
+    yookassa_secret_key: str = SANDBOX_SECRET_KEY
+    yookassa_api_url: str = "http://127.0.0.1:8010/v3"
+    yookassa_timeout_s: float = 10.0
+    yookassa_return_url: str = "http://127.0.0.1:8000/v1/return"
+    # Read by payment_processor.handlers.CrashPoints from the process environment; declared here
+    # so production can refuse it.
+    billing_crash_at: str = Field(default="", description="TEST-ONLY: SIGKILL the process at these points")
+    billing_crash_once_file: str = ""
+
+    def production_problems(self) -> list[str]:
+        problems = super().production_problems()
+        if self.yookassa_shop_id.strip() in ("", SANDBOX_SHOP_ID):
+            problems.append("YOOKASSA_SHOP_ID is the sandbox's shop id")
+        if weak_secret(self.yookassa_secret_key, SANDBOX_SECRET_KEY) or self.yookassa_secret_key.startswith("test_"):
+            problems.append("YOOKASSA_SECRET_KEY is a placeholder or a test key (live keys start with live_)")
+        for name in ("yookassa_api_url", "yookassa_return_url"):
+            if problem := url_problem(name.upper(), getattr(self, name)):
+                problems.append(problem)
+        if self.billing_crash_at.strip():
+            problems.append("BILLING_CRASH_AT is set: the test-only crash hook would kill the processor on purpose")
+        return problems
 
 
 def _floats(value: object) -> object:

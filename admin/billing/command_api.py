@@ -52,36 +52,39 @@ class CommandResult:
 
 
 class _TokenSource:
-    """SERVICE_TOKEN when configured; otherwise (development, tests) a short-lived minted one."""
+    """SERVICE_TOKEN when configured; otherwise (development, tests) a short-lived minted one
+    naming the operator it acts for, as the API requires of service tokens."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._minted: tuple[str, float] | None = None
+        self._minted: dict[str, tuple[str, float]] = {}
 
-    def token(self) -> str:
+    def token(self, operator: str) -> str:
         configured = getattr(settings, "BILLING_SERVICE_TOKEN", None)
         if configured:
             return configured
         with self._lock:
             now = time.time()
-            if self._minted is None or self._minted[1] - now < 60:
+            minted = self._minted.get(operator)
+            if minted is None or minted[1] - now < 60:
                 claims = {
                     "sub": "admin-service",
                     "role": "service",
+                    "operators": [operator],
                     "typ": "access",
                     "iat": int(now),
                     "exp": int(now) + TOKEN_LIFETIME_S,
                 }
                 token = jwt.encode(claims, settings.BILLING_JWT_SECRET, algorithm=settings.BILLING_JWT_ALGORITHM)
-                self._minted = (token, now + TOKEN_LIFETIME_S)
-            return self._minted[0]
+                minted = self._minted[operator] = (token, now + TOKEN_LIFETIME_S)
+            return minted[0]
 
 
 _tokens = _TokenSource()
 
 
-def service_token() -> str:
-    return _tokens.token()
+def service_token(operator: str) -> str:
+    return _tokens.token(operator)
 
 
 def _result_from_response(response: httpx.Response) -> CommandResult:
@@ -155,7 +158,7 @@ class CommandApi:
     def post(self, path: str, body: dict[str, Any], *, operator: str, idempotency_key: str) -> CommandResult:
         """POST an operator command and return its outcome (or that it is still processing)."""
         headers = {
-            "Authorization": f"Bearer {service_token()}",
+            "Authorization": f"Bearer {service_token(operator)}",
             "X-Operator": encode_operator_header(operator),
             "Idempotency-Key": idempotency_key,
         }
@@ -189,7 +192,7 @@ class CommandApi:
 
     def command(self, command_id: str, *, operator: str) -> CommandResult:
         """The current status of a command (`GET /v1/admin/commands/{id}`), asked for `operator`."""
-        headers = {"Authorization": f"Bearer {service_token()}", "X-Operator": encode_operator_header(operator)}
+        headers = {"Authorization": f"Bearer {service_token(operator)}", "X-Operator": encode_operator_header(operator)}
         try:
             with self._client(read_timeout=self.timeout_s) as client:
                 response = client.get(f"/v1/admin/commands/{command_id}", headers=headers)

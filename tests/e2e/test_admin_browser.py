@@ -104,7 +104,8 @@ def pipeline(admin_database: Settings, settings: Settings) -> Iterator[dict[str,
 
 def operator_token(operator: str) -> dict[str, str]:
     now = int(time.time())
-    token = jwt.encode({"sub": "admin-service", "role": "service", "typ": "access", "iat": now, "exp": now + 600},
+    token = jwt.encode({"sub": "admin-service", "role": "service", "operators": [operator], "typ": "access", "iat": now,
+                        "exp": now + 600},
                        ADMIN_JWT_SECRET, algorithm="HS256")
     return {"Authorization": f"Bearer {token}", "X-Operator": operator}
 

@@ -16,7 +16,7 @@ from tests.fixtures.command_api import new_user, published_commands
 async def test_a_service_token_acts_for_an_operator_named_like_a_django_user(api, seed, settings, operator):
     user, plan = new_user(), await seed.plan()
     sub = await seed.subscription(user, plan)
-    headers = {**api.command("admin-app", role="service"), "X-Operator": encode_operator_header(operator)}
+    headers = {**api.command("admin-app", role="service", operators=[operator]), "X-Operator": encode_operator_header(operator)}
     response = await api.client.post(f"/v1/admin/subscriptions/{sub['subscription_id']}/auto-renew",
                                      json={"enabled": False, "reason": "asked by phone"}, headers=headers)
     assert response.status_code == 202, response.text

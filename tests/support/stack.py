@@ -132,8 +132,8 @@ class Pipeline:
         return Settings(**{**values, **overrides})
 
     def token(self, user_id: str, *, email: str | None = None, locale: str | None = "ru",
-              role: str | None = None, ttl_s: int = 6 * 3600) -> str:
-        """A bearer token this pipeline's API accepts."""
+              role: str | None = None, ttl_s: int = 6 * 3600, operators: list[str] | None = None) -> str:
+        """A bearer token this pipeline's API accepts (a service token names its `operators`)."""
         import jwt
 
         now = int(time.time())
@@ -144,6 +144,8 @@ class Pipeline:
             claims["locale"] = locale
         if role:
             claims["role"] = role
+        if operators:
+            claims["operators"] = operators
         return jwt.encode(claims, JWT_SECRET, algorithm="HS256")
 
     # ------------------------------------------------------------------ environment
