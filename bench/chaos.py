@@ -4,22 +4,29 @@
 fresh database, unique topics and a PRIVATE Kafka broker (the shared development broker is never
 restarted) with `tests.support.stack.Pipeline`. Virtual users buy through the command API only
 (Idempotency-Key, `Prefer: wait`), pay on the sandbox's checkout page, decline with decline cards,
-abandon the page, double-click, buy from two tabs at once, buy again, and cancel with a refund — while
+abandon the page, double-click, buy from two tabs at once, buy again, and cancel with a refund.
+Others keep a renewing subscription while business time moves (`BILLING_CLOCK=shiftable`, a few
+days every ~2 s, so a 30-day period renews every ~15 s): right after each move, as the scheduler
+starts the renewal, they turn auto-renew off or on, cancel at period end, or an operator extends,
+refunds part, switches auto-renew or cancels (the command API's operator endpoints) — while
 
 - the harness SIGKILLs a processor, the relay, the projector or the notifier at random moments
   and restarts it, and restarts the Kafka broker once;
 - the YooKassa sandbox answers some calls late (longer than the processor's timeout), with 500
   "outcome unknown" (applied and not applied), or drops the connection after applying the call
-  (the lost response), and duplicates and delays its notifications.
+  (the lost response), duplicates and delays its notifications, and sends old notifications of
+  payments and refunds again, late (2–8 s) or twice (`POST /sandbox/notifications/replay`).
 
 Then the faults stop and the janitor settles what is open (bounded wait), and the run counts what
 must be zero:
 
 | count | how |
 |---|---|
-| double charges | successful charges per customer (each flow is a fresh user buying one plan once; sandbox inspection API) beyond one, not fully refunded |
+| double charges | successful purchase charges per customer (each flow is a fresh user buying one plan once; sandbox inspection API) beyond one, not fully refunded |
+| period double charges | kept renewal/purchase charges (YooKassa: succeeded, not fully refunded) beyond one per subscription and period (the event store's CheckoutStarted/RenewalStarted `period_start`; a charge started while another was unsettled is the same period) |
+| charges after decline | renewal charges that succeeded while the customer's last word was "no" (AutoRenewChanged off, SubscriptionCanceled, no re-enable since) without a full refund requested (event store order per account) |
 | commands not terminal | every command id on the commands topic, every key the API accepted and every one a user was answered with, against `read.commands` |
-| succeeded payments without their subscription | a succeeded sandbox payment whose subscription is not active/expired and that was not refunded |
+| succeeded payments without their subscription | a succeeded sandbox payment, nothing refunded, that no SubscriptionActivated/SubscriptionRenewed names (it bought no period) |
 | refunds above what was paid | per payment, sandbox refunds (pending + succeeded) above its amount; per subscription in the read model |
 | read models differing from a replay | `python -m projector.replay --check` on the chaos database |
 | emails missing / beyond the bound | Mailgun sandbox messages per Message-Id vs. the events that must email (notifier.domain.emails); docs/decisions/0070: one extra copy per notifier crash at most |
@@ -65,6 +72,12 @@ DECLINE_CARDS = (
     cards.DECLINE_FRAUD_SUSPECTED,
     cards.DECLINE_3D_SECURE_FAILED,
 )
+OPERATION_KINDS = (
+    "purchase", "pay", "decline", "abandon", "cancel_refund", "rebuy", "double_click", "two_tabs",
+    "auto_renew_off", "auto_renew_on", "cancel_at_period_end", "op_extend", "op_refund", "op_auto_renew", "op_cancel",
+    "late_notification", "duplicate_notification",
+)
+"""What counts as an operation: what a user, an operator or YooKassa did (time moves and kills are counted apart)."""
 COUNT_KEYS = (
     "double_charges",
     "commands_not_terminal",
@@ -74,6 +87,8 @@ COUNT_KEYS = (
     "emails_missing",
     "emails_duplicated_beyond_bound",
     "emails_unexpected",
+    "period_double_charges",
+    "charges_after_decline",
 )
 
 
@@ -90,6 +105,10 @@ class ChaosConfig:
     after_broker_s: float = 20.0  # at least this much storm once the restarted broker is back
     faults: bool = True
     settle_timeout: float = 120.0
+    time_step_days: float = 4.0  # business time moves this much ...
+    time_every_s: tuple[float, float] = (1.5, 2.5)  # ... this often (a 30-day period lasts ~15 s of storm)
+    renew_actions: tuple[int, int] = (4, 12)  # actions of a "renew" user, half of them right after a time move
+    replay_every_s: float = 0.2  # a late or duplicate YooKassa notification this often
     keep_database: bool = False
     log_dir: Path | None = None
 
@@ -105,6 +124,7 @@ class Tally:
     failed_starts: Counter[str] = field(default_factory=Counter)
     kafka_restarts: int = 0
     kafka_down_s: float = 0.0
+    time_shifts: int = 0
     answered: dict[uuid.UUID, str] = field(default_factory=dict)  # command id -> status the user was told
     sent: set[uuid.UUID] = field(default_factory=set)  # every command id a user POSTed (derived from the key)
     notes: list[str] = field(default_factory=list)
@@ -124,27 +144,31 @@ class User:
         self.rng = rng
         self.user_id = user_id
         self.auth = {"Authorization": f"Bearer {pipeline.token(user_id, email=f'{user_id}@example.com')}"}
+        self.operator = f"chaos-op-{user_id}"
+        self.operator_auth = {"Authorization": f"Bearer {pipeline.token(self.operator, role='operator')}"}
         self.clock = clock
 
     @property
     def give_up_at(self) -> float:
         return self.clock.give_up_at
 
-    async def command(self, path: str, key: str, body: dict[str, Any]) -> dict[str, Any] | None:
-        """POST a command; retry with the SAME key on anything retryable; None if it never got through."""
-        command_id = derived_id("command", self.user_id, key)
+    async def command(self, path: str, key: str, body: dict[str, Any], *, operator: bool = False) -> dict[str, Any] | None:
+        """POST a command (as the user, or as an operator); retry with the SAME key on anything retryable;
+        None if it never got through."""
+        command_id = derived_id("command", self.operator if operator else self.user_id, key)
+        auth = self.operator_auth if operator else self.auth
         self.tally.sent.add(command_id)
         delay = 0.2
         while time.monotonic() < self.give_up_at:
             try:
                 response = await self.client.post(
-                    path, headers={**self.auth, "Idempotency-Key": key, "Prefer": "wait=5"}, json=body
+                    path, headers={**auth, "Idempotency-Key": key, "Prefer": "wait=5"}, json=body
                 )
             except httpx.HTTPError as exc:
                 self.tally.answers[f"transport {type(exc).__name__}"] += 1
             else:
                 self.tally.answers[f"http {response.status_code}"] += 1
-                if response.status_code == 404 and "/cancel" in path:
+                if response.status_code == 404 and "/subscriptions/" in path and path.count("/") > 3:
                     pass  # the read model has not seen the subscription yet: try again
                 elif response.status_code not in RETRYABLE:
                     data = response.json()
@@ -198,8 +222,8 @@ class User:
             return response.status_code == 200
         return False
 
-    async def buy(self, key: str) -> dict[str, Any] | None:
-        body = {"plan_id": PLAN_ID, "auto_renew": self.rng.random() < 0.5}
+    async def buy(self, key: str, auto_renew: bool | None = None) -> dict[str, Any] | None:
+        body = {"plan_id": PLAN_ID, "auto_renew": self.rng.random() < 0.5 if auto_renew is None else auto_renew}
         if self.rng.random() < 0.1:  # a double click: the same request twice at once
             self.tally.ops["double_click"] += 1
             answers = await asyncio.gather(*(self.command("/v1/subscriptions", key, body) for _ in range(2)))
@@ -226,13 +250,71 @@ class User:
             self.tally.ops["pay"] += 1
             await self.checkout(url, {"action": "pay", "card_number": cards.SUCCESS})
 
+    async def act(self, kind: str, path: str, key: str, body: dict[str, Any], *, operator: bool = False) -> str | None:
+        """One operation on the subscription; counted by kind and by how it ended."""
+        self.tally.ops[kind] += 1
+        answer = await self.command(path, key, body, operator=operator)
+        if answer is None:
+            return None
+        ended = await self.until_terminal(answer)
+        status = ended.get("command_status") or ended.get("status")
+        self.tally.ops[f"{kind}_{status}"] += 1
+        return str(status)
+
+    async def live_through_renewals(self, subscription_id: str) -> None:
+        """Keep a renewing subscription while business time moves, acting right after each move.
+
+        The scheduler starts a renewal within a tick of the move, so what the user or an operator
+        does in the next moments races it: auto-renew off and on, cancel at period end, an extra
+        week, a partial refund, an operator's auto-renew switch, or the end: an operator's cancel.
+        """
+        sub = f"/v1/subscriptions/{subscription_id}"
+        admin = f"/v1/admin/subscriptions/{subscription_id}"
+        actions = (
+            ("auto_renew_off", 20), ("auto_renew_on", 16), ("cancel_at_period_end", 8), ("op_extend", 14),
+            ("op_refund", 10), ("op_auto_renew", 10), ("op_cancel", 4), ("nothing", 18),
+        )
+        n = 0
+        for _ in range(self.rng.randint(*self.clock.renew_actions)):
+            if time.monotonic() >= self.clock.storm_end:
+                return
+            if self.rng.random() < 0.5:
+                await self.clock.next_shift(timeout=5.0)
+                await asyncio.sleep(self.rng.random() * 0.4)  # the renewal is being started just now
+            else:
+                await asyncio.sleep(self.rng.uniform(0.2, 1.0))
+            kind = self.rng.choices([a for a, _ in actions], weights=[w for _, w in actions])[0]
+            n += 1
+            if kind == "auto_renew_off":
+                await self.act(kind, f"{sub}/auto-renew", f"renew-off-{n}", {"enabled": False})
+            elif kind == "auto_renew_on":
+                await self.act(kind, f"{sub}/auto-renew", f"renew-on-{n}", {"enabled": True})
+            elif kind == "cancel_at_period_end":
+                await self.act(kind, f"{sub}/cancel", f"cancel-end-{n}", {"mode": "at_period_end"})
+            elif kind == "op_extend":
+                await self.act(kind, f"{admin}/extend", f"extend-{n}", {"days": self.rng.randint(1, 10), "reason": "chaos: outage"},
+                               operator=True)
+            elif kind == "op_refund":
+                amount = f"{self.rng.randint(1, 60)}.{self.rng.randint(0, 99):02d}"
+                await self.act(kind, f"{admin}/refund", f"refund-{n}",
+                               {"amount": {"amount": amount, "currency": "RUB"}, "reason": "chaos: goodwill"}, operator=True)
+            elif kind == "op_auto_renew":
+                await self.act(kind, f"{admin}/auto-renew", f"op-renew-{n}",
+                               {"enabled": self.rng.random() < 0.5, "reason": "chaos: asked by phone"}, operator=True)
+            elif kind == "op_cancel":
+                await self.act(kind, f"{admin}/cancel", f"op-cancel-{n}",
+                               {"refund": self.rng.random() < 0.5, "reason": "chaos: fraud check"}, operator=True)
+                return
+            else:
+                self.tally.ops["watched_a_time_move"] += 1
+
     async def run(self, scenario: str) -> None:
         self.tally.ops[f"scenario_{scenario}"] += 1
         self.tally.ops["purchase"] += 1
         if scenario == "pay" and self.rng.random() < 0.15:
             await self.two_tabs()
             return
-        done = await self.buy("buy-1")
+        done = await self.buy("buy-1", True if scenario == "renew" else None)
         if done is None:
             return
         status = done.get("command_status") or done.get("status")
@@ -259,6 +341,9 @@ class User:
             self.tally.ops["not_active_in_time"] += 1
             return
         self.tally.ops["active_seen"] += 1
+        if scenario == "renew":
+            await self.live_through_renewals(subscription_id)
+            return
         if self.rng.random() < 0.15:  # buys the same plan again: must be rejected, never charged
             self.tally.ops["rebuy"] += 1
             again = await self.command("/v1/subscriptions", "buy-2", {"plan_id": PLAN_ID, "auto_renew": False})
@@ -273,18 +358,75 @@ class User:
                 self.tally.ops[f"cancel_{ended.get('command_status') or ended.get('status')}"] += 1
 
 
-SCENARIOS = (("pay", 35), ("cancel", 30), ("decline", 20), ("abandon", 15))
+SCENARIOS = (("pay", 25), ("cancel", 20), ("decline", 12), ("abandon", 8), ("renew", 35))
 
 
 @dataclass
 class Clock:
-    """When the storm ends: pushed back after the broker restart, so chaos also runs with it back."""
+    """When the storm ends (pushed back after the broker restart, so chaos also runs with it back),
+    and the moves of business time users wait for."""
 
     storm_end: float
+    renew_actions: tuple[int, int] = (4, 12)
+    _shifted: asyncio.Event = field(default_factory=asyncio.Event)
 
     @property
     def give_up_at(self) -> float:
         return self.storm_end + 60  # flows in progress may finish after the storm
+
+    def shifted(self) -> None:
+        self._shifted.set()
+        self._shifted = asyncio.Event()
+
+    async def next_shift(self, timeout: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._shifted.wait(), timeout)
+
+
+async def move_time(pipeline: Pipeline, cfg: ChaosConfig, rng: random.Random, tally: Tally, clock: Clock) -> None:
+    """Move business time forward in steps until the storm ends: renewals fall due while users act."""
+    from datetime import timedelta
+
+    from eventstore.clock import shift_time
+    from eventstore.db import create_engine
+
+    engine = create_engine(pipeline.settings(), pool_size=1, application_name="chaos-clock")
+    try:
+        while True:
+            await asyncio.sleep(rng.uniform(*cfg.time_every_s))
+            if time.monotonic() >= clock.storm_end:
+                return
+            with contextlib.suppress(Exception):  # PostgreSQL busy: the next step moves it
+                await shift_time(engine, timedelta(days=cfg.time_step_days))
+                tally.time_shifts += 1
+                clock.shifted()
+    finally:
+        await engine.dispose()
+
+
+async def replay_notifications(pipeline: Pipeline, cfg: ChaosConfig, rng: random.Random,
+                               tally: Tally, clock: Clock) -> None:
+    """YooKassa sends notifications again, late (up to 8 s) and twice, for payments and refunds it already told us about."""
+    objects: list[str] = []
+    refreshed = 0.0
+    async with httpx.AsyncClient(base_url=pipeline.yookassa_url, timeout=httpx.Timeout(10.0), trust_env=False) as sb:
+        while time.monotonic() < clock.storm_end:
+            await asyncio.sleep(cfg.replay_every_s * rng.uniform(0.5, 1.5))
+            try:
+                if time.monotonic() - refreshed > 3:
+                    got = (await sb.get("/sandbox/notifications", params={"limit": "400"})).json()["items"]
+                    objects = sorted({n["object_id"] for n in got if n["status"] == "delivered"})
+                    refreshed = time.monotonic()
+                if not objects:
+                    continue
+                late = rng.random() < 0.5
+                body = {"object_id": rng.choice(objects), "times": 1 if late else 2,
+                        "delay_ms": rng.randint(2000, 8000) if late else rng.randint(0, 1000)}
+                answer = await sb.post("/sandbox/notifications/replay", json=body)
+                if answer.status_code == 200 and answer.json().get("queued"):
+                    tally.ops["late_notification" if late else "duplicate_notification"] += 1
+            except (httpx.HTTPError, ValueError, KeyError):
+                tally.answers["sandbox replay failed"] += 1
 
 
 async def user_loop(pipeline: Pipeline, client: httpx.AsyncClient, tally: Tally, rng: random.Random, run: str,
@@ -482,6 +624,176 @@ async def expected_emails(pipeline: Pipeline) -> dict[uuid.UUID, str]:
     return expected
 
 
+# --------------------------------------------------------------------------- pure counts (unit-tested)
+
+ChargeEvent = tuple[str, str, dict[str, Any]]
+"""(stream id, event type, event data as JSON) in the event store's order."""
+
+COUNTED_EVENT_TYPES = (
+    "CheckoutStarted", "RenewalStarted", "PaymentSucceeded", "PaymentFailed", "SubscriptionActivated",
+    "SubscriptionRenewed", "AutoRenewChanged", "SubscriptionCanceled", "RefundRequested", "RefundFailed",
+)
+
+
+def _kept_minor(p: dict[str, Any], refunds_by_payment: dict[str, list[dict[str, Any]]]) -> int:
+    """What YooKassa kept of a payment: its amount if it succeeded, minus succeeded refunds (0 otherwise)."""
+    if p.get("status") != "succeeded":
+        return 0
+    refunded = sum(_minor(r["amount"]["value"]) for r in refunds_by_payment.get(p["id"], []) if r["status"] == "succeeded")
+    return _minor(p["amount"]["value"]) - refunded
+
+
+def _by_payment(refunds: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    out: dict[str, list[dict[str, Any]]] = {}
+    for refund in refunds:
+        out.setdefault(refund["payment_id"], []).append(refund)
+    return out
+
+
+def count_period_double_charges(events: list[ChargeEvent], payments: list[dict[str, Any]],
+                                refunds: list[dict[str, Any]]) -> tuple[int, list[str]]:
+    """Kept charges (succeeded at YooKassa, not fully refunded) beyond one per subscription and period.
+
+    The period of a charge is its intent's: `CheckoutStarted` is the first period, `RenewalStarted`
+    names `period_start`. A charge started while another charge of the same subscription was still
+    unsettled (no PaymentSucceeded, nor a PaymentFailed that knows the outcome) belongs to that
+    charge's period too: it was the same renewal tried again. YooKassa's side (the sandbox's stored
+    payments and their `metadata.payment_id`) says what was charged; the event store says for what.
+    """
+    parent: dict[str, str] = {}
+
+    def find(x: str) -> str:
+        parent.setdefault(x, x)
+        while parent[x] != x:
+            parent[x] = parent[parent[x]]
+            x = parent[x]
+        return x
+
+    def union(a: str, b: str) -> None:
+        parent[find(a)] = find(b)
+
+    first_of_period: dict[tuple[str, str], str] = {}
+    open_charges: dict[str, set[str]] = {}
+    subscription_of: dict[str, str] = {}
+    for _stream, kind, data in events:
+        if kind in ("CheckoutStarted", "RenewalStarted"):
+            sub, pay = str(data["subscription_id"]), str(data["payment_id"])
+            period = "checkout" if kind == "CheckoutStarted" else _instant(data["period_start"])
+            subscription_of[pay] = sub
+            find(pay)
+            first = first_of_period.setdefault((sub, period), pay)
+            union(pay, first)
+            for other in open_charges.get(sub, set()):
+                union(pay, other)
+            open_charges.setdefault(sub, set()).add(pay)
+        elif kind == "PaymentSucceeded" or (kind == "PaymentFailed" and not data.get("outcome_unknown")):
+            sub, pay = str(data["subscription_id"]), str(data["payment_id"])
+            open_charges.get(sub, set()).discard(pay)
+    refunds_by_payment = _by_payment(refunds)
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for p in payments:
+        if _kept_minor(p, refunds_by_payment) <= 0:
+            continue
+        pay = str((p.get("metadata") or {}).get("payment_id") or f"yookassa:{p['id']}")
+        groups.setdefault(find(pay), []).append(p)
+    count, details = 0, []
+    for kept in groups.values():
+        if len(kept) > 1:
+            count += len(kept) - 1
+            meta = kept[0].get("metadata") or {}
+            details.append(f"period double charge: subscription {meta.get('subscription_id')}: YooKassa payments "
+                           f"{[p['id'] for p in kept]} ({[(p.get('metadata') or {}).get('purpose', 'purchase') for p in kept]})")
+    return count, details
+
+
+def count_charges_after_decline(events: list[ChargeEvent]) -> tuple[int, list[str]]:
+    """Renewal charges kept although the customer's last word, when the charge succeeded, was "do not renew".
+
+    Per account, in the event store's order: `AutoRenewChanged(enabled=false)` or any
+    `SubscriptionCanceled` is a "no" until `AutoRenewChanged(enabled=true)` takes it back. A renewal
+    whose `PaymentSucceeded` comes while the "no" stands — said after the renewal started (declined
+    in flight) or even before it (it should never have started) — must be refunded in full: it
+    counts unless refunds of its whole amount were requested (minus those that failed for sure).
+    """
+    declined: dict[str, str | None] = {}  # subscription -> the event that said no, or None
+    renewals: dict[str, tuple[str, int]] = {}  # payment -> (subscription, amount)
+    suspects: dict[str, str] = {}  # payment -> why
+    requested: Counter[str] = Counter()
+    refund_of: dict[str, tuple[str, int]] = {}
+    for stream, kind, data in events:
+        sub = str(data.get("subscription_id"))
+        if kind == "SubscriptionActivated":
+            declined[sub] = None if data.get("auto_renew", True) else "bought without auto-renew"
+        elif kind == "AutoRenewChanged":
+            declined[sub] = None if data["enabled"] else "AutoRenewChanged(enabled=false)"
+        elif kind == "SubscriptionCanceled":
+            declined[sub] = f"SubscriptionCanceled({data.get('mode')})"
+        elif kind == "RenewalStarted":
+            renewals[str(data["payment_id"])] = (sub, _minor(data["amount"]["amount"]))
+        elif kind == "PaymentSucceeded" and str(data["payment_id"]) in renewals and declined.get(sub):
+            suspects[str(data["payment_id"])] = f"{stream}: renewal charge succeeded after {declined[sub]}"
+        elif kind == "RefundRequested":
+            amount = _minor(data["amount"]["amount"])
+            requested[str(data["payment_id"])] += amount
+            refund_of[str(data["refund_id"])] = (str(data["payment_id"]), amount)
+        elif kind == "RefundFailed" and not data.get("outcome_unknown") and str(data["refund_id"]) in refund_of:
+            pay, amount = refund_of.pop(str(data["refund_id"]))
+            requested[pay] -= amount
+    count, details = 0, []
+    for pay, why in suspects.items():
+        amount = renewals[pay][1]
+        if requested[pay] < amount:
+            count += 1
+            details.append(f"charge after decline: payment {pay} ({amount} kept, {requested[pay]} refund requested): {why}")
+    return count, details
+
+
+def count_charges_without_a_period(events: list[ChargeEvent], payments: list[dict[str, Any]],
+                                   refunds: list[dict[str, Any]]) -> tuple[int, list[str]]:
+    """Succeeded YooKassa payments with nothing refunded that bought no period (no SubscriptionActivated
+    or SubscriptionRenewed names them): money taken for nothing."""
+    bought = {str(d.get("payment_id")) for _s, kind, d in events if kind in ("SubscriptionActivated", "SubscriptionRenewed")}
+    refunds_by_payment = _by_payment(refunds)
+    count, details = 0, []
+    for p in payments:
+        if p.get("status") != "succeeded" or _kept_minor(p, refunds_by_payment) < _minor(p["amount"]["value"]):
+            continue
+        if str((p.get("metadata") or {}).get("payment_id")) not in bought:
+            count += 1
+            details.append(f"payment {p['id']} ({(p.get('metadata') or {}).get('purpose', 'purchase')}) succeeded, "
+                           f"bought no period and was not refunded")
+    return count, details
+
+
+def declines_in_flight(events: list[ChargeEvent]) -> int:
+    """How many declines (auto-renew off, a cancel) came while a renewal charge of that subscription
+    was unsettled: the interleaving the renewal mix is there to produce (a fact, not a count)."""
+    in_flight: dict[str, set[str]] = {}
+    n = 0
+    for _stream, kind, data in events:
+        sub = str(data.get("subscription_id"))
+        if kind == "RenewalStarted":
+            in_flight.setdefault(sub, set()).add(str(data["payment_id"]))
+        elif kind in ("PaymentSucceeded", "PaymentFailed"):
+            in_flight.get(sub, set()).discard(str(data["payment_id"]))
+        elif (kind == "SubscriptionCanceled" or (kind == "AutoRenewChanged" and not data["enabled"])) and in_flight.get(sub):
+            n += 1
+    return n
+
+
+def _instant(value: str) -> str:
+    from datetime import datetime, timezone
+
+    return datetime.fromisoformat(value.replace("Z", "+00:00")).astimezone(timezone.utc).isoformat()
+
+
+async def charge_events(conn: Any) -> list[ChargeEvent]:
+    """The events the counts read, in the event store's order."""
+    rows = await conn.fetch("SELECT stream_id, type, data::text AS data FROM eventstore.events WHERE type = ANY($1::text[])"
+                            " ORDER BY position", list(COUNTED_EVENT_TYPES))
+    return [(r["stream_id"], r["type"], orjson.loads(r["data"])) for r in rows]
+
+
 async def check(pipeline: Pipeline, tally: Tally, conn: Any) -> tuple[dict[str, int], dict[str, Any], list[str]]:
     """Count every violation of the two promises; (counts, facts for the table, details of violations)."""
     details: list[str] = []
@@ -503,10 +815,12 @@ async def check(pipeline: Pipeline, tally: Tally, conn: Any) -> tuple[dict[str, 
         return sum(_minor(r["amount"]["value"]) for r in refunds_by_payment.get(p["id"], []) if r["status"] in statuses)
 
     # Every flow is a fresh user buying one plan once (a second purchase must be refused), so a
-    # user with two charges that were not fully refunded was charged twice, whichever
-    # subscription each charge names.
+    # user with two purchase charges that were not fully refunded was charged twice, whichever
+    # subscription each charge names. Renewal charges are counted per period below.
     by_user: dict[str, list[dict[str, Any]]] = {}
     for p in succeeded:
+        if (p.get("metadata") or {}).get("purpose") == "renewal":
+            continue
         by_user.setdefault(p.get("metadata", {}).get("user_id", "?"), []).append(p)
     double = 0
     for user, charges in by_user.items():
@@ -519,7 +833,7 @@ async def check(pipeline: Pipeline, tally: Tally, conn: Any) -> tuple[dict[str, 
     facts["sandbox_payments"] = len(payments)
     facts["sandbox_successful_charges"] = len(succeeded)
     facts["sandbox_refunds"] = len(refunds)
-    facts["subscriptions_charged_twice"] = len(stats["duplicates"])
+    facts["subscriptions_charged_more_than_once"] = len(stats["duplicates"])  # renewals included
     facts["charges_fully_refunded"] = sum(1 for p in succeeded if refunded_minor(p) >= _minor(p["amount"]["value"]))
 
     # --- commands that never ended
@@ -540,18 +854,25 @@ async def check(pipeline: Pipeline, tally: Tally, conn: Any) -> tuple[dict[str, 
     facts["commands_accepted_by_api"] = len(accepted)
     facts["commands_by_status"] = dict(Counter(status_of.values()))
 
-    # --- succeeded payments whose subscription is not active/expired and which were not refunded
+    # --- succeeded payments that bought no period (no SubscriptionActivated/Renewed names them) and
+    # were not refunded; with renewals, operator cancels and time moving on, a subscription's
+    # status today says nothing about whether a charge bought something
     subs = {str(r[0]): (r[1], r[2], r[3]) for r in await conn.fetch(
         "SELECT subscription_id, status, amount_paid_minor, amount_refunded_minor FROM read.subscriptions")}
-    orphan = 0
-    for p in succeeded:
-        sub_id = p.get("metadata", {}).get("subscription_id")
-        sub = subs.get(str(sub_id))
-        if refunded_minor(p) > 0:
-            continue
-        if sub is None or sub[0] not in ("active", "expired", "past_due"):
-            orphan += 1
-            details.append(f"payment {p['id']} succeeded; subscription {sub_id} is {sub[0] if sub else 'missing'}, no refund")
+    events = await charge_events(conn)
+    orphan, found = count_charges_without_a_period(events, payments, refunds)
+    details.extend(found[:20])
+
+    # --- the renewal promises: one kept charge per period, none after the customer said no
+    period_double, found = count_period_double_charges(events, payments, refunds)
+    details.extend(found[:20])
+    after_decline, found = count_charges_after_decline(events)
+    details.extend(found[:20])
+    facts["renewal_charges_succeeded"] = sum(1 for p in succeeded if (p.get("metadata") or {}).get("purpose") == "renewal")
+    facts["renewals_started"] = sum(1 for _s, kind, _d in events if kind == "RenewalStarted")
+    facts["declines_recorded"] = sum(1 for _s, kind, d in events
+                                     if kind == "SubscriptionCanceled" or (kind == "AutoRenewChanged" and not d["enabled"]))
+    facts["declines_while_a_renewal_was_in_flight"] = declines_in_flight(events)
 
     # --- refunds above what was paid
     above = 0
@@ -616,6 +937,8 @@ async def check(pipeline: Pipeline, tally: Tally, conn: Any) -> tuple[dict[str, 
         "emails_missing": len(missing),
         "emails_duplicated_beyond_bound": beyond,
         "emails_unexpected": unexpected,
+        "period_double_charges": period_double,
+        "charges_after_decline": after_decline,
     }
     return counts, facts, details
 
@@ -634,6 +957,9 @@ async def settle(pipeline: Pipeline, tally: Tally, conn: Any, timeout: float, lo
             # session timeout): every event that must email needs its row before we count emails.
             recorded = {r[0] for r in await conn.fetch("SELECT event_id FROM notifier.emails")}
             state["emails_not_recorded"] = len(set(await expected_emails(pipeline)) - recorded)
+            with contextlib.suppress(Exception):  # late notifications YooKassa has still to send
+                notes = await pipeline.yookassa.anotifications()
+                state["yookassa_notifications_queued"] = sum(1 for n in notes if n["status"] == "pending")
         if not any(state.values()):
             return True, state
         if time.monotonic() - last_print > 10:
@@ -650,7 +976,7 @@ def chaos_options(database_url: str, cfg: ChaosConfig, yookassa_timeout_s: float
     options = PipelineOptions(
         database_url=database_url, private_kafka=True, name="chaos", processors=cfg.processors,
         keep_database=cfg.keep_database,
-        env={"LOG_LEVEL": "INFO"},
+        env={"LOG_LEVEL": "INFO", "BILLING_CLOCK": "shiftable"},
         role_env={
             "processor": {
                 "PROCESSOR_CONSUMERS": "2",
@@ -659,6 +985,14 @@ def chaos_options(database_url: str, cfg: ChaosConfig, yookassa_timeout_s: float
                 "PROCESSOR_JANITOR_TICK_S": "0.5",
                 "PROCESSOR_SESSION_TIMEOUT_MS": "6000",
                 "YOOKASSA_TIMEOUT_S": str(yookassa_timeout_s),
+                # renewals on the shiftable clock: a 0.2 s tick, charged a day before the end
+                "PROCESSOR_SCHEDULER_TICK_S": "0.2",
+                "PROCESSOR_RENEWAL_LEAD_S": "86400",
+                "PROCESSOR_EXPIRY_REMINDER_LEAD_S": str(3 * 86400),
+                "PROCESSOR_DUNNING_RETRY_DAYS": "1,3",
+                # the janitor's schedule is in business time: days pass in seconds here, so its
+                # "within the window, every 2 s" must outlast the storm's moves of time
+                "PROCESSOR_JANITOR_WINDOW_S": str(10 * 365 * 86400),
             },
             "notifier": {
                 "NOTIFIER_HTTP_TIMEOUT_S": "2",
@@ -682,7 +1016,7 @@ def chaos_options(database_url: str, cfg: ChaosConfig, yookassa_timeout_s: float
 
 
 async def create_plan(pipeline: Pipeline, client: httpx.AsyncClient) -> None:
-    operator = {"Authorization": f"Bearer {pipeline.token('chaos-admin', role='service', operators=['chaos'])}", "X-Operator": "chaos"}
+    operator = {"Authorization": f"Bearer {pipeline.token('chaos-admin', role='service')}", "X-Operator": "chaos"}
     response = await client.post(
         "/v1/admin/plans", headers={**operator, "Idempotency-Key": PLAN_ID, "Prefer": "wait=10"},
         json={"plan_id": PLAN_ID, "name": "Monthly", "price": {"amount": PLAN_PRICE, "currency": "RUB"},
@@ -726,7 +1060,10 @@ async def run_chaos(cfg: ChaosConfig, database_url: str, log: Any = print) -> di
                 if cfg.faults:
                     await pipeline.yookassa.aset_faults(fault_rules(yookassa_timeout_s))
                 storm_start = time.monotonic()
-                clock = Clock(storm_start + cfg.duration)
+                clock = Clock(storm_start + cfg.duration, renew_actions=cfg.renew_actions)
+                background = [asyncio.create_task(move_time(pipeline, cfg, random.Random(rng.random()), tally, clock)),
+                              asyncio.create_task(replay_notifications(pipeline, cfg, random.Random(rng.random()), tally,
+                                                                       clock))]
                 users = [asyncio.create_task(user_loop(pipeline, client, tally, random.Random(rng.random()), run,
                                                        vu, clock)) for vu in range(cfg.users)]
                 await monkey(pipeline, cfg, rng, tally, clock, log)
@@ -740,7 +1077,7 @@ async def run_chaos(cfg: ChaosConfig, database_url: str, log: Any = print) -> di
                 for name, proc in pipeline.processes.items():
                     if not proc.running:
                         await revive(pipeline, name, tally, log)
-                await asyncio.gather(*users)
+                await asyncio.gather(*users, *background)
                 storm_s = time.monotonic() - storm_start
                 log("settling (the janitor asks YooKassa about everything still open) …")
                 settled, state = await settle(pipeline, tally, conn, cfg.settle_timeout, log)
@@ -754,13 +1091,13 @@ async def run_chaos(cfg: ChaosConfig, database_url: str, log: Any = print) -> di
         **counts,
         "settled": settled,
         "open_after_settle": {k: v for k, v in state.items() if v},
-        "operations": sum(tally.ops[k] for k in ("purchase", "pay", "decline", "abandon", "cancel_refund", "rebuy",
-                                                 "double_click", "two_tabs")),
+        "operations": sum(tally.ops[k] for k in OPERATION_KINDS),
         "operations_by_kind": dict(tally.ops),
         "kills": sum(tally.kills.values()),
         "kills_by_process": dict(tally.kills),
         "kafka_restarts": tally.kafka_restarts,
         "kafka_down_s": round(tally.kafka_down_s, 1),
+        "time_shifts": tally.time_shifts,
         "faults": faults_fired,
         "api_answers": dict(tally.answers),
         "revive_failures": tally.revive_failures,
@@ -796,6 +1133,7 @@ def print_report(report: dict[str, Any], console: Console) -> None:
     for name, n in sorted(report["kills_by_process"].items()):
         info.add_row(f"  {name}", str(n))
     info.add_row("Kafka broker restarts (down seconds)", f"{report['kafka_restarts']} ({report['kafka_down_s']})")
+    info.add_row("business-time moves", str(report["time_shifts"]))
     info.add_row("provider faults fired", str(report["faults"]))
     for name, n in sorted(report["failed_starts"].items()):
         info.add_row(f"  failed starts of {name} (broker down)", str(n))
@@ -811,7 +1149,7 @@ def print_report(report: dict[str, Any], console: Console) -> None:
 
 def summary_json(report: dict[str, Any]) -> str:
     """The last line: every count plus the numbers of operations, kills and faults."""
-    keys = (*COUNT_KEYS, "operations", "kills", "kafka_restarts", "faults", "settled", "seed")
+    keys = (*COUNT_KEYS, "operations", "kills", "kafka_restarts", "faults", "time_shifts", "settled", "seed", "total_s")
     return orjson.dumps({k: report[k] for k in keys}).decode()
 
 

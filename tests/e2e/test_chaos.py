@@ -3,12 +3,16 @@
 Everything is real and private to this test: a fresh database, unique topics, a throw-away Kafka
 broker (restarted once during the storm; the shared broker is never touched), both sandboxes and
 every service as a process. Virtual users buy, pay, decline, abandon and cancel with refunds
-through the API while processors, the relay, the projector and the notifier are SIGKILLed and
-restarted and YooKassa times out, answers 500 (applied or not), loses responses and duplicates
-and delays its notifications. After the faults stop and the janitor settles everything, every
-count of bench/chaos.py must be zero: no double charge, no command without a terminal status, no
-paid purchase without its subscription, no refund above what was paid, read models equal to a
-replay, and emails exactly once per event within the bound of docs/decisions/0070.
+through the API; others keep a renewing subscription while business time moves (the shiftable
+clock), turning auto-renew off and on, canceling at period end, and operators extend, refund,
+switch auto-renew and cancel, right as renewals start. Meanwhile processors, the relay, the
+projector and the notifier are SIGKILLed and restarted and YooKassa times out, answers 500
+(applied or not), loses responses, duplicates and delays its notifications and sends old ones
+again, late and twice. After the faults stop and the janitor settles everything, every count of
+bench/chaos.py must be zero: no double charge (per purchase, and per renewal period), no renewal
+kept after the customer said no, no command without a terminal status, no charge that bought
+nothing, no refund above what was paid, read models equal to a replay, and emails exactly once
+per event within the bound of docs/decisions/0070.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ async def test_no_double_charge_and_every_command_ends_under_chaos(settings: Set
                       kafka_restart_at=(0.1, 0.2), after_broker_s=15.0, settle_timeout=90.0)
     report = await run_chaos(cfg, settings.database_url, log=lambda m: print(m, flush=True))
     print(summary_json(report))
+    print({k: v for k, v in report["operations_by_kind"].items()}, report["facts"], flush=True)
 
     explain = (f"seed {seed} (rerun with CHAOS_SEED={seed}); {summary_json(report)}\n"
                + "\n".join(report["details"] + report["revive_failures"] + report["notes"])
@@ -40,3 +45,8 @@ async def test_no_double_charge_and_every_command_ends_under_chaos(settings: Set
     # the run really was chaotic: users got through, processes died, the broker restarted, YooKassa lied
     assert report["operations_by_kind"].get("active_seen", 0) > 0, explain
     assert report["kills"] >= 3 and report["kafka_restarts"] == 1 and report["faults"] > 0, explain
+    # ... and the renewal mix ran: time moved, renewals started, people said no, YooKassa repeated itself
+    ops = report["operations_by_kind"]
+    assert report["time_shifts"] > 0 and report["facts"]["renewals_started"] > 0, explain
+    assert ops.get("auto_renew_off", 0) + ops.get("cancel_at_period_end", 0) + ops.get("op_auto_renew", 0) > 0, explain
+    assert ops.get("late_notification", 0) + ops.get("duplicate_notification", 0) > 0, explain
