@@ -1016,7 +1016,7 @@ def chaos_options(database_url: str, cfg: ChaosConfig, yookassa_timeout_s: float
 
 
 async def create_plan(pipeline: Pipeline, client: httpx.AsyncClient) -> None:
-    operator = {"Authorization": f"Bearer {pipeline.token('chaos-admin', role='service')}", "X-Operator": "chaos"}
+    operator = {"Authorization": f"Bearer {pipeline.token('chaos-admin', role='service', operators=['chaos'])}", "X-Operator": "chaos"}
     response = await client.post(
         "/v1/admin/plans", headers={**operator, "Idempotency-Key": PLAN_ID, "Prefer": "wait=10"},
         json={"plan_id": PLAN_ID, "name": "Monthly", "price": {"amount": PLAN_PRICE, "currency": "RUB"},

@@ -12,6 +12,7 @@ import contextlib
 from dataclasses import dataclass, field
 
 from aiokafka import AIOKafkaProducer
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from eventstore.clock import Clock, ShiftableClock, build_clock
@@ -103,11 +104,19 @@ class Processor:
 
     async def _serve_health(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         with contextlib.suppress(Exception):
-            await asyncio.wait_for(reader.readline(), 2)
-            ok = self.started
-            body = b"ok" if ok else b"starting"
-            status = b"200 OK" if ok else b"503 Service Unavailable"
-            writer.write(b"HTTP/1.1 " + status + b"\r\nContent-Length: " + str(len(body)).encode() + b"\r\nConnection: close\r\n\r\n" + body)
+            request_line = await asyncio.wait_for(reader.readline(), 2)
+            if request_line.split(b" ")[1:2] == [b"/metrics"]:
+                # The process's Prometheus metrics (e.g. YooKassa refusing our credentials).
+                status, body, kind = b"200 OK", generate_latest(), CONTENT_TYPE_LATEST.encode()
+            else:
+                ok = self.started
+                body = b"ok" if ok else b"starting"
+                status = b"200 OK" if ok else b"503 Service Unavailable"
+                kind = b"text/plain"
+            writer.write(
+                b"HTTP/1.1 " + status + b"\r\nContent-Type: " + kind + b"\r\nContent-Length: " + str(len(body)).encode()
+                + b"\r\nConnection: close\r\n\r\n" + body
+            )
             await writer.drain()
         writer.close()
 

@@ -80,6 +80,10 @@ log = get_logger(__name__)
 PLAN_COMMANDS = (CreatePlan, ArchivePlan)
 
 
+class ProviderUnreachable(RuntimeError):
+    """The command needs an answer from YooKassa that did not come: the consumer retries it."""
+
+
 class TooManyConflicts(RuntimeError):
     """The stream kept moving under us; the consumer loop retries (then dead-letters)."""
 
@@ -287,6 +291,8 @@ class CommandHandler:
             outcome = await self.gateway.execute(step)
             self.crash.reached(f"after_{name}")
             decision = resolve(state, command, step, outcome, self._context(plan))
+            if decision.retry_later:
+                raise ProviderUnreachable(decision.retry_later)
             if decision.events:
                 async with db.acquire() as conn:
                     await self._append(conn, state, command, decision.events)

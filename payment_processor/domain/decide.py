@@ -126,6 +126,9 @@ class Decision:
     events: list[Emit] = field(default_factory=list)
     step: ProviderStep | None = None
     already_handled: bool = False
+    retry_later: str | None = None
+    """Nothing to record yet, and nothing else will ask again: the command must be retried (the
+    consumer's bounded retries, then the dead-letter topic and CommandFailed)."""
 
     @property
     def terminals(self) -> list[Emit]:
@@ -272,10 +275,16 @@ def _refund_named_by(state: AccountState, outcome: ProviderOutcome) -> Refund | 
 
 
 def _not_ours(command: Envelope, kind: str, step: ProviderStep, outcome: ProviderOutcome) -> Decision:
-    if isinstance(outcome, (ProviderUnknown, ProviderRefused)):
-        why = f"YooKassa could not be asked about {kind} {getattr(step, f'provider_{kind}_id', '')} ({outcome.detail})."
+    object_id = getattr(step, f"provider_{kind}_id", "")
+    if isinstance(outcome, ProviderUnknown):
+        # We could not read it, so we cannot tell whether it is a late answer about one of ours,
+        # and no janitor follows an id we never recorded: this notification must be retried,
+        # not dropped (the model-based test found a late success lost to one 500 here).
+        return Decision(retry_later=f"YooKassa could not be asked about {kind} {object_id}: {outcome.detail}"[:1000])
+    if isinstance(outcome, ProviderRefused):
+        why = f"YooKassa refused to show {kind} {object_id} ({outcome.detail})."
     else:
-        why = f"YooKassa's {kind} {getattr(step, f'provider_{kind}_id', '')} is not one of this account's."
+        why = f"YooKassa's {kind} {object_id} is not one of this account's."
     return _reject(command, f"{kind}_not_found", why[:1000])
 
 

@@ -909,3 +909,17 @@ def test_events_carry_the_customer_for_the_notifier() -> None:
     for e in events:
         if hasattr(e.data, "customer") and e.type != "CommandSucceeded":
             assert e.data.customer == CUSTOMER, e.type
+
+
+def test_a_notification_we_cannot_read_yet_is_retried_not_dropped() -> None:
+    """Found by the model-based test: one 500 on the look-up lost a late success for good."""
+    acc = Account()
+    sub_id = acc.active()
+    payment_id = _give_up_on_a_renewal(acc, sub_id)
+    command = acc.command(s.SyncPayment(provider_payment_id=pid(9)), actor="provider")
+    decision = decide(acc.state, command, acc.ctx())
+    assert isinstance(decision.step, FindPayment) and decision.step.payment_id is None
+    retry = resolve(acc.state, command, decision.step, UNKNOWN, acc.ctx())
+    assert retry.retry_later and not retry.events
+    late = ProviderPayment(id=pid(9), status="succeeded", captured_at=acc.now, metadata={"payment_id": str(payment_id)})
+    assert "SubscriptionRenewed" in types(acc.handle(command, late))  # the retry matches it

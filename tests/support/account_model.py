@@ -1,0 +1,646 @@
+"""A model-based check of the account aggregate: every actor, every provider answer, any order.
+
+Hypothesis drives one billing account through the pure domain exactly as the processor does
+(`decide` → append → provider step → `resolve` → append …), with a fake YooKassa that keeps its own
+books (payments, refunds, idempotence keys that it forgets after 24 hours) and answers each call
+with success, a decline, pending, a lost answer (before or after acting), a 5xx or a 401 — the
+errors go through the gateway's own `classify_error`, so the mapping is the product's. The rules
+are every command a user, an operator, the scheduler, the janitor and a notification can send,
+plus the customer on the payment page, the provider settling on its own, a worker crashing before
+or after a provider call (the command is redelivered), duplicate deliveries and time passing.
+
+After every step the invariants below hold; `settle()` (a rule, and at the end of every run) makes
+the world calm — every notification delivered, every page abandoned, every crashed command
+redelivered, the janitor asking about everything open — and then checks that every command ended
+and that our books agree with YooKassa's.
+
+Invariants (the two promises, made checkable):
+* the account state equals the fold of its events (after a JSON round trip at the end of a run);
+* refunded + reserved ≤ paid for every payment, in our books and in YooKassa's; nothing ever asks
+  YooKassa for more than is left, nor reuses an idempotence key with another body;
+* at most one kept charge per subscription period: two charges of one subscription started for
+  the same period (the count of periods paid when they started) are never both kept — "kept"
+  means YooKassa took the money and we never asked for it back in full;
+* no kept renewal charge whose decline (auto-renew off, cancel, expiry) came after it started and
+  before we heard of its success, with no re-enable in between;
+* a payment or refund ends as failed only when YooKassa declined or refused it (a 401 is ours to
+  fix, a given-up create is flagged `outcome_unknown`);
+* once the provider has settled: every command has a terminal event, nothing is left open.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
+from yookassa.domain.exceptions import BadRequestError, InternalServerError, NotFoundError, UnauthorizedError
+
+import schemas as s
+from payment_processor.domain import (
+    AccountState,
+    Context,
+    CreatePayment,
+    CreateRefund,
+    Decision,
+    FindPayment,
+    FindRefund,
+    PlanState,
+    ProviderOutcome,
+    ProviderPayment,
+    ProviderRefund,
+    ProviderStep,
+    apply,
+    build_account,
+    build_plan,
+    decide,
+    resolve,
+    to_envelopes,
+)
+from payment_processor.gateway import classify_error
+from payment_processor.janitor import sync_command
+from payment_processor.operations import OpenOperation
+from payment_processor.schedule import DueAction, row_of
+from payment_processor.scheduler import command_for
+
+T0 = datetime(2026, 3, 1, 9, 0, tzinfo=timezone.utc)
+USER = "model-user"
+STREAM = s.account_stream(USER)
+CUSTOMER = s.Customer(email="model@example.com", locale="ru")
+KEY_MEMORY = timedelta(hours=24)  # how long YooKassa remembers an Idempotence-Key
+RENEWAL_LEAD = timedelta(days=1)
+OPEN = frozenset({"requested", "pending", "unknown"})
+
+FAULTS = ("ok", "ok", "ok", "lost_before", "lost_after", "5xx", "401")
+"""How one provider call goes: answered, lost before or after YooKassa acted, a 500, a 401."""
+
+
+def _plan(plan_id: str, price: str, days: int) -> PlanState:
+    stream = s.plan_stream(plan_id)
+    meta = s.Metadata(correlation_id="model", actor=s.Actor(kind="admin", id="op"), command_id=s.derived_id("model-plan", plan_id))
+    created = s.PlanCreated(plan_id=plan_id, name=plan_id.title(), price=s.Money(amount=price), period_days=days)
+    return build_plan(stream, [s.new_envelope(created, stream_id=stream, metadata=meta)])
+
+
+PLANS = {"monthly": _plan("monthly", "299.00", 30), "weekly": _plan("weekly", "99.00", 7)}
+
+
+# --------------------------------------------------------------------------- the fake YooKassa
+
+
+@dataclass
+class YkPayment:
+    id: str
+    amount_minor: int
+    metadata: dict[str, str]
+    renewal: bool
+    save_method: bool
+    status: str = "pending"
+    captured_at: datetime | None = None
+    cancellation_reason: str | None = None
+
+
+@dataclass
+class YkRefund:
+    id: str
+    payment_id: str
+    amount_minor: int
+    status: str = "pending"
+
+
+@dataclass
+class FakeYooKassa:
+    """YooKassa's own books, with its idempotence: a key replays its object for 24 hours, then is forgotten."""
+
+    payments: dict[str, YkPayment] = field(default_factory=dict)
+    refunds: dict[str, YkRefund] = field(default_factory=dict)
+    keys: dict[str, tuple[str, datetime, Any]] = field(default_factory=dict)
+    refused_keys: set[str] = field(default_factory=set)
+    notifications: list[tuple[str, str, str]] = field(default_factory=list)
+    """(kind, YooKassa id, event) not yet delivered; a delivered one may stay for a duplicate."""
+    violations: list[str] = field(default_factory=list)
+    _ids: itertools.count = field(default_factory=lambda: itertools.count(1))
+
+    def _new_id(self, kind: int) -> str:
+        return f"{kind:08x}-0000-5000-8000-{next(self._ids):012d}"
+
+    def call(self, step: ProviderStep, fault: str, now: datetime, result: str) -> ProviderOutcome:
+        """One HTTP call; `result` is how a new renewal charge or refund comes out (succeeded/canceled/pending)."""
+        if fault == "401":
+            return classify_error(UnauthorizedError({"type": "error", "code": "invalid_credentials", "description": "Wrong key"}))
+        if fault == "lost_before":
+            try:
+                raise ConnectionRefusedError("connection refused")
+            except ConnectionRefusedError:
+                try:
+                    None.status_code  # type: ignore[attr-defined]  # the SDK's way of saying "no response"
+                except AttributeError as exc:
+                    return classify_error(exc)
+        try:
+            outcome = self._act(step, now, result)
+        except (BadRequestError, NotFoundError) as exc:
+            return classify_error(exc)
+        if fault == "lost_after":
+            return classify_error(TimeoutError("read timed out"))
+        if fault == "5xx":
+            return classify_error(InternalServerError({"type": "error", "code": "internal_server_error"}))
+        return outcome
+
+    def _act(self, step: ProviderStep, now: datetime, result: str) -> ProviderOutcome:
+        if isinstance(step, (CreatePayment, CreateRefund)):
+            known = self.keys.get(step.idempotence_key)
+            if known is not None and now - known[1] < KEY_MEMORY:
+                if known[2] != step.body:
+                    self.violations.append(f"idempotence key {step.idempotence_key} reused with another body")
+                    raise BadRequestError({"type": "error", "code": "invalid_request", "description": "key reused"})
+                return self.view(known[0])
+        if isinstance(step, CreatePayment):
+            body = step.body
+            renewal = "payment_method_id" in body
+            payment = YkPayment(
+                id=self._new_id(0x2F9D7A1C),
+                amount_minor=s.Money(amount=body["amount"]["value"]).minor,
+                metadata=dict(body["metadata"]),
+                renewal=renewal,
+                save_method=bool(body.get("save_payment_method")),
+            )
+            self.payments[payment.id] = payment
+            self.keys[step.idempotence_key] = (payment.id, now, body)
+            if renewal and result != "pending":
+                self.settle_payment(payment, result, now)
+            return self.view(payment.id)
+        if isinstance(step, CreateRefund):
+            body = step.body
+            payment = self.payments.get(body["payment_id"])
+            amount = s.Money(amount=body["amount"]["value"]).minor
+            if payment is None or payment.status != "succeeded":
+                self.refused_keys.add(step.idempotence_key)
+                raise BadRequestError({"type": "error", "code": "invalid_request", "description": "payment not refundable"})
+            taken = sum(r.amount_minor for r in self.refunds.values() if r.payment_id == payment.id and r.status != "canceled")
+            if taken + amount > payment.amount_minor:
+                self.violations.append(f"asked to refund {amount} of {payment.id} with {payment.amount_minor - taken} left")
+                self.refused_keys.add(step.idempotence_key)
+                raise BadRequestError({"type": "error", "code": "invalid_request", "description": "amount too large"})
+            refund = YkRefund(id=self._new_id(0x3A8E0000), payment_id=payment.id, amount_minor=amount)
+            self.refunds[refund.id] = refund
+            self.keys[step.idempotence_key] = (refund.id, now, body)
+            if result != "pending":
+                self.settle_refund(refund, "succeeded" if result == "succeeded" else "canceled")
+            return self.view(refund.id)
+        object_id = step.provider_payment_id if isinstance(step, FindPayment) else step.provider_refund_id
+        if object_id not in self.payments and object_id not in self.refunds:
+            raise NotFoundError({"type": "error", "code": "not_found", "description": "no such object"})
+        return self.view(object_id)
+
+    def view(self, object_id: str) -> ProviderOutcome:
+        if object_id in self.refunds:
+            r = self.refunds[object_id]
+            return ProviderRefund(id=r.id, status=r.status, amount=s.Money.from_minor(r.amount_minor, "RUB"), payment_id=r.payment_id)
+        p = self.payments[object_id]
+        saved = p.status == "succeeded" and (p.renewal or p.save_method)
+        return ProviderPayment(
+            id=p.id,
+            status=p.status,
+            amount=s.Money.from_minor(p.amount_minor, "RUB"),
+            confirmation_url=None if p.renewal else f"https://yookassa.test/pay/{p.id}",
+            captured_at=p.captured_at,
+            cancellation_reason=p.cancellation_reason,
+            cancellation_party="payment_network" if p.cancellation_reason else None,
+            payment_method_id=f"pm-{p.id}" if saved else None,
+            payment_method_saved=saved,
+            payment_method_title="Bank card *4444" if saved else None,
+            metadata=dict(p.metadata),
+        )
+
+    def settle_payment(self, payment: YkPayment, status: str, now: datetime) -> None:
+        payment.status = status
+        if status == "succeeded":
+            payment.captured_at = now
+        else:
+            payment.cancellation_reason = "insufficient_funds" if payment.renewal else "expired_on_confirmation"
+        self.notifications.append(("payment", payment.id, f"payment.{status}"))
+
+    def settle_refund(self, refund: YkRefund, status: str) -> None:
+        refund.status = status
+        self.notifications.append(("refund", refund.id, f"refund.{status}"))
+
+    def refunded_minor(self, payment_id: str) -> int:
+        return sum(r.amount_minor for r in self.refunds.values() if r.payment_id == payment_id and r.status != "canceled")
+
+
+# --------------------------------------------------------------------------- invariants over the log
+
+
+def period_double_charges(log: list[s.Envelope], yk: FakeYooKassa) -> list[str]:
+    """Pairs of kept charges of one subscription started for the same period (see the module doc)."""
+    periods_paid: dict[Any, int] = {}
+    started_for: dict[Any, tuple[Any, int]] = {}
+    asked_back: dict[Any, int] = {}
+    amount: dict[Any, int] = {}
+    for event in log:
+        d = event.data
+        if isinstance(d, (s.CheckoutStarted, s.RenewalStarted)):
+            started_for[d.payment_id] = (d.subscription_id, periods_paid.get(d.subscription_id, 0))
+            amount[d.payment_id] = d.amount.minor
+        elif isinstance(d, s.SubscriptionActivated) and d.payment_id is not None or isinstance(d, s.SubscriptionRenewed):
+            periods_paid[d.subscription_id] = periods_paid.get(d.subscription_id, 0) + 1
+        elif isinstance(d, s.RefundRequested):
+            asked_back[d.payment_id] = asked_back.get(d.payment_id, 0) + d.amount.minor
+    kept: dict[tuple[Any, int], list[Any]] = {}
+    for p in yk.payments.values():
+        ours = p.metadata.get("payment_id")
+        match = next((pid for pid in started_for if str(pid) == ours), None)
+        if p.status != "succeeded" or match is None:
+            continue
+        if asked_back.get(match, 0) >= amount[match]:
+            continue
+        kept.setdefault(started_for[match], []).append(match)
+    return [f"subscription {k[0]} period {k[1]} kept {len(v)} charges: {v}" for k, v in kept.items() if len(v) > 1]
+
+
+def charges_after_decline(log: list[s.Envelope]) -> list[str]:
+    """Renewal charges kept although the customer declined between their start and their success."""
+    asked_back: dict[Any, int] = {}
+    for event in log:
+        if isinstance(event.data, s.RefundRequested):
+            asked_back[event.data.payment_id] = asked_back.get(event.data.payment_id, 0) + event.data.amount.minor
+    subscription_of: dict[Any, Any] = {}
+    declined: dict[Any, bool] = {}
+    """Renewal charges not yet heard of as succeeded → whether the customer's last word since was "no"."""
+    problems = []
+    for event in log:
+        d = event.data
+        if isinstance(d, s.RenewalStarted):
+            subscription_of[d.payment_id], declined[d.payment_id] = d.subscription_id, False
+        elif isinstance(d, (s.AutoRenewChanged, s.SubscriptionCanceled, s.SubscriptionExpired)):
+            says_no = not (isinstance(d, s.AutoRenewChanged) and d.enabled)
+            for pid in declined:
+                if subscription_of[pid] == d.subscription_id:
+                    declined[pid] = says_no
+        elif isinstance(d, s.PaymentSucceeded) and d.payment_id in declined:
+            if declined.pop(d.payment_id) and asked_back.get(d.payment_id, 0) < d.amount.minor:
+                problems.append(f"renewal payment {d.payment_id} kept after the customer declined it")
+    return problems
+
+
+def failures_not_declined(log: list[s.Envelope], yk: FakeYooKassa) -> list[str]:
+    """Payments and refunds that ended failed although YooKassa neither declined nor refused them."""
+    keys: dict[Any, str] = {}
+    provider_id: dict[Any, str] = {}
+    for event in log:
+        d = event.data
+        if isinstance(d, (s.CheckoutStarted, s.RenewalStarted)):
+            keys[d.payment_id] = d.idempotence_key
+        elif isinstance(d, s.RefundRequested):
+            keys[d.refund_id] = d.idempotence_key
+        elif isinstance(d, s.PaymentCreated):
+            provider_id[d.payment_id] = d.provider_payment_id
+        elif isinstance(d, s.RefundCreated):
+            provider_id[d.refund_id] = d.provider_refund_id
+    problems = []
+    for event in log:
+        d = event.data
+        if isinstance(d, s.PaymentFailed) and not d.outcome_unknown:
+            theirs = yk.payments.get(d.provider_payment_id or provider_id.get(d.payment_id, ""))
+            if not (theirs is not None and theirs.status == "canceled") and keys.get(d.payment_id) not in yk.refused_keys:
+                problems.append(f"payment {d.payment_id} failed ({d.reason}) though YooKassa did not decline it")
+        elif isinstance(d, s.RefundFailed) and not d.outcome_unknown:
+            theirs_r = yk.refunds.get(provider_id.get(d.refund_id, ""))
+            if not (theirs_r is not None and theirs_r.status == "canceled") and keys.get(d.refund_id) not in yk.refused_keys:
+                problems.append(f"refund {d.refund_id} failed ({d.reason}) though YooKassa did not decline it")
+    return problems
+
+
+# --------------------------------------------------------------------------- the machine
+
+
+class AccountMachine(RuleBasedStateMachine):
+    """One billing account, every actor; see the module docstring for the invariants."""
+
+    examples = 0
+    steps = 0
+
+    def __init__(self) -> None:
+        super().__init__()
+        type(self).examples += 1
+        self.now = T0
+        self.state = AccountState(stream_id=STREAM)
+        self.log: list[s.Envelope] = []
+        self.yk = FakeYooKassa()
+        self.sent: dict[Any, s.Envelope] = {}
+        self.crashed: list[s.Envelope] = []
+        self.checks: dict[Any, int] = {}
+        self.counter = itertools.count(1)
+
+    # ------------------------------------------------------------------ driving the domain
+
+    def _ctx(self, plan_id: str | None = None) -> Context:
+        return Context(now=self.now, plan=PLANS.get(plan_id) if plan_id else None, default_return_url="https://shop.test/return")
+
+    def _append(self, command: s.Envelope, decision: Decision) -> None:
+        for envelope in to_envelopes(self.state, command, decision.events, self.now):
+            apply(self.state, envelope)
+            self.log.append(envelope)
+
+    def _command(self, payload: s.Command, actor: str, command_id: Any = None) -> s.Envelope:
+        cid = command_id or s.derived_id("model-command", next(self.counter))
+        meta = s.Metadata(correlation_id=f"model-{cid}", command_id=cid, actor=s.Actor(kind=actor, id=USER))  # type: ignore[arg-type]
+        return s.new_envelope(payload, stream_id=STREAM, metadata=meta, id=cid, occurred_at=self.now)
+
+    def handle(self, command: s.Envelope, data: Any = None) -> None:
+        """What the processor does with one delivery; `data` draws faults and crashes (None: calm)."""
+        type(self).steps += 1
+        self.sent.setdefault(command.metadata.command_id, command)
+        plan_id = getattr(command.data, "plan_id", None)
+        decision = decide(self.state, command, self._ctx(plan_id))
+        if decision.already_handled:
+            return
+        self._append(command, decision)
+        while decision.step is not None:
+            step = decision.step
+            if data is not None and data.draw(st.integers(0, 19), label="crash before the call") == 0:
+                self.crashed.append(command)
+                return
+            fault = data.draw(st.sampled_from(FAULTS), label="fault") if data is not None else "ok"
+            result = data.draw(st.sampled_from(("succeeded", "canceled", "pending")), label="result") if data is not None else "succeeded"
+            outcome = self.yk.call(step, fault, self.now, result)
+            if data is not None and data.draw(st.integers(0, 19), label="crash after the call") == 0:
+                self.crashed.append(command)
+                return
+            decision = resolve(self.state, command, step, outcome, self._ctx())
+            if decision.retry_later:  # the consumer retries the command (bounded, then dead-letter)
+                self.crashed.append(command)
+                return
+            self._append(command, decision)
+
+    def _send(self, payload: s.Command, data: Any, actor: str = "user") -> None:
+        self.handle(self._command(payload, actor), data)
+
+    def _subscription(self, index: int) -> Any:
+        subs = sorted(self.state.subscriptions)
+        return subs[index % len(subs)]
+
+    def has_subscriptions(self) -> bool:
+        return bool(self.state.subscriptions)
+
+    # ------------------------------------------------------------------ the user and the operator
+
+    @initialize(plan=st.sampled_from(sorted(PLANS)))
+    def a_paying_customer(self, plan: str) -> None:
+        """Most runs are about what happens to a live, renewing subscription: start from one."""
+        sub_id = s.derived_id("model-subscription", next(self.counter))
+        self._send(s.PurchaseSubscription(subscription_id=sub_id, plan_id=plan, customer=CUSTOMER, auto_renew=True), None)
+        for page in self._pending_pages():
+            self.yk.settle_payment(page, "succeeded", self.now)
+        self._notify(self.yk.notifications.pop(), None)
+
+    @rule(plan=st.sampled_from(sorted(PLANS)), auto_renew=st.booleans(), data=st.data())
+    def purchase(self, plan: str, auto_renew: bool, data: Any) -> None:
+        sub_id = s.derived_id("model-subscription", next(self.counter))
+        self._send(s.PurchaseSubscription(subscription_id=sub_id, plan_id=plan, customer=CUSTOMER, auto_renew=auto_renew), data)
+
+    @precondition(has_subscriptions)
+    @rule(index=st.integers(0, 7), mode=st.sampled_from(("refund_now", "at_period_end")), data=st.data())
+    def cancel(self, index: int, mode: str, data: Any) -> None:
+        self._send(s.CancelSubscription(subscription_id=self._subscription(index), mode=mode), data)  # type: ignore[arg-type]
+
+    @precondition(has_subscriptions)
+    @rule(index=st.integers(0, 7), enabled=st.booleans(), data=st.data())
+    def auto_renew(self, index: int, enabled: bool, data: Any) -> None:
+        self._send(s.SetAutoRenew(subscription_id=self._subscription(index), enabled=enabled), data)
+
+    @precondition(has_subscriptions)
+    @rule(index=st.integers(0, 7), days=st.sampled_from((1, 3, 30)), data=st.data())
+    def extend(self, index: int, days: int, data: Any) -> None:
+        self._send(s.ExtendSubscription(subscription_id=self._subscription(index), days=days, reason="goodwill"), data, actor="admin")
+
+    @rule(plan=st.sampled_from(sorted(PLANS)), data=st.data())
+    def grant(self, plan: str, data: Any) -> None:
+        sub_id = s.derived_id("model-subscription", next(self.counter))
+        self._send(s.GrantSubscription(subscription_id=sub_id, plan_id=plan, reason="gift", customer=CUSTOMER), data, actor="admin")
+
+    @precondition(has_subscriptions)
+    @rule(index=st.integers(0, 7), amount=st.sampled_from(("1.00", "50.00", "99.00", "299.00", "500.00")), data=st.data())
+    def admin_refund(self, index: int, amount: str, data: Any) -> None:
+        payload = s.AdminRefund(subscription_id=self._subscription(index), amount=s.Money(amount=amount), reason="operator")
+        self._send(payload, data, actor="admin")
+
+    @precondition(has_subscriptions)
+    @rule(index=st.integers(0, 7), refund=st.booleans(), data=st.data())
+    def admin_cancel(self, index: int, refund: bool, data: Any) -> None:
+        payload = s.AdminCancelSubscription(subscription_id=self._subscription(index), refund=refund, reason="operator")
+        self._send(payload, data, actor="admin")
+
+    @precondition(lambda self: bool(self.sent))
+    @rule(index=st.integers(0, 63), data=st.data())
+    def deliver_again(self, index: int, data: Any) -> None:
+        """Kafka delivers any earlier command once more (a rebalance, a retry)."""
+        commands = list(self.sent.values())
+        self.handle(commands[index % len(commands)], data)
+
+    @precondition(lambda self: bool(self.crashed))
+    @rule(data=st.data())
+    def redeliver_crashed(self, data: Any) -> None:
+        """The worker died mid-command; its offset was not committed, so the command comes again."""
+        self.handle(self.crashed.pop(0), data)
+
+    # ------------------------------------------------------------------ the customer and YooKassa
+
+    def _pending_pages(self) -> list[YkPayment]:
+        return [p for p in self.yk.payments.values() if p.status == "pending" and not p.renewal]
+
+    @precondition(lambda self: bool(self._pending_pages()))
+    @rule(index=st.integers(0, 7), choice=st.sampled_from(("succeeded", "succeeded", "canceled")))
+    def customer_on_payment_page(self, index: int, choice: str) -> None:
+        """Pay, decline (a card refused) or abandon (the page expires) a checkout."""
+        pages = self._pending_pages()
+        self.yk.settle_payment(pages[index % len(pages)], choice, self.now)
+
+    def _pending_at_provider(self) -> list[YkPayment | YkRefund]:
+        renewals: list[YkPayment | YkRefund] = [p for p in self.yk.payments.values() if p.status == "pending" and p.renewal]
+        return renewals + [r for r in self.yk.refunds.values() if r.status == "pending"]
+
+    @precondition(lambda self: bool(self._pending_at_provider()))
+    @rule(index=st.integers(0, 7), succeeded=st.booleans())
+    def provider_settles(self, index: int, succeeded: bool) -> None:
+        items = self._pending_at_provider()
+        item = items[index % len(items)]
+        if isinstance(item, YkPayment):
+            self.yk.settle_payment(item, "succeeded" if succeeded else "canceled", self.now)
+        else:
+            self.yk.settle_refund(item, "succeeded" if succeeded else "canceled")
+
+    @precondition(lambda self: bool(self.yk.notifications))
+    @rule(index=st.integers(0, 15), keep=st.booleans(), data=st.data())
+    def notification(self, index: int, keep: bool, data: Any) -> None:
+        """YooKassa notifies, late, out of order, and maybe more than once (`keep` = again later)."""
+        notice = self.yk.notifications[index % len(self.yk.notifications)]
+        if not keep:
+            self.yk.notifications.remove(notice)
+        self._notify(notice, data)
+
+    def _notify(self, notice: tuple[str, str, str], data: Any) -> None:
+        kind, object_id, event = notice
+        status = event.split(".", 1)[1]
+        cid = s.derived_id("command", "yookassa", object_id, event, status)
+        if kind == "payment":
+            ours = self.state.payment_by_provider_id(object_id)
+            payload: s.Command = s.SyncPayment(payment_id=ours.payment_id if ours else None, provider_payment_id=object_id, hint_status=status)
+        else:
+            mine = self.state.refund_by_provider_id(object_id)
+            payload = s.SyncRefund(refund_id=mine.refund_id if mine else None, provider_refund_id=object_id, hint_status=status)
+        self.handle(self._command(payload, "provider", command_id=cid), data)
+
+    # ------------------------------------------------------------------ the scheduler, the janitor, time
+
+    @rule(hours=st.sampled_from((1, 6, 23, 25, 24 * 3, 24 * 8, 24 * 29)), tick=st.booleans(), data=st.data())
+    def time_passes(self, hours: int, tick: bool, data: Any) -> None:
+        """Business time moves; the scheduler (every few seconds in production) usually notices."""
+        self.now += timedelta(hours=hours)
+        if tick:
+            self.scheduler_tick(data)
+
+    @precondition(has_subscriptions)
+    @rule(after=st.sampled_from((timedelta(hours=-23), timedelta(hours=1), timedelta(days=1, hours=1))), data=st.data())
+    def to_the_next_period_end(self, after: timedelta, data: Any) -> None:
+        """Jump to around the nearest period end or dunning retry still ahead, and let the scheduler act."""
+        ahead = [t for sub in self.state.subscriptions.values() for t in (sub.period_end, sub.next_retry_at) if t is not None and t > self.now]
+        if ahead:
+            self.now = max(self.now, min(ahead) + after)
+        self.scheduler_tick(data)
+
+    @rule(data=st.data())
+    def scheduler_tick(self, data: Any) -> None:
+        """What `processor.schedule` finds due now becomes commands (ids derived as the scheduler does)."""
+        for due in self._due():
+            self.handle(command_for(due, self.now), data)
+
+    def _due(self) -> list[DueAction]:
+        """`processor.schedule`'s due actions, as its SQL decides them (docs/decisions/0090)."""
+        actions = []
+        for sub in list(self.state.subscriptions.values()):
+            row = row_of(self.state, sub)
+            if row is None or row.status not in ("active", "past_due"):
+                continue
+            action = None
+            if row.auto_renew and row.has_saved_method and not row.cancel_at_period_end and not row.dunning_over:
+                if row.status == "active" and row.period_end <= self.now + RENEWAL_LEAD:
+                    action = "renew"
+                elif row.status == "past_due" and row.next_retry_at is not None and row.next_retry_at <= self.now:
+                    action = "retry"
+            elif row.period_end <= self.now:
+                action = "expire"
+            if action is None:
+                continue
+            actions.append(
+                DueAction(
+                    action=action,  # type: ignore[arg-type]
+                    subscription_id=row.subscription_id,
+                    stream_id=row.stream_id,
+                    user_id=row.user_id,
+                    period_end=row.period_end,
+                    attempt=row.renewal_attempts + 1 if action in ("renew", "retry") else 0,
+                    round=1,
+                    status=row.status,
+                    auto_renew=row.auto_renew,
+                    has_saved_method=row.has_saved_method,
+                    cancel_at_period_end=row.cancel_at_period_end,
+                    dunning_over=row.dunning_over,
+                )
+            )
+        return actions
+
+    @rule(data=st.data())
+    def janitor_tick(self, data: Any) -> None:
+        for command in self._open_operations():
+            self.handle(command, data)
+
+    def _open_operations(self) -> list[s.Envelope]:
+        commands = []
+        open_payments = [("payment", p.payment_id, p.requested_at) for p in self.state.payments.values() if p.status in OPEN]
+        open_refunds = [("refund", r.refund_id, r.requested_at) for r in self.state.refunds.values() if r.status in OPEN]
+        for kind, op_id, opened in open_payments + open_refunds:
+            checks = self.checks.get(op_id, 0)
+            self.checks[op_id] = checks + 1
+            commands.append(sync_command(OpenOperation(op_id, kind, STREAM, opened, checks), self.now))
+        return commands
+
+    # ------------------------------------------------------------------ the calm after the storm
+
+    @rule()
+    def settle(self) -> None:
+        """No more faults: everything that can end, ends; then every command has ended."""
+        for _ in range(12):
+            before = (len(self.log), len(self.yk.notifications), len(self.crashed))
+            for page in self._pending_pages():
+                self.yk.settle_payment(page, "canceled", self.now)
+            for item in self._pending_at_provider():
+                if isinstance(item, YkPayment):
+                    self.yk.settle_payment(item, "succeeded", self.now)
+                else:
+                    self.yk.settle_refund(item, "succeeded")
+            while self.crashed:
+                self.handle(self.crashed.pop(0))
+            while self.yk.notifications:
+                self._notify(self.yk.notifications.pop(0), None)
+            for command in self._open_operations():
+                self.handle(command)
+            if (len(self.log), len(self.yk.notifications), len(self.crashed)) == before:
+                break
+        unended = [f"{c.type} {cid}" for cid, c in self.sent.items() if cid not in self.state.terminal]
+        assert not unended, f"commands without a terminal event after the provider settled: {unended}"
+        still_open = [p.payment_id for p in self.state.payments.values() if p.status in OPEN]
+        still_open += [r.refund_id for r in self.state.refunds.values() if r.status in OPEN]
+        assert not still_open, f"operations still open after the provider settled: {still_open}"
+        for p in self.state.payments.values():
+            theirs = self.yk.payments.get(p.provider_payment_id or "")
+            if theirs is not None and not p.outcome_unknown:
+                assert theirs.status == p.status, f"payment {p.payment_id}: ours {p.status}, YooKassa's {theirs.status}"
+        for theirs in self.yk.payments.values():
+            ours = self.state.payments.get(_uuid(theirs.metadata.get("payment_id")))
+            if ours is not None:
+                assert ours.provider_payment_id == theirs.id, f"YooKassa's payment {theirs.id} was never matched to ours"
+
+    def teardown(self) -> None:
+        if self.log:
+            self.settle()
+            roundtrip = [s.Envelope.model_validate_json(e.model_dump_json()) for e in self.log]
+            assert build_account(STREAM, roundtrip) == self.state, "the state is not the fold of its (serialised) events"
+
+    # ------------------------------------------------------------------ invariants
+
+    @invariant()
+    def state_is_the_fold_of_its_events(self) -> None:
+        assert build_account(STREAM, self.log) == self.state
+
+    @invariant()
+    def never_more_refunded_than_paid(self) -> None:
+        assert not self.yk.violations, self.yk.violations
+        for p in self.state.payments.values():
+            assert p.refunded_minor + p.reserved_minor <= p.amount.minor, f"payment {p.payment_id} over-refunded"
+        for theirs in self.yk.payments.values():
+            assert self.yk.refunded_minor(theirs.id) <= theirs.amount_minor
+
+    @invariant()
+    def at_most_one_kept_charge_per_period(self) -> None:
+        assert not (problems := period_double_charges(self.log, self.yk)), problems
+
+    @invariant()
+    def no_kept_charge_after_its_decline(self) -> None:
+        assert not (problems := charges_after_decline(self.log)), problems
+
+    @invariant()
+    def failed_only_when_declined(self) -> None:
+        assert not (problems := failures_not_declined(self.log, self.yk)), problems
+
+
+def _uuid(value: str | None) -> Any:
+    import uuid
+
+    try:
+        return uuid.UUID(value) if value else None
+    except ValueError:
+        return None
