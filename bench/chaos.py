@@ -1155,8 +1155,8 @@ def summary_json(report: dict[str, Any]) -> str:
 
 @app.command()
 def main(
-    duration: float = typer.Option(90.0, help="seconds of storm (users, kills, faults)"),
-    users: int = typer.Option(32, help="concurrent virtual users"),
+    duration: float = typer.Option(120.0, help="seconds of storm (users, kills, faults)"),
+    users: int = typer.Option(40, help="concurrent virtual users"),
     seed: int = typer.Option(None, help="random seed (default: random, printed)"),
     processors: int = typer.Option(2, help="payment processor processes"),
     no_kafka_restart: bool = typer.Option(False, "--no-kafka-restart", help="do not restart the private broker"),

@@ -110,6 +110,20 @@ def test_a_jwks_provider_needs_issuer_and_audience_over_https() -> None:
     assert "JWT_JWKS_URL needs JWT_ISSUER and JWT_AUDIENCE" in message
 
 
+@pytest.fixture(autouse=True)
+def _no_service_variables_from_the_runner(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`make test` exports the development stack's variables (e.g. YOOKASSA_TRUSTED_NETWORKS with
+    127.0.0.1): settings would read them before the defaults, so each test states all it means."""
+    import os
+
+    classes = (Settings, ProjectorSettings, ApiSettings, ProcessorServiceSettings, NotifierServiceSettings)
+    names = {name.upper() for cls in classes for name in cls.model_fields}
+    names |= {(cls.model_config.get("env_prefix") or "").upper() + name.upper() for cls in classes for name in cls.model_fields}
+    for name in list(os.environ):
+        if name in names:
+            monkeypatch.delenv(name)
+
+
 def production_values() -> dict[str, Any]:
     return {
         "environment": "production",
