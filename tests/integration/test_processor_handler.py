@@ -402,3 +402,56 @@ async def test_plan_commands_on_the_plan_stream(handler, event_store, engine) ->
     async with engine.connect() as conn:
         count = (await conn.execute(text("SELECT count(*) FROM eventstore.handled_commands WHERE stream_id = :s"), {"s": s.plan_stream(plan_id)})).scalar()
     assert count == 2
+
+
+# --------------------------------------------------------------------------- answers that come after we gave up (decision 0104)
+
+
+async def test_a_late_success_after_the_idempotence_window_is_matched_through_yookassa(
+    engine, event_store, gateway, yookassa_sandbox
+) -> None:
+    """The create went through but its answer was lost; a day later we gave up; then the notification
+    arrives naming a YooKassa id we never heard. The processor reads it back from YooKassa, its
+    metadata names our payment, and it is settled — here, activated — without a second payment."""
+    from datetime import timedelta
+
+    from eventstore.clock import FixedClock
+    from payment_processor.handlers import ProviderUnreachable
+
+    clock = FixedClock(SystemClock().now())
+    handler = CommandHandler(
+        engine=engine, store=event_store, gateway=gateway, clock=clock, config=ProcessorSettings(janitor_schedule_s=[1, 1, 1]),
+        default_return_url="http://shop.example/return",
+    )
+    shop = Shop(handler, event_store, await create_plan(handler))
+    cmd = shop.purchase_command()
+    sub = str(cmd.data.subscription_id)
+    rule = await yookassa_sandbox.aadd_fault(endpoint="POST /v3/payments", mode="drop_after_apply", count=1, metadata={"subscription_id": sub})
+    try:
+        await handler.handle(cmd)
+    finally:
+        await yookassa_sandbox.aremove_fault(rule)
+    payment_id = (await events(event_store, shop.stream, "CheckoutStarted"))[0].payment_id
+    remote = await yookassa_sandbox.apayments({"subscription_id": sub})
+    assert len(remote) == 1  # YooKassa made it; we never heard its id
+
+    clock.advance(timedelta(hours=23, minutes=5))
+    await shop.sync(payment_id)  # the janitor, past the window: never repeats the create
+    given_up = (await events(event_store, shop.stream, "PaymentFailed"))[0]
+    assert given_up.outcome_unknown
+    assert isinstance(await shop.terminal(cmd.id), s.CommandFailed)
+
+    await yookassa_sandbox.apay(remote[0]["id"])  # the customer paid after all
+    notice = command(s.SyncPayment(provider_payment_id=remote[0]["id"], hint_status="succeeded"), shop.stream,
+                     actor=s.Actor(kind="provider", id="yookassa"))
+    rule = await yookassa_sandbox.aadd_fault(endpoint="GET /v3/payments/*", mode="error_500_not_applied", count=1)
+    try:
+        with pytest.raises(ProviderUnreachable):  # YooKassa cannot be read right now: retried, not dropped
+            await handler.handle(notice)
+    finally:
+        await yookassa_sandbox.aremove_fault(rule)
+    await handler.handle(notice)  # the consumer's retry
+    assert len(await events(event_store, shop.stream, "SubscriptionActivated")) == 1
+    paid = (await events(event_store, shop.stream, "PaymentSucceeded"))[0]
+    assert paid.payment_id == payment_id and paid.provider_payment_id == remote[0]["id"]
+    assert len(await yookassa_sandbox.apayments({"subscription_id": sub})) == 1
