@@ -1,16 +1,13 @@
-"""The pure domain of the processor: state from events, decisions from commands. No I/O here."""
+"""The pure domain of the processor: state from events, decisions from commands. No I/O here.
 
-from payment_processor.domain.decide import (
-    Context,
-    Decision,
-    Emit,
-    command_id_of,
-    decide,
-    decide_plan,
-    failed_command,
-    resolve,
-    terminal_outcome,
-)
+`state` folds events; `decide` answers commands (the deciders live in `commands`); `answers`
+turns what YooKassa said into events (with `payments` and `refunds`); `decision` holds what they
+share; `envelopes` wraps decided events; `provider` is the vocabulary spoken with YooKassa.
+"""
+
+from payment_processor.domain.answers import resolve
+from payment_processor.domain.decide import decide, decide_plan
+from payment_processor.domain.decision import Context, Decision, Emit, command_id_of, failed_command, terminal_outcome
 from payment_processor.domain.envelopes import OperationChange, operation_changes, to_envelopes
 from payment_processor.domain.provider import (
     CreatePayment,

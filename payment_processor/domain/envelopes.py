@@ -25,7 +25,7 @@ from schemas import (
     derived_id,
     new_envelope,
 )
-from payment_processor.domain.decide import Emit, command_id_of
+from payment_processor.domain.decision import Emit, command_id_of
 from payment_processor.domain.state import AccountState, PlanState
 
 

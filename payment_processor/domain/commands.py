@@ -1,0 +1,462 @@
+"""The account's command deciders: one function per command, state + command → events and at most one provider step."""
+
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import timedelta
+
+from schemas import (
+    AdminCancelSubscription,
+    AdminRefund,
+    AutoRenewChanged,
+    CancelSubscription,
+    CheckoutStarted,
+    Envelope,
+    ExpireSubscription,
+    ExtendSubscription,
+    GrantSubscription,
+    Money,
+    PurchaseSubscription,
+    RefundRequested,
+    RenewalFailed,
+    RenewalStarted,
+    RenewSubscription,
+    SendExpiryReminder,
+    SetAutoRenew,
+    SubscriptionActivated,
+    SubscriptionAdjusted,
+    SubscriptionCanceled,
+    SubscriptionExpired,
+    SubscriptionExpiringSoon,
+    SyncPayment,
+    SyncRefund,
+    derived_id,
+)
+
+from payment_processor.domain.answers import (
+    payment_step_or_give_up,
+    refund_step_or_give_up,
+)
+from payment_processor.domain.decision import (
+    Context,
+    Decision,
+    Emit,
+    command_id_of,
+    emit_succeeded,
+    find_subscription,
+    fmt_day,
+    idempotence_key_for,
+    live_subscription_to,
+    open_checkout_for,
+    pending_subscription_to,
+    reject,
+    succeed,
+)
+from payment_processor.domain.provider import (
+    CreatePayment,
+    CreateRefund,
+    FindPayment,
+    FindRefund,
+    purchase_request,
+    refund_request,
+    renewal_request,
+)
+from payment_processor.domain.refunds import refund_quote
+from payment_processor.domain.state import (
+    FINAL_PAYMENT,
+    FINAL_REFUND,
+    LIVE_SUBSCRIPTION,
+    AccountState,
+    Payment,
+    Subscription,
+)
+
+
+def _purchase(state: AccountState, command: Envelope, ctx: Context) -> Decision:
+    c: PurchaseSubscription = command.data  # type: ignore[assignment]
+    cid = command_id_of(command)
+    plan = ctx.plan
+    if plan is None or not plan.exists or plan.plan_id != c.plan_id:
+        return reject(command, "plan_not_found", f"There is no plan «{c.plan_id}».")
+    if plan.archived:
+        return reject(command, "plan_archived", f"The plan «{plan.name}» is no longer sold.")
+    if c.subscription_id in state.subscriptions:
+        return reject(command, "duplicate_subscription", f"Subscription {c.subscription_id} already exists.")
+    live = live_subscription_to(state, c.plan_id)
+    if live is not None:
+        return reject(
+            command,
+            "already_subscribed",
+            f"You already have the «{plan.name}» subscription (paid until {fmt_day(live.period_end)}).",
+        )
+    open_checkout = open_checkout_for(state, c.plan_id)
+    if open_checkout is not None:
+        # A repeat purchase while a checkout is open points at that checkout (docs/decisions/0041).
+        sub, payment = open_checkout
+        return succeed(
+            command,
+            subscription_id=sub.subscription_id,
+            payment_id=payment.payment_id,
+            confirmation_url=payment.confirmation_url,
+            message=f"A checkout for «{plan.name}» is already open: continue it to pay.",
+        )
+    # A checkout whose creation is still unknown (no payment page ever reached the customer)
+    # does not block a new one; should it succeed after all, it is refunded as a duplicate.
+    assert plan.price is not None
+    payment_id = derived_id("payment", cid)
+    intent = CheckoutStarted(
+        subscription_id=c.subscription_id,
+        payment_id=payment_id,
+        plan_id=c.plan_id,
+        plan_name=plan.name,
+        amount=plan.price,
+        period_days=plan.period_days,
+        auto_renew=c.auto_renew,
+        customer=c.customer,
+        idempotence_key=idempotence_key_for(payment_id),
+        return_url=c.return_url or ctx.default_return_url,
+    )
+    step = CreatePayment(payment_id, intent.idempotence_key, purchase_request(state.user_id, cid, intent))
+    return Decision([Emit(intent, cid)], step=step)
+
+def _sync_payment(state: AccountState, command: Envelope, ctx: Context) -> Decision:
+    c: SyncPayment = command.data  # type: ignore[assignment]
+    payment = None
+    if c.payment_id is not None:
+        payment = state.payments.get(c.payment_id)
+    elif c.provider_payment_id is not None:
+        payment = state.payment_by_provider_id(c.provider_payment_id)
+    if payment is None:
+        if c.provider_payment_id is not None:
+            # A YooKassa payment we never heard the id of (its create's answer was lost): read it,
+            # and its metadata tells whether it is ours (docs/decisions/0104).
+            return Decision(step=FindPayment(None, c.provider_payment_id))
+        return reject(command, "payment_not_found", "This account has no such payment.")
+    if payment.status in FINAL_PAYMENT:
+        provider_id = payment.provider_payment_id or c.provider_payment_id
+        if payment.outcome_unknown and provider_id:
+            return Decision(step=FindPayment(payment.payment_id, provider_id))
+        return succeed(command, payment_id=payment.payment_id, message=f"The payment is already {payment.status}.")
+    return payment_step_or_give_up(state, payment, command, ctx)
+
+def _sync_refund(state: AccountState, command: Envelope, ctx: Context) -> Decision:
+    c: SyncRefund = command.data  # type: ignore[assignment]
+    refund = None
+    if c.refund_id is not None:
+        refund = state.refunds.get(c.refund_id)
+    elif c.provider_refund_id is not None:
+        refund = state.refund_by_provider_id(c.provider_refund_id)
+    if refund is None:
+        if c.provider_refund_id is not None and any(r.outcome_unknown for r in state.refunds.values()):
+            return Decision(step=FindRefund(None, c.provider_refund_id))
+        return reject(command, "refund_not_found", "This account has no such refund.")
+    if refund.status in FINAL_REFUND:
+        provider_id = refund.provider_refund_id or c.provider_refund_id
+        if refund.outcome_unknown and provider_id:
+            return Decision(step=FindRefund(refund.refund_id, provider_id))
+        return succeed(command, refund_id=refund.refund_id, message=f"The refund is already {refund.status}.")
+    return refund_step_or_give_up(state, refund, command, ctx)
+
+def _cancel_now(
+    state: AccountState, command: Envelope, sub: Subscription, ctx: Context, *, mode: str, reason: str | None, refund: bool
+) -> Decision:
+    cid = command_id_of(command)
+    payment, amount_minor, used, days = refund_quote(state, sub, ctx.now) if refund else (None, 0, None, None)
+    currency = sub.price.currency
+    if payment is None or amount_minor <= 0:
+        canceled = SubscriptionCanceled(
+            subscription_id=sub.subscription_id,
+            mode=mode,  # type: ignore[arg-type]
+            effective_at=ctx.now,
+            reason=reason,
+            refund_amount=Money.from_minor(0, currency) if refund else None,
+            customer=sub.customer or state.customer,
+        )
+        message = "Canceled; nothing is left to refund." if refund else "Canceled."
+        return Decision(
+            [
+                Emit(canceled, cid),
+                emit_succeeded(
+                    cid,
+                    command.type,
+                    subscription_id=sub.subscription_id,
+                    refund_amount=Money.from_minor(0, currency) if refund else None,
+                    message=message,
+                ),
+            ]
+        )
+    refund_id = derived_id("refund", cid)
+    amount = Money.from_minor(amount_minor, payment.amount.currency)
+    customer = sub.customer or state.customer or payment.customer
+    canceled = SubscriptionCanceled(
+        subscription_id=sub.subscription_id,
+        mode=mode,  # type: ignore[arg-type]
+        effective_at=ctx.now,
+        reason=reason,
+        refund_id=refund_id,
+        refund_amount=amount,
+        customer=customer,
+    )
+    assert payment.provider_payment_id is not None
+    intent = RefundRequested(
+        refund_id=refund_id,
+        subscription_id=sub.subscription_id,
+        payment_id=payment.payment_id,
+        provider_payment_id=payment.provider_payment_id,
+        amount=amount,
+        days_used=used,
+        days_in_period=days,
+        reason=reason,
+        idempotence_key=idempotence_key_for(refund_id),
+        customer=customer,
+        command_type=command.type,
+    )
+    step = CreateRefund(refund_id, intent.idempotence_key, refund_request(intent, sub.plan_name))
+    return Decision([Emit(canceled, cid), Emit(intent, cid)], step=step)
+
+def _cancel(state: AccountState, command: Envelope, ctx: Context) -> Decision:
+    c: CancelSubscription = command.data  # type: ignore[assignment]
+    sub = find_subscription(state, command, c.subscription_id)
+    if isinstance(sub, Decision):
+        return sub
+    if sub.status in ("canceled", "expired", "payment_failed"):
+        return reject(command, "already_canceled", f"The subscription is already {sub.status.replace('_', ' ')}.")
+    if sub.status == "pending_payment":
+        return reject(command, "not_active", "The subscription is not active yet: its payment is still pending.")
+    if c.mode == "at_period_end":
+        if sub.cancel_at_period_end:
+            return reject(command, "already_canceled", f"The subscription already ends on {fmt_day(sub.period_end)}.")
+        cid = command_id_of(command)
+        canceled = SubscriptionCanceled(
+            subscription_id=sub.subscription_id,
+            mode="at_period_end",
+            effective_at=sub.period_end or ctx.now,
+            reason=c.reason,
+            customer=sub.customer or state.customer,
+        )
+        return Decision(
+            [
+                Emit(canceled, cid),
+                emit_succeeded(
+                    cid,
+                    command.type,
+                    subscription_id=sub.subscription_id,
+                    message=f"The subscription will end on {fmt_day(sub.period_end)} and will not renew.",
+                ),
+            ]
+        )
+    return _cancel_now(state, command, sub, ctx, mode="refund_now", reason=c.reason, refund=True)
+
+def _admin_cancel(state: AccountState, command: Envelope, ctx: Context) -> Decision:
+    c: AdminCancelSubscription = command.data  # type: ignore[assignment]
+    sub = find_subscription(state, command, c.subscription_id)
+    if isinstance(sub, Decision):
+        return sub
+    if sub.status in ("canceled", "expired", "payment_failed"):
+        return reject(command, "already_canceled", f"The subscription is already {sub.status.replace('_', ' ')}.")
+    return _cancel_now(state, command, sub, ctx, mode="admin", reason=c.reason, refund=c.refund and sub.status != "pending_payment")
+
+def _admin_refund(state: AccountState, command: Envelope, ctx: Context) -> Decision:
+    c: AdminRefund = command.data  # type: ignore[assignment]
+    cid = command_id_of(command)
+    sub = find_subscription(state, command, c.subscription_id)
+    if isinstance(sub, Decision):
+        return sub
+    wanted = c.amount.minor
+    if wanted <= 0:
+        return reject(command, "invalid_amount", "The refund amount must be more than zero.")
+    paid = [state.payments[p] for p in reversed(sub.payment_ids) if p in state.payments and state.payments[p].status == "succeeded"]
+    best = max((p.refundable_minor for p in paid), default=0)
+    payment = next((p for p in paid if p.refundable_minor >= wanted and p.amount.currency == c.amount.currency), None)
+    if payment is None:
+        return reject(
+            command,
+            "amount_exceeds_refundable",
+            f"At most {Money.from_minor(best, sub.price.currency)} can be refunded in one refund for this subscription.",
+        )
+    assert payment.provider_payment_id is not None
+    refund_id = derived_id("refund", cid)
+    intent = RefundRequested(
+        refund_id=refund_id,
+        subscription_id=sub.subscription_id,
+        payment_id=payment.payment_id,
+        provider_payment_id=payment.provider_payment_id,
+        amount=c.amount,
+        reason=c.reason,
+        idempotence_key=idempotence_key_for(refund_id),
+        customer=sub.customer or state.customer or payment.customer,
+        command_type=command.type,
+    )
+    return Decision([Emit(intent, cid)], step=CreateRefund(refund_id, intent.idempotence_key, refund_request(intent, sub.plan_name)))
+
+def _set_auto_renew(state: AccountState, command: Envelope, ctx: Context) -> Decision:
+    c: SetAutoRenew = command.data  # type: ignore[assignment]
+    cid = command_id_of(command)
+    sub = find_subscription(state, command, c.subscription_id)
+    if isinstance(sub, Decision):
+        return sub
+    if sub.status not in LIVE_SUBSCRIPTION:
+        return reject(command, "not_active", f"The subscription is {sub.status.replace('_', ' ')}.")
+    # Turning auto-renewal back on withdraws a cancel at period end (the subscription resumes).
+    if c.enabled and not sub.payment_method_id:
+        return reject(command, "no_payment_method", "There is no saved card to renew this subscription with.")
+    if sub.auto_renew == c.enabled and not (c.enabled and sub.cancel_at_period_end):
+        return succeed(command, subscription_id=sub.subscription_id, message=f"Auto-renewal is already {'on' if c.enabled else 'off'}.")
+    changed = AutoRenewChanged(subscription_id=sub.subscription_id, enabled=c.enabled, reason=c.reason, customer=sub.customer or state.customer)
+    return Decision([Emit(changed, cid), emit_succeeded(cid, command.type, subscription_id=sub.subscription_id)])
+
+def _extend(state: AccountState, command: Envelope, ctx: Context) -> Decision:
+    c: ExtendSubscription = command.data  # type: ignore[assignment]
+    cid = command_id_of(command)
+    sub = find_subscription(state, command, c.subscription_id)
+    if isinstance(sub, Decision):
+        return sub
+    if sub.status not in LIVE_SUBSCRIPTION or sub.period_end is None:
+        return reject(command, "not_active", f"Only an active subscription can be extended; this one is {sub.status.replace('_', ' ')}.")
+    new_end = sub.period_end + timedelta(days=c.days)
+    adjusted = SubscriptionAdjusted(
+        subscription_id=sub.subscription_id, days=c.days, period_end=new_end, reason=c.reason, customer=sub.customer or state.customer
+    )
+    return Decision(
+        [Emit(adjusted, cid), emit_succeeded(cid, command.type, subscription_id=sub.subscription_id, message=f"Now ends on {fmt_day(new_end)}.")]
+    )
+
+def _grant(state: AccountState, command: Envelope, ctx: Context) -> Decision:
+    c: GrantSubscription = command.data  # type: ignore[assignment]
+    cid = command_id_of(command)
+    plan = ctx.plan
+    if plan is None or not plan.exists or plan.plan_id != c.plan_id:
+        return reject(command, "plan_not_found", f"There is no plan «{c.plan_id}».")
+    if plan.archived:
+        return reject(command, "plan_archived", f"The plan «{plan.name}» is archived.")
+    if c.subscription_id in state.subscriptions:
+        return reject(command, "duplicate_subscription", f"Subscription {c.subscription_id} already exists.")
+    if live_subscription_to(state, c.plan_id) is not None or pending_subscription_to(state, c.plan_id) is not None:
+        return reject(command, "already_subscribed", f"The account already has an active or pending «{plan.name}» subscription; extend it instead.")
+    days = c.days or plan.period_days
+    currency = plan.price.currency if plan.price else "RUB"
+    activated = SubscriptionActivated(
+        subscription_id=c.subscription_id,
+        plan_id=c.plan_id,
+        plan_name=plan.name,
+        period_start=ctx.now,
+        period_end=ctx.now + timedelta(days=days),
+        amount_paid=Money.from_minor(0, currency),
+        auto_renew=False,
+        granted=True,
+        reason=c.reason,
+        customer=c.customer or state.customer,
+    )
+    return Decision([Emit(activated, cid), emit_succeeded(cid, command.type, subscription_id=c.subscription_id, plan_id=c.plan_id)])
+
+def _renew(state: AccountState, command: Envelope, ctx: Context) -> Decision:
+    c: RenewSubscription = command.data  # type: ignore[assignment]
+    cid = command_id_of(command)
+    sub = find_subscription(state, command, c.subscription_id)
+    if isinstance(sub, Decision):
+        return sub
+    if sub.period_end != c.period_end:
+        return succeed(command, subscription_id=sub.subscription_id, message="This period was already renewed or changed; nothing to charge.")
+    if sub.status not in LIVE_SUBSCRIPTION or sub.period_end is None:
+        return reject(command, "not_renewable", f"The subscription is {sub.status.replace('_', ' ')}.")
+    if not sub.auto_renew or sub.cancel_at_period_end:
+        return reject(command, "auto_renew_off", "Auto-renewal is off for this subscription.")
+    if not sub.payment_method_id:
+        return reject(command, "no_payment_method", "There is no saved card to renew this subscription with.")
+    # One charge at a time per subscription: a charge still in flight, or one whose outcome we
+    # never heard, may yet succeed — whatever period it was started for (an operator may have
+    # moved the period end since), it is the charge for the next period.
+    for pid in sub.payment_ids:
+        p = state.payments.get(pid)
+        if p is not None and isinstance(p.intent, RenewalStarted) and p.status not in FINAL_PAYMENT:
+            return succeed(command, subscription_id=sub.subscription_id, payment_id=pid, message="A renewal charge for this period is in progress.")
+    for pid in sub.payment_ids:
+        p = state.payments.get(pid)
+        if p is not None and isinstance(p.intent, RenewalStarted) and p.outcome_unknown:
+            return _renewal_blocked(state, command, sub, p, c.attempt, ctx)
+    payment_id = derived_id("payment", cid)
+    intent = RenewalStarted(
+        subscription_id=sub.subscription_id,
+        payment_id=payment_id,
+        plan_id=sub.plan_id,
+        plan_name=sub.plan_name,
+        amount=sub.price,
+        period_start=sub.period_end,
+        period_end=sub.period_end + timedelta(days=sub.period_days),
+        attempt=c.attempt,
+        payment_method_id=sub.payment_method_id,
+        idempotence_key=idempotence_key_for(payment_id),
+        customer=sub.customer or state.customer,
+    )
+    step = CreatePayment(payment_id, intent.idempotence_key, renewal_request(state.user_id, cid, intent))
+    return Decision([Emit(intent, cid)], step=step)
+
+def _renewal_blocked(state: AccountState, command: Envelope, sub: Subscription, unknown: Payment, attempt: int, ctx: Context) -> Decision:
+    """A renewal attempt that may not charge: an earlier charge's outcome is still unknown.
+
+    Charging again could take the money twice; not charging is one more failed attempt, so dunning
+    runs its course (and the subscription expires at its end) unless the late answer arrives.
+    """
+    cid = command_id_of(command)
+    reason = "an earlier renewal charge's outcome is still unknown; it is not charged again"
+    retries = ctx.dunning_retry_days
+    final = attempt > len(retries)
+    next_retry_at = None if final else ctx.now + timedelta(days=retries[attempt - 1])
+    failed = RenewalFailed(
+        subscription_id=sub.subscription_id,
+        payment_id=unknown.payment_id,
+        attempt=attempt,
+        reason=reason,
+        next_retry_at=next_retry_at,
+        access_until=next_retry_at or sub.period_end,
+        final=final,
+        customer=sub.customer or state.customer,
+    )
+    message = "Not charged: an earlier renewal charge's outcome is still unknown."
+    return Decision([Emit(failed, cid), emit_succeeded(cid, command.type, subscription_id=sub.subscription_id, message=message)])
+
+def _expire(state: AccountState, command: Envelope, ctx: Context) -> Decision:
+    c: ExpireSubscription = command.data  # type: ignore[assignment]
+    cid = command_id_of(command)
+    sub = find_subscription(state, command, c.subscription_id)
+    if isinstance(sub, Decision):
+        return sub
+    if sub.status not in LIVE_SUBSCRIPTION:
+        return succeed(command, subscription_id=sub.subscription_id, message=f"Nothing to do: the subscription is {sub.status.replace('_', ' ')}.")
+    if sub.period_end != c.period_end:
+        return succeed(command, subscription_id=sub.subscription_id, message="The period changed; the subscription does not end now.")
+    if sub.period_end is not None and ctx.now < sub.period_end:
+        return reject(command, "not_due", f"The period ends on {sub.period_end.isoformat()}; it cannot expire before that.")
+    expired = SubscriptionExpired(
+        subscription_id=sub.subscription_id, expired_at=ctx.now, reason=c.reason, customer=sub.customer or state.customer
+    )
+    return Decision([Emit(expired, cid), emit_succeeded(cid, command.type, subscription_id=sub.subscription_id)])
+
+def _remind(state: AccountState, command: Envelope, ctx: Context) -> Decision:
+    c: SendExpiryReminder = command.data  # type: ignore[assignment]
+    cid = command_id_of(command)
+    sub = find_subscription(state, command, c.subscription_id)
+    if isinstance(sub, Decision):
+        return sub
+    if sub.status not in LIVE_SUBSCRIPTION or sub.period_end != c.period_end or sub.reminded_for == c.period_end:
+        return succeed(command, subscription_id=sub.subscription_id, message="No reminder needed.")
+    soon = SubscriptionExpiringSoon(
+        subscription_id=sub.subscription_id, period_end=c.period_end, auto_renew=sub.auto_renew, customer=sub.customer or state.customer
+    )
+    return Decision([Emit(soon, cid), emit_succeeded(cid, command.type, subscription_id=sub.subscription_id)])
+
+ACCOUNT_DECIDERS: dict[type, Callable[[AccountState, Envelope, Context], Decision]] = {
+    PurchaseSubscription: _purchase,
+    CancelSubscription: _cancel,
+    SetAutoRenew: _set_auto_renew,
+    SyncPayment: _sync_payment,
+    SyncRefund: _sync_refund,
+    RenewSubscription: _renew,
+    ExpireSubscription: _expire,
+    SendExpiryReminder: _remind,
+    ExtendSubscription: _extend,
+    GrantSubscription: _grant,
+    AdminRefund: _admin_refund,
+    AdminCancelSubscription: _admin_cancel,
+}

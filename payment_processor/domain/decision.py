@@ -1,0 +1,133 @@
+"""What every decision of the account is made of: its context, the events it emits, and small builders.
+
+Pure: no I/O, no clock (`Context.now` is business time given by the caller). Shared by the
+command deciders (`commands`), the provider-answer handling (`answers`, `payments`, `refunds`).
+"""
+
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+from uuid import UUID
+
+from schemas import (
+    CommandFailed,
+    CommandOutcome,
+    CommandRejected,
+    CommandSucceeded,
+    Envelope,
+    Event,
+    derived_id,
+)
+
+from payment_processor.domain.provider import (
+    ProviderStep,
+)
+from payment_processor.domain.state import (
+    LIVE_SUBSCRIPTION,
+    AccountState,
+    Payment,
+    PlanState,
+    Subscription,
+)
+
+PENDING_AT_PROVIDER = frozenset({"pending", "waiting_for_capture"})
+
+@dataclass(frozen=True)
+class Context:
+    """What a decision may depend on besides the stream: time, the plan, configuration."""
+
+    now: datetime
+    plan: PlanState | None = None
+    default_return_url: str = "http://127.0.0.1:8000/v1/return"
+    dunning_retry_days: tuple[int, ...] = (1, 3, 5)
+    """Days after a failed renewal attempt until the next one (issue 10 owns the policy)."""
+    create_retry_window: timedelta = timedelta(hours=23)
+    """YooKassa remembers an Idempotence-Key for 24 h; repeating a create later could charge twice."""
+
+@dataclass(frozen=True, slots=True)
+class Emit:
+    """One event to append, and the command it belongs to (its `metadata.command_id`)."""
+
+    payload: Event
+    command_id: UUID
+
+@dataclass
+class Decision:
+    events: list[Emit] = field(default_factory=list)
+    step: ProviderStep | None = None
+    already_handled: bool = False
+    retry_later: str | None = None
+    """Nothing to record yet, and nothing else will ask again: the command must be retried (the
+    consumer's bounded retries, then the dead-letter topic and CommandFailed)."""
+
+    @property
+    def terminals(self) -> list[Emit]:
+        return [e for e in self.events if isinstance(e.payload, (CommandSucceeded, CommandRejected, CommandFailed))]
+
+def command_id_of(command: Envelope) -> UUID:
+    return command.metadata.command_id or command.id
+
+def terminal_outcome(payload: Event) -> dict[str, Any]:
+    """What the handled-command record stores for a terminal event."""
+    if isinstance(payload, CommandSucceeded):
+        return {"status": "succeeded", **payload.outcome.model_dump(mode="json", exclude_none=True)}
+    if isinstance(payload, CommandRejected):
+        return {"status": "rejected", "code": payload.code, "reason": payload.reason}
+    if isinstance(payload, CommandFailed):
+        return {"status": "failed", "reason": payload.reason}
+    raise TypeError(f"{type(payload).__name__} is not a terminal event")
+
+def fmt_day(at: datetime | None) -> str:
+    return at.strftime("%Y-%m-%d") if at else "—"
+
+def emit_succeeded(cid: UUID, ctype: str, **outcome: Any) -> Emit:
+    return Emit(CommandSucceeded(command_id=cid, command_type=ctype, outcome=CommandOutcome(**outcome)), cid)
+
+def emit_rejected(cid: UUID, ctype: str, code: str, reason: str) -> Emit:
+    return Emit(CommandRejected(command_id=cid, command_type=ctype, code=code, reason=reason), cid)
+
+def emit_failed(cid: UUID, ctype: str, reason: str) -> Emit:
+    return Emit(CommandFailed(command_id=cid, command_type=ctype, reason=reason[:1000]), cid)
+
+def reject(command: Envelope, code: str, reason: str) -> Decision:
+    return Decision([emit_rejected(command_id_of(command), command.type, code, reason)])
+
+def succeed(command: Envelope, **outcome: Any) -> Decision:
+    return Decision([emit_succeeded(command_id_of(command), command.type, **outcome)])
+
+def idempotence_key_for(operation_id: UUID, step: str = "create") -> str:
+    return str(derived_id("yookassa", operation_id, step))
+
+def failed_command(command_id: UUID, command_type: str, reason: str) -> Emit:
+    """The terminal event for a command given up on (dead-lettered)."""
+    return emit_failed(command_id, command_type, reason)
+
+def live_subscription_to(state: AccountState, plan_id: str, *, exclude: UUID | None = None) -> Subscription | None:
+    for sub in state.subscriptions.values():
+        if sub.plan_id == plan_id and sub.subscription_id != exclude and sub.status in LIVE_SUBSCRIPTION:
+            return sub
+    return None
+
+def pending_subscription_to(state: AccountState, plan_id: str) -> Subscription | None:
+    for sub in state.subscriptions.values():
+        if sub.plan_id == plan_id and sub.status == "pending_payment":
+            return sub
+    return None
+
+def open_checkout_for(state: AccountState, plan_id: str) -> tuple[Subscription, Payment] | None:
+    """A pending subscription to the plan whose payment page the customer can still use."""
+    for sub in state.subscriptions.values():
+        if sub.plan_id == plan_id and sub.status == "pending_payment" and sub.payment_ids:
+            payment = state.payments.get(sub.payment_ids[-1])
+            if payment is not None and payment.status == "pending" and payment.confirmation_url:
+                return sub, payment
+    return None
+
+def find_subscription(state: AccountState, command: Envelope, subscription_id: UUID) -> Subscription | Decision:
+    sub = state.subscriptions.get(subscription_id)
+    if sub is None:
+        return reject(command, "subscription_not_found", f"There is no subscription {subscription_id} on this account.")
+    return sub

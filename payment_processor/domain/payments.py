@@ -1,0 +1,347 @@
+"""YooKassa's view of a payment turned into events: created, succeeded (and what that buys), declined.
+
+The effects of a success are where the money promises live: a purchase activates, a renewal
+renews — unless the customer no longer wants it (renewal turned off while the charge was in
+flight, docs/decisions/0105; the subscription ended; another subscription to the plan is live),
+in which case the charge is refunded in full.
+"""
+
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from uuid import UUID
+
+from schemas import (
+    CheckoutStarted,
+    PaymentCreated,
+    PaymentFailed,
+    PaymentMethod,
+    PaymentStateUnknown,
+    PaymentSucceeded,
+    RefundRequested,
+    RenewalFailed,
+    RenewalStarted,
+    SubscriptionActivated,
+    SubscriptionCanceled,
+    SubscriptionRenewed,
+    derived_id,
+)
+
+from payment_processor.domain.decision import (
+    Context,
+    Emit,
+    emit_failed,
+    emit_succeeded,
+    fmt_day,
+    idempotence_key_for,
+    live_subscription_to,
+)
+from payment_processor.domain.provider import (
+    CreatePayment,
+    CreateRefund,
+    FindPayment,
+    ProviderOutcome,
+    ProviderPayment,
+    ProviderRefused,
+    ProviderStep,
+    ProviderUnknown,
+    purchase_request,
+    refund_request,
+    renewal_request,
+)
+from payment_processor.domain.state import (
+    FINAL_PAYMENT,
+    LIVE_SUBSCRIPTION,
+    AccountState,
+    Payment,
+    Subscription,
+)
+
+
+def payment_step(state: AccountState, payment: Payment) -> ProviderStep:
+    """Ask again: read the payment if YooKassa gave it an id, else repeat the create (same key, same body)."""
+    if payment.provider_payment_id:
+        return FindPayment(payment.payment_id, payment.provider_payment_id)
+    intent = payment.intent
+    if isinstance(intent, CheckoutStarted):
+        body = purchase_request(state.user_id, payment.origin_command_id, intent)
+    else:
+        body = renewal_request(state.user_id, payment.origin_command_id, intent)
+    return CreatePayment(payment.payment_id, payment.idempotence_key, body)
+
+def observe_payment(
+    state: AccountState, payment: Payment, outcome: ProviderOutcome, ctx: Context, by: UUID
+) -> tuple[list[Emit], ProviderStep | None, bool]:
+    """Events for YooKassa's view of `payment`; returns (events, next step, settled?)."""
+    emits: list[Emit] = []
+    next_step: ProviderStep | None = None
+
+    if isinstance(outcome, ProviderUnknown) or (isinstance(outcome, ProviderRefused) and payment.provider_payment_id):
+        # Not knowing is not failing. Only a create whose answer was lost makes the payment
+        # "unknown"; a failed re-read of a payment YooKassa already gave us changes nothing.
+        detail = outcome.detail
+        if payment.provider_payment_id is None and payment.status != "unknown":
+            emits.append(
+                Emit(
+                    PaymentStateUnknown(
+                        payment_id=payment.payment_id,
+                        subscription_id=payment.subscription_id,
+                        detail=detail[:500],
+                        purpose=payment.purpose,
+                    ),
+                    by,
+                )
+            )
+        return emits, None, False
+
+    late = payment.outcome_unknown and isinstance(outcome, ProviderPayment)
+    if payment.status in FINAL_PAYMENT and not late:
+        return emits, None, True  # someone settled it meanwhile (concurrent sync); add nothing
+
+    if isinstance(outcome, ProviderRefused):
+        reason = "no_answer_within_idempotence_window" if outcome.outcome_unknown else f"provider_refused:{outcome.code}"
+        emits.append(
+            Emit(
+                PaymentFailed(
+                    payment_id=payment.payment_id,
+                    subscription_id=payment.subscription_id,
+                    amount=payment.amount,
+                    reason=reason,
+                    party="merchant",
+                    purpose=payment.purpose,
+                    customer=payment.customer,
+                    outcome_unknown=outcome.outcome_unknown,
+                ),
+                by,
+            )
+        )
+        emits += renewal_failed(state, payment, reason, ctx, by)
+        terminal = payment_origin_terminal(state, payment, outcome)
+        if terminal:
+            emits.append(terminal)
+        return emits, None, True
+
+    assert isinstance(outcome, ProviderPayment)
+    if payment.provider_payment_id is None:
+        emits.append(
+            Emit(
+                PaymentCreated(
+                    payment_id=payment.payment_id,
+                    subscription_id=payment.subscription_id,
+                    provider_payment_id=outcome.id,
+                    amount=payment.amount,
+                    status=outcome.status,
+                    confirmation_url=outcome.confirmation_url,
+                    purpose=payment.purpose,
+                ),
+                by,
+            )
+        )
+    if outcome.status == "succeeded":
+        paid_at = outcome.captured_at or ctx.now
+        method = (
+            PaymentMethod(id=outcome.payment_method_id, title=outcome.payment_method_title)
+            if outcome.payment_method_saved and outcome.payment_method_id
+            else None
+        )
+        emits.append(
+            Emit(
+                PaymentSucceeded(
+                    payment_id=payment.payment_id,
+                    subscription_id=payment.subscription_id,
+                    provider_payment_id=outcome.id,
+                    amount=payment.amount,
+                    paid_at=paid_at,
+                    payment_method=method,
+                    purpose=payment.purpose,
+                    customer=payment.customer,
+                ),
+                by,
+            )
+        )
+        effects, next_step = payment_succeeded_effects(state, payment, outcome, paid_at, ctx, by)
+        emits += effects
+    elif late:
+        pass  # declined or still pending: it already counts as failed; PaymentCreated records the answer
+    elif outcome.status == "canceled":
+        reason = outcome.cancellation_reason or "canceled"
+        emits.append(
+            Emit(
+                PaymentFailed(
+                    payment_id=payment.payment_id,
+                    subscription_id=payment.subscription_id,
+                    provider_payment_id=outcome.id,
+                    amount=payment.amount,
+                    reason=reason,
+                    party=outcome.cancellation_party,
+                    purpose=payment.purpose,
+                    customer=payment.customer,
+                ),
+                by,
+            )
+        )
+        emits += renewal_failed(state, payment, reason, ctx, by)
+    terminal = payment_origin_terminal(state, payment, outcome, refunding=next_step is not None)
+    if terminal:
+        emits.append(terminal)
+    return emits, next_step, outcome.status in FINAL_PAYMENT
+
+def payment_succeeded_effects(
+    state: AccountState, payment: Payment, seen: ProviderPayment, paid_at: datetime, ctx: Context, by: UUID
+) -> tuple[list[Emit], ProviderStep | None]:
+    sub = state.subscriptions.get(payment.subscription_id)
+    if sub is None:  # cannot happen: the intent created it
+        return [], None
+    intent = payment.intent
+    if isinstance(intent, CheckoutStarted):
+        given_up = sub.status == "payment_failed" and payment.outcome_unknown and sub.payment_ids[-1:] == [payment.payment_id]
+        if sub.status == "pending_payment" or given_up:
+            other = live_subscription_to(state, sub.plan_id, exclude=sub.subscription_id)
+            if other is None:
+                activated = SubscriptionActivated(
+                    subscription_id=sub.subscription_id,
+                    plan_id=sub.plan_id,
+                    plan_name=sub.plan_name,
+                    period_start=paid_at,
+                    period_end=paid_at + timedelta(days=intent.period_days),
+                    amount_paid=payment.amount,
+                    auto_renew=sub.auto_renew,
+                    payment_id=payment.payment_id,
+                    payment_method_title=seen.payment_method_title if seen.payment_method_saved else None,
+                    customer=payment.customer,
+                )
+                return [Emit(activated, by)], None
+            why = (
+                f"The payment for «{sub.plan_name}» succeeded after another subscription to the same plan "
+                f"became active (until {fmt_day(other.period_end)}); it is refunded in full."
+            )
+            return full_refund(state, payment, seen, sub, why, ctx, by, cancel=True)
+        why = f"The payment for «{sub.plan_name}» succeeded after the subscription was {sub.status}; it is refunded in full."
+        return full_refund(state, payment, seen, sub, why, ctx, by, cancel=False)
+
+    # a renewal
+    assert isinstance(intent, RenewalStarted)
+    if sub.status in LIVE_SUBSCRIPTION and (not sub.auto_renew or sub.cancel_at_period_end):
+        # The customer turned renewal off while this charge was in flight: they said no before the
+        # money moved, so the charge is not kept (docs/decisions/0105).
+        why = (
+            f"The renewal payment for «{sub.plan_name}» succeeded after renewal was turned off; "
+            "it is refunded in full and the subscription ends with its period."
+        )
+        return full_refund(state, payment, seen, sub, why, ctx, by, cancel=False)
+    if sub.status in LIVE_SUBSCRIPTION:
+        start = intent.period_start if sub.period_end == intent.period_start else (sub.period_end or intent.period_start)
+        renewed = SubscriptionRenewed(
+            subscription_id=sub.subscription_id,
+            payment_id=payment.payment_id,
+            period_start=start,
+            period_end=start + (intent.period_end - intent.period_start),
+            amount=payment.amount,
+            customer=payment.customer,
+        )
+        return [Emit(renewed, by)], None
+    why = f"The renewal payment for «{sub.plan_name}» succeeded after the subscription was {sub.status}; it is refunded in full."
+    return full_refund(state, payment, seen, sub, why, ctx, by, cancel=False)
+
+def full_refund(
+    state: AccountState,
+    payment: Payment,
+    seen: ProviderPayment,
+    sub: Subscription,
+    why: str,
+    ctx: Context,
+    by: UUID,
+    *,
+    cancel: bool,
+) -> tuple[list[Emit], ProviderStep | None]:
+    refund_id = derived_id("refund", by, payment.payment_id)
+    amount = payment.amount
+    emits: list[Emit] = []
+    if cancel:
+        emits.append(
+            Emit(
+                SubscriptionCanceled(
+                    subscription_id=sub.subscription_id,
+                    mode="duplicate_payment",
+                    effective_at=ctx.now,
+                    reason=why,
+                    refund_id=refund_id,
+                    refund_amount=amount,
+                    customer=payment.customer,
+                ),
+                by,
+            )
+        )
+    intent = RefundRequested(
+        refund_id=refund_id,
+        subscription_id=sub.subscription_id,
+        payment_id=payment.payment_id,
+        provider_payment_id=seen.id,
+        amount=amount,
+        reason=why[:500],
+        idempotence_key=idempotence_key_for(refund_id),
+        customer=payment.customer,
+        command_type="SyncPayment",
+    )
+    emits.append(Emit(intent, by))
+    return emits, CreateRefund(refund_id, intent.idempotence_key, refund_request(intent, sub.plan_name))
+
+def renewal_failed(state: AccountState, payment: Payment, reason: str, ctx: Context, by: UUID) -> list[Emit]:
+    intent = payment.intent
+    if not isinstance(intent, RenewalStarted):
+        return []  # a purchase's failure is the PaymentFailed itself (subscription → payment_failed)
+    sub = state.subscriptions.get(payment.subscription_id)
+    if sub is None or sub.status not in LIVE_SUBSCRIPTION or sub.period_end != intent.period_start:
+        return []
+    retries = ctx.dunning_retry_days
+    final = intent.attempt > len(retries)
+    next_retry_at = None if final else ctx.now + timedelta(days=retries[intent.attempt - 1])
+    failed = RenewalFailed(
+        subscription_id=sub.subscription_id,
+        payment_id=payment.payment_id,
+        attempt=intent.attempt,
+        reason=reason,
+        next_retry_at=next_retry_at,
+        access_until=next_retry_at or sub.period_end,
+        final=final,
+        customer=payment.customer,
+    )
+    return [Emit(failed, by)]
+
+def payment_origin_terminal(
+    state: AccountState, payment: Payment, outcome: ProviderOutcome, *, refunding: bool = False
+) -> Emit | None:
+    """End the command that started the payment, now that its fate is known."""
+    origin = payment.origin_command_id
+    if origin in state.terminal:
+        return None
+    if payment.purpose == "renewal":
+        ctype = "RenewSubscription"
+        if isinstance(outcome, ProviderRefused):
+            message = f"The renewal charge was refused: {outcome.detail}"
+        else:
+            assert isinstance(outcome, ProviderPayment)
+            message = {
+                "succeeded": "The renewal charge is refunded: renewal had been turned off." if refunding else "The subscription was renewed.",
+                "canceled": f"The renewal charge was declined: {outcome.cancellation_reason or 'canceled'}.",
+            }.get(outcome.status, "The renewal charge is pending at YooKassa.")
+        return emit_succeeded(origin, ctype, subscription_id=payment.subscription_id, payment_id=payment.payment_id, message=message)
+
+    ctype = "PurchaseSubscription"
+    if isinstance(outcome, ProviderRefused):
+        return emit_failed(origin, ctype, f"YooKassa refused to create the payment: {outcome.detail}")
+    assert isinstance(outcome, ProviderPayment)
+    if outcome.status == "canceled":
+        return emit_failed(origin, ctype, f"The payment was declined: {outcome.cancellation_reason or 'canceled'}.")
+    message = None
+    if outcome.status == "succeeded":
+        message = "The payment was refunded: you already have this subscription." if refunding else "Paid."
+    return emit_succeeded(
+        origin,
+        ctype,
+        subscription_id=payment.subscription_id,
+        payment_id=payment.payment_id,
+        confirmation_url=outcome.confirmation_url or payment.confirmation_url,
+        message=message,
+    )
