@@ -62,10 +62,14 @@ def run_env() -> None:
 
 
 def main(argv: list[str]) -> int:
+    """`python -m eventstore.migrate [PACKAGE ...]` (the deployment's migration job): logs in the services' format."""
+    from eventstore.logging import configure_logging, get_logger
+
+    configure_logging("migrate")
     settings = Settings()
     packages = argv or None
     upgrade(settings, packages)
-    print("migrated:", ", ".join(packages or packages_with_migrations()))
+    get_logger("eventstore.migrate").info("migrated", packages=packages or packages_with_migrations())
     return 0
 
 
