@@ -1,4 +1,4 @@
-"""Chaos run: the two promises of DESIGN.md checked under crashes, a broker restart and a lying provider.
+"""Chaos run: the two promises (docs/architecture.md) checked under crashes, a broker restart and a lying provider.
 
 `python -m bench.chaos` (and, shorter, `tests/e2e/test_chaos.py`) runs the whole product on a
 fresh database, unique topics and a PRIVATE Kafka broker (the shared development broker is never

@@ -4,7 +4,7 @@ The payment processor refunds this amount when a subscription is canceled with "
 and the command API shows the same number as a quote before the user decides. Services may not
 import each other, so the arithmetic lives here, in the shared library, with no I/O at all.
 
-The rule (DESIGN.md): refund = amount paid × (days in period − days used) / days in period, where
+The rule (docs/architecture.md, "Refunds"): refund = amount paid × (days in period − days used) / days in period, where
 days used = the number of 24-hour periods that have *started* since the period was paid for (at
 minute one a whole day is used), rounded DOWN to the kopeck, never below zero, and never more
 than is left unrefunded. All arithmetic is in integer minor units, so there is no float rounding.

@@ -1,4 +1,4 @@
-"""The refund arithmetic of DESIGN.md, table-driven: started days, round down, clamps."""
+"""The refund arithmetic of docs/architecture.md ("Refunds"), table-driven: started days, round down, clamps."""
 
 from __future__ import annotations
 
