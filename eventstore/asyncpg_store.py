@@ -70,13 +70,18 @@ SELECT (SELECT version FROM current) AS version,
 _APPEND_PARAMS = 11
 
 
+ONLY_IF_APPENDED = "EXISTS (SELECT 1 FROM appended)"
+"""The condition a side write puts in its WHERE clause: true only when the append went in (the CTE
+`appended` has one row per appended event). The public name of this module's hook."""
+
+
 @dataclass(frozen=True)
 class SideWrite:
     """A data-modifying statement that commits with an append, inside the same SQL statement.
 
     `sql` is one INSERT/UPDATE/DELETE with `:name` parameters taken from `params`; it must write
     only when the append did, by referring to the CTE `appended` (one row per appended event),
-    e.g. `... WHERE EXISTS (SELECT 1 FROM appended)`. It sees the database as of the statement's
+    i.e. `... WHERE {ONLY_IF_APPENDED}`. It sees the database as of the statement's
     start (not the rows the append inserts). Appends that carry side writes must append events.
     """
 

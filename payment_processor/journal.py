@@ -14,14 +14,13 @@ they run on a plain asyncpg pool with as few round trips as the guarantees allow
   (`asyncpg_store.append` with side writes gated on the append), atomic without a transaction.
 
 The statements for the processor's own tables come from the modules that own those tables: the
-open-operation writes are `operations.py`'s, and the schedule upsert is `schedule.py`'s own
-statement with its VALUES list turned into a row set (`_schedule_side_write_sql`), so a column
-added there is written here too.
+open-operation writes are `operations.py`'s and the schedule upsert is `schedule.py`'s
+(`SIDE_WRITE_SQL`, built from the same column list as its own upsert), each gated on the append
+by `asyncpg_store.ONLY_IF_APPENDED`.
 """
 
 from __future__ import annotations
 
-import re
 from collections import OrderedDict
 from collections.abc import Sequence
 from datetime import datetime
@@ -39,33 +38,6 @@ from payment_processor import operations, schedule
 from payment_processor.domain import AccountState, OperationChange, PlanState
 from schemas import Envelope, parse_envelope
 
-
-
-def _schedule_side_write_sql(upsert: str) -> str:
-    """`schedule._UPSERT` (one row of `:field` values) as a side write of many rows.
-
-    `VALUES (:a, :b, …, :now)` becomes `SELECT r.a, r.b, …, :now FROM jsonb_populate_recordset(
-    NULL::processor.schedule, :rows) AS r WHERE EXISTS (SELECT 1 FROM appended)`; the column list
-    and the version-guarded ON CONFLICT clause stay schedule.py's own.
-    """
-
-    def rows(match: re.Match[str]) -> str:
-        values = [v.strip() for v in match.group(1).split(",")]
-        if not all(v.startswith(":") for v in values):
-            raise ValueError(f"unexpected schedule upsert values: {values}")
-        select = ", ".join(":now" if v == ":now" else f"r.{v[1:]}" for v in values)
-        return (
-            f"SELECT {select} FROM jsonb_populate_recordset(NULL::processor.schedule, CAST(:rows AS jsonb)) AS r "
-            "WHERE EXISTS (SELECT 1 FROM appended) "
-        )
-
-    sql, n = re.subn(r"VALUES\s*\((.*?)\)\s*(?=ON CONFLICT)", rows, upsert, flags=re.S)
-    if n != 1:
-        raise ValueError("schedule.py's upsert no longer has the shape journal.py expects")
-    return sql
-
-
-SCHEDULE_SQL = _schedule_side_write_sql(schedule._UPSERT.text)
 
 
 async def create_pool(database_url: str, *, size: int, application_name: str = "payment-processor") -> asyncpg.Pool:
@@ -186,7 +158,7 @@ async def commit(
         side.append(asyncpg_store.SideWrite(operations.OPEN_SQL, params))
     if schedule_rows:
         rows = orjson.dumps([_row(r) for r in schedule_rows]).decode()
-        side.append(asyncpg_store.SideWrite(SCHEDULE_SQL, {"rows": rows, "now": now}))
+        side.append(asyncpg_store.SideWrite(schedule.SIDE_WRITE_SQL, {"rows": rows, "now": now}))
     return await asyncpg_store.append(conn, stream_id, expected_version, envelopes, commands=handled, side_writes=side)
 
 

@@ -16,18 +16,19 @@ from datetime import datetime
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from eventstore.asyncpg_store import ONLY_IF_APPENDED
 from payment_processor.domain import OperationChange
 
 # Written by the handler in the same statement as the events they follow (`journal.py`): each is
-# a side write of the append, gated on the CTE `appended` (docs/decisions/0048).
-OPEN_SQL = """
+# a side write of the append, gated on it by `ONLY_IF_APPENDED` (docs/decisions/0048).
+OPEN_SQL = f"""
     INSERT INTO processor.open_operations (operation_id, kind, stream_id, opened_at, next_check_at)
     SELECT o.id, o.kind, :stream_id, :now, o.next_check_at
     FROM unnest(CAST(:ids AS uuid[]), CAST(:kinds AS text[]), CAST(:next AS timestamptz[])) AS o(id, kind, next_check_at)
-    WHERE EXISTS (SELECT 1 FROM appended)
+    WHERE {ONLY_IF_APPENDED}
     ON CONFLICT (operation_id) DO NOTHING
 """
-CLOSE_SQL = "DELETE FROM processor.open_operations WHERE operation_id = ANY(CAST(:ids AS uuid[])) AND EXISTS (SELECT 1 FROM appended)"
+CLOSE_SQL = f"DELETE FROM processor.open_operations WHERE operation_id = ANY(CAST(:ids AS uuid[])) AND {ONLY_IF_APPENDED}"
 
 _DUE = text(
     """

@@ -27,6 +27,8 @@ from typing import Any, Literal
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from eventstore.asyncpg_store import ONLY_IF_APPENDED
+
 from payment_processor.domain import AccountState, PlanState, apply, build_account
 from payment_processor.domain.state import Subscription
 from schemas import (
@@ -158,43 +160,34 @@ def _field_names(cls: type) -> tuple[str, ...]:
 
 # --------------------------------------------------------------------------- writing (the processor)
 
+_COLUMNS = tuple(f.name for f in fields(ScheduleRow))
+"""The table's columns are the row's fields: both statements below are built from them, so they cannot drift."""
+
+# A newer stream version always wins; an older writer (a `rebuild` next to the processor) never
+# overwrites a newer row.
+_ON_CONFLICT = "ON CONFLICT (subscription_id) DO UPDATE SET\n" + ",\n".join(
+    f"    {c} = EXCLUDED.{c}" for c in (*_COLUMNS[3:], "updated_at")
+) + "\nWHERE s.stream_version <= EXCLUDED.stream_version"
+
 _UPSERT = text(
-    """
-    INSERT INTO processor.schedule AS s (
-        subscription_id, stream_id, user_id, status, period_end, auto_renew, has_saved_method,
-        cancel_at_period_end, renewal_attempts, next_retry_at, dunning_over, reminded_for,
-        stream_version, updated_at
-    ) VALUES (
-        :subscription_id, :stream_id, :user_id, :status, :period_end, :auto_renew, :has_saved_method,
-        :cancel_at_period_end, :renewal_attempts, :next_retry_at, :dunning_over, :reminded_for,
-        :stream_version, :now
-    )
-    ON CONFLICT (subscription_id) DO UPDATE SET
-        status = EXCLUDED.status,
-        period_end = EXCLUDED.period_end,
-        auto_renew = EXCLUDED.auto_renew,
-        has_saved_method = EXCLUDED.has_saved_method,
-        cancel_at_period_end = EXCLUDED.cancel_at_period_end,
-        renewal_attempts = EXCLUDED.renewal_attempts,
-        next_retry_at = EXCLUDED.next_retry_at,
-        dunning_over = EXCLUDED.dunning_over,
-        reminded_for = EXCLUDED.reminded_for,
-        stream_version = EXCLUDED.stream_version,
-        updated_at = EXCLUDED.updated_at
-    WHERE s.stream_version <= EXCLUDED.stream_version
-    """
+    f"INSERT INTO processor.schedule AS s ({', '.join(_COLUMNS)}, updated_at)\n"
+    f"VALUES ({', '.join(':' + c for c in _COLUMNS)}, :now)\n{_ON_CONFLICT}"
 )
+
+SIDE_WRITE_SQL = (
+    f"INSERT INTO processor.schedule AS s ({', '.join(_COLUMNS)}, updated_at)\n"
+    f"SELECT {', '.join('r.' + c for c in _COLUMNS)}, :now\n"
+    "FROM jsonb_populate_recordset(NULL::processor.schedule, CAST(:rows AS jsonb)) AS r\n"
+    f"WHERE {ONLY_IF_APPENDED}\n{_ON_CONFLICT}"
+)
+"""The same upsert for many rows (`:rows`, a JSON array of rows), written by the processor's
+append in the same statement and only if the append did (`asyncpg_store.SideWrite`)."""
 
 
 async def record_rows(conn: AsyncConnection, rows: Sequence[ScheduleRow], now: datetime) -> None:
     """Write rows inside the caller's transaction (the append's, for the processor)."""
     if rows:
         await conn.execute(_UPSERT, [{**asdict(row), "now": now} for row in rows])
-
-
-async def record_append(conn: AsyncConnection, state: AccountState | PlanState, envelopes: Sequence[Envelope], now: datetime) -> None:
-    """The handler's one call: the rows an append changes, written in the append's transaction."""
-    await record_rows(conn, schedule_rows(state, envelopes), now)
 
 
 async def rebuild(engine: AsyncEngine, *, batch: int = 200) -> int:
