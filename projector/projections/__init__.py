@@ -2,7 +2,8 @@
 
 `subscriptions` runs before `payments`, `refunds` and `accounts`, which read its rows (a
 payment whose creation answer was lost takes the subscription's price; the account counts its
-subscriptions). Each module exposes `TABLE` and `apply(state, event)`.
+subscriptions). Each module exposes `TABLE` and `HANDLERS` (event type → handler); `apply_event`
+runs them through one dispatch table.
 """
 
 from __future__ import annotations

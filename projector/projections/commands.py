@@ -123,9 +123,3 @@ HANDLERS = {
     "CommandRejected": _rejected,
     "CommandFailed": _failed,
 }
-
-
-def apply(state: State, ev: ProjectedEvent) -> None:
-    handler = HANDLERS.get(ev.type)
-    if handler is not None:
-        handler(state, ev)

@@ -141,9 +141,3 @@ HANDLERS = {
     "PaymentFailed": _payment_failed,
     "PaymentStateUnknown": _payment_state_unknown,
 }
-
-
-def apply(state: State, ev: ProjectedEvent) -> None:
-    handler = HANDLERS.get(ev.type)
-    if handler is not None:
-        handler(state, ev)

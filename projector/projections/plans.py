@@ -44,9 +44,3 @@ def _plan_archived(state: State, ev: ProjectedEvent) -> None:
 
 
 HANDLERS = {"PlanCreated": _plan_created, "PlanArchived": _plan_archived}
-
-
-def apply(state: State, ev: ProjectedEvent) -> None:
-    handler = HANDLERS.get(ev.type)
-    if handler is not None:
-        handler(state, ev)

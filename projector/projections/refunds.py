@@ -125,9 +125,3 @@ HANDLERS = {
     "RefundFailed": _failed,
     "RefundStateUnknown": _state_unknown,
 }
-
-
-def apply(state: State, ev: ProjectedEvent) -> None:
-    handler = HANDLERS.get(ev.type)
-    if handler is not None:
-        handler(state, ev)

@@ -288,9 +288,3 @@ COUNT_EVENTS = frozenset(
      "RenewalFailed", "SubscriptionExpired"}
 )
 """The events that may create a subscription or change its status (the account counts follow them)."""
-
-
-def apply(state: State, ev: ProjectedEvent) -> None:
-    handler = HANDLERS.get(ev.type)
-    if handler is not None:
-        handler(state, ev)
