@@ -8,16 +8,18 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 
 WORKDIR /app
 
-# Dependencies first, so code changes do not reinstall them.
-COPY pyproject.toml README.md ./
-RUN mkdir -p schemas && touch schemas/__init__.py billing_cli.py \
-    && pip install . \
-    && pip uninstall -y billing
+# Dependencies first, so code changes do not reinstall them: exactly the runtime lock, every
+# transitive package pinned. Development packages (the PostgreSQL wheel, honcho, test tools) are
+# in requirements/dev.lock and never reach the image (docs/decisions/0113).
+COPY requirements/runtime.lock requirements/runtime.lock
+RUN pip install -r requirements/runtime.lock
 
 COPY . .
+# --no-deps: the project itself, nothing beyond the lock.
 RUN pip install --no-deps . \
     && useradd --system --uid 10001 --home /app billing \
-    && mkdir -p /run/billing && chown billing /run/billing
+    && mkdir -p /run/billing /var/lib/billing-sandbox \
+    && chown billing /run/billing /var/lib/billing-sandbox
 
 USER billing
 ENV HEARTBEAT_FILE=/run/billing/heartbeat \

@@ -26,10 +26,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import signal
 import sys
 import time
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -139,6 +141,7 @@ class OutboxRelay:
         lock_key: int = RELAY_LOCK_KEY,
         producer_options: dict[str, Any] | None = None,
         name: str = "relay",
+        heartbeat_file: str | None = None,
     ) -> None:
         if batch_size < 1:
             raise ValueError("batch_size must be at least 1")
@@ -161,6 +164,10 @@ class OutboxRelay:
             **(producer_options or {}),
         }
         self.name = name
+        # Touched while leading or standing by, like ConsumerLoop's: the container health check
+        # tests its age (docker-compose.yml). Not while Kafka or PostgreSQL is unreachable.
+        heartbeat = heartbeat_file or os.environ.get("HEARTBEAT_FILE")
+        self.heartbeat_file = Path(heartbeat) if heartbeat else None
         self.published = 0  # records acked by Kafka (including re-publications after a takeover)
         self.batches = 0
         self.leader = asyncio.Event()  # set while this relay holds the lock
@@ -250,6 +257,7 @@ class OutboxRelay:
         """Poll for the lock (a blocking pg_advisory_lock would hold up a graceful stop)."""
         announced = False
         while not self._stop.is_set():
+            self._beat()
             if await conn.fetchval("SELECT pg_try_advisory_lock($1)", self.lock_key):
                 return True
             if not announced:
@@ -275,6 +283,7 @@ class OutboxRelay:
         progress = _Progress(self.progress_every_s)
         try:
             while not self._stop.is_set():
+                self._beat()
                 if next_rows is not None:
                     rows, next_rows = await next_rows, None
                 else:
@@ -392,6 +401,13 @@ class OutboxRelay:
                 self._partition_cache.clear()
             partition = self._partition_cache[key] = _PARTITIONER(key, partitions, partitions)
         return partition
+
+    def _beat(self) -> None:
+        if self.heartbeat_file is not None:
+            try:
+                self.heartbeat_file.touch()
+            except OSError as exc:
+                self._log.warning("heartbeat_failed", path=str(self.heartbeat_file), error=repr(exc))
 
     async def _sleep(self, seconds: float) -> None:
         """Sleep, but wake at once on stop()."""
