@@ -15,7 +15,7 @@ import os
 import signal
 import time
 from pathlib import Path
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -26,6 +26,7 @@ from aiokafka.errors import CommitFailedError, KafkaError, OutOfOrderSequenceNum
 from aiokafka.structs import ConsumerRecord
 
 from eventstore.logging import bind_correlation, get_logger
+from eventstore.metrics import CONSUMERS, DEAD_LETTERS, count_dead_letter
 from eventstore.settings import Settings
 
 log = get_logger(__name__)
@@ -288,6 +289,9 @@ class ConsumerLoop:
         self._log = log.bind(consumer=name, group=group_id)
         self.handled = 0
         self.dead_lettered = 0
+        # Per partition, the offset from which records are ours and unfinished: our last commit, or
+        # before one the first offset fetched since assignment. Lag is measured from it.
+        self._committed: dict[TopicPartition, int] = {}
 
     # ------------------------------------------------------------------ public
 
@@ -306,6 +310,28 @@ class ConsumerLoop:
     def assignment(self) -> set[TopicPartition]:
         return set(self._consumer.assignment()) if self._consumer else set()
 
+    def lag(self) -> Iterator[tuple[str, int, int]]:
+        """(topic, partition, records not yet handled and committed) per assigned partition.
+
+        Read on scrape from what the last fetch reported (no broker round trip): the end is the
+        last stable offset (read_committed), else the high watermark; the start is our last
+        commit, else the first offset fetched since the assignment, else the fetch position (no
+        record fetched: nothing in hand). A partition the consumer knows no end of is left out.
+        """
+        consumer = self._consumer
+        if consumer is None:
+            return
+        for tp in consumer.assignment():
+            end = consumer.last_stable_offset(tp)
+            if end is None or end < 0:
+                end = consumer.highwater(tp)
+            done = self._committed.get(tp)
+            if done is None:  # nothing fetched since assignment: where the fetcher stands (aiokafka internals)
+                state = consumer._subscription.subscription.assignment.state_value(tp)
+                done = state.position if state.has_valid_position else None
+            if end is not None and done is not None:
+                yield tp.topic, tp.partition, max(0, end - done)
+
     async def _open(self, listener: ConsumerRebalanceListener, **log_fields: Any) -> AIOKafkaConsumer:
         """Start the consumer (and the dead-letter producer) and subscribe; `_close` undoes it."""
         options = {**consumer_options(self.settings, self.group_id, self.name), **self.consumer_options}
@@ -319,11 +345,15 @@ class ConsumerLoop:
             await self._close(consumer)
             raise
         self._started.set()
+        for topic in self.topics if self.dead_letter_topic else ():  # at 0 from the start: increase() sees the first
+            DEAD_LETTERS.labels(self.group_id, topic, "gave_up")
+        CONSUMERS.add(self)  # /metrics: records handled and lag, read when scraped
         self._log.info("consumer_started", topics=self.topics, **log_fields)
         return consumer
 
     async def _close(self, consumer: AIOKafkaConsumer) -> None:
         self._log.info("consumer_stopping", handled=self.handled, dead_lettered=self.dead_lettered)
+        CONSUMERS.discard(self)
         if self._producer is not None:
             await self._producer.stop()
         await consumer.stop()
@@ -378,7 +408,11 @@ class ConsumerLoop:
             except asyncio.CancelledError:
                 pass
             return {}
-        return fetch.result()
+        batch = fetch.result()
+        for tp, records in batch.items():  # per partition of a batch, not per record
+            if records and tp not in self._committed:
+                self._committed[tp] = records[0].offset
+        return batch
 
     async def _process(self, record: ConsumerRecord) -> None:
         tp = TopicPartition(record.topic, record.partition)
@@ -433,6 +467,7 @@ class ConsumerLoop:
             ]
             await self._producer.send_and_wait(self.dead_letter_topic, value=record.value, key=record.key, headers=headers)
             self.dead_lettered += 1
+            count_dead_letter(self.group_id, record.topic, "gave_up")
         if self.on_give_up is not None:
             await self.on_give_up(record, exc)
 
@@ -449,6 +484,8 @@ class ConsumerLoop:
         except (CommitFailedError, KafkaError) as exc:
             # Another member owns the partition now; it re-handles from the last commit (idempotently).
             self._log.warning("commit_failed", error=repr(exc), offsets={f"{tp.topic}/{tp.partition}": o for tp, o in offsets.items()})
+        else:
+            self._committed.update(offsets)
         for tp in offsets:
             if self._done.get(tp) == offsets[tp]:
                 del self._done[tp]
@@ -465,6 +502,7 @@ class _CommitOnRevoke(ConsumerRebalanceListener):
             await self.loop._commit(revoked)
         for tp in revoked:
             self.loop._done.pop(tp, None)
+            self.loop._committed.pop(tp, None)
         if revoked:
             self.loop._log.info("partitions_revoked", partitions=sorted(f"{tp.topic}/{tp.partition}" for tp in revoked))
 
