@@ -12,13 +12,14 @@ import contextlib
 from dataclasses import dataclass, field
 
 from aiokafka import AIOKafkaProducer
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from eventstore.clock import Clock, ShiftableClock, build_clock
 from eventstore.db import create_engine
 from eventstore.kafka import ConsumerLoop, ensure_topics, install_signal_handlers, make_producer
 from eventstore.logging import get_logger
+from eventstore.metrics import MetricsServer, respond
 from eventstore.settings import Settings
 from eventstore.store import EventStore
 from payment_processor.config import ProcessorServiceSettings, ProcessorSettings
@@ -27,6 +28,7 @@ from payment_processor.gateway import YooKassaGateway
 from payment_processor.handlers import CommandHandler, CrashPoints
 from payment_processor.janitor import Janitor
 from payment_processor.journal import create_pool
+from payment_processor.metrics import open_operations_refresher
 from payment_processor.scheduler import Scheduler, SchedulerSettings
 
 log = get_logger(__name__)
@@ -52,6 +54,7 @@ class Processor:
     loops: list[ConsumerLoop]
     janitor: Janitor | None
     scheduler: Scheduler | None = None
+    metrics: MetricsServer | None = None  # started on PROCESSOR_METRICS_PORT; /metrics of the health port renders it too
     _health: asyncio.AbstractServer | None = field(default=None, repr=False)
 
     @property
@@ -73,6 +76,8 @@ class Processor:
         scheduler_task = asyncio.create_task(self.scheduler.run(), name="scheduler") if self.scheduler else None
         if self.config.health_port:
             self._health = await asyncio.start_server(self._serve_health, "127.0.0.1", self.config.health_port)
+        if self.config.metrics_port and self.metrics is not None:
+            await self.metrics.start()
         log.info(
             "processor_started",
             topic=self.settings.commands_topic,
@@ -105,24 +110,22 @@ class Processor:
     async def _serve_health(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         with contextlib.suppress(Exception):
             request_line = await asyncio.wait_for(reader.readline(), 2)
-            if request_line.split(b" ")[1:2] == [b"/metrics"]:
-                # The process's Prometheus metrics (e.g. YooKassa refusing our credentials).
-                status, body, kind = b"200 OK", generate_latest(), CONTENT_TYPE_LATEST.encode()
+            if request_line.split(b" ")[1:2] == [b"/metrics"] and self.metrics is not None:
+                # The process's Prometheus metrics, as on PROCESSOR_METRICS_PORT.
+                status, body, kind = b"200 OK", await self.metrics.render(), CONTENT_TYPE_LATEST.encode()
             else:
                 ok = self.started
                 body = b"ok" if ok else b"starting"
                 status = b"200 OK" if ok else b"503 Service Unavailable"
                 kind = b"text/plain"
-            writer.write(
-                b"HTTP/1.1 " + status + b"\r\nContent-Type: " + kind + b"\r\nContent-Length: " + str(len(body)).encode()
-                + b"\r\nConnection: close\r\n\r\n" + body
-            )
-            await writer.drain()
+            await respond(writer, status, body, kind)
         writer.close()
 
     async def aclose(self) -> None:
         if self._health is not None:
             self._health.close()
+        if self.metrics is not None:
+            await self.metrics.close()
         await self.gateway.aclose()
         if self.handler.db is not None:
             await self.handler.db.close()
@@ -170,8 +173,10 @@ async def build(settings: ProcessorServiceSettings, config: ProcessorSettings, *
         if schedule_config.scheduler_enabled
         else None
     )
+    metrics = MetricsServer(config.metrics_port or 0, refreshers={"open_operations": open_operations_refresher(db, clock)})
     return Processor(
-        settings, config, engine, clock, gateway, producer, handler, build_loops(settings, config, handler), janitor, scheduler=scheduler
+        settings, config, engine, clock, gateway, producer, handler, build_loops(settings, config, handler), janitor,
+        scheduler=scheduler, metrics=metrics,
     )
 
 

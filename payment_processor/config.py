@@ -10,9 +10,10 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Annotated
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from eventstore.metrics import port_or_none
 from eventstore.settings import Settings, url_problem, weak_secret
 
 # The local sandbox's credentials (sandbox/yookassa): development values, refused in production.
@@ -82,6 +83,20 @@ class ProcessorSettings(BaseSettings):
 
     dunning_retry_days: Annotated[list[float], NoDecode] = Field(default=[1, 3, 5])
     health_port: int | None = Field(default=None, description="serve GET /healthz on 127.0.0.1:<port> when set")
+    metrics_port: int | None = Field(
+        default=None, ge=1, le=65535, description="serve Prometheus GET /metrics on 0.0.0.0:<port> when set (unset: off)"
+    )
+
+    @field_validator("metrics_port", "health_port", mode="before")
+    @classmethod
+    def _empty_port_is_off(cls, value: object) -> object:
+        return port_or_none(value)
+
+    @model_validator(mode="after")
+    def _metrics_port_is_its_own(self) -> ProcessorSettings:
+        if self.metrics_port is not None and self.metrics_port == self.health_port:
+            raise ValueError("PROCESSOR_METRICS_PORT must differ from PROCESSOR_HEALTH_PORT (/metrics is served on the health port too)")
+        return self
 
     @field_validator("janitor_schedule_s", "dunning_retry_days", mode="before")
     @classmethod

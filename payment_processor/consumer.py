@@ -182,6 +182,7 @@ class KeyedConsumerLoop(ConsumerLoop):
         await self._commit(partitions)
         for tp in partitions:
             self._done.pop(tp, None)
+            self._committed.pop(tp, None)
             if tp in self._work and self._work[tp].closed:
                 del self._work[tp]
 

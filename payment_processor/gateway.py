@@ -57,6 +57,7 @@ from yookassa.domain.exceptions import (
 from yookassa.domain.request import PaymentRequest, RefundRequest
 
 from eventstore.logging import get_logger
+from payment_processor.metrics import LATENCY_BY_OPERATION, provider_outcome
 from payment_processor.domain.provider import (
     CreatePayment,
     CreateRefund,
@@ -281,6 +282,8 @@ CREDENTIALS_REJECTED = Counter(
     "Calls YooKassa refused for our shop id / secret key (401, 403): operations stay open until an operator fixes them",
     ["status"],
 )
+for _status in ("401", "403"):  # at 0 from the start, so the alert's increase() sees the first refusal
+    CREDENTIALS_REJECTED.labels(_status)
 
 
 def classify_error(exc: BaseException) -> ProviderOutcome:
@@ -320,6 +323,17 @@ def classify_error(exc: BaseException) -> ProviderOutcome:
 
 # --------------------------------------------------------------------------- the gateway
 
+_OPERATION_OF: dict[type, str] = {
+    CreatePayment: "create_payment", FindPayment: "find_payment", CreateRefund: "create_refund", FindRefund: "find_refund",
+}
+
+
+def outcome_label(outcome: ProviderOutcome) -> str:
+    """The `outcome` label of a call: YooKassa's status of the object, or unknown / refused."""
+    if isinstance(outcome, (ProviderPayment, ProviderRefund)):
+        return outcome.status
+    return "refused" if isinstance(outcome, ProviderRefused) else "unknown"
+
 
 class YooKassaGateway:
     """`PaymentGateway` over the official SDK, with timeouts and bounded, off-loop concurrency."""
@@ -334,10 +348,14 @@ class YooKassaGateway:
         self.calls = 0
 
     async def execute(self, step: ProviderStep) -> ProviderOutcome:
+        operation = _OPERATION_OF[type(step)]
         async with self._slots:
             loop = asyncio.get_running_loop()
+            started = time.perf_counter()
             outcome = await loop.run_in_executor(self._pool, self._call, step)
+            LATENCY_BY_OPERATION[operation].observe(time.perf_counter() - started)
         self.calls += 1
+        provider_outcome(operation, outcome_label(outcome)).inc()
         if isinstance(outcome, (ProviderUnknown, ProviderRefused)):
             log.warning("yookassa_outcome", step=type(step).__name__, outcome=type(outcome).__name__, detail=outcome.detail)
         return outcome

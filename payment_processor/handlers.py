@@ -37,7 +37,7 @@ from eventstore.clock import Clock
 from eventstore.logging import get_logger
 from eventstore.store import CommandAlreadyHandled, EventStore, HandledCommand, StreamVersionConflict
 from payment_processor.config import ProcessorSettings
-from payment_processor import journal
+from payment_processor import journal, metrics
 from payment_processor.domain import (
     AccountState,
     Context,
@@ -234,6 +234,7 @@ class CommandHandler:
                         conn, stream_id, state.version, [envelope], handled=[handled], changes=[], schedule_rows=[],
                         now=self.clock.now(), first_check_at=self.clock.now(),
                     )
+                    metrics.command_outcome(command_type, "failed").inc()
                     log.error("command_failed", command_id=str(command_id), type=command_type, reason=reason)
                     return True
                 except StreamVersionConflict:
@@ -352,6 +353,12 @@ class CommandHandler:
             first_check_at=now + timedelta(seconds=delay),
         )
         self.envelopes.put(envelopes)  # committed: now certainly what the table holds
+        for record in handled:
+            metrics.command_outcome(record.command_type, record.outcome["status"]).inc()
+        for envelope in envelopes:
+            renewal = metrics.RENEWAL_CHILDREN.get(envelope.type)
+            if renewal is not None:
+                renewal.inc()
         return envelopes
 
     def _log_end(self, command: Envelope, emits: list[Emit]) -> None:

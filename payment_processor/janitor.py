@@ -19,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from eventstore.clock import Clock
 from eventstore.logging import get_logger
 from payment_processor.config import ProcessorSettings
+from payment_processor.metrics import JANITOR_SYNCS
 from payment_processor.ticker import CommandTicker
 from payment_processor.operations import OpenOperation, lock_due, mark_checked
 from schemas import Actor, Envelope, Metadata, SyncPayment, SyncRefund, account_user_id, derived_id, new_envelope
@@ -73,5 +74,7 @@ class Janitor(CommandTicker):
             # Published before the rows move on: a crash here republishes the same command ids.
             await self.publish(commands)
             await mark_checked(conn, checked, now)
+        for op in due:
+            JANITOR_SYNCS.labels(op.kind).inc()
         log.info("janitor_published", count=len(due))
         return len(due)

@@ -36,6 +36,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from eventstore.clock import Clock
 from eventstore.logging import get_logger
+from payment_processor.metrics import ACTIONS, SCHEDULED, SCHEDULER_DUE
 from payment_processor.schedule import DueAction, lock_due, mark_sent
 from payment_processor.ticker import CommandTicker
 from schemas import (
@@ -165,6 +166,11 @@ class Scheduler(CommandTicker):
                 resend_before=now - timedelta(seconds=self.config.scheduler_resend_s),
                 limit=self.config.scheduler_batch,
             )
+            found = dict.fromkeys(ACTIONS, 0)
+            for action in due:
+                found[action.action] = found.get(action.action, 0) + 1
+            for name, count in found.items():
+                SCHEDULER_DUE.labels(name).set(count)
             if not due:
                 return 0
             commands = []
@@ -184,6 +190,9 @@ class Scheduler(CommandTicker):
             # republishes the very same command ids, which the processor handles once.
             await self.publish(commands)
             await mark_sent(conn, due, now)
+        for name, count in found.items():
+            if count:
+                SCHEDULED.labels(name).inc(count)
         return len(due)
 
 
