@@ -13,12 +13,14 @@ import contextlib
 from eventstore.db import create_pool
 from eventstore.kafka import ConsumerLoop, ensure_topics, install_signal_handlers, make_producer
 from eventstore.logging import get_logger
+from eventstore.metrics import serve_metrics
 from eventstore.settings import Settings
 
 from notifier.adapters.dead_letters import DeadLetters
 from notifier.adapters.email_log import EmailLog
 from notifier.adapters.mailgun import MailgunClient
 from notifier.config import NotifierServiceSettings, NotifierSettings
+from notifier.metrics import waiting_refresher
 from notifier.rendering import Renderer
 from notifier.service import Notifier
 
@@ -72,6 +74,7 @@ async def run(settings: NotifierServiceSettings, config: NotifierSettings) -> No
     )
     stop = asyncio.Event()
     install_signal_handlers(loop, extra=stop.set)
+    metrics = await serve_metrics(config.metrics_port, {"emails": waiting_refresher(pool, lambda: notifier.health.open)})
     retrier = asyncio.create_task(notifier.run_retrier(stop), name="notifier-retrier")
     log.info(
         "notifier_starting",
@@ -87,6 +90,8 @@ async def run(settings: NotifierServiceSettings, config: NotifierSettings) -> No
         stop.set()
         with contextlib.suppress(asyncio.CancelledError, TimeoutError):
             await asyncio.wait_for(retrier, timeout=notifier.lease_s)
+        if metrics is not None:
+            await metrics.close()
         await mailgun.aclose()
         await producer.stop()
         await pool.close()

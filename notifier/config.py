@@ -9,9 +9,10 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from eventstore.metrics import port_or_none
 from eventstore.settings import Settings, url_problem, weak_secret
 
 # The local sandbox's values (sandbox/mailgun): development only, refused in production.
@@ -60,6 +61,14 @@ class NotifierSettings(BaseSettings):
     retry_poll_s: float = Field(default=1.0, gt=0, description="how often the background retrier looks for due emails")
     handler_max_attempts: int = Field(default=20, ge=1, description="database/broker errors: handler retries before the record is dead-lettered")
     lease_margin_s: float = Field(default=15.0, ge=0, description="added to the longest possible send to form the claim lease")
+    metrics_port: int | None = Field(
+        default=None, ge=1, le=65535, description="serve Prometheus GET /metrics on 0.0.0.0:<port> when set (unset: off)"
+    )
+
+    @field_validator("metrics_port", mode="before")
+    @classmethod
+    def _empty_port_is_off(cls, value: object) -> object:
+        return port_or_none(value)
 
     @model_validator(mode="after")
     def _sane(self) -> "NotifierSettings":

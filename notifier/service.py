@@ -41,6 +41,7 @@ from notifier.adapters.dead_letters import DeadLetters
 from notifier.adapters.email_log import Claim, EmailLog, NewEmail
 from notifier.adapters.mailgun import MailgunClient, MailgunError, OutgoingEmail, PermanentMailgunError, message_id_for
 from notifier.config import NotifierSettings
+from notifier.metrics import EMAIL_DEAD, EMAIL_PARKED, EMAIL_SENT
 from notifier.domain.emails import (
     EVENT_TYPES_SKIPPED,
     EmailPlan,
@@ -164,6 +165,7 @@ class Notifier:
                 record.value, record.key, reason=f"cannot render: {exc}", kind="render_failed", source=source, event_id=str(envelope.id)
             )
             self.stats.dead += 1
+            EMAIL_DEAD.inc()
             return
 
         outgoing = OutgoingEmail(
@@ -193,6 +195,7 @@ class Notifier:
         if self.health.open:
             if await self.log_store.create_parked(new, "Mailgun is down; parked without trying"):
                 self.stats.parked += 1
+                EMAIL_PARKED.inc()
                 bound.info("email_parked", kind=decision.kind, reason="mailgun_down")
                 return
         else:
@@ -246,6 +249,7 @@ class Notifier:
                 )
                 await self._record(lambda: self.log_store.mark_dead(claim, str(exc), attempts))
                 self.stats.dead += 1
+                EMAIL_DEAD.inc()
                 return "dead"
             except MailgunError as exc:
                 attempts = getattr(exc, "attempts", 1)
@@ -258,14 +262,17 @@ class Notifier:
                     )
                     await self._record(lambda: self.log_store.mark_dead(claim, reason, attempts))
                     self.stats.dead += 1
+                    EMAIL_DEAD.inc()
                     return "dead"
                 delay = self._park_delay(claim.attempts + attempts)
                 await self._record(lambda: self.log_store.mark_parked(claim, str(exc), delay, attempts))
                 self.stats.parked += 1
+                EMAIL_PARKED.inc()
                 bound.warning("email_parked", attempts=claim.attempts + attempts, retry_in_s=round(delay, 2), error=str(exc))
                 return "parked"
             recorded = await self._record(lambda: self.log_store.mark_sent(claim, delivery.provider_id, delivery.attempts))
         self.stats.sent += 1
+        EMAIL_SENT.inc()
         bound.info("email_sent", to_domain=email.to.rpartition("@")[2], attempts=delivery.attempts, provider_id=delivery.provider_id, recorded=recorded)
         if self.health.succeeded():
             due = await self.log_store.make_parked_due()

@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 from aiokafka import AIOKafkaProducer
 
 from eventstore.logging import get_logger
+from eventstore.metrics import count_dead_letter
 
 log = get_logger(__name__)
 
@@ -51,4 +52,5 @@ class DeadLetters:
             headers.append(("event_id", event_id.encode()))
         await self.producer.send_and_wait(self.topic, value=value or b"", key=key, headers=headers)
         self.sent += 1
+        count_dead_letter(self.group_id, source.rsplit("/", 2)[0] if source and source.count("/") >= 2 else "unknown", kind)
         log.error("dead_lettered", topic=self.topic, kind=kind, reason=reason[:500], event_id=event_id, source=source)
