@@ -39,9 +39,11 @@ import uvloop
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 from aiokafka.partitioner import DefaultPartitioner
+from pydantic import Field, field_validator
 
 from eventstore.kafka import ensure_topics, make_producer
 from eventstore.logging import configure_logging, get_logger
+from eventstore.metrics import RELAYS, outbox_refresher, port_or_none, serve_metrics
 from eventstore.settings import Settings, plain_url
 
 log = get_logger(__name__)
@@ -175,6 +177,7 @@ class OutboxRelay:
         self._partition_cache: dict[bytes, int] = {}
         self._partition_count = 0
         self._log = log.bind(relay=name, topic=self.topic)
+        RELAYS.add(self)  # /metrics: `published` and leadership, read when scraped
 
     # ------------------------------------------------------------------ public
 
@@ -450,13 +453,32 @@ async def _close(conn: asyncpg.Connection) -> None:
         conn.terminate()
 
 
+class RelaySettings(Settings):
+    """The shared settings plus the relay's own: where it serves its metrics."""
+
+    relay_metrics_port: int | None = Field(
+        default=None, ge=1, le=65535, description="serve Prometheus GET /metrics on 0.0.0.0:<port> when set (unset: off)"
+    )
+
+    @field_validator("relay_metrics_port", mode="before")
+    @classmethod
+    def _empty_port_is_off(cls, value: object) -> object:
+        return port_or_none(value)
+
+
 async def run_relay(settings: Settings, **options: Any) -> None:
-    """Run one relay until SIGTERM/SIGINT."""
+    """Run one relay until SIGTERM/SIGINT (serving /metrics on RELAY_METRICS_PORT when set)."""
     relay = OutboxRelay(settings, **options)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, relay.stop)
-    await relay.run()
+    port = getattr(settings, "relay_metrics_port", None)
+    metrics = await serve_metrics(port, {"outbox": outbox_refresher(plain_url(settings.database_url))})
+    try:
+        await relay.run()
+    finally:
+        if metrics is not None:
+            await metrics.close()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -469,7 +491,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--name", default="relay", help="instance name (logs, PostgreSQL application_name)")
     args = parser.parse_args(argv)
     configure_logging("relay")
-    uvloop.run(run_relay(Settings(), batch_size=args.batch_size, partitions=args.partitions, name=args.name))
+    uvloop.run(run_relay(RelaySettings(), batch_size=args.batch_size, partitions=args.partitions, name=args.name))
     return 0
 
 

@@ -21,11 +21,13 @@ import asyncpg
 import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.structs import ConsumerRecord
-from pydantic import Field
+from prometheus_client import Counter
+from pydantic import Field, field_validator
 
 from eventstore.db import create_engine, skip_reset
 from eventstore.kafka import ConsumerLoop, ensure_topics, install_signal_handlers
 from eventstore.logging import get_logger
+from eventstore.metrics import port_or_none, serve_metrics
 from eventstore.settings import Settings, plain_url
 from eventstore.store import EventStore
 from projector import storage
@@ -38,6 +40,13 @@ TRANSIENT_ERRORS = (OSError, TimeoutError, asyncpg.PostgresConnectionError, asyn
 
 DEFAULT_EVENTS_PARTITIONS = 6  # as the relay creates the topic (eventstore/relay.py)
 
+PROJECTED = Counter(
+    "billing_projector_events_total",
+    "Events the projector took from Kafka: applied (incl. gap-filled from the event store) or duplicate (already applied)",
+    ["result"],
+)
+PROJECTED_APPLIED, PROJECTED_DUPLICATE = PROJECTED.labels("applied"), PROJECTED.labels("duplicate")
+
 
 class ProjectorSettings(Settings):
     """Settings plus the projector's own knobs (environment: PROJECTOR_GROUP_ID, PROJECTOR_BATCH_MAX)."""
@@ -47,6 +56,14 @@ class ProjectorSettings(Settings):
     projector_session_timeout_ms: int = Field(
         default=10_000, ge=1000, description="Kafka session timeout: how long a crashed instance holds its partitions"
     )
+    projector_metrics_port: int | None = Field(
+        default=None, ge=1, le=65535, description="serve Prometheus GET /metrics on 0.0.0.0:<port> when set (unset: off)"
+    )
+
+    @field_validator("projector_metrics_port", mode="before")
+    @classmethod
+    def _empty_port_is_off(cls, value: object) -> object:
+        return port_or_none(value)
 
 
 def _header(record: ConsumerRecord, name: str) -> str | None:
@@ -112,6 +129,8 @@ class Projector:
         self.duplicates += result.duplicates
         self.gap_filled += result.gap_filled
         self.batches += 1
+        PROJECTED_APPLIED.inc(result.applied + result.gap_filled)
+        PROJECTED_DUPLICATE.inc(result.duplicates)
         return result
 
     async def apply_records(self, records: Sequence[ConsumerRecord]) -> BatchResult:
@@ -211,6 +230,7 @@ async def run(settings: ProjectorSettings) -> None:
     await ensure_topics(settings, {settings.events_topic: DEFAULT_EVENTS_PARTITIONS})
     pool = await create_pool(settings)
     engine = create_engine(settings, pool_size=2, application_name="billing-projector-store")
+    metrics = await serve_metrics(settings.projector_metrics_port)
     try:
         projector = Projector(pool, EventStore(engine))
         loop = ProjectorConsumer(settings, projector)
@@ -218,5 +238,7 @@ async def run(settings: ProjectorSettings) -> None:
         log.info("projector_starting", topic=settings.events_topic, group=settings.projector_group_id)
         await loop.run()
     finally:
+        if metrics is not None:
+            await metrics.close()
         await pool.close()
         await engine.dispose()
