@@ -19,7 +19,6 @@ processor), and the payment processor runs several per command. This module is `
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -27,6 +26,7 @@ from typing import Any
 import asyncpg
 import orjson
 
+from eventstore.db import positional
 from eventstore.store import _COLUMNS, CommandAlreadyHandled, HandledCommand, RecordedEvent, StreamVersionConflict
 from schemas import Envelope
 
@@ -100,23 +100,6 @@ def _statement(side_writes: Sequence[SideWrite]) -> tuple[str, list[Any]]:
         ctes.append(f", side_{i} AS (\n{sql}\n)")
         args.extend(write.params[name] for name in names)
     return _APPEND_HEAD + "".join(ctes) + _APPEND_TAIL, args
-
-
-def positional(sql: str, *, start: int = 1) -> tuple[str, list[str]]:
-    """A SQLAlchemy `text()` statement's `:name` parameters as asyncpg's `$n` (and the names, in order).
-
-    Lets asyncpg code run the very statement text another module keeps (one source of truth);
-    `::type` casts are left alone. Numbers begin at `start` (to follow other parameters).
-    """
-    names: list[str] = []
-
-    def number(match: re.Match[str]) -> str:
-        name = match.group(1)
-        if name not in names:
-            names.append(name)
-        return f"${names.index(name) + start}"
-
-    return re.sub(r"(?<![:\w]):([A-Za-z_]\w*)", number, sql), names
 
 
 def _json(value: Any) -> Any:

@@ -10,8 +10,8 @@ from __future__ import annotations
 import functools
 import re
 from collections.abc import AsyncIterator, Mapping
-from typing import Any
 from contextlib import asynccontextmanager
+from typing import Any
 
 import orjson
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
@@ -23,18 +23,19 @@ _NAMED = re.compile(r"(?<![:\w]):([A-Za-z_]\w*)")
 
 
 @functools.lru_cache(maxsize=512)
-def positional(sql: str) -> tuple[str, tuple[str, ...]]:
+def positional(sql: str, *, start: int = 1) -> tuple[str, tuple[str, ...]]:
     """`:name` placeholders → asyncpg's `$n` (computed once per statement text), and the names in order.
 
     Lets hot paths keep readable named parameters while running on plain asyncpg, whose
-    per-statement CPU is a fraction of an ORM round trip.
+    per-statement CPU is a fraction of an ORM round trip; `::type` casts are left alone. Numbers
+    begin at `start`, to follow other parameters (the event store's side writes).
     """
     names: list[str] = []
 
     def number(match: re.Match[str]) -> str:
         if match.group(1) not in names:
             names.append(match.group(1))
-        return f"${names.index(match.group(1)) + 1}"
+        return f"${names.index(match.group(1)) + start}"
 
     return _NAMED.sub(number, sql), tuple(names)
 
@@ -58,11 +59,21 @@ async def _jsonb_codec(conn: Any) -> None:
     await conn.set_type_codec("jsonb", schema="pg_catalog", encoder=lambda v: orjson.dumps(v).decode(), decoder=orjson.loads)
 
 
-async def create_pool(database_url: str, *, size: int, application_name: str, command_timeout_s: float = 30) -> Any:
-    """A plain asyncpg pool for a hot path: jsonb as Python values, no reset round trip, timeouts.
+async def create_pool(
+    database_url: str,
+    *,
+    size: int,
+    application_name: str,
+    command_timeout_s: float = 30,
+    decode_jsonb: bool = True,
+    server_settings: Mapping[str, str] | None = None,
+) -> Any:
+    """The one way to make a plain asyncpg pool: no reset round trip, timeouts on everything.
 
     Request paths and consumers that run one short statement at a time use this instead of the
     SQLAlchemy engine: a fraction of the CPU per statement, and no BEGIN/ROLLBACK around reads.
+    With `decode_jsonb` (the default) jsonb columns read and write as Python values; the event
+    store's own statements pass JSON text and read it raw, so its pools turn that off.
     """
     import asyncpg
 
@@ -72,10 +83,10 @@ async def create_pool(database_url: str, *, size: int, application_name: str, co
         max_size=size,
         timeout=10,
         command_timeout=command_timeout_s,
-        init=_jsonb_codec,
+        init=_jsonb_codec if decode_jsonb else None,
         reset=skip_reset,
         # UTC: timestamps that PostgreSQL itself renders as JSON (json_agg) read the same as asyncpg's
-        server_settings={"application_name": application_name, "TimeZone": "UTC"},
+        server_settings={"TimeZone": "UTC", **(server_settings or {}), "application_name": application_name},
     )
 
 

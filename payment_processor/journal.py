@@ -31,8 +31,7 @@ import asyncpg
 import orjson
 
 from eventstore import asyncpg_store
-from eventstore.db import skip_reset
-from eventstore.settings import plain_url
+from eventstore import db
 from eventstore.store import HandledCommand, RecordedEvent
 from payment_processor import operations, schedule
 from payment_processor.domain import AccountState, OperationChange, PlanState
@@ -41,16 +40,8 @@ from schemas import Envelope, parse_envelope
 
 
 async def create_pool(database_url: str, *, size: int, application_name: str = "payment-processor") -> asyncpg.Pool:
-    """The handler's pool: plain asyncpg, no reset round trip on release, timeouts on everything."""
-    return await asyncpg.create_pool(
-        plain_url(database_url),
-        min_size=1,
-        max_size=size,
-        timeout=10,
-        command_timeout=60,
-        reset=skip_reset,
-        server_settings={"application_name": application_name},
-    )
+    """The handler's pool (the event store's statements read and write jsonb as raw JSON text)."""
+    return await db.create_pool(database_url, size=size, application_name=application_name, command_timeout_s=60, decode_jsonb=False)
 
 
 def envelope_of(event: RecordedEvent) -> Envelope:

@@ -163,6 +163,10 @@ async def test_side_writes_commit_with_the_append_and_only_with_it(pool: asyncpg
 
 
 def test_named_parameters_become_positional_and_casts_stay() -> None:
-    sql, names = asyncpg_store.positional("SELECT CAST(:ids AS uuid[]), e.data::jsonb, :a + :b, :a FROM t WHERE x = :b")
+    from eventstore.db import positional
+
+    sql, names = positional("SELECT CAST(:ids AS uuid[]), e.data::jsonb, :a + :b, :a FROM t WHERE x = :b")
     assert sql == "SELECT CAST($1 AS uuid[]), e.data::jsonb, $2 + $3, $2 FROM t WHERE x = $3"
-    assert names == ["ids", "a", "b"]
+    assert names == ("ids", "a", "b")
+    shifted, _ = positional("WHERE x = :b AND y = :a", start=12)  # after the append's own parameters
+    assert shifted == "WHERE x = $12 AND y = $13"
