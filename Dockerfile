@@ -10,7 +10,7 @@ WORKDIR /app
 
 # Dependencies first, so code changes do not reinstall them: exactly the runtime lock, every
 # transitive package pinned. Development packages (the PostgreSQL wheel, honcho, test tools) are
-# in requirements/dev.lock and never reach the image (docs/decisions/0113).
+# in requirements/dev.lock and never reach the image (docs/decisions/0114).
 COPY requirements/runtime.lock requirements/runtime.lock
 RUN pip install -r requirements/runtime.lock
 

@@ -9,7 +9,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PIP_STAMP := $(VENV)/.requirements.sha256
 # Every package, transitive ones included, pinned: runtime.lock is what the image installs,
-# dev.lock adds the local stack (PostgreSQL wheel, honcho) and the test tools (decision 0113).
+# dev.lock adds the local stack (PostgreSQL wheel, honcho) and the test tools (decision 0114).
 RUNTIME_LOCK := requirements/runtime.lock
 DEV_LOCK := requirements/dev.lock
 UV_VERSION := 0.13.8

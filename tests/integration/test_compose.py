@@ -451,7 +451,6 @@ elif kind in ("sandbox.yookassa", "sandbox.mailgun"):
     out["routes"] = answered(create_app(s), path)
 elif kind == "eventstore.relay":
     import eventstore.relay as relay
-    getattr(relay, "RelaySettings", None) or __import__("eventstore.settings").settings.Settings
     (getattr(relay, "RelaySettings", None) or relay.Settings)()
 elif kind == "eventstore.migrate":
     from eventstore.settings import Settings
