@@ -11,9 +11,12 @@ from __future__ import annotations
 import abc
 import asyncio
 import contextlib
+import os
+import socket
 from collections.abc import Sequence
 
 from aiokafka import AIOKafkaProducer
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from eventstore.clock import Clock
@@ -21,6 +24,11 @@ from eventstore.logging import get_logger
 from schemas import Envelope
 
 log = get_logger(__name__)
+
+_TICKED = text(
+    "INSERT INTO processor.ticks (name, ticked_at, ticked_by) VALUES (:name, now(), :by)"
+    " ON CONFLICT (name) DO UPDATE SET ticked_at = excluded.ticked_at, ticked_by = excluded.ticked_by"
+)
 
 
 class CommandTicker(abc.ABC):
@@ -56,10 +64,20 @@ class CommandTicker(abc.ABC):
             except Exception as exc:  # noqa: BLE001 - it must outlive a database or broker hiccup
                 log.warning(f"{self.name}_tick_failed", error=repr(exc))
                 found = 0
+            else:
+                await self._heartbeat()
             if found < self.batch:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._stop.wait(), self.tick_s)
         log.info(f"{self.name}_stopped", published=self.published)
+
+    async def _heartbeat(self) -> None:
+        """Record the tick in `processor.ticks` (read by `billing status`); a failure only warns."""
+        try:
+            async with self.engine.begin() as conn:
+                await conn.execute(_TICKED, {"name": self.name, "by": f"{socket.gethostname()}:{os.getpid()}"})
+        except Exception as exc:  # noqa: BLE001 - the heartbeat must never stop the ticks
+            log.warning(f"{self.name}_heartbeat_failed", error=repr(exc))
 
     async def publish(self, commands: Sequence[tuple[Envelope, str]]) -> None:
         """Send (command, Kafka key) pairs and wait until the broker acknowledged all of them."""
