@@ -1,4 +1,4 @@
-"""The event store against the real PostgreSQL: versions, conflicts, handled commands, tracking."""
+"""The event store against the real PostgreSQL: versions, conflicts, handled commands, the outbox."""
 
 from __future__ import annotations
 
@@ -9,7 +9,6 @@ import pytest
 from sqlalchemy import text
 
 import schemas as s
-from eventstore import tracking
 from eventstore.store import CommandAlreadyHandled, EventStore, HandledCommand, StreamVersionConflict
 
 
@@ -109,22 +108,3 @@ async def test_appended_events_wait_in_the_outbox(fresh_database) -> None:  # ty
         assert queued == positions
     finally:
         await engine.dispose()
-
-
-async def test_tracking_makes_a_duplicate_delivery_a_no_op(engine) -> None:  # type: ignore[no-untyped-def]
-    event_id = uuid.uuid4()
-    consumer = f"test-{uuid.uuid4()}"
-    effects = 0
-    for _ in range(2):
-        async with engine.begin() as conn:
-            if await tracking.first_delivery(conn, consumer, event_id):
-                effects += 1
-    assert effects == 1
-    # A failed effect rolls the record back too, so the redelivery is applied.
-    other = uuid.uuid4()
-    with pytest.raises(RuntimeError):
-        async with engine.begin() as conn:
-            assert await tracking.first_delivery(conn, consumer, other)
-            raise RuntimeError("effect failed")
-    async with engine.begin() as conn:
-        assert await tracking.first_delivery(conn, consumer, other)
