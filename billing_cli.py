@@ -33,8 +33,8 @@ for _name, (_module, _help) in _SUBAPPS.items():
 @app.command()
 def migrate() -> None:
     """Apply every package's database migrations."""
-    from eventstore.migrate import packages_with_migrations, upgrade
-    from eventstore.settings import Settings
+    from infra.migrate import packages_with_migrations, upgrade
+    from infra.settings import Settings
 
     upgrade(Settings())
     typer.echo("migrated: " + ", ".join(packages_with_migrations()))
@@ -43,9 +43,9 @@ def migrate() -> None:
 @app.command("shift-time")
 def shift_time_command(days: float = typer.Argument(..., help="days to move business time forward")) -> None:
     """Move business time for every process started with BILLING_CLOCK=shiftable (demo, tests)."""
-    from eventstore.clock import shift_time
-    from eventstore.db import create_engine
-    from eventstore.settings import Settings
+    from infra.clock import shift_time
+    from infra.db import create_engine
+    from infra.settings import Settings
 
     async def run() -> timedelta:
         engine = create_engine(Settings(), pool_size=1)
@@ -61,7 +61,7 @@ def shift_time_command(days: float = typer.Argument(..., help="days to move busi
 # ------------------------------------------------------------------------------------ operations
 
 def _settings() -> object:
-    from eventstore.settings import Settings
+    from infra.settings import Settings
 
     return Settings()
 
@@ -97,7 +97,7 @@ def status(
     group: list[str] = typer.Option([], "--group", help="also report this consumer group (repeatable)"),
 ) -> None:
     """Outbox backlog, consumer lag, open YooKassa operations, dead letters and the last janitor/scheduler ticks."""
-    from eventstore.operator_status import status as read_status
+    from infra.operator_status import status as read_status
 
     report = asyncio.run(read_status(_settings(), group))  # type: ignore[arg-type]
     if json_output:
@@ -147,7 +147,7 @@ TopicOption = typer.Option("commands", "--topic", help="commands (billing.comman
 
 
 def _dlq_topic(kind: str) -> str:
-    from eventstore.operator_status import dlq_topics
+    from infra.operator_status import dlq_topics
 
     topics = dlq_topics(_settings())  # type: ignore[arg-type]
     if kind not in topics:
@@ -164,7 +164,7 @@ def dlq_list(
     """The newest dead letters: offset, key, when, from which topic and group, and why."""
     from rich.table import Table
 
-    from eventstore.operator_status import read_dead_letters
+    from infra.operator_status import read_dead_letters
 
     name = _dlq_topic(topic)
     letters = asyncio.run(read_dead_letters(_settings(), name, last=last))  # type: ignore[arg-type]
@@ -188,7 +188,7 @@ def dlq_show(
     partition: int = typer.Option(0, "--partition", help="the dead-letter topic's partition"),
 ) -> None:
     """One dead letter as JSON: key, value, and every header (dlq_reason says why it failed)."""
-    from eventstore.operator_status import read_dead_letters
+    from infra.operator_status import read_dead_letters
 
     name = _dlq_topic(topic)
     letters = asyncio.run(read_dead_letters(_settings(), name, partition=partition, offset=offset))  # type: ignore[arg-type]
@@ -213,7 +213,7 @@ def dlq_replay(
     """
     import sys
 
-    from eventstore.operator_status import read_dead_letters, replay_dead_letters
+    from infra.operator_status import read_dead_letters, replay_dead_letters
 
     if (offset is None) == (not all_records) or (offset is not None and all_records):
         raise typer.BadParameter("give either OFFSET or --all")

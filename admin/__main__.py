@@ -37,7 +37,7 @@ def migrate() -> None:
 def serve() -> int:
     import uvicorn
 
-    from eventstore.logging import configure_logging, get_logger
+    from infra.logging import configure_logging, get_logger
 
     configure_logging("admin")
     _setup()

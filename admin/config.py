@@ -20,7 +20,7 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 
 from django.core.exceptions import ImproperlyConfigured
 
-from eventstore.settings import weak_secret
+from infra.settings import weak_secret
 
 BASE_DIR = Path(__file__).resolve().parent
 DEV_SECRET_KEY = "dev-only-django-secret-key-not-for-production"  # noqa: S105 - refused in production

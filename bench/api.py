@@ -33,7 +33,7 @@ from rich.table import Table
 from sqlalchemy.engine import make_url
 
 from command_api.config import ApiSettings
-from eventstore.settings import Settings, plain_url
+from infra.settings import Settings, plain_url
 
 console = Console(stderr=True)
 app = typer.Typer(add_completion=False)
@@ -52,7 +52,7 @@ def create_database(base: Settings) -> Settings:
     import psycopg
     from psycopg import sql
 
-    from eventstore.migrate import upgrade
+    from infra.migrate import upgrade
 
     name = f"bench_api_{uuid.uuid4().hex[:10]}"
     with psycopg.connect(_admin_url(base), autocommit=True, connect_timeout=5) as conn:
@@ -78,7 +78,7 @@ def drop_database(base: Settings, fresh: Settings) -> None:
 
 
 async def create_topic(settings: Settings, partitions: int) -> str:
-    from eventstore.kafka import ensure_topics
+    from infra.kafka import ensure_topics
 
     name = f"bench.api.commands.{uuid.uuid4().hex[:10]}"
     await ensure_topics(settings, {name: partitions})
@@ -492,7 +492,7 @@ def main(
     profile: bool = typer.Option(False, help="also run a short pass under cProfile and print the top functions"),
 ) -> None:
     """Sustained purchases against a real API process; last line is JSON."""
-    from eventstore.logging import configure_logging
+    from infra.logging import configure_logging
 
     configure_logging("bench.api", json=False, level="WARNING")
     summary = asyncio.run(run(clients, seconds, warmup, users, partitions, profile))

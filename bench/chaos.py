@@ -387,8 +387,8 @@ async def move_time(pipeline: Pipeline, cfg: ChaosConfig, rng: random.Random, ta
     """Move business time forward in steps until the storm ends: renewals fall due while users act."""
     from datetime import timedelta
 
-    from eventstore.clock import shift_time
-    from eventstore.db import create_engine
+    from infra.clock import shift_time
+    from infra.db import create_engine
 
     engine = create_engine(pipeline.settings(), pool_size=1, application_name="chaos-clock")
     try:
@@ -606,7 +606,7 @@ def _minor(value: str | None) -> int:
 
 async def expected_emails(pipeline: Pipeline) -> dict[uuid.UUID, str]:
     """event id → email kind, for every stored event the notifier must email (its own pure rule)."""
-    from eventstore.db import create_engine
+    from infra.db import create_engine
     from eventstore.store import EventStore
     from notifier.domain.emails import EmailPlan, plan_email
 
@@ -1038,7 +1038,7 @@ async def run_chaos(cfg: ChaosConfig, database_url: str, log: Any = print) -> di
     """The whole chaos run; returns the report (counts, operations, kills, faults, details)."""
     import asyncpg
 
-    from eventstore.settings import plain_url
+    from infra.settings import plain_url
 
     seed = cfg.seed if cfg.seed is not None else random.randrange(2**31)
     rng = random.Random(seed)

@@ -71,8 +71,8 @@ def ceiling_producer(bootstrap: str, topic: str, seconds: float, payload_bytes: 
     """The ceiling's producer, in a process of its own (as the relay is): keyed records as fast as it goes."""
     from aiokafka.partitioner import DefaultPartitioner
 
-    from eventstore.kafka import make_producer
-    from eventstore.settings import Settings
+    from infra.kafka import make_producer
+    from infra.settings import Settings
 
     async def produce() -> None:
         settings = Settings(environment="test", kafka_bootstrap_servers=bootstrap)
@@ -112,8 +112,8 @@ async def measure_ceiling(bootstrap: str, database_url: str, seconds: float, pay
     import asyncpg
     from aiokafka import AIOKafkaConsumer
 
-    from eventstore.kafka import ensure_topics
-    from eventstore.settings import Settings, plain_url
+    from infra.kafka import ensure_topics
+    from infra.settings import Settings, plain_url
 
     topic = f"bench.ceiling.{uuid.uuid4().hex[:10]}"
     settings = Settings(environment="test", kafka_bootstrap_servers=bootstrap, database_url=database_url)
@@ -304,7 +304,7 @@ async def cpu_snapshot(pipeline: Pipeline) -> dict[str, float]:
     """
     import asyncpg
 
-    from eventstore.settings import plain_url
+    from infra.settings import plain_url
 
     snap: dict[str, float] = {}
     for name, proc in pipeline.processes.items():

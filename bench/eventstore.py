@@ -35,9 +35,9 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 import schemas as s
-from eventstore.db import create_engine
-from eventstore.logging import configure_logging
-from eventstore.settings import Settings, plain_url
+from infra.db import create_engine
+from infra.logging import configure_logging
+from infra.settings import Settings, plain_url
 from eventstore.store import EventStore
 
 console = Console(stderr=True)
@@ -74,7 +74,7 @@ def create_database(base: Settings) -> Settings:
     import psycopg
     from psycopg import sql
 
-    from eventstore.migrate import upgrade
+    from infra.migrate import upgrade
 
     name = f"bench_{uuid.uuid4().hex[:12]}"
     admin_url = make_url(plain_url(base.database_url)).set(database="postgres").render_as_string(hide_password=False)
@@ -243,7 +243,7 @@ async def prefill_outbox(engine: AsyncEngine, events: int, streams: int = 2000) 
 
 
 async def bench_relay(settings: Settings, engine: AsyncEngine, events: int, batch_size: int) -> dict[str, float]:
-    from eventstore.relay import OutboxRelay
+    from relay.outbox import OutboxRelay
 
     await prefill_outbox(engine, events)
     relay = OutboxRelay(settings, batch_size=batch_size, progress_every_s=3600)

@@ -96,7 +96,7 @@ class Bench:
         return f"http://127.0.0.1:{self.yookassa_port}"
 
     def settings(self) -> Any:
-        from eventstore.settings import Settings
+        from infra.settings import Settings
 
         return Settings(
             environment="test", database_url=self.database_url, kafka_bootstrap_servers=self.kafka,
@@ -130,8 +130,8 @@ class Bench:
         from psycopg import sql
         from sqlalchemy.engine import make_url
 
-        from eventstore.migrate import upgrade
-        from eventstore.settings import plain_url
+        from infra.migrate import upgrade
+        from infra.settings import plain_url
 
         base = make_url(plain_url(self.server_url))
         admin = base.set(database="postgres").render_as_string(hide_password=False)
@@ -146,14 +146,14 @@ class Bench:
         from psycopg import sql
         from sqlalchemy.engine import make_url
 
-        from eventstore.settings import plain_url
+        from infra.settings import plain_url
 
         admin = make_url(plain_url(self.server_url)).set(database="postgres").render_as_string(hide_password=False)
         with psycopg.connect(admin, autocommit=True, connect_timeout=10) as conn:
             conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(self.database_name)))
 
     async def start(self) -> None:
-        from eventstore.kafka import ensure_topics
+        from infra.kafka import ensure_topics
 
         await asyncio.to_thread(self._create_database)
         await ensure_topics(self.settings(), {
@@ -516,8 +516,8 @@ async def _main(commands: int, warmup: int, processors: int, consumers: int, par
                 timeout: float, concurrency: int | None = None, provider_latency_ms: int = 0) -> dict[str, Any]:
     import asyncpg
 
-    from eventstore.kafka import make_producer
-    from eventstore.settings import plain_url
+    from infra.kafka import make_producer
+    from infra.settings import plain_url
 
     bench = Bench(kafka, database_url, processors, consumers, partitions, {}, keep, concurrency)
     bench.provider_latency_ms = provider_latency_ms

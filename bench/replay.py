@@ -32,8 +32,8 @@ import orjson
 import psycopg
 from psycopg import sql
 
-from eventstore.migrate import upgrade
-from eventstore.settings import Settings, plain_url
+from infra.migrate import upgrade
+from infra.settings import Settings, plain_url
 from projector.rebuild import Replay, ReplayOptions
 from schemas import parse_envelope
 
@@ -295,7 +295,7 @@ def _admin_url(url: str) -> str:
 
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
-    from eventstore.logging import configure_logging
+    from infra.logging import configure_logging
 
     configure_logging("bench", json=False, level="WARNING")
     settings = Settings()
@@ -373,8 +373,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
 async def measure_live_projector(settings: Settings, url: str, events: int) -> dict[str, Any]:
     """The live path for comparison: the first `events` events through a real Kafka topic into the
     projector (ProjectorConsumer, default batch size), timed from partition assignment to the last event."""
-    from eventstore.db import create_engine
-    from eventstore.kafka import ensure_topics, make_producer
+    from infra.db import create_engine
+    from infra.kafka import ensure_topics, make_producer
     from eventstore.store import EventStore
     from projector.consumer import Projector, ProjectorConsumer, ProjectorSettings, create_pool
 

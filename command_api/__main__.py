@@ -6,7 +6,7 @@ import uvicorn
 
 from command_api.app import create_app
 from command_api.config import ApiSettings
-from eventstore.logging import configure_logging
+from infra.logging import configure_logging
 
 
 def main() -> None:

@@ -31,11 +31,11 @@ from command_api.problems import Problem, install_problem_handlers
 from command_api.queries import ReadModels
 from command_api.routes import admin, ops, user, webhooks
 from command_api.webhooks import RecentSyncs
-from eventstore.clock import build_clock
-from eventstore.db import create_engine
-from eventstore.kafka import ensure_topics, make_producer
-from eventstore.logging import get_logger
-from eventstore.settings import Settings
+from infra.clock import build_clock
+from infra.db import create_engine
+from infra.kafka import ensure_topics, make_producer
+from infra.logging import get_logger
+from infra.settings import Settings
 
 log = get_logger(__name__)
 PURGE_EVERY_S = 600.0

@@ -12,7 +12,7 @@ from functools import cached_property
 
 from pydantic import Field, field_validator, model_validator
 
-from eventstore.settings import Settings, non_public, url_problem, weak_secret
+from infra.settings import Settings, non_public, url_problem, weak_secret
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 

@@ -23,7 +23,7 @@ from command_api.webhooks import RecentSyncs
 from command_api.metrics import Metrics
 from command_api.problems import ProblemError
 from command_api.queries import ReadModels
-from eventstore.clock import Clock
+from infra.clock import Clock
 from schemas import Actor
 from schemas.operators import OPERATOR_HEADER_MAX, decode_operator_header
 

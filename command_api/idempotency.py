@@ -38,7 +38,7 @@ import asyncpg
 import orjson
 from pydantic import BaseModel
 
-from eventstore import db
+from infra import db
 from schemas import derived_id
 
 WINDOW_CANDIDATES = 4

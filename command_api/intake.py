@@ -41,8 +41,8 @@ from command_api.metrics import Metrics
 from command_api.problems import PROBLEM_JSON, ProblemError, problem_body
 from command_api.queries import ReadModels, Row
 from command_api.watch import BatchedWatcher
-from eventstore.clock import Clock
-from eventstore.logging import get_logger
+from infra.clock import Clock
+from infra.logging import get_logger
 from schemas import Actor, Metadata, Payload, new_envelope
 
 log = get_logger(__name__)

@@ -21,7 +21,7 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from eventstore.logging import get_logger
+from infra.logging import get_logger
 
 PROBLEM_JSON = "application/problem+json"
 TYPE_BASE = "https://billing.example/problems/"

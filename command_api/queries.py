@@ -15,7 +15,7 @@ from typing import Any
 import asyncpg
 import orjson
 
-from eventstore.db import bind
+from eventstore.sql import bind
 
 Row = Mapping[str, Any]
 

@@ -14,7 +14,7 @@ import contextlib
 from collections.abc import Awaitable, Callable, Hashable
 from typing import Generic, TypeVar
 
-from eventstore.logging import get_logger
+from infra.logging import get_logger
 
 log = get_logger(__name__)
 

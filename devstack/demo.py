@@ -206,9 +206,9 @@ def _shift_days(days: float | None) -> None:
     """Move business time `days` forward; None puts it back on the system clock."""
     import asyncio
 
-    from eventstore.clock import read_offset, shift_time
-    from eventstore.db import create_engine
-    from eventstore.settings import Settings
+    from infra.clock import read_offset, shift_time
+    from infra.db import create_engine
+    from infra.settings import Settings
 
     async def run() -> timedelta:
         engine = create_engine(Settings(), pool_size=1)
@@ -224,7 +224,7 @@ def _shift_days(days: float | None) -> None:
 def print_timeline(user_id: str) -> None:
     import psycopg
 
-    from eventstore.settings import Settings, plain_url
+    from infra.settings import Settings, plain_url
 
     with psycopg.connect(plain_url(Settings().database_url), connect_timeout=10) as conn:
         rows = conn.execute(

@@ -58,7 +58,7 @@ class Service:
 SERVICES: tuple[Service, ...] = (
     Service("yookassa-sandbox", "sandbox.yookassa", 8010, "/healthz", show_path="/"),
     Service("mailgun-sandbox", "sandbox.mailgun", 8020, "/healthz", show_path="/inbox"),
-    Service("relay", "eventstore.relay"),
+    Service("relay", "relay"),
     Service("processor", "payment_processor"),
     Service("projector", "projector"),
     Service("notifier", "notifier"),

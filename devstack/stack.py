@@ -68,14 +68,14 @@ def stop_infra(kafka_too: bool = True, pg_too: bool = True, echo=print) -> None:
 
 
 def migrate(env: dict[str, str], echo=print) -> None:
-    """Apply every package's migrations (`python -m eventstore.migrate`) before services start."""
+    """Apply every package's migrations (`python -m infra.migrate`) before services start."""
     import importlib.util
 
-    if importlib.util.find_spec("eventstore.migrate") is None:
+    if importlib.util.find_spec("infra.migrate") is None:
         return
     python = str(paths.VENV_PYTHON) if paths.VENV_PYTHON.exists() else sys.executable
     result = subprocess.run(
-        [python, "-m", "eventstore.migrate"], env=env, cwd=paths.ROOT, capture_output=True, text=True, timeout=300
+        [python, "-m", "infra.migrate"], env=env, cwd=paths.ROOT, capture_output=True, text=True, timeout=300
     )
     if result.returncode != 0:
         raise StackError(f"migrations failed:\n{result.stdout[-3000:]}{result.stderr[-3000:]}")

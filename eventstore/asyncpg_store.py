@@ -26,7 +26,7 @@ from typing import Any
 import asyncpg
 import orjson
 
-from eventstore.db import positional
+from eventstore.sql import positional
 from eventstore.store import _COLUMNS, CommandAlreadyHandled, HandledCommand, RecordedEvent, StreamVersionConflict
 from schemas import Envelope
 

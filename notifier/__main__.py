@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uvloop
 
-from eventstore.logging import configure_logging
+from infra.logging import configure_logging
 
 from notifier.bootstrap import run
 from notifier.config import NotifierServiceSettings, NotifierSettings

@@ -10,11 +10,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 
-from eventstore.db import create_pool
-from eventstore.kafka import ConsumerLoop, ensure_topics, install_signal_handlers, make_producer
-from eventstore.logging import get_logger
-from eventstore.metrics import serve_metrics
-from eventstore.settings import Settings
+from infra.db import create_pool
+from infra.kafka import ConsumerLoop, ensure_topics, install_signal_handlers, make_producer
+from infra.logging import get_logger
+from infra.metrics import serve_metrics
+from infra.settings import Settings
 
 from notifier.adapters.dead_letters import DeadLetters
 from notifier.adapters.email_log import EmailLog
@@ -28,7 +28,7 @@ log = get_logger(__name__)
 
 
 def migrate(settings: Settings) -> None:
-    from eventstore.migrate import upgrade
+    from infra.migrate import upgrade
 
     upgrade(settings, ["notifier"])
 

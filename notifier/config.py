@@ -12,8 +12,8 @@ from typing import Literal
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from eventstore.metrics import port_or_none
-from eventstore.settings import Settings, url_problem, weak_secret
+from infra.metrics import port_or_none
+from infra.settings import Settings, url_problem, weak_secret
 
 # The local sandbox's values (sandbox/mailgun): development only, refused in production.
 SANDBOX_API_KEY = "key-sandbox"  # noqa: S105

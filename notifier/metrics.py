@@ -1,4 +1,4 @@
-"""The notifier's Prometheus metrics (issue 17; served by eventstore.metrics.MetricsServer).
+"""The notifier's Prometheus metrics (issue 17; served by infra.metrics.MetricsServer).
 
 Emails are counted when their outcome is recorded (sent, parked for a retry, dead); what is
 still waiting (parked, or sending under a claim) and for how long is read from `notifier.emails`

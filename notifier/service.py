@@ -34,7 +34,7 @@ from typing import Any
 from aiokafka.structs import ConsumerRecord
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_delay, wait_exponential
 
-from eventstore.logging import get_logger
+from infra.logging import get_logger
 from schemas import Envelope, parse_envelope
 
 from notifier.adapters.dead_letters import DeadLetters

@@ -18,7 +18,7 @@ import os
 
 import uvloop
 
-from eventstore.logging import configure_logging
+from infra.logging import configure_logging
 from payment_processor.bootstrap import build, run
 from payment_processor.config import ProcessorServiceSettings, ProcessorSettings
 
@@ -40,7 +40,7 @@ def _run_profiled(path: str) -> None:
     import threading
     import time
 
-    from eventstore.kafka import install_signal_handlers
+    from infra.kafka import install_signal_handlers
 
     profiles: list[cProfile.Profile] = []
     lock = threading.Lock()

@@ -15,12 +15,12 @@ from aiokafka import AIOKafkaProducer
 from prometheus_client import CONTENT_TYPE_LATEST
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from eventstore.clock import Clock, ShiftableClock, build_clock
-from eventstore.db import create_engine
-from eventstore.kafka import ConsumerLoop, ensure_topics, install_signal_handlers, make_producer
-from eventstore.logging import get_logger
-from eventstore.metrics import MetricsServer, respond
-from eventstore.settings import Settings
+from infra.clock import Clock, ShiftableClock, build_clock
+from infra.db import create_engine
+from infra.kafka import ConsumerLoop, ensure_topics, install_signal_handlers, make_producer
+from infra.logging import get_logger
+from infra.metrics import MetricsServer, respond
+from infra.settings import Settings
 from eventstore.store import EventStore
 from payment_processor.config import ProcessorServiceSettings, ProcessorSettings
 from payment_processor.consumer import build_loops
@@ -35,7 +35,7 @@ log = get_logger(__name__)
 
 
 def migrate(settings: Settings) -> None:
-    from eventstore.migrate import upgrade
+    from infra.migrate import upgrade
 
     upgrade(settings, ["eventstore", "payment_processor"])
 

@@ -13,8 +13,8 @@ from typing import Annotated
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from eventstore.metrics import port_or_none
-from eventstore.settings import Settings, url_problem, weak_secret
+from infra.metrics import port_or_none
+from infra.settings import Settings, url_problem, weak_secret
 
 # The local sandbox's credentials (sandbox/yookassa): development values, refused in production.
 SANDBOX_SHOP_ID = "123456"

@@ -24,9 +24,9 @@ from typing import Any
 from aiokafka import ConsumerRebalanceListener, TopicPartition
 from aiokafka.structs import ConsumerRecord
 
-from eventstore.kafka import ConsumerLoop, _Stopping, correlation_id_of
-from eventstore.logging import bind_correlation, get_logger
-from eventstore.settings import Settings
+from infra.kafka import ConsumerLoop, StopRequested, correlation_id_of
+from infra.logging import bind_correlation, get_logger
+from infra.settings import Settings
 from payment_processor.config import ProcessorSettings
 from payment_processor.domain import command_id_of
 from payment_processor.handlers import CommandHandler, command_from_record_value, identity_from_raw
@@ -141,7 +141,7 @@ class KeyedConsumerLoop(ConsumerLoop):
             with bind_correlation(correlation_id_of(record), topic=record.topic, partition=record.partition, offset=record.offset):
                 try:
                     return await self._attempts(record)
-                except _Stopping:
+                except StopRequested:
                     return False
 
     def _finished(self, work: _PartitionWork, tp: TopicPartition, offset: int, chain: tuple[TopicPartition, bytes | None],

@@ -56,7 +56,7 @@ from yookassa.domain.exceptions import (
 )
 from yookassa.domain.request import PaymentRequest, RefundRequest
 
-from eventstore.logging import get_logger
+from infra.logging import get_logger
 from payment_processor.metrics import LATENCY_BY_OPERATION, provider_outcome
 from payment_processor.domain.provider import (
     CreatePayment,

@@ -33,8 +33,8 @@ import asyncpg
 import orjson
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from eventstore.clock import Clock
-from eventstore.logging import get_logger
+from infra.clock import Clock
+from infra.logging import get_logger
 from eventstore.store import CommandAlreadyHandled, EventStore, HandledCommand, StreamVersionConflict
 from payment_processor.config import ProcessorSettings
 from payment_processor import journal, metrics

@@ -16,8 +16,8 @@ from datetime import datetime
 from aiokafka import AIOKafkaProducer
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from eventstore.clock import Clock
-from eventstore.logging import get_logger
+from infra.clock import Clock
+from infra.logging import get_logger
 from payment_processor.config import ProcessorSettings
 from payment_processor.metrics import JANITOR_SYNCS
 from payment_processor.ticker import CommandTicker

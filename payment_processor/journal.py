@@ -31,7 +31,7 @@ import asyncpg
 import orjson
 
 from eventstore import asyncpg_store
-from eventstore import db
+from infra import db
 from eventstore.store import HandledCommand, RecordedEvent
 from payment_processor import operations, schedule
 from payment_processor.domain import AccountState, OperationChange, PlanState

@@ -1,4 +1,4 @@
-"""The processor's Prometheus metrics (issue 17; served by eventstore.metrics.MetricsServer).
+"""The processor's Prometheus metrics (issue 17; served by infra.metrics.MetricsServer).
 
 Counted where the fact becomes true: a command's outcome after its terminal event committed, a
 YooKassa call when its answer is classified, renewal events after their append, scheduler and
@@ -14,7 +14,7 @@ from typing import Any
 
 from prometheus_client import Counter, Gauge, Histogram
 
-from eventstore.clock import Clock
+from infra.clock import Clock
 
 COMMANDS = Counter(
     "billing_commands_total",

@@ -34,8 +34,8 @@ from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from eventstore.clock import Clock
-from eventstore.logging import get_logger
+from infra.clock import Clock
+from infra.logging import get_logger
 from payment_processor.metrics import ACTIONS, SCHEDULED, SCHEDULER_DUE
 from payment_processor.schedule import DueAction, lock_due, mark_sent
 from payment_processor.ticker import CommandTicker
@@ -200,11 +200,11 @@ class Scheduler(CommandTicker):
 
 
 async def _run_alone() -> None:
-    from eventstore.clock import ShiftableClock, build_clock
-    from eventstore.db import create_engine
-    from eventstore.kafka import ensure_topics, install_signal_handlers, make_producer
-    from eventstore.migrate import upgrade
-    from eventstore.settings import Settings
+    from infra.clock import ShiftableClock, build_clock
+    from infra.db import create_engine
+    from infra.kafka import ensure_topics, install_signal_handlers, make_producer
+    from infra.migrate import upgrade
+    from infra.settings import Settings
     from payment_processor.config import ProcessorSettings
 
     settings, config = Settings(), SchedulerSettings()
@@ -225,9 +225,9 @@ async def _run_alone() -> None:
 
 
 async def _rebuild() -> int:
-    from eventstore.db import create_engine
-    from eventstore.migrate import upgrade
-    from eventstore.settings import Settings
+    from infra.db import create_engine
+    from infra.migrate import upgrade
+    from infra.settings import Settings
     from payment_processor.schedule import rebuild
 
     settings = Settings()
@@ -241,7 +241,7 @@ async def _rebuild() -> int:
 
 def main(argv: list[str] | None = None) -> None:
     """`python -m payment_processor.scheduler run|rebuild`."""
-    from eventstore.logging import configure_logging
+    from infra.logging import configure_logging
 
     parser = argparse.ArgumentParser(prog="python -m payment_processor.scheduler", description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("mode", choices=["run", "rebuild"], help="run: the scheduler alone; rebuild: fill processor.schedule from the event store")

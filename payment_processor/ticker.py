@@ -19,8 +19,8 @@ from aiokafka import AIOKafkaProducer
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from eventstore.clock import Clock
-from eventstore.logging import get_logger
+from infra.clock import Clock
+from infra.logging import get_logger
 from schemas import Envelope
 
 log = get_logger(__name__)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uvloop
 
-from eventstore.logging import configure_logging
+from infra.logging import configure_logging
 from projector.consumer import ProjectorSettings, run
 
 

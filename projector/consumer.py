@@ -1,6 +1,6 @@
 """The live projector: `billing.events` → read models, a whole fetched batch per transaction.
 
-`eventstore.kafka.ConsumerLoop` gives the discipline (commit offsets only after the effect,
+`infra.kafka.ConsumerLoop` gives the discipline (commit offsets only after the effect,
 bounded retries, dead-letter topic, graceful stop). Its handler is per record; to reach the
 pipeline's rate the projector applies each FETCHED batch in one PostgreSQL transaction before the
 loop walks the records (`_fetch` below), and the per-record handler then has nothing left to do.
@@ -24,11 +24,11 @@ from aiokafka.structs import ConsumerRecord
 from prometheus_client import Counter
 from pydantic import Field, field_validator
 
-from eventstore.db import create_engine, skip_reset
-from eventstore.kafka import ConsumerLoop, ensure_topics, install_signal_handlers
-from eventstore.logging import get_logger
-from eventstore.metrics import port_or_none, serve_metrics
-from eventstore.settings import Settings, plain_url
+from infra.db import create_engine, skip_reset
+from infra.kafka import ConsumerLoop, ensure_topics, install_signal_handlers
+from infra.logging import get_logger
+from infra.metrics import port_or_none, serve_metrics
+from infra.settings import Settings, plain_url
 from eventstore.store import EventStore
 from projector import storage
 from projector.engine import BatchResult, Target, apply_events
@@ -38,7 +38,7 @@ log = get_logger(__name__)
 
 TRANSIENT_ERRORS = (OSError, TimeoutError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError, asyncpg.CannotConnectNowError)
 
-DEFAULT_EVENTS_PARTITIONS = 6  # as the relay creates the topic (eventstore/relay.py)
+DEFAULT_EVENTS_PARTITIONS = 6  # as the relay creates the topic (relay/outbox.py)
 
 PROJECTED = Counter(
     "billing_projector_events_total",

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 
 import asyncpg
 
-from eventstore.logging import get_logger
+from infra.logging import get_logger
 from projector import storage
 from projector.events import ProjectedEvent
 from projector.projections import TABLES, apply_event, new_state

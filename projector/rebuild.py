@@ -30,8 +30,8 @@ from typing import Any, Literal
 import asyncpg
 import orjson
 
-from eventstore.logging import get_logger
-from eventstore.settings import Settings, plain_url
+from infra.logging import get_logger
+from infra.settings import Settings, plain_url
 from projector import storage
 from projector.engine import PROJECTOR_LOCK_KEY, Target, apply_events
 from projector.events import ROW_COLUMNS, ProjectedEvent, from_row

@@ -18,8 +18,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColum
 from rich.table import Table
 from rich.text import Text
 
-from eventstore.logging import configure_logging
-from eventstore.settings import Settings
+from infra.logging import configure_logging
+from infra.settings import Settings
 from projector.projections import TABLE_NAMES
 from projector.rebuild import Replay, ReplayError, ReplayOptions, ReplayReport, parse_until
 

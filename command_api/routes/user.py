@@ -43,7 +43,7 @@ from command_api.routes.common import (
     subscription_fields,
     subscription_view,
 )
-from eventstore.refunds import refund_amount
+from rules.refunds import refund_amount
 from schemas import (
     CancelSubscription,
     Customer,

@@ -24,7 +24,7 @@ from command_api.webhooks import (
     parse_notification,
     sync_command_id,
 )
-from eventstore.logging import get_logger
+from infra.logging import get_logger
 from schemas import Actor, SyncPayment, SyncRefund, account_stream
 
 router = APIRouter(prefix="/v1/webhooks", tags=["webhooks"])

@@ -1,6 +1,6 @@
 """The notifier's dead-letter topic: events it will never email, with the reason, for an operator.
 
-Same header names as `eventstore.kafka.ConsumerLoop` uses (`dlq_reason`, `dlq_original_topic`,
+Same header names as `infra.kafka.ConsumerLoop` uses (`dlq_reason`, `dlq_original_topic`,
 ...), so one tool reads every dead letter. The value is the original record's bytes untouched.
 """
 
@@ -10,8 +10,8 @@ from datetime import UTC, datetime
 
 from aiokafka import AIOKafkaProducer
 
-from eventstore.logging import get_logger
-from eventstore.metrics import count_dead_letter
+from infra.logging import get_logger
+from infra.metrics import count_dead_letter
 
 log = get_logger(__name__)
 

@@ -8,7 +8,7 @@ claim and a crashed sender's row is taken over only after its lease ran out — 
 Message-Id. Times come from the database (`clock_timestamp()`), so several notifier instances
 agree on leases without trusting each other's clocks. See docs/decisions/0070.
 
-Statements run on a plain asyncpg pool (eventstore.db.create_pool): each is autocommitted or in
+Statements run on a plain asyncpg pool (infra.db.create_pool): each is autocommitted or in
 an explicit short transaction, with none of an ORM's per-statement CPU or BEGIN/ROLLBACK around
 reads — the notifier handles every event of the system.
 """
@@ -22,7 +22,7 @@ from typing import Any
 
 import asyncpg
 
-from eventstore.db import bind
+from eventstore.sql import bind
 
 _COLUMNS = "event_id, kind, recipient, message_id, message, event, event_key, source, claim, attempts, claims, created_at, status"
 

@@ -23,7 +23,7 @@ from typing import Any
 import httpx
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, stop_before_delay, wait_random_exponential
 
-from eventstore.logging import get_logger
+from infra.logging import get_logger
 
 log = get_logger(__name__)
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import datetime
 from uuid import UUID
 
-from eventstore.refunds import refund_amount
+from rules.refunds import refund_amount
 from schemas import (
     RefundCreated,
     RefundFailed,

@@ -1,3 +1,3 @@
-from eventstore.migrate import run_env
+from infra.migrate import run_env
 
 run_env()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import structlog
 
-from eventstore.logging import configure_logging
+from infra.logging import configure_logging
 
 
 def configure(service_name: str) -> structlog.stdlib.BoundLogger:

@@ -18,7 +18,7 @@ def serve(app: Any, *, name: str, host: str, port: int, access_log: bool) -> Non
         host=host,
         port=port,
         log_level="warning",
-        log_config=None,  # uvicorn's own dictConfig would print plain text; ours renders JSON (eventstore/logging.py)
+        log_config=None,  # uvicorn's own dictConfig would print plain text; ours renders JSON (infra/logging.py)
         access_log=access_log,
         proxy_headers=False,
         server_header=False,

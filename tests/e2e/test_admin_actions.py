@@ -31,7 +31,7 @@ TOPIC_PARTITIONS = 3
 
 @pytest.fixture(scope="module")
 async def commands_topic(settings, kafka_admin) -> str:
-    from eventstore.kafka import ensure_topics
+    from infra.kafka import ensure_topics
 
     name = f"test.admin.commands.{uuid.uuid4().hex[:10]}"
     await ensure_topics(settings, {name: TOPIC_PARTITIONS}, admin=kafka_admin)

@@ -28,7 +28,7 @@ import jwt
 import psycopg
 import pytest
 
-from eventstore.settings import Settings, plain_url
+from infra.settings import Settings, plain_url
 from tests.fixtures.admin import ADMIN_JWT_SECRET
 from tests.support.processes import ROOT, ManagedProcess, free_port
 from tests.support.wait import wait_until
@@ -40,13 +40,13 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic"
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 ADMIN_TZ = "Europe/Moscow"
 SCREENSHOT = ROOT / "test-output" / "admin-subscription.png"
-PIPELINE = ("command_api", "payment_processor", "projector", "eventstore.relay", "admin")
+PIPELINE = ("command_api", "payment_processor", "projector", "relay", "admin")
 
 
 def _missing_parts() -> list[str]:
     missing = []
     for module in PIPELINE:
-        name = module if module == "eventstore.relay" else f"{module}.__main__"
+        name = module if module == "relay" else f"{module}.__main__"
         if importlib.util.find_spec(name) is None:
             missing.append(module)
     return missing
@@ -83,7 +83,7 @@ def pipeline(admin_database: Settings, settings: Settings) -> Iterator[dict[str,
                        ready_url=f"{api_url}/healthz", ready_timeout=60),
         ManagedProcess("admin-e2e-processor", "payment_processor", env=env,
                        ready_url=f"http://127.0.0.1:{processor_health}/healthz", ready_timeout=60),
-        ManagedProcess("admin-e2e-relay", "eventstore.relay", env=env),
+        ManagedProcess("admin-e2e-relay", "relay", env=env),
         ManagedProcess("admin-e2e-projector", "projector", env=env),
         ManagedProcess("admin-e2e-admin", "admin",
                        env={**env, "ADMIN_PORT": str(admin_port), "COMMAND_API_URL": api_url,

@@ -60,7 +60,7 @@ async def fuzz_api(settings, engine, seed, unique_topic_module) -> Iterator[dict
 
 @pytest.fixture(scope="module")
 async def unique_topic_module(settings, kafka_admin) -> str:  # type: ignore[no-untyped-def]
-    from eventstore.kafka import ensure_topics
+    from infra.kafka import ensure_topics
 
     name = f"test.api.fuzz.{uuid.uuid4().hex[:10]}"
     await ensure_topics(settings, {name: 3}, admin=kafka_admin)

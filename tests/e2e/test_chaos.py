@@ -23,7 +23,7 @@ import random
 import pytest
 
 from bench.chaos import COUNT_KEYS, ChaosConfig, run_chaos, summary_json
-from eventstore.settings import Settings
+from infra.settings import Settings
 
 # ~3 minutes here, dominated by the broker's JVM start and restart; headroom for a busy machine
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]

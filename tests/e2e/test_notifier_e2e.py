@@ -19,9 +19,9 @@ import pytest
 from aiokafka import AIOKafkaConsumer
 from sqlalchemy import text
 
-from eventstore.db import create_engine
-from eventstore.kafka import make_producer
-from eventstore.settings import Settings
+from infra.db import create_engine
+from infra.kafka import make_producer
+from infra.settings import Settings
 from schemas import Envelope, Money
 from tests.support.notifier_events import Account
 from tests.support.processes import ManagedProcess

@@ -23,9 +23,9 @@ import pytest
 from aiokafka import AIOKafkaConsumer
 
 import schemas as s
-from eventstore.db import create_engine
-from eventstore.kafka import ensure_topics, make_producer
-from eventstore.settings import Settings
+from infra.db import create_engine
+from infra.kafka import ensure_topics, make_producer
+from infra.settings import Settings
 from eventstore.store import EventStore
 from sandbox.yookassa import cards
 from tests.support.processes import ManagedProcess, free_port

@@ -13,8 +13,8 @@ from collections.abc import Callable
 
 import pytest
 
-from eventstore.db import create_engine
-from eventstore.settings import Settings
+from infra.db import create_engine
+from infra.settings import Settings
 from eventstore.store import EventStore
 from projector.rebuild import Replay, ReplayOptions
 from tests.support.processes import ManagedProcess

@@ -1,7 +1,7 @@
 """Renewal, dunning and expiry end to end: real processes, real Kafka, PostgreSQL and sandboxes.
 
 Each test gets a fresh database (business time is a per-database offset that the tests move with
-`eventstore.clock.shift_time`, so moving it never disturbs anyone else's tests), unique topics, and
+`infra.clock.shift_time`, so moving it never disturbs anyone else's tests), unique topics, and
 its own processes: the payment processor with its scheduler (`BILLING_CLOCK=shiftable`, a 0.2 s
 tick), the outbox relay and the notifier. A subscription is bought the real way (a command, the
 sandbox's payment page with a card it saves), then time moves forward instead of anyone waiting.
@@ -23,10 +23,10 @@ import pytest
 from sqlalchemy import text
 
 import schemas as s
-from eventstore.clock import shift_time
-from eventstore.db import create_engine
-from eventstore.kafka import ensure_topics, make_producer
-from eventstore.settings import Settings
+from infra.clock import shift_time
+from infra.db import create_engine
+from infra.kafka import ensure_topics, make_producer
+from infra.settings import Settings
 from eventstore.store import EventStore
 from payment_processor.schedule import read_rows
 from sandbox.yookassa import cards
@@ -112,7 +112,7 @@ class Stack:
     def relay(self) -> ManagedProcess:
         name = f"relay-{uuid.uuid4().hex[:6]}"
         proc: ManagedProcess = ManagedProcess(
-            name, [sys.executable, "-m", "eventstore.relay", "--name", name], env=self._base_env(),
+            name, [sys.executable, "-m", "relay", "--name", name], env=self._base_env(),
             ready_check=lambda: "relay_leader" in proc.tail(400), ready_timeout=60,
         )
         self.processes.append(proc)

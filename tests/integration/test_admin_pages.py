@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from eventstore.db import create_engine
+from infra.db import create_engine
 from eventstore.store import EventStore
 from schemas import (
     Actor,

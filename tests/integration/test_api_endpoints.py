@@ -8,7 +8,7 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from eventstore.refunds import refund_amount
+from rules.refunds import refund_amount
 from schemas import account_stream, derived_id, parse_envelope
 from tests.fixtures.command_api import new_user, published_commands
 

@@ -265,7 +265,7 @@ async def processor(engine, yookassa_sandbox):  # type: ignore[no-untyped-def]
     """The real command handler of the payment processor on the API's database (fed from the topic by hand)."""
     import orjson
 
-    from eventstore.clock import SystemClock
+    from infra.clock import SystemClock
     from eventstore.store import EventStore
     from payment_processor.config import ProcessorSettings
     from payment_processor.gateway import YooKassaGateway

@@ -20,9 +20,9 @@ import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 import schemas as s
-from eventstore.db import create_engine
-from eventstore.kafka import ConsumerLoop, make_producer
-from eventstore.settings import Settings
+from infra.db import create_engine
+from infra.kafka import ConsumerLoop, make_producer
+from infra.settings import Settings
 from eventstore.store import EventStore
 from tests.support.processes import ROOT
 from tests.support.wait import wait_until
@@ -70,7 +70,7 @@ class Scratch:
 
 @pytest.fixture
 async def scratch(settings, fresh_database) -> Scratch:
-    from eventstore.kafka import ensure_topics
+    from infra.kafka import ensure_topics
 
     db = fresh_database(migrate=True)
     box = Scratch(db, f"clitest.{uuid.uuid4().hex[:10]}")
@@ -178,7 +178,7 @@ async def test_replay_all_asks_and_can_be_told_yes(scratch: Scratch):
 
 
 async def test_status_reports_outbox_backlog_dlq_and_the_janitors_tick(scratch: Scratch):
-    from eventstore.clock import SystemClock
+    from infra.clock import SystemClock
     from payment_processor.config import ProcessorSettings
     from payment_processor.janitor import Janitor
 

@@ -20,8 +20,8 @@ import yaml
 
 from admin.config import ADMIN_DEV_ONLY_VARIABLES, ADMIN_VARIABLES
 from command_api.config import ApiSettings
-from eventstore.relay import RelaySettings
-from eventstore.settings import Settings
+from relay.config import RelaySettings
+from infra.settings import Settings
 from notifier.config import NotifierServiceSettings, NotifierSettings
 from payment_processor.config import ProcessorServiceSettings, ProcessorSettings
 from payment_processor.scheduler import SchedulerSettings
@@ -31,7 +31,7 @@ from tests.support.wait import wait_until
 ROOT = Path(__file__).resolve().parents[2]
 COMPONENTS = {
     "command_api": "command_api",
-    "relay": "eventstore.relay",
+    "relay": "relay",
     "payment_processor": "payment_processor",
     "projector": "projector",
     "notifier": "notifier",
@@ -205,7 +205,7 @@ def test_env_example_lists_every_setting_with_a_valid_value(tmp_path):
 # own configuration code is run with exactly the environment a container would get.
 
 DOCKERFILE = (ROOT / "Dockerfile").read_text()
-PROJECT_PACKAGES = {"schemas", "eventstore", "command_api", "payment_processor", "projector", "notifier", "admin",
+PROJECT_PACKAGES = {"schemas", "eventstore", "infra", "rules", "relay", "command_api", "payment_processor", "projector", "notifier", "admin",
                     "sandbox", "devstack", "bench", "billing_cli"}
 HTTP_URL = re.compile(r"http://(?P<host>[\w.-]+):(?P<port>\d+)(?P<path>/[\w./-]*)?")
 # Filled-in deploy/.env.production.example: values production accepts.
@@ -379,8 +379,8 @@ def test_every_heartbeat_health_check_is_fed_by_the_services_own_loop(compose):
 
 
 async def test_the_relay_touches_the_heartbeat_file_while_leading_and_standing_by(fresh_database, tmp_path):
-    from eventstore.kafka import ensure_topics
-    from eventstore.relay import OutboxRelay
+    from infra.kafka import ensure_topics
+    from relay.outbox import OutboxRelay
 
     base = fresh_database(migrate=True, prefix="relayhb")
     settings = base.model_copy(update={"events_topic": f"test.events.{uuid.uuid4().hex[:12]}"})
@@ -450,11 +450,11 @@ elif kind in ("sandbox.yookassa", "sandbox.mailgun"):
     out.update(host=s.host, port=s.port, db=str(s.db), base_url=getattr(s, "base_url", None))
     s.db = Path(tmp) / "probe.sqlite3"  # the container's path is checked against its volume instead
     out["routes"] = answered(create_app(s), path)
-elif kind == "eventstore.relay":
-    from eventstore.relay import RelaySettings
+elif kind == "relay":
+    from relay.config import RelaySettings
     out["metrics_port"] = RelaySettings().relay_metrics_port
-elif kind == "eventstore.migrate":
-    from eventstore.settings import Settings
+elif kind == "infra.migrate":
+    from infra.settings import Settings
     Settings()
 elif kind == "payment_processor":
     from payment_processor.config import ProcessorServiceSettings, ProcessorSettings

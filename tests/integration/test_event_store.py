@@ -94,8 +94,8 @@ async def test_read_all_pages_through_the_log(event_store: EventStore) -> None:
 
 async def test_appended_events_wait_in_the_outbox(fresh_database) -> None:  # type: ignore[no-untyped-def]
     # A private database: a developer's running relay would drain the shared outbox.
-    from eventstore.db import create_engine
-    from eventstore.migrate import upgrade
+    from infra.db import create_engine
+    from infra.migrate import upgrade
 
     settings = fresh_database()
     upgrade(settings, ["eventstore"])

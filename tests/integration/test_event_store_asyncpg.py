@@ -15,7 +15,7 @@ import pytest
 
 import schemas as s
 from eventstore import asyncpg_store
-from eventstore.settings import Settings, plain_url
+from infra.settings import Settings, plain_url
 from eventstore.store import CommandAlreadyHandled, EventStore, HandledCommand, StreamVersionConflict
 
 
@@ -163,7 +163,7 @@ async def test_side_writes_commit_with_the_append_and_only_with_it(pool: asyncpg
 
 
 def test_named_parameters_become_positional_and_casts_stay() -> None:
-    from eventstore.db import positional
+    from eventstore.sql import positional
 
     sql, names = positional("SELECT CAST(:ids AS uuid[]), e.data::jsonb, :a + :b, :a FROM t WHERE x = :b")
     assert sql == "SELECT CAST($1 AS uuid[]), e.data::jsonb, $2 + $3, $2 FROM t WHERE x = $3"

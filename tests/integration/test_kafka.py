@@ -1,4 +1,4 @@
-"""The real broker through `eventstore.kafka`: idempotent produce → consumer group, transactions,
+"""The real broker through `infra.kafka`: idempotent produce → consumer group, transactions,
 the consumer loop's commit/retry/dead-letter discipline and rebalancing."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from collections import defaultdict
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from eventstore.kafka import ConsumerLoop, correlation_id_of, ensure_topics, make_producer
+from infra.kafka import ConsumerLoop, correlation_id_of, ensure_topics, make_producer
 from tests.support.wait import wait_until
 
 

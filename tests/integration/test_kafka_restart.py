@@ -14,8 +14,8 @@ import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from devstack import kafka as devkafka
-from eventstore.kafka import ensure_topics, make_producer
-from eventstore.settings import Settings
+from infra.kafka import ensure_topics, make_producer
+from infra.settings import Settings
 from tests.support.wait import wait_until
 
 pytestmark = pytest.mark.slow

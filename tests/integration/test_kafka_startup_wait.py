@@ -7,7 +7,7 @@ import time
 import pytest
 from aiokafka.errors import KafkaError
 
-from eventstore.kafka import make_producer, until_broker_answers
+from infra.kafka import make_producer, until_broker_answers
 from tests.support.processes import free_port
 
 

@@ -61,10 +61,10 @@ def service_env(settings, **extra: str) -> dict[str, str]:
 
 
 def test_migration_job_logs_json(fresh_database):
-    """`python -m eventstore.migrate` (the deployment's migration job) on an empty database."""
+    """`python -m infra.migrate` (the deployment's migration job) on an empty database."""
     empty = fresh_database(migrate=False)
     result = subprocess.run(
-        [sys.executable, "-m", "eventstore.migrate"], cwd=ROOT, env={**_inherited(), **service_env(empty)},
+        [sys.executable, "-m", "infra.migrate"], cwd=ROOT, env={**_inherited(), **service_env(empty)},
         capture_output=True, text=True, timeout=120,
     )
     assert result.returncode == 0, result.stdout + result.stderr
@@ -105,7 +105,7 @@ async def test_command_api_under_uvicorn_logs_json_with_the_request_id(fresh_dat
 
 async def test_kafka_consumer_logs_json_with_the_records_correlation_id(fresh_database, unique_topic, tmp_path: Path):
     """The notifier: its Alembic run, aiokafka, and a poison record's dead-letter line with its correlation id."""
-    from eventstore.kafka import make_producer
+    from infra.kafka import make_producer
 
     db = fresh_database(migrate=True)
     events = await unique_topic(partitions=1, prefix="logtest.events")

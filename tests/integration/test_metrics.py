@@ -21,10 +21,10 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 import schemas as s
-from eventstore.db import create_engine
-from eventstore.kafka import ConsumerLoop, ensure_topics, make_producer
-from eventstore.metrics import MetricsServer, outbox_refresher
-from eventstore.settings import Settings, plain_url
+from infra.db import create_engine
+from infra.kafka import ConsumerLoop, ensure_topics, make_producer
+from infra.metrics import MetricsServer, outbox_refresher
+from infra.settings import Settings, plain_url
 from eventstore.store import EventStore
 from tests.support.processes import ManagedProcess, free_port
 from tests.support.wait import wait_until
@@ -186,7 +186,7 @@ async def test_relay_metrics_show_a_stuck_outbox_and_its_draining(fresh_database
     port = free_port()
     relay = ManagedProcess(
         "relay-metrics",
-        [__import__("sys").executable, "-m", "eventstore.relay", "--name", "relay-metrics"],
+        [__import__("sys").executable, "-m", "relay", "--name", "relay-metrics"],
         env={"ENVIRONMENT": "test", "DATABASE_URL": settings.database_url, "KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers,
              "EVENTS_TOPIC": topic, "RELAY_METRICS_PORT": str(port), "LOG_FORMAT": "json"},
         ready_url=f"http://127.0.0.1:{port}/metrics",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
-from eventstore.migrate import downgrade, packages_with_migrations, upgrade
+from infra.migrate import downgrade, packages_with_migrations, upgrade
 
 
 def _schemas(url: str) -> set[str]:

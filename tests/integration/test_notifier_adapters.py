@@ -9,7 +9,7 @@ import uuid
 
 import pytest
 
-from eventstore.db import create_pool
+from infra.db import create_pool
 from notifier.adapters.email_log import EmailLog, NewEmail
 from notifier.adapters.mailgun import (
     MailgunClient,

@@ -10,7 +10,7 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from eventstore.settings import plain_url
+from infra.settings import plain_url
 
 
 async def test_asyncpg_round_trip_and_rollback(settings):

@@ -8,7 +8,7 @@ from collections import defaultdict
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from eventstore.kafka import make_producer
+from infra.kafka import make_producer
 from payment_processor.consumer import KeyedConsumerLoop
 from tests.support.wait import wait_until
 

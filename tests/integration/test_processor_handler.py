@@ -15,7 +15,7 @@ import pytest
 from sqlalchemy import text
 
 import schemas as s
-from eventstore.clock import SystemClock
+from infra.clock import SystemClock
 from eventstore.store import EventStore
 from payment_processor.config import ProcessorSettings
 from payment_processor.gateway import YooKassaGateway
@@ -37,7 +37,7 @@ def _crash(point: str) -> None:
 @pytest.fixture(scope="module")
 async def engine(fresh_database):
     """A database of this module's own: the operations these tests leave open stay here."""
-    from eventstore.db import create_engine
+    from infra.db import create_engine
 
     eng = create_engine(fresh_database(migrate=True, prefix="processor"), pool_size=10, application_name="processor-tests")
     yield eng
@@ -415,7 +415,7 @@ async def test_a_late_success_after_the_idempotence_window_is_matched_through_yo
     metadata names our payment, and it is settled — here, activated — without a second payment."""
     from datetime import timedelta
 
-    from eventstore.clock import FixedClock
+    from infra.clock import FixedClock
     from payment_processor.handlers import ProviderUnreachable
 
     clock = FixedClock(SystemClock().now())

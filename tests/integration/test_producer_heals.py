@@ -13,8 +13,8 @@ import pytest
 from aiokafka import TopicPartition
 from aiokafka.errors import OutOfOrderSequenceNumber
 
-from eventstore.kafka import SelfHealingProducer, make_producer
-from eventstore.settings import Settings
+from infra.kafka import SelfHealingProducer, make_producer
+from infra.settings import Settings
 
 
 async def test_a_sequence_gap_fails_one_send_then_the_producer_gets_a_new_id(settings: Settings, unique_topic) -> None:

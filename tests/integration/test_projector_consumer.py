@@ -17,8 +17,8 @@ import asyncpg
 import pytest
 from aiokafka import AIOKafkaConsumer
 
-from eventstore.db import create_engine
-from eventstore.settings import Settings, plain_url
+from infra.db import create_engine
+from infra.settings import Settings, plain_url
 from eventstore.store import EventStore, RecordedEvent
 from projector.consumer import Projector, create_pool
 from projector.engine import Target, apply_events
@@ -158,7 +158,7 @@ async def test_poison_records_are_dead_lettered_and_the_partition_moves_on(
     topic = await unique_topic(partitions=1)
     half = len(events) // 2
     await publish(db, topic, events[:half])
-    from eventstore.kafka import ensure_topics, make_producer
+    from infra.kafka import ensure_topics, make_producer
 
     await ensure_topics(settings, {f"{topic}.dlq": 1})
     producer = await make_producer(settings)

@@ -19,8 +19,8 @@ import asyncpg
 import psycopg
 import pytest
 
-from eventstore.db import positional
-from eventstore.settings import plain_url
+from eventstore.sql import positional
+from infra.settings import plain_url
 
 ROOT = Path(__file__).resolve().parents[2]
 SQL_START = ("select", "with", "insert", "update", "delete")

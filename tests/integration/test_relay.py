@@ -21,10 +21,10 @@ from aiokafka import AIOKafkaConsumer
 from aiokafka.structs import ConsumerRecord
 
 import schemas as s
-from eventstore.db import create_engine
-from eventstore.kafka import ensure_topics
-from eventstore.relay import DEFAULT_EVENTS_PARTITIONS, RELAY_LOCK_KEY, OutboxRelay
-from eventstore.settings import Settings, plain_url
+from infra.db import create_engine
+from infra.kafka import ensure_topics
+from relay.outbox import DEFAULT_EVENTS_PARTITIONS, RELAY_LOCK_KEY, OutboxRelay
+from infra.settings import Settings, plain_url
 from eventstore.store import EventStore
 from tests.support.processes import ManagedProcess
 from tests.support.wait import wait_until
@@ -201,10 +201,10 @@ async def test_an_append_committed_late_is_published_too(relay_env: tuple[Settin
 
 
 def relay_process(settings: Settings, name: str, *args: str) -> ManagedProcess:
-    """`python -m eventstore.relay` on the test's database and topic, logging every batch as JSON."""
+    """`python -m relay` on the test's database and topic, logging every batch as JSON."""
     return ManagedProcess(
         f"relay-{name}",
-        [sys.executable, "-m", "eventstore.relay", "--name", name, *args],
+        [sys.executable, "-m", "relay", "--name", name, *args],
         env={
             "DATABASE_URL": settings.database_url,
             "KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers,

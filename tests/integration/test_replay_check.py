@@ -25,8 +25,8 @@ from hypothesis import HealthCheck, given
 from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 
-from eventstore.db import create_engine
-from eventstore.settings import Settings, plain_url
+from infra.db import create_engine
+from infra.settings import Settings, plain_url
 from eventstore.store import EventStore
 from projector.consumer import Projector, create_pool
 from projector.events import ProjectedEvent

@@ -17,7 +17,7 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from eventstore.settings import Settings, plain_url
+from infra.settings import Settings, plain_url
 from projector.rebuild import Replay, ReplayError, ReplayOptions
 
 ROOT = Path(__file__).resolve().parents[2]

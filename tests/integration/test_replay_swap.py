@@ -1,7 +1,7 @@
 """Replay with swap while the live projector runs and events keep arriving: nothing is lost.
 
 The whole pipeline downstream of the event store is real: a writer appends account histories
-through `EventStore`, the outbox relay (`eventstore.relay.OutboxRelay`) publishes them to a unique
+through `EventStore`, the outbox relay (`relay.outbox.OutboxRelay`) publishes them to a unique
 topic, the live projector (the real ConsumerLoop) applies them. In the middle of that traffic a
 full rebuild is swapped in, then a partial one (two read models). Afterwards every stream is at
 its last version and a fresh `--check` finds the live read models equal to a replay of the log.
@@ -16,9 +16,9 @@ from collections.abc import Callable
 import asyncpg
 import pytest
 
-from eventstore.db import create_engine
-from eventstore.relay import OutboxRelay
-from eventstore.settings import Settings, plain_url
+from infra.db import create_engine
+from relay.outbox import OutboxRelay
+from infra.settings import Settings, plain_url
 from eventstore.store import EventStore
 from projector.rebuild import Replay, ReplayOptions
 from tests.support.projector_scenarios import (

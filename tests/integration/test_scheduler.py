@@ -18,10 +18,10 @@ from aiokafka import AIOKafkaConsumer
 from sqlalchemy import text
 
 import schemas as s
-from eventstore.clock import FixedClock
-from eventstore.db import create_engine
-from eventstore.kafka import make_producer
-from eventstore.settings import Settings
+from infra.clock import FixedClock
+from infra.db import create_engine
+from infra.kafka import make_producer
+from infra.settings import Settings
 from payment_processor.schedule import ScheduleRow, lock_due, mark_sent, read_rows, record_rows
 from payment_processor.scheduler import Scheduler, SchedulerSettings
 from tests.support.wait import wait_until
@@ -230,7 +230,7 @@ def _cmd(payload: s.Command, stream_id: str, actor: str = "user") -> s.Envelope:
 
 
 async def test_the_handler_writes_the_row_with_its_append_and_rebuild_agrees(engine: Any, yookassa_sandbox: Any) -> None:
-    from eventstore.clock import SystemClock
+    from infra.clock import SystemClock
     from eventstore.store import EventStore
     from payment_processor.config import ProcessorSettings
     from payment_processor.gateway import YooKassaGateway

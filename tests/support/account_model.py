@@ -47,7 +47,6 @@ from payment_processor.domain import (
     CreateRefund,
     Decision,
     FindPayment,
-    FindRefund,
     PlanState,
     ProviderOutcome,
     ProviderPayment,

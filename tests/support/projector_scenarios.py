@@ -56,7 +56,7 @@ from schemas import (
 )
 
 if TYPE_CHECKING:
-    from eventstore.settings import Settings
+    from infra.settings import Settings
     from projector.consumer import ProjectorConsumer
     from eventstore.store import EventStore, RecordedEvent
 
@@ -465,7 +465,7 @@ async def append_history(
 
 async def publish(settings: "Settings", topic: str, events: Sequence["RecordedEvent"]) -> None:
     """What the relay does: each stored event to `topic`, keyed by stream, with its headers, in the given order."""
-    from eventstore.kafka import make_producer
+    from infra.kafka import make_producer
 
     producer = await make_producer(settings)
     try:
@@ -483,7 +483,7 @@ async def read_models(database_url: str, schema: str = "read") -> dict[str, dict
     import asyncpg
     import orjson
 
-    from eventstore.settings import plain_url
+    from infra.settings import plain_url
     from projector.projections import TABLES
 
     conn = await asyncpg.connect(plain_url(database_url), server_settings={"timezone": "UTC"})
@@ -500,7 +500,7 @@ async def read_models(database_url: str, schema: str = "read") -> dict[str, dict
 async def projected_versions(database_url: str) -> dict[str, int]:
     import asyncpg
 
-    from eventstore.settings import plain_url
+    from infra.settings import plain_url
 
     conn = await asyncpg.connect(plain_url(database_url))
     try:
@@ -512,7 +512,7 @@ async def projected_versions(database_url: str) -> dict[str, int]:
 async def stored_versions(database_url: str) -> dict[str, int]:
     import asyncpg
 
-    from eventstore.settings import plain_url
+    from infra.settings import plain_url
 
     conn = await asyncpg.connect(plain_url(database_url))
     try:
@@ -527,7 +527,7 @@ async def running_projector(settings: "Settings", topic: str, group: str, *, bat
     """An in-process projector (the real ConsumerLoop) consuming `topic` into `settings`' database."""
     import asyncio
 
-    from eventstore.db import create_engine
+    from infra.db import create_engine
     from eventstore.store import EventStore
     from projector.consumer import Projector, ProjectorConsumer, ProjectorSettings, create_pool
 

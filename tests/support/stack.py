@@ -125,8 +125,8 @@ class Pipeline:
         return f"{self.api_url}/v1/webhooks/yookassa"
 
     def settings(self, **overrides: Any) -> Any:
-        """`eventstore.settings.Settings` of this pipeline (database, broker, topics, secrets)."""
-        from eventstore.settings import Settings
+        """`infra.settings.Settings` of this pipeline (database, broker, topics, secrets)."""
+        from infra.settings import Settings
 
         values = {k.lower(): v for k, v in self.base_env().items() if k.lower() in Settings.model_fields}
         return Settings(**{**values, **overrides})
@@ -183,7 +183,7 @@ class Pipeline:
     def _admin_url(self) -> str:
         from sqlalchemy.engine import make_url
 
-        from eventstore.settings import plain_url
+        from infra.settings import plain_url
 
         return make_url(plain_url(self.options.database_url)).set(database="postgres").render_as_string(hide_password=False)
 
@@ -192,7 +192,7 @@ class Pipeline:
         from psycopg import sql
         from sqlalchemy.engine import make_url
 
-        from eventstore.settings import plain_url
+        from infra.settings import plain_url
 
         self.database_name = f"{self.options.name.replace('-', '_')}_{uuid.uuid4().hex[:12]}"
         with psycopg.connect(self._admin_url(), autocommit=True, connect_timeout=10) as conn:
@@ -200,7 +200,7 @@ class Pipeline:
         self.database_url = (
             make_url(plain_url(self.options.database_url)).set(database=self.database_name).render_as_string(hide_password=False)
         )
-        from eventstore.migrate import upgrade
+        from infra.migrate import upgrade
 
         upgrade(self.settings())
 
@@ -241,7 +241,7 @@ class Pipeline:
         return time.monotonic() - t0
 
     async def _ensure_topics(self) -> None:
-        from eventstore.kafka import ensure_topics
+        from infra.kafka import ensure_topics
 
         p = self.options.partitions
         await ensure_topics(
@@ -294,7 +294,7 @@ class Pipeline:
         )
         self.yookassa = YooKassaSandbox(url=self.yookassa_url, process=yk, db_path=self.work_dir / "yookassa.sqlite3")
         self.mailgun = MailgunSandbox(url=self.mailgun_url, process=mg, db_path=self.work_dir / "mailgun.sqlite3")
-        self._process("relay", "relay", "eventstore.relay")
+        self._process("relay", "relay", "relay")
         for i, port in enumerate(self.processor_health_ports, start=1):
             self._process(
                 f"processor-{i}", "processor", "payment_processor",

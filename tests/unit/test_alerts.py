@@ -21,9 +21,9 @@ ROOT = Path(__file__).resolve().parents[2]
 ALERTS = ROOT / "deploy" / "prometheus" / "alerts.yml"
 DASHBOARD = ROOT / "deploy" / "grafana" / "billing.json"
 METRIC_MODULES = (
-    "eventstore.metrics",
-    "eventstore.kafka",
-    "eventstore.relay",
+    "infra.metrics",
+    "infra.kafka",
+    "relay",
     "payment_processor.metrics",
     "payment_processor.gateway",
     "notifier.metrics",

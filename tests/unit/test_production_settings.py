@@ -18,7 +18,7 @@ from pydantic import ValidationError
 
 from admin.config import django_settings
 from command_api.config import ApiSettings
-from eventstore.settings import Settings
+from infra.settings import Settings
 from notifier.config import NotifierServiceSettings
 from payment_processor.config import ProcessorServiceSettings
 from projector.consumer import ProjectorSettings

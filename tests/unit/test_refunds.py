@@ -6,7 +6,7 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from eventstore.refunds import RefundQuote, days_used, refund_amount
+from rules.refunds import RefundQuote, days_used, refund_amount
 
 PAID_AT = datetime(2026, 3, 1, 12, 0, tzinfo=timezone.utc)
 

@@ -1,4 +1,4 @@
-"""A shared business-time offset for development, tests and the demo (see eventstore/clock.py).
+"""A shared business-time offset for development, tests and the demo (see infra/clock.py).
 
 Revision ID: es0002
 Revises: es0001

@@ -32,10 +32,10 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.structs import ConsumerRecord
 
-from eventstore.settings import Settings, plain_url
+from infra.settings import Settings, plain_url
 
 KAFKA_TIMEOUT_MS = 10_000
-# Dead-letter headers that describe the failure (eventstore.kafka.ConsumerLoop, notifier's DeadLetters);
+# Dead-letter headers that describe the failure (infra.kafka.ConsumerLoop, notifier's DeadLetters);
 # a replayed record drops them and gets `replayed_from_dlq` / `replayed_at` instead.
 FAILURE_HEADERS = frozenset({
     "dlq_reason", "dlq_kind", "dlq_original_topic", "dlq_original_partition", "dlq_original_offset",
@@ -282,7 +282,7 @@ def replay_headers(letter: DeadLetter) -> list[tuple[str, bytes]]:
 
 async def replay_dead_letters(settings: Settings, letters: Sequence[DeadLetter]) -> list[dict[str, Any]]:
     """Publish each dead letter to its original topic with its key and headers; returns where each went."""
-    from eventstore.kafka import make_producer
+    from infra.kafka import make_producer
 
     producer: AIOKafkaProducer = await make_producer(settings, client_id="billing-cli-dlq-replay", startup_wait_s=10)
     done = []

@@ -64,7 +64,7 @@ class Settings(BaseSettings):
     events_dlq_topic: str = "billing.events.dlq"
     db_pool_size: int = 10
 
-    # Process-wide switches read by eventstore.clock / eventstore.logging; declared here so a
+    # Process-wide switches read by infra.clock / infra.logging; declared here so a
     # typo is refused and production can refuse the movable clock.
     billing_clock: Literal["system", "shiftable"] = Field(default="system", description="shiftable: business time can be moved (dev, tests)")
     log_format: Literal["json", "console"] | None = Field(default=None, description="default: json unless stderr is a terminal")

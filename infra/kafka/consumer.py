@@ -1,4 +1,4 @@
-"""Kafka helpers every service shares: the idempotent producer, topic creation and the consumer loop.
+"""The consumer loop every service consumes with: at-least-once delivery made safe.
 
 Kafka delivers at least once; the promises of this product (never charge twice, every operation
 ends) come from consumers that make their effects idempotent in PostgreSQL and commit offsets
@@ -8,12 +8,12 @@ partition, a rebalance listener that commits finished work before giving partiti
 graceful stop on SIGTERM.
 """
 
+
 from __future__ import annotations
 
 import asyncio
 import os
 import signal
-import time
 from pathlib import Path
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
 from datetime import UTC, datetime
@@ -21,177 +21,20 @@ from typing import Any
 
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import CommitFailedError, KafkaError, OutOfOrderSequenceNumber
+from aiokafka.errors import CommitFailedError, KafkaError
 from aiokafka.structs import ConsumerRecord
 
-from eventstore.logging import bind_correlation, get_logger
-from eventstore.metrics import CONSUMERS, DEAD_LETTERS, count_dead_letter
-from eventstore.settings import Settings
+from infra.logging import bind_correlation, get_logger
+from infra.metrics import CONSUMERS, DEAD_LETTERS, count_dead_letter
+from infra.settings import Settings
+from infra.kafka.producer import make_producer
 
 log = get_logger(__name__)
 
+
 Handler = Callable[[ConsumerRecord], Awaitable[None]]
+
 GiveUp = Callable[[ConsumerRecord, BaseException], Awaitable[None]]
-
-# Kafka error codes we expect from CreateTopics
-_TOPIC_ALREADY_EXISTS = 36
-_NO_ERROR = 0
-
-
-class SelfHealingProducer(AIOKafkaProducer):
-    """aiokafka's idempotent producer, minus its one unrecoverable state.
-
-    When a batch is given up (request timeout while the broker restarts), aiokafka has already
-    spent its sequence numbers; the broker then answers every later batch of that partition with
-    OutOfOrderSequenceNumber, and aiokafka never recovers (aio-libs/aiokafka#1017): the API
-    answered 503 and the janitor published nothing until the process was restarted. The Java
-    client bumps the producer epoch in that case; here the failed send still raises to its caller
-    (who retries, as after any Kafka error), and the producer drops its producer id and sequence
-    numbers, so the sender fetches a fresh id (InitProducerId) before the next batch. Duplicates
-    a retry may then create carry the same ids and are absorbed by the idempotent consumers.
-    """
-
-    async def send(self, *args: Any, **kwargs: Any) -> asyncio.Future:  # type: ignore[override]
-        future = await super().send(*args, **kwargs)
-        future.add_done_callback(self._after_delivery)
-        return future
-
-    async def send_batch(self, *args: Any, **kwargs: Any) -> asyncio.Future:  # type: ignore[override]
-        future = await super().send_batch(*args, **kwargs)
-        future.add_done_callback(self._after_delivery)
-        return future
-
-    def _after_delivery(self, future: asyncio.Future) -> None:
-        if not future.cancelled() and isinstance(future.exception(), OutOfOrderSequenceNumber):
-            self.reset_producer_id()
-
-    def reset_producer_id(self) -> bool:
-        """Forget the producer id and sequences (aiokafka internals, pinned version); False if none yet."""
-        from aiokafka.producer.transaction_manager import NO_PRODUCER_EPOCH, NO_PRODUCER_ID, PidAndEpoch
-
-        manager = self._txn_manager
-        if manager is None or manager.transactional_id is not None or not manager.has_pid():
-            return False
-        log.warning("kafka_producer_reset", producer_id=manager.producer_id, reason="OutOfOrderSequenceNumber")
-        manager._pid_and_epoch = PidAndEpoch(NO_PRODUCER_ID, NO_PRODUCER_EPOCH)
-        manager._pid_waiter = asyncio.get_running_loop().create_future()
-        manager._sequence_numbers.clear()
-        return True
-
-
-async def make_producer(settings: Settings, *, startup_wait_s: float | None = None, **overrides: Any) -> AIOKafkaProducer:
-    """A started producer with idempotence and acks=all: a retried send never duplicates a record.
-
-    `overrides` go to `AIOKafkaProducer` (e.g. `transactional_id=...`, `value_serializer=...`).
-    The caller stops it (`await producer.stop()`).
-    """
-    options: dict[str, Any] = {
-        "bootstrap_servers": settings.kafka_servers,
-        "client_id": f"billing-{settings.environment}",
-        "enable_idempotence": True,
-        "acks": "all",
-        "linger_ms": 5,
-        "max_batch_size": 64 * 1024,
-        "request_timeout_ms": 15000,
-        "retry_backoff_ms": 100,
-        "metadata_max_age_ms": 60000,
-    }
-    options.update(overrides)
-
-    async def start() -> AIOKafkaProducer:
-        producer = SelfHealingProducer(**options)
-        try:
-            await producer.start()
-        except BaseException:
-            await producer.stop()
-            raise
-        return producer
-
-    return await until_broker_answers(start, "start a producer", startup_wait_s)
-
-
-BROKER_WAIT_S = float(os.environ.get("KAFKA_STARTUP_WAIT_S", "120"))
-
-
-async def until_broker_answers(attempt: Callable[[], Awaitable[Any]], what: str, wait_s: float | None = None) -> Any:
-    """Retry a start-up step while the broker is unreachable, with back-off, for up to `wait_s`.
-
-    A service that starts while Kafka is restarting (or before it, under `make run`) waits for it
-    instead of exiting: one exiting process would stop the whole honcho stack, and a supervisor
-    restart loop only adds noise.
-    """
-    deadline = time.monotonic() + (BROKER_WAIT_S if wait_s is None else wait_s)
-    delay = 0.5
-    while True:
-        try:
-            return await attempt()
-        except KafkaError as exc:
-            if time.monotonic() + delay > deadline:
-                raise
-            log.warning("kafka_unreachable_retrying", step=what, error=repr(exc), retry_in_s=delay)
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 5.0)
-
-
-async def ensure_topics(
-    settings: Settings,
-    topics: Mapping[str, int],
-    *,
-    replication_factor: int | None = None,
-    admin: AIOKafkaAdminClient | None = None,
-    timeout: float = 30.0,
-) -> list[str]:
-    """Create the missing topics `{name: partitions}` and wait until each has a leader. Idempotent.
-
-    Returns the names it created. An existing topic is left as it is (never re-partitioned: that
-    would move keys to other partitions and break per-key order). Without `replication_factor`, topics
-    get min(3, number of brokers) replicas: 1 on the local single-node broker.
-    """
-    if admin is None:
-        async def with_own_admin() -> list[str]:
-            own = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_servers, request_timeout_ms=int(timeout * 1000))
-            try:
-                await own.start()
-                return await ensure_topics(settings, topics, replication_factor=replication_factor, admin=own, timeout=timeout)
-            finally:
-                await own.close()
-
-        return await until_broker_answers(with_own_admin, "ensure topics")
-    existing = set(await admin.list_topics())
-    missing = {name: partitions for name, partitions in topics.items() if name not in existing}
-    if missing and replication_factor is None:
-        cluster = await admin.describe_cluster()
-        replication_factor = max(1, min(3, len(cluster["brokers"])))
-    wanted = [NewTopic(name, partitions, replication_factor) for name, partitions in missing.items()]
-    created: list[str] = []
-    if wanted:
-        response = await admin.create_topics(wanted, timeout_ms=int(timeout * 1000))
-        for error in response.topic_errors:
-            name, code = error[0], error[1]
-            if code == _NO_ERROR:
-                created.append(name)
-            elif code != _TOPIC_ALREADY_EXISTS:
-                message = error[2] if len(error) > 2 else ""
-                raise KafkaError(f"cannot create topic {name!r}: error {code} {message}")
-    await _wait_for_leaders(admin, list(topics), timeout)
-    return created
-
-
-async def _wait_for_leaders(admin: AIOKafkaAdminClient, names: list[str], timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        described = await admin.describe_topics(names)
-        ready = all(
-            t["error_code"] == 0 and t["partitions"] and all(p["leader"] >= 0 for p in t["partitions"])
-            for t in described
-        )
-        if ready:
-            return
-        if time.monotonic() > deadline:
-            raise KafkaError(f"topics {names} have no leader after {timeout}s: {described}")
-        await asyncio.sleep(0.1)
-
 
 def correlation_id_of(record: ConsumerRecord) -> str | None:
     """The record's correlation id: header `correlation_id`, else the envelope's `metadata.correlation_id`."""
@@ -208,10 +51,8 @@ def correlation_id_of(record: ConsumerRecord) -> str | None:
             return str(cid) if cid is not None else None
     return None
 
-
-class _Stopping(Exception):
+class StopRequested(Exception):
     """Raised inside the loop when stop() interrupts a retry wait: the record stays uncommitted."""
-
 
 def consumer_options(settings: Settings, group_id: str, name: str) -> dict[str, Any]:
     """The AIOKafkaConsumer options every consumer loop starts from (manual commits, committed reads).
@@ -231,7 +72,6 @@ def consumer_options(settings: Settings, group_id: str, name: str) -> dict[str, 
         "heartbeat_interval_ms": 2000,
         "max_poll_interval_ms": 300000,
     }
-
 
 class ConsumerLoop:
     """Consume `topics` as `group_id`, calling `handle(record)` per record in partition order.
@@ -376,7 +216,7 @@ class ConsumerLoop:
                             await self._process(record)
                 finally:
                     await self._commit()
-        except _Stopping:
+        except StopRequested:
             pass
         finally:
             try:
@@ -426,7 +266,7 @@ class ConsumerLoop:
     async def _attempts(self, record: ConsumerRecord) -> bool:
         """Handle one record: retry failures with backoff, dead-letter after `max_attempts`.
 
-        True once the record is done (handled or dead-lettered); raises _Stopping when a stop
+        True once the record is done (handled or dead-lettered); raises StopRequested when a stop
         interrupts a backoff pause (the record is then not done and is redelivered).
         """
         attempt = 0
@@ -452,7 +292,7 @@ class ConsumerLoop:
             await asyncio.wait_for(self._stop.wait(), delay)
         except TimeoutError:
             return
-        raise _Stopping()
+        raise StopRequested()
 
     async def _give_up(self, record: ConsumerRecord, exc: BaseException, attempts: int) -> None:
         if self.dead_letter_topic and self._producer is not None:
@@ -490,7 +330,6 @@ class ConsumerLoop:
             if self._done.get(tp) == offsets[tp]:
                 del self._done[tp]
 
-
 class _CommitOnRevoke(ConsumerRebalanceListener):
     """Before partitions move to another member, finish the record in hand and commit what is done."""
 
@@ -509,7 +348,6 @@ class _CommitOnRevoke(ConsumerRebalanceListener):
     async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
         if assigned:
             self.loop._log.info("partitions_assigned", partitions=sorted(f"{tp.topic}/{tp.partition}" for tp in assigned))
-
 
 def install_signal_handlers(*loops: ConsumerLoop, extra: Callable[[], None] | None = None) -> None:
     """SIGTERM/SIGINT → `stop()` on every loop (and `extra()`), for a graceful shutdown."""

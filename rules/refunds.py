@@ -2,7 +2,7 @@
 
 The payment processor refunds this amount when a subscription is canceled with "refund now",
 and the command API shows the same number as a quote before the user decides. Services may not
-import each other, so the arithmetic lives here, in the shared library, with no I/O at all.
+import each other, so the arithmetic lives here, in the shared business rules, with no I/O at all.
 
 The rule (docs/architecture.md, "Refunds"): refund = amount paid × (days in period − days used) / days in period, where
 days used = the number of 24-hour periods that have *started* since the period was paid for (at

@@ -5,7 +5,7 @@ Every append inserts its events' positions into `eventstore.outbox` in the same 
 them to `settings.events_topic` (key = stream id, value = the stored envelope JSON, the same
 document as `RecordedEvent.to_wire()`, headers = `RecordedEvent.kafka_headers()`) through the
 idempotent producer, waits for every ack, and only then deletes exactly those positions.
-Run it with `python -m eventstore.relay`; several may run, one publishes.
+Run it with `python -m relay`; several may run, one publishes.
 
 Why this never skips and keeps per-stream order (docs/decisions/0010-outbox-relay.md):
 - An append of version n+1 can only succeed after version n committed (the expected-version check
@@ -24,34 +24,33 @@ Why this never skips and keeps per-stream order (docs/decisions/0010-outbox-rela
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import os
-import signal
-import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import asyncpg
-import uvloop
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 from aiokafka.partitioner import DefaultPartitioner
-from pydantic import Field, field_validator
 
-from eventstore.kafka import ensure_topics, make_producer
-from eventstore.logging import configure_logging, get_logger
-from eventstore.metrics import RELAYS, outbox_refresher, port_or_none, serve_metrics
-from eventstore.settings import Settings, plain_url
+from infra.kafka import ensure_topics, make_producer
+from infra.logging import get_logger
+from infra.metrics import RELAYS
+from infra.settings import Settings, plain_url
+
 
 log = get_logger(__name__)
 
-# Distinct from eventstore.migrate.MIGRATION_LOCK_KEY; every relay of one database contends for it.
+# Distinct from infra.migrate.MIGRATION_LOCK_KEY; every relay of one database contends for it.
 RELAY_LOCK_KEY = 7_220_431_010
+
 DEFAULT_BATCH_SIZE = 5000
+
 DEFAULT_EVENTS_PARTITIONS = 6
+
 _PARTITIONER = DefaultPartitioner()  # the same murmur2 mapping as producer.send(key=...)
 
 # The lowest visible outbox rows with their events, minus the batch still in flight. No cursor,
@@ -90,7 +89,6 @@ _DELETE_BATCH = "DELETE FROM eventstore.outbox WHERE position = ANY($1::bigint[]
 
 Headers = list[tuple[str, bytes]]
 
-
 def wire_record(row: Sequence[Any]) -> tuple[bytes, bytes, Headers]:
     """(key, value, headers) of one `_READ_BATCH` row read with text as bytes.
 
@@ -108,19 +106,15 @@ def wire_record(row: Sequence[Any]) -> tuple[bytes, bytes, Headers]:
     ]
     return key, value, headers
 
-
 async def _read_as_bytes(conn: asyncpg.Connection) -> None:
     """Text columns arrive as their UTF-8 bytes: Kafka wants bytes, so no decode + encode per field."""
     await conn.set_type_codec("text", schema="pg_catalog", encoder=bytes, decoder=bytes, format="binary")
 
-
 class _BatchAbandoned(Exception):
     """Stopping while Kafka does not ack: leave the batch in the outbox rather than hang."""
 
-
 class LostLeadership(Exception):
     """The connection holding the relay lock broke: another relay may be publishing now."""
-
 
 class OutboxRelay:
     """One relay process's work: become leader, then publish outbox batches until `stop()`.
@@ -419,7 +413,6 @@ class OutboxRelay:
         except TimeoutError:
             pass
 
-
 class _Progress:
     """Counts for a `relay_progress` log line every `every_s` seconds of activity."""
 
@@ -438,62 +431,14 @@ class _Progress:
         self.start, self.events, self.batches = now, 0, 0
         return window if window["published"] else None
 
-
 async def _discard(task: asyncio.Task[Any] | None) -> None:
     """Wait for a read-ahead nobody needs any more, ignoring its outcome (a cancel of ours still propagates)."""
     if task is not None:
         await asyncio.gather(task, return_exceptions=True)
     return None
 
-
 async def _close(conn: asyncpg.Connection) -> None:
     try:
         await asyncio.wait_for(conn.close(), 5)
     except (OSError, asyncpg.InterfaceError, TimeoutError):
         conn.terminate()
-
-
-class RelaySettings(Settings):
-    """The shared settings plus the relay's own: where it serves its metrics."""
-
-    relay_metrics_port: int | None = Field(
-        default=None, ge=1, le=65535, description="serve Prometheus GET /metrics on 0.0.0.0:<port> when set (unset: off)"
-    )
-
-    @field_validator("relay_metrics_port", mode="before")
-    @classmethod
-    def _empty_port_is_off(cls, value: object) -> object:
-        return port_or_none(value)
-
-
-async def run_relay(settings: Settings, **options: Any) -> None:
-    """Run one relay until SIGTERM/SIGINT (serving /metrics on RELAY_METRICS_PORT when set)."""
-    relay = OutboxRelay(settings, **options)
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, relay.stop)
-    port = getattr(settings, "relay_metrics_port", None)
-    metrics = await serve_metrics(port, {"outbox": outbox_refresher(plain_url(settings.database_url))})
-    try:
-        await relay.run()
-    finally:
-        if metrics is not None:
-            await metrics.close()
-
-
-def main(argv: list[str] | None = None) -> int:
-    """`python -m eventstore.relay [--batch-size N] [--partitions N] [--name NAME]`: configuration from the environment."""
-    parser = argparse.ArgumentParser(prog="python -m eventstore.relay", description=__doc__.splitlines()[0])
-    parser.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE, help="outbox rows per batch")
-    parser.add_argument(
-        "--partitions", type=int, default=DEFAULT_EVENTS_PARTITIONS, help="partitions when the events topic is created"
-    )
-    parser.add_argument("--name", default="relay", help="instance name (logs, PostgreSQL application_name)")
-    args = parser.parse_args(argv)
-    configure_logging("relay")
-    uvloop.run(run_relay(RelaySettings(), batch_size=args.batch_size, partitions=args.partitions, name=args.name))
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

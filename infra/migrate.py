@@ -2,7 +2,7 @@
 
 Each package that owns tables (`eventstore`, `projector`, `notifier`, ...) keeps its own
 `migrations/` folder and its own version table (`alembic_version_<package>`), so services evolve
-their schemas without sharing one linear history. `python -m eventstore.migrate` upgrades them all;
+their schemas without sharing one linear history. `python -m infra.migrate` upgrades them all;
 an advisory lock keeps two processes from migrating at once.
 """
 
@@ -16,7 +16,7 @@ from alembic import command
 from alembic.config import Config
 from sqlalchemy.pool import NullPool
 
-from eventstore.settings import Settings
+from infra.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
 MIGRATION_LOCK_KEY = 7_220_431_001
@@ -62,14 +62,14 @@ def run_env() -> None:
 
 
 def main(argv: list[str]) -> int:
-    """`python -m eventstore.migrate [PACKAGE ...]` (the deployment's migration job): logs in the services' format."""
-    from eventstore.logging import configure_logging, get_logger
+    """`python -m infra.migrate [PACKAGE ...]` (the deployment's migration job): logs in the services' format."""
+    from infra.logging import configure_logging, get_logger
 
     configure_logging("migrate")
     settings = Settings()
     packages = argv or None
     upgrade(settings, packages)
-    get_logger("eventstore.migrate").info("migrated", packages=packages or packages_with_migrations())
+    get_logger("infra.migrate").info("migrated", packages=packages or packages_with_migrations())
     return 0
 
 
