@@ -34,6 +34,7 @@ from typing import Any
 from aiokafka.structs import ConsumerRecord
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_delay, wait_exponential
 
+from infra.kafka import header
 from infra.logging import get_logger
 from schemas import Envelope, parse_envelope
 
@@ -130,7 +131,7 @@ class Notifier:
 
     async def handle(self, record: ConsumerRecord) -> None:
         """Handle one record of the events topic (idempotent: redeliveries are expected)."""
-        event_type = _header(record, "type")
+        event_type = header(record, "type")
         if event_type in EVENT_TYPES_SKIPPED:
             self.stats.skipped += 1  # never emailed, no facts: not worth parsing
             return
@@ -326,12 +327,6 @@ class Notifier:
                 await _sleep_or_stop(stop, self.config.retry_poll_s)
         log.info("retrier_stopped")
 
-
-def _header(record: ConsumerRecord, name: str) -> str | None:
-    for key, value in record.headers or ():
-        if key == name and value is not None:
-            return value.decode("utf-8", "replace")
-    return None
 
 
 async def _sleep_or_stop(stop: asyncio.Event, seconds: float) -> None:

@@ -24,11 +24,12 @@ from aiokafka.structs import ConsumerRecord
 from prometheus_client import Counter
 from pydantic import Field, field_validator
 
-from infra.db import create_engine, skip_reset
-from infra.kafka import ConsumerLoop, ensure_topics, install_signal_handlers
+from infra.db import create_engine
+from infra import db
+from infra.kafka import ConsumerLoop, ensure_topics, header, install_signal_handlers
 from infra.logging import get_logger
 from infra.metrics import port_or_none, serve_metrics
-from infra.settings import Settings, plain_url
+from infra.settings import Settings
 from eventstore.store import EventStore
 from projector import storage
 from projector.engine import BatchResult, Target, apply_events
@@ -66,12 +67,6 @@ class ProjectorSettings(Settings):
         return port_or_none(value)
 
 
-def _header(record: ConsumerRecord, name: str) -> str | None:
-    for key, value in record.headers or ():
-        if key == name and value is not None:
-            return value.decode("utf-8", "replace")
-    return None
-
 
 class Projector:
     """Decodes event records and applies them to the live read models."""
@@ -99,7 +94,7 @@ class Projector:
                 raise PoisonEvent(f"record {record.topic}/{record.partition}@{record.offset} is not JSON: {exc}") from exc
             if not isinstance(env, dict):
                 raise PoisonEvent(f"record {record.topic}/{record.partition}@{record.offset} is not an envelope")
-            decoded.append((env, _header(record, "stream_version"), _header(record, "position")))
+            decoded.append((env, header(record, "stream_version"), header(record, "position")))
         missing = [str(env.get("id")) for env, version, _ in decoded if version is None]
         found: dict[str, tuple[int, int]] = {}
         if missing:  # published without headers: ask the event store where they are
@@ -214,14 +209,10 @@ class ProjectorConsumer(ConsumerLoop):
 
 
 async def create_pool(settings: Settings, *, size: int = 2, name: str = "projector") -> asyncpg.Pool:
-    return await asyncpg.create_pool(
-        plain_url(settings.database_url),
-        min_size=1,
-        max_size=size,
-        timeout=10,
-        command_timeout=60,
-        reset=skip_reset,
-        server_settings={**storage.SERVER_SETTINGS, "application_name": f"billing-{name}"},
+    """The projector's pool: its statements read and write raw JSON text, with its session settings."""
+    return await db.create_pool(
+        settings.database_url, size=size, application_name=f"billing-{name}", command_timeout_s=60,
+        decode_jsonb=False, server_settings=storage.SERVER_SETTINGS,
     )
 
 

@@ -11,6 +11,7 @@ from infra.kafka.consumer import (
     StopRequested,
     consumer_options,
     correlation_id_of,
+    header,
     install_signal_handlers,
 )
 from infra.kafka.producer import BROKER_WAIT_S, SelfHealingProducer, make_producer, until_broker_answers
@@ -18,5 +19,5 @@ from infra.kafka.topics import ensure_topics
 
 __all__ = [
     "BROKER_WAIT_S", "ConsumerLoop", "GiveUp", "Handler", "SelfHealingProducer", "StopRequested", "consumer_options",
-    "correlation_id_of", "ensure_topics", "install_signal_handlers", "make_producer", "until_broker_answers",
+    "correlation_id_of", "ensure_topics", "header", "install_signal_handlers", "make_producer", "until_broker_answers",
 ]

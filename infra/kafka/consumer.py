@@ -36,11 +36,18 @@ Handler = Callable[[ConsumerRecord], Awaitable[None]]
 
 GiveUp = Callable[[ConsumerRecord, BaseException], Awaitable[None]]
 
+def header(record: ConsumerRecord, name: str) -> str | None:
+    """A record header's value as text (the relay writes the event type, stream and ids as headers)."""
+    for key, value in record.headers or ():
+        if key == name and value is not None:
+            return value.decode("utf-8", "replace")
+    return None
+
+
 def correlation_id_of(record: ConsumerRecord) -> str | None:
     """The record's correlation id: header `correlation_id`, else the envelope's `metadata.correlation_id`."""
-    for key, value in record.headers or ():
-        if key == "correlation_id" and value:
-            return value.decode("utf-8", "replace")
+    if found := header(record, "correlation_id"):
+        return found
     if record.value:
         try:
             body = orjson.loads(record.value)
