@@ -1,6 +1,6 @@
 """`billing`: the operator's command line, one entry point over every part's own CLI.
 
-Each part owns its commands as a Typer app (`projector.replay:app`, `command_api.tokens:app`,
+Each part owns its commands as a Typer app (`projector.replay:app`, `command_api.entrypoints.tokens:app`,
 ...); this module only mounts the ones installed, so a part can be absent without breaking the rest.
 """
 
@@ -16,7 +16,7 @@ app = typer.Typer(help="Billing operations: replay read models, mint tokens, mig
 
 _SUBAPPS = {
     "replay": ("projector.replay", "Rebuild or check read models from the event store."),
-    "token": ("command_api.tokens", "Mint JWTs for development."),
+    "token": ("command_api.entrypoints.tokens", "Mint JWTs for development."),
 }
 
 for _name, (_module, _help) in _SUBAPPS.items():

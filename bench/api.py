@@ -381,14 +381,14 @@ def profile_by_component(path: Path) -> list[tuple[str, float, float]]:
 
 
 async def run(clients: int, seconds: float, warmup: float, users: int, partitions: int, profile: bool) -> dict[str, Any]:
-    from command_api.auth import mint_token
+    from infra.tokens import mint_token
 
     base = Settings()
     console.print(f"[bold]bench.api[/]: PostgreSQL {make_url(plain_url(base.database_url)).host}, Kafka {base.kafka_bootstrap_servers}")
     fresh = await asyncio.to_thread(create_database, base)
     topic = await create_topic(base, partitions)
     tokens = [
-        mint_token(ApiSettings(), user_id=f"bench-{i}-{uuid.uuid4().hex[:6]}", email=f"bench{i}@example.com", locale="ru", ttl_s=3600)
+        mint_token(ApiSettings().jwt_secret, user_id=f"bench-{i}-{uuid.uuid4().hex[:6]}", email=f"bench{i}@example.com", locale="ru", ttl_s=3600)
         for i in range(users)
     ]
     summary: dict[str, Any] = {}

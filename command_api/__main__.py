@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import uvicorn
 
-from command_api.app import create_app
-from command_api.config import ApiSettings
+from command_api.bootstrap import load_settings
+from command_api.entrypoints.app import create_app
 from infra.logging import configure_logging
 
 
 def main() -> None:
     configure_logging("command_api")
-    settings = ApiSettings()
+    settings = load_settings()
     uvicorn.run(
         create_app(settings),
         host=settings.api_host,

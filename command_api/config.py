@@ -24,7 +24,7 @@ YOOKASSA_NETWORKS = (
 
 
 class ApiSettings(Settings):
-    # Who may call: bearer JWTs (command_api/auth.py, decisions 0063 and 0112)
+    # Who may call: bearer JWTs (command_api/domain/auth.py, decisions 0063 and 0112)
     jwt_secret: str = Field(default=DEV_JWT_SECRET, description="HS256 shared secret")
     jwt_public_key: str | None = Field(default=None, description="PEM public key (RS256/ES256)")
     jwt_jwks_url: str | None = Field(default=None, description="identity provider's JWKS URL (RS256/ES256, rotates keys)")

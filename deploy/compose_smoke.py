@@ -30,11 +30,11 @@ SUCCESS_CARD = "5555555555554444"
 
 def smoke_env() -> dict[str, str]:
     """What compose interpolates for the smoke run (a development deployment against the sandboxes)."""
-    from command_api.auth import mint_token
     from command_api.config import ApiSettings
+    from infra.tokens import mint_token
 
     api = ApiSettings(environment="development", jwt_secret=JWT_SECRET, jwt_algorithm="HS256")
-    service_token = mint_token(api, user_id="admin-service", role="service", operators=["smoke"], ttl_s=86_400,
+    service_token = mint_token(api.jwt_secret, user_id="admin-service", role="service", operators=["smoke"], ttl_s=86_400,
                                algorithm="HS256")
     return {
         "ENVIRONMENT": "development",

@@ -47,11 +47,11 @@ class DemoError(RuntimeError):
 
 
 def _token(**claims: Any) -> str:
-    from command_api.auth import mint_token
     from command_api.config import ApiSettings
+    from infra.tokens import mint_token
 
     settings = ApiSettings()  # the API's JWT settings: the same secret and the same maximum lifetime
-    return mint_token(settings, ttl_s=settings.jwt_max_token_age_s, **claims)
+    return mint_token(settings.jwt_secret, ttl_s=settings.jwt_max_token_age_s, **claims)
 
 
 def _wait(what: str, probe, timeout: float = 120.0, interval: float = 0.3) -> Any:

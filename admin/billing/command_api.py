@@ -17,10 +17,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
-import jwt
 import structlog
 from django.conf import settings
 
+from infra.tokens import mint_token
 from schemas.operators import encode_operator_header
 
 log = structlog.get_logger("admin.command_api")
@@ -67,15 +67,10 @@ class _TokenSource:
             now = time.time()
             minted = self._minted.get(operator)
             if minted is None or minted[1] - now < 60:
-                claims = {
-                    "sub": "admin-service",
-                    "role": "service",
-                    "operators": [operator],
-                    "typ": "access",
-                    "iat": int(now),
-                    "exp": int(now) + TOKEN_LIFETIME_S,
-                }
-                token = jwt.encode(claims, settings.BILLING_JWT_SECRET, algorithm=settings.BILLING_JWT_ALGORITHM)
+                token = mint_token(
+                    settings.BILLING_JWT_SECRET, algorithm=settings.BILLING_JWT_ALGORITHM, user_id="admin-service",
+                    role="service", operators=[operator], ttl_s=TOKEN_LIFETIME_S, now=now,
+                )
                 minted = self._minted[operator] = (token, now + TOKEN_LIFETIME_S)
             return minted[0]
 

@@ -19,8 +19,8 @@ from hypothesis import HealthCheck, Phase, given
 from hypothesis.errors import Unsatisfiable
 from hypothesis import settings as hypothesis_settings
 
-from command_api.auth import mint_token
 from command_api.config import YOOKASSA_NETWORKS, ApiSettings
+from infra.tokens import mint_token
 from tests.fixtures.command_api import LOCAL_TRUST
 from tests.support.processes import ManagedProcess, free_port
 
@@ -81,7 +81,7 @@ def test_the_api_never_fails_and_always_matches_its_schema(fuzz_api, settings, m
     # Excluded: a schema-valid request may still be refused for what it means (an unknown plan,
     # a reused Idempotency-Key) with a documented 422 — that is correct behaviour, not a bug.
 
-    token = mint_token(ApiSettings(), user_id=FUZZ_USER, email="fuzz@example.com", locale="en", role="operator")
+    token = mint_token(ApiSettings().jwt_secret, user_id=FUZZ_USER, email="fuzz@example.com", locale="en", role="operator")
     headers = {"Authorization": f"Bearer {token}"}
     schema = schemathesis.openapi.from_url(f"{fuzz_api['base_url']}/openapi.json")
     # The token is sent on every request (below) rather than generated: negating it would only

@@ -10,8 +10,8 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from command_api.app import create_app
-from command_api.auth import mint_token
+from command_api.entrypoints.app import create_app
+from infra.tokens import mint_token
 from tests.fixtures.command_api import api_settings_for, new_user, published_commands
 
 
@@ -34,9 +34,9 @@ async def test_missing_token_is_401_with_a_bearer_challenge(api):
 @pytest.mark.parametrize(
     "make_token",
     [
-        pytest.param(lambda s: mint_token(s, user_id="u", ttl_s=-60), id="expired"),
+        pytest.param(lambda s: mint_token(s.jwt_secret, user_id="u", ttl_s=-60), id="expired"),
         pytest.param(lambda s: jwt.encode({"sub": "u", "typ": "access", "exp": int(time.time()) + 60}, "another-secret-that-is-long-enough-for-hs256", algorithm="HS256"), id="wrong-signature"),
-        pytest.param(lambda s: mint_token(s, user_id="u", typ="refresh"), id="refresh-token"),
+        pytest.param(lambda s: mint_token(s.jwt_secret, user_id="u", typ="refresh"), id="refresh-token"),
         pytest.param(lambda s: jwt.encode({"sub": "u", "exp": int(time.time()) + 60}, s.jwt_secret, algorithm="HS256"), id="no-typ"),
         pytest.param(lambda s: jwt.encode({"sub": "u", "typ": "access"}, s.jwt_secret, algorithm="HS256"), id="no-exp"),
         pytest.param(lambda s: jwt.encode({"typ": "access", "exp": int(time.time()) + 60}, s.jwt_secret, algorithm="HS256"), id="no-sub"),
@@ -55,7 +55,7 @@ async def test_invalid_tokens_are_401(api, make_token):
 
 async def test_an_expired_token_cannot_buy(api, seed, settings):
     user, plan = new_user(), await seed.plan()
-    token = mint_token(api.settings, user_id=user, email="a@example.com", ttl_s=-60)
+    token = mint_token(api.settings.jwt_secret, user_id=user, email="a@example.com", ttl_s=-60)
     response = await api.client.post(
         "/v1/subscriptions", json={"plan_id": plan["plan_id"]},
         headers={"Authorization": f"Bearer {token}", "Idempotency-Key": str(uuid.uuid4())},
@@ -139,8 +139,8 @@ async def test_rs256_tokens_with_a_configured_public_key(settings, engine, api_t
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://api.test") as client:
-            good = mint_token(rs_settings, user_id=user, private_key=private_pem)
+            good = mint_token(private_pem, algorithm="RS256", user_id=user)
             assert (await client.get("/v1/subscriptions", headers={"Authorization": f"Bearer {good}"})).status_code == 200
             # an HS256 token signed with the shared secret is refused once RS256 is configured
-            hs = mint_token(rs_settings, user_id=user)
+            hs = mint_token(rs_settings.jwt_secret, user_id=user)
             assert (await client.get("/v1/subscriptions", headers={"Authorization": f"Bearer {hs}"})).status_code == 401

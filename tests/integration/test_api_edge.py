@@ -18,7 +18,7 @@ import orjson
 import pytest
 import uvicorn
 
-from command_api.app import create_app
+from command_api.entrypoints.app import create_app
 from tests.fixtures.command_api import api_settings_for, new_user
 from tests.support.processes import free_port
 

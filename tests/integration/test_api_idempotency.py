@@ -8,8 +8,8 @@ import uuid
 import pytest
 from sqlalchemy import text
 
-from command_api.app import create_app
-from command_api.intake import command_id_for
+from command_api.entrypoints.app import create_app
+from command_api.domain.idempotency import command_id_for
 from tests.fixtures.command_api import api_settings_for, new_user, published_commands
 
 
@@ -88,8 +88,8 @@ async def test_a_key_whose_request_is_in_flight_gets_409(api, seed, engine):
     user, plan = new_user(), await seed.plan()
     key = str(uuid.uuid4())
     services = api.app.state.services
-    from command_api.idempotency import Claimed, request_hash
-    from command_api.models import PurchaseRequest
+    from command_api.domain.idempotency import Claimed, request_hash
+    from command_api.entrypoints.models import PurchaseRequest
 
     body = f'{{"plan_id":"{plan["plan_id"]}"}}'.encode()
     claim = await services.idempotency.claim(
@@ -111,8 +111,8 @@ async def test_a_stale_in_flight_key_is_recovered_with_the_same_command_id(api, 
     user, plan = new_user(), await seed.plan()
     key = str(uuid.uuid4())
     services = api.app.state.services
-    from command_api.idempotency import Claimed, request_hash
-    from command_api.models import PurchaseRequest
+    from command_api.domain.idempotency import Claimed, request_hash
+    from command_api.entrypoints.models import PurchaseRequest
 
     body = f'{{"plan_id":"{plan["plan_id"]}"}}'.encode()
     claim = await services.idempotency.claim(
@@ -321,8 +321,8 @@ async def test_a_key_reused_after_its_window_becomes_a_new_command_that_runs(api
 
 
 async def _claim(store, user: str, key: str, plan_id: str):  # type: ignore[no-untyped-def]
-    from command_api.idempotency import Claimed, request_hash
-    from command_api.models import PurchaseRequest
+    from command_api.domain.idempotency import Claimed, request_hash
+    from command_api.entrypoints.models import PurchaseRequest
 
     claim = await store.claim(
         scope=user, key=key, hash=request_hash("POST", "/v1/subscriptions", PurchaseRequest(plan_id=plan_id)),

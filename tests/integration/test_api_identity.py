@@ -21,10 +21,11 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from command_api.app import create_app
-from command_api.auth import TokenVerifier, mint_token
+from command_api.entrypoints.app import create_app
+from command_api.adapters.jwks import TokenVerifier
 from command_api.config import ApiSettings
-from command_api.problems import ProblemError
+from command_api.domain.problems import ProblemError
+from infra.tokens import mint_token
 from tests.fixtures.command_api import api_settings_for, new_user
 
 SECRET = "identity-test-secret-0123456789abcdef"  # 37 bytes
@@ -152,9 +153,9 @@ def test_the_cache_never_keeps_a_token_past_now_plus_the_maximum_age():
 
 def test_service_tokens_have_their_own_maximum():
     verifier = TokenVerifier(settings(jwt_max_token_age_s=300, jwt_service_max_token_age_s=30 * 86400))
-    long_service = mint_token(settings(), user_id="admin-service", role="service", operators=["maria"], ttl_s=20 * 86400)
+    long_service = mint_token(settings().jwt_secret, user_id="admin-service", role="service", operators=["maria"], ttl_s=20 * 86400)
     assert verifier.verify(long_service).operators == ("maria",)
-    assert "longer" in refused(verifier, mint_token(settings(), user_id="u", ttl_s=20 * 86400))
+    assert "longer" in refused(verifier, mint_token(settings().jwt_secret, user_id="u", ttl_s=20 * 86400))
 
 
 # ---------------------------------------------------------------- the access-type claim

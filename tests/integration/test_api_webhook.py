@@ -8,7 +8,7 @@ import uuid
 import httpx
 import pytest
 
-from command_api.app import create_app
+from command_api.entrypoints.app import create_app
 from tests.fixtures.command_api import api_settings_for, new_user, published_commands
 
 WEBHOOK = "/v1/webhooks/yookassa"

@@ -421,7 +421,7 @@ def answered(app, path):
     answer = TestClient(app, base_url="http://127.0.0.1").get(path)
     return [path] if answer.status_code == 200 else []
 if kind == "command_api":
-    from command_api.app import create_app
+    from command_api.entrypoints.app import create_app
     from command_api.config import ApiSettings
     s = ApiSettings()
     out.update(host=s.api_host, port=s.api_port, routes=answered(create_app(s), path))

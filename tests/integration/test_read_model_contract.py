@@ -1,7 +1,7 @@
 """The read models have one owner and two readers: this checks the readers against the owner.
 
 The projector's migrations create the `read` tables; the command API queries them in raw SQL
-(`command_api/queries.py`) and the admin maps them with unmanaged Django models
+(`command_api/adapters/read_models.py`) and the admin maps them with unmanaged Django models
 (`admin/billing/models.py`). Neither reader is checked by its own tests against the real schema
 until a page or an endpoint happens to run the one statement that drifted. Here every SQL
 statement the API's read-model module contains is prepared (PostgreSQL resolves every table and
@@ -38,7 +38,7 @@ def _sql_literals(path: Path) -> list[str]:
 
 
 def test_the_api_reads_only_what_the_projector_writes(admin_database) -> None:
-    statements = _sql_literals(ROOT / "command_api" / "queries.py")
+    statements = _sql_literals(ROOT / "command_api" / "adapters" / "read_models.py")
     assert len(statements) >= 10, "the API's read-model queries were not found"
 
     async def prepare_all() -> list[str]:

@@ -134,19 +134,10 @@ class Pipeline:
     def token(self, user_id: str, *, email: str | None = None, locale: str | None = "ru",
               role: str | None = None, ttl_s: int = 6 * 3600, operators: list[str] | None = None) -> str:
         """A bearer token this pipeline's API accepts (a service token names its `operators`)."""
-        import jwt
+        from infra.tokens import mint_token
 
-        now = int(time.time())
-        claims: dict[str, Any] = {"sub": user_id, "typ": "access", "iat": now, "exp": now + ttl_s}
-        if email:
-            claims["email"] = email
-        if locale:
-            claims["locale"] = locale
-        if role:
-            claims["role"] = role
-        if operators:
-            claims["operators"] = operators
-        return jwt.encode(claims, JWT_SECRET, algorithm="HS256")
+        return mint_token(JWT_SECRET, user_id=user_id, email=email, locale=locale, role=role, operators=operators,
+                          ttl_s=ttl_s)
 
     # ------------------------------------------------------------------ environment
 

@@ -7,13 +7,14 @@ import uuid
 import orjson
 import pytest
 
-from command_api.auth import mint_token, verify_token, with_operator
+from command_api.domain.auth import verify_token, with_operator
 from command_api.config import ApiSettings, parse_networks
-from command_api.idempotency import request_hash
-from command_api.intake import outcome_response, parse_prefer_wait, status_body
-from command_api.models import CancelRequest, PurchaseRequest
-from command_api.problems import ProblemError
-from command_api.webhooks import BadNotification, client_address, is_trusted, parse_notification
+from command_api.domain.idempotency import request_hash
+from command_api.adapters.intake import outcome_response, parse_prefer_wait, status_body
+from command_api.entrypoints.models import CancelRequest, PurchaseRequest
+from command_api.domain.problems import ProblemError
+from command_api.domain.webhooks import BadNotification, client_address, is_trusted, parse_notification
+from infra.tokens import mint_token
 
 YOOKASSA = parse_networks("185.71.76.0/27,185.71.77.0/27,77.75.156.11/32,2a02:5180::/32")
 
@@ -73,23 +74,23 @@ def test_outcome_responses():
 
 def test_tokens_round_trip_and_roles():
     settings = ApiSettings(_env_file=None, jwt_secret="unit-test-secret-that-is-long-enough")
-    principal = verify_token(settings, mint_token(settings, user_id="u1", email="a@b.co", locale="de", role="operator"))
+    principal = verify_token(settings, mint_token(settings.jwt_secret, user_id="u1", email="a@b.co", locale="de", role="operator"))
     assert (principal.user_id, principal.email, principal.locale, principal.role) == ("u1", "a@b.co", "ru", "operator")
     assert with_operator(principal, None).operator == "u1"
-    service = verify_token(settings, mint_token(settings, user_id="admin-app", role="service", operators=["maria", "ivan"]))
+    service = verify_token(settings, mint_token(settings.jwt_secret, user_id="admin-app", role="service", operators=["maria", "ivan"]))
     assert with_operator(service, "maria").operator == "maria"
     with pytest.raises(ProblemError):
         with_operator(service, None)  # it names two: X-Operator must choose
     with pytest.raises(ProblemError):
         with_operator(service, "olga")  # not one it names
     with pytest.raises(ProblemError):
-        with_operator(verify_token(settings, mint_token(settings, user_id="u2")), "maria")
-    weird = verify_token(settings, mint_token(settings, user_id="u3", email="no-at-sign", role="superuser"))
+        with_operator(verify_token(settings, mint_token(settings.jwt_secret, user_id="u2")), "maria")
+    weird = verify_token(settings, mint_token(settings.jwt_secret, user_id="u3", email="no-at-sign", role="superuser"))
     assert weird.email is None and weird.role == "user"
 
 
 def test_unusable_jwt_configurations_are_refused_at_start():
-    from command_api.auth import verification_key
+    from command_api.domain.auth import verification_key
 
     assert verification_key(ApiSettings(_env_file=None, jwt_secret="s" * 32))[1] == "HS256"
     with pytest.raises(ValueError):
@@ -100,18 +101,18 @@ def test_unusable_jwt_configurations_are_refused_at_start():
 
 
 def test_token_verifier_caches_until_expiry_only():
-    from command_api.auth import TokenVerifier
+    from command_api.adapters.jwks import TokenVerifier
 
     settings = ApiSettings(_env_file=None, jwt_secret="unit-test-secret-that-is-long-enough")
     verifier = TokenVerifier(settings, max_entries=2)
-    token = mint_token(settings, user_id="u1", ttl_s=60)
+    token = mint_token(settings.jwt_secret, user_id="u1", ttl_s=60)
     first = verifier.verify(token)
     assert verifier.verify(token) is first  # served from the cache
     principal, _ = verifier._cache[token]
     verifier._cache[token] = (principal, 0.0)  # as if its exp had passed while cached
     assert verifier.verify(token) is not first  # verified again (still valid for PyJWT)
     with pytest.raises(ProblemError):
-        verifier.verify(mint_token(settings, user_id="u2", ttl_s=-60))
+        verifier.verify(mint_token(settings.jwt_secret, user_id="u2", ttl_s=-60))
     for user in ("a", "b", "c"):
-        verifier.verify(mint_token(settings, user_id=user))
+        verifier.verify(mint_token(settings.jwt_secret, user_id=user))
     assert len(verifier._cache) == 2

@@ -13,7 +13,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from command_api.auth import USER_ID_PATTERN
+from command_api.domain.auth import USER_ID_PATTERN
 from schemas import Money
 
 # Printable text: no C0 controls except tab/newline/carriage return, no DEL.

@@ -17,7 +17,7 @@ from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from command_api.metrics import Metrics
-from command_api.problems import PROBLEM_JSON, problem_body
+from command_api.domain.problems import PROBLEM_JSON, problem_body
 from infra.logging import bind_correlation, get_logger
 
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")

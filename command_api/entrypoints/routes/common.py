@@ -6,9 +6,9 @@ from typing import Annotated, Any
 
 from fastapi import Query
 
-from command_api.models import CommandStatus, Payment, Plan, Refund, Subscription
-from command_api.problems import problem_responses
-from command_api.queries import Row
+from command_api.entrypoints.models import CommandStatus, Payment, Plan, Refund, Subscription
+from command_api.entrypoints.problems import problem_responses
+from command_api.adapters.read_models import Row
 from schemas import Money
 
 Limit = Annotated[int, Query(ge=1, le=100, description="page size")]

@@ -9,8 +9,8 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST
 from sqlalchemy import text
 
-from command_api.deps import ServicesDep
-from command_api.models import Health
+from command_api.entrypoints.deps import ServicesDep
+from command_api.entrypoints.models import Health
 
 router = APIRouter(tags=["operations"])
 metrics_router = APIRouter(tags=["operations"])  # mounted only when metrics are served on the API's port

@@ -1,47 +1,22 @@
 """FastAPI dependencies as `Annotated` aliases: the services, the caller, the command context.
 
-Everything a route needs comes from `app.state.services`, built once in the lifespan; nothing is
-created at import time, so tests build as many apps as they like from their own settings.
+Everything a route needs comes from `app.state.services`, built once by the composition root
+(`command_api/bootstrap.py`) in the lifespan; nothing is created at import time, so tests build as many apps as they like from their own settings.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Annotated
 
-from aiokafka import AIOKafkaProducer
 from fastapi import Depends, Header, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from sqlalchemy.ext.asyncio import AsyncEngine
 
-from command_api.auth import OPERATOR_PATTERN, Principal, TokenVerifier, as_user, with_operator
-from command_api.config import ApiSettings
-from command_api.idempotency import IdempotencyStore
-from command_api.intake import CommandContext, CommandIntake, OutcomeWaiter, parse_prefer_wait
-from command_api.watch import BatchedWatcher
-from command_api.webhooks import RecentSyncs
-from command_api.metrics import Metrics
-from command_api.problems import ProblemError
-from command_api.queries import ReadModels
-from infra.clock import Clock
+from command_api.adapters.intake import CommandContext, parse_prefer_wait
+from command_api.bootstrap import Services
+from command_api.domain.auth import Principal, as_user, with_operator
+from command_api.domain.problems import ProblemError
 from schemas import Actor
 from schemas.operators import OPERATOR_HEADER_MAX, decode_operator_header
-
-
-@dataclass
-class Services:
-    settings: ApiSettings
-    engine: AsyncEngine
-    producer: AIOKafkaProducer
-    clock: Clock
-    reads: ReadModels
-    idempotency: IdempotencyStore
-    waiter: OutcomeWaiter
-    streams: BatchedWatcher[str, int]  # projected stream versions, for long-polling GETs
-    intake: CommandIntake
-    metrics: Metrics
-    tokens: TokenVerifier
-    recent_syncs: RecentSyncs  # webhook sync commands published lately (bounded per object)
 
 
 async def get_services(request: Request) -> Services:

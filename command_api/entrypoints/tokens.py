@@ -1,6 +1,7 @@
 """`billing token`: mint development access tokens the API accepts.
 
-Uses JWT_SECRET (HS256) from the environment, or an RS256/ES256 private key file when given;
+Uses JWT_SECRET (HS256) from the environment, or an RS256/ES256 private key file when given (signed
+by `infra.tokens.mint_token`, as every development token is);
 never for production users, whose tokens an identity provider issues. A service token for the
 admin names the operators it may act for (`--role service --operator alice --operator bob`).
 """
@@ -12,8 +13,8 @@ from typing import Annotated, Optional
 
 import typer
 
-from command_api.auth import mint_token
 from command_api.config import ApiSettings
+from infra.tokens import mint_token
 
 app = typer.Typer(help="Mint JWT access tokens for development.", add_completion=False)
 
@@ -40,9 +41,10 @@ def token(
         raise typer.BadParameter("role must be user, operator or service", param_hint="--role")
     if operator and role != "service":
         raise typer.BadParameter("only a service token names operators", param_hint="--operator")
-    key = private_key.read_text() if private_key else None
-    typer.echo(mint_token(ApiSettings(), user_id=user, email=email, locale=locale, role=role, operators=operator,
-                          ttl_s=ttl, private_key=key, algorithm=algorithm.upper()))
+    secret = ApiSettings().jwt_secret
+    key, alg = (private_key.read_text(), algorithm.upper()) if private_key else (secret, "HS256")
+    typer.echo(mint_token(key, algorithm=alg, user_id=user, email=email, locale=locale, role=role, operators=operator,
+                          ttl_s=ttl))
 
 
 if __name__ == "__main__":

@@ -4,7 +4,7 @@ The order of steps is what keeps "never charge twice" true across retries and cr
 1. claim the key (or replay / 409 / 422) — nothing is published twice *concurrently*;
 2. derive the command id from (caller, key) — a retry after a lost response, a crash or a stale
    take-over publishes the *same* command, which the processor handles once; a key reused after
-   its window is a new request and gets the key's next window id (see idempotency.py);
+   its window is a new request and gets the key's next window id (see adapters/idempotency.py);
 3. answer 202 only after Kafka acknowledged the record with acks=all, so an accepted command
    cannot be lost by the broker;
 4. store the response for replay. With `Prefer: wait=N` the request first waits (bounded) for the
@@ -18,6 +18,7 @@ import contextlib
 import re
 import time
 import uuid
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -28,19 +29,12 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel
 
 from command_api.config import ApiSettings
-from command_api.idempotency import (  # noqa: F401 - command_id_for is re-exported for tests and tools
-    Claimed,
-    IdempotencyStore,
-    InFlight,
-    Mismatch,
-    Replay,
-    command_id_for,
-    request_hash,
-)
+from command_api.adapters.idempotency import IdempotencyStore
+from command_api.domain.idempotency import Claimed, InFlight, Mismatch, Replay, command_id_for, request_hash
 from command_api.metrics import Metrics
-from command_api.problems import PROBLEM_JSON, ProblemError, problem_body
-from command_api.queries import ReadModels, Row
-from command_api.watch import BatchedWatcher
+from command_api.domain.problems import PROBLEM_JSON, ProblemError, problem_body
+from command_api.adapters.read_models import ReadModels, Row
+from command_api.adapters.watch import BatchedWatcher
 from infra.clock import Clock
 from infra.logging import get_logger
 from schemas import Actor, Metadata, Payload, new_envelope
@@ -315,3 +309,49 @@ async def _quietly(awaitable: Awaitable[Any]) -> Any:
     except Exception as exc:  # noqa: BLE001
         log.warning("idempotency_bookkeeping_failed", error=repr(exc)[:300])
         return None
+
+
+class RecentSyncs:
+    """Publishes each sync command once per window in this process; repeats are answered, not sent.
+
+    Concurrent repeats wait for the one publish in flight and share its fate; if it failed, the
+    next one tries itself. Bounded (`max_entries`, oldest first), so a flood of distinct ids costs
+    memory it can never grow past; an evicted id is merely published again.
+    """
+
+    def __init__(self, window_s: float, max_entries: int = 10_000) -> None:
+        self.window_s = window_s
+        self.max_entries = max_entries
+        self._entries: OrderedDict[uuid.UUID, tuple[float, asyncio.Future[bool]]] = OrderedDict()
+
+    async def publish_once(self, command_id: uuid.UUID, publish: Callable[[], Awaitable[None]]) -> bool:
+        """Run `publish` unless this command was published (or is being published) lately; True if it ran."""
+        while True:
+            now = time.monotonic()
+            self._expire(now)
+            entry = self._entries.get(command_id)
+            if entry is None:
+                break
+            if await asyncio.shield(entry[1]):
+                return False
+            # that publish failed and removed itself: try again ourselves
+        done: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        self._entries[command_id] = (now + self.window_s, done)
+        while len(self._entries) > self.max_entries:
+            self._entries.popitem(last=False)
+        ok = False
+        try:
+            await publish()
+            ok = True
+        finally:
+            if not ok and self._entries.get(command_id, (0, None))[1] is done:
+                del self._entries[command_id]
+            done.set_result(ok)
+        return True
+
+    def _expire(self, now: float) -> None:
+        while self._entries:
+            expires, _ = next(iter(self._entries.values()))
+            if expires > now:
+                return
+            self._entries.popitem(last=False)

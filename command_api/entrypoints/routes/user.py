@@ -15,9 +15,9 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Header, Query
 from fastapi.responses import Response
 
-from command_api.deps import CurrentUser, PreferHeader, ServicesDep, UserCommand
-from command_api.intake import Prepared, parse_prefer_wait, status_body
-from command_api.models import (
+from command_api.entrypoints.deps import CurrentUser, PreferHeader, ServicesDep, UserCommand
+from command_api.adapters.intake import Prepared, parse_prefer_wait, status_body
+from command_api.entrypoints.models import (
     AutoRenewRequest,
     CancelRequest,
     CommandStatus,
@@ -30,8 +30,8 @@ from command_api.models import (
     SubscriptionDetail,
     SubscriptionList,
 )
-from command_api.problems import ProblemError
-from command_api.routes.common import (
+from command_api.domain.problems import ProblemError
+from command_api.entrypoints.routes.common import (
     Limit,
     Offset,
     command_responses,

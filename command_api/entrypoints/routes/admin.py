@@ -12,9 +12,9 @@ import uuid
 from fastapi import APIRouter, Path
 from fastapi.responses import Response
 
-from command_api.deps import CurrentOperator, OperatorCommand, ServicesDep
-from command_api.intake import Prepared, status_body
-from command_api.models import (
+from command_api.entrypoints.deps import CurrentOperator, OperatorCommand, ServicesDep
+from command_api.adapters.intake import Prepared, status_body
+from command_api.entrypoints.models import (
     PLAN_ID_PATTERN,
     AdminArchivePlanRequest,
     AdminAutoRenewRequest,
@@ -25,8 +25,8 @@ from command_api.models import (
     AdminRefundRequest,
     CommandStatus,
 )
-from command_api.problems import ProblemError
-from command_api.routes.common import command_responses, read_responses
+from command_api.domain.problems import ProblemError
+from command_api.entrypoints.routes.common import command_responses, read_responses
 from schemas import (
     AdminCancelSubscription,
     AdminRefund,

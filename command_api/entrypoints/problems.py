@@ -1,9 +1,8 @@
-"""RFC 9457 problem details for every error the API answers, validation included.
+"""Problem documents on the HTTP edge: the exception handlers and the OpenAPI `responses` entries.
 
-A client always gets `application/problem+json` with a stable `type` URI it can switch on, a
-human `title`/`detail`, and extensions where they help (`errors` for validation, `command_id`,
-`code`, `reason` for a rejected command). Exceptions the code does not expect become a 500
-problem without internals; database or broker outages become 503 with `Retry-After`.
+Every error becomes `application/problem+json` (the document itself: `command_api/domain/problems.py`).
+Exceptions the code does not expect become a 500 problem without internals; database or broker
+outages become 503 with `Retry-After`.
 """
 
 from __future__ import annotations
@@ -12,80 +11,17 @@ import asyncio
 from typing import Any
 
 import asyncpg
-
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from command_api.domain.problems import PROBLEM_JSON, ProblemError, problem_body
 from infra.logging import get_logger
 
-PROBLEM_JSON = "application/problem+json"
-TYPE_BASE = "https://billing.example/problems/"
-
 log = get_logger(__name__)
-
-
-class Problem(BaseModel):
-    """An RFC 9457 problem document."""
-
-    model_config = ConfigDict(
-        extra="allow",
-        json_schema_extra={
-            "examples": [
-                {
-                    "type": TYPE_BASE + "plan-not-found",
-                    "title": "Plan not found",
-                    "status": 422,
-                    "detail": "plan 'gold' does not exist or is archived",
-                    "instance": "/v1/subscriptions",
-                }
-            ]
-        },
-    )
-
-    type: str = Field(default="about:blank", description="a URI that identifies the problem type")
-    title: str
-    status: int
-    detail: str | None = None
-    instance: str | None = None
-
-
-class ProblemError(Exception):
-    """Raise anywhere in a request to answer a problem document."""
-
-    def __init__(
-        self,
-        status: int,
-        slug: str,
-        title: str,
-        detail: str | None = None,
-        *,
-        headers: dict[str, str] | None = None,
-        **extensions: Any,
-    ) -> None:
-        super().__init__(detail or title)
-        self.status, self.slug, self.title, self.detail = status, slug, title, detail
-        self.headers = headers or {}
-        self.extensions = extensions
-
-    def body(self, instance: str | None = None) -> dict[str, Any]:
-        return problem_body(self.status, self.slug, self.title, self.detail, instance, **self.extensions)
-
-
-def problem_body(
-    status: int, slug: str, title: str, detail: str | None = None, instance: str | None = None, **extensions: Any
-) -> dict[str, Any]:
-    body: dict[str, Any] = {"type": TYPE_BASE + slug, "title": title, "status": status}
-    if detail is not None:
-        body["detail"] = detail
-    if instance is not None:
-        body["instance"] = instance
-    body.update(extensions)
-    return body
 
 
 def problem_response(

@@ -13,20 +13,16 @@ cause are bounded: one per (object, event, time window), published once per wind
 
 from __future__ import annotations
 
-import asyncio
 import ipaddress
 import re
-import time
 import uuid
-from collections import OrderedDict
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
 import orjson
 from yookassa.domain.notification.webhook_notification import WebhookNotificationFactory
 
-from command_api.auth import USER_ID_PATTERN
+from command_api.domain.auth import USER_ID_PATTERN
 from command_api.config import Network
 from schemas import derived_id
 
@@ -157,49 +153,3 @@ def sync_command_id(notice: Notice, now_s: float, window_s: float) -> uuid.UUID:
     within a window collapse; a later one (YooKassa retries for a day) asks the processor again.
     """
     return derived_id("command", "yookassa", notice.object_id, notice.event, str(int(now_s // window_s)))
-
-
-class RecentSyncs:
-    """Publishes each sync command once per window in this process; repeats are answered, not sent.
-
-    Concurrent repeats wait for the one publish in flight and share its fate; if it failed, the
-    next one tries itself. Bounded (`max_entries`, oldest first), so a flood of distinct ids costs
-    memory it can never grow past; an evicted id is merely published again.
-    """
-
-    def __init__(self, window_s: float, max_entries: int = 10_000) -> None:
-        self.window_s = window_s
-        self.max_entries = max_entries
-        self._entries: OrderedDict[uuid.UUID, tuple[float, asyncio.Future[bool]]] = OrderedDict()
-
-    async def publish_once(self, command_id: uuid.UUID, publish: Callable[[], Awaitable[None]]) -> bool:
-        """Run `publish` unless this command was published (or is being published) lately; True if it ran."""
-        while True:
-            now = time.monotonic()
-            self._expire(now)
-            entry = self._entries.get(command_id)
-            if entry is None:
-                break
-            if await asyncio.shield(entry[1]):
-                return False
-            # that publish failed and removed itself: try again ourselves
-        done: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
-        self._entries[command_id] = (now + self.window_s, done)
-        while len(self._entries) > self.max_entries:
-            self._entries.popitem(last=False)
-        ok = False
-        try:
-            await publish()
-            ok = True
-        finally:
-            if not ok and self._entries.get(command_id, (0, None))[1] is done:
-                del self._entries[command_id]
-            done.set_result(ok)
-        return True
-
-    def _expire(self, now: float) -> None:
-        while self._entries:
-            expires, _ = next(iter(self._entries.values()))
-            if expires > now:
-                return
-            self._entries.popitem(last=False)

@@ -13,10 +13,11 @@ import uuid
 
 from fastapi import APIRouter, Request
 
-from command_api.deps import ServicesDep
-from command_api.models import WebhookAck
-from command_api.problems import ProblemError, problem_responses
-from command_api.webhooks import (
+from command_api.entrypoints.deps import ServicesDep
+from command_api.entrypoints.models import WebhookAck
+from command_api.domain.problems import ProblemError
+from command_api.entrypoints.problems import problem_responses
+from command_api.domain.webhooks import (
     BadNotification,
     Notice,
     client_address,
