@@ -471,7 +471,7 @@ def cumulative_of(paths: list[Path], names: list[str]) -> dict[str, tuple[float,
 # Synchronous functions only: cProfile counts every resumption of a coroutine as a call, so the
 # cumulative time of an `async def` is not meaningful.
 HOT_FUNCTIONS = [
-    "payment_processor/gateway.py:_call",
+    "payment_processor/adapters/gateway.py:_call",
     "yookassa/client.py:request",
     "yookassa/client.py:__init__",
     "payment_processor/domain/decide.py:decide",
@@ -479,7 +479,7 @@ HOT_FUNCTIONS = [
     "payment_processor/domain/state.py:build_account",
     "payment_processor/domain/state.py:apply",
     "payment_processor/domain/envelopes.py:to_envelopes",
-    "payment_processor/schedule.py:schedule_rows",
+    "payment_processor/adapters/schedule.py:schedule_rows",
     "schemas/envelope.py:parse_envelope",
     "pydantic/main.py:model_dump",
     "sqlalchemy/engine/base.py:_execute_context",

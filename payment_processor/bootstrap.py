@@ -1,8 +1,11 @@
 """The composition root: the only place that reads settings and builds the processor's adapters.
 
-`run()` is the whole process: migrate (the event store and the processor's own schema), make
-sure the topics exist, then run the consumer loops and the janitor side by side until SIGTERM /
-SIGINT, finishing the command in hand and committing its offset before exiting.
+`run()` is the whole process (`python -m payment_processor`): migrate (the event store and the
+processor's own schema), make sure the topics exist, then run the consumer loops, the janitor and
+the scheduler side by side until SIGTERM / SIGINT, finishing the command in hand and committing
+its offset before exiting. `run_scheduler()` and `rebuild_schedule()` are
+`python -m payment_processor.scheduler run|rebuild`: the scheduler alone, and the refill of
+`processor.schedule` from the event store.
 """
 
 from __future__ import annotations
@@ -21,15 +24,15 @@ from infra.kafka import ConsumerLoop, ensure_topics, install_signal_handlers, ma
 from infra.logging import get_logger
 from infra.metrics import MetricsServer, respond
 from infra.settings import Settings
-from eventstore.store import EventStore
 from payment_processor.config import ProcessorServiceSettings, ProcessorSettings
-from payment_processor.consumer import build_loops
-from payment_processor.gateway import YooKassaGateway
+from payment_processor.adapters.gateway import YooKassaGateway
+from payment_processor.adapters.journal import create_pool
+from payment_processor.adapters.schedule import rebuild
+from payment_processor.entrypoints.consumer import build_loops
+from payment_processor.entrypoints.janitor import Janitor
+from payment_processor.entrypoints.scheduler import Scheduler
 from payment_processor.handlers import CommandHandler, CrashPoints
-from payment_processor.janitor import Janitor
-from payment_processor.journal import create_pool
 from payment_processor.metrics import open_operations_refresher
-from payment_processor.scheduler import Scheduler, SchedulerSettings
 
 log = get_logger(__name__)
 
@@ -59,7 +62,7 @@ class Processor:
 
     @property
     def started(self) -> bool:
-        return all(loop._started.is_set() for loop in self.loops)
+        return all(loop.started for loop in self.loops)
 
     def stop(self) -> None:
         for loop in self.loops:
@@ -154,7 +157,6 @@ async def build(settings: ProcessorServiceSettings, config: ProcessorSettings, *
     db = await create_pool(settings.database_url, size=config.db_pool_size)
     handler = CommandHandler(
         engine=engine,
-        store=EventStore(engine),
         gateway=gateway,
         clock=clock,
         config=config,
@@ -167,10 +169,9 @@ async def build(settings: ProcessorServiceSettings, config: ProcessorSettings, *
         if config.janitor_enabled
         else None
     )
-    schedule_config = SchedulerSettings()
     scheduler = (
-        Scheduler(engine=engine, producer=producer, commands_topic=settings.commands_topic, clock=clock, config=schedule_config)
-        if schedule_config.scheduler_enabled
+        Scheduler(engine=engine, producer=producer, commands_topic=settings.commands_topic, clock=clock, config=config)
+        if config.scheduler_enabled
         else None
     )
     metrics = MetricsServer(config.metrics_port or 0, refreshers={"open_operations": open_operations_refresher(db, clock)})
@@ -184,3 +185,34 @@ async def run(settings: ProcessorServiceSettings, config: ProcessorSettings) -> 
     processor = await build(settings, config)
     install_signal_handlers(*processor.loops, extra=processor.stop)
     await processor.run()
+
+
+async def run_scheduler(settings: Settings, config: ProcessorSettings) -> None:
+    """The scheduler alone (`python -m payment_processor.scheduler run`) until SIGTERM / SIGINT.
+
+    It needs only the shared settings: no YooKassa credentials, no consumer, no janitor.
+    """
+    await asyncio.to_thread(migrate, settings)
+    await ensure_topics(settings, {settings.commands_topic: config.commands_partitions})
+    engine = create_engine(settings, pool_size=2, application_name="payment-processor-scheduler")
+    clock = await build_clock(engine)
+    producer = await make_producer(settings, client_id="payment-processor-scheduler")
+    scheduler = Scheduler(engine=engine, producer=producer, commands_topic=settings.commands_topic, clock=clock, config=config)
+    install_signal_handlers(extra=scheduler.stop)
+    try:
+        await scheduler.run()
+    finally:
+        await producer.stop()
+        if isinstance(clock, ShiftableClock):
+            await clock.stop()
+        await engine.dispose()
+
+
+async def rebuild_schedule(settings: Settings) -> int:
+    """Fill `processor.schedule` from the event store (`python -m payment_processor.scheduler rebuild`); rows written."""
+    await asyncio.to_thread(migrate, settings)
+    engine = create_engine(settings, pool_size=2, application_name="payment-processor-schedule-rebuild")
+    try:
+        return await rebuild(engine)
+    finally:
+        await engine.dispose()

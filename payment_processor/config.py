@@ -1,5 +1,6 @@
 """The processor's settings: `ProcessorServiceSettings` (the shared `Settings` plus the YooKassa
-credentials, which no other service receives) and `ProcessorSettings` (the `PROCESSOR_*` knobs).
+credentials, which no other service receives) and `ProcessorSettings` (every `PROCESSOR_*` knob:
+the consumer, the janitor and the renewal scheduler).
 
 Only `bootstrap` reads them. Tests shrink the janitor's schedule to about a second with
 `PROCESSOR_JANITOR_SCHEDULE_S=1,1,1` and friends; production keeps the defaults.
@@ -81,6 +82,17 @@ class ProcessorSettings(BaseSettings):
     janitor_tick_s: float = Field(default=1.0, gt=0, description="how often the janitor looks for due operations")
     janitor_batch: int = Field(default=500, ge=1)
 
+    # The renewal scheduler (entrypoints/scheduler.py). Its dunning schedule is
+    # `dunning_retry_days`: the handler computes each next retry when a charge fails.
+    scheduler_enabled: bool = True
+    scheduler_tick_s: float = Field(default=5.0, gt=0, description="how often to look for due subscriptions")
+    scheduler_batch: int = Field(default=500, ge=1, description="rows per transaction")
+    renewal_lead_s: float = Field(default=86400, ge=0, description="charge the next period this long before the current one ends")
+    expiry_reminder_lead_s: float = Field(default=3 * 86400, ge=0, description="'expiring soon' email this long before a non-renewing end")
+    scheduler_resend_s: float = Field(
+        default=3600, gt=0, description="an expiry or reminder still due this long after it was published goes out again"
+    )
+
     dunning_retry_days: Annotated[list[float], NoDecode] = Field(default=[1, 3, 5])
     health_port: int | None = Field(default=None, description="serve GET /healthz on 127.0.0.1:<port> when set")
     metrics_port: int | None = Field(
@@ -102,6 +114,14 @@ class ProcessorSettings(BaseSettings):
     @classmethod
     def _comma_separated(cls, value: object) -> object:
         return _floats(value)
+
+    @property
+    def renewal_lead(self) -> timedelta:
+        return timedelta(seconds=self.renewal_lead_s)
+
+    @property
+    def expiry_reminder_lead(self) -> timedelta:
+        return timedelta(seconds=self.expiry_reminder_lead_s)
 
     def next_check_at(self, opened_at: datetime, checks_done: int, now: datetime) -> datetime:
         """When to ask YooKassa again after `checks_done` checks of an operation opened at `opened_at`."""

@@ -35,9 +35,10 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from infra.clock import Clock
 from infra.logging import get_logger
-from eventstore.store import CommandAlreadyHandled, EventStore, HandledCommand, StreamVersionConflict
+from eventstore.store import CommandAlreadyHandled, HandledCommand, StreamVersionConflict
 from payment_processor.config import ProcessorSettings
-from payment_processor import journal, metrics
+from payment_processor import metrics
+from payment_processor.adapters import journal
 from payment_processor.domain import (
     AccountState,
     Context,
@@ -58,7 +59,7 @@ from payment_processor.domain import (
     to_envelopes,
 )
 from payment_processor.domain.provider import ProviderStep
-from payment_processor.gateway import PaymentGateway
+from payment_processor.adapters.gateway import PaymentGateway
 from schemas import (
     SYSTEM,
     Actor,
@@ -150,7 +151,6 @@ class CommandHandler:
         self,
         *,
         engine: AsyncEngine,
-        store: EventStore,
         gateway: PaymentGateway,
         clock: Clock,
         config: ProcessorSettings,
@@ -159,7 +159,6 @@ class CommandHandler:
         db: asyncpg.Pool | None = None,
     ) -> None:
         self.engine = engine
-        self.store = store
         self.db = db  # the hot path's asyncpg pool (journal.py); made from the engine's URL if not given
         self._own_db = db is None
         self._db_ready = asyncio.Lock()

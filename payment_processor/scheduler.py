@@ -1,258 +1,37 @@
-"""The scheduler: subscriptions that continue by themselves and end cleanly.
+"""`python -m payment_processor.scheduler run|rebuild`: the renewal scheduler as its own command.
 
-Every few seconds it finds what is due in `processor.schedule` (the processor's own table, kept
-in step with the account streams — see `payment_processor/schedule.py`) and publishes a command
-to `billing.commands` for each, exactly as a user's command would travel:
-
-* RenewSubscription `RENEWAL_LEAD` before the period end of a subscription that renews, and at
-  each dunning retry (`PROCESSOR_DUNNING_RETRY_DAYS`) while it is past due;
-* ExpireSubscription at the period end of one that does not renew (auto-renew off, no saved card,
-  canceled at period end) and after the last failed renewal attempt;
-* SendExpiryReminder `EXPIRY_REMINDER_LEAD` before the end of one that does not renew.
-
-It never writes state and never talks to YooKassa. Its safety rests on the command ids: a
-renewal is `derived_id("renewal", subscription_id, period_end, attempt)`, so two schedulers, a
-restart after publishing or a republished command all produce the SAME command, which the
-processor handles once (its handled-command record and the stream version make the second a
-no-op); and a charge for a period that was renewed meanwhile is refused by the decision itself
-(the period end no longer matches). Rows are locked with SKIP LOCKED, so several schedulers share
-the work instead of repeating it. All time comes from the injected clock.
-
-Runs inside `python -m payment_processor` (next to the consumer and the janitor) unless
-`PROCESSOR_SCHEDULER_ENABLED=false`; `python -m payment_processor.scheduler run` runs it alone and
-`python -m payment_processor.scheduler rebuild` fills the table from the event store.
+`run` runs the scheduler alone (it also runs inside `python -m payment_processor` unless
+`PROCESSOR_SCHEDULER_ENABLED=false`); `rebuild` fills `processor.schedule` from the event store.
+Both are composed in `payment_processor.bootstrap`; the scheduler itself is
+`payment_processor/entrypoints/scheduler.py`.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-from datetime import datetime, timedelta
 
-from aiokafka import AIOKafkaProducer
-from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
-from sqlalchemy.ext.asyncio import AsyncEngine
-
-from infra.clock import Clock
-from infra.logging import get_logger
-from payment_processor.metrics import ACTIONS, SCHEDULED, SCHEDULER_DUE
-from payment_processor.schedule import DueAction, lock_due, mark_sent
-from payment_processor.ticker import CommandTicker
-from schemas import (
-    Actor,
-    Command,
-    Envelope,
-    ExpireSubscription,
-    Metadata,
-    RenewSubscription,
-    SendExpiryReminder,
-    derived_id,
-    new_envelope,
-)
+from infra.logging import configure_logging, get_logger
+from infra.settings import Settings
+from payment_processor.bootstrap import rebuild_schedule, run_scheduler
+from payment_processor.config import ProcessorSettings
 
 log = get_logger(__name__)
-SCHEDULER = Actor(kind="system", id="scheduler")
-
-
-class SchedulerSettings(BaseSettings):
-    """`PROCESSOR_*` variables of the scheduler (the dunning schedule is the processor's own
-    `PROCESSOR_DUNNING_RETRY_DAYS`: the processor computes each next retry when a charge fails)."""
-
-    model_config = SettingsConfigDict(env_prefix="PROCESSOR_", env_file=".env", env_file_encoding="utf-8", extra="ignore")
-
-    scheduler_enabled: bool = True
-    scheduler_tick_s: float = Field(default=5.0, gt=0, description="how often to look for due subscriptions")
-    scheduler_batch: int = Field(default=500, ge=1, description="rows per transaction")
-    renewal_lead_s: float = Field(default=86400, ge=0, description="charge the next period this long before the current one ends")
-    expiry_reminder_lead_s: float = Field(default=3 * 86400, ge=0, description="'expiring soon' email this long before a non-renewing end")
-    scheduler_resend_s: float = Field(
-        default=3600, gt=0, description="an expiry or reminder still due this long after it was published goes out again"
-    )
-
-    @property
-    def renewal_lead(self) -> timedelta:
-        return timedelta(seconds=self.renewal_lead_s)
-
-    @property
-    def expiry_reminder_lead(self) -> timedelta:
-        return timedelta(seconds=self.expiry_reminder_lead_s)
-
-
-# --------------------------------------------------------------------------- commands (pure)
-
-
-def renewal_command_id(subscription_id: object, period_end: datetime, attempt: int) -> object:
-    """The contract's renewal id: one per (subscription, period, attempt), whoever computes it."""
-    return derived_id("renewal", subscription_id, period_end.isoformat(), attempt)
-
-
-def expiry_reason(due: DueAction) -> str:
-    """Why a subscription ends: a code the notifier turns into a sentence."""
-    if due.dunning_over:
-        return "dunning_exhausted"
-    if due.cancel_at_period_end:
-        return "canceled_at_period_end"
-    if not due.auto_renew:
-        return "auto_renew_off"
-    if not due.has_saved_method:
-        return "no_payment_method"
-    return "period_ended"
-
-
-def command_for(due: DueAction, now: datetime) -> Envelope:
-    """The deterministic command for a due action (same action, same id, every time)."""
-    end = due.period_end.isoformat()
-    payload: Command
-    if due.action in ("renew", "retry"):
-        command_id = renewal_command_id(due.subscription_id, due.period_end, due.attempt)
-        payload = RenewSubscription(subscription_id=due.subscription_id, period_end=due.period_end, attempt=due.attempt)
-    elif due.action == "expire":
-        parts: tuple[object, ...] = (due.subscription_id, end) if due.round <= 1 else (due.subscription_id, end, due.round)
-        command_id = derived_id("expiry", *parts)
-        payload = ExpireSubscription(subscription_id=due.subscription_id, period_end=due.period_end, reason=expiry_reason(due))
-    elif due.action == "remind":
-        parts = (due.subscription_id, end) if due.round <= 1 else (due.subscription_id, end, due.round)
-        command_id = derived_id("expiry-reminder", *parts)
-        payload = SendExpiryReminder(subscription_id=due.subscription_id, period_end=due.period_end)
-    else:  # pragma: no cover - the SQL only yields the four actions
-        raise ValueError(f"unknown scheduled action {due.action!r}")
-    metadata = Metadata(
-        correlation_id=f"scheduler:{due.subscription_id}",
-        causation_id=f"{due.action}:{due.subscription_id}:{end}",
-        command_id=command_id,  # type: ignore[arg-type]
-        actor=SCHEDULER,
-    )
-    return new_envelope(payload, stream_id=due.stream_id, metadata=metadata, id=command_id, occurred_at=now)  # type: ignore[arg-type]
-
-
-# --------------------------------------------------------------------------- the loop
-
-
-class Scheduler(CommandTicker):
-    name = "scheduler"
-
-    def __init__(
-        self,
-        *,
-        engine: AsyncEngine,
-        producer: AIOKafkaProducer,
-        commands_topic: str,
-        clock: Clock,
-        config: SchedulerSettings,
-    ) -> None:
-        super().__init__(engine=engine, producer=producer, commands_topic=commands_topic, clock=clock,
-                         batch=config.scheduler_batch, tick_s=config.scheduler_tick_s)
-        self.config = config
-
-    async def run(self) -> None:
-        log.info(
-            "scheduler_started",
-            tick_s=self.config.scheduler_tick_s,
-            renewal_lead_s=self.config.renewal_lead_s,
-            expiry_reminder_lead_s=self.config.expiry_reminder_lead_s,
-        )
-        await super().run()
-
-    async def tick(self) -> int:
-        """Publish one command per due action; returns how many were due."""
-        now = self.clock.now()
-        async with self.engine.begin() as conn:
-            due = await lock_due(
-                conn,
-                now,
-                renew_by=now + self.config.renewal_lead,
-                remind_by=now + self.config.expiry_reminder_lead,
-                resend_before=now - timedelta(seconds=self.config.scheduler_resend_s),
-                limit=self.config.scheduler_batch,
-            )
-            found = dict.fromkeys(ACTIONS, 0)
-            for action in due:
-                found[action.action] = found.get(action.action, 0) + 1
-            for name, count in found.items():
-                SCHEDULER_DUE.labels(name).set(count)
-            if not due:
-                return 0
-            commands = []
-            for action in due:
-                command = command_for(action, now)
-                commands.append((command, action.user_id))
-                log.info(
-                    "scheduled_command",
-                    action=action.action,
-                    command_id=str(command.id),
-                    subscription_id=str(action.subscription_id),
-                    period_end=action.period_end.isoformat(),
-                    attempt=action.attempt,
-                    round=action.round,
-                )
-            # Published (and acknowledged) before the marks commit: a crash in between
-            # republishes the very same command ids, which the processor handles once.
-            await self.publish(commands)
-            await mark_sent(conn, due, now)
-        for name, count in found.items():
-            if count:
-                SCHEDULED.labels(name).inc(count)
-        return len(due)
-
-
-# --------------------------------------------------------------------------- standalone entry
-
-
-async def _run_alone() -> None:
-    from infra.clock import ShiftableClock, build_clock
-    from infra.db import create_engine
-    from infra.kafka import ensure_topics, install_signal_handlers, make_producer
-    from infra.migrate import upgrade
-    from infra.settings import Settings
-    from payment_processor.config import ProcessorSettings
-
-    settings, config = Settings(), SchedulerSettings()
-    await asyncio.to_thread(upgrade, settings, ["eventstore", "payment_processor"])
-    await ensure_topics(settings, {settings.commands_topic: ProcessorSettings().commands_partitions})
-    engine = create_engine(settings, pool_size=2, application_name="payment-processor-scheduler")
-    clock = await build_clock(engine)
-    producer = await make_producer(settings, client_id="payment-processor-scheduler")
-    scheduler = Scheduler(engine=engine, producer=producer, commands_topic=settings.commands_topic, clock=clock, config=config)
-    install_signal_handlers(extra=scheduler.stop)
-    try:
-        await scheduler.run()
-    finally:
-        await producer.stop()
-        if isinstance(clock, ShiftableClock):
-            await clock.stop()
-        await engine.dispose()
-
-
-async def _rebuild() -> int:
-    from infra.db import create_engine
-    from infra.migrate import upgrade
-    from infra.settings import Settings
-    from payment_processor.schedule import rebuild
-
-    settings = Settings()
-    await asyncio.to_thread(upgrade, settings, ["eventstore", "payment_processor"])
-    engine = create_engine(settings, pool_size=2, application_name="payment-processor-schedule-rebuild")
-    try:
-        return await rebuild(engine)
-    finally:
-        await engine.dispose()
 
 
 def main(argv: list[str] | None = None) -> None:
-    """`python -m payment_processor.scheduler run|rebuild`."""
-    from infra.logging import configure_logging
-
-    parser = argparse.ArgumentParser(prog="python -m payment_processor.scheduler", description=__doc__.splitlines()[0] if __doc__ else None)
+    parser = argparse.ArgumentParser(
+        prog="python -m payment_processor.scheduler", description="The scheduler: subscriptions that continue by themselves and end cleanly."
+    )
     parser.add_argument("mode", choices=["run", "rebuild"], help="run: the scheduler alone; rebuild: fill processor.schedule from the event store")
     args = parser.parse_args(argv)
     configure_logging("payment-processor-scheduler")
     if args.mode == "rebuild":
-        written = asyncio.run(_rebuild())
+        written = asyncio.run(rebuild_schedule(Settings()))
         log.info("schedule_rebuilt", rows=written)
         print(f"processor.schedule: {written} rows written")
     else:
-        asyncio.run(_run_alone())
+        asyncio.run(run_scheduler(Settings(), ProcessorSettings()))
 
 
 if __name__ == "__main__":

@@ -154,8 +154,8 @@ class ProjectorConsumer(ConsumerLoop):
         )
         self._last_report = time.monotonic()
 
-    async def _fetch(self, consumer: AIOKafkaConsumer) -> dict[TopicPartition, list[ConsumerRecord]]:
-        batch = await super()._fetch(consumer)
+    async def fetch_batch(self, consumer: AIOKafkaConsumer) -> dict[TopicPartition, list[ConsumerRecord]]:
+        batch = await super().fetch_batch(consumer)
         self._preapplied = set()
         if not batch:
             return batch

@@ -6,6 +6,12 @@ only AFTER the effect. `ConsumerLoop` is that discipline written once: manual co
 handler returns, bounded retries, a dead-letter topic so one poison message never blocks its
 partition, a rebalance listener that commits finished work before giving partitions away, and a
 graceful stop on SIGTERM.
+
+A subclass that walks records differently (the payment processor's `KeyedConsumerLoop`, the
+projector's batch transaction) uses the public hooks only: `open_consumer` / `close_consumer`,
+`fetch_batch` (overridable), `handle_with_retries` (retries, dead-lettering, `on_give_up`),
+`mark_done` + `commit`, `on_partitions_revoked` (overridable) + `forget_partitions`, `beat`,
+`stop` / `stopping` / `started`, and `log`.
 """
 
 
@@ -133,7 +139,8 @@ class ConsumerLoop:
         self._done: dict[TopicPartition, int] = {}  # next offset to commit, per partition
         self._consumer: AIOKafkaConsumer | None = None
         self._producer: AIOKafkaProducer | None = None
-        self._log = log.bind(consumer=name, group=group_id)
+        self.log = log.bind(consumer=name, group=group_id)  # this loop's logger (consumer and group bound)
+        self._log = self.log  # the name subclasses used before `log` was public; prefer `log`
         self.handled = 0
         self.dead_lettered = 0
         # Per partition, the offset from which records are ours and unfinished: our last commit, or
@@ -148,7 +155,13 @@ class ConsumerLoop:
 
     @property
     def stopping(self) -> bool:
+        """True once `stop()` was called (or the loop is shutting down): start no new record."""
         return self._stop.is_set()
+
+    @property
+    def started(self) -> bool:
+        """True once the consumer is started and subscribed (what a health check waits for)."""
+        return self._started.is_set()
 
     async def wait_started(self, timeout: float = 30.0) -> None:
         """Wait until the consumer is started and subscribed (partitions may still be assigning)."""
@@ -179,27 +192,33 @@ class ConsumerLoop:
             if end is not None and done is not None:
                 yield tp.topic, tp.partition, max(0, end - done)
 
-    async def _open(self, listener: ConsumerRebalanceListener, **log_fields: Any) -> AIOKafkaConsumer:
-        """Start the consumer (and the dead-letter producer) and subscribe; `_close` undoes it."""
+    # ------------------------------------------------------------------ hooks for subclasses
+
+    async def open_consumer(self, **log_fields: Any) -> AIOKafkaConsumer:
+        """Start the consumer (and the dead-letter producer) and subscribe; `close_consumer` undoes it.
+
+        Revocations go to `on_partitions_revoked`; `log_fields` are added to the start log line.
+        """
         options = {**consumer_options(self.settings, self.group_id, self.name), **self.consumer_options}
         self._consumer = consumer = AIOKafkaConsumer(**options)
         await consumer.start()
         try:
             if self.dead_letter_topic:
                 self._producer = await make_producer(self.settings, client_id=f"{self.name}-dlq")
-            consumer.subscribe(self.topics, listener=listener)
+            consumer.subscribe(self.topics, listener=_Rebalance(self))
         except BaseException:
-            await self._close(consumer)
+            await self.close_consumer(consumer)
             raise
         self._started.set()
         for topic in self.topics if self.dead_letter_topic else ():  # at 0 from the start: increase() sees the first
             DEAD_LETTERS.labels(self.group_id, topic, "gave_up")
         CONSUMERS.add(self)  # /metrics: records handled and lag, read when scraped
-        self._log.info("consumer_started", topics=self.topics, **log_fields)
+        self.log.info("consumer_started", topics=self.topics, **log_fields)
         return consumer
 
-    async def _close(self, consumer: AIOKafkaConsumer) -> None:
-        self._log.info("consumer_stopping", handled=self.handled, dead_lettered=self.dead_lettered)
+    async def close_consumer(self, consumer: AIOKafkaConsumer) -> None:
+        """Stop the dead-letter producer and the consumer (nothing is committed here: `commit` first)."""
+        self.log.info("consumer_stopping", handled=self.handled, dead_lettered=self.dead_lettered)
         CONSUMERS.discard(self)
         if self._producer is not None:
             await self._producer.stop()
@@ -208,11 +227,11 @@ class ConsumerLoop:
 
     async def run(self) -> None:
         """Consume until `stop()`; commits what was handled before returning."""
-        consumer = await self._open(_CommitOnRevoke(self))
+        consumer = await self.open_consumer()
         try:
             while not self._stop.is_set():
-                batch = await self._fetch(consumer)
-                self._beat()
+                batch = await self.fetch_batch(consumer)
+                self.beat()
                 if not batch:
                     continue
                 try:
@@ -222,26 +241,28 @@ class ConsumerLoop:
                                 break  # revoked: the new owner starts from our last commit
                             await self._process(record)
                 finally:
-                    await self._commit()
+                    await self.commit()
         except StopRequested:
             pass
         finally:
             try:
-                await self._commit()
+                await self.commit()
             finally:
-                await self._close(consumer)
+                await self.close_consumer(consumer)
 
-    # ------------------------------------------------------------------ internals
-
-    def _beat(self) -> None:
+    def beat(self) -> None:
+        """Touch the heartbeat file (if any): call after every fetch, even an empty one."""
         if self.heartbeat_file is not None:
             try:
                 self.heartbeat_file.touch()
             except OSError as exc:
-                self._log.warning("heartbeat_failed", path=str(self.heartbeat_file), error=repr(exc))
+                self.log.warning("heartbeat_failed", path=str(self.heartbeat_file), error=repr(exc))
 
-    async def _fetch(self, consumer: AIOKafkaConsumer) -> dict[TopicPartition, list[ConsumerRecord]]:
-        """getmany, but returns early (empty) when stop() is called while it waits."""
+    async def fetch_batch(self, consumer: AIOKafkaConsumer) -> dict[TopicPartition, list[ConsumerRecord]]:
+        """One fetch: getmany, but returns early (empty) when stop() is called while it waits.
+
+        Overridable (the projector applies the whole batch here); an override calls this first.
+        """
         fetch = asyncio.ensure_future(consumer.getmany(timeout_ms=1000, max_records=self.batch_max))
         stopper = asyncio.ensure_future(self._stop.wait())
         try:
@@ -267,10 +288,14 @@ class ConsumerLoop:
             with bind_correlation(
                 correlation_id_of(record), topic=record.topic, partition=record.partition, offset=record.offset
             ):
-                await self._attempts(record)
-                self._done[tp] = record.offset + 1
+                await self.handle_with_retries(record)
+                self.mark_done(tp, record.offset + 1)
 
-    async def _attempts(self, record: ConsumerRecord) -> bool:
+    def mark_done(self, tp: TopicPartition, next_offset: int) -> None:
+        """Records of `tp` before `next_offset` are finished: the next `commit` commits up to there."""
+        self._done[tp] = next_offset
+
+    async def handle_with_retries(self, record: ConsumerRecord) -> bool:
         """Handle one record: retry failures with backoff, dead-letter after `max_attempts`.
 
         True once the record is done (handled or dead-lettered); raises StopRequested when a stop
@@ -287,11 +312,11 @@ class ConsumerLoop:
                 raise
             except Exception as exc:  # noqa: BLE001 - any handler failure is retried, then dead-lettered
                 if attempt >= self.max_attempts:
-                    self._log.error("handler_gave_up", attempts=attempt, error=repr(exc), exc_info=exc)
+                    self.log.error("handler_gave_up", attempts=attempt, error=repr(exc), exc_info=exc)
                     await self._give_up(record, exc, attempt)
                     return True
                 delay = min(self.retry_backoff_s * 2 ** (attempt - 1), self.retry_backoff_max_s)
-                self._log.warning("handler_failed_retrying", attempt=attempt, delay_s=delay, error=repr(exc))
+                self.log.warning("handler_failed_retrying", attempt=attempt, delay_s=delay, error=repr(exc))
                 await self._sleep_unless_stopped(delay)
 
     async def _sleep_unless_stopped(self, delay: float) -> None:
@@ -318,7 +343,8 @@ class ConsumerLoop:
         if self.on_give_up is not None:
             await self.on_give_up(record, exc)
 
-    async def _commit(self, partitions: Iterable[TopicPartition] | None = None) -> None:
+    async def commit(self, partitions: Iterable[TopicPartition] | None = None) -> None:
+        """Commit what `mark_done` recorded (for `partitions` only, when given); a lost partition is logged, not raised."""
         consumer = self._consumer
         if consumer is None or not self._done:
             return
@@ -330,31 +356,43 @@ class ConsumerLoop:
             await consumer.commit(offsets)
         except (CommitFailedError, KafkaError) as exc:
             # Another member owns the partition now; it re-handles from the last commit (idempotently).
-            self._log.warning("commit_failed", error=repr(exc), offsets={f"{tp.topic}/{tp.partition}": o for tp, o in offsets.items()})
+            self.log.warning("commit_failed", error=repr(exc), offsets={f"{tp.topic}/{tp.partition}": o for tp, o in offsets.items()})
         else:
             self._committed.update(offsets)
         for tp in offsets:
             if self._done.get(tp) == offsets[tp]:
                 del self._done[tp]
 
-class _CommitOnRevoke(ConsumerRebalanceListener):
-    """Before partitions move to another member, finish the record in hand and commit what is done."""
+    def forget_partitions(self, partitions: Iterable[TopicPartition]) -> None:
+        """Drop what is known of partitions that moved away (after their last `commit`)."""
+        for tp in partitions:
+            self._done.pop(tp, None)
+            self._committed.pop(tp, None)
+
+    async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
+        """Before partitions move to another member: finish the record in hand, commit what is done, forget them.
+
+        Overridable (the payment processor drains its records in flight instead).
+        """
+        async with self._lock:
+            await self.commit(revoked)
+        self.forget_partitions(revoked)
+
+
+class _Rebalance(ConsumerRebalanceListener):
+    """Hands revocations to the loop's `on_partitions_revoked` and logs both directions."""
 
     def __init__(self, loop: ConsumerLoop) -> None:
         self.loop = loop
 
     async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
-        async with self.loop._lock:
-            await self.loop._commit(revoked)
-        for tp in revoked:
-            self.loop._done.pop(tp, None)
-            self.loop._committed.pop(tp, None)
+        await self.loop.on_partitions_revoked(list(revoked))
         if revoked:
-            self.loop._log.info("partitions_revoked", partitions=sorted(f"{tp.topic}/{tp.partition}" for tp in revoked))
+            self.loop.log.info("partitions_revoked", partitions=sorted(f"{tp.topic}/{tp.partition}" for tp in revoked))
 
     async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
         if assigned:
-            self.loop._log.info("partitions_assigned", partitions=sorted(f"{tp.topic}/{tp.partition}" for tp in assigned))
+            self.loop.log.info("partitions_assigned", partitions=sorted(f"{tp.topic}/{tp.partition}" for tp in assigned))
 
 def install_signal_handlers(*loops: ConsumerLoop, extra: Callable[[], None] | None = None) -> None:
     """SIGTERM/SIGINT → `stop()` on every loop (and `extra()`), for a graceful shutdown."""

@@ -28,7 +28,7 @@ from infra.db import create_engine
 from infra.kafka import ensure_topics, make_producer
 from infra.settings import Settings
 from eventstore.store import EventStore
-from payment_processor.schedule import read_rows
+from payment_processor.adapters.schedule import read_rows
 from sandbox.yookassa import cards
 from tests.support.processes import ManagedProcess, free_port
 from tests.support.wait import wait_until

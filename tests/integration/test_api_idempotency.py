@@ -266,15 +266,14 @@ async def processor(engine, yookassa_sandbox):  # type: ignore[no-untyped-def]
     import orjson
 
     from infra.clock import SystemClock
-    from eventstore.store import EventStore
     from payment_processor.config import ProcessorSettings
-    from payment_processor.gateway import YooKassaGateway
+    from payment_processor.adapters.gateway import YooKassaGateway
     from payment_processor.handlers import CommandHandler
     from schemas import parse_envelope
 
     gateway = YooKassaGateway(shop_id=yookassa_sandbox.shop_id, secret_key=yookassa_sandbox.secret_key,
                               api_url=yookassa_sandbox.api_url, timeout_s=2.0, max_concurrency=2)
-    handler = CommandHandler(engine=engine, store=EventStore(engine), gateway=gateway, clock=SystemClock(),
+    handler = CommandHandler(engine=engine, gateway=gateway, clock=SystemClock(),
                              config=ProcessorSettings(), default_return_url="http://shop.example/return")
 
     async def handle(envelope: dict) -> None:  # type: ignore[type-arg]

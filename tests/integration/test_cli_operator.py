@@ -180,7 +180,7 @@ async def test_replay_all_asks_and_can_be_told_yes(scratch: Scratch):
 async def test_status_reports_outbox_backlog_dlq_and_the_janitors_tick(scratch: Scratch):
     from infra.clock import SystemClock
     from payment_processor.config import ProcessorSettings
-    from payment_processor.janitor import Janitor
+    from payment_processor.entrypoints.janitor import Janitor
 
     empty = scratch.json("status")
     assert empty["errors"] == {}

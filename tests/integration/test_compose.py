@@ -24,7 +24,6 @@ from relay.config import RelaySettings
 from infra.settings import Settings
 from notifier.config import NotifierServiceSettings, NotifierSettings
 from payment_processor.config import ProcessorServiceSettings, ProcessorSettings
-from payment_processor.scheduler import SchedulerSettings
 from projector.consumer import ProjectorSettings
 from tests.support.wait import wait_until
 
@@ -60,7 +59,7 @@ ALLOWED = {
     "command_api": env_names(ApiSettings),
     "relay": env_names(RelaySettings),
     "migrate": env_names(Settings),
-    "payment_processor": env_names(ProcessorServiceSettings) | env_names(ProcessorSettings) | env_names(SchedulerSettings),
+    "payment_processor": env_names(ProcessorServiceSettings) | env_names(ProcessorSettings),
     "projector": env_names(ProjectorSettings),
     "notifier": env_names(NotifierServiceSettings) | env_names(NotifierSettings),
     "admin": set(ADMIN_VARIABLES),
@@ -131,7 +130,7 @@ def test_no_settings_class_has_a_field_for_another_services_secret():
     prefixes = {"JWT_": ApiSettings, "YOOKASSA_SHOP_ID": ProcessorServiceSettings, "YOOKASSA_SECRET_KEY": ProcessorServiceSettings,
                 "YOOKASSA_API_URL": ProcessorServiceSettings, "MAILGUN_": NotifierServiceSettings, "SERVICE_TOKEN": None,
                 "DJANGO_": None}
-    for cls in (*SETTINGS_CLASSES, NotifierSettings, ProcessorSettings, SchedulerSettings):
+    for cls in (*SETTINGS_CLASSES, NotifierSettings, ProcessorSettings):
         for name in env_names(cls):
             for prefix, owner in prefixes.items():
                 if name.startswith(prefix):
@@ -458,8 +457,7 @@ elif kind == "infra.migrate":
     Settings()
 elif kind == "payment_processor":
     from payment_processor.config import ProcessorServiceSettings, ProcessorSettings
-    from payment_processor.scheduler import SchedulerSettings
-    ProcessorServiceSettings(); SchedulerSettings()
+    ProcessorServiceSettings()
     out["metrics_port"] = ProcessorSettings().metrics_port
 elif kind == "projector":
     from projector.consumer import ProjectorSettings

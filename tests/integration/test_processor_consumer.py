@@ -9,7 +9,7 @@ from collections import defaultdict
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from infra.kafka import make_producer
-from payment_processor.consumer import KeyedConsumerLoop
+from payment_processor.entrypoints.consumer import KeyedConsumerLoop
 from tests.support.wait import wait_until
 
 

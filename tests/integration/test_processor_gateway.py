@@ -25,7 +25,7 @@ from payment_processor.domain.provider import (
     purchase_request,
     refund_request,
 )
-from payment_processor.gateway import YooKassaGateway
+from payment_processor.adapters.gateway import YooKassaGateway
 from sandbox.yookassa import cards
 from schemas import CheckoutStarted, Customer, Money, RefundRequested, derived_id
 from tests.support.processes import free_port

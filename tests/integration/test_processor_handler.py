@@ -18,9 +18,9 @@ import schemas as s
 from infra.clock import SystemClock
 from eventstore.store import EventStore
 from payment_processor.config import ProcessorSettings
-from payment_processor.gateway import YooKassaGateway
+from payment_processor.adapters.gateway import YooKassaGateway
 from payment_processor.handlers import CommandHandler, CrashPoints
-from payment_processor.operations import open_operations
+from payment_processor.adapters.operations import open_operations
 from sandbox.yookassa import cards
 
 CUSTOMER = s.Customer(email="buyer@example.com", locale="en")
@@ -63,11 +63,10 @@ async def gateway(yookassa_sandbox):
 
 
 @pytest.fixture
-def make_handler(engine, event_store: EventStore, gateway):
+def make_handler(engine, gateway):
     def make(crash_at: str | None = None) -> CommandHandler:
         return CommandHandler(
             engine=engine,
-            store=event_store,
             gateway=gateway,
             clock=SystemClock(),
             config=ProcessorSettings(janitor_schedule_s=[1, 1, 1]),
@@ -420,7 +419,7 @@ async def test_a_late_success_after_the_idempotence_window_is_matched_through_yo
 
     clock = FixedClock(SystemClock().now())
     handler = CommandHandler(
-        engine=engine, store=event_store, gateway=gateway, clock=clock, config=ProcessorSettings(janitor_schedule_s=[1, 1, 1]),
+        engine=engine, gateway=gateway, clock=clock, config=ProcessorSettings(janitor_schedule_s=[1, 1, 1]),
         default_return_url="http://shop.example/return",
     )
     shop = Shop(handler, event_store, await create_plan(handler))

@@ -1,6 +1,6 @@
 """The scheduler against real PostgreSQL and Kafka: which rows are due, and what goes out.
 
-The policy lives in one SQL expression (payment_processor/schedule.py), so it is tested here on
+The policy lives in one SQL expression (payment_processor/adapters/schedule.py), so it is tested here on
 the real server, table-driven; the ticks publish to a unique real topic and are read back.
 """
 
@@ -22,13 +22,14 @@ from infra.clock import FixedClock
 from infra.db import create_engine
 from infra.kafka import make_producer
 from infra.settings import Settings
-from payment_processor.schedule import ScheduleRow, lock_due, mark_sent, read_rows, record_rows
-from payment_processor.scheduler import Scheduler, SchedulerSettings
+from payment_processor.adapters.schedule import ScheduleRow, lock_due, mark_sent, read_rows, record_rows
+from payment_processor.config import ProcessorSettings
+from payment_processor.entrypoints.scheduler import Scheduler
 from tests.support.wait import wait_until
 
 NOW = datetime(2026, 7, 1, 12, 0, tzinfo=timezone.utc)
 DAY = timedelta(days=1)
-CONFIG = SchedulerSettings(
+CONFIG = ProcessorSettings(
     _env_file=None,  # type: ignore[call-arg]
     renewal_lead_s=DAY.total_seconds(),
     expiry_reminder_lead_s=3 * DAY.total_seconds(),
@@ -231,16 +232,15 @@ def _cmd(payload: s.Command, stream_id: str, actor: str = "user") -> s.Envelope:
 
 async def test_the_handler_writes_the_row_with_its_append_and_rebuild_agrees(engine: Any, yookassa_sandbox: Any) -> None:
     from infra.clock import SystemClock
-    from eventstore.store import EventStore
     from payment_processor.config import ProcessorSettings
-    from payment_processor.gateway import YooKassaGateway
+    from payment_processor.adapters.gateway import YooKassaGateway
     from payment_processor.handlers import CommandHandler
-    from payment_processor.schedule import rebuild
+    from payment_processor.adapters.schedule import rebuild
     from sandbox.yookassa import cards
 
     gateway = YooKassaGateway(shop_id=yookassa_sandbox.shop_id, secret_key=yookassa_sandbox.secret_key,
                               api_url=yookassa_sandbox.api_url, timeout_s=5.0, max_concurrency=4)
-    handler = CommandHandler(engine=engine, store=EventStore(engine), gateway=gateway, clock=SystemClock(),
+    handler = CommandHandler(engine=engine, gateway=gateway, clock=SystemClock(),
                              config=ProcessorSettings(_env_file=None), default_return_url="http://shop.example/return")  # type: ignore[call-arg]
     user = f"u-{uuid.uuid4().hex[:8]}"
     stream = s.account_stream(user)

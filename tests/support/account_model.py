@@ -59,11 +59,11 @@ from payment_processor.domain import (
     resolve,
     to_envelopes,
 )
-from payment_processor.gateway import classify_error
-from payment_processor.janitor import sync_command
-from payment_processor.operations import OpenOperation
-from payment_processor.schedule import DueAction, row_of
-from payment_processor.scheduler import command_for
+from payment_processor.adapters.gateway import classify_error
+from payment_processor.entrypoints.janitor import sync_command
+from payment_processor.adapters.operations import OpenOperation
+from payment_processor.adapters.schedule import DueAction, row_of
+from payment_processor.entrypoints.scheduler import command_for
 
 T0 = datetime(2026, 3, 1, 9, 0, tzinfo=timezone.utc)
 USER = "model-user"

@@ -25,7 +25,7 @@ METRIC_MODULES = (
     "infra.kafka",
     "relay",
     "payment_processor.metrics",
-    "payment_processor.gateway",
+    "payment_processor.adapters.gateway",
     "notifier.metrics",
     "projector.consumer",
 )

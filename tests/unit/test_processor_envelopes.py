@@ -10,7 +10,7 @@ import pytest
 
 import schemas as s
 from payment_processor.domain import AccountState, Emit, to_envelopes
-from payment_processor.journal import EnvelopeCache
+from payment_processor.adapters.journal import EnvelopeCache
 
 
 def _command(user: str) -> s.Envelope:

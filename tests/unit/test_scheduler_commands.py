@@ -14,8 +14,9 @@ import pytest
 
 import schemas as s
 from payment_processor.domain import PlanState
-from payment_processor.schedule import DueAction, row_of, schedule_rows
-from payment_processor.scheduler import SCHEDULER, SchedulerSettings, command_for, expiry_reason
+from payment_processor.adapters.schedule import DueAction, row_of, schedule_rows
+from payment_processor.config import ProcessorSettings
+from payment_processor.entrypoints.scheduler import SCHEDULER, command_for, expiry_reason
 from tests.unit.test_processor_domain import STREAM, USER, Account, declined, paid, pending
 
 
@@ -203,6 +204,6 @@ def test_settings_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PROCESSOR_RENEWAL_LEAD_S", "3600")
     monkeypatch.setenv("PROCESSOR_EXPIRY_REMINDER_LEAD_S", "7200")
     monkeypatch.setenv("PROCESSOR_SCHEDULER_TICK_S", "0.2")
-    config = SchedulerSettings()
+    config = ProcessorSettings()
     assert (config.renewal_lead, config.expiry_reminder_lead, config.scheduler_tick_s) == (timedelta(hours=1), timedelta(hours=2), 0.2)
-    assert SchedulerSettings(_env_file=None, renewal_lead_s=0).renewal_lead == timedelta(0)  # type: ignore[call-arg]
+    assert ProcessorSettings(_env_file=None, renewal_lead_s=0).renewal_lead == timedelta(0)  # type: ignore[call-arg]

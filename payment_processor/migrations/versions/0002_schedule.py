@@ -3,7 +3,7 @@
 `processor.schedule` holds one row per subscription that ever had a paid (or granted) period:
 its status, period end, whether it renews (auto-renew, a saved card, not canceled at period
 end) and the dunning facts (failed attempts, next retry, over). The processor writes it in the
-SAME transaction as the events that change those facts (`payment_processor/schedule.py`), so
+SAME transaction as the events that change those facts (`payment_processor/adapters/schedule.py`), so
 the scheduler never reads another service's tables and never misses a change a crash left
 behind. Rows of ended subscriptions stay (status expired / canceled) as tombstones, so an
 out-of-date writer (a rebuild racing the processor) can never bring one back: every write is

@@ -2,7 +2,7 @@
 
 Neither leaves a trace when nothing is due, so without this row an operator cannot tell a quiet
 janitor from a dead one. `billing status` shows the age of each row; each ticker overwrites its
-own row after every successful tick (`payment_processor/ticker.py`).
+own row after every successful tick (`payment_processor/entrypoints/ticker.py`).
 
 Revision ID: pp0003
 Revises: pp0002

@@ -33,7 +33,7 @@ import orjson
 from eventstore import asyncpg_store
 from infra import db
 from eventstore.store import HandledCommand, RecordedEvent
-from payment_processor import operations, schedule
+from payment_processor.adapters import operations, schedule
 from payment_processor.domain import AccountState, OperationChange, PlanState
 from schemas import Envelope, parse_envelope
 

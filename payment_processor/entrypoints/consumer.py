@@ -21,7 +21,7 @@ import functools
 import time
 from typing import Any
 
-from aiokafka import ConsumerRebalanceListener, TopicPartition
+from aiokafka import TopicPartition
 from aiokafka.structs import ConsumerRecord
 
 from infra.kafka import ConsumerLoop, StopRequested, correlation_id_of
@@ -85,33 +85,33 @@ class KeyedConsumerLoop(ConsumerLoop):
 
     async def run(self) -> None:
         """Consume until `stop()`; finishes the records in hand and commits before returning."""
-        consumer = await self._open(_DrainOnRevoke(self), concurrency=self.concurrency)
+        consumer = await self.open_consumer(concurrency=self.concurrency)
         try:
-            while not self._stop.is_set():
+            while not self.stopping:
                 if len(self._tasks) >= self.max_buffered:
                     await asyncio.wait(self._tasks, timeout=1.0, return_when=asyncio.FIRST_COMPLETED)
-                    self._beat()
+                    self.beat()
                 else:
-                    batch = await self._fetch(consumer)
-                    self._beat()
+                    batch = await self.fetch_batch(consumer)
+                    self.beat()
                     for tp, records in batch.items():
                         if tp not in consumer.assignment():
                             continue  # revoked while fetching: the new owner starts from our last commit
                         for record in records:
                             self._dispatch(tp, record)
                 if time.monotonic() - self._last_commit >= self.commit_interval_s:
-                    await self._commit()
+                    await self.commit()
                     self._last_commit = time.monotonic()
         finally:
             try:
-                self._stop.set()
+                self.stop()
                 for work in self._work.values():
                     work.closed = True
                 if self._tasks:
                     await asyncio.wait(set(self._tasks))
-                await self._commit()
+                await self.commit()
             finally:
-                await self._close(consumer)
+                await self.close_consumer(consumer)
         if self._fatal is not None:
             raise self._fatal
 
@@ -133,14 +133,14 @@ class KeyedConsumerLoop(ConsumerLoop):
         """True once the record is finished (handled or given up); False if left for redelivery."""
         if previous is not None:
             await asyncio.wait({previous})  # the key's order; its outcome is its own business
-        if work.closed or self._stop.is_set():
+        if work.closed or self.stopping:
             return False  # not started: left for the next owner (or the restart)
         async with self._slots:
-            if work.closed or self._stop.is_set():
+            if work.closed or self.stopping:
                 return False
             with bind_correlation(correlation_id_of(record), topic=record.topic, partition=record.partition, offset=record.offset):
                 try:
-                    return await self._attempts(record)
+                    return await self.handle_with_retries(record)
                 except StopRequested:
                     return False
 
@@ -156,10 +156,10 @@ class KeyedConsumerLoop(ConsumerLoop):
         if exc is not None:
             # Dead-lettering failed: start nothing more (the key's order would break), commit what
             # is finished, let run() raise. The record is redelivered after the restart.
-            self._log.error("record_not_finished", error=repr(exc), partition=tp.partition, offset=offset)
+            self.log.error("record_not_finished", error=repr(exc), partition=tp.partition, offset=offset)
             if self._fatal is None:
                 self._fatal = exc
-            self._stop.set()
+            self.stop()
             return
         if not task.result() or self._work.get(tp) is not work:
             return
@@ -169,9 +169,9 @@ class KeyedConsumerLoop(ConsumerLoop):
             if not work.pending[first]:
                 break
             del work.pending[first]
-            self._done[tp] = first + 1
+            self.mark_done(tp, first + 1)
 
-    async def drain(self, partitions: list[TopicPartition]) -> None:
+    async def on_partitions_revoked(self, partitions: list[TopicPartition]) -> None:
         """Before `partitions` move away: start nothing new there, finish what is in hand, commit."""
         works = [self._work[tp] for tp in partitions if tp in self._work]
         for work in works:
@@ -179,26 +179,11 @@ class KeyedConsumerLoop(ConsumerLoop):
         in_hand = set().union(*(work.tasks for work in works)) if works else set()
         if in_hand:
             await asyncio.wait(in_hand)
-        await self._commit(partitions)
+        await self.commit(partitions)
+        self.forget_partitions(partitions)
         for tp in partitions:
-            self._done.pop(tp, None)
-            self._committed.pop(tp, None)
             if tp in self._work and self._work[tp].closed:
                 del self._work[tp]
-
-
-class _DrainOnRevoke(ConsumerRebalanceListener):
-    def __init__(self, loop: KeyedConsumerLoop) -> None:
-        self.loop = loop
-
-    async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
-        await self.loop.drain(list(revoked))
-        if revoked:
-            self.loop._log.info("partitions_revoked", partitions=sorted(f"{tp.topic}/{tp.partition}" for tp in revoked))
-
-    async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
-        if assigned:
-            self.loop._log.info("partitions_assigned", partitions=sorted(f"{tp.topic}/{tp.partition}" for tp in assigned))
 
 
 def build_loops(settings: Settings, config: ProcessorSettings, handler: CommandHandler) -> list[ConsumerLoop]:

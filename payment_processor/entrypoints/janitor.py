@@ -20,8 +20,8 @@ from infra.clock import Clock
 from infra.logging import get_logger
 from payment_processor.config import ProcessorSettings
 from payment_processor.metrics import JANITOR_SYNCS
-from payment_processor.ticker import CommandTicker
-from payment_processor.operations import OpenOperation, lock_due, mark_checked
+from payment_processor.entrypoints.ticker import CommandTicker
+from payment_processor.adapters.operations import OpenOperation, lock_due, mark_checked
 from schemas import Actor, Envelope, Metadata, SyncPayment, SyncRefund, account_user_id, derived_id, new_envelope
 
 log = get_logger(__name__)
