@@ -1,6 +1,6 @@
 """`billing`: the operator's command line, one entry point over every part's own CLI.
 
-Each part owns its commands as a Typer app (`projector.replay:app`, `command_api.entrypoints.tokens:app`,
+Each part owns its commands as a Typer app (`projector.entrypoints.replay:app`, `command_api.entrypoints.tokens:app`,
 ...); this module only mounts the ones installed, so a part can be absent without breaking the rest.
 """
 
@@ -15,7 +15,7 @@ import typer
 app = typer.Typer(help="Billing operations: replay read models, mint tokens, migrate, move demo time.", no_args_is_help=True)
 
 _SUBAPPS = {
-    "replay": ("projector.replay", "Rebuild or check read models from the event store."),
+    "replay": ("projector.entrypoints.replay", "Rebuild or check read models from the event store."),
     "token": ("command_api.entrypoints.tokens", "Mint JWTs for development."),
 }
 

@@ -28,7 +28,7 @@ must be zero:
 | commands not terminal | every command id on the commands topic, every key the API accepted and every one a user was answered with, against `read.commands` |
 | succeeded payments without their subscription | a succeeded sandbox payment, nothing refunded, that no SubscriptionActivated/SubscriptionRenewed names (it bought no period) |
 | refunds above what was paid | per payment, sandbox refunds (pending + succeeded) above its amount; per subscription in the read model |
-| read models differing from a replay | `python -m projector.replay --check` on the chaos database |
+| read models differing from a replay | `python -m projector.entrypoints.replay --check` on the chaos database |
 | emails missing / beyond the bound | Mailgun sandbox messages per Message-Id vs. the events that must email (notifier.domain.emails); docs/decisions/0070: one extra copy per notifier crash at most |
 
 It prints a table and, as its last line, one JSON object with every count and the numbers of

@@ -3,7 +3,7 @@
 Writes N synthetic events (default 1,000,000) of realistic shape and size — the product's event
 mix over 50,000 accounts: purchases that succeed, are declined or lost and settled, renewals
 that succeed or fail, cancels with refunds, auto-renew changes, extensions, rejections — into a
-FRESH database with COPY, then times a full replay (`projector.rebuild.Replay`, the code behind
+FRESH database with COPY, then times a full replay (`projector.adapters.rebuild.Replay`, the code behind
 `billing replay`: read pages, project in memory, COPY, build indexes, catch up and swap).
 
 Payloads are built from templates dumped from the real pydantic models (a sample of every run is
@@ -34,7 +34,7 @@ from psycopg import sql
 
 from infra.migrate import upgrade
 from infra.settings import Settings, plain_url
-from projector.rebuild import Replay, ReplayOptions
+from projector.adapters.rebuild import Replay, ReplayOptions
 from schemas import parse_envelope
 
 NS = uuid.UUID("6f1c1d2e-5b0a-4c3e-9d7f-2a1b3c4d5e6f")
@@ -376,7 +376,10 @@ async def measure_live_projector(settings: Settings, url: str, events: int) -> d
     from infra.db import create_engine
     from infra.kafka import ensure_topics, make_producer
     from eventstore.store import EventStore
-    from projector.consumer import Projector, ProjectorConsumer, ProjectorSettings, create_pool
+    from projector.bootstrap import create_pool
+    from projector.config import ProjectorSettings
+    from projector.entrypoints.consumer import ProjectorConsumer
+    from projector.service import Projector
 
     topic = f"bench.replay.live.{uuid.uuid4().hex[:8]}"
     await ensure_topics(settings, {topic: 6})

@@ -21,7 +21,7 @@ from notifier.adapters.email_log import EmailLog
 from notifier.adapters.mailgun import MailgunClient
 from notifier.config import NotifierServiceSettings, NotifierSettings
 from notifier.metrics import waiting_refresher
-from notifier.rendering import Renderer
+from notifier.adapters.rendering import Renderer
 from notifier.service import Notifier
 
 log = get_logger(__name__)

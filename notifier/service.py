@@ -52,7 +52,7 @@ from notifier.domain.emails import (
     facts_to_remember,
     plan_email,
 )
-from notifier.rendering import Renderer, RenderError
+from notifier.adapters.rendering import Renderer, RenderError
 
 log = get_logger(__name__)
 

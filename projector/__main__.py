@@ -1,11 +1,12 @@
-"""`python -m projector`: consume `billing.events` into the read models until SIGTERM."""
+"""`python -m projector`: consume `billing.events` into the read models until SIGTERM (see projector/bootstrap.py)."""
 
 from __future__ import annotations
 
 import uvloop
 
 from infra.logging import configure_logging
-from projector.consumer import ProjectorSettings, run
+from projector.bootstrap import run
+from projector.config import ProjectorSettings
 
 
 def main() -> None:

@@ -1,1 +1,1 @@
-"""The notifier's ports to the outside: PostgreSQL (the email record), Mailgun, the dead-letter topic."""
+"""The notifier's ports to the outside: PostgreSQL (the email record), Mailgun, the dead-letter topic, the templates on disk."""

@@ -16,7 +16,7 @@ import pytest
 from infra.db import create_engine
 from infra.settings import Settings
 from eventstore.store import EventStore
-from projector.rebuild import Replay, ReplayOptions
+from projector.adapters.rebuild import Replay, ReplayOptions
 from tests.support.processes import ManagedProcess
 from tests.support.projector_scenarios import (
     PLANS,

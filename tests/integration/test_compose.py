@@ -24,7 +24,7 @@ from relay.config import RelaySettings
 from infra.settings import Settings
 from notifier.config import NotifierServiceSettings, NotifierSettings
 from payment_processor.config import ProcessorServiceSettings, ProcessorSettings
-from projector.consumer import ProjectorSettings
+from projector.config import ProjectorSettings
 from tests.support.wait import wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -460,7 +460,7 @@ elif kind == "payment_processor":
     ProcessorServiceSettings()
     out["metrics_port"] = ProcessorSettings().metrics_port
 elif kind == "projector":
-    from projector.consumer import ProjectorSettings
+    from projector.config import ProjectorSettings
     out["metrics_port"] = ProjectorSettings().projector_metrics_port
 elif kind == "notifier":
     from notifier.config import NotifierServiceSettings, NotifierSettings

@@ -20,11 +20,12 @@ from aiokafka import AIOKafkaConsumer
 from infra.db import create_engine
 from infra.settings import Settings, plain_url
 from eventstore.store import EventStore, RecordedEvent
-from projector.consumer import Projector, create_pool
-from projector.engine import Target, apply_events
-from projector.events import ProjectedEvent
-from projector.projections import TABLES
-from projector.rebuild import Replay, ReplayOptions
+from projector.adapters.engine import Target, apply_events
+from projector.adapters.rebuild import Replay, ReplayOptions
+from projector.bootstrap import create_pool
+from projector.domain.events import ProjectedEvent
+from projector.domain.projections import TABLES
+from projector.service import Projector
 from tests.support.projector_scenarios import (
     PLANS,
     Clock,

@@ -28,8 +28,9 @@ from hypothesis import strategies as st
 from infra.db import create_engine
 from infra.settings import Settings, plain_url
 from eventstore.store import EventStore
-from projector.consumer import Projector, create_pool
-from projector.events import ProjectedEvent
+from projector.bootstrap import create_pool
+from projector.domain.events import ProjectedEvent
+from projector.service import Projector
 from tests.support.projector_scenarios import (
     PLANS,
     Clock,
@@ -44,10 +45,10 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def run_cli(settings: Settings, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
-    """`python -m projector.replay ARGS` as a real process against `settings`' database."""
+    """`python -m projector.entrypoints.replay ARGS` as a real process against `settings`' database."""
     env = {**os.environ, "DATABASE_URL": settings.database_url, "KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers,
            "PYTHONPATH": str(ROOT), "COLUMNS": "200"}
-    return subprocess.run([sys.executable, "-m", "projector.replay", *args], cwd=ROOT, env=env, capture_output=True,
+    return subprocess.run([sys.executable, "-m", "projector.entrypoints.replay", *args], cwd=ROOT, env=env, capture_output=True,
                           text=True, timeout=timeout)
 
 

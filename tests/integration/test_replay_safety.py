@@ -18,7 +18,7 @@ import asyncpg
 import pytest
 
 from infra.settings import Settings, plain_url
-from projector.rebuild import Replay, ReplayError, ReplayOptions
+from projector.adapters.rebuild import Replay, ReplayError, ReplayOptions
 
 ROOT = Path(__file__).resolve().parents[2]
 

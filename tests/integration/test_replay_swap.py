@@ -20,7 +20,7 @@ from infra.db import create_engine
 from relay.outbox import OutboxRelay
 from infra.settings import Settings, plain_url
 from eventstore.store import EventStore
-from projector.rebuild import Replay, ReplayOptions
+from projector.adapters.rebuild import Replay, ReplayOptions
 from tests.support.projector_scenarios import (
     PLANS,
     Clock,

@@ -57,7 +57,7 @@ from schemas import (
 
 if TYPE_CHECKING:
     from infra.settings import Settings
-    from projector.consumer import ProjectorConsumer
+    from projector.entrypoints.consumer import ProjectorConsumer
     from eventstore.store import EventStore, RecordedEvent
 
 START = datetime(2026, 1, 1, 9, 0, tzinfo=timezone.utc)
@@ -484,7 +484,7 @@ async def read_models(database_url: str, schema: str = "read") -> dict[str, dict
     import orjson
 
     from infra.settings import plain_url
-    from projector.projections import TABLES
+    from projector.domain.projections import TABLES
 
     conn = await asyncpg.connect(plain_url(database_url), server_settings={"timezone": "UTC"})
     try:
@@ -529,7 +529,10 @@ async def running_projector(settings: "Settings", topic: str, group: str, *, bat
 
     from infra.db import create_engine
     from eventstore.store import EventStore
-    from projector.consumer import Projector, ProjectorConsumer, ProjectorSettings, create_pool
+    from projector.bootstrap import create_pool
+    from projector.config import ProjectorSettings
+    from projector.entrypoints.consumer import ProjectorConsumer
+    from projector.service import Projector
 
     projector_settings = ProjectorSettings(
         **{**settings.model_dump(), "events_topic": topic, "projector_group_id": group, "projector_batch_max": batch_max,

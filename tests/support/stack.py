@@ -362,13 +362,13 @@ class Pipeline:
     # ------------------------------------------------------------------ tools over the pipeline
 
     async def replay_check(self, timeout: float = 300) -> tuple[int, dict[str, Any]]:
-        """`python -m projector.replay --check --json` against this pipeline's database.
+        """`python -m projector.entrypoints.replay --check --json` against this pipeline's database.
 
         Returns (exit code, the JSON report: `differences` is the list of rows that differ).
         """
         env = {**os.environ, **self.base_env(), "PYTHONPATH": str(ROOT)}
         proc = await asyncio.create_subprocess_exec(
-            self.options.python, "-m", "projector.replay", "--check", "--json", "--quiet",
+            self.options.python, "-m", "projector.entrypoints.replay", "--check", "--json", "--quiet",
             cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
         )
         try:

@@ -27,7 +27,7 @@ METRIC_MODULES = (
     "payment_processor.metrics",
     "payment_processor.adapters.gateway",
     "notifier.metrics",
-    "projector.consumer",
+    "projector.service",
 )
 BUILTIN = {"up"}  # synthesised by Prometheus for every target
 PROMQL_WORDS = {

@@ -9,7 +9,7 @@ import pytest
 from notifier.domain.emails import EMAIL_KINDS, EmailPlan, Facts, Skip, plan_email
 from notifier.domain.formatting import NBSP, FormattingError, format_day, format_moment, format_money
 from notifier.domain.reasons import PAYMENT_REASONS, payment_reason
-from notifier.rendering import TEMPLATES, Renderer, RenderError
+from notifier.adapters.rendering import TEMPLATES, Renderer, RenderError
 from schemas import Money
 from tests.support.notifier_events import Account
 

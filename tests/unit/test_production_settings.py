@@ -21,7 +21,7 @@ from command_api.config import ApiSettings
 from infra.settings import Settings
 from notifier.config import NotifierServiceSettings
 from payment_processor.config import ProcessorServiceSettings
-from projector.consumer import ProjectorSettings
+from projector.config import ProjectorSettings
 
 ROOT = Path(__file__).resolve().parents[2]
 STRONG = "x7Kp2v9QmR4tZ8wB1nC6yH3jL5sD0fGa"  # 32 bytes, not a placeholder

@@ -13,9 +13,9 @@ from typing import Any
 import orjson
 import pytest
 
-from projector.events import PoisonEvent, ProjectedEvent, minor
-from projector.projections import DISPATCH, TABLES, apply_event, new_state
-from projector.state import State
+from projector.domain.events import PoisonEvent, ProjectedEvent, minor
+from projector.domain.projections import DISPATCH, TABLES, apply_event, new_state
+from projector.domain.state import State
 from schemas import (
     Actor,
     AutoRenewChanged,

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from projector.events import EVENT_VERSIONS, ProjectedEvent
-from projector.projections import accounts, commands, payments, plans, refunds, subscriptions
-from projector.projections.base import TableSpec
-from projector.state import State
+from projector.domain.events import EVENT_VERSIONS, ProjectedEvent
+from projector.domain.projections import accounts, commands, payments, plans, refunds, subscriptions
+from projector.domain.projections.base import TableSpec
+from projector.domain.state import State
 
 PROJECTIONS = (plans, subscriptions, payments, refunds, commands, accounts)
 TABLES: dict[str, TableSpec] = {p.TABLE.name: p.TABLE for p in PROJECTIONS}

@@ -20,7 +20,7 @@ from jinja2.runtime import Context
 from notifier.domain.emails import EMAIL_KINDS, EmailPlan
 from notifier.domain.formatting import SUPPORTED_LOCALES, FormattingError, format_day, format_moment, format_money
 
-TEMPLATES = Path(__file__).resolve().parent / "templates"
+TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
 PARTS = ("subject.txt", "txt", "html")
 
 

@@ -20,10 +20,10 @@ from dataclasses import dataclass, field
 import asyncpg
 
 from infra.logging import get_logger
-from projector import storage
-from projector.events import ProjectedEvent
-from projector.projections import TABLES, apply_event, new_state
-from projector.state import State
+from projector.adapters import storage
+from projector.domain.events import ProjectedEvent
+from projector.domain.projections import TABLES, apply_event, new_state
+from projector.domain.state import State
 
 log = get_logger(__name__)
 

@@ -15,9 +15,9 @@ from __future__ import annotations
 
 import orjson
 
-from projector.events import ProjectedEvent
-from projector.projections.base import JSONB, TEXT, TIMESTAMPTZ, UUID, TableSpec
-from projector.state import FOREIGN, Row, State
+from projector.domain.events import ProjectedEvent
+from projector.domain.projections.base import JSONB, TEXT, TIMESTAMPTZ, UUID, TableSpec
+from projector.domain.state import FOREIGN, Row, State
 
 TABLE = TableSpec(
     "commands",

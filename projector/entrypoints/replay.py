@@ -1,6 +1,6 @@
-"""`billing replay` / `python -m projector.replay`: rebuild, check or time-travel the read models.
+"""`billing replay` / `python -m projector.entrypoints.replay`: rebuild, check or time-travel the read models.
 
-Thin CLI over `projector.rebuild`: parses options, shows a progress bar (events/s, ETA), prints a
+Thin CLI over `projector.adapters.rebuild`: parses options, shows a progress bar (events/s, ETA), prints a
 summary table and, for `--check`, every difference. Exit codes: 0 ok, 1 differences found,
 2 the replay could not run as asked.
 """
@@ -20,8 +20,8 @@ from rich.text import Text
 
 from infra.logging import configure_logging
 from infra.settings import Settings
-from projector.projections import TABLE_NAMES
-from projector.rebuild import Replay, ReplayError, ReplayOptions, ReplayReport, parse_until
+from projector.adapters.rebuild import Replay, ReplayError, ReplayOptions, ReplayReport, parse_until
+from projector.domain.projections import TABLE_NAMES
 
 app = typer.Typer(add_completion=False, help=__doc__.splitlines()[0])
 

@@ -14,9 +14,9 @@ from typing import Any
 
 import asyncpg
 
-from projector.projections import TABLES
-from projector.projections.base import TableSpec
-from projector.state import Row, State
+from projector.domain.projections import TABLES
+from projector.domain.projections.base import TableSpec
+from projector.domain.state import Row, State
 
 LIVE_SCHEMA = "read"
 LIVE_POSITIONS = "projector.stream_positions"

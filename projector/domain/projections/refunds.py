@@ -8,9 +8,9 @@ replaced by "unknown" or "pending" arriving after it.
 
 from __future__ import annotations
 
-from projector.events import ProjectedEvent, currency, minor
-from projector.projections.base import BIGINT, INTEGER, TEXT, TIMESTAMPTZ, UUID, TableSpec
-from projector.state import FOREIGN, Row, State
+from projector.domain.events import ProjectedEvent, currency, minor
+from projector.domain.projections.base import BIGINT, INTEGER, TEXT, TIMESTAMPTZ, UUID, TableSpec
+from projector.domain.state import FOREIGN, Row, State
 
 TABLE = TableSpec(
     "refunds",

@@ -9,9 +9,9 @@ renewals), `amount_refunded_minor` sums RefundSucceeded.
 
 from __future__ import annotations
 
-from projector.events import ProjectedEvent, currency, minor, ts
-from projector.projections.base import BIGINT, BOOLEAN, INTEGER, TEXT, TIMESTAMPTZ, UUID, TableSpec
-from projector.state import FOREIGN, Row, State
+from projector.domain.events import ProjectedEvent, currency, minor, ts
+from projector.domain.projections.base import BIGINT, BOOLEAN, INTEGER, TEXT, TIMESTAMPTZ, UUID, TableSpec
+from projector.domain.state import FOREIGN, Row, State
 
 TABLE = TableSpec(
     "subscriptions",

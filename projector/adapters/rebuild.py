@@ -32,12 +32,12 @@ import orjson
 
 from infra.logging import get_logger
 from infra.settings import Settings, plain_url
-from projector import storage
-from projector.engine import PROJECTOR_LOCK_KEY, Target, apply_events
-from projector.events import ROW_COLUMNS, ProjectedEvent, from_row
-from projector.projections import TABLE_NAMES, TABLES, apply_event, new_state
-from projector.state import State
-from projector.storage import quote_ident
+from projector.adapters import storage
+from projector.adapters.engine import PROJECTOR_LOCK_KEY, Target, apply_events
+from projector.adapters.storage import quote_ident
+from projector.domain.events import ROW_COLUMNS, ProjectedEvent, from_row
+from projector.domain.projections import TABLE_NAMES, TABLES, apply_event, new_state
+from projector.domain.state import State
 
 log = get_logger(__name__)
 

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from projector.events import ProjectedEvent, currency, minor
-from projector.projections.base import BIGINT, BOOLEAN, INTEGER, TEXT, TIMESTAMPTZ, TableSpec
-from projector.state import State
+from projector.domain.events import ProjectedEvent, currency, minor
+from projector.domain.projections.base import BIGINT, BOOLEAN, INTEGER, TEXT, TIMESTAMPTZ, TableSpec
+from projector.domain.state import State
 
 TABLE = TableSpec(
     "plans",

@@ -8,10 +8,10 @@ PaymentSucceeded and RefundSucceeded. `last_event_at` is the time of the account
 
 from __future__ import annotations
 
-from projector.events import EVENT_VERSIONS, ProjectedEvent, currency, minor
-from projector.projections.base import BIGINT, INTEGER, TEXT, TIMESTAMPTZ, TableSpec
-from projector.projections.subscriptions import ACCESS_STATUSES, COUNT_EVENTS
-from projector.state import State
+from projector.domain.events import EVENT_VERSIONS, ProjectedEvent, currency, minor
+from projector.domain.projections.base import BIGINT, INTEGER, TEXT, TIMESTAMPTZ, TableSpec
+from projector.domain.projections.subscriptions import ACCESS_STATUSES, COUNT_EVENTS
+from projector.domain.state import State
 
 TABLE = TableSpec(
     "accounts",

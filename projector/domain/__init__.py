@@ -1,0 +1,1 @@
+"""Pure projector logic: the event view, the in-memory row state and the projections. No I/O."""
