@@ -140,7 +140,6 @@ class ConsumerLoop:
         self._consumer: AIOKafkaConsumer | None = None
         self._producer: AIOKafkaProducer | None = None
         self.log = log.bind(consumer=name, group=group_id)  # this loop's logger (consumer and group bound)
-        self._log = self.log  # the name subclasses used before `log` was public; prefer `log`
         self.handled = 0
         self.dead_lettered = 0
         # Per partition, the offset from which records are ours and unfinished: our last commit, or

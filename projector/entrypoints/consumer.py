@@ -64,11 +64,11 @@ class ProjectorConsumer(ConsumerLoop):
                 events.extend(await self.projector.decode([record]))
                 good.append(record)
             except PoisonEvent as exc:
-                self._log.warning("poison_record", error=str(exc), offset=record.offset, partition=record.partition)
+                self.log.warning("poison_record", error=str(exc), offset=record.offset, partition=record.partition)
         try:
             result = await self.projector.apply(events)
         except Exception as exc:  # noqa: BLE001 - the per-record path retries and dead-letters
-            self._log.warning("batch_failed_per_record_fallback", error=repr(exc), records=len(records))
+            self.log.warning("batch_failed_per_record_fallback", error=repr(exc), records=len(records))
             return batch
         self._preapplied = {(r.topic, r.partition, r.offset) for r in good}
         self._report(result)
@@ -87,18 +87,18 @@ class ProjectorConsumer(ConsumerLoop):
             except TRANSIENT_ERRORS as exc:
                 if self.stopping:
                     raise
-                self._log.warning("database_unavailable_waiting", error=repr(exc), delay_s=delay)
+                self.log.warning("database_unavailable_waiting", error=repr(exc), delay_s=delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
 
     def _report(self, result: BatchResult) -> None:
-        self._log.debug(
+        self.log.debug(
             "batch_applied", applied=result.applied, duplicates=result.duplicates,
             gap_filled=result.gap_filled, streams=result.streams, rows=result.rows_written,
         )
         now = time.monotonic()
         if now - self._last_report >= 10:
-            self._log.info(
+            self.log.info(
                 "projector_progress", applied_total=self.projector.applied, duplicates_total=self.projector.duplicates,
                 gap_filled_total=self.projector.gap_filled, batches=self.projector.batches,
             )
