@@ -72,6 +72,7 @@ def resolve(state: AccountState, command: Envelope, step: ProviderStep, outcome:
         emits.append(emit_succeeded(cid, command.type, **_sync_outcome(step, outcome)))
     return Decision(emits, step=next_step)
 
+
 def _payment_named_by(state: AccountState, outcome: ProviderOutcome) -> Payment | None:
     """Ours, as YooKassa's own copy of the payment names it in `metadata.payment_id` (read from
     its API, not from a notification body), and only if no other YooKassa payment is ours already."""
@@ -84,6 +85,7 @@ def _payment_named_by(state: AccountState, outcome: ProviderOutcome) -> Payment 
     if payment is None or payment.provider_payment_id not in (None, outcome.id):
         return None
     return payment
+
 
 def _refund_named_by(state: AccountState, outcome: ProviderOutcome) -> Refund | None:
     """A refund we stopped asking about (no YooKassa id ever heard), of the same payment and amount."""
@@ -99,6 +101,7 @@ def _refund_named_by(state: AccountState, outcome: ProviderOutcome) -> Refund | 
             return refund
     return None
 
+
 def _not_ours(command: Envelope, kind: str, step: ProviderStep, outcome: ProviderOutcome) -> Decision:
     object_id = getattr(step, f"provider_{kind}_id", "")
     if isinstance(outcome, ProviderUnknown):
@@ -112,6 +115,7 @@ def _not_ours(command: Envelope, kind: str, step: ProviderStep, outcome: Provide
         why = f"YooKassa's {kind} {object_id} is not one of this account's."
     return reject(command, f"{kind}_not_found", why[:1000])
 
+
 def _sync_outcome(step: ProviderStep, outcome: ProviderOutcome) -> dict[str, Any]:
     if isinstance(outcome, ProviderUnknown):
         message = f"YooKassa did not answer ({outcome.detail}); it will be asked again."
@@ -122,6 +126,7 @@ def _sync_outcome(step: ProviderStep, outcome: ProviderOutcome) -> dict[str, Any
     if isinstance(step, (CreatePayment, FindPayment)):
         return {"payment_id": step.payment_id or (outcome.our_payment_id if isinstance(outcome, ProviderPayment) else None), "message": message}
     return {"refund_id": step.refund_id, "message": message}
+
 
 def resume(state: AccountState, command: Envelope, ctx: Context) -> Decision:
     """The command started a provider operation before (crash, redelivery): continue it."""
@@ -146,6 +151,7 @@ def resume(state: AccountState, command: Envelope, ctx: Context) -> Decision:
         return Decision([terminal] if terminal else [])
     return refund_step_or_give_up(state, refund, command, ctx)
 
+
 def payment_step_or_give_up(state: AccountState, payment: Payment, command: Envelope, ctx: Context) -> Decision:
     if payment.provider_payment_id is None and ctx.now - payment.requested_at > ctx.create_retry_window:
         # YooKassa forgets the key by now: a repeat could create a second payment. It never
@@ -158,6 +164,7 @@ def payment_step_or_give_up(state: AccountState, payment: Payment, command: Enve
         )
         return resolve(state, command, payment_step(state, payment), outcome, ctx)
     return Decision(step=payment_step(state, payment))
+
 
 def refund_step_or_give_up(state: AccountState, refund: Refund, command: Envelope, ctx: Context) -> Decision:
     if refund.provider_refund_id is None and ctx.now - refund.requested_at > ctx.create_retry_window:

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+from uuid import UUID
+
 from collections.abc import Callable
 from datetime import timedelta
 
@@ -69,20 +71,32 @@ from payment_processor.domain.state import (
     LIVE_SUBSCRIPTION,
     AccountState,
     Payment,
+    PlanState,
     Subscription,
 )
+
+
+def _plan_for_new_subscription(
+    state: AccountState, command: Envelope, plan_id: str, subscription_id: UUID, ctx: Context, *, archived: str
+) -> tuple[PlanState, None] | tuple[None, Decision]:
+    """The plan a purchase or grant starts a subscription to, or the refusal: unknown or archived
+    plan, or a subscription id this account already has."""
+    plan = ctx.plan
+    if plan is None or not plan.exists or plan.plan_id != plan_id:
+        return None, reject(command, "plan_not_found", f"There is no plan «{plan_id}».")
+    if plan.archived:
+        return None, reject(command, "plan_archived", f"The plan «{plan.name}» {archived}.")
+    if subscription_id in state.subscriptions:
+        return None, reject(command, "duplicate_subscription", f"Subscription {subscription_id} already exists.")
+    return plan, None
 
 
 def _purchase(state: AccountState, command: Envelope, ctx: Context) -> Decision:
     c: PurchaseSubscription = command.data  # type: ignore[assignment]
     cid = command_id_of(command)
-    plan = ctx.plan
-    if plan is None or not plan.exists or plan.plan_id != c.plan_id:
-        return reject(command, "plan_not_found", f"There is no plan «{c.plan_id}».")
-    if plan.archived:
-        return reject(command, "plan_archived", f"The plan «{plan.name}» is no longer sold.")
-    if c.subscription_id in state.subscriptions:
-        return reject(command, "duplicate_subscription", f"Subscription {c.subscription_id} already exists.")
+    plan, refused = _plan_for_new_subscription(state, command, c.plan_id, c.subscription_id, ctx, archived="is no longer sold")
+    if refused is not None:
+        return refused
     live = live_subscription_to(state, c.plan_id)
     if live is not None:
         return reject(
@@ -120,6 +134,7 @@ def _purchase(state: AccountState, command: Envelope, ctx: Context) -> Decision:
     step = CreatePayment(payment_id, intent.idempotence_key, purchase_request(state.user_id, cid, intent))
     return Decision([Emit(intent, cid)], step=step)
 
+
 def _sync_payment(state: AccountState, command: Envelope, ctx: Context) -> Decision:
     c: SyncPayment = command.data  # type: ignore[assignment]
     payment = None
@@ -140,6 +155,7 @@ def _sync_payment(state: AccountState, command: Envelope, ctx: Context) -> Decis
         return succeed(command, payment_id=payment.payment_id, message=f"The payment is already {payment.status}.")
     return payment_step_or_give_up(state, payment, command, ctx)
 
+
 def _sync_refund(state: AccountState, command: Envelope, ctx: Context) -> Decision:
     c: SyncRefund = command.data  # type: ignore[assignment]
     refund = None
@@ -157,6 +173,7 @@ def _sync_refund(state: AccountState, command: Envelope, ctx: Context) -> Decisi
             return Decision(step=FindRefund(refund.refund_id, provider_id))
         return succeed(command, refund_id=refund.refund_id, message=f"The refund is already {refund.status}.")
     return refund_step_or_give_up(state, refund, command, ctx)
+
 
 def _cancel_now(
     state: AccountState, command: Envelope, sub: Subscription, ctx: Context, *, mode: str, reason: str | None, refund: bool
@@ -215,6 +232,7 @@ def _cancel_now(
     step = CreateRefund(refund_id, intent.idempotence_key, refund_request(intent, sub.plan_name))
     return Decision([Emit(canceled, cid), Emit(intent, cid)], step=step)
 
+
 def _cancel(state: AccountState, command: Envelope, ctx: Context) -> Decision:
     c: CancelSubscription = command.data  # type: ignore[assignment]
     sub = find_subscription(state, command, c.subscription_id)
@@ -248,6 +266,7 @@ def _cancel(state: AccountState, command: Envelope, ctx: Context) -> Decision:
         )
     return _cancel_now(state, command, sub, ctx, mode="refund_now", reason=c.reason, refund=True)
 
+
 def _admin_cancel(state: AccountState, command: Envelope, ctx: Context) -> Decision:
     c: AdminCancelSubscription = command.data  # type: ignore[assignment]
     sub = find_subscription(state, command, c.subscription_id)
@@ -256,6 +275,7 @@ def _admin_cancel(state: AccountState, command: Envelope, ctx: Context) -> Decis
     if sub.status in ("canceled", "expired", "payment_failed"):
         return reject(command, "already_canceled", f"The subscription is already {sub.status.replace('_', ' ')}.")
     return _cancel_now(state, command, sub, ctx, mode="admin", reason=c.reason, refund=c.refund and sub.status != "pending_payment")
+
 
 def _admin_refund(state: AccountState, command: Envelope, ctx: Context) -> Decision:
     c: AdminRefund = command.data  # type: ignore[assignment]
@@ -290,6 +310,7 @@ def _admin_refund(state: AccountState, command: Envelope, ctx: Context) -> Decis
     )
     return Decision([Emit(intent, cid)], step=CreateRefund(refund_id, intent.idempotence_key, refund_request(intent, sub.plan_name)))
 
+
 def _set_auto_renew(state: AccountState, command: Envelope, ctx: Context) -> Decision:
     c: SetAutoRenew = command.data  # type: ignore[assignment]
     cid = command_id_of(command)
@@ -305,6 +326,7 @@ def _set_auto_renew(state: AccountState, command: Envelope, ctx: Context) -> Dec
         return succeed(command, subscription_id=sub.subscription_id, message=f"Auto-renewal is already {'on' if c.enabled else 'off'}.")
     changed = AutoRenewChanged(subscription_id=sub.subscription_id, enabled=c.enabled, reason=c.reason, customer=sub.customer or state.customer)
     return Decision([Emit(changed, cid), emit_succeeded(cid, command.type, subscription_id=sub.subscription_id)])
+
 
 def _extend(state: AccountState, command: Envelope, ctx: Context) -> Decision:
     c: ExtendSubscription = command.data  # type: ignore[assignment]
@@ -322,16 +344,13 @@ def _extend(state: AccountState, command: Envelope, ctx: Context) -> Decision:
         [Emit(adjusted, cid), emit_succeeded(cid, command.type, subscription_id=sub.subscription_id, message=f"Now ends on {fmt_day(new_end)}.")]
     )
 
+
 def _grant(state: AccountState, command: Envelope, ctx: Context) -> Decision:
     c: GrantSubscription = command.data  # type: ignore[assignment]
     cid = command_id_of(command)
-    plan = ctx.plan
-    if plan is None or not plan.exists or plan.plan_id != c.plan_id:
-        return reject(command, "plan_not_found", f"There is no plan «{c.plan_id}».")
-    if plan.archived:
-        return reject(command, "plan_archived", f"The plan «{plan.name}» is archived.")
-    if c.subscription_id in state.subscriptions:
-        return reject(command, "duplicate_subscription", f"Subscription {c.subscription_id} already exists.")
+    plan, refused = _plan_for_new_subscription(state, command, c.plan_id, c.subscription_id, ctx, archived="is archived")
+    if refused is not None:
+        return refused
     if live_subscription_to(state, c.plan_id) is not None or pending_subscription_to(state, c.plan_id) is not None:
         return reject(command, "already_subscribed", f"The account already has an active or pending «{plan.name}» subscription; extend it instead.")
     days = c.days or plan.period_days
@@ -349,6 +368,7 @@ def _grant(state: AccountState, command: Envelope, ctx: Context) -> Decision:
         customer=c.customer or state.customer,
     )
     return Decision([Emit(activated, cid), emit_succeeded(cid, command.type, subscription_id=c.subscription_id, plan_id=c.plan_id)])
+
 
 def _renew(state: AccountState, command: Envelope, ctx: Context) -> Decision:
     c: RenewSubscription = command.data  # type: ignore[assignment]
@@ -392,6 +412,7 @@ def _renew(state: AccountState, command: Envelope, ctx: Context) -> Decision:
     step = CreatePayment(payment_id, intent.idempotence_key, renewal_request(state.user_id, cid, intent))
     return Decision([Emit(intent, cid)], step=step)
 
+
 def _renewal_blocked(state: AccountState, command: Envelope, sub: Subscription, unknown: Payment, attempt: int, ctx: Context) -> Decision:
     """A renewal attempt that may not charge: an earlier charge's outcome is still unknown.
 
@@ -416,6 +437,7 @@ def _renewal_blocked(state: AccountState, command: Envelope, sub: Subscription, 
     message = "Not charged: an earlier renewal charge's outcome is still unknown."
     return Decision([Emit(failed, cid), emit_succeeded(cid, command.type, subscription_id=sub.subscription_id, message=message)])
 
+
 def _expire(state: AccountState, command: Envelope, ctx: Context) -> Decision:
     c: ExpireSubscription = command.data  # type: ignore[assignment]
     cid = command_id_of(command)
@@ -433,6 +455,7 @@ def _expire(state: AccountState, command: Envelope, ctx: Context) -> Decision:
     )
     return Decision([Emit(expired, cid), emit_succeeded(cid, command.type, subscription_id=sub.subscription_id)])
 
+
 def _remind(state: AccountState, command: Envelope, ctx: Context) -> Decision:
     c: SendExpiryReminder = command.data  # type: ignore[assignment]
     cid = command_id_of(command)
@@ -445,6 +468,7 @@ def _remind(state: AccountState, command: Envelope, ctx: Context) -> Decision:
         subscription_id=sub.subscription_id, period_end=c.period_end, auto_renew=sub.auto_renew, customer=sub.customer or state.customer
     )
     return Decision([Emit(soon, cid), emit_succeeded(cid, command.type, subscription_id=sub.subscription_id)])
+
 
 ACCOUNT_DECIDERS: dict[type, Callable[[AccountState, Envelope, Context], Decision]] = {
     PurchaseSubscription: _purchase,

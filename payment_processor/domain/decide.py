@@ -57,6 +57,7 @@ def decide(state: AccountState, command: Envelope, ctx: Context) -> Decision:
         return reject(command, "wrong_stream", f"{command.type} is not a command for a billing account.")
     return decider(state, command, ctx)
 
+
 def decide_plan(state: PlanState, command: Envelope, ctx: Context) -> Decision:
     """Answer one command on a plan stream."""
     cid = command_id_of(command)

@@ -35,6 +35,7 @@ from payment_processor.domain.state import (
 
 PENDING_AT_PROVIDER = frozenset({"pending", "waiting_for_capture"})
 
+
 @dataclass(frozen=True)
 class Context:
     """What a decision may depend on besides the stream: time, the plan, configuration."""
@@ -47,12 +48,14 @@ class Context:
     create_retry_window: timedelta = timedelta(hours=23)
     """YooKassa remembers an Idempotence-Key for 24 h; repeating a create later could charge twice."""
 
+
 @dataclass(frozen=True, slots=True)
 class Emit:
     """One event to append, and the command it belongs to (its `metadata.command_id`)."""
 
     payload: Event
     command_id: UUID
+
 
 @dataclass
 class Decision:
@@ -67,8 +70,10 @@ class Decision:
     def terminals(self) -> list[Emit]:
         return [e for e in self.events if isinstance(e.payload, (CommandSucceeded, CommandRejected, CommandFailed))]
 
+
 def command_id_of(command: Envelope) -> UUID:
     return command.metadata.command_id or command.id
+
 
 def terminal_outcome(payload: Event) -> dict[str, Any]:
     """What the handled-command record stores for a terminal event."""
@@ -80,30 +85,39 @@ def terminal_outcome(payload: Event) -> dict[str, Any]:
         return {"status": "failed", "reason": payload.reason}
     raise TypeError(f"{type(payload).__name__} is not a terminal event")
 
+
 def fmt_day(at: datetime | None) -> str:
     return at.strftime("%Y-%m-%d") if at else "—"
+
 
 def emit_succeeded(cid: UUID, ctype: str, **outcome: Any) -> Emit:
     return Emit(CommandSucceeded(command_id=cid, command_type=ctype, outcome=CommandOutcome(**outcome)), cid)
 
+
 def emit_rejected(cid: UUID, ctype: str, code: str, reason: str) -> Emit:
     return Emit(CommandRejected(command_id=cid, command_type=ctype, code=code, reason=reason), cid)
+
 
 def emit_failed(cid: UUID, ctype: str, reason: str) -> Emit:
     return Emit(CommandFailed(command_id=cid, command_type=ctype, reason=reason[:1000]), cid)
 
+
 def reject(command: Envelope, code: str, reason: str) -> Decision:
     return Decision([emit_rejected(command_id_of(command), command.type, code, reason)])
+
 
 def succeed(command: Envelope, **outcome: Any) -> Decision:
     return Decision([emit_succeeded(command_id_of(command), command.type, **outcome)])
 
+
 def idempotence_key_for(operation_id: UUID, step: str = "create") -> str:
     return str(derived_id("yookassa", operation_id, step))
+
 
 def failed_command(command_id: UUID, command_type: str, reason: str) -> Emit:
     """The terminal event for a command given up on (dead-lettered)."""
     return emit_failed(command_id, command_type, reason)
+
 
 def live_subscription_to(state: AccountState, plan_id: str, *, exclude: UUID | None = None) -> Subscription | None:
     for sub in state.subscriptions.values():
@@ -111,11 +125,13 @@ def live_subscription_to(state: AccountState, plan_id: str, *, exclude: UUID | N
             return sub
     return None
 
+
 def pending_subscription_to(state: AccountState, plan_id: str) -> Subscription | None:
     for sub in state.subscriptions.values():
         if sub.plan_id == plan_id and sub.status == "pending_payment":
             return sub
     return None
+
 
 def open_checkout_for(state: AccountState, plan_id: str) -> tuple[Subscription, Payment] | None:
     """A pending subscription to the plan whose payment page the customer can still use."""
@@ -125,6 +141,7 @@ def open_checkout_for(state: AccountState, plan_id: str) -> tuple[Subscription, 
             if payment is not None and payment.status == "pending" and payment.confirmation_url:
                 return sub, payment
     return None
+
 
 def find_subscription(state: AccountState, command: Envelope, subscription_id: UUID) -> Subscription | Decision:
     sub = state.subscriptions.get(subscription_id)

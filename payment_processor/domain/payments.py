@@ -70,6 +70,7 @@ def payment_step(state: AccountState, payment: Payment) -> ProviderStep:
         body = renewal_request(state.user_id, payment.origin_command_id, intent)
     return CreatePayment(payment.payment_id, payment.idempotence_key, body)
 
+
 def observe_payment(
     state: AccountState, payment: Payment, outcome: ProviderOutcome, ctx: Context, by: UUID
 ) -> tuple[list[Emit], ProviderStep | None, bool]:
@@ -187,6 +188,7 @@ def observe_payment(
         emits.append(terminal)
     return emits, next_step, outcome.status in FINAL_PAYMENT
 
+
 def payment_succeeded_effects(
     state: AccountState, payment: Payment, seen: ProviderPayment, paid_at: datetime, ctx: Context, by: UUID
 ) -> tuple[list[Emit], ProviderStep | None]:
@@ -244,6 +246,7 @@ def payment_succeeded_effects(
     why = f"The renewal payment for «{sub.plan_name}» succeeded after the subscription was {sub.status}; it is refunded in full."
     return full_refund(state, payment, seen, sub, why, ctx, by, cancel=False)
 
+
 def full_refund(
     state: AccountState,
     payment: Payment,
@@ -287,6 +290,7 @@ def full_refund(
     emits.append(Emit(intent, by))
     return emits, CreateRefund(refund_id, intent.idempotence_key, refund_request(intent, sub.plan_name))
 
+
 def renewal_failed(state: AccountState, payment: Payment, reason: str, ctx: Context, by: UUID) -> list[Emit]:
     intent = payment.intent
     if not isinstance(intent, RenewalStarted):
@@ -308,6 +312,7 @@ def renewal_failed(state: AccountState, payment: Payment, reason: str, ctx: Cont
         customer=payment.customer,
     )
     return [Emit(failed, by)]
+
 
 def payment_origin_terminal(
     state: AccountState, payment: Payment, outcome: ProviderOutcome, *, refunding: bool = False

@@ -41,6 +41,21 @@ def refund_step(state: AccountState, refund: Refund) -> ProviderStep:
     sub = state.subscriptions.get(refund.subscription_id)
     return CreateRefund(refund.refund_id, refund.idempotence_key, refund_request(refund.intent, sub.plan_name if sub else "subscription"))
 
+
+def _refund_failed(refund: Refund, reason: str, by: UUID, *, outcome_unknown: bool = False) -> Emit:
+    return Emit(
+        RefundFailed(
+            refund_id=refund.refund_id,
+            subscription_id=refund.subscription_id,
+            amount=refund.amount,
+            reason=reason[:500],
+            customer=refund.intent.customer,
+            outcome_unknown=outcome_unknown,
+        ),
+        by,
+    )
+
+
 def observe_refund(
     state: AccountState, refund: Refund, outcome: ProviderOutcome, ctx: Context, by: UUID
 ) -> tuple[list[Emit], ProviderStep | None, bool]:
@@ -57,19 +72,7 @@ def observe_refund(
     if refund.status in FINAL_REFUND and not (refund.outcome_unknown and isinstance(outcome, ProviderRefund)):
         return emits, None, True
     if isinstance(outcome, ProviderRefused):
-        emits.append(
-            Emit(
-                RefundFailed(
-                    refund_id=refund.refund_id,
-                    subscription_id=refund.subscription_id,
-                    amount=refund.amount,
-                    reason=f"provider_refused:{outcome.code}: {outcome.detail}"[:500],
-                    customer=refund.intent.customer,
-                    outcome_unknown=outcome.outcome_unknown,
-                ),
-                by,
-            )
-        )
+        emits.append(_refund_failed(refund, f"provider_refused:{outcome.code}: {outcome.detail}", by, outcome_unknown=outcome.outcome_unknown))
     else:
         assert isinstance(outcome, ProviderRefund)
         if refund.provider_refund_id is None:
@@ -100,23 +103,13 @@ def observe_refund(
                 )
             )
         elif outcome.status == "canceled":
-            emits.append(
-                Emit(
-                    RefundFailed(
-                        refund_id=refund.refund_id,
-                        subscription_id=refund.subscription_id,
-                        amount=refund.amount,
-                        reason=outcome.cancellation_reason or "canceled",
-                        customer=refund.intent.customer,
-                    ),
-                    by,
-                )
-            )
+            emits.append(_refund_failed(refund, outcome.cancellation_reason or "canceled", by))
     terminal = refund_origin_terminal(state, refund, outcome)
     if terminal:
         emits.append(terminal)
     settled = isinstance(outcome, ProviderRefused) or (isinstance(outcome, ProviderRefund) and outcome.status in FINAL_REFUND)
     return emits, None, settled
+
 
 def refund_origin_terminal(state: AccountState, refund: Refund, outcome: ProviderOutcome) -> Emit | None:
     origin = refund.origin_command_id
@@ -142,6 +135,7 @@ def refund_origin_terminal(state: AccountState, refund: Refund, outcome: Provide
         message=message,
     )
 
+
 def paid_period(payment: Payment) -> tuple[datetime, int]:
     """When the period this payment paid for started, and its length in days."""
     intent = payment.intent
@@ -149,6 +143,7 @@ def paid_period(payment: Payment) -> tuple[datetime, int]:
         return intent.period_start, max((intent.period_end - intent.period_start).days, 1)
     assert payment.paid_at is not None
     return payment.paid_at, intent.period_days
+
 
 def refund_quote(state: AccountState, sub: Subscription, now: datetime) -> tuple[Payment | None, int, int | None, int | None]:
     """(the payment to refund, amount in kopecks, days used, days in period) for canceling now."""
