@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from collections import OrderedDict
 from typing import Any
 
@@ -32,8 +33,10 @@ class KeySet:
     """
 
     def __init__(self, url: str, algorithm: str, *, ttl_s: float = 300.0, timeout_s: float = 5.0,
-                 min_refresh_s: float = 30.0, transport: httpx.AsyncBaseTransport | None = None) -> None:
+                 min_refresh_s: float = 30.0, transport: httpx.AsyncBaseTransport | None = None,
+                 monotonic: Callable[[], float] = time.monotonic) -> None:
         self.url = url
+        self.monotonic = monotonic  # the clock of the TTL and the refresh limit (tests move it)
         self.algorithm = algorithm
         self.ttl_s = ttl_s
         self.timeout_s = timeout_s
@@ -50,7 +53,7 @@ class KeySet:
             kid = jwt.get_unverified_header(token).get("kid")
         except jwt.PyJWTError as exc:
             raise unauthorized(f"the token is not valid: {exc}"[:300]) from None
-        now = time.monotonic()
+        now = self.monotonic()
         if self._fetched_at is None or now - self._fetched_at >= self.ttl_s:
             await self._refresh(force=self._fetched_at is None)
         key = self._find(kid)
@@ -71,7 +74,7 @@ class KeySet:
 
     async def _refresh(self, *, force: bool) -> None:
         async with self._lock:
-            now = time.monotonic()
+            now = self.monotonic()
             if self._tried_at is not None and now - self._tried_at < self.min_refresh_s and not (
                 force and self._fetched_at is None
             ):
@@ -93,7 +96,7 @@ class KeySet:
                 log.warning("jwks_without_usable_keys", url=self.url, algorithm=self.algorithm)
                 return
             self._keys = keys
-            self._fetched_at = time.monotonic()
+            self._fetched_at = self.monotonic()
             log.info("jwks_fetched", url=self.url, kids=sorted(str(k) for k in keys))
 
 

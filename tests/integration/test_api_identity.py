@@ -65,6 +65,17 @@ class JwksServer:
         self.httpd.server_close()
 
 
+class Clock:
+    """The key set's monotonic clock, moved by the test instead of sleeping."""
+
+    def __init__(self, verifier: TokenVerifier) -> None:
+        self.now = 1000.0
+        verifier.keys.monotonic = lambda: self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
 class SigningKey:
     """A private key with its kid, and its public half as a JWK."""
 
@@ -181,13 +192,14 @@ async def test_jwks_keys_are_fetched_over_http_and_rotation_picks_up_a_new_kid(j
     old, new = SigningKey(algorithm), SigningKey(algorithm)
     jwks.keys = [old.jwk]
     verifier = TokenVerifier(settings(jwt_jwks_url=jwks.url, jwt_algorithm=algorithm, jwt_jwks_min_refresh_s=0.5))
+    clock = Clock(verifier)
     assert (await verifier.verify_async(old.sign(claims("u-old")))).user_id == "u-old"
     assert (await verifier.verify_async(old.sign(claims("u-old2")))).user_id == "u-old2"
     assert jwks.hits == 1  # cached
 
     # the provider rotates: a token with the new kid makes the API refetch the set once
     jwks.keys = [old.jwk, new.jwk]
-    time.sleep(0.6)
+    clock.advance(0.6)
     assert (await verifier.verify_async(new.sign(claims("u-new")))).user_id == "u-new"
     assert jwks.hits == 2
 
@@ -207,8 +219,9 @@ async def test_jwks_set_expires_after_its_ttl(jwks):
     key = SigningKey()
     jwks.keys = [key.jwk]
     verifier = TokenVerifier(settings(jwt_jwks_url=jwks.url, jwt_jwks_ttl_s=0.3, jwt_jwks_min_refresh_s=0))
+    clock = Clock(verifier)
     await verifier.verify_async(key.sign(claims("a")))
-    time.sleep(0.4)
+    clock.advance(0.4)
     await verifier.verify_async(key.sign(claims("b")))
     assert jwks.hits == 2
 
