@@ -176,10 +176,12 @@ async def test_relay_metrics_show_a_stuck_outbox_and_its_draining(fresh_database
     watcher = await MetricsServer(free_port(), host="127.0.0.1", refreshers={"outbox": outbox_refresher(plain_url(settings.database_url))},
                                   refresh_min_s=0).start()
     try:
-        await asyncio.sleep(0.2)
-        stuck = await scrape(watcher.port)
+        async def aged() -> Samples | None:
+            samples = await scrape(watcher.port)
+            return samples if (value(samples, "billing_outbox_oldest_age_seconds") or 0) > 0.1 else None
+
+        stuck = await wait_until(aged, timeout=10, interval=0.1, message="the outbox's oldest row ages")
         assert value(stuck, "billing_outbox_rows") == 3
-        assert (value(stuck, "billing_outbox_oldest_age_seconds") or 0) > 0.1
     finally:
         await watcher.close()
 
@@ -200,9 +202,11 @@ async def test_relay_metrics_show_a_stuck_outbox_and_its_draining(fresh_database
             return samples if value(samples, "billing_relay_published_total", relay="relay-metrics") == 3 else None
 
         await wait_until(drained, timeout=30, interval=0.3, message="the relay publishes the outbox")
-        await asyncio.sleep(2.1)  # the next scrape refreshes the outbox gauges (at most every 2 s)
-        after = await scrape(port)
-        assert value(after, "billing_outbox_rows") == 0
+        async def emptied() -> Samples | None:  # the gauges refresh at most every 2 s
+            samples = await scrape(port)
+            return samples if value(samples, "billing_outbox_rows") == 0 else None
+
+        after = await wait_until(emptied, timeout=15, interval=0.5, message="the outbox gauges show it empty")
         assert value(after, "billing_outbox_oldest_age_seconds") == 0
         assert value(after, "billing_relay_leader", relay="relay-metrics") == 1
     finally:
