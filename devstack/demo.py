@@ -148,7 +148,6 @@ def narrate(client: httpx.Client) -> None:
     auth = {"Authorization": f"Bearer {_token(user_id=user_id, email=email, locale='en')}"}
 
     _shift_days(None)  # a re-run starts the story on the system clock again
-    time.sleep(1.0)  # services pick the offset up every 0.5 s; nothing is bought before they have
     _step(1, f"Anna ({email}) buys the monthly plan")
     answer = client.post("/v1/subscriptions", json={"plan_id": "monthly", "auto_renew": True},
                          headers={**auth, "Idempotency-Key": str(uuid.uuid4()), "Prefer": "wait=10"})
@@ -203,10 +202,13 @@ def narrate(client: httpx.Client) -> None:
 
 
 def _shift_days(days: float | None) -> None:
-    """Move business time `days` forward; None puts it back on the system clock."""
+    """Move business time `days` forward (None: back to the system clock), and return once every
+    service's clock shows it: each re-reads the shared offset every OFFSET_REFRESH_S. Without the
+    wait, a command could reach the processor before its clock moved (the demo once refunded for
+    1 day used while the API quoted 11)."""
     import asyncio
 
-    from infra.clock import read_offset, shift_time
+    from infra.clock import OFFSET_REFRESH_S, read_offset, shift_time
     from infra.db import create_engine
     from infra.settings import Settings
 
@@ -218,7 +220,9 @@ def _shift_days(days: float | None) -> None:
         finally:
             await engine.dispose()
 
-    console.print(f"   business clock offset is now {asyncio.run(run())}")
+    offset = asyncio.run(run())
+    time.sleep(2 * OFFSET_REFRESH_S)
+    console.print(f"   business clock offset is now {offset}")
 
 
 def print_timeline(user_id: str) -> None:

@@ -40,10 +40,14 @@ class FixedClock:
         self.at += delta
 
 
+OFFSET_REFRESH_S = 0.5
+"""How often every shiftable clock re-reads the shared offset: a shift is seen everywhere within it."""
+
+
 class ShiftableClock:
     """System time plus a shared offset read from the database every `refresh_s` seconds."""
 
-    def __init__(self, engine: AsyncEngine, refresh_s: float = 0.5) -> None:
+    def __init__(self, engine: AsyncEngine, refresh_s: float = OFFSET_REFRESH_S) -> None:
         self.engine = engine
         self.refresh_s = refresh_s
         self.offset = timedelta(0)
