@@ -31,6 +31,7 @@ Invariants (the two promises, made checkable):
 from __future__ import annotations
 
 import itertools
+import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any
@@ -637,8 +638,6 @@ class AccountMachine(RuleBasedStateMachine):
 
 
 def _uuid(value: str | None) -> Any:
-    import uuid
-
     try:
         return uuid.UUID(value) if value else None
     except ValueError:
