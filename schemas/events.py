@@ -15,7 +15,9 @@ from pydantic import Field
 from schemas.base import Money, Payload, StrictModel, UtcDatetime
 from schemas.commands import Customer, PlanId
 
-PaymentPurpose = Literal["purchase", "renewal"]
+PaymentPurpose = Literal["purchase", "renewal", "recovery", "card_check", "upgrade"]
+"""Why a payment was taken: a checkout, an automatic renewal, a past-due customer paying now, a card
+check (refunded at once), or the prorated difference of a plan upgrade."""
 
 
 class Event(Payload):

@@ -24,6 +24,7 @@ from schemas import (
     Money,
     PaymentCreated,
     PaymentFailed,
+    PaymentPurpose,
     PaymentStateUnknown,
     PaymentSucceeded,
     PlanArchived,
@@ -88,7 +89,7 @@ class Subscription:
 class Payment:
     payment_id: UUID
     subscription_id: UUID
-    purpose: Literal["purchase", "renewal"]
+    purpose: PaymentPurpose
     amount: Money
     origin_command_id: UUID
     idempotence_key: str
