@@ -69,6 +69,8 @@ from schemas import (
     GrantSubscription,
     Metadata,
     PurchaseSubscription,
+    RenewSubscription,
+    SwitchPlan,
     account_user_id,
     derived_id,
     new_envelope,
@@ -270,12 +272,18 @@ class CommandHandler:
         plan: PlanState | None = None
         async with db.acquire() as conn:
             streams = [stream_id]
-            if isinstance(command.data, (PurchaseSubscription, GrantSubscription)):
+            if isinstance(command.data, (PurchaseSubscription, GrantSubscription, SwitchPlan)):
                 streams.append(plan_stream(command.data.plan_id))
             loaded = await journal.load(conn, streams, self.envelopes)
             state = build_account(stream_id, loaded[stream_id])
             if len(streams) > 1:
                 plan = build_plan(streams[1], loaded[streams[1]])
+            elif isinstance(command.data, RenewSubscription):
+                # A renewal that carries out a scheduled downgrade charges the new plan's price.
+                sub = state.subscriptions.get(command.data.subscription_id)
+                if sub is not None and sub.pending_switch is not None:
+                    pending = plan_stream(sub.pending_switch.plan_id)
+                    plan = build_plan(pending, (await journal.load(conn, [pending], self.envelopes))[pending])
             decision = decide(state, command, self._context(plan))
             if decision.already_handled:
                 return

@@ -17,6 +17,9 @@ from schemas.base import Money, Payload, StrictModel, UtcDatetime
 Locale = Literal["ru", "en"]
 PlanId = str
 Reason = str
+DEFAULT_PRODUCT = "cinema"
+"""The product every plan created before products existed belongs to (docs/decisions/0119)."""
+Product = str
 
 
 class Customer(StrictModel):
@@ -118,8 +121,22 @@ class CreatePlan(Command):
     name: str = Field(min_length=1, max_length=200)
     price: Money
     period_days: int = Field(ge=1, le=3660)
+    product: Product = Field(
+        default=DEFAULT_PRODUCT,
+        pattern=r"^[a-z0-9][a-z0-9_-]{0,63}$",
+        description="plans of one product are alternatives: a user has at most one live subscription per product",
+    )
     description: str = Field(default="", max_length=2000)
     reason: Reason | None = Field(default=None, max_length=500)
+
+
+class SwitchPlan(Command):
+    """Move a live subscription to another plan of its product: an upgrade (a dearer plan) now, with the
+    unused days of the current period as a credit; a downgrade at the period end (docs/decisions/0119)."""
+
+    subscription_id: UUID
+    plan_id: PlanId = Field(min_length=1, max_length=64)
+    return_url: str | None = Field(default=None, max_length=2048, description="where the payment page returns, when one is needed")
 
 
 class ArchivePlan(Command):
@@ -142,4 +159,5 @@ COMMAND_TYPES: tuple[type[Command], ...] = (
     AdminCancelSubscription,
     CreatePlan,
     ArchivePlan,
+    SwitchPlan,
 )

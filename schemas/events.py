@@ -13,7 +13,7 @@ from uuid import UUID
 from pydantic import Field
 
 from schemas.base import Money, Payload, StrictModel, UtcDatetime
-from schemas.commands import Customer, PlanId
+from schemas.commands import DEFAULT_PRODUCT, Customer, PlanId, Product
 
 PaymentPurpose = Literal["purchase", "renewal", "recovery", "card_check", "upgrade"]
 """Why a payment was taken: a checkout, an automatic renewal, a past-due customer paying now, a card
@@ -41,6 +41,7 @@ class PlanCreated(Event):
     price: Money
     period_days: int = Field(ge=1)
     description: str = ""
+    product: Product = Field(default=DEFAULT_PRODUCT, description="absent before products existed: every such plan is the default product's")
 
 
 class PlanArchived(Event):
@@ -61,6 +62,7 @@ class CheckoutStarted(Event):
     customer: Customer
     idempotence_key: str
     return_url: str | None = None
+    product: Product = DEFAULT_PRODUCT
 
 
 class RenewalStarted(Event):
@@ -144,6 +146,7 @@ class SubscriptionActivated(Event):
     granted: bool = False
     reason: str | None = None
     customer: Customer | None = None
+    product: Product = DEFAULT_PRODUCT
 
 
 class RefundRequested(Event):
@@ -224,6 +227,84 @@ class SubscriptionRenewed(Event):
     period_start: UtcDatetime
     period_end: UtcDatetime
     amount: Money
+    customer: Customer | None = None
+    plan_id: PlanId | None = Field(default=None, description="set when a scheduled downgrade took effect with this renewal: the new plan")
+    plan_name: str | None = None
+    previous_plan_name: str | None = None
+
+
+class CreditPart(StrictModel):
+    """Part of a switch credit: the unused value of one payment carried into the new period."""
+
+    payment_id: UUID
+    amount: Money
+
+
+class UpgradeStarted(Event):
+    """The intent to charge a plan upgrade, recorded before YooKassa is called (its key is fixed here).
+
+    amount = price − credit, where credit = the refund the current period would get now
+    (`rules/refunds.py`), carried from the payments in `credit_from` (docs/decisions/0119)."""
+
+    subscription_id: UUID
+    payment_id: UUID
+    from_plan_id: PlanId
+    from_plan_name: str
+    replaces_period_start: UtcDatetime = Field(description="the period the credit was computed on: the switch applies only to it")
+    plan_id: PlanId
+    plan_name: str
+    price: Money
+    period_days: int = Field(ge=1)
+    amount: Money
+    credit: Money
+    credit_days_used: int
+    credit_days_in_period: int
+    credit_from: list[CreditPart] = Field(default_factory=list)
+    payment_method_id: str | None = Field(default=None, description="the saved card; none: the customer confirms on a payment page")
+    return_url: str | None = None
+    idempotence_key: str
+    customer: Customer
+
+
+class PlanSwitched(Event):
+    """An upgrade took effect: the subscription is on the new plan, with a new period from now."""
+
+    subscription_id: UUID
+    from_plan_id: PlanId
+    from_plan_name: str
+    plan_id: PlanId
+    plan_name: str
+    price: Money
+    period_days: int = Field(ge=1)
+    period_start: UtcDatetime
+    period_end: UtcDatetime
+    payment_id: UUID | None = Field(default=None, description="the upgrade payment; none when the credit covered the price")
+    amount_charged: Money
+    credit: Money
+    credit_from: list[CreditPart] = Field(default_factory=list)
+    customer: Customer | None = None
+
+
+class PlanSwitchScheduled(Event):
+    """A downgrade: the renewal at `effective_at` charges the new plan and moves the subscription to it."""
+
+    subscription_id: UUID
+    from_plan_name: str
+    plan_id: PlanId
+    plan_name: str
+    price: Money
+    period_days: int = Field(ge=1)
+    effective_at: UtcDatetime
+    customer: Customer | None = None
+
+
+class PlanSwitchWithdrawn(Event):
+    """A scheduled downgrade was withdrawn (the customer switched back to the current plan)."""
+
+    subscription_id: UUID
+    plan_id: PlanId
+    plan_name: str
+    reason: str | None = None
     customer: Customer | None = None
 
 
@@ -317,6 +398,10 @@ EVENT_TYPES: tuple[type[Event], ...] = (
     SubscriptionExpired,
     SubscriptionExpiringSoon,
     SubscriptionAdjusted,
+    UpgradeStarted,
+    PlanSwitched,
+    PlanSwitchScheduled,
+    PlanSwitchWithdrawn,
     CommandSucceeded,
     CommandRejected,
     CommandFailed,

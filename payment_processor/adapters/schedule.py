@@ -42,6 +42,7 @@ from schemas import (
     SubscriptionExpired,
     SubscriptionExpiringSoon,
     SubscriptionRenewed,
+    PlanSwitched,
     account_user_id,
 )
 
@@ -55,6 +56,7 @@ SCHEDULE_EVENTS = (
     SubscriptionExpiringSoon,
     SubscriptionAdjusted,
     PaymentSucceeded,  # may save the card a renewal charges
+    PlanSwitched,  # an upgrade starts a new period
 )
 """Events that can change a row; an append without one of them leaves the table alone."""
 

@@ -42,6 +42,7 @@ from payment_processor.domain.refunds import (
     observe_refund,
     refund_origin_terminal,
     refund_step,
+    unasked_sibling,
 )
 from payment_processor.domain.state import (
     FINAL_PAYMENT,
@@ -67,6 +68,9 @@ def resolve(state: AccountState, command: Envelope, step: ProviderStep, outcome:
             return _not_ours(command, "refund", step, outcome)
         emits, next_step, settled = observe_refund(state, refund, outcome, ctx, cid)
         origin = refund.origin_command_id
+        sibling = unasked_sibling(state, refund) if next_step is None else None
+        if sibling is not None:
+            next_step = refund_step(state, sibling)  # the same command's next refund (docs/decisions/0119)
         # A refund started by the command in hand (e.g. a late duplicate payment) ends it now.
     if next_step is None and cid != origin and cid not in state.terminal:
         emits.append(emit_succeeded(cid, command.type, **_sync_outcome(step, outcome)))
@@ -145,6 +149,9 @@ def resume(state: AccountState, command: Envelope, ctx: Context) -> Decision:
             return Decision([terminal] if terminal else [])
         return payment_step_or_give_up(state, payment, command, ctx)
     refund = state.refunds[op_id]
+    sibling = unasked_sibling(state, refund)
+    if sibling is not None:
+        refund = sibling
     if refund.status in FINAL_REFUND or (refund.status == "pending" and refund.provider_refund_id):
         view_r = ProviderRefund(id=refund.provider_refund_id or "", status=refund.status, cancellation_reason=refund.failure_reason)
         terminal = refund_origin_terminal(state, refund, view_r)

@@ -3,10 +3,11 @@
 
 from __future__ import annotations
 
+from typing import Any
 from uuid import UUID
 
 from collections.abc import Callable
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from schemas import (
     AdminCancelSubscription,
@@ -31,8 +32,14 @@ from schemas import (
     SubscriptionCanceled,
     SubscriptionExpired,
     SubscriptionExpiringSoon,
+    SwitchPlan,
     SyncPayment,
     SyncRefund,
+    CreditPart,
+    PlanSwitched,
+    PlanSwitchScheduled,
+    PlanSwitchWithdrawn,
+    UpgradeStarted,
     derived_id,
 )
 
@@ -49,7 +56,7 @@ from payment_processor.domain.decision import (
     find_subscription,
     fmt_day,
     idempotence_key_for,
-    live_subscription_to,
+    live_subscription_in,
     open_checkout_for,
     pending_subscription_to,
     reject,
@@ -63,8 +70,9 @@ from payment_processor.domain.provider import (
     purchase_request,
     refund_request,
     renewal_request,
+    upgrade_request,
 )
-from payment_processor.domain.refunds import refund_quote
+from payment_processor.domain.refunds import PeriodQuote, period_quote
 from payment_processor.domain.state import (
     FINAL_PAYMENT,
     FINAL_REFUND,
@@ -97,13 +105,16 @@ def _purchase(state: AccountState, command: Envelope, ctx: Context) -> Decision:
     plan, refused = _plan_for_new_subscription(state, command, c.plan_id, c.subscription_id, ctx, archived="is no longer sold")
     if refused is not None:
         return refused
-    live = live_subscription_to(state, c.plan_id)
+    live = live_subscription_in(state, plan.product)
     if live is not None:
-        return reject(
-            command,
-            "already_subscribed",
-            f"You already have the «{plan.name}» subscription (paid until {fmt_day(live.period_end)}).",
-        )
+        if live.plan_id == c.plan_id:
+            why = f"You already have the «{plan.name}» subscription (paid until {fmt_day(live.period_end)})."
+        else:
+            why = (
+                f"You already have the «{live.plan_name}» subscription (paid until {fmt_day(live.period_end)}); "
+                f"switch it to «{plan.name}» instead (POST /v1/subscriptions/{live.subscription_id}/switch)."
+            )
+        return reject(command, "already_subscribed", why)
     open_checkout = open_checkout_for(state, c.plan_id)
     if open_checkout is not None:
         # A repeat purchase while a checkout is open points at that checkout (docs/decisions/0041).
@@ -130,6 +141,7 @@ def _purchase(state: AccountState, command: Envelope, ctx: Context) -> Decision:
         customer=c.customer,
         idempotence_key=idempotence_key_for(payment_id),
         return_url=c.return_url or ctx.default_return_url,
+        product=plan.product,
     )
     step = CreatePayment(payment_id, intent.idempotence_key, purchase_request(state.user_id, cid, intent))
     return Decision([Emit(intent, cid)], step=step)
@@ -179,9 +191,9 @@ def _cancel_now(
     state: AccountState, command: Envelope, sub: Subscription, ctx: Context, *, mode: str, reason: str | None, refund: bool
 ) -> Decision:
     cid = command_id_of(command)
-    payment, amount_minor, used, days = refund_quote(state, sub, ctx.now) if refund else (None, 0, None, None)
+    quote = period_quote(state, sub, ctx.now) if refund else PeriodQuote(0)
     currency = sub.price.currency
-    if payment is None or amount_minor <= 0:
+    if not quote.parts:
         canceled = SubscriptionCanceled(
             subscription_id=sub.subscription_id,
             mode=mode,  # type: ignore[arg-type]
@@ -203,34 +215,46 @@ def _cancel_now(
                 ),
             ]
         )
-    refund_id = derived_id("refund", cid)
-    amount = Money.from_minor(amount_minor, payment.amount.currency)
-    customer = sub.customer or state.customer or payment.customer
+    customer = sub.customer or state.customer or quote.parts[0][0].customer
+    refunds = _refund_intents(command, sub, quote, reason, customer)
     canceled = SubscriptionCanceled(
         subscription_id=sub.subscription_id,
         mode=mode,  # type: ignore[arg-type]
         effective_at=ctx.now,
         reason=reason,
-        refund_id=refund_id,
-        refund_amount=amount,
+        refund_id=refunds[0].refund_id,
+        refund_amount=Money.from_minor(quote.amount_minor, refunds[0].amount.currency),
         customer=customer,
     )
-    assert payment.provider_payment_id is not None
-    intent = RefundRequested(
-        refund_id=refund_id,
-        subscription_id=sub.subscription_id,
-        payment_id=payment.payment_id,
-        provider_payment_id=payment.provider_payment_id,
-        amount=amount,
-        days_used=used,
-        days_in_period=days,
-        reason=reason,
-        idempotence_key=idempotence_key_for(refund_id),
-        customer=customer,
-        command_type=command.type,
-    )
-    step = CreateRefund(refund_id, intent.idempotence_key, refund_request(intent, sub.plan_name))
-    return Decision([Emit(canceled, cid), Emit(intent, cid)], step=step)
+    first = refunds[0]
+    step = CreateRefund(first.refund_id, first.idempotence_key, refund_request(first, sub.plan_name))
+    return Decision([Emit(canceled, cid), *(Emit(r, cid) for r in refunds)], step=step)
+
+
+def _refund_intents(command: Envelope, sub: Subscription, quote: PeriodQuote, reason: str | None, customer: Any) -> list[RefundRequested]:
+    """One refund per payment the quote takes from (YooKassa refunds per payment); the first keeps
+    the id a single refund always had. The others are asked for once the first is answered."""
+    cid = command_id_of(command)
+    intents = []
+    for index, (payment, amount_minor) in enumerate(quote.parts):
+        refund_id = derived_id("refund", cid) if index == 0 else derived_id("refund", cid, index)
+        assert payment.provider_payment_id is not None
+        intents.append(
+            RefundRequested(
+                refund_id=refund_id,
+                subscription_id=sub.subscription_id,
+                payment_id=payment.payment_id,
+                provider_payment_id=payment.provider_payment_id,
+                amount=Money.from_minor(amount_minor, payment.amount.currency),
+                days_used=quote.days_used,
+                days_in_period=quote.days_in_period,
+                reason=reason,
+                idempotence_key=idempotence_key_for(refund_id),
+                customer=customer,
+                command_type=command.type,
+            )
+        )
+    return intents
 
 
 def _cancel(state: AccountState, command: Envelope, ctx: Context) -> Decision:
@@ -351,8 +375,10 @@ def _grant(state: AccountState, command: Envelope, ctx: Context) -> Decision:
     plan, refused = _plan_for_new_subscription(state, command, c.plan_id, c.subscription_id, ctx, archived="is archived")
     if refused is not None:
         return refused
-    if live_subscription_to(state, c.plan_id) is not None or pending_subscription_to(state, c.plan_id) is not None:
-        return reject(command, "already_subscribed", f"The account already has an active or pending «{plan.name}» subscription; extend it instead.")
+    live = live_subscription_in(state, plan.product)
+    if live is not None or pending_subscription_to(state, c.plan_id) is not None:
+        name = live.plan_name if live is not None else plan.name
+        return reject(command, "already_subscribed", f"The account already has an active or pending «{name}» subscription; extend it instead.")
     days = c.days or plan.period_days
     currency = plan.price.currency if plan.price else "RUB"
     activated = SubscriptionActivated(
@@ -366,6 +392,7 @@ def _grant(state: AccountState, command: Envelope, ctx: Context) -> Decision:
         granted=True,
         reason=c.reason,
         customer=c.customer or state.customer,
+        product=plan.product,
     )
     return Decision([Emit(activated, cid), emit_succeeded(cid, command.type, subscription_id=c.subscription_id, plan_id=c.plan_id)])
 
@@ -395,15 +422,25 @@ def _renew(state: AccountState, command: Envelope, ctx: Context) -> Decision:
         p = state.payments.get(pid)
         if p is not None and isinstance(p.intent, RenewalStarted) and p.outcome_unknown:
             return _renewal_blocked(state, command, sub, p, c.attempt, ctx)
+    upgrade = open_upgrade(state, sub)
+    if upgrade is not None:
+        # An upgrade payment still open would start a new period of its own: one charge at a time.
+        return _renewal_blocked(state, command, sub, upgrade, c.attempt, ctx, reason="an upgrade payment for this subscription is still open")
+    plan_id, plan_name, price, days = sub.plan_id, sub.plan_name, sub.price, sub.period_days
+    if sub.pending_switch is not None:  # a scheduled downgrade: this renewal is the new plan's first period
+        switch = sub.pending_switch
+        plan_id, plan_name, days = switch.plan_id, switch.plan_name, switch.period_days
+        plan = ctx.plan
+        price = plan.price if plan is not None and plan.plan_id == switch.plan_id and plan.price is not None else switch.price
     payment_id = derived_id("payment", cid)
     intent = RenewalStarted(
         subscription_id=sub.subscription_id,
         payment_id=payment_id,
-        plan_id=sub.plan_id,
-        plan_name=sub.plan_name,
-        amount=sub.price,
+        plan_id=plan_id,
+        plan_name=plan_name,
+        amount=price,
         period_start=sub.period_end,
-        period_end=sub.period_end + timedelta(days=sub.period_days),
+        period_end=sub.period_end + timedelta(days=days),
         attempt=c.attempt,
         payment_method_id=sub.payment_method_id,
         idempotence_key=idempotence_key_for(payment_id),
@@ -413,14 +450,17 @@ def _renew(state: AccountState, command: Envelope, ctx: Context) -> Decision:
     return Decision([Emit(intent, cid)], step=step)
 
 
-def _renewal_blocked(state: AccountState, command: Envelope, sub: Subscription, unknown: Payment, attempt: int, ctx: Context) -> Decision:
-    """A renewal attempt that may not charge: an earlier charge's outcome is still unknown.
+def _renewal_blocked(
+    state: AccountState, command: Envelope, sub: Subscription, unknown: Payment, attempt: int, ctx: Context,
+    *, reason: str = "an earlier renewal charge's outcome is still unknown; it is not charged again",
+) -> Decision:
+    """A renewal attempt that may not charge: an earlier charge's outcome is still unknown, or an
+    upgrade payment is open (docs/decisions/0119).
 
     Charging again could take the money twice; not charging is one more failed attempt, so dunning
     runs its course (and the subscription expires at its end) unless the late answer arrives.
     """
     cid = command_id_of(command)
-    reason = "an earlier renewal charge's outcome is still unknown; it is not charged again"
     retries = ctx.dunning_retry_days
     final = attempt > len(retries)
     next_retry_at = None if final else ctx.now + timedelta(days=retries[attempt - 1])
@@ -434,7 +474,7 @@ def _renewal_blocked(state: AccountState, command: Envelope, sub: Subscription, 
         final=final,
         customer=sub.customer or state.customer,
     )
-    message = "Not charged: an earlier renewal charge's outcome is still unknown."
+    message = f"Not charged: {reason}."
     return Decision([Emit(failed, cid), emit_succeeded(cid, command.type, subscription_id=sub.subscription_id, message=message)])
 
 
@@ -470,6 +510,133 @@ def _remind(state: AccountState, command: Envelope, ctx: Context) -> Decision:
     return Decision([Emit(soon, cid), emit_succeeded(cid, command.type, subscription_id=sub.subscription_id)])
 
 
+def open_upgrade(state: AccountState, sub: Subscription) -> Payment | None:
+    """An upgrade payment of the subscription YooKassa has not settled yet."""
+    for pid in sub.payment_ids:
+        p = state.payments.get(pid)
+        if p is not None and p.purpose == "upgrade" and p.status not in FINAL_PAYMENT:
+            return p
+    return None
+
+
+def _switch(state: AccountState, command: Envelope, ctx: Context) -> Decision:
+    """Upgrade now (a dearer plan: its price less the credit for the unused days), or downgrade at
+    the period end (any other plan of the product); switching back withdraws a scheduled downgrade."""
+    c: SwitchPlan = command.data  # type: ignore[assignment]
+    cid = command_id_of(command)
+    sub = find_subscription(state, command, c.subscription_id)
+    if isinstance(sub, Decision):
+        return sub
+    plan = ctx.plan
+    if plan is None or not plan.exists or plan.plan_id != c.plan_id:
+        return reject(command, "plan_not_found", f"There is no plan «{c.plan_id}».")
+    if sub.status == "past_due":
+        return reject(command, "past_due", "The subscription is past due: pay for it first, then switch plans.")
+    if sub.status not in LIVE_SUBSCRIPTION or sub.period_end is None:
+        return reject(command, "not_active", f"Only a live subscription can switch plans; this one is {sub.status.replace('_', ' ')}.")
+    if plan.product != sub.product:
+        return reject(command, "other_product", f"«{plan.name}» is a plan of another product; buy it separately.")
+    upgrade = open_upgrade(state, sub)
+    if upgrade is not None:
+        where = f" Pay it at {upgrade.confirmation_url}." if upgrade.confirmation_url else ""
+        return reject(command, "switch_in_progress", f"An upgrade payment for this subscription is still open.{where}")
+    for pid in sub.payment_ids:
+        p = state.payments.get(pid)
+        if p is not None and p.purpose == "renewal" and p.status not in FINAL_PAYMENT:
+            return reject(command, "charge_in_progress", "A renewal charge for this subscription is in progress; switch once it has settled.")
+    customer = sub.customer or state.customer
+    if c.plan_id == sub.plan_id:
+        pending = sub.pending_switch
+        if pending is None:
+            return reject(command, "same_plan", f"The subscription is already on «{sub.plan_name}».")
+        withdrawn = PlanSwitchWithdrawn(
+            subscription_id=sub.subscription_id, plan_id=pending.plan_id, plan_name=pending.plan_name,
+            reason="switched back to the current plan", customer=customer,
+        )
+        message = f"The switch to «{pending.plan_name}» is withdrawn; «{sub.plan_name}» renews as before."
+        return Decision([Emit(withdrawn, cid), emit_succeeded(cid, command.type, subscription_id=sub.subscription_id, plan_id=sub.plan_id, message=message)])
+    if plan.archived:
+        return reject(command, "plan_archived", f"The plan «{plan.name}» is no longer sold.")
+    assert plan.price is not None
+    if plan.price.currency != sub.price.currency:
+        return reject(command, "other_product", f"«{plan.name}» is sold in {plan.price.currency}, this subscription in {sub.price.currency}.")
+    if plan.price.minor > sub.price.minor:
+        return _upgrade(state, command, sub, plan, c, ctx)
+    # a downgrade (or a plan of the same price): it takes effect with the renewal at the period end
+    if not sub.auto_renew or sub.cancel_at_period_end or sub.granted:
+        return reject(
+            command, "auto_renew_off",
+            f"The subscription ends on {fmt_day(sub.period_end)} and does not renew; turn auto-renewal on to switch to «{plan.name}» at the period end.",
+        )
+    if sub.pending_switch is not None and sub.pending_switch.plan_id == plan.plan_id:
+        return succeed(command, subscription_id=sub.subscription_id, plan_id=plan.plan_id, message=f"The switch to «{plan.name}» on {fmt_day(sub.period_end)} is already scheduled.")
+    scheduled = PlanSwitchScheduled(
+        subscription_id=sub.subscription_id, from_plan_name=sub.plan_name, plan_id=plan.plan_id, plan_name=plan.name,
+        price=plan.price, period_days=plan.period_days, effective_at=sub.period_end, customer=customer,
+    )
+    message = f"«{plan.name}» starts on {fmt_day(sub.period_end)} with the renewal ({plan.price}); until then «{sub.plan_name}» stays."
+    return Decision([Emit(scheduled, cid), emit_succeeded(cid, command.type, subscription_id=sub.subscription_id, plan_id=plan.plan_id, message=message)])
+
+
+def upgrade_quote(state: AccountState, sub: Subscription, price: Money, now: datetime) -> tuple[int, PeriodQuote]:
+    """(the charge, the credit) of an upgrade to a plan costing `price` now: the credit is what
+    canceling the current period now would refund (`period_quote`), at most the whole price."""
+    quote = period_quote(state, sub, now)
+    if quote.amount_minor <= price.minor:
+        return price.minor - quote.amount_minor, quote
+    left, parts = price.minor, []
+    for payment, share in quote.parts:  # the credit covers the price: carry only the price
+        if left > 0:
+            parts.append((payment, min(share, left)))
+            left -= min(share, left)
+    return 0, PeriodQuote(price.minor, quote.days_used, quote.days_in_period, tuple(parts))
+
+
+def _upgrade(state: AccountState, command: Envelope, sub: Subscription, plan: PlanState, c: SwitchPlan, ctx: Context) -> Decision:
+    cid = command_id_of(command)
+    assert plan.price is not None and sub.period_start is not None
+    if any(r.subscription_id == sub.subscription_id and r.status not in FINAL_REFUND for r in state.refunds.values()):
+        return reject(command, "refund_in_progress", "A refund for this subscription is in progress; switch once it has settled.")
+    charge_minor, credit = upgrade_quote(state, sub, plan.price, ctx.now)
+    currency = plan.price.currency
+    credit_from = [CreditPart(payment_id=p.payment_id, amount=Money.from_minor(m, currency)) for p, m in credit.parts]
+    customer = sub.customer or state.customer
+    if charge_minor == 0:
+        switched = PlanSwitched(
+            subscription_id=sub.subscription_id, from_plan_id=sub.plan_id, from_plan_name=sub.plan_name,
+            plan_id=plan.plan_id or c.plan_id, plan_name=plan.name, price=plan.price, period_days=plan.period_days,
+            period_start=ctx.now, period_end=ctx.now + timedelta(days=plan.period_days),
+            amount_charged=Money.from_minor(0, currency), credit=Money.from_minor(credit.amount_minor, currency),
+            credit_from=credit_from, customer=customer,
+        )
+        message = f"Upgraded to «{plan.name}»: the credit for the unused days covers its price; nothing was charged."
+        return Decision([Emit(switched, cid), emit_succeeded(cid, command.type, subscription_id=sub.subscription_id, plan_id=plan.plan_id, message=message)])
+    assert customer is not None
+    payment_id = derived_id("payment", cid)
+    intent = UpgradeStarted(
+        subscription_id=sub.subscription_id,
+        payment_id=payment_id,
+        from_plan_id=sub.plan_id,
+        from_plan_name=sub.plan_name,
+        replaces_period_start=sub.period_start,
+        plan_id=plan.plan_id or c.plan_id,
+        plan_name=plan.name,
+        price=plan.price,
+        period_days=plan.period_days,
+        amount=Money.from_minor(charge_minor, currency),
+        credit=Money.from_minor(credit.amount_minor, currency),
+        credit_days_used=credit.days_used or 0,
+        credit_days_in_period=credit.days_in_period or sub.period_days,
+        credit_from=credit_from,
+        payment_method_id=sub.payment_method_id,
+        return_url=None if sub.payment_method_id else (c.return_url or ctx.default_return_url),
+        idempotence_key=idempotence_key_for(payment_id),
+        customer=customer,
+    )
+    step = CreatePayment(payment_id, intent.idempotence_key, upgrade_request(state.user_id, cid, intent))
+    return Decision([Emit(intent, cid)], step=step)
+
+
 ACCOUNT_DECIDERS: dict[type, Callable[[AccountState, Envelope, Context], Decision]] = {
     PurchaseSubscription: _purchase,
     CancelSubscription: _cancel,
@@ -483,4 +650,5 @@ ACCOUNT_DECIDERS: dict[type, Callable[[AccountState, Envelope, Context], Decisio
     GrantSubscription: _grant,
     AdminRefund: _admin_refund,
     AdminCancelSubscription: _admin_cancel,
+    SwitchPlan: _switch,
 }

@@ -126,6 +126,14 @@ def live_subscription_to(state: AccountState, plan_id: str, *, exclude: UUID | N
     return None
 
 
+def live_subscription_in(state: AccountState, product: str, *, exclude: UUID | None = None) -> Subscription | None:
+    """The live subscription to any plan of `product`: there is at most one (docs/decisions/0119)."""
+    for sub in state.subscriptions.values():
+        if sub.product == product and sub.subscription_id != exclude and sub.status in LIVE_SUBSCRIPTION:
+            return sub
+    return None
+
+
 def pending_subscription_to(state: AccountState, plan_id: str) -> Subscription | None:
     for sub in state.subscriptions.values():
         if sub.plan_id == plan_id and sub.status == "pending_payment":

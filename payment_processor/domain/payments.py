@@ -19,12 +19,14 @@ from schemas import (
     PaymentMethod,
     PaymentStateUnknown,
     PaymentSucceeded,
+    PlanSwitched,
     RefundRequested,
     RenewalFailed,
     RenewalStarted,
     SubscriptionActivated,
     SubscriptionCanceled,
     SubscriptionRenewed,
+    UpgradeStarted,
     derived_id,
 )
 
@@ -35,7 +37,7 @@ from payment_processor.domain.decision import (
     emit_succeeded,
     fmt_day,
     idempotence_key_for,
-    live_subscription_to,
+    live_subscription_in,
 )
 from payment_processor.domain.provider import (
     CreatePayment,
@@ -49,6 +51,7 @@ from payment_processor.domain.provider import (
     purchase_request,
     refund_request,
     renewal_request,
+    upgrade_request,
 )
 from payment_processor.domain.state import (
     FINAL_PAYMENT,
@@ -66,6 +69,8 @@ def payment_step(state: AccountState, payment: Payment) -> ProviderStep:
     intent = payment.intent
     if isinstance(intent, CheckoutStarted):
         body = purchase_request(state.user_id, payment.origin_command_id, intent)
+    elif isinstance(intent, UpgradeStarted):
+        body = upgrade_request(state.user_id, payment.origin_command_id, intent)
     else:
         body = renewal_request(state.user_id, payment.origin_command_id, intent)
     return CreatePayment(payment.payment_id, payment.idempotence_key, body)
@@ -199,7 +204,7 @@ def payment_succeeded_effects(
     if isinstance(intent, CheckoutStarted):
         given_up = sub.status == "payment_failed" and payment.outcome_unknown and sub.payment_ids[-1:] == [payment.payment_id]
         if sub.status == "pending_payment" or given_up:
-            other = live_subscription_to(state, sub.plan_id, exclude=sub.subscription_id)
+            other = live_subscription_in(state, sub.product, exclude=sub.subscription_id)
             if other is None:
                 activated = SubscriptionActivated(
                     subscription_id=sub.subscription_id,
@@ -215,12 +220,15 @@ def payment_succeeded_effects(
                 )
                 return [Emit(activated, by)], None
             why = (
-                f"The payment for «{sub.plan_name}» succeeded after another subscription to the same plan "
+                f"The payment for «{sub.plan_name}» succeeded after another subscription to the same product "
                 f"became active (until {fmt_day(other.period_end)}); it is refunded in full."
             )
             return full_refund(state, payment, seen, sub, why, ctx, by, cancel=True)
         why = f"The payment for «{sub.plan_name}» succeeded after the subscription was {sub.status}; it is refunded in full."
         return full_refund(state, payment, seen, sub, why, ctx, by, cancel=False)
+
+    if isinstance(intent, UpgradeStarted):
+        return upgrade_succeeded(state, payment, intent, sub, seen, paid_at, ctx, by)
 
     # a renewal
     assert isinstance(intent, RenewalStarted)
@@ -242,8 +250,39 @@ def payment_succeeded_effects(
             amount=payment.amount,
             customer=payment.customer,
         )
+        if intent.plan_id != sub.plan_id:  # a scheduled downgrade takes effect with this renewal
+            renewed = renewed.model_copy(update={"plan_id": intent.plan_id, "plan_name": intent.plan_name, "previous_plan_name": sub.plan_name})
         return [Emit(renewed, by)], None
     why = f"The renewal payment for «{sub.plan_name}» succeeded after the subscription was {sub.status}; it is refunded in full."
+    return full_refund(state, payment, seen, sub, why, ctx, by, cancel=False)
+
+
+def upgrade_succeeded(
+    state: AccountState, payment: Payment, intent: UpgradeStarted, sub: Subscription, seen: ProviderPayment, paid_at: datetime, ctx: Context, by: UUID
+) -> tuple[list[Emit], ProviderStep | None]:
+    """An upgrade charge went through: the subscription moves to the new plan with a new period from
+    now — if it is still the live subscription and the period the credit was computed on. Otherwise
+    (canceled, expired, renewed or switched meanwhile) the charge is refunded in full."""
+    if sub.status in LIVE_SUBSCRIPTION and sub.plan_id == intent.from_plan_id and sub.period_start == intent.replaces_period_start:
+        switched = PlanSwitched(
+            subscription_id=sub.subscription_id,
+            from_plan_id=intent.from_plan_id,
+            from_plan_name=intent.from_plan_name,
+            plan_id=intent.plan_id,
+            plan_name=intent.plan_name,
+            price=intent.price,
+            period_days=intent.period_days,
+            period_start=paid_at,
+            period_end=paid_at + timedelta(days=intent.period_days),
+            payment_id=payment.payment_id,
+            amount_charged=payment.amount,
+            credit=intent.credit,
+            credit_from=intent.credit_from,
+            customer=payment.customer,
+        )
+        return [Emit(switched, by)], None
+    what = sub.status.replace("_", " ") if sub.status not in LIVE_SUBSCRIPTION else "changed"
+    why = f"The upgrade payment for «{intent.plan_name}» succeeded after the subscription was {what}; it is refunded in full."
     return full_refund(state, payment, seen, sub, why, ctx, by, cancel=False)
 
 
@@ -333,6 +372,8 @@ def payment_origin_terminal(
             }.get(outcome.status, "The renewal charge is pending at YooKassa.")
         return emit_succeeded(origin, ctype, subscription_id=payment.subscription_id, payment_id=payment.payment_id, message=message)
 
+    if payment.purpose == "upgrade":
+        return _upgrade_terminal(payment, outcome, refunding=refunding)
     ctype = "PurchaseSubscription"
     if isinstance(outcome, ProviderRefused):
         return emit_failed(origin, ctype, f"YooKassa refused to create the payment: {outcome.detail}")
@@ -347,6 +388,36 @@ def payment_origin_terminal(
         ctype,
         subscription_id=payment.subscription_id,
         payment_id=payment.payment_id,
+        confirmation_url=outcome.confirmation_url or payment.confirmation_url,
+        message=message,
+    )
+
+
+def _upgrade_terminal(payment: Payment, outcome: ProviderOutcome, *, refunding: bool) -> Emit:
+    origin, ctype = payment.origin_command_id, "SwitchPlan"
+    intent = payment.intent
+    assert isinstance(intent, UpgradeStarted)
+    if isinstance(outcome, ProviderRefused):
+        return emit_failed(origin, ctype, f"YooKassa refused to create the upgrade payment: {outcome.detail}; nothing changed.")
+    assert isinstance(outcome, ProviderPayment)
+    if outcome.status == "canceled":
+        return emit_failed(origin, ctype, f"The upgrade payment was declined ({outcome.cancellation_reason or 'canceled'}); nothing changed.")
+    if outcome.status == "succeeded":
+        message = (
+            "The upgrade payment is refunded in full: the subscription changed meanwhile."
+            if refunding
+            else f"Upgraded to «{intent.plan_name}»: charged {intent.amount}, credit {intent.credit} for the unused days."
+        )
+    elif outcome.confirmation_url or payment.confirmation_url:
+        message = f"Pay {intent.amount} on the payment page to upgrade to «{intent.plan_name}» (credit {intent.credit})."
+    else:
+        message = "The upgrade charge is pending at YooKassa."
+    return emit_succeeded(
+        origin,
+        ctype,
+        subscription_id=payment.subscription_id,
+        payment_id=payment.payment_id,
+        plan_id=intent.plan_id,
         confirmation_url=outcome.confirmation_url or payment.confirmation_url,
         message=message,
     )

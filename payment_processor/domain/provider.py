@@ -20,7 +20,7 @@ from datetime import datetime
 from typing import Any
 from uuid import UUID
 
-from schemas import CheckoutStarted, Customer, Money, RefundRequested, RenewalStarted
+from schemas import CheckoutStarted, Customer, Money, RefundRequested, RenewalStarted, UpgradeStarted
 
 DESCRIPTION_MAX = 128  # YooKassa's limit for payment and receipt item descriptions
 
@@ -172,6 +172,31 @@ def renewal_request(user_id: str, command_id: UUID, intent: RenewalStarted) -> d
     }
     if intent.customer is not None:
         body["receipt"] = _receipt(intent.customer, intent.plan_name, intent.amount)
+    return body
+
+
+def upgrade_request(user_id: str, command_id: UUID, intent: UpgradeStarted) -> dict[str, Any]:
+    """The `POST /payments` body of an upgrade: the saved card when there is one (no confirmation),
+    else a payment page that saves the card for the renewals of the new plan."""
+    description = f"Upgrade: {intent.plan_name}"[:DESCRIPTION_MAX]
+    body: dict[str, Any] = {
+        "amount": _money(intent.amount),
+        "capture": True,
+        "description": description,
+        "metadata": {
+            "user_id": user_id,
+            "subscription_id": str(intent.subscription_id),
+            "payment_id": str(intent.payment_id),
+            "command_id": str(command_id),
+            "purpose": "upgrade",
+        },
+        "receipt": _receipt(intent.customer, intent.plan_name, intent.amount),
+    }
+    if intent.payment_method_id:
+        body["payment_method_id"] = intent.payment_method_id
+    else:
+        body["confirmation"] = {"type": "redirect", "return_url": intent.return_url}
+        body["save_payment_method"] = True
     return body
 
 

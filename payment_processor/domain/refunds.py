@@ -3,11 +3,13 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
 from uuid import UUID
 
 from rules.refunds import refund_amount
 from schemas import (
+    Money,
     RefundCreated,
     RefundFailed,
     RefundStateUnknown,
@@ -111,10 +113,27 @@ def observe_refund(
     return emits, None, settled
 
 
+def siblings(state: AccountState, refund: Refund) -> list[Refund]:
+    """The other refunds the same command asked for (canceling a period an upgrade paid for with
+    two payments refunds each of them, docs/decisions/0119)."""
+    return [
+        r for r in state.refunds.values()
+        if r.origin_command_id == refund.origin_command_id and r.refund_id != refund.refund_id
+    ]
+
+
+def unasked_sibling(state: AccountState, refund: Refund) -> Refund | None:
+    """A refund of the same command YooKassa has not been asked about yet: ask it next."""
+    return next((r for r in siblings(state, refund) if r.status == "requested" and r.provider_refund_id is None), None)
+
+
 def refund_origin_terminal(state: AccountState, refund: Refund, outcome: ProviderOutcome) -> Emit | None:
     origin = refund.origin_command_id
     if origin in state.terminal:
         return None
+    others = siblings(state, refund)
+    if any(r.status == "requested" for r in others):
+        return None  # the command ends once YooKassa has been asked about each of its refunds
     ctype = refund.intent.command_type or "CancelSubscription"
     failed = isinstance(outcome, ProviderRefused) or (isinstance(outcome, ProviderRefund) and outcome.status == "canceled")
     if failed:
@@ -130,8 +149,8 @@ def refund_origin_terminal(state: AccountState, refund: Refund, outcome: Provide
         ctype,
         subscription_id=refund.subscription_id,
         payment_id=refund.payment_id,
-        refund_id=refund.refund_id,
-        refund_amount=refund.amount,
+        refund_id=min([refund, *others], key=lambda r: r.requested_at).refund_id if others else refund.refund_id,
+        refund_amount=Money.from_minor(refund.amount.minor + sum(r.amount.minor for r in others), refund.amount.currency),
         message=message,
     )
 
@@ -145,11 +164,38 @@ def paid_period(payment: Payment) -> tuple[datetime, int]:
     return payment.paid_at, intent.period_days
 
 
-def refund_quote(state: AccountState, sub: Subscription, now: datetime) -> tuple[Payment | None, int, int | None, int | None]:
-    """(the payment to refund, amount in kopecks, days used, days in period) for canceling now."""
-    payment = state.payments.get(sub.current_payment_id) if sub.current_payment_id else None
-    if payment is None or payment.status != "succeeded" or sub.granted:
-        return None, 0, None, None
-    start, days = paid_period(payment)
-    quote = refund_amount(payment.amount.minor, start, days, now, payment.refunded_minor + payment.reserved_minor)
-    return payment, quote.amount_minor, quote.days_used, quote.days_in_period
+@dataclass(frozen=True, slots=True)
+class PeriodQuote:
+    """The refund of the current period's unused days, and the payments it is taken from."""
+
+    amount_minor: int
+    days_used: int | None = None
+    days_in_period: int | None = None
+    parts: tuple[tuple[Payment, int], ...] = ()
+    """(payment, kopecks from it), newest payment first; the sum is `amount_minor`."""
+
+
+def period_quote(state: AccountState, sub: Subscription, now: datetime) -> PeriodQuote:
+    """What canceling now returns for the current period (and what an upgrade credits):
+    `rules.refunds.refund_amount` on what was actually paid for the period, less what was already
+    refunded or reserved of it, taken from the period's payments newest first."""
+    funding = [(state.payments.get(f.payment_id), f) for f in sub.funding]
+    funding = [(p, f) for p, f in funding if p is not None and p.status == "succeeded"]
+    if not funding or sub.granted:
+        return PeriodQuote(0)
+    if sub.switched_period:
+        assert sub.period_start is not None
+        start, days = sub.period_start, sub.period_days
+    else:
+        start, days = paid_period(funding[0][0])
+    paid = sum(f.cap_minor for _, f in funding)
+    taken = {f.payment_id: min(max(p.refunded_minor + p.reserved_minor - f.baseline_minor, 0), f.cap_minor) for p, f in funding}
+    quote = refund_amount(paid, start, days, now, sum(taken.values()))
+    left, parts = quote.amount_minor, []
+    for payment, f in funding:
+        share = min(left, f.cap_minor - taken[f.payment_id], payment.refundable_minor)
+        if share > 0:
+            parts.append((payment, share))
+            left -= share
+    amount = quote.amount_minor - left  # never more than the payments still hold
+    return PeriodQuote(amount, quote.days_used, quote.days_in_period, tuple(parts))

@@ -29,6 +29,9 @@ from schemas import (
     PaymentSucceeded,
     PlanArchived,
     PlanCreated,
+    PlanSwitched,
+    PlanSwitchScheduled,
+    PlanSwitchWithdrawn,
     RefundCreated,
     RefundFailed,
     RefundRequested,
@@ -42,8 +45,10 @@ from schemas import (
     SubscriptionExpired,
     SubscriptionExpiringSoon,
     SubscriptionRenewed,
+    UpgradeStarted,
     account_user_id,
 )
+from schemas.commands import DEFAULT_PRODUCT
 
 SubscriptionStatus = Literal["pending_payment", "active", "past_due", "canceled", "expired", "payment_failed"]
 PaymentStatus = Literal["requested", "pending", "succeeded", "canceled", "unknown"]
@@ -53,6 +58,17 @@ LIVE_SUBSCRIPTION: frozenset[str] = frozenset({"active", "past_due"})
 """Statuses in which the customer has access and the subscription can be canceled or changed."""
 FINAL_PAYMENT: frozenset[str] = frozenset({"succeeded", "canceled"})
 FINAL_REFUND: frozenset[str] = frozenset({"succeeded", "canceled"})
+
+
+@dataclass
+class Funding:
+    """One payment's share of what paid the current period: `cap_minor` of it, counted from when
+    its refunded + reserved stood at `baseline_minor`. A period is paid by one payment, except after
+    an upgrade: the upgrade payment plus the credit carried from the earlier period's payments."""
+
+    payment_id: UUID
+    cap_minor: int
+    baseline_minor: int = 0
 
 
 @dataclass
@@ -83,6 +99,13 @@ class Subscription:
     """The last renewal attempt for the current period failed: the subscription is to expire."""
     reminded_for: datetime | None = None
     """The period end an "expiring soon" reminder was already sent for."""
+    product: str = DEFAULT_PRODUCT
+    funding: list[Funding] = field(default_factory=list)
+    """What paid the current period (refunds of it are taken from these, newest first)."""
+    switched_period: bool = False
+    """The current period began with an upgrade: it is `period_days` from `period_start`."""
+    pending_switch: PlanSwitchScheduled | None = None
+    """A downgrade that takes effect with the renewal at the period end."""
 
 
 @dataclass
@@ -94,7 +117,7 @@ class Payment:
     origin_command_id: UUID
     idempotence_key: str
     customer: Customer
-    intent: CheckoutStarted | RenewalStarted
+    intent: CheckoutStarted | RenewalStarted | UpgradeStarted
     requested_at: datetime
     status: PaymentStatus = "requested"
     provider_payment_id: str | None = None
@@ -176,6 +199,7 @@ class PlanState:
     price: Money | None = None
     period_days: int = 0
     description: str = ""
+    product: str = DEFAULT_PRODUCT
     archived: bool = False
     events_per_command: dict[UUID, int] = field(default_factory=dict)
     terminal: dict[UUID, str] = field(default_factory=dict)
@@ -205,6 +229,7 @@ def apply_plan(state: PlanState, event: Envelope) -> PlanState:
     if isinstance(data, PlanCreated):
         state.plan_id, state.name, state.price = data.plan_id, data.name, data.price
         state.period_days, state.description = data.period_days, data.description
+        state.product = data.product
     elif isinstance(data, PlanArchived):
         state.archived = True
     return state
@@ -252,6 +277,7 @@ def _checkout_started(s: AccountState, e: CheckoutStarted, at: datetime, cid: UU
         origin_command_id=origin,
         customer=e.customer,
         payment_ids=[e.payment_id],
+        product=e.product,
     )
     s.payments[e.payment_id] = Payment(
         payment_id=e.payment_id,
@@ -352,6 +378,7 @@ def _activated(s: AccountState, e: SubscriptionActivated, at: datetime, cid: UUI
             auto_renew=e.auto_renew,
             origin_command_id=cid,
             customer=e.customer or s.customer,
+            product=e.product,
         )
         s.subscriptions[e.subscription_id] = sub
     sub.status = "active"
@@ -359,6 +386,8 @@ def _activated(s: AccountState, e: SubscriptionActivated, at: datetime, cid: UUI
     sub.auto_renew = e.auto_renew
     sub.granted = e.granted
     sub.current_payment_id = e.payment_id
+    sub.funding = [Funding(e.payment_id, e.amount_paid.minor)] if e.payment_id is not None else []
+    sub.switched_period = False
     sub.renewal_attempt = 0
     sub.next_retry_at, sub.dunning_over = None, False
     if e.payment_method_title:
@@ -470,8 +499,70 @@ def _renewed(s: AccountState, e: SubscriptionRenewed, at: datetime, cid: UUID | 
     sub.status = "active"
     sub.period_start, sub.period_end = e.period_start, e.period_end
     sub.current_payment_id = e.payment_id
+    sub.funding = [Funding(e.payment_id, e.amount.minor)]
+    sub.switched_period = False
     sub.renewal_attempt = 0
     sub.next_retry_at, sub.dunning_over = None, False
+    if e.plan_id is not None and e.plan_id != sub.plan_id:
+        # A scheduled downgrade took effect with this renewal: its charge was the new plan's price.
+        payment = s.payments.get(e.payment_id)
+        sub.plan_id, sub.plan_name = e.plan_id, e.plan_name or e.plan_id
+        sub.price = payment.amount if payment is not None else e.amount
+        sub.period_days = max((e.period_end - e.period_start).days, 1)
+    sub.pending_switch = None
+
+
+def _upgrade_started(s: AccountState, e: UpgradeStarted, at: datetime, cid: UUID | None) -> None:
+    origin = cid or e.payment_id
+    sub = s.subscriptions.get(e.subscription_id)
+    s.payments[e.payment_id] = Payment(
+        payment_id=e.payment_id,
+        subscription_id=e.subscription_id,
+        purpose="upgrade",
+        amount=e.amount,
+        origin_command_id=origin,
+        idempotence_key=e.idempotence_key,
+        customer=e.customer,
+        intent=e,
+        requested_at=at,
+    )
+    if sub is not None:
+        sub.payment_ids.append(e.payment_id)
+    s.intents[origin] = ("payment", e.payment_id)
+
+
+def _plan_switched(s: AccountState, e: PlanSwitched, at: datetime, cid: UUID | None) -> None:
+    sub = s.subscriptions.get(e.subscription_id)
+    if sub is None:
+        return
+    funding = []
+    if e.payment_id is not None:
+        funding.append(Funding(e.payment_id, e.amount_charged.minor))
+        sub.current_payment_id = e.payment_id
+    for part in e.credit_from:
+        paid = s.payments.get(part.payment_id)
+        baseline = paid.refunded_minor + paid.reserved_minor if paid is not None else 0
+        funding.append(Funding(part.payment_id, part.amount.minor, baseline))
+    sub.funding = funding
+    sub.switched_period, sub.granted = True, False
+    sub.plan_id, sub.plan_name, sub.price, sub.period_days = e.plan_id, e.plan_name, e.price, e.period_days
+    sub.status = "active"
+    sub.period_start, sub.period_end = e.period_start, e.period_end
+    sub.renewal_attempt = 0
+    sub.next_retry_at, sub.dunning_over = None, False
+    sub.pending_switch = None
+
+
+def _switch_scheduled(s: AccountState, e: PlanSwitchScheduled, at: datetime, cid: UUID | None) -> None:
+    sub = s.subscriptions.get(e.subscription_id)
+    if sub is not None:
+        sub.pending_switch = e
+
+
+def _switch_withdrawn(s: AccountState, e: PlanSwitchWithdrawn, at: datetime, cid: UUID | None) -> None:
+    sub = s.subscriptions.get(e.subscription_id)
+    if sub is not None:
+        sub.pending_switch = None
 
 
 def _renewal_failed(s: AccountState, e: RenewalFailed, at: datetime, cid: UUID | None) -> None:
@@ -522,4 +613,8 @@ _APPLIERS = {
     SubscriptionExpired: _expired,
     SubscriptionExpiringSoon: _expiring_soon,
     SubscriptionAdjusted: _adjusted,
+    UpgradeStarted: _upgrade_started,
+    PlanSwitched: _plan_switched,
+    PlanSwitchScheduled: _switch_scheduled,
+    PlanSwitchWithdrawn: _switch_withdrawn,
 }
