@@ -542,7 +542,8 @@ def _switch(state: AccountState, command: Envelope, ctx: Context) -> Decision:
         return reject(command, "switch_in_progress", f"An upgrade payment for this subscription is still open.{where}")
     for pid in sub.payment_ids:
         p = state.payments.get(pid)
-        if p is not None and p.purpose == "renewal" and p.status not in FINAL_PAYMENT:
+        if p is not None and p.purpose == "renewal" and (p.status not in FINAL_PAYMENT or p.outcome_unknown):
+            # Not while a renewal charge may still succeed: it would pay for a period the switch replaces.
             return reject(command, "charge_in_progress", "A renewal charge for this subscription is in progress; switch once it has settled.")
     customer = sub.customer or state.customer
     if c.plan_id == sub.plan_id:

@@ -23,6 +23,11 @@ Invariants (the two promises, made checkable):
   means YooKassa took the money and we never asked for it back in full;
 * no kept renewal charge whose decline (auto-renew off, cancel, expiry) came after it started and
   before we heard of its success, with no re-enable in between;
+* plan switches (docs/decisions/0119): an upgrade charges the new price less the credit, where the
+  credit is `rules.refunds.refund_amount` of what was actually paid for the current period
+  (recomputed here from the log alone); the new period's payments add up to what paid it; refunds
+  of a carried credit never exceed it; refunded + reserved ≤ paid per subscription too; at most one
+  live subscription per product (upgrades count as a new period for "one kept charge per period");
 * a payment or refund ends as failed only when YooKassa declined or refused it (a 401 is ours to
   fix, a given-up create is flagged `outcome_unknown`);
 * once the provider has settled: every command has a terminal event, nothing is left open.
@@ -85,7 +90,8 @@ def _plan(plan_id: str, price: str, days: int) -> PlanState:
     return build_plan(stream, [s.new_envelope(created, stream_id=stream, metadata=meta)])
 
 
-PLANS = {"monthly": _plan("monthly", "299.00", 30), "weekly": _plan("weekly", "99.00", 7)}
+PLANS = {"monthly": _plan("monthly", "299.00", 30), "weekly": _plan("weekly", "99.00", 7), "yearly": _plan("yearly", "2990.00", 365)}
+"""One product: a dearer plan is an upgrade (weekly → monthly → yearly), a cheaper one a downgrade."""
 
 
 # --------------------------------------------------------------------------- the fake YooKassa
@@ -242,10 +248,10 @@ def period_double_charges(log: list[s.Envelope], yk: FakeYooKassa) -> list[str]:
     amount: dict[Any, int] = {}
     for event in log:
         d = event.data
-        if isinstance(d, (s.CheckoutStarted, s.RenewalStarted)):
+        if isinstance(d, (s.CheckoutStarted, s.RenewalStarted, s.UpgradeStarted)):
             started_for[d.payment_id] = (d.subscription_id, periods_paid.get(d.subscription_id, 0))
             amount[d.payment_id] = d.amount.minor
-        elif isinstance(d, s.SubscriptionActivated) and d.payment_id is not None or isinstance(d, s.SubscriptionRenewed):
+        elif isinstance(d, s.SubscriptionActivated) and d.payment_id is not None or isinstance(d, (s.SubscriptionRenewed, s.PlanSwitched)):
             periods_paid[d.subscription_id] = periods_paid.get(d.subscription_id, 0) + 1
         elif isinstance(d, s.RefundRequested):
             asked_back[d.payment_id] = asked_back.get(d.payment_id, 0) + d.amount.minor
@@ -292,7 +298,7 @@ def failures_not_declined(log: list[s.Envelope], yk: FakeYooKassa) -> list[str]:
     provider_id: dict[Any, str] = {}
     for event in log:
         d = event.data
-        if isinstance(d, (s.CheckoutStarted, s.RenewalStarted)):
+        if isinstance(d, (s.CheckoutStarted, s.RenewalStarted, s.UpgradeStarted)):
             keys[d.payment_id] = d.idempotence_key
         elif isinstance(d, s.RefundRequested):
             keys[d.refund_id] = d.idempotence_key
@@ -311,6 +317,94 @@ def failures_not_declined(log: list[s.Envelope], yk: FakeYooKassa) -> list[str]:
             theirs_r = yk.refunds.get(provider_id.get(d.refund_id, ""))
             if not (theirs_r is not None and theirs_r.status == "canceled") and keys.get(d.refund_id) not in yk.refused_keys:
                 problems.append(f"refund {d.refund_id} failed ({d.reason}) though YooKassa did not decline it")
+    return problems
+
+
+@dataclass
+class _Period:
+    """The current period of a subscription as the log tells it: what paid it, from when."""
+
+    start: datetime
+    days: int
+    funding: dict[Any, tuple[int, int]]
+    """payment id → (kopecks of it that paid this period, its refunded + reserved when the period began)"""
+
+
+def switch_arithmetic(log: list[s.Envelope]) -> list[str]:
+    """Every upgrade charged the new price less the credit, where the credit is the prorated refund
+    (`rules.refunds.refund_amount`) of what was actually paid for the current period, computed here
+    from the log alone; and refunds of a carried credit never exceed it (no value refunded twice)."""
+    from rules.refunds import refund_amount
+
+    paid: dict[Any, int] = {}
+    asked: dict[Any, int] = {}
+    refunds: dict[Any, tuple[Any, int, str | None]] = {}
+    renewal_period: dict[Any, tuple[datetime, int]] = {}
+    periods: dict[Any, _Period] = {}
+    carried_since: dict[Any, tuple[int, int]] = {}
+    """payment id → (credit carried from it by the latest switch, its non-operator refunds then)"""
+    not_by_operator: dict[Any, int] = {}
+    problems: list[str] = []
+
+    def credit_now(sub_id: Any, at: datetime) -> tuple[int, list[tuple[Any, int]]]:
+        period = periods.get(sub_id)
+        if period is None:
+            return 0, []
+        live = {pid: f for pid, f in period.funding.items() if pid in paid}
+        taken = {pid: min(max(asked.get(pid, 0) - base, 0), cap) for pid, (cap, base) in live.items()}
+        total = refund_amount(sum(cap for cap, _ in live.values()), period.start, period.days, at, sum(taken.values())).amount_minor
+        left, parts = total, []
+        for pid, (cap, _) in live.items():
+            share = min(left, cap - taken[pid], paid[pid] - asked.get(pid, 0))
+            if share > 0:
+                parts.append((pid, share))
+                left -= share
+        return total - left, parts
+
+    for event in log:
+        d = event.data
+        if isinstance(d, s.PaymentSucceeded):
+            paid[d.payment_id] = d.amount.minor
+        elif isinstance(d, s.RenewalStarted):
+            renewal_period[d.payment_id] = (d.period_start, max((d.period_end - d.period_start).days, 1))
+        elif isinstance(d, s.RefundRequested):
+            asked[d.payment_id] = asked.get(d.payment_id, 0) + d.amount.minor
+            refunds[d.refund_id] = (d.payment_id, d.amount.minor, d.command_type)
+            if d.command_type != "AdminRefund":
+                not_by_operator[d.payment_id] = not_by_operator.get(d.payment_id, 0) + d.amount.minor
+        elif isinstance(d, s.RefundFailed) and not d.outcome_unknown and d.refund_id in refunds:
+            pid, amount, ctype = refunds[d.refund_id]
+            asked[pid] -= amount
+            if ctype != "AdminRefund":
+                not_by_operator[pid] -= amount
+        elif isinstance(d, s.SubscriptionActivated):
+            if d.payment_id is not None:
+                funding = {d.payment_id: (d.amount_paid.minor, asked.get(d.payment_id, 0))}
+                periods[d.subscription_id] = _Period(d.period_start, max((d.period_end - d.period_start).days, 1), funding)
+            else:
+                periods.pop(d.subscription_id, None)
+        elif isinstance(d, s.SubscriptionRenewed):
+            start, days = renewal_period.get(d.payment_id, (d.period_start, max((d.period_end - d.period_start).days, 1)))
+            periods[d.subscription_id] = _Period(start, days, {d.payment_id: (d.amount.minor, asked.get(d.payment_id, 0))})
+        elif isinstance(d, (s.UpgradeStarted, s.PlanSwitched)):
+            price = d.price.minor
+            if isinstance(d, s.UpgradeStarted) or d.payment_id is None:  # the decision: check its arithmetic
+                credit, parts = credit_now(d.subscription_id, event.occurred_at)
+                credit = min(credit, price)
+                charged = d.amount.minor if isinstance(d, s.UpgradeStarted) else d.amount_charged.minor
+                if d.credit.minor != credit or charged != price - credit:
+                    problems.append(f"upgrade of {d.subscription_id}: charged {charged} with credit {d.credit.minor}; expected credit {credit}")
+            if isinstance(d, s.PlanSwitched):
+                funding = {d.payment_id: (d.amount_charged.minor, 0)} if d.payment_id is not None else {}
+                for part in d.credit_from:
+                    funding[part.payment_id] = (part.amount.minor, asked.get(part.payment_id, 0))
+                    carried_since[part.payment_id] = (part.amount.minor, not_by_operator.get(part.payment_id, 0))
+                if d.amount_charged.minor + d.credit.minor != sum(cap for cap, _ in funding.values()):
+                    problems.append(f"switch of {d.subscription_id}: the new period's payments do not add up to what was paid for it")
+                periods[d.subscription_id] = _Period(d.period_start, d.period_days, funding)
+    for pid, (carried, before) in carried_since.items():
+        if not_by_operator.get(pid, 0) - before > carried:
+            problems.append(f"payment {pid}: {not_by_operator[pid] - before} refunded from a carried credit of {carried}")
     return problems
 
 
@@ -433,6 +527,18 @@ class AccountMachine(RuleBasedStateMachine):
     def admin_cancel(self, index: int, refund: bool, data: Any) -> None:
         payload = s.AdminCancelSubscription(subscription_id=self._subscription(index), refund=refund, reason="operator")
         self._send(payload, data, actor="admin")
+
+    @precondition(has_subscriptions)
+    @rule(index=st.integers(0, 7), plan=st.sampled_from(sorted(PLANS)), wait=st.booleans(), data=st.data())
+    def switch(self, index: int, plan: str, wait: bool, data: Any) -> None:
+        """Upgrade (by the saved card, or on a page the customer pays, declines or abandons), downgrade at
+        the period end, or switch back to the current plan (withdrawing a scheduled downgrade); `wait`
+        then goes to the period end, where a scheduled downgrade takes effect with the renewal."""
+        live = sorted(sub_id for sub_id, sub in self.state.subscriptions.items() if sub.status == "active")
+        sub_id = live[index % len(live)] if live and index < 6 else self._subscription(index)
+        self._send(s.SwitchPlan(subscription_id=sub_id, plan_id=plan), data)
+        if wait:
+            self.to_the_next_period_end(timedelta(hours=-23), data)
 
     @precondition(lambda self: bool(self.sent))
     @rule(index=st.integers(0, 63), data=st.data())
@@ -631,6 +737,22 @@ class AccountMachine(RuleBasedStateMachine):
     @invariant()
     def no_kept_charge_after_its_decline(self) -> None:
         assert not (problems := charges_after_decline(self.log)), problems
+
+    @invariant()
+    def refunded_never_more_than_paid_per_subscription(self) -> None:
+        for sub in self.state.subscriptions.values():
+            payments = [self.state.payments[p] for p in sub.payment_ids if p in self.state.payments]
+            paid = sum(p.amount.minor for p in payments if p.status == "succeeded")
+            assert sum(p.refunded_minor + p.reserved_minor for p in payments) <= paid, f"subscription {sub.subscription_id} over-refunded"
+
+    @invariant()
+    def switches_follow_the_refund_arithmetic(self) -> None:
+        assert not (problems := switch_arithmetic(self.log)), problems
+
+    @invariant()
+    def one_live_subscription_per_product(self) -> None:
+        live = [sub.product for sub in self.state.subscriptions.values() if sub.status in ("active", "past_due")]
+        assert len(live) == len(set(live)), f"two live subscriptions of one product: {live}"
 
     @invariant()
     def failed_only_when_declined(self) -> None:
