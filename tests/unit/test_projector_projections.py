@@ -147,7 +147,7 @@ def test_plan_created_then_archived() -> None:
     a.apply(PlanCreated(plan_id="basic", name="Basic", price=PRICE, period_days=30, description="d"), stream=stream, minutes=1)
     assert a.row("plans", "basic") | {} == {
         "plan_id": "basic", "name": "Basic", "price_minor": 29900, "currency": "RUB", "period_days": 30,
-        "description": "d", "archived": False, "created_at": a.at(1), "updated_at": a.at(1),
+        "description": "d", "archived": False, "created_at": a.at(1), "updated_at": a.at(1), "product": "cinema",
     }
     a.apply(PlanCreated(plan_id="basic", name="Basic+", price=Money.from_minor(39900), period_days=31), stream=stream, minutes=2)
     row = a.row("plans", "basic")
@@ -189,7 +189,8 @@ def test_checkout_creates_a_pending_subscription() -> None:
         "period_start": None, "period_end": None, "price_minor": 29900, "amount_paid_minor": 0, "amount_refunded_minor": 0,
         "currency": "RUB", "payment_method_title": None, "last_payment_id": str(a.pay), "renewal_attempt": 0,
         "next_retry_at": None, "status_reason": None, "created_at": a.at(1), "updated_at": a.at(1), "canceled_at": None,
-        "expired_at": None,
+        "expired_at": None, "product": "cinema", "period_paid_minor": None, "pending_plan_id": None, "pending_plan_name": None,
+        "pending_price_minor": None, "pending_effective_at": None,
     }
 
 
@@ -547,3 +548,54 @@ def test_projections_are_deterministic() -> None:
 
     first, second = build(), build()
     assert first["subscriptions"] and first == second
+
+
+# ---------------------------------------------------------------------- plan switches (docs/decisions/0119)
+
+
+def test_an_upgrade_moves_the_subscription_and_its_payment_is_an_upgrade() -> None:
+    import schemas as s
+
+    a = Account()
+    a.active()
+    upgrade, yearly = uuid.uuid4(), Money.from_minor(299000)
+    start = a.at(200)
+    a.apply(s.UpgradeStarted(
+        subscription_id=a.sub, payment_id=upgrade, from_plan_id="basic", from_plan_name="Basic", replaces_period_start=a.at(100),
+        plan_id="yearly", plan_name="Yearly", price=yearly, period_days=365, amount=Money.from_minor(280064),
+        credit=Money.from_minor(18936), credit_days_used=11, credit_days_in_period=30, payment_method_id="pm",
+        idempotence_key="k2", customer=CUSTOMER,
+    ))
+    assert a.row("payments", upgrade)["purpose"] == "upgrade"
+    assert a.row("commands", a.command)["command_type"] in ("SwitchPlan", "PurchaseSubscription")
+    a.paid(amount=Money.from_minor(280064), payment_id=upgrade, purpose="upgrade")
+    a.apply(s.PlanSwitched(
+        subscription_id=a.sub, from_plan_id="basic", from_plan_name="Basic", plan_id="yearly", plan_name="Yearly", price=yearly,
+        period_days=365, period_start=start, period_end=start + timedelta(days=365), payment_id=upgrade,
+        amount_charged=Money.from_minor(280064), credit=Money.from_minor(18936), customer=CUSTOMER,
+    ))
+    row = a.row("subscriptions", a.sub)
+    assert (row["plan_id"], row["plan_name"], row["price_minor"], row["period_paid_minor"]) == ("yearly", "Yearly", 299000, 299000)
+    assert row["amount_paid_minor"] == 29900 + 280064 and row["last_payment_id"] == str(upgrade)
+
+
+def test_a_downgrade_is_pending_until_the_renewal_carries_it_out() -> None:
+    import schemas as s
+
+    a = Account()
+    a.active()
+    end = a.at(100) + timedelta(days=30)
+    a.apply(s.PlanSwitchScheduled(subscription_id=a.sub, from_plan_name="Basic", plan_id="lite", plan_name="Lite",
+                                  price=Money.from_minor(9900), period_days=7, effective_at=end))
+    row = a.row("subscriptions", a.sub)
+    assert (row["plan_id"], row["pending_plan_id"], row["pending_plan_name"], row["pending_price_minor"], row["pending_effective_at"]) == (
+        "basic", "lite", "Lite", 9900, end)
+    a.apply(s.PlanSwitchWithdrawn(subscription_id=a.sub, plan_id="lite", plan_name="Lite"))
+    assert a.row("subscriptions", a.sub)["pending_plan_id"] is None
+    a.apply(s.PlanSwitchScheduled(subscription_id=a.sub, from_plan_name="Basic", plan_id="lite", plan_name="Lite",
+                                  price=Money.from_minor(9900), period_days=7, effective_at=end))
+    renewal = uuid.uuid4()
+    a.apply(s.SubscriptionRenewed(subscription_id=a.sub, payment_id=renewal, period_start=end, period_end=end + timedelta(days=7),
+                                  amount=Money.from_minor(9900), plan_id="lite", plan_name="Lite", previous_plan_name="Basic"))
+    row = a.row("subscriptions", a.sub)
+    assert (row["plan_id"], row["plan_name"], row["price_minor"], row["pending_plan_id"]) == ("lite", "Lite", 9900, None)

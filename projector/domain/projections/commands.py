@@ -43,9 +43,13 @@ def _intent_command_type(ev: ProjectedEvent) -> str:
         return "PurchaseSubscription"
     if ev.type == "RenewalStarted":
         return "RenewSubscription"
+    if ev.type == "UpgradeStarted":
+        return "SwitchPlan"
     if ev.type == "PaymentStateUnknown":
         if ev.data.get("purpose") == "renewal":
             return "RenewSubscription"
+        if ev.data.get("purpose") == "upgrade":
+            return "SwitchPlan"
         return "PurchaseSubscription" if kind in (None, "user") else "SyncPayment"
     if ev.type == "RefundRequested":
         return {"user": "CancelSubscription", "admin": "AdminRefund"}.get(kind or "user", "SyncPayment")
@@ -115,7 +119,7 @@ def _failed(state: State, ev: ProjectedEvent) -> None:
     _terminal(state, ev, "failed", reason=ev.data["reason"])
 
 
-INTENT_EVENTS = ("CheckoutStarted", "RenewalStarted", "RefundRequested", "PaymentStateUnknown", "RefundStateUnknown")
+INTENT_EVENTS = ("CheckoutStarted", "RenewalStarted", "UpgradeStarted", "RefundRequested", "PaymentStateUnknown", "RefundStateUnknown")
 
 HANDLERS = {
     **{name: _intent for name in INTENT_EVENTS},

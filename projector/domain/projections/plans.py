@@ -5,6 +5,7 @@ from __future__ import annotations
 from projector.domain.events import ProjectedEvent, currency, minor
 from projector.domain.projections.base import BIGINT, BOOLEAN, INTEGER, TEXT, TIMESTAMPTZ, TableSpec
 from projector.domain.state import State
+from schemas import DEFAULT_PRODUCT
 
 TABLE = TableSpec(
     "plans",
@@ -12,7 +13,7 @@ TABLE = TableSpec(
     (
         ("plan_id", TEXT), ("name", TEXT), ("price_minor", BIGINT), ("currency", TEXT),
         ("period_days", INTEGER), ("description", TEXT), ("archived", BOOLEAN),
-        ("created_at", TIMESTAMPTZ), ("updated_at", TIMESTAMPTZ),
+        ("created_at", TIMESTAMPTZ), ("updated_at", TIMESTAMPTZ), ("product", TEXT),
     ),
 )
 T = TABLE.name
@@ -29,6 +30,7 @@ def _plan_created(state: State, ev: ProjectedEvent) -> None:
         currency=currency(d["price"]),
         period_days=d["period_days"],
         description=d.get("description") or "",
+        product=d.get("product") or DEFAULT_PRODUCT,
         updated_at=ev.occurred_at,
     )
     state.put(T, d["plan_id"], row)

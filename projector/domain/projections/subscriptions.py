@@ -4,7 +4,9 @@ Statuses (contracts): `pending_payment` → `active` → `canceled` | `expired`;
 renewals are being retried; `payment_failed` when the first payment was declined or abandoned.
 Cancel at period end keeps `active` with `cancel_at_period_end` and `auto_renew` off until the
 SubscriptionExpired at the period end. `amount_paid_minor` sums PaymentSucceeded (purchase and
-renewals), `amount_refunded_minor` sums RefundSucceeded.
+renewals, upgrades), `amount_refunded_minor` sums RefundSucceeded. A plan switch (docs/decisions/0119)
+changes `plan_id`/`plan_name`/`price_minor`: an upgrade at once (`period_paid_minor` = its charge plus
+the credit carried), a downgrade with the renewal at the period end (`pending_plan_*` until then).
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 from projector.domain.events import ProjectedEvent, currency, minor, ts
 from projector.domain.projections.base import BIGINT, BOOLEAN, INTEGER, TEXT, TIMESTAMPTZ, UUID, TableSpec
 from projector.domain.state import FOREIGN, Row, State
+from schemas import DEFAULT_PRODUCT
 
 TABLE = TableSpec(
     "subscriptions",
@@ -24,7 +27,9 @@ TABLE = TableSpec(
         ("currency", TEXT), ("payment_method_title", TEXT), ("last_payment_id", UUID),
         ("renewal_attempt", INTEGER), ("next_retry_at", TIMESTAMPTZ), ("status_reason", TEXT),
         ("created_at", TIMESTAMPTZ), ("updated_at", TIMESTAMPTZ), ("canceled_at", TIMESTAMPTZ),
-        ("expired_at", TIMESTAMPTZ),
+        ("expired_at", TIMESTAMPTZ), ("product", TEXT), ("period_paid_minor", BIGINT),
+        ("pending_plan_id", TEXT), ("pending_plan_name", TEXT), ("pending_price_minor", BIGINT),
+        ("pending_effective_at", TIMESTAMPTZ),
     ),
 )
 T = TABLE.name
@@ -62,7 +67,17 @@ def _new(ev: ProjectedEvent, subscription_id: str, d: dict, *, price: dict | Non
         "updated_at": ev.occurred_at,
         "canceled_at": None,
         "expired_at": None,
+        "product": d.get("product") or DEFAULT_PRODUCT,
+        "period_paid_minor": None,
+        "pending_plan_id": None,
+        "pending_plan_name": None,
+        "pending_price_minor": None,
+        "pending_effective_at": None,
     }
+
+
+def _no_pending_switch(row: Row) -> None:
+    row.update(pending_plan_id=None, pending_plan_name=None, pending_price_minor=None, pending_effective_at=None)
 
 
 def _customer(row: Row, d: dict) -> None:
@@ -198,6 +213,7 @@ def _canceled(state: State, ev: ProjectedEvent) -> None:
         row["status"] = "canceled"
         row["next_retry_at"] = None
         row["status_reason"] = d.get("reason") or d["mode"]
+        _no_pending_switch(row)
     _customer(row, d)
     _save(state, ev, row)
 
@@ -226,7 +242,11 @@ def _renewed(state: State, ev: ProjectedEvent) -> None:
         renewal_attempt=0,
         next_retry_at=None,
         status_reason=None,
+        period_paid_minor=None,
     )
+    if d.get("plan_id"):  # a scheduled downgrade took effect
+        row.update(plan_id=d["plan_id"], plan_name=d.get("plan_name") or d["plan_id"], price_minor=minor(d["amount"]))
+    _no_pending_switch(row)
     _customer(row, d)
     _save(state, ev, row)
 
@@ -251,6 +271,7 @@ def _expired(state: State, ev: ProjectedEvent) -> None:
         return
     d = ev.data
     row["status"] = "expired"
+    _no_pending_switch(row)
     row["expired_at"] = ts(d["expired_at"])
     row["next_retry_at"] = None
     row["auto_renew"] = False
@@ -267,7 +288,56 @@ def _adjusted(state: State, ev: ProjectedEvent) -> None:
     _save(state, ev, row)
 
 
+def _plan_switched(state: State, ev: ProjectedEvent) -> None:
+    row = _existing(state, ev)
+    if row is None:
+        return
+    d = ev.data
+    row.update(
+        plan_id=d["plan_id"],
+        plan_name=d["plan_name"],
+        price_minor=minor(d["price"]),
+        status="active",
+        period_start=ts(d["period_start"]),
+        period_end=ts(d["period_end"]),
+        period_paid_minor=minor(d["amount_charged"]) + minor(d["credit"]),
+        renewal_attempt=0,
+        next_retry_at=None,
+        status_reason=None,
+    )
+    if d.get("payment_id"):
+        row["last_payment_id"] = d["payment_id"]
+    _no_pending_switch(row)
+    _customer(row, d)
+    _save(state, ev, row)
+
+
+def _switch_scheduled(state: State, ev: ProjectedEvent) -> None:
+    row = _existing(state, ev)
+    if row is None:
+        return
+    d = ev.data
+    row.update(
+        pending_plan_id=d["plan_id"],
+        pending_plan_name=d["plan_name"],
+        pending_price_minor=minor(d["price"]),
+        pending_effective_at=ts(d["effective_at"]),
+    )
+    _save(state, ev, row)
+
+
+def _switch_withdrawn(state: State, ev: ProjectedEvent) -> None:
+    row = _existing(state, ev)
+    if row is None:
+        return
+    _no_pending_switch(row)
+    _save(state, ev, row)
+
+
 HANDLERS = {
+    "PlanSwitched": _plan_switched,
+    "PlanSwitchScheduled": _switch_scheduled,
+    "PlanSwitchWithdrawn": _switch_withdrawn,
     "CheckoutStarted": _checkout_started,
     "RenewalStarted": _renewal_started,
     "PaymentCreated": _payment_created,
@@ -285,6 +355,6 @@ HANDLERS = {
 
 COUNT_EVENTS = frozenset(
     {"CheckoutStarted", "SubscriptionActivated", "PaymentFailed", "SubscriptionCanceled", "SubscriptionRenewed",
-     "RenewalFailed", "SubscriptionExpired"}
+     "RenewalFailed", "SubscriptionExpired", "PlanSwitched"}
 )
 """The events that may create a subscription or change its status (the account counts follow them)."""
