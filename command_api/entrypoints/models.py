@@ -14,7 +14,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from command_api.domain.auth import USER_ID_PATTERN
-from schemas import Money
+from schemas import DEFAULT_PRODUCT, Money
 
 # Printable text: no C0 controls except tab/newline/carriage return, no DEL.
 TEXT_PATTERN = r"^[^\x00-\x08\x0b\x0c\x0e-\x1f\x7f]*$"
@@ -51,6 +51,27 @@ class CancelRequest(Request):
     mode: Literal["refund_now", "at_period_end"] = Field(
         description="refund_now: end at once, refund the unused days; at_period_end: no refund, no renewal"
     )
+
+
+class SwitchRequest(Request):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {"plan_id": "standard-yearly"},
+                {"plan_id": "standard-monthly", "return_url": "https://cinema.example/account"},
+            ]
+        }
+    )
+
+    plan_id: PlanId = Field(
+        description=(
+            "another plan of the subscription's product. A dearer plan is an upgrade: charged now (the saved card, "
+            "else a payment page whose URL the outcome carries) its price less the credit for the unused days, and "
+            "a new period starts. Any other plan starts with the renewal at the period end. The current plan "
+            "withdraws a scheduled switch."
+        )
+    )
+    return_url: str | None = Field(default=None, max_length=2048, pattern=LINE_PATTERN, description="where the payment page returns")
 
 
 class AutoRenewRequest(Request):
@@ -123,6 +144,7 @@ class AdminCreatePlanRequest(Request):
                     "price": {"amount": "299.00", "currency": "RUB"},
                     "period_days": 30,
                     "description": "HD films and series",
+                    "product": "cinema",
                     "reason": "launch",
                 }
             ]
@@ -134,6 +156,10 @@ class AdminCreatePlanRequest(Request):
     price: Money
     period_days: int = Field(ge=1, le=3660)
     description: str = Field(default="", max_length=2000, pattern=TEXT_PATTERN)
+    product: str = Field(
+        default=DEFAULT_PRODUCT, pattern=PLAN_ID_PATTERN,
+        description="plans of one product are alternatives: a user holds at most one live subscription per product",
+    )
     reason: Reason
 
 
@@ -201,6 +227,7 @@ class Plan(BaseModel):
                     "period_days": 30,
                     "description": "HD films and series",
                     "archived": False,
+                    "product": "cinema",
                 }
             ]
         }
@@ -212,6 +239,7 @@ class Plan(BaseModel):
     period_days: int
     description: str
     archived: bool
+    product: str = Field(default=DEFAULT_PRODUCT, description="a user holds at most one live subscription per product")
 
 
 class PlanList(BaseModel):
@@ -240,7 +268,7 @@ class Payment(BaseModel):
 
     payment_id: uuid.UUID
     subscription_id: uuid.UUID
-    purpose: str = Field(description="purchase | renewal")
+    purpose: str = Field(description="purchase | renewal | upgrade (the prorated difference of a plan switch)")
     status: str = Field(description="created | pending | succeeded | canceled | unknown")
     amount: Money
     confirmation_url: str | None = None
@@ -310,7 +338,23 @@ _SUBSCRIPTION_EXAMPLE: dict[str, Any] = {
     "updated_at": "2026-11-26T10:00:00Z",
     "canceled_at": None,
     "expired_at": None,
+    "product": "cinema",
+    "pending_switch": {
+        "plan_id": "standard-weekly",
+        "plan_name": "Standard, weekly",
+        "price": {"amount": "99.00", "currency": "RUB"},
+        "effective_at": "2026-12-26T10:00:00Z",
+    },
 }
+
+
+class PendingSwitch(BaseModel):
+    """A downgrade that takes effect with the renewal at `effective_at`."""
+
+    plan_id: str
+    plan_name: str
+    price: Money
+    effective_at: datetime
 
 
 class Subscription(BaseModel):
@@ -333,6 +377,8 @@ class Subscription(BaseModel):
     updated_at: datetime
     canceled_at: datetime | None = None
     expired_at: datetime | None = None
+    product: str = DEFAULT_PRODUCT
+    pending_switch: PendingSwitch | None = Field(default=None, description="a switch scheduled for the period end")
 
 
 class SubscriptionDetail(Subscription):

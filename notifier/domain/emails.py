@@ -17,6 +17,11 @@ pair triggers the email (docs/decisions/0071):
 | renewal_failed         | RenewalFailed (what happens next and when)     | PaymentFailed(renewal)       |
 | expiring_soon          | SubscriptionExpiringSoon                       | —                            |
 | subscription_expired   | SubscriptionExpired                            | —                            |
+| plan_upgraded          | PlanSwitched (charged amount, credit, new period) | PaymentSucceeded(upgrade) |
+| plan_switch_scheduled  | PlanSwitchScheduled (the new plan and its date) | —                           |
+
+A downgrade taking effect is the renewal's email (SubscriptionRenewed with `plan_id` says which plan
+the renewal moved to). A declined upgrade changes nothing and is not emailed (the customer saw it).
 
 A grant (SubscriptionActivated with `granted`) moves no money and is not emailed. An event without
 a `customer` cannot be emailed (there is nobody to write to): it is skipped with a log line.
@@ -34,6 +39,8 @@ from schemas.events import (
     CheckoutStarted,
     PaymentFailed,
     PaymentSucceeded,
+    PlanSwitched,
+    PlanSwitchScheduled,
     RefundFailed,
     RefundRequested,
     RefundSucceeded,
@@ -54,7 +61,7 @@ from notifier.domain.reasons import expiry_reason, payment_reason, refund_failur
 EVENT_TYPES_SKIPPED = frozenset({
     "CommandSucceeded", "CommandRejected", "CommandFailed", "PlanCreated", "PlanArchived", "RenewalStarted",
     "PaymentCreated", "PaymentSucceeded", "PaymentStateUnknown", "RefundCreated", "RefundStateUnknown",
-    "SubscriptionAdjusted",
+    "SubscriptionAdjusted", "UpgradeStarted", "PlanSwitchWithdrawn",
 })
 
 EMAIL_KINDS = (
@@ -68,6 +75,8 @@ EMAIL_KINDS = (
     "renewal_failed",
     "expiring_soon",
     "subscription_expired",
+    "plan_upgraded",
+    "plan_switch_scheduled",
 )
 
 
@@ -122,6 +131,11 @@ def facts_to_remember(envelope: Envelope) -> list[Remember]:
     data = envelope.data
     if isinstance(data, (CheckoutStarted, SubscriptionActivated)):
         return [Remember(f"subscription:{data.subscription_id}", {"plan_name": data.plan_name, "period_days": getattr(data, "period_days", None)})]
+    if isinstance(data, PlanSwitched):
+        return [Remember(f"subscription:{data.subscription_id}", {"plan_name": data.plan_name, "period_days": data.period_days})]
+    if isinstance(data, SubscriptionRenewed) and data.plan_name:
+        days = max((data.period_end - data.period_start).days, 1)
+        return [Remember(f"subscription:{data.subscription_id}", {"plan_name": data.plan_name, "period_days": days})]
     if isinstance(data, RefundRequested) and data.days_used is not None:
         facts = {"days_used": data.days_used, "days_in_period": data.days_in_period}
         return [Remember(f"refund:{data.refund_id}", facts)]
@@ -165,9 +179,14 @@ def _kind_and_values(data: object, facts: Facts) -> tuple[str | None, dict[str, 
             return None, {"why": "a granted subscription moved no money"}
         return "purchase_succeeded", {"plan_name": data.plan_name}
     if isinstance(data, PaymentSucceeded):
-        why = "purchases are emailed on SubscriptionActivated" if data.purpose == "purchase" else "renewals are emailed on SubscriptionRenewed"
+        why = {
+            "purchase": "purchases are emailed on SubscriptionActivated",
+            "upgrade": "upgrades are emailed on PlanSwitched",
+        }.get(data.purpose, "renewals are emailed on SubscriptionRenewed")
         return None, {"why": why}
     if isinstance(data, PaymentFailed):
+        if data.purpose == "upgrade":
+            return None, {"why": "a declined upgrade changes nothing; the customer saw the decline"}
         if data.purpose != "purchase":
             return None, {"why": "renewal declines are emailed on RenewalFailed"}
         return "payment_failed", {"reason_text": lambda loc: payment_reason(data.reason, loc)}
@@ -187,7 +206,11 @@ def _kind_and_values(data: object, facts: Facts) -> tuple[str | None, dict[str, 
             return None, {"why": "turning auto-renewal on is not emailed"}
         return "auto_renew_off", {}
     if isinstance(data, SubscriptionRenewed):
-        return "renewal_succeeded", {}
+        return "renewal_succeeded", {"plan_name": data.plan_name} if data.plan_name else {}
+    if isinstance(data, PlanSwitched):
+        return "plan_upgraded", {"plan_name": data.plan_name}
+    if isinstance(data, PlanSwitchScheduled):
+        return "plan_switch_scheduled", {"plan_name": data.plan_name}
     if isinstance(data, RenewalFailed):
         return "renewal_failed", {"reason_text": lambda loc: payment_reason(data.reason, loc)}
     if isinstance(data, SubscriptionExpiringSoon):

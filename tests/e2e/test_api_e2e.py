@@ -106,8 +106,8 @@ async def test_purchase_pay_webhook_active_and_no_second_charge(pipeline, plan_i
             "/v1/subscriptions", json={"plan_id": plan_id},
             headers={**headers, "Idempotency-Key": str(uuid.uuid4()), "Prefer": "wait=10"},
         )
-        assert again.status_code == 422, again.text
-        assert again.json()["command_status"] == "rejected" and again.json()["reason"]
+        assert again.status_code == 409, again.text
+        assert again.json()["command_status"] == "rejected" and again.json()["code"] == "already_subscribed"
 
         command = await client.get(f"/v1/commands/{bought['first'].json()['command_id']}", headers=headers)
         assert command.json()["status"] == "succeeded"

@@ -324,7 +324,7 @@ async def test_prefer_wait_answers_the_outcome_when_it_arrives(api, seed):
     assert replay.status_code == 200 and replay.json() == response.json()
 
 
-async def test_prefer_wait_answers_a_rejection_as_a_422_problem(api, seed):
+async def test_prefer_wait_answers_a_rejection_as_a_problem_with_the_code_s_status(api, seed):
     user, plan = new_user(), await seed.plan()
     headers = {**api.command(user), "Prefer": "respond-async, wait=2"}
     command_id = derived_id("command", user, headers["Idempotency-Key"])
@@ -337,7 +337,7 @@ async def test_prefer_wait_answers_a_rejection_as_a_422_problem(api, seed):
     task = asyncio.create_task(reject())
     response = await api.client.post("/v1/subscriptions", json={"plan_id": plan["plan_id"]}, headers=headers)
     await task
-    problem = _is_problem(response, 422)
+    problem = _is_problem(response, 409)  # a conflict with the account's state (docs/decisions/0119)
     assert problem["type"].endswith("/command-rejected")
     assert problem["command_status"] == "rejected" and problem["code"] == "already_subscribed"
     assert problem["detail"] == "you already have this plan" and problem["command_id"] == str(command_id)

@@ -15,6 +15,8 @@ from schemas import Actor, Envelope, Metadata, Money, account_stream, new_envelo
 from schemas.base import Payload
 from schemas.commands import Customer
 from schemas.events import (
+    PlanSwitched,
+    PlanSwitchScheduled,
     AutoRenewChanged,
     CheckoutStarted,
     PaymentFailed,
@@ -153,4 +155,20 @@ class Account:
             "renewal_failed": self.renewal_failed(),
             "expiring_soon": self.expiring_soon(),
             "subscription_expired": self.expired(),
+            "plan_upgraded": self.upgraded(),
+            "plan_switch_scheduled": self.switch_scheduled(),
         }
+
+    def upgraded(self, **kw: Any) -> Envelope:
+        return self._env(PlanSwitched(**{
+            "subscription_id": self.subscription_id, "from_plan_id": "monthly", "from_plan_name": self.plan_name,
+            "plan_id": "yearly", "plan_name": "Год" if self.customer.locale == "ru" else "Yearly",
+            "price": Money(amount="14900.00"), "period_days": 365, "period_start": T0 + timedelta(days=10),
+            "period_end": T0 + timedelta(days=375), "payment_id": uuid.uuid4(), "amount_charged": Money(amount="13907.00"),
+            "credit": Money(amount="993.00"), "customer": self.customer, **kw}))
+
+    def switch_scheduled(self, **kw: Any) -> Envelope:
+        return self._env(PlanSwitchScheduled(**{
+            "subscription_id": self.subscription_id, "from_plan_name": self.plan_name, "plan_id": "weekly",
+            "plan_name": "Неделя" if self.customer.locale == "ru" else "Weekly", "price": Money(amount="490.00"),
+            "period_days": 7, "effective_at": T0 + timedelta(days=30), "customer": self.customer, **kw}))

@@ -66,6 +66,8 @@ def test_each_money_movement_has_exactly_one_trigger() -> None:
     assert isinstance(plan_email(account.payment_succeeded()), Skip)  # emailed on SubscriptionActivated
     assert isinstance(plan_email(account.payment_succeeded(purpose="renewal")), Skip)  # on SubscriptionRenewed
     assert isinstance(plan_email(account.payment_failed(purpose="renewal")), Skip)  # on RenewalFailed
+    assert isinstance(plan_email(account.payment_succeeded(purpose="upgrade")), Skip)  # on PlanSwitched
+    assert isinstance(plan_email(account.payment_failed(purpose="upgrade")), Skip)  # a declined upgrade changes nothing
     assert isinstance(plan_email(account.checkout_started()), Skip)
     assert isinstance(plan_email(account.auto_renew_changed(True)), Skip)
     assert isinstance(plan_email(account.activated(granted=True, payment_id=None, reason="gift")), Skip)
@@ -103,6 +105,8 @@ def _rendered_all(renderer: Renderer, locale: str, plan_name: str):
         "expiring_with_auto_renew": account.expiring_soon(auto_renew=True),
         "payment_abandoned": account.payment_failed("expired_on_confirmation"),
         "payment_unknown_reason": account.payment_failed("brand_new_reason"),
+        "upgraded_by_credit_alone": account.upgraded(amount_charged=Money(amount="0.00"), payment_id=None),
+        "renewed_into_a_downgrade": account.renewed(plan_id="weekly", plan_name="Weekly", previous_plan_name=plan_name),
     }
     out = {}
     for name, event in events.items():
@@ -230,3 +234,19 @@ def test_the_notifier_never_skips_an_event_type_its_decisions_inspect() -> None:
     assert {"SubscriptionActivated", "RefundSucceeded", "CheckoutStarted"} <= inspected
     assert emails.EVENT_TYPES_SKIPPED <= known
     assert emails.EVENT_TYPES_SKIPPED & inspected == {"PaymentSucceeded"}
+
+
+def test_upgrade_email_shows_the_charge_and_the_credit(renderer: Renderer) -> None:
+    for locale, words in (("ru", ("Мы списали 13{0}907,00{0}₽", "за вычетом 993,00{0}₽")), ("en", ("We charged RUB{0}13,907.00", "credit of RUB{0}993.00"))):
+        email = renderer.render(plan_email(Account(locale=locale).upgraded()))  # type: ignore[arg-type]
+        for word in words:
+            assert word.format(NBSP) in email.text, (locale, email.text)
+
+
+def test_downgrade_emails_name_the_plan_and_the_date(renderer: Renderer) -> None:
+    scheduled = renderer.render(plan_email(Account(locale="en", plan_name="Monthly").switch_scheduled()))  # type: ignore[arg-type]
+    assert scheduled.subject == "Your subscription switches to Weekly on April 4, 2026"
+    assert f"charge RUB{NBSP}490.00" in scheduled.text
+    account = Account(locale="ru", plan_name="Месяц")
+    renewed = renderer.render(plan_email(account.renewed(plan_id="weekly", plan_name="Неделя", previous_plan_name="Месяц")))  # type: ignore[arg-type]
+    assert "перешла с тарифа «Месяц» на тариф «Неделя»" in renewed.text and renewed.subject.startswith("Подписка «Неделя» продлена")

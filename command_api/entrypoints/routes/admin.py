@@ -153,6 +153,7 @@ async def create_plan(body: AdminCreatePlanRequest, services: ServicesDep, ctx: 
             price=body.price,
             period_days=body.period_days,
             description=body.description,
+            product=body.product,
             reason=body.reason,
         )
         return Prepared(payload, plan_stream(body.plan_id), body.plan_id)

@@ -9,7 +9,7 @@ from fastapi import Query
 from command_api.entrypoints.models import CommandStatus, Payment, Plan, Refund, Subscription
 from command_api.entrypoints.problems import problem_responses
 from command_api.adapters.read_models import Row
-from schemas import Money
+from schemas import DEFAULT_PRODUCT, Money
 
 Limit = Annotated[int, Query(ge=1, le=100, description="page size")]
 Offset = Annotated[int, Query(ge=0, le=1_000_000, description="rows to skip")]
@@ -27,6 +27,7 @@ def plan_view(row: Row) -> Plan:
         period_days=row["period_days"],
         description=row["description"],
         archived=row["archived"],
+        product=row.get("product") or DEFAULT_PRODUCT,
     )
 
 
@@ -50,6 +51,13 @@ def subscription_fields(row: Row) -> dict[str, Any]:
         "updated_at": row["updated_at"],
         "canceled_at": row["canceled_at"],
         "expired_at": row["expired_at"],
+        "product": row.get("product") or DEFAULT_PRODUCT,
+        "pending_switch": {
+            "plan_id": row["pending_plan_id"],
+            "plan_name": row["pending_plan_name"],
+            "price": money(row["pending_price_minor"], currency),
+            "effective_at": row["pending_effective_at"],
+        } if row.get("pending_plan_id") else None,
     }
 
 

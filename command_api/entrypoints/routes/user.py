@@ -29,6 +29,7 @@ from command_api.entrypoints.models import (
     RefundQuote,
     SubscriptionDetail,
     SubscriptionList,
+    SwitchRequest,
 )
 from command_api.domain.problems import ProblemError
 from command_api.entrypoints.routes.common import (
@@ -49,6 +50,7 @@ from schemas import (
     Customer,
     PurchaseSubscription,
     SetAutoRenew,
+    SwitchPlan,
     account_stream,
     derived_id,
 )
@@ -210,6 +212,38 @@ async def set_auto_renew(
     return await services.intake.submit(ctx, "SetAutoRenew", body, prepare)
 
 
+@router.post(
+    "/subscriptions/{subscription_id}/switch",
+    status_code=202,
+    response_model=CommandStatus,
+    tags=["subscriptions"],
+    responses=command_responses(),
+)
+async def switch_plan(
+    subscription_id: uuid.UUID, body: SwitchRequest, services: ServicesDep, principal: CurrentUser, ctx: UserCommand
+) -> Response:
+    """Switch to another plan of the same product (docs/decisions/0119).
+
+    A dearer plan is an **upgrade**, now: the charge is its price less the credit for the unused
+    days of the current period (the same arithmetic as a refund), by the saved card — or, without
+    one, on a payment page whose URL the outcome carries — and a new period of the new plan starts
+    when it is paid. Any other plan is a **downgrade**: the renewal at the period end charges the
+    new plan and moves the subscription to it. Switching to the current plan withdraws a scheduled
+    downgrade. Refused with a problem: an unknown plan (404 `plan_not_found`), the current plan with
+    nothing scheduled (409 `same_plan`), an archived plan or one of another product, a subscription
+    that is not live or is past due (pay first), or a payment still in flight (409).
+    """
+
+    async def prepare(command_id: uuid.UUID) -> Prepared:
+        await _own_subscription(services, subscription_id, principal.user_id)
+        if await services.reads.plan(body.plan_id) is None:
+            raise ProblemError(404, "plan-not-found", "Plan not found", f"there is no plan {body.plan_id!r}", code="plan_not_found")
+        payload = SwitchPlan(subscription_id=subscription_id, plan_id=body.plan_id, return_url=body.return_url)
+        return Prepared(payload, account_stream(principal.user_id), principal.user_id)
+
+    return await services.intake.submit(ctx, "SwitchPlan", body, prepare)
+
+
 @router.get(
     "/subscriptions/{subscription_id}/refund-quote",
     response_model=RefundQuote,
@@ -248,13 +282,17 @@ async def refund_quote(subscription_id: uuid.UUID, services: ServicesDep, princi
     # renewal's when the previous period ended (it may be charged before that).
     paid_at = (sub["period_start"] or payment["paid_at"]) if payment["purpose"] == "renewal" else (
         payment["paid_at"] or sub["period_start"])
-    quote = refund_amount(payment["amount_minor"], paid_at, period_days, now, already)
+    paid_minor = payment["amount_minor"]
+    if sub.get("period_paid_minor") is not None and sub["period_start"] is not None:
+        # A period an upgrade started: paid by the upgrade charge plus the credit carried into it.
+        paid_minor, paid_at = sub["period_paid_minor"], sub["period_start"]
+    quote = refund_amount(paid_minor, paid_at, period_days, now, already)
     return RefundQuote(
         subscription_id=subscription_id,
         amount=money(quote.amount_minor, payment["currency"]),
         days_used=quote.days_used,
         days_in_period=quote.days_in_period,
-        paid=money(payment["amount_minor"], payment["currency"]),
+        paid=money(paid_minor, payment["currency"]),
         already_refunded=money(already, payment["currency"]),
         refundable=quote.amount_minor > 0,
         quoted_at=now,
