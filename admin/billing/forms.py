@@ -151,6 +151,16 @@ class CreatePlanForm(OperatorCommandForm):
     currency = forms.CharField(max_length=3, initial="RUB")
     period_days = forms.IntegerField(min_value=1, max_value=3660, initial=30)
     description = forms.CharField(max_length=2000, required=False, widget=forms.Textarea(attrs={"rows": 2}))
+    product = forms.CharField(
+        max_length=64, initial="cinema", required=False,
+        help_text="Plans of one product are alternatives: a user holds one live subscription per product and switches between its plans.",
+    )
+
+    def clean_product(self) -> str:
+        value = (self.cleaned_data.get("product") or "").strip() or "cinema"
+        if not PLAN_ID_RE.match(value):
+            raise ValidationError("Use lower-case letters, digits, - and _ (up to 64, starting with a letter or digit).")
+        return value
 
     def clean_plan_id(self) -> str:
         value = self.cleaned_data["plan_id"].strip()
@@ -178,6 +188,7 @@ class CreatePlanForm(OperatorCommandForm):
             "price": {"amount": f"{data['price']:.2f}", "currency": data["currency"]},
             "period_days": data["period_days"],
             "description": data.get("description", "").strip(),
+            "product": data["product"],
             "reason": data["reason"],
         }
 

@@ -30,6 +30,7 @@ class Plan(models.Model):
     archived = models.BooleanField()
     created_at = models.DateTimeField()
     updated_at = models.DateTimeField()
+    product = models.TextField(default="cinema")
 
     class Meta:
         managed = False
@@ -69,6 +70,12 @@ class Subscription(models.Model):
     updated_at = models.DateTimeField()
     canceled_at = models.DateTimeField(null=True)
     expired_at = models.DateTimeField(null=True)
+    product = models.TextField(default="cinema")
+    period_paid_minor = models.BigIntegerField(null=True)
+    pending_plan_id = models.TextField(null=True)
+    pending_plan_name = models.TextField(null=True)
+    pending_price_minor = models.BigIntegerField(null=True)
+    pending_effective_at = models.DateTimeField(null=True)
 
     class Meta:
         managed = False

@@ -223,6 +223,20 @@ async def test_cancel_and_auto_renew_publish_commands(api, seed, settings, path,
     )
 
 
+async def test_switch_publishes_a_switch_command_and_refuses_an_unknown_plan(api, seed, settings):
+    user, plan, yearly = new_user(), await seed.plan(), await seed.plan(price_minor=299000, period_days=365)
+    sub = await seed.subscription(user, plan)
+    path = f"/v1/subscriptions/{sub['subscription_id']}/switch"
+    response = await api.client.post(path, json={"plan_id": yearly["plan_id"]}, headers=api.command(user))
+    assert response.status_code == 202 and response.json()["command_type"] == "SwitchPlan"
+    key, envelope, _ = await _one_published(api, settings, response.json()["command_id"])
+    assert key == user.encode() and envelope["type"] == "SwitchPlan"
+    assert envelope["data"] == {"subscription_id": str(sub["subscription_id"]), "plan_id": yearly["plan_id"], "return_url": None}
+    missing = _is_problem(await api.client.post(path, json={"plan_id": "no-such-plan"}, headers=api.command(user)), 404)
+    assert missing["code"] == "plan_not_found"
+    _is_problem(await api.client.post(path, json={"plan_id": yearly["plan_id"]}, headers=api.command(new_user())), 404)
+
+
 async def test_refund_quote_matches_the_shared_refund_function(api, seed):
     user, plan = new_user(), await seed.plan(price_minor=29900, period_days=30)
     paid_at = datetime.now(timezone.utc) - timedelta(days=2, hours=3)
@@ -475,7 +489,7 @@ async def test_health_readiness_metrics_and_request_ids(api):
 async def test_openapi_documents_every_route_with_examples(api):
     schema = (await api.client.get("/openapi.json")).json()
     operations = [(path, method, op) for path, item in schema["paths"].items() for method, op in item.items()]
-    assert len(operations) == 24
+    assert len(operations) == 25
     for path, method, op in operations:
         assert op.get("description"), (path, method)
         responses = op["responses"]

@@ -39,8 +39,8 @@ class SubscriptionAdmin(ReadOnlyAdmin):
     search_help_text = "User id, email, subscription id, payment id or YooKassa payment id"
     date_hierarchy = "created_at"
     fieldsets = (
-        (None, {"fields": ("subscription_id", "account", "email", "locale", "plan_link", "status_display",
-                           "status_reason")}),
+        (None, {"fields": ("subscription_id", "account", "email", "locale", "plan_link", "product", "pending_switch",
+                           "status_display", "status_reason")}),
         ("Period", {"fields": ("period_start_display", "period_end_display", "auto_renew", "cancel_at_period_end",
                                "renewal_attempt", "next_retry_display", "canceled_display", "expired_display")}),
         ("Money", {"fields": ("price", "paid", "refunded", "refundable", "payment_method_title")}),
@@ -75,6 +75,14 @@ class SubscriptionAdmin(ReadOnlyAdmin):
     @admin.display(description="plan", ordering="plan_id")
     def plan_link(self, obj: Subscription) -> SafeString:
         return link(change_url("plan", obj.plan_id), f"{obj.plan_name} ({obj.plan_id})")
+
+    @admin.display(description="scheduled switch")
+    def pending_switch(self, obj: Subscription) -> str:
+        """A downgrade waiting for the renewal at the period end (docs/decisions/0119)."""
+        if not obj.pending_plan_id:
+            return "—"
+        price = format_money(obj.pending_price_minor or 0, obj.currency)
+        return f"to {obj.pending_plan_name} ({obj.pending_plan_id}, {price}) on {fmt_dt(obj.pending_effective_at)}"
 
     @admin.display(description="status", ordering="status")
     def status_display(self, obj: Subscription) -> SafeString:
