@@ -49,6 +49,10 @@ from schemas import (
     SubscriptionExpired,
     SubscriptionExpiringSoon,
     SubscriptionRenewed,
+    UpgradeStarted,
+    PlanSwitched,
+    PlanSwitchScheduled,
+    PlanSwitchWithdrawn,
     account_stream,
     derived_id,
     new_envelope,
@@ -369,6 +373,47 @@ class AccountScenario:
             ], kind=meta_kind, actor_id=actor)
             sub.status = "past_due"
 
+    def upgrade(self, sub: Sub, plan: PlanInfo, credit: Money) -> None:
+        """A plan upgrade by the saved card (docs/decisions/0119): price less credit, a new period now."""
+        command_id = self.history.new_id()
+        payment_id = derived_id("payment", command_id)
+        charge = Money.from_minor(plan.price.minor - credit.minor, plan.price.currency)
+        start = self.clock.tick()
+        self._append(command_id, [
+            UpgradeStarted(subscription_id=sub.subscription_id, payment_id=payment_id, from_plan_id=sub.plan_id,
+                           from_plan_name=sub.plan_name, replaces_period_start=start, plan_id=plan.plan_id, plan_name=plan.name,
+                           price=plan.price, period_days=plan.period_days, amount=charge, credit=credit, credit_days_used=3,
+                           credit_days_in_period=sub.period_days, payment_method_id="pm-1",
+                           idempotence_key=str(derived_id("yookassa", payment_id, "create")), customer=self.customer),
+        ])
+        provider_id = str(self.history.new_id())
+        end = start + timedelta(days=plan.period_days)
+        self._append(command_id, [
+            PaymentCreated(payment_id=payment_id, subscription_id=sub.subscription_id, provider_payment_id=provider_id,
+                           amount=charge, status="succeeded", purpose="upgrade"),
+            PaymentSucceeded(payment_id=payment_id, subscription_id=sub.subscription_id, provider_payment_id=provider_id,
+                             amount=charge, paid_at=start, purpose="upgrade", customer=self.customer),
+            PlanSwitched(subscription_id=sub.subscription_id, from_plan_id=sub.plan_id, from_plan_name=sub.plan_name,
+                         plan_id=plan.plan_id, plan_name=plan.name, price=plan.price, period_days=plan.period_days,
+                         period_start=start, period_end=end, payment_id=payment_id, amount_charged=charge, credit=credit,
+                         customer=self.customer),
+            CommandSucceeded(command_id=command_id, command_type="SwitchPlan",
+                             outcome=CommandOutcome(subscription_id=sub.subscription_id, payment_id=payment_id, plan_id=plan.plan_id)),
+        ])
+        sub.plan_id, sub.plan_name, sub.price, sub.period_days, sub.period_end = plan.plan_id, plan.name, plan.price, plan.period_days, end
+        sub.paid_payment_id, sub.provider_payment_id = payment_id, provider_id
+
+    def schedule_switch(self, sub: Sub, plan: PlanInfo, *, withdraw: bool = False) -> None:
+        """A downgrade for the period end, or its withdrawal."""
+        assert sub.period_end is not None
+        command_id = self.history.new_id()
+        payload: object = PlanSwitchScheduled(
+            subscription_id=sub.subscription_id, from_plan_name=sub.plan_name, plan_id=plan.plan_id, plan_name=plan.name,
+            price=plan.price, period_days=plan.period_days, effective_at=sub.period_end, customer=self.customer,
+        ) if not withdraw else PlanSwitchWithdrawn(subscription_id=sub.subscription_id, plan_id=plan.plan_id, plan_name=plan.name)
+        self._append(command_id, [payload, CommandSucceeded(command_id=command_id, command_type="SwitchPlan",
+                                                            outcome=CommandOutcome(subscription_id=sub.subscription_id))])
+
     def expire(self, sub: Sub) -> None:
         command_id = self.history.new_id()
         self._append(command_id, [
@@ -425,6 +470,15 @@ def random_account(history: History, clock: Clock, rng: random.Random, plans: Se
                 account.renew(sub, success=False, final=True)
                 account.expire(sub)
                 break
+            elif action > 0.93:
+                dearer = [p for p in plans if p.price.minor > sub.price.minor]
+                if dearer:
+                    account.upgrade(sub, dearer[0], Money.from_minor(sub.price.minor // 2, sub.price.currency))
+                else:
+                    cheaper = min(plans, key=lambda p: p.price.minor)
+                    account.schedule_switch(sub, cheaper)
+                    if action > 0.97:
+                        account.schedule_switch(sub, cheaper, withdraw=True)
         clock.tick(rng.randint(1, 3600))
     return account
 
