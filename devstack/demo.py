@@ -3,7 +3,8 @@
 It seeds the plan catalogue and a demo operator, prints every URL and a user token, then —
 unless DEMO=0 — walks one customer through the whole life of a subscription over the real
 HTTP APIs: buy, pay on the sandbox page, get the email, let ten days pass (the shared business
-clock), cancel with a prorated refund, and print the account's event timeline. It never
+clock), upgrade to the yearly plan with the unused days as a credit, cancel with a prorated
+refund, and print the account's event timeline. It never
 touches a table the services own; the timeline is read from the event store, read-only.
 
 It stays alive afterwards (honcho stops the whole stack when any process exits).
@@ -31,10 +32,11 @@ MAILGUN = os.environ.get("SANDBOX_MAILGUN_URL", "http://127.0.0.1:8020")
 ADMIN = os.environ.get("ADMIN_URL", "http://127.0.0.1:8001")
 PLANS = (
     {"plan_id": "monthly", "name": "Кино, месяц", "price": {"amount": "299.00", "currency": "RUB"}, "period_days": 30,
-     "description": "Films and series in HD, 30 days"},
+     "description": "Films and series in HD, 30 days", "product": "cinema"},
     {"plan_id": "yearly", "name": "Кино, год", "price": {"amount": "2990.00", "currency": "RUB"}, "period_days": 365,
-     "description": "Films and series in HD, 365 days"},
+     "description": "Films and series in HD, 365 days", "product": "cinema"},
 )
+"""One product: a customer holds one of its plans at a time and switches between them."""
 DEMO_OPERATOR = "demo"
 DEMO_OPERATOR_PASSWORD = os.environ.get("DEMO_OPERATOR_PASSWORD", "demo-operator")
 SUCCESS_CARD = "5555555555554444"
@@ -186,18 +188,35 @@ def narrate(client: httpx.Client) -> None:
     console.print(f"   refund quote: {_money(now_quote['amount'])} — {now_quote['days_used']} of {now_quote['days_in_period']} days used "
                   "(every started 24-hour period since the payment counts)")
 
-    _step(6, "Anna cancels with a refund for the days she did not use")
+    _step(6, "Anna upgrades to the yearly plan: the unused days of her month are a credit, her saved card pays the rest")
+    seen = len(_inbox(email))
+    answer = client.post(f"/v1/subscriptions/{subscription_id}/switch", json={"plan_id": "yearly"},
+                         headers={**auth, "Idempotency-Key": str(uuid.uuid4()), "Prefer": "wait=10"})
+    console.print(f"   POST switch → {answer.status_code} {answer.json().get('status')}: {(answer.json().get('outcome') or {}).get('message')}")
+    sub = _until_subscription(client, f"/v1/subscriptions/{subscription_id}", auth, lambda s: s["plan_id"] == "yearly")
+    upgrade = next(p for p in sub["payments"] if p["purpose"] == "upgrade")
+    credit = float(sub["price"]["amount"]) - float(upgrade["amount"]["amount"])
+    console.print(f"   {sub['plan_name']}: [green]{sub['status']}[/] from {sub['period_start']} to {sub['period_end']}")
+    console.print(f"   charged {_money(upgrade['amount'])} = {_money(sub['price'])} − credit {credit:.2f} {sub['price']['currency']} "
+                  f"(= the refund quote above: the same day-counting)")
+    for message in _wait("the upgrade email", lambda: len(m := _inbox(email)) > seen and m, timeout=60)[seen:]:
+        console.print(f"   ✉  {message.get('subject')}")
+
+    _step(7, "Anna cancels with a refund for the days she did not use")
     seen = len(_inbox(email))
     answer = client.post(f"/v1/subscriptions/{subscription_id}/cancel", json={"mode": "refund_now"},
                          headers={**auth, "Idempotency-Key": str(uuid.uuid4()), "Prefer": "wait=10"})
     console.print(f"   POST cancel → {answer.status_code} {answer.json().get('status')}")
-    refund = _wait("the refund", lambda: [r for r in client.get("/v1/refunds", headers=auth).json()["items"]
-                                          if r["status"] == "succeeded"], timeout=60)[0]
-    console.print(f"   refund [green]{refund['status']}[/]: {_money(refund['amount'])} ({refund.get('days_used')} days used)")
+    # The yearly period was paid by the upgrade charge and the credit carried from the monthly
+    # payment, so its refund comes back from both payments (YooKassa refunds per payment).
+    refunds = _wait("the refunds", lambda: (r := client.get("/v1/refunds", headers=auth).json()["items"])
+                    and all(x["status"] == "succeeded" for x in r) and r, timeout=60)
+    for refund in refunds:
+        console.print(f"   refund [green]{refund['status']}[/]: {_money(refund['amount'])} ({refund.get('days_used')} days used)")
     for message in _wait("the refund emails", lambda: len(m := _inbox(email)) >= seen + 2 and m, timeout=60)[seen:]:
         console.print(f"   ✉  {message.get('subject')}")
 
-    _step(7, f"The account's event timeline (eventstore.events, stream account-{user_id})")
+    _step(8, f"The account's event timeline (eventstore.events, stream account-{user_id})")
     print_timeline(user_id)
 
 
