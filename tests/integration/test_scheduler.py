@@ -269,7 +269,8 @@ async def test_the_handler_writes_the_row_with_its_append_and_rebuild_agrees(eng
 
         granted = uuid.uuid4()
         other_plan = f"p{uuid.uuid4().hex[:10]}"
-        await handler.handle(_cmd(s.CreatePlan(plan_id=other_plan, name="Gift", price=s.Money(amount="99.00"), period_days=7),
+        # another product: one live subscription per product (docs/decisions/0119)
+        await handler.handle(_cmd(s.CreatePlan(plan_id=other_plan, name="Gift", price=s.Money(amount="99.00"), period_days=7, product="gifts"),
                                   s.plan_stream(other_plan), actor="admin"))
         await handler.handle(_cmd(s.GrantSubscription(subscription_id=granted, plan_id=other_plan, days=3, reason="sorry"), stream, actor="admin"))
         before = await rows()
