@@ -373,9 +373,11 @@ class Counts:
         self.values[key] = self.values.get(key, 0) + 1
 
     def render(self) -> bytes:
-        families = sorted({k.split("{", 1)[0] for k in self.values})
-        lines = [f"# TYPE {f} counter" for f in families]
-        lines += [f"{k.replace('{', '_total{', 1)} {v}" for k, v in sorted(self.values.items())]
+        lines = []
+        for family in sorted({k.split("{", 1)[0] for k in self.values}):
+            lines.append(f"# TYPE {family}_total counter")  # prometheus_client's own exposition
+            lines += [f"{k.replace('{', '_total{', 1)} {v}" for k, v in sorted(self.values.items())
+                      if k.split("{", 1)[0] == family]
         return ("\n".join(lines) + "\n").encode()
 
 

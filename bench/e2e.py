@@ -17,6 +17,18 @@ It reports completed purchases per second (purchases that became active inside t
 window, after `--warmup`), p50/p99 of request → confirmation URL and of payment → active, and
 the ratio to the ceiling. The last line is one JSON object. `--profile` samples every service
 process with py-spy during the steady state and prints where each one spends its time.
+
+Issue 21 (decision 0125) added:
+- **the I/O of one purchase** (`--count N`, default 20, before the load): the product's own
+  counters (every /metrics, the sandboxes' stats, Kafka offsets, `pg_stat_database` and
+  `pg_stat_user_tables`) around N purchases, minus the idle pipeline's rate (bench/_counters.py);
+- **`--ceiling`**: the same-work ceiling (bench/_samework.py), a bare pipeline doing exactly that
+  I/O per purchase with no logic, under the same closed-loop users; `ratio_same_work` = product
+  purchases/s ÷ ceiling purchases/s, `ratio_same_work_cpu` = ceiling CPU ÷ product CPU per purchase;
+- **`--rate R`**: an open loop (Poisson arrivals, or `--fixed-spacing`) instead of `--users`, with
+  p50/p99 of both latencies of the purchases requested after the warm-up, and the backlog;
+- **`--scale-out`**: the load on 1 processor × 6 partitions, 2 processors × 3, and 2 API instances
+  (users/arrivals spread round-robin over them), CPU per purchase by process side by side.
 """
 
 from __future__ import annotations
@@ -171,6 +183,7 @@ class Results:
     confirm_ms: list[float] = field(default_factory=list)
     activate_ms: list[float] = field(default_factory=list)
     completed_at: list[float] = field(default_factory=list)
+    began_at: list[float] = field(default_factory=list)  # when each completed purchase was requested
     started: int = 0
     errors: dict[str, int] = field(default_factory=dict)
 
@@ -246,6 +259,7 @@ async def one_purchase(client: httpx.AsyncClient, pipeline: Pipeline, run: str, 
     results.confirm_ms.append((t1 - t0) * 1000)
     results.activate_ms.append((t2 - t1) * 1000)
     results.completed_at.append(t2)
+    results.began_at.append(t0)
 
 
 def _client(url: str) -> httpx.AsyncClient:
@@ -789,8 +803,8 @@ async def run_product(load: Load, variant: Variant, consumers: int, count: int, 
     pipeline = Pipeline(pipeline_options(kafka, database_url, variant.processors, consumers, variant.api_instances,
                                          keep, variant.partitions, metrics_ports))
     pipeline.bench_metrics_ports = metrics_ports  # type: ignore[attr-defined]
-    console.print(f"starting the pipeline on a fresh database ({variant.processors} processors × "
-                  f"{variant.partitions} partitions, {variant.api_instances} API) …")
+    console.print(f"starting the pipeline on a fresh database ({variant.processors} processor(s) sharing "
+                  f"{variant.partitions} partitions per topic, {variant.api_instances} API instance(s)) …")
     open_loop: OpenLoop | None = None
     counted: dict[str, Any] | None = None
     async with pipeline:
@@ -863,20 +877,29 @@ def report_load(results: Results, start: float, end: float, load: Load, variant:
     table.add_row("payment → active p50 / p99 ms",
                   f"{report['activate_p50_ms']:,.0f} / {report['activate_p99_ms']:,.0f}")
     if open_loop is not None:
+        # latencies of the purchases requested after the warm-up only: the steady rate, not the start
+        steady = [i for i, began in enumerate(results.began_at) if began >= window_start]
+        confirm = [results.confirm_ms[i] for i in steady]
+        activate = [results.activate_ms[i] for i in steady]
         report.update({
             "open_loop_rate": load.rate,
             "open_loop_arrivals": "poisson" if load.poisson else "fixed",
             "open_loop_scheduled": open_loop.scheduled,
             "open_loop_started_per_s": round(results.started / max(1e-9, end - start), 1),
             "open_loop_completed_per_s": round(purchases_per_s, 1),
-            "open_loop_confirm_p50_ms": report["confirm_p50_ms"],
-            "open_loop_confirm_p99_ms": report["confirm_p99_ms"],
-            "open_loop_activate_p50_ms": report["activate_p50_ms"],
-            "open_loop_activate_p99_ms": report["activate_p99_ms"],
+            "open_loop_measured": len(steady),
+            "open_loop_confirm_p50_ms": round(percentile(confirm, 50), 1),
+            "open_loop_confirm_p99_ms": round(percentile(confirm, 99), 1),
+            "open_loop_activate_p50_ms": round(percentile(activate, 50), 1),
+            "open_loop_activate_p99_ms": round(percentile(activate, 99), 1),
             "open_loop_backlog_at_end": open_loop.in_flight_at_end,
             "open_loop_max_in_flight": open_loop.max_in_flight,
             "open_loop_max_late_ms": round(open_loop.max_late_ms, 1),
         })
+        table.add_row(f"open loop after the warm-up ({len(steady)}): confirm p50 / p99 ms",
+                      f"{report['open_loop_confirm_p50_ms']:,.0f} / {report['open_loop_confirm_p99_ms']:,.0f}")
+        table.add_row("open loop after the warm-up: active p50 / p99 ms",
+                      f"{report['open_loop_activate_p50_ms']:,.0f} / {report['open_loop_activate_p99_ms']:,.0f}")
         table.add_row("open loop: arrivals scheduled / started per s",
                       f"{open_loop.scheduled} / {report['open_loop_started_per_s']:,.1f}")
         table.add_row("open loop: in flight at the last arrival / max", f"{open_loop.in_flight_at_end} / {open_loop.max_in_flight}")

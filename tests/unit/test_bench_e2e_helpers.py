@@ -148,3 +148,13 @@ def test_rows_replay_the_counted_operations_per_unit() -> None:
         for op, _sql, args in rows.next_unit():
             ops[op] = ops.get(op, 0) + len(args)
     assert ops == {"ins": 3, "upd": 3, "reads": 6}  # floor(3 × 1.33) = 3 updates
+
+
+def test_the_bare_processes_counters_read_like_the_products() -> None:
+    counts = samework.Counts()
+    for _ in range(3):
+        counts.inc("api_http_requests", method="GET", route="/v1/subscriptions/{subscription_id}")
+    counts.inc("billing_provider_calls", operation="create_payment")
+    got = counters.summary(counters.parse_metrics("api", counts.render().decode())
+                           | counters.parse_metrics("processor", counts.render().decode()))
+    assert got["http_in_api"] == 3 and got["provider_calls"] == 1
