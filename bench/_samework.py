@@ -224,54 +224,77 @@ def consumer(cfg: Mapping[str, Any], topic: str, group: str) -> Any:
 
 
 async def processor_main(cfg: Mapping[str, Any]) -> None:
-    """Commands → the provider call → one transaction (counted rows + outbox rows)."""
+    """Commands → the provider call → one transaction (counted rows + outbox rows).
+
+    Like the product's processor: the commands of different purchases in a fetched batch run at
+    once (one purchase's in order), at most 16 provider calls in flight; offsets after the batch.
+    """
+    import asyncpg
     import httpx
 
-    conn = await connect(cfg)
+    from infra.settings import plain_url
+
+    pool = await asyncpg.create_pool(plain_url(cfg["database_url"]), min_size=2, max_size=10, command_timeout=30)
     counts = Counts()
     await serve_counts(counts, int(os.environ["BARE_METRICS_PORT"]))
     rows = Rows(cfg["plan"]["tables"]["processor"], cfg["plan"]["commands"])
     events_per_command = cfg["plan"]["events"] / cfg["plan"]["commands"]
     n_events = 0
+    provider = asyncio.Semaphore(16)
     yk = httpx.AsyncClient(base_url=cfg["yookassa_api"], auth=(cfg["shop_id"], cfg["secret_key"]),
-                           timeout=httpx.Timeout(10.0), trust_env=False)
+                           timeout=httpx.Timeout(10.0), trust_env=False,
+                           limits=httpx.Limits(max_connections=16, max_keepalive_connections=16))
+
+    async def handle(command: dict[str, Any]) -> None:
+        nonlocal n_events
+        purchase = command["purchase"]
+        async with provider:
+            if command["kind"] == "buy":
+                paid = await yk.post("/payments", headers={"Idempotence-Key": command["id"]}, json={
+                    "amount": {"value": "299.00", "currency": "RUB"}, "capture": True,
+                    "confirmation": {"type": "redirect", "return_url": cfg["return_url"]},
+                    "save_payment_method": True, "description": "Subscription: Monthly",
+                    "metadata": {"purchase": purchase, "command_id": command["id"]},
+                    "receipt": {"customer": {"email": f"{purchase}@example.com"}, "items": [{
+                        "description": "Monthly", "quantity": "1.00",
+                        "amount": {"value": "299.00", "currency": "RUB"}, "vat_code": 1,
+                        "payment_subject": "service", "payment_mode": "full_payment"}]},
+                })
+                payment = paid.json()
+                url = (payment.get("confirmation") or {}).get("confirmation_url")
+                counts.inc("billing_provider_calls", operation="create_payment")
+            else:
+                payment = (await yk.get(f"/payments/{command['payment_id']}")).json()
+                url = None
+                counts.inc("billing_provider_calls", operation="find_payment")
+        n = spread(events_per_command, n_events)
+        n_events += 1
+        last = command["kind"] != "buy"
+        outbox = [(purchase, orjson.dumps({"purchase": purchase, "seq": i, "last": last and i == n - 1,
+                                           "status": payment.get("status"), "confirmation_url": url,
+                                           "payment": payment.get("id"), "pad": BODY["pad"]}))
+                  for i in range(n)]
+        unit = rows.next_unit()
+        async with pool.acquire() as conn, conn.transaction():
+            await run_statements(conn, unit)
+            await conn.executemany("INSERT INTO bare.outbox (key, body) VALUES ($1, $2)", outbox)
+
+    async def in_order(commands: list[dict[str, Any]]) -> None:
+        for command in commands:
+            await handle(command)
+
     c = consumer(cfg, cfg["topics"]["commands"], cfg["groups"]["processor"])
     await c.start()
     try:
         while True:
             batch = await c.getmany(timeout_ms=1000, max_records=100)
+            by_purchase: dict[str, list[dict[str, Any]]] = {}
             for records in batch.values():
                 for record in records:
                     command = orjson.loads(record.value)
-                    purchase = command["purchase"]
-                    if command["kind"] == "buy":
-                        paid = await yk.post("/payments", headers={"Idempotence-Key": command["id"]}, json={
-                            "amount": {"value": "299.00", "currency": "RUB"}, "capture": True,
-                            "confirmation": {"type": "redirect", "return_url": cfg["return_url"]},
-                            "save_payment_method": True, "description": "Subscription: Monthly",
-                            "metadata": {"purchase": purchase, "command_id": command["id"]},
-                            "receipt": {"customer": {"email": f"{purchase}@example.com"}, "items": [{
-                                "description": "Monthly", "quantity": "1.00",
-                                "amount": {"value": "299.00", "currency": "RUB"}, "vat_code": 1,
-                                "payment_subject": "service", "payment_mode": "full_payment"}]},
-                        })
-                        payment = paid.json()
-                        url = (payment.get("confirmation") or {}).get("confirmation_url")
-                        counts.inc("billing_provider_calls", operation="create_payment")
-                    else:
-                        payment = (await yk.get(f"/payments/{command['payment_id']}")).json()
-                        url = None
-                        counts.inc("billing_provider_calls", operation="find_payment")
-                    n = spread(events_per_command, n_events)
-                    n_events += 1
-                    outbox = [(purchase, orjson.dumps({"purchase": purchase, "seq": i, "last": command["kind"] != "buy" and i == n - 1,
-                                                       "status": payment.get("status"), "confirmation_url": url,
-                                                       "payment": payment.get("id"), "pad": BODY["pad"]}))
-                              for i in range(n)]
-                    async with conn.transaction():
-                        await run_statements(conn, rows.next_unit())
-                        await conn.executemany("INSERT INTO bare.outbox (key, body) VALUES ($1, $2)", outbox)
-            if batch:
+                    by_purchase.setdefault(command["purchase"], []).append(command)
+            if by_purchase:
+                await asyncio.gather(*(in_order(commands) for commands in by_purchase.values()))
                 await c.commit()
     finally:
         await c.stop()
@@ -551,10 +574,11 @@ def main(role: str) -> None:
 # --------------------------------------------------------------------------- the run (in bench.e2e's process)
 
 
-async def run(counts: Mapping[str, float], load: Any, kafka: str, database_url: str, console: Any) -> dict[str, Any]:
-    """Start the sandboxes and the bare processes, run the same closed-loop load, report like the product."""
+async def run(counts: Mapping[str, float], count: int, load: Any, kafka: str, database_url: str,
+              console: Any) -> dict[str, Any]:
+    """Start the sandboxes and the bare processes, count their I/O of `count` purchases like the
+    product's, run the same closed-loop load, report like the product."""
     from bench import e2e
-    from bench import _counters as counters
     from tests.support.processes import ManagedProcess
     from tests.support.stack import Pipeline, PipelineOptions, _free_ports
 
@@ -589,34 +613,26 @@ async def run(counts: Mapping[str, float], load: Any, kafka: str, database_url: 
             proc.start()
         await asyncio.gather(*(p.wait_ready() for p in pipeline.processes.values()))
         await asyncio.sleep(3.0)  # the consumer groups join
+        # the ceiling's I/O per purchase, counted exactly as the product's (same counters, same method)
+        pipeline.bench_metrics_ports = {"processor": processor_metrics}  # type: ignore[attr-defined]
+        io = await e2e.count_io(pipeline, count, 4, load.poll)
+        e2e.print_counts(io, f"same-work ceiling: I/O per purchase ({io['purchases']} purchases)")
         task = asyncio.create_task(run_bare_load(pipeline, load))
         await asyncio.sleep(load.warmup)
-        targets = {"metrics_urls": {"api": f"{pipeline.api_url}/metrics",
-                                    "processor": f"http://127.0.0.1:{processor_metrics}/metrics"},
-                   "bootstrap": pipeline.kafka_bootstrap, "topics": cfg["topics"], "groups": cfg["groups"],
-                   "database_url": pipeline.database_url, "yookassa_url": pipeline.yookassa_url,
-                   "mailgun_url": pipeline.mailgun_url}
-        io_before = await counters.snapshot(**targets)
         cpu_before, t0 = await e2e.cpu_snapshot(pipeline), time.monotonic()
         await asyncio.sleep(max(0.0, load.duration - load.warmup - 0.5))
         cpu_after, t1 = await e2e.cpu_snapshot(pipeline), time.monotonic()
         results, start, end = await task
         done_in_cpu = sum(1 for t in results.completed_at if t0 <= t <= t1)
-        await asyncio.sleep(counters.PG_STATS_SETTLE_S)
-        io_after = await counters.snapshot(**targets)
     window_start = start + load.warmup
     counted = [t for t in results.completed_at if window_start <= t <= end]
     purchases_per_s = len(counted) / max(1e-9, end - window_start)
     console.print(f"same-work ceiling: {purchases_per_s:,.1f} purchases/s, {len(results.completed_at)} completed, "
                   f"errors {dict(results.errors)}")
     cpu = e2e.report_cpu(cpu_before, cpu_after, t0, t1, done_in_cpu)
-    # the I/O the bare pipeline really did, per purchase completed after the warm-up (approximate:
-    # purchases in flight at either edge), for the side-by-side check against the product's counts
-    after_warmup = sum(1 for t in results.completed_at if t >= window_start)
-    io = counters.per_purchase(io_before, io_after, max(1, after_warmup), 0.0)
     return {"purchases_per_s": round(purchases_per_s, 1), "completed": len(results.completed_at),
             "errors": sum(results.errors.values()), "plan": the_plan,
-            "io_per_purchase": {k: round(v, 2) for k, v in counters.summary(io).items()}, **cpu}
+            "io_per_purchase": {k: round(v, 2) for k, v in io["summary"].items()}, "io": io, **cpu}
 
 
 async def run_bare_load(pipeline: Any, load: Any) -> tuple[Any, float, float]:

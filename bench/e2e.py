@@ -717,7 +717,7 @@ async def _main(load: Load, variant: Variant, consumers: int, count: int, same_w
         from bench import _samework as samework
 
         closed = Load(users=load.users, duration=load.duration, warmup=load.warmup, poll=load.poll)
-        bare = await samework.run(product["io"]["counts"], closed, kafka, database_url, console)
+        bare = await samework.run(product["io"]["counts"], count, closed, kafka, database_url, console)
         report["ceiling_same_work_purchases_per_s"] = bare["purchases_per_s"]
         report["ceiling_same_work_cpu_ms_per_purchase"] = bare["cpu_ms_per_purchase"]
         report["ceiling_same_work_cpu_ms_per_purchase_by_process"] = bare["cpu_ms_per_purchase_by_process"]
