@@ -30,6 +30,7 @@ class Plan(models.Model):
     archived = models.BooleanField()
     created_at = models.DateTimeField()
     updated_at = models.DateTimeField()
+    trial_days = models.IntegerField(default=0)
 
     class Meta:
         managed = False
@@ -69,6 +70,7 @@ class Subscription(models.Model):
     updated_at = models.DateTimeField()
     canceled_at = models.DateTimeField(null=True)
     expired_at = models.DateTimeField(null=True)
+    trial = models.BooleanField(default=False)
 
     class Meta:
         managed = False
