@@ -272,7 +272,7 @@ _DUE = text(
         SELECT CASE
             WHEN s.auto_renew AND s.has_saved_method AND NOT s.cancel_at_period_end AND NOT s.dunning_over THEN
                 CASE
-                    WHEN s.status = 'active' AND s.period_end <= (CASE WHEN s.trial THEN :now ELSE :renew_by END) THEN 'renew'
+                    WHEN s.status = 'active' AND s.period_end <= :renew_by AND (NOT s.trial OR s.period_end <= :now) THEN 'renew'
                     WHEN s.status = 'past_due' AND s.next_retry_at <= :now THEN 'retry'
                     WHEN s.trial AND s.status = 'active' AND s.period_end <= :remind_by
                          AND s.reminded_for IS DISTINCT FROM s.period_end THEN 'remind'
