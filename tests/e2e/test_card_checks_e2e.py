@@ -18,6 +18,7 @@ import pytest
 import schemas as s
 from sandbox.yookassa import cards
 from tests.e2e.test_renewal_e2e import DAY, Stack, Sub, command, full, stack  # noqa: F401  (fixtures)
+from tests.support.wait import wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -29,14 +30,12 @@ async def check_refunded_in_full(st: Stack, provider_payment_id: str) -> None:
         found = await st.yookassa.arefunds(payment_id=provider_payment_id)
         return found if found and all(r["status"] == "succeeded" for r in found) else None
 
-    from tests.support.wait import wait_until
-
     found = await wait_until(refunded, timeout=30, interval=0.1, message=f"the check {provider_payment_id} is refunded")
     payment = await st.yookassa.apayment(provider_payment_id)
     assert sum(float(r["amount"]["value"]) for r in found) == float(payment["amount"]["value"]) == 1.0
 
 
-async def test_a_trial_is_free_then_its_first_period_is_charged_at_its_end_to_the_checked_card(full: Stack) -> None:
+async def test_a_trial_is_free_then_its_first_period_is_charged_at_its_end_to_the_checked_card(full: Stack) -> None:  # noqa: F811
     plan_id = f"t{uuid.uuid4().hex[:12]}"
     create = command(
         s.CreatePlan(plan_id=plan_id, name="Trial plan", price=s.Money(amount="299.00"), period_days=30, trial_days=7),
@@ -88,7 +87,7 @@ async def test_a_trial_is_free_then_its_first_period_is_charged_at_its_end_to_th
     assert (await full.schedule_row(sub))["trial"] is False
 
 
-async def test_after_a_card_replacement_the_renewal_charges_the_new_card(full: Stack) -> None:
+async def test_after_a_card_replacement_the_renewal_charges_the_new_card(full: Stack) -> None:  # noqa: F811
     sub = await full.subscribe(await full.create_plan())
     replace = command(s.ReplacePaymentMethod(subscription_id=sub.subscription_id), sub.stream)
     await full.send(replace)
