@@ -79,6 +79,10 @@ from payment_processor.domain.state import (
 )
 
 
+TRIAL_CLOCK_SKEW = timedelta(minutes=5)
+"""How far a scheduler's clock may run ahead of the processor's when it finds a trial's end due."""
+
+
 def _plan_for_new_subscription(
     state: AccountState, command: Envelope, plan_id: str, subscription_id: UUID, ctx: Context, *, archived: str
 ) -> tuple[PlanState, None] | tuple[None, Decision]:
@@ -437,8 +441,10 @@ def _renew(state: AccountState, command: Envelope, ctx: Context) -> Decision:
         return reject(command, "auto_renew_off", "Auto-renewal is off for this subscription.")
     if not sub.payment_method_id:
         return reject(command, "no_payment_method", "There is no saved card to renew this subscription with.")
-    if sub.trial and ctx.now < sub.period_end:
-        # A trial is free until its very end: its first charge is never taken early.
+    if sub.trial and ctx.now < sub.period_end - TRIAL_CLOCK_SKEW:
+        # A trial is free until its very end: the scheduler charges it then, and an early charge is
+        # refused. Only clearly early: a scheduler whose clock runs a little ahead of ours must not
+        # strand the renewal (its command id is fixed, a refusal would be final).
         return reject(command, "not_due", f"The trial ends on {sub.period_end.isoformat()}; it is charged then, not before.")
     # One charge at a time per subscription: a charge still in flight, or one whose outcome we
     # never heard, may yet succeed — whatever period it was started for (an operator may have
