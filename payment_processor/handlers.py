@@ -68,6 +68,7 @@ from schemas import (
     Envelope,
     GrantSubscription,
     Metadata,
+    Money,
     PurchaseSubscription,
     RenewSubscription,
     SwitchPlan,
@@ -313,6 +314,7 @@ class CommandHandler:
             plan=plan,
             default_return_url=self.default_return_url,
             dunning_retry_days=tuple(self.config.dunning_retry_days),  # type: ignore[arg-type]
+            card_check_amount=Money(amount=self.config.card_check_amount),
         )
 
     async def _pool(self) -> asyncpg.Pool:

@@ -31,6 +31,7 @@ class Plan(models.Model):
     created_at = models.DateTimeField()
     updated_at = models.DateTimeField()
     product = models.TextField(default="cinema")
+    trial_days = models.IntegerField(default=0)
 
     class Meta:
         managed = False
@@ -76,6 +77,7 @@ class Subscription(models.Model):
     pending_plan_name = models.TextField(null=True)
     pending_price_minor = models.BigIntegerField(null=True)
     pending_effective_at = models.DateTimeField(null=True)
+    trial = models.BooleanField(default=False)
 
     class Meta:
         managed = False

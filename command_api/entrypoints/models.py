@@ -77,7 +77,15 @@ class SwitchRequest(Request):
 class AutoRenewRequest(Request):
     model_config = ConfigDict(json_schema_extra={"examples": [{"enabled": False}]})
 
-    enabled: bool
+    enabled: bool = Field(
+        description="on without a saved card starts a card check: the outcome's confirmation_url, renewal turns on when it succeeds"
+    )
+
+
+class ReplacePaymentMethodRequest(Request):
+    """A card check saves the new card: the outcome's `confirmation_url` is where the customer confirms it."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [{}]})
 
 
 class AdminExtendRequest(Request):
@@ -144,6 +152,7 @@ class AdminCreatePlanRequest(Request):
                     "price": {"amount": "299.00", "currency": "RUB"},
                     "period_days": 30,
                     "description": "HD films and series",
+                    "trial_days": 7,
                     "product": "cinema",
                     "reason": "launch",
                 }
@@ -156,6 +165,7 @@ class AdminCreatePlanRequest(Request):
     price: Money
     period_days: int = Field(ge=1, le=3660)
     description: str = Field(default="", max_length=2000, pattern=TEXT_PATTERN)
+    trial_days: int = Field(default=0, ge=0, le=365, description="free days before the first charge, once per customer and plan (0: none)")
     product: str = Field(
         default=DEFAULT_PRODUCT, pattern=PLAN_ID_PATTERN,
         description="plans of one product are alternatives: a user holds at most one live subscription per product",
@@ -227,6 +237,7 @@ class Plan(BaseModel):
                     "period_days": 30,
                     "description": "HD films and series",
                     "archived": False,
+                    "trial_days": 0,
                     "product": "cinema",
                 }
             ]
@@ -239,6 +250,7 @@ class Plan(BaseModel):
     period_days: int
     description: str
     archived: bool
+    trial_days: int = Field(default=0, description="free days before the first charge (a card check starts the trial)")
     product: str = Field(default=DEFAULT_PRODUCT, description="a user holds at most one live subscription per product")
 
 
@@ -268,7 +280,7 @@ class Payment(BaseModel):
 
     payment_id: uuid.UUID
     subscription_id: uuid.UUID
-    purpose: str = Field(description="purchase | renewal | upgrade (the prorated difference of a plan switch)")
+    purpose: str = Field(description="purchase | renewal | card_check (refunded at once) | upgrade (the prorated difference of a plan switch) | …")
     status: str = Field(description="created | pending | succeeded | canceled | unknown")
     amount: Money
     confirmation_url: str | None = None
@@ -377,6 +389,7 @@ class Subscription(BaseModel):
     updated_at: datetime
     canceled_at: datetime | None = None
     expired_at: datetime | None = None
+    trial: bool = Field(default=False, description="in a free trial: nothing paid yet, the first charge is at period_end")
     product: str = DEFAULT_PRODUCT
     pending_switch: PendingSwitch | None = Field(default=None, description="a switch scheduled for the period end")
 

@@ -199,3 +199,9 @@ def period_quote(state: AccountState, sub: Subscription, now: datetime) -> Perio
             left -= share
     amount = quote.amount_minor - left  # never more than the payments still hold
     return PeriodQuote(amount, quote.days_used, quote.days_in_period, tuple(parts))
+
+
+def refund_quote(state: AccountState, sub: Subscription, now: datetime) -> tuple[Payment | None, int, int | None, int | None]:
+    """`period_quote` in brief: (the payment the refund comes from first, the amount, days used, days in period)."""
+    quote = period_quote(state, sub, now)
+    return (quote.parts[0][0] if quote.parts else None), quote.amount_minor, quote.days_used, quote.days_in_period

@@ -155,6 +155,7 @@ async def create_plan(body: AdminCreatePlanRequest, services: ServicesDep, ctx: 
             description=body.description,
             product=body.product,
             reason=body.reason,
+            trial_days=body.trial_days,
         )
         return Prepared(payload, plan_stream(body.plan_id), body.plan_id)
 

@@ -28,6 +28,7 @@ def plan_view(row: Row) -> Plan:
         description=row["description"],
         archived=row["archived"],
         product=row.get("product") or DEFAULT_PRODUCT,
+        trial_days=row.get("trial_days") or 0,
     )
 
 
@@ -58,6 +59,7 @@ def subscription_fields(row: Row) -> dict[str, Any]:
             "price": money(row["pending_price_minor"], currency),
             "effective_at": row["pending_effective_at"],
         } if row.get("pending_plan_id") else None,
+        "trial": bool(row.get("trial")),
     }
 
 

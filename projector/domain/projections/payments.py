@@ -1,4 +1,4 @@
-"""`read.payments`: every charge attempt (purchase, renewal or upgrade) and how it ended.
+"""`read.payments`: every charge attempt (purchase, renewal, card check or upgrade) and how it ended.
 
 Statuses (contracts): `created` (intent recorded, YooKassa not yet answered), `pending` (YooKassa
 created it; the user may still be on the payment page), `succeeded`, `canceled` (declined or
@@ -83,6 +83,12 @@ def _upgrade_started(state: State, ev: ProjectedEvent) -> None:
         _save(state, ev, row)
 
 
+def _card_check_started(state: State, ev: ProjectedEvent) -> None:
+    row = _row(state, ev, purpose="card_check", amount=ev.data["amount"])
+    if row is not None:
+        _save(state, ev, row)
+
+
 def _payment_created(state: State, ev: ProjectedEvent) -> None:
     d = ev.data
     row = _row(state, ev, purpose=d.get("purpose", "purchase"), amount=d["amount"])
@@ -143,6 +149,7 @@ HANDLERS = {
     "CheckoutStarted": _checkout_started,
     "RenewalStarted": _renewal_started,
     "UpgradeStarted": _upgrade_started,
+    "CardCheckStarted": _card_check_started,
     "PaymentCreated": _payment_created,
     "PaymentSucceeded": _payment_succeeded,
     "PaymentFailed": _payment_failed,

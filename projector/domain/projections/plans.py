@@ -13,7 +13,7 @@ TABLE = TableSpec(
     (
         ("plan_id", TEXT), ("name", TEXT), ("price_minor", BIGINT), ("currency", TEXT),
         ("period_days", INTEGER), ("description", TEXT), ("archived", BOOLEAN),
-        ("created_at", TIMESTAMPTZ), ("updated_at", TIMESTAMPTZ), ("product", TEXT),
+        ("created_at", TIMESTAMPTZ), ("updated_at", TIMESTAMPTZ), ("trial_days", INTEGER), ("product", TEXT),
     ),
 )
 T = TABLE.name
@@ -31,6 +31,7 @@ def _plan_created(state: State, ev: ProjectedEvent) -> None:
         period_days=d["period_days"],
         description=d.get("description") or "",
         product=d.get("product") or DEFAULT_PRODUCT,
+        trial_days=int(d.get("trial_days") or 0),
         updated_at=ev.occurred_at,
     )
     state.put(T, d["plan_id"], row)

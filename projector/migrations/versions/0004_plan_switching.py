@@ -4,15 +4,15 @@ its current period after an upgrade, and a downgrade scheduled for the period en
 Plans created before products existed belong to the default product (`cinema`), as their
 PlanCreated events read without the field.
 
-Revision ID: rm0003_switch
-Revises: rm0002
+Revision ID: rm0004_switch
+Revises: rm0003_cards
 Create Date: 2026-12-06
 """
 
 from alembic import op
 
-revision = "rm0003_switch"
-down_revision = "rm0002"
+revision = "rm0004_switch"
+down_revision = "rm0003_cards"
 branch_labels = None
 depends_on = None
 
