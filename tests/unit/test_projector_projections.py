@@ -148,6 +148,7 @@ def test_plan_created_then_archived() -> None:
     assert a.row("plans", "basic") | {} == {
         "plan_id": "basic", "name": "Basic", "price_minor": 29900, "currency": "RUB", "period_days": 30,
         "description": "d", "archived": False, "created_at": a.at(1), "updated_at": a.at(1),
+        "vat_code": None, "payment_subject": None, "payment_mode": None,  # a plan from before receipt settings
     }
     a.apply(PlanCreated(plan_id="basic", name="Basic+", price=Money.from_minor(39900), period_days=31), stream=stream, minutes=2)
     row = a.row("plans", "basic")
@@ -323,6 +324,7 @@ def test_payment_lifecycle() -> None:
         "payment_id": str(a.pay), "subscription_id": str(a.sub), "user_id": a.user, "provider_payment_id": None,
         "purpose": "purchase", "status": "created", "amount_minor": 29900, "currency": "RUB", "confirmation_url": None,
         "reason": None, "paid_at": None, "created_at": a.at(1), "updated_at": a.at(1),
+        "receipt": None, "receipt_registration": None,
     }
     a.apply(PaymentCreated(payment_id=a.pay, subscription_id=a.sub, provider_payment_id="yk-1", amount=PRICE, status="pending",
                            confirmation_url="http://pay/1"))
@@ -383,6 +385,7 @@ def test_refund_lifecycle() -> None:
         "refund_id": str(a.refund), "subscription_id": str(a.sub), "payment_id": str(a.pay), "user_id": a.user,
         "provider_refund_id": None, "status": "requested", "amount_minor": 25000, "currency": "RUB", "days_used": 4,
         "reason": "user canceled", "created_at": a.at(4), "updated_at": a.at(4),
+        "receipt": None, "receipt_registration": None,
     }
     a.apply(RefundCreated(refund_id=a.refund, subscription_id=a.sub, provider_refund_id="yr-1", status="pending"))
     assert (a.row("refunds", a.refund)["status"], a.row("refunds", a.refund)["provider_refund_id"]) == ("pending", "yr-1")
@@ -547,3 +550,31 @@ def test_projections_are_deterministic() -> None:
 
     first, second = build(), build()
     assert first["subscriptions"] and first == second
+
+
+def test_receipts_and_their_registration_reach_payments_refunds_and_plans() -> None:
+    from schemas import ReceiptRegistrationChanged
+    from schemas.receipts import Receipt, ReceiptItem
+
+    a = Account()
+    a.apply(PlanCreated(plan_id="vat", name="VAT", price=PRICE, period_days=30, vat_code=11, payment_subject="service",
+                        payment_mode="full_prepayment"), stream=plan_stream("vat"))
+    assert (a.row("plans", "vat")["vat_code"], a.row("plans", "vat")["payment_mode"]) == (11, "full_prepayment")
+    receipt = Receipt(email="anna@example.com", tax_system_code=2, items=[ReceiptItem(
+        description="Basic", amount=PRICE, vat_code=11, payment_subject="service", payment_mode="full_prepayment")])
+    a.apply(CheckoutStarted(subscription_id=a.sub, payment_id=a.pay, plan_id="basic", plan_name="Basic", amount=PRICE,
+                            period_days=30, auto_renew=True, customer=CUSTOMER, idempotence_key="k", receipt=receipt))
+    assert orjson.loads(a.row("payments", a.pay)["receipt"]) == receipt.model_dump(mode="json")
+    a.apply(PaymentSucceeded(payment_id=a.pay, subscription_id=a.sub, provider_payment_id="yk-1", amount=PRICE, paid_at=a.at(9),
+                             customer=CUSTOMER, receipt_registration="pending"))
+    assert a.row("payments", a.pay)["receipt_registration"] == "pending"
+    a.apply(ReceiptRegistrationChanged(subscription_id=a.sub, payment_id=a.pay, status="succeeded"))
+    assert a.row("payments", a.pay)["receipt_registration"] == "succeeded"
+    a.apply(RefundRequested(refund_id=a.refund, subscription_id=a.sub, payment_id=a.pay, provider_payment_id="yk-1", amount=PRICE,
+                            idempotence_key="r", customer=CUSTOMER, receipt=receipt))
+    assert orjson.loads(a.row("refunds", a.refund)["receipt"])["items"][0]["vat_code"] == 11
+    a.apply(RefundSucceeded(refund_id=a.refund, subscription_id=a.sub, payment_id=a.pay, provider_refund_id="yr-1", amount=PRICE,
+                            receipt_registration="pending"))
+    a.apply(ReceiptRegistrationChanged(subscription_id=a.sub, refund_id=a.refund, status="canceled"))
+    assert a.row("refunds", a.refund)["receipt_registration"] == "canceled"
+    assert a.row("payments", a.pay)["receipt_registration"] == "succeeded"  # the refund's change is not the payment's
