@@ -8,16 +8,20 @@ are projected live in messy batches (duplicates, later batches first) against re
 
 from __future__ import annotations
 
+import os
 import random
+import subprocess
+import sys
 from collections.abc import Callable
+from pathlib import Path
 from datetime import datetime, timezone
 
 import asyncpg
 import orjson
 
 from infra.settings import Settings, plain_url
-from rules.revenue import SUM_SQL, MonthTotals, report
-from tests.integration.test_replay_check import in_thread, project_live, run_cli
+from rules.revenue import SUM_SQL, MonthTotals, csv_text, report
+from tests.integration.test_replay_check import ROOT, in_thread, project_live, run_cli
 from tests.support.projector_scenarios import PLANS, AccountScenario, Clock, History, plan_events, random_account
 from tests.unit.test_revenue_report import DAY, MONTHLY, YEARLY, project, totals
 
@@ -64,6 +68,17 @@ def test_replay_rebuilds_the_revenue_tables_identically(fresh_database: Callable
     assert live == expected
     assert {ln.month for ln in live} >= {"2026-01", "2026-02", "2026-03", "2026-04"}
     assert any(ln.renewals_recovered for ln in live) and any(ln.refunded_minor for ln in live) and any(ln.churned for ln in live)
+
+    # `billing report --csv`, the operator's command, prints the same report.
+    env = {**os.environ, "DATABASE_URL": settings.database_url, "PYTHONPATH": str(ROOT), "ENVIRONMENT": "test"}
+    billing = [str(Path(sys.executable).with_name("billing")), "report", "--csv"]
+    printed = subprocess.run(billing, cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+    assert printed.returncode == 0, printed.stderr
+    assert printed.stdout == csv_text(expected)
+    monthly = subprocess.run([*billing, "--plan", "monthly", "--from", "2026-02", "--to", "2026-03"], cwd=ROOT, env=env,
+                             capture_output=True, text=True, timeout=60)
+    assert monthly.stdout == csv_text(report(totals(project(history)), plan_id="monthly", month_from="2026-02", month_to="2026-03"))
+    assert len(monthly.stdout.splitlines()) == 3
 
     checked = run_cli(settings, "--check", "--json", "--quiet")
     assert checked.returncode == 0, checked.stdout + checked.stderr
