@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from decimal import Decimal
 from typing import Any
 from urllib.parse import urlencode
 
@@ -83,7 +84,7 @@ def receipt_table(receipt: Any) -> SafeString:
     if not receipt:
         return format_html("<em>{}</em>", "not recorded (sent before receipts were: one service item, VAT code 1, full payment)")
     rows = [
-        [item["description"], item["quantity"], format_money(int(round(float(item["amount"]["amount"]) * 100)), item["amount"]["currency"]),
+        [item["description"], item["quantity"], format_money(int(Decimal(item["amount"]["amount"]) * 100), item["amount"]["currency"]),
          vat_label(item["vat_code"]), item["payment_subject"], item["payment_mode"]]
         for item in receipt.get("items", [])
     ]
