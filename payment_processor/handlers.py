@@ -68,6 +68,7 @@ from schemas import (
     Envelope,
     GrantSubscription,
     Metadata,
+    Money,
     PurchaseSubscription,
     account_user_id,
     derived_id,
@@ -308,6 +309,7 @@ class CommandHandler:
             default_return_url=self.default_return_url,
             dunning_retry_days=tuple(self.config.dunning_retry_days),  # type: ignore[arg-type]
             receipts=self.receipts,
+            card_check_amount=Money(amount=self.config.card_check_amount),
         )
 
     async def _pool(self) -> asyncpg.Pool:

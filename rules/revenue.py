@@ -11,7 +11,8 @@ Definitions:
 - MRR at month end = the sum of the normalised monthly values of the paid subscriptions active at
   that instant; a subscription's monthly value = the amount of its current period × 30 / its days
   (a 30-day period counts as one month; 365 days as 12.17), rounded half up to the kopeck. Granted
-  (free) subscriptions are neither active paid subscriptions nor MRR.
+  (free) subscriptions and free trials are neither active paid subscriptions nor MRR; a trial's first
+  charge makes it a new one. Card checks (refunded at once) are neither revenue nor refunds.
 - Active from activation until it expires or is canceled with immediate effect (a cancel at
   period end stays active until it expires); new = paid activations; churned = ends of active
   paid subscriptions; renewed = successful renewals.

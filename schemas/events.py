@@ -45,6 +45,7 @@ class PlanCreated(Event):
     vat_code: VatCode | None = Field(default=None, description="receipt settings; unset (plans created before them): the processor's defaults")
     payment_subject: PaymentSubject | None = None
     payment_mode: PaymentMode | None = None
+    trial_days: int = Field(default=0, ge=0, description="free days before the first charge, once per customer and plan (0: no trial)")
 
 
 class PlanArchived(Event):
@@ -93,6 +94,48 @@ class RenewalStarted(Event):
         description="the 54-FZ receipt sent with the request; unset on events recorded before receipts were: the request "
         "then carries the receipt sent at the time (one service item, vat_code 1, full_payment)",
     )
+
+
+CardCheckReason = Literal["replace_payment_method", "auto_renew", "trial"]
+"""What a card check is for: a new card for renewals, turning auto-renewal on without a saved card, a trial."""
+
+
+class TrialTerms(StrictModel):
+    """The plan a trial subscribes to: free for `trial_days`, then `price` every `period_days`."""
+
+    plan_id: PlanId
+    plan_name: str
+    price: Money
+    period_days: int = Field(ge=1)
+    trial_days: int = Field(ge=1)
+    auto_renew: bool = True
+
+
+class CardCheckStarted(Event):
+    """The intent to check (and save) a card with a small payment that is refunded in full at once,
+    recorded before YooKassa is called (its key is fixed here). A check never pays for a period.
+    For a trial it also starts the (pending) subscription described by `trial`."""
+
+    subscription_id: UUID
+    payment_id: UUID
+    reason: CardCheckReason
+    amount: Money
+    customer: Customer
+    idempotence_key: str
+    return_url: str | None = None
+    trial: TrialTerms | None = None
+    receipt: Receipt | None = Field(default=None, description="the 54-FZ receipt sent with the check; unset on checks recorded before receipts were")
+
+
+class PaymentMethodReplaced(Event):
+    """A card check succeeded: renewals of the subscription now charge this card."""
+
+    subscription_id: UUID
+    payment_id: UUID = Field(description="the card check that saved the card")
+    payment_method: PaymentMethod
+    previous_title: str | None = None
+    check_amount: Money | None = Field(default=None, description="what the check took; it is refunded at once")
+    customer: Customer | None = None
 
 
 class PaymentCreated(Event):
@@ -159,6 +202,8 @@ class SubscriptionActivated(Event):
     granted: bool = False
     reason: str | None = None
     customer: Customer | None = None
+    trial: bool = Field(default=False, description="a free trial: nothing was paid, the first charge is at period_end")
+    next_charge: Money | None = Field(default=None, description="for a trial: what the first renewal at period_end charges")
 
 
 class RefundRequested(Event):
@@ -180,6 +225,7 @@ class RefundRequested(Event):
         description="the 54-FZ receipt sent with the request; unset on events recorded before receipts were: the request "
         "then carries the receipt sent at the time (one service item, vat_code 1, full_payment)",
     )
+    purpose: PaymentPurpose | None = Field(default=None, description="the refunded payment's purpose (card_check: a check's money going back)")
 
 
 class RefundCreated(Event):
@@ -271,6 +317,8 @@ class SubscriptionExpiringSoon(Event):
     period_end: UtcDatetime
     auto_renew: bool
     customer: Customer | None = None
+    trial: bool = Field(default=False, description="the period ending is a free trial")
+    next_charge: Money | None = Field(default=None, description="what renewing at period_end charges")
 
 
 class SubscriptionAdjusted(Event):
@@ -331,6 +379,8 @@ EVENT_TYPES: tuple[type[Event], ...] = (
     PlanArchived,
     CheckoutStarted,
     RenewalStarted,
+    CardCheckStarted,
+    PaymentMethodReplaced,
     PaymentCreated,
     PaymentSucceeded,
     PaymentFailed,

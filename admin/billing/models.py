@@ -33,6 +33,7 @@ class Plan(models.Model):
     vat_code = models.IntegerField(null=True)
     payment_subject = models.TextField(null=True)
     payment_mode = models.TextField(null=True)
+    trial_days = models.IntegerField(default=0)
 
     class Meta:
         managed = False
@@ -72,6 +73,7 @@ class Subscription(models.Model):
     updated_at = models.DateTimeField()
     canceled_at = models.DateTimeField(null=True)
     expired_at = models.DateTimeField(null=True)
+    trial = models.BooleanField(default=False)
 
     class Meta:
         managed = False

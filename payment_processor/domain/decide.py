@@ -77,6 +77,7 @@ def decide_plan(state: PlanState, command: Envelope, ctx: Context) -> Decision:
             price=c.price,
             period_days=c.period_days,
             description=c.description,
+            trial_days=c.trial_days,
             vat_code=c.vat_code or receipts.vat_code,
             payment_subject=c.payment_subject or receipts.payment_subject,  # type: ignore[arg-type]
             payment_mode=c.payment_mode or receipts.payment_mode,  # type: ignore[arg-type]

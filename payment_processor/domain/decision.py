@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from decimal import Decimal
 from typing import Any
 from uuid import UUID
 
@@ -56,6 +57,8 @@ class Context:
     """YooKassa remembers an Idempotence-Key for 24 h; repeating a create later could charge twice."""
     receipts: ReceiptSettings = LEGACY_RECEIPT
     """The processor's receipt defaults (for plans that set none) and the shop's tax system code."""
+    card_check_amount: Money = Money(amount=Decimal("1.00"))
+    """What a card check takes (and gives back at once): `PROCESSOR_CARD_CHECK_AMOUNT`."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -175,11 +178,15 @@ def plan_receipt_settings(plan: PlanState | None, defaults: ReceiptSettings) -> 
 
 
 def renewal_receipt(state: AccountState, sub: Subscription, amount: Money, ctx: Context) -> Receipt | None:
-    """A renewal's receipt says what the purchase's said (the plan's settings, captured with its
-    price), with the shop's current tax system code; a purchase recorded before receipts were
-    configurable leaves the processor's defaults."""
-    first = state.payments.get(sub.payment_ids[0]) if sub.payment_ids else None
-    recorded = first.intent.receipt if first is not None and first.purpose == "purchase" else None
+    """A renewal's receipt says what the purchase's (or the trial check's) said — the plan's settings,
+    captured with its price — with the shop's current tax system code; one recorded before receipts
+    were configurable leaves the processor's defaults."""
+    recorded = None
+    for pid in sub.payment_ids:  # the purchase, or the card check that started a free trial
+        p = state.payments.get(pid)
+        if p is not None and (p.purpose == "purchase" or getattr(p.intent, "trial", None) is not None):
+            recorded = p.intent.receipt
+            break
     settings = settings_of(recorded) if recorded is not None else ctx.receipts
     settings = ReceiptSettings(settings.vat_code, settings.payment_subject, settings.payment_mode, ctx.receipts.tax_system_code)
     return build_receipt(sub.customer or state.customer, sub.plan_name, amount, settings)

@@ -162,3 +162,14 @@ def test_an_unknown_registration_value_is_not_recorded() -> None:
     acc = ReceiptAccount()
     sub_id, events = acc.purchase(ProviderPayment(id=pid(1), status="succeeded", captured_at=T0, receipt_registration="weird"))
     assert next(e.data for e in events if isinstance(e.data, s.PaymentSucceeded)).receipt_registration is None
+
+
+def test_a_trials_card_check_records_the_plans_receipt_and_other_checks_the_defaults() -> None:
+    trial_plan = vat_plan(vat_code=4)
+    trial_plan.trial_days = 7
+    acc = ReceiptAccount(plans={"basic": trial_plan})
+    _, events = acc.purchase()
+    check = next(e.data for e in events if isinstance(e.data, s.CardCheckStarted))
+    assert check.receipt is not None and check.receipt.items[0].vat_code == 4 and check.receipt.tax_system_code == 2
+    assert check.receipt.items[0].amount == check.amount
+    assert acc.steps[-1].body["receipt"]["items"][0]["vat_code"] == 4

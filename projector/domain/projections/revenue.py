@@ -110,12 +110,16 @@ def _renewed(state: State, ev: ProjectedEvent) -> None:
     if mem is None:
         return
     month = month_of(ev.occurred_at)
-    _add(state, ev, month, mem["plan_id"], mem["currency"], renewed=1)
     if mem["failed_month"] is not None:
         _add(state, ev, mem["failed_month"], mem["plan_id"], mem["currency"], renewals_recovered=1)
         mem["failed_month"] = None
-    if mem["counted"]:
-        monthly = monthly_value_minor(minor(d["amount"]), (ts(d["period_end"]) - ts(d["period_start"])).days)
+    monthly = monthly_value_minor(minor(d["amount"]), (ts(d["period_end"]) - ts(d["period_start"])).days)
+    if not mem["counted"]:
+        if monthly > 0:  # a free trial's first charge: a new paying subscriber from now on
+            mem.update(counted=True, monthly_minor=monthly, currency=currency(d["amount"]))
+            _add(state, ev, month, mem["plan_id"], mem["currency"], new_subscribers=1, active_delta=1, mrr_delta_minor=monthly)
+    else:
+        _add(state, ev, month, mem["plan_id"], mem["currency"], renewed=1)
         if monthly != mem["monthly_minor"]:  # the price changed with this period
             _add(state, ev, month, mem["plan_id"], mem["currency"], mrr_delta_minor=monthly - mem["monthly_minor"])
             mem["monthly_minor"] = monthly
@@ -147,6 +151,8 @@ def _canceled(state: State, ev: ProjectedEvent) -> None:
 
 def _payment_succeeded(state: State, ev: ProjectedEvent) -> None:
     d = ev.data
+    if d.get("purpose") == "card_check":
+        return  # a card check's money goes straight back: neither revenue nor a refund of revenue
     mem = _memory(state, ev)
     if mem is None:
         return
@@ -156,6 +162,9 @@ def _payment_succeeded(state: State, ev: ProjectedEvent) -> None:
 
 def _refund_succeeded(state: State, ev: ProjectedEvent) -> None:
     d = ev.data
+    paid = state.owned("payments", d["payment_id"], ev.user_id)
+    if paid is not None and paid["purpose"] == "card_check":
+        return
     mem = _memory(state, ev)
     if mem is None:
         return

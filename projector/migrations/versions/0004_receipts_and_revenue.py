@@ -4,14 +4,14 @@ New columns start empty for rows projected before them, and `read.revenue` start
 `billing replay` (a rebuild and swap) once after upgrading to fill them from the event log.
 
 Revision ID: rm0003_receipts
-Revises: rm0002
+Revises: rm0003_cards
 Create Date: 2026-12-06
 """
 
 from alembic import op
 
 revision = "rm0003_receipts"
-down_revision = "rm0002"
+down_revision = "rm0003_cards"
 branch_labels = None
 depends_on = None
 
