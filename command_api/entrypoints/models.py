@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from command_api.domain.auth import USER_ID_PATTERN
 from schemas import DEFAULT_PRODUCT, Money
+from schemas.receipts import PaymentMode, PaymentSubject, VatCode
 
 # Printable text: no C0 controls except tab/newline/carriage return, no DEL.
 TEXT_PATTERN = r"^[^\x00-\x08\x0b\x0c\x0e-\x1f\x7f]*$"
@@ -155,6 +156,9 @@ class AdminCreatePlanRequest(Request):
                     "trial_days": 7,
                     "product": "cinema",
                     "reason": "launch",
+                    "vat_code": 1,
+                    "payment_subject": "service",
+                    "payment_mode": "full_prepayment",
                 }
             ]
         }
@@ -171,6 +175,11 @@ class AdminCreatePlanRequest(Request):
         description="plans of one product are alternatives: a user holds at most one live subscription per product",
     )
     reason: Reason
+    vat_code: VatCode | None = Field(
+        default=None, description="54-FZ receipt VAT code (YooKassa vat_code 1..12); unset: the processor's default"
+    )
+    payment_subject: PaymentSubject | None = Field(default=None, description="receipt payment_subject; unset: the processor's default")
+    payment_mode: PaymentMode | None = Field(default=None, description="receipt payment_mode; unset: the processor's default")
 
 
 class AdminArchivePlanRequest(Request):

@@ -62,7 +62,10 @@ from payment_processor.domain.decision import (
     live_subscription_in,
     open_checkout_for,
     pending_subscription_to,
+    plan_receipt_settings,
+    refund_receipt,
     reject,
+    renewal_receipt,
     succeed,
 )
 from payment_processor.domain.provider import (
@@ -70,6 +73,7 @@ from payment_processor.domain.provider import (
     CreateRefund,
     FindPayment,
     FindRefund,
+    build_receipt,
     purchase_request,
     refund_request,
     renewal_request,
@@ -164,6 +168,7 @@ def _purchase(state: AccountState, command: Envelope, ctx: Context) -> Decision:
         idempotence_key=idempotence_key_for(payment_id),
         return_url=c.return_url or ctx.default_return_url,
         product=plan.product,
+        receipt=build_receipt(c.customer, plan.name, plan.price, plan_receipt_settings(plan, ctx.receipts)),
     )
     step = CreatePayment(payment_id, intent.idempotence_key, purchase_request(state.user_id, cid, intent))
     return Decision([Emit(intent, cid)], step=step)
@@ -184,7 +189,8 @@ def _sync_payment(state: AccountState, command: Envelope, ctx: Context) -> Decis
         return reject(command, "payment_not_found", "This account has no such payment.")
     if payment.status in FINAL_PAYMENT:
         provider_id = payment.provider_payment_id or c.provider_payment_id
-        if payment.outcome_unknown and provider_id:
+        if (payment.outcome_unknown or payment.receipt_registration == "pending") and provider_id:
+            # A late answer to match, or a receipt still on its way to the tax service: read it again.
             return Decision(step=FindPayment(payment.payment_id, provider_id))
         return succeed(command, payment_id=payment.payment_id, message=f"The payment is already {payment.status}.")
     return payment_step_or_give_up(state, payment, command, ctx)
@@ -203,7 +209,7 @@ def _sync_refund(state: AccountState, command: Envelope, ctx: Context) -> Decisi
         return reject(command, "refund_not_found", "This account has no such refund.")
     if refund.status in FINAL_REFUND:
         provider_id = refund.provider_refund_id or c.provider_refund_id
-        if refund.outcome_unknown and provider_id:
+        if (refund.outcome_unknown or refund.receipt_registration == "pending") and provider_id:
             return Decision(step=FindRefund(refund.refund_id, provider_id))
         return succeed(command, refund_id=refund.refund_id, message=f"The refund is already {refund.status}.")
     return refund_step_or_give_up(state, refund, command, ctx)
@@ -274,6 +280,7 @@ def _refund_intents(command: Envelope, sub: Subscription, quote: PeriodQuote, re
                 idempotence_key=idempotence_key_for(refund_id),
                 customer=customer,
                 command_type=command.type,
+                receipt=refund_receipt(payment, customer, sub.plan_name, Money.from_minor(amount_minor, payment.amount.currency)),
             )
         )
     return intents
@@ -347,6 +354,7 @@ def _admin_refund(state: AccountState, command: Envelope, ctx: Context) -> Decis
         )
     assert payment.provider_payment_id is not None
     refund_id = derived_id("refund", cid)
+    customer = sub.customer or state.customer or payment.customer
     intent = RefundRequested(
         refund_id=refund_id,
         subscription_id=sub.subscription_id,
@@ -355,8 +363,9 @@ def _admin_refund(state: AccountState, command: Envelope, ctx: Context) -> Decis
         amount=c.amount,
         reason=c.reason,
         idempotence_key=idempotence_key_for(refund_id),
-        customer=sub.customer or state.customer or payment.customer,
+        customer=customer,
         command_type=command.type,
+        receipt=refund_receipt(payment, customer, sub.plan_name, c.amount),
     )
     return Decision([Emit(intent, cid)], step=CreateRefund(refund_id, intent.idempotence_key, refund_request(intent, sub.plan_name)))
 
@@ -490,6 +499,7 @@ def _renew(state: AccountState, command: Envelope, ctx: Context) -> Decision:
         # An upgrade payment still open would start a new period of its own: one charge at a time.
         return _renewal_blocked(state, command, sub, upgrade, c.attempt, ctx, reason="an upgrade payment for this subscription is still open")
     plan_id, plan_name, price, days = sub.plan_id, sub.plan_name, sub.price, sub.period_days
+    plan = None
     if sub.pending_switch is not None:  # a scheduled downgrade: this renewal is the new plan's first period
         switch = sub.pending_switch
         plan_id, plan_name, days = switch.plan_id, switch.plan_name, switch.period_days
@@ -508,6 +518,11 @@ def _renew(state: AccountState, command: Envelope, ctx: Context) -> Decision:
         payment_method_id=sub.payment_method_id,
         idempotence_key=idempotence_key_for(payment_id),
         customer=sub.customer or state.customer,
+        receipt=(
+            build_receipt(sub.customer or state.customer, plan_name, price, plan_receipt_settings(plan, ctx.receipts))
+            if sub.pending_switch is not None and plan is not None and plan.plan_id == plan_id
+            else renewal_receipt(state, sub, price, ctx)
+        ),
     )
     step = CreatePayment(payment_id, intent.idempotence_key, renewal_request(state.user_id, cid, intent))
     return Decision([Emit(intent, cid)], step=step)
@@ -701,6 +716,7 @@ def _upgrade(state: AccountState, command: Envelope, sub: Subscription, plan: Pl
         return_url=None if sub.payment_method_id else (c.return_url or ctx.default_return_url),
         idempotence_key=idempotence_key_for(payment_id),
         customer=customer,
+        receipt=build_receipt(customer, plan.name, Money.from_minor(charge_minor, currency), plan_receipt_settings(plan, ctx.receipts)),
     )
     step = CreatePayment(payment_id, intent.idempotence_key, upgrade_request(state.user_id, cid, intent))
     return Decision([Emit(intent, cid)], step=step)

@@ -155,6 +155,9 @@ async def create_plan(body: AdminCreatePlanRequest, services: ServicesDep, ctx: 
             description=body.description,
             product=body.product,
             reason=body.reason,
+            vat_code=body.vat_code,
+            payment_subject=body.payment_subject,
+            payment_mode=body.payment_mode,
             trial_days=body.trial_days,
         )
         return Prepared(payload, plan_stream(body.plan_id), body.plan_id)
