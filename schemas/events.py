@@ -48,6 +48,55 @@ class PlanArchived(Event):
     reason: str | None = None
 
 
+class AppliedPromo(StrictModel):
+    """A promo code's discount on one charge: the terms (so a renewal recomputes it from the list price it
+    charges then), the list price, the discount and how many discounted periods are still to come after
+    this one. The charge's `amount` is `list_price - discount`."""
+
+    code: str
+    percent_off: int | None = None
+    amount_off: Money | None = None
+    periods: int = Field(ge=1)
+    list_price: Money
+    discount: Money
+    periods_left: int = Field(ge=0, description="discounted periods still to come after this charge")
+
+
+class PromoCodeCreated(Event):
+    code: str
+    percent_off: int | None = None
+    amount_off: Money | None = None
+    periods: int = Field(ge=1)
+    expires_at: UtcDatetime
+    max_redemptions: int | None = None
+    plan_ids: list[PlanId] | None = None
+
+
+class PromoCodeDeactivated(Event):
+    code: str
+    reason: str
+
+
+class PromoCodeRedeemed(Event):
+    """On the code's stream, in the same transaction as the account's CheckoutStarted: one use held
+    (the usage limit and once-per-user count these), from the checkout on."""
+
+    code: str
+    user_id: str
+    subscription_id: UUID
+    payment_id: UUID
+
+
+class PromoCodeReleased(Event):
+    """The checkout that held a use failed or was abandoned: the use is free again."""
+
+    code: str
+    user_id: str
+    subscription_id: UUID
+    payment_id: UUID
+    reason: str
+
+
 class CheckoutStarted(Event):
     """The intent to charge, recorded before YooKassa is called (its key is fixed here)."""
 
@@ -61,6 +110,7 @@ class CheckoutStarted(Event):
     customer: Customer
     idempotence_key: str
     return_url: str | None = None
+    promo: AppliedPromo | None = Field(default=None, description="the promo code's discount; `amount` is already discounted")
 
 
 class RenewalStarted(Event):
@@ -79,6 +129,7 @@ class RenewalStarted(Event):
     payment_method_id: str
     idempotence_key: str
     customer: Customer | None = None
+    promo: AppliedPromo | None = Field(default=None, description="a promo code's discount on this period; `amount` is already discounted")
 
 
 class PaymentCreated(Event):
@@ -144,6 +195,7 @@ class SubscriptionActivated(Event):
     granted: bool = False
     reason: str | None = None
     customer: Customer | None = None
+    promo: AppliedPromo | None = None
 
 
 class RefundRequested(Event):
@@ -225,6 +277,7 @@ class SubscriptionRenewed(Event):
     period_end: UtcDatetime
     amount: Money
     customer: Customer | None = None
+    promo: AppliedPromo | None = None
 
 
 class RenewalFailed(Event):
@@ -267,6 +320,7 @@ class CommandOutcome(StrictModel):
     payment_id: UUID | None = None
     refund_id: UUID | None = None
     plan_id: PlanId | None = None
+    code: str | None = None
     confirmation_url: str | None = None
     refund_amount: Money | None = None
     message: str | None = None
@@ -298,6 +352,10 @@ class CommandFailed(Event):
 EVENT_TYPES: tuple[type[Event], ...] = (
     PlanCreated,
     PlanArchived,
+    PromoCodeCreated,
+    PromoCodeDeactivated,
+    PromoCodeRedeemed,
+    PromoCodeReleased,
     CheckoutStarted,
     RenewalStarted,
     PaymentCreated,

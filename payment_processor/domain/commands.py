@@ -19,6 +19,7 @@ from schemas import (
     ExtendSubscription,
     GrantSubscription,
     Money,
+    PromoCodeRedeemed,
     PurchaseSubscription,
     RefundRequested,
     RenewalFailed,
@@ -55,6 +56,7 @@ from payment_processor.domain.decision import (
     reject,
     succeed,
 )
+from payment_processor.domain.promo import charged, checkout_discount, refusal, renewal_discount
 from payment_processor.domain.provider import (
     CreatePayment,
     CreateRefund,
@@ -119,20 +121,33 @@ def _purchase(state: AccountState, command: Envelope, ctx: Context) -> Decision:
     # does not block a new one; should it succeed after all, it is refunded as a duplicate.
     assert plan.price is not None
     payment_id = derived_id("payment", cid)
+    promo = None
+    if c.promo_code is not None:
+        refused_code = refusal(ctx.promo, c.promo_code, c.plan_id, plan.price, state.user_id, ctx.now)
+        if refused_code is not None:
+            return reject(command, *refused_code)
+        assert ctx.promo is not None
+        promo = checkout_discount(ctx.promo, plan.price)
     intent = CheckoutStarted(
         subscription_id=c.subscription_id,
         payment_id=payment_id,
         plan_id=c.plan_id,
         plan_name=plan.name,
-        amount=plan.price,
+        amount=charged(plan.price, promo),
         period_days=plan.period_days,
         auto_renew=c.auto_renew,
         customer=c.customer,
         idempotence_key=idempotence_key_for(payment_id),
         return_url=c.return_url or ctx.default_return_url,
+        promo=promo,
     )
     step = CreatePayment(payment_id, intent.idempotence_key, purchase_request(state.user_id, cid, intent))
-    return Decision([Emit(intent, cid)], step=step)
+    emits = [Emit(intent, cid)]
+    if promo is not None:
+        # The use is held on the code's stream in the same transaction (docs/decisions/0121).
+        redeemed = PromoCodeRedeemed(code=promo.code, user_id=state.user_id, subscription_id=c.subscription_id, payment_id=payment_id)
+        emits.append(Emit(redeemed, cid))
+    return Decision(emits, step=step)
 
 
 def _sync_payment(state: AccountState, command: Envelope, ctx: Context) -> Decision:
@@ -396,12 +411,17 @@ def _renew(state: AccountState, command: Envelope, ctx: Context) -> Decision:
         if p is not None and isinstance(p.intent, RenewalStarted) and p.outcome_unknown:
             return _renewal_blocked(state, command, sub, p, c.attempt, ctx)
     payment_id = derived_id("payment", cid)
+    # The renewal's amount, in one place: the list price, less a promo code's discount while
+    # discounted periods remain.
+    list_price = sub.price
+    promo = renewal_discount(sub.promo, sub.promo_periods_left, list_price)
     intent = RenewalStarted(
         subscription_id=sub.subscription_id,
         payment_id=payment_id,
         plan_id=sub.plan_id,
         plan_name=sub.plan_name,
-        amount=sub.price,
+        amount=charged(list_price, promo),
+        promo=promo,
         period_start=sub.period_end,
         period_end=sub.period_end + timedelta(days=sub.period_days),
         attempt=c.attempt,

@@ -24,6 +24,10 @@ from __future__ import annotations
 from schemas import (
     ArchivePlan,
     CreatePlan,
+    CreatePromoCode,
+    DeactivatePromoCode,
+    PromoCodeCreated,
+    PromoCodeDeactivated,
     Envelope,
     PlanArchived,
     PlanCreated,
@@ -39,6 +43,7 @@ from payment_processor.domain.decision import (
     emit_succeeded,
     reject,
 )
+from payment_processor.domain.promo import PromoState
 from payment_processor.domain.state import (
     AccountState,
     PlanState,
@@ -78,3 +83,32 @@ def decide_plan(state: PlanState, command: Envelope, ctx: Context) -> Decision:
             return reject(command, "plan_archived", f"The plan «{state.name}» is already archived.")
         return Decision([Emit(PlanArchived(plan_id=c.plan_id, reason=c.reason), cid), emit_succeeded(cid, command.type, plan_id=c.plan_id)])
     return reject(command, "wrong_stream", f"{command.type} is not a command for a plan.")
+
+
+def decide_promo(state: PromoState, command: Envelope, ctx: Context) -> Decision:
+    """Answer an operator's command on a promo code's stream."""
+    cid = command_id_of(command)
+    if cid in state.terminal:
+        return Decision(already_handled=True)
+    c = command.data
+    if isinstance(c, CreatePromoCode):
+        if state.exists:
+            return reject(command, "promo_code_exists", f"A promo code «{c.code}» already exists.")
+        if (c.percent_off is None) == (c.amount_off is None):
+            return reject(command, "invalid_promo_code", "A promo code takes either a percent off or an amount off, not both or neither.")
+        if c.amount_off is not None and c.amount_off.minor <= 0:
+            return reject(command, "invalid_promo_code", "The amount off must be more than zero.")
+        if c.expires_at <= ctx.now:
+            return reject(command, "invalid_promo_code", "The promo code would expire before it starts.")
+        created = PromoCodeCreated(
+            code=c.code, percent_off=c.percent_off, amount_off=c.amount_off, periods=c.periods, expires_at=c.expires_at,
+            max_redemptions=c.max_redemptions, plan_ids=sorted(set(c.plan_ids)) if c.plan_ids is not None else None,
+        )
+        return Decision([Emit(created, cid), emit_succeeded(cid, command.type, code=c.code)])
+    if isinstance(c, DeactivatePromoCode):
+        if not state.exists:
+            return reject(command, "promo_code_not_found", f"There is no promo code «{c.code}».")
+        if not state.active:
+            return reject(command, "promo_code_inactive", f"The promo code «{c.code}» is already deactivated.")
+        return Decision([Emit(PromoCodeDeactivated(code=c.code, reason=c.reason), cid), emit_succeeded(cid, command.type, code=c.code)])
+    return reject(command, "wrong_stream", f"{command.type} is not a command for a promo code.")

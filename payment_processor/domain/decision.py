@@ -22,6 +22,7 @@ from schemas import (
     derived_id,
 )
 
+from payment_processor.domain.promo import PromoState
 from payment_processor.domain.provider import (
     ProviderStep,
 )
@@ -42,6 +43,8 @@ class Context:
 
     now: datetime
     plan: PlanState | None = None
+    promo: PromoState | None = None
+    """The promo code a purchase names (its stream, read next to the account's)."""
     default_return_url: str = "http://127.0.0.1:8000/v1/return"
     dunning_retry_days: tuple[int, ...] = (1, 3, 5)
     """Days after a failed renewal attempt until the next one (issue 10 owns the policy)."""

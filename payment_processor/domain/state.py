@@ -14,6 +14,7 @@ from typing import Literal
 from uuid import UUID
 
 from schemas import (
+    AppliedPromo,
     AutoRenewChanged,
     CheckoutStarted,
     CommandFailed,
@@ -83,6 +84,10 @@ class Subscription:
     """The last renewal attempt for the current period failed: the subscription is to expire."""
     reminded_for: datetime | None = None
     """The period end an "expiring soon" reminder was already sent for."""
+    promo: AppliedPromo | None = None
+    """The promo code the checkout applied (its terms discount renewals while periods remain)."""
+    promo_periods_left: int = 0
+    """Discounted periods still to come after the last paid one."""
 
 
 @dataclass
@@ -246,12 +251,14 @@ def _checkout_started(s: AccountState, e: CheckoutStarted, at: datetime, cid: UU
         plan_id=e.plan_id,
         plan_name=e.plan_name,
         period_days=e.period_days,
-        price=e.amount,
+        price=e.promo.list_price if e.promo else e.amount,  # renewals start from the list price
         status="pending_payment",
         auto_renew=e.auto_renew,
         origin_command_id=origin,
         customer=e.customer,
         payment_ids=[e.payment_id],
+        promo=e.promo,
+        promo_periods_left=e.promo.periods_left if e.promo else 0,
     )
     s.payments[e.payment_id] = Payment(
         payment_id=e.payment_id,
@@ -472,6 +479,9 @@ def _renewed(s: AccountState, e: SubscriptionRenewed, at: datetime, cid: UUID | 
     sub.current_payment_id = e.payment_id
     sub.renewal_attempt = 0
     sub.next_retry_at, sub.dunning_over = None, False
+    payment = s.payments.get(e.payment_id)
+    if payment is not None and isinstance(payment.intent, RenewalStarted) and payment.intent.promo is not None:
+        sub.promo_periods_left = payment.intent.promo.periods_left  # one more discounted period was paid
 
 
 def _renewal_failed(s: AccountState, e: RenewalFailed, at: datetime, cid: UUID | None) -> None:
