@@ -25,7 +25,12 @@ Invariants (the two promises, made checkable):
   before we heard of its success, with no re-enable in between;
 * a payment or refund ends as failed only when YooKassa declined or refused it (a 401 is ours to
   fix, a given-up create is flagged `outcome_unknown`);
-* once the provider has settled: every command has a terminal event, nothing is left open.
+* once the provider has settled: every command has a terminal event, nothing is left open;
+* promo codes (docs/decisions/0121): every charge equals the arithmetic — the plan's price less the
+  code's discount (percent rounded down, at least 1 ₽ charged) while the code's periods remain, the
+  full price after — and YooKassa was asked for exactly that; a code is never held beyond its limit
+  nor twice by one user; a checkout that certainly failed releases its use, one that paid keeps it.
+  (One account here: the cross-account limit is `tests/integration/test_promo_limit_race.py`.)
 """
 
 from __future__ import annotations
@@ -53,13 +58,19 @@ from payment_processor.domain import (
     ProviderPayment,
     ProviderRefund,
     ProviderStep,
+    PromoState,
+    account_emits,
     apply,
+    apply_promo,
     build_account,
+    build_promo,
     build_plan,
     decide,
+    promo_envelopes,
     resolve,
     to_envelopes,
 )
+from payment_processor.domain.promo import discount_minor
 from payment_processor.adapters.gateway import classify_error
 from payment_processor.entrypoints.janitor import sync_command
 from payment_processor.adapters.operations import OpenOperation
@@ -86,6 +97,21 @@ def _plan(plan_id: str, price: str, days: int) -> PlanState:
 
 
 PLANS = {"monthly": _plan("monthly", "299.00", 30), "weekly": _plan("weekly", "99.00", 7)}
+
+PROMO_TERMS = {
+    "SPRING": {"percent_off": 33, "periods": 2, "max_redemptions": 2},
+    "FLAT": {"amount_off": s.Money(amount="250.00"), "periods": 1, "max_redemptions": 5, "plan_ids": ["monthly", "weekly"]},
+    "WEEKLY": {"percent_off": 50, "periods": 3, "plan_ids": ["weekly"]},
+}
+"""Codes the model's customer may type (and "NOPE", which does not exist): a 33 % code for two periods
+with two uses, an amount larger than the weekly price (capped at 1 ₽ charged), a plan-restricted one."""
+
+
+def _promo(code: str, terms: dict[str, Any]) -> list[s.Envelope]:
+    stream = s.promo_stream(code)
+    meta = s.Metadata(correlation_id="model", actor=s.Actor(kind="admin", id="op"), command_id=s.derived_id("model-promo", code))
+    created = s.PromoCodeCreated(code=code, expires_at=T0 + timedelta(days=400), **terms)
+    return [s.new_envelope(created, stream_id=stream, metadata=meta)]
 
 
 # --------------------------------------------------------------------------- the fake YooKassa
@@ -261,6 +287,50 @@ def period_double_charges(log: list[s.Envelope], yk: FakeYooKassa) -> list[str]:
     return [f"subscription {k[0]} period {k[1]} kept {len(v)} charges: {v}" for k, v in kept.items() if len(v) > 1]
 
 
+def charge_arithmetic(log: list[s.Envelope], yk: FakeYooKassa) -> list[str]:
+    """Every charge is the plan's price less the code's discount while its periods remain (the first
+    period included), the full price after; and YooKassa was asked for exactly our amount."""
+    terms: dict[Any, dict[str, Any]] = {}
+    discounted_paid: dict[Any, int] = {}
+    renewal_promo: dict[Any, bool] = {}
+    problems = []
+
+    def expected(sub_id: Any, list_minor: int) -> int:
+        t = terms.get(sub_id)
+        if t is None or discounted_paid.get(sub_id, 0) >= t["periods"]:
+            return list_minor
+        off = discount_minor(list_minor, percent_off=t.get("percent_off"), amount_off_minor=t["amount_off"].minor if t.get("amount_off") else None)
+        return list_minor - off
+
+    for event in log:
+        d = event.data
+        if isinstance(d, s.CheckoutStarted):
+            price = PLANS[d.plan_id].price
+            assert price is not None
+            if d.promo is not None:
+                terms[d.subscription_id] = PROMO_TERMS[d.promo.code]
+                if d.promo.list_price != price or d.promo.periods_left != PROMO_TERMS[d.promo.code]["periods"] - 1:
+                    problems.append(f"checkout {d.payment_id} recorded {d.promo}")
+            if d.amount.minor != expected(d.subscription_id, price.minor):
+                problems.append(f"checkout {d.payment_id} charged {d.amount}, expected {expected(d.subscription_id, price.minor)}")
+        elif isinstance(d, s.RenewalStarted):
+            price = PLANS[d.plan_id].price
+            assert price is not None
+            renewal_promo[d.payment_id] = d.promo is not None
+            if d.amount.minor != expected(d.subscription_id, price.minor):
+                problems.append(f"renewal {d.payment_id} charged {d.amount}, expected {expected(d.subscription_id, price.minor)}")
+        elif isinstance(d, s.SubscriptionActivated) and d.payment_id is not None and d.subscription_id in terms:
+            discounted_paid[d.subscription_id] = discounted_paid.get(d.subscription_id, 0) + 1
+        elif isinstance(d, s.SubscriptionRenewed) and renewal_promo.get(d.payment_id):
+            discounted_paid[d.subscription_id] = discounted_paid.get(d.subscription_id, 0) + 1
+    amounts = {str(e.data.payment_id): e.data.amount.minor for e in log if isinstance(e.data, (s.CheckoutStarted, s.RenewalStarted))}
+    for theirs in yk.payments.values():
+        ours = amounts.get(theirs.metadata.get("payment_id", ""))
+        if ours is not None and ours != theirs.amount_minor:
+            problems.append(f"YooKassa charged {theirs.amount_minor} for our {ours}")
+    return problems
+
+
 def charges_after_decline(log: list[s.Envelope]) -> list[str]:
     """Renewal charges kept although the customer declined between their start and their success."""
     asked_back: dict[Any, int] = {}
@@ -334,14 +404,29 @@ class AccountMachine(RuleBasedStateMachine):
         self.crashed: list[s.Envelope] = []
         self.checks: dict[Any, int] = {}
         self.counter = itertools.count(1)
+        self.promo_logs: dict[str, list[s.Envelope]] = {code: _promo(code, terms) for code, terms in PROMO_TERMS.items()}
+        self.promos: dict[str, PromoState] = {code: build_promo(s.promo_stream(code), log) for code, log in self.promo_logs.items()}
 
     # ------------------------------------------------------------------ driving the domain
 
-    def _ctx(self, plan_id: str | None = None) -> Context:
-        return Context(now=self.now, plan=PLANS.get(plan_id) if plan_id else None, default_return_url="https://shop.test/return")
+    def _ctx(self, plan_id: str | None = None, code: str | None = None) -> Context:
+        return Context(
+            now=self.now,
+            plan=PLANS.get(plan_id) if plan_id else None,
+            promo=self.promos.get(code) if code else None,
+            default_return_url="https://shop.test/return",
+        )
 
     def _append(self, command: s.Envelope, decision: Decision) -> None:
-        for envelope in to_envelopes(self.state, command, decision.events, self.now):
+        """As the handler: the code streams' events (unless already there) with the account's, together."""
+        for stream, envelopes in promo_envelopes(decision.events, command, self.now).items():
+            code = stream[len("promo-"):]
+            have = {e.id for e in self.promo_logs[code]}
+            for envelope in envelopes:
+                if envelope.id not in have:
+                    apply_promo(self.promos[code], envelope)
+                    self.promo_logs[code].append(envelope)
+        for envelope in to_envelopes(self.state, command, account_emits(decision.events), self.now):
             apply(self.state, envelope)
             self.log.append(envelope)
 
@@ -355,7 +440,7 @@ class AccountMachine(RuleBasedStateMachine):
         type(self).steps += 1
         self.sent.setdefault(command.metadata.command_id, command)
         plan_id = getattr(command.data, "plan_id", None)
-        decision = decide(self.state, command, self._ctx(plan_id))
+        decision = decide(self.state, command, self._ctx(plan_id, getattr(command.data, "promo_code", None)))
         if decision.already_handled:
             return
         self._append(command, decision)
@@ -388,19 +473,27 @@ class AccountMachine(RuleBasedStateMachine):
 
     # ------------------------------------------------------------------ the user and the operator
 
-    @initialize(plan=st.sampled_from(sorted(PLANS)))
-    def a_paying_customer(self, plan: str) -> None:
-        """Most runs are about what happens to a live, renewing subscription: start from one."""
+    @initialize(plan=st.sampled_from(sorted(PLANS)), code=st.sampled_from((None, None, "SPRING", "FLAT", "WEEKLY")))
+    def a_paying_customer(self, plan: str, code: str | None) -> None:
+        """Most runs are about what happens to a live, renewing subscription: start from one (often
+        bought with a promo code, so its renewals cross from discounted to full price)."""
         sub_id = s.derived_id("model-subscription", next(self.counter))
-        self._send(s.PurchaseSubscription(subscription_id=sub_id, plan_id=plan, customer=CUSTOMER, auto_renew=True), None)
+        purchase = s.PurchaseSubscription(subscription_id=sub_id, plan_id=plan, customer=CUSTOMER, auto_renew=True, promo_code=code)
+        self._send(purchase, None)
         for page in self._pending_pages():
             self.yk.settle_payment(page, "succeeded", self.now)
-        self._notify(self.yk.notifications.pop(), None)
+        if self.yk.notifications:  # none when the code was refused (WEEKLY on the monthly plan)
+            self._notify(self.yk.notifications.pop(), None)
 
     @rule(plan=st.sampled_from(sorted(PLANS)), auto_renew=st.booleans(), data=st.data())
     def purchase(self, plan: str, auto_renew: bool, data: Any) -> None:
         sub_id = s.derived_id("model-subscription", next(self.counter))
         self._send(s.PurchaseSubscription(subscription_id=sub_id, plan_id=plan, customer=CUSTOMER, auto_renew=auto_renew), data)
+
+    @rule(plan=st.sampled_from(sorted(PLANS)), code=st.sampled_from(sorted(PROMO_TERMS) + ["NOPE"]), data=st.data())
+    def purchase_with_code(self, plan: str, code: str, data: Any) -> None:
+        sub_id = s.derived_id("model-subscription", next(self.counter))
+        self._send(s.PurchaseSubscription(subscription_id=sub_id, plan_id=plan, customer=CUSTOMER, promo_code=code), data)
 
     @precondition(has_subscriptions)
     @rule(index=st.integers(0, 7), mode=st.sampled_from(("refund_now", "at_period_end")), data=st.data())
@@ -604,6 +697,14 @@ class AccountMachine(RuleBasedStateMachine):
             if ours is not None:
                 assert ours.provider_payment_id == theirs.id, f"YooKassa's payment {theirs.id} was never matched to ours"
 
+        for code, promo in self.promos.items():
+            for redemption in promo.redemptions.values():
+                p = self.state.payments[redemption.payment_id]
+                if p.status == "canceled" and not p.outcome_unknown:
+                    assert redemption.released, f"{code}: the failed checkout {p.payment_id} still holds a use"
+                if p.status == "succeeded":
+                    assert not redemption.released, f"{code}: the paid checkout {p.payment_id} released its use"
+
     def teardown(self) -> None:
         if self.log:
             self.settle()
@@ -631,6 +732,22 @@ class AccountMachine(RuleBasedStateMachine):
     @invariant()
     def no_kept_charge_after_its_decline(self) -> None:
         assert not (problems := charges_after_decline(self.log)), problems
+
+    @invariant()
+    def every_charge_equals_the_arithmetic(self) -> None:
+        assert not (problems := charge_arithmetic(self.log, self.yk)), problems
+
+    @invariant()
+    def codes_within_their_limits(self) -> None:
+        for code, promo in self.promos.items():
+            assert promo == build_promo(s.promo_stream(code), self.promo_logs[code])
+            limit = PROMO_TERMS[code].get("max_redemptions")
+            assert limit is None or promo.held <= limit, f"{code} held {promo.held} times, limit {limit}"
+            held_by_user = [r for r in promo.redemptions.values() if not r.released and r.user_id == USER]
+            assert len(held_by_user) <= 1, f"{code} held {len(held_by_user)} times by one user"
+            ours = {p.payment_id for p in self.state.payments.values() if isinstance(p.intent, s.CheckoutStarted) and p.intent.promo
+                    and p.intent.promo.code == code}
+            assert set(promo.redemptions) == ours, f"{code}: uses {set(promo.redemptions)} vs discounted checkouts {ours}"
 
     @invariant()
     def failed_only_when_declined(self) -> None:
