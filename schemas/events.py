@@ -320,7 +320,6 @@ class CommandOutcome(StrictModel):
     payment_id: UUID | None = None
     refund_id: UUID | None = None
     plan_id: PlanId | None = None
-    code: str | None = None
     confirmation_url: str | None = None
     refund_amount: Money | None = None
     message: str | None = None

@@ -104,11 +104,11 @@ def decide_promo(state: PromoState, command: Envelope, ctx: Context) -> Decision
             code=c.code, percent_off=c.percent_off, amount_off=c.amount_off, periods=c.periods, expires_at=c.expires_at,
             max_redemptions=c.max_redemptions, plan_ids=sorted(set(c.plan_ids)) if c.plan_ids is not None else None,
         )
-        return Decision([Emit(created, cid), emit_succeeded(cid, command.type, code=c.code)])
+        return Decision([Emit(created, cid), emit_succeeded(cid, command.type, message=f"Promo code «{c.code}» created.")])
     if isinstance(c, DeactivatePromoCode):
         if not state.exists:
             return reject(command, "promo_code_not_found", f"There is no promo code «{c.code}».")
         if not state.active:
             return reject(command, "promo_code_inactive", f"The promo code «{c.code}» is already deactivated.")
-        return Decision([Emit(PromoCodeDeactivated(code=c.code, reason=c.reason), cid), emit_succeeded(cid, command.type, code=c.code)])
+        return Decision([Emit(PromoCodeDeactivated(code=c.code, reason=c.reason), cid), emit_succeeded(cid, command.type, message=f"Promo code «{c.code}» deactivated.")])
     return reject(command, "wrong_stream", f"{command.type} is not a command for a promo code.")

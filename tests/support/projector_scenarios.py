@@ -53,6 +53,11 @@ from schemas import (
     derived_id,
     new_envelope,
     plan_stream,
+    promo_stream,
+    AppliedPromo,
+    PromoCodeCreated,
+    PromoCodeRedeemed,
+    PromoCodeReleased,
 )
 
 if TYPE_CHECKING:
@@ -119,6 +124,20 @@ class History:
     def events(self) -> list[Envelope]:
         return [e for a in self.appends for e in a.events]
 
+    def promo_code(self, clock: "Clock") -> str:
+        """This history's promo code, created (on its own stream) the first time a purchase uses it."""
+        code = f"P{self.id_prefix[:10].upper()}"
+        if not any(a.stream_id == promo_stream(code) for a in self.appends):
+            command_id = self.new_id()
+            meta = Metadata(correlation_id=str(command_id), command_id=command_id, actor=Actor(kind="admin", id="ops"))
+            self.appends.append(Append(promo_stream(code), [
+                new_envelope(PromoCodeCreated(code=code, percent_off=20, periods=2, expires_at=clock.now + timedelta(days=365),
+                                              max_redemptions=1000), stream_id=promo_stream(code), metadata=meta, occurred_at=clock.tick()),
+                new_envelope(CommandSucceeded(command_id=command_id, command_type="CreatePromoCode"),
+                             stream_id=promo_stream(code), metadata=meta, occurred_at=clock.tick(0.001)),
+            ]))
+        return code
+
 
 def plan_events(history: History, clock: Clock, plan: PlanInfo, *, archive: bool = False) -> None:
     command_id = history.new_id()
@@ -173,18 +192,30 @@ class AccountScenario:
 
     # ------------------------------------------------------------------ purchases
 
-    def purchase(self, plan: PlanInfo, outcome: str = "success", *, auto_renew: bool = True) -> Sub:
-        """outcome: success | decline | abandon | unknown_then_success | unknown_then_failed | pending."""
+    def purchase(self, plan: PlanInfo, outcome: str = "success", *, auto_renew: bool = True, promo: bool = False) -> Sub:
+        """outcome: success | decline | abandon | unknown_then_success | unknown_then_failed | pending; with
+        `promo`, the history's promo code (20 % off two periods) holds a use, released if the checkout fails."""
         command_id = self.history.new_id()
         sub = Sub(derived_id("subscription", command_id), plan.plan_id, plan.name, plan.price, plan.period_days)
         self.subs.append(sub)
         payment_id = derived_id("payment", command_id)
         provider_id = str(self.history.new_id())
         url = f"http://127.0.0.1:8010/pay/{provider_id}"
+        applied = None
+        if promo:
+            code = self.history.promo_code(self.clock)
+            off = plan.price.minor * 20 // 100
+            applied = AppliedPromo(code=code, percent_off=20, periods=2, list_price=plan.price,
+                                   discount=Money.from_minor(off), periods_left=1)
+            self.history.appends.append(Append(promo_stream(code), [new_envelope(
+                PromoCodeRedeemed(code=code, user_id=self.user_id, subscription_id=sub.subscription_id, payment_id=payment_id),
+                stream_id=promo_stream(code), metadata=self._meta(command_id), occurred_at=self.clock.tick(0.1),
+                id=derived_id("promo-event", code, "PromoCodeRedeemed", payment_id))]))
+        charge = Money.from_minor(plan.price.minor - (applied.discount.minor if applied else 0))
         self._append(command_id, [CheckoutStarted(
             subscription_id=sub.subscription_id, payment_id=payment_id, plan_id=plan.plan_id, plan_name=plan.name,
-            amount=plan.price, period_days=plan.period_days, auto_renew=auto_renew, customer=self.customer,
-            idempotence_key=str(derived_id("yookassa", payment_id, "create")))])
+            amount=charge, period_days=plan.period_days, auto_renew=auto_renew, customer=self.customer,
+            idempotence_key=str(derived_id("yookassa", payment_id, "create")), promo=applied)])
         if outcome.startswith("unknown"):
             self._append(command_id, [PaymentStateUnknown(payment_id=payment_id, subscription_id=sub.subscription_id,
                                                           detail="timeout creating the payment")])
@@ -192,7 +223,7 @@ class AccountScenario:
             if outcome == "unknown_then_failed":
                 self._append(sync_id, [
                     PaymentFailed(payment_id=payment_id, subscription_id=sub.subscription_id, provider_payment_id=provider_id,
-                                  amount=plan.price, reason="expired_on_confirmation", party="yoo_money", customer=self.customer),
+                                  amount=charge, reason="expired_on_confirmation", party="yoo_money", customer=self.customer),
                     CommandFailed(command_id=command_id, command_type="PurchaseSubscription", reason="payment could not be created"),
                     CommandSucceeded(command_id=sync_id, command_type="SyncPayment"),
                 ], kind="system", actor_id="janitor")
@@ -200,7 +231,7 @@ class AccountScenario:
                 return sub
             self._append(sync_id, [
                 PaymentCreated(payment_id=payment_id, subscription_id=sub.subscription_id, provider_payment_id=provider_id,
-                               amount=plan.price, status="pending", confirmation_url=url),
+                               amount=charge, status="pending", confirmation_url=url),
                 CommandSucceeded(command_id=command_id, command_type="PurchaseSubscription",
                                  outcome=CommandOutcome(subscription_id=sub.subscription_id, payment_id=payment_id, confirmation_url=url)),
                 CommandSucceeded(command_id=sync_id, command_type="SyncPayment"),
@@ -209,7 +240,7 @@ class AccountScenario:
         else:
             self._append(command_id, [
                 PaymentCreated(payment_id=payment_id, subscription_id=sub.subscription_id, provider_payment_id=provider_id,
-                               amount=plan.price, status="pending", confirmation_url=url),
+                               amount=charge, status="pending", confirmation_url=url),
                 CommandSucceeded(command_id=command_id, command_type="PurchaseSubscription",
                                  outcome=CommandOutcome(subscription_id=sub.subscription_id, payment_id=payment_id, confirmation_url=url)),
             ])
@@ -222,10 +253,10 @@ class AccountScenario:
             end = paid_at + timedelta(days=plan.period_days)
             self._append(sync_id, [
                 PaymentSucceeded(payment_id=payment_id, subscription_id=sub.subscription_id, provider_payment_id=provider_id,
-                                 amount=plan.price, paid_at=paid_at, customer=self.customer,
+                                 amount=charge, paid_at=paid_at, customer=self.customer,
                                  payment_method=PaymentMethod(id=str(self.history.new_id()), title="Bank card *4444")),
                 SubscriptionActivated(subscription_id=sub.subscription_id, plan_id=plan.plan_id, plan_name=plan.name,
-                                      period_start=paid_at, period_end=end, amount_paid=plan.price, auto_renew=auto_renew,
+                                      period_start=paid_at, period_end=end, amount_paid=charge, auto_renew=auto_renew,
                                       payment_id=payment_id, payment_method_title="Bank card *4444", customer=self.customer),
                 CommandSucceeded(command_id=sync_id, command_type="SyncPayment",
                                  outcome=CommandOutcome(subscription_id=sub.subscription_id, payment_id=payment_id)),
@@ -235,10 +266,16 @@ class AccountScenario:
             reason = "insufficient_funds" if outcome == "decline" else "expired_on_confirmation"
             self._append(sync_id, [
                 PaymentFailed(payment_id=payment_id, subscription_id=sub.subscription_id, provider_payment_id=provider_id,
-                              amount=plan.price, reason=reason, party="payment_network", customer=self.customer),
+                              amount=charge, reason=reason, party="payment_network", customer=self.customer),
                 CommandSucceeded(command_id=sync_id, command_type="SyncPayment"),
             ], kind="provider", actor_id="yookassa")
             sub.status = "payment_failed"
+            if applied is not None:
+                self.history.appends.append(Append(promo_stream(applied.code), [new_envelope(
+                    PromoCodeReleased(code=applied.code, user_id=self.user_id, subscription_id=sub.subscription_id,
+                                      payment_id=payment_id, reason=reason),
+                    stream_id=promo_stream(applied.code), metadata=self._meta(sync_id, "provider", "yookassa"),
+                    occurred_at=self.clock.tick(0.1), id=derived_id("promo-event", applied.code, "PromoCodeReleased", payment_id))]))
         return sub
 
     def reject_purchase(self, plan_id: str, code: str = "plan_archived") -> None:
@@ -401,7 +438,7 @@ def random_account(history: History, clock: Clock, rng: random.Random, plans: Se
                 ["success", "decline", "abandon", "unknown_then_success", "unknown_then_failed", "pending"],
                 weights=[70, 8, 5, 6, 3, 8],
             )[0]
-            sub = account.purchase(plan, outcome, auto_renew=rng.random() < 0.8)
+            sub = account.purchase(plan, outcome, auto_renew=rng.random() < 0.8, promo=rng.random() < 0.15)
         if sub.status != "active":
             continue
         for _ in range(rng.randint(0, 3)):

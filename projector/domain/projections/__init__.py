@@ -11,11 +11,11 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from projector.domain.events import EVENT_VERSIONS, ProjectedEvent
-from projector.domain.projections import accounts, commands, payments, plans, refunds, subscriptions
+from projector.domain.projections import accounts, commands, payments, plans, promo_codes, refunds, subscriptions
 from projector.domain.projections.base import TableSpec
 from projector.domain.state import State
 
-PROJECTIONS = (plans, subscriptions, payments, refunds, commands, accounts)
+PROJECTIONS = (plans, promo_codes, subscriptions, payments, refunds, commands, accounts)
 TABLES: dict[str, TableSpec] = {p.TABLE.name: p.TABLE for p in PROJECTIONS}
 TABLE_NAMES: tuple[str, ...] = tuple(TABLES)
 

@@ -20,7 +20,7 @@ TABLE = TableSpec(
         ("payment_id", UUID), ("subscription_id", UUID), ("user_id", TEXT), ("provider_payment_id", TEXT),
         ("purpose", TEXT), ("status", TEXT), ("amount_minor", BIGINT), ("currency", TEXT),
         ("confirmation_url", TEXT), ("reason", TEXT), ("paid_at", TIMESTAMPTZ),
-        ("created_at", TIMESTAMPTZ), ("updated_at", TIMESTAMPTZ),
+        ("created_at", TIMESTAMPTZ), ("updated_at", TIMESTAMPTZ), ("discount_minor", BIGINT), ("promo_code", TEXT),
     ),
 )
 T = TABLE.name
@@ -56,7 +56,12 @@ def _row(state: State, ev: ProjectedEvent, *, purpose: str, amount: dict | None)
             "paid_at": None,
             "created_at": ev.occurred_at,
             "updated_at": ev.occurred_at,
+            "discount_minor": 0,
+            "promo_code": None,
         }
+    promo = d.get("promo")
+    if promo:  # an intent: `amount` is what is charged, the discount is beside it
+        row["discount_minor"], row["promo_code"] = minor(promo["discount"]), promo["code"]
     return row
 
 

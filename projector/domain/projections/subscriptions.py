@@ -24,7 +24,7 @@ TABLE = TableSpec(
         ("currency", TEXT), ("payment_method_title", TEXT), ("last_payment_id", UUID),
         ("renewal_attempt", INTEGER), ("next_retry_at", TIMESTAMPTZ), ("status_reason", TEXT),
         ("created_at", TIMESTAMPTZ), ("updated_at", TIMESTAMPTZ), ("canceled_at", TIMESTAMPTZ),
-        ("expired_at", TIMESTAMPTZ),
+        ("expired_at", TIMESTAMPTZ), ("promo_code", TEXT), ("discount_minor", BIGINT), ("promo_periods_left", INTEGER),
     ),
 )
 T = TABLE.name
@@ -62,7 +62,18 @@ def _new(ev: ProjectedEvent, subscription_id: str, d: dict, *, price: dict | Non
         "updated_at": ev.occurred_at,
         "canceled_at": None,
         "expired_at": None,
+        "promo_code": None,
+        "discount_minor": 0,
+        "promo_periods_left": 0,
     }
+
+
+def _promo(row: Row, promo: dict | None) -> None:
+    """The discount of the latest charge and the discounted periods still to come after it."""
+    row["discount_minor"] = minor(promo["discount"]) if promo else 0
+    row["promo_periods_left"] = promo["periods_left"] if promo else 0
+    if promo:
+        row["promo_code"] = promo["code"]
 
 
 def _customer(row: Row, d: dict) -> None:
@@ -91,17 +102,20 @@ def _checkout_started(state: State, ev: ProjectedEvent) -> None:
     row = state.claim(T, d["subscription_id"], ev.user_id)
     if row is FOREIGN:
         return
+    promo = d.get("promo")
+    price = promo["list_price"] if promo else d["amount"]  # the list price; the discount is beside it
     if row is None:
-        row = _new(ev, d["subscription_id"], d, price=d["amount"])
+        row = _new(ev, d["subscription_id"], d, price=price)
     else:
         # the same subscription checked out again (a retried purchase): a new payment attempt
         if row["status"] in ("pending_payment", "payment_failed"):
             row["status"] = "pending_payment"
             row["status_reason"] = None
-        row["price_minor"] = minor(d["amount"])
-        row["currency"] = currency(d["amount"])
+        row["price_minor"] = minor(price)
+        row["currency"] = currency(price)
         row["last_payment_id"] = d["payment_id"]
         _customer(row, d)
+    _promo(row, promo)
     _save(state, ev, row)
 
 
@@ -227,6 +241,7 @@ def _renewed(state: State, ev: ProjectedEvent) -> None:
         next_retry_at=None,
         status_reason=None,
     )
+    _promo(row, d.get("promo"))
     _customer(row, d)
     _save(state, ev, row)
 
