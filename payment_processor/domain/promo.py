@@ -8,10 +8,8 @@ purchases racing for the last use cannot both commit: the loser's append conflic
 and is refused `promo_code_exhausted`. A checkout that fails or is abandoned releases its use
 (`PromoCodeReleased`, in the transaction of the account's PaymentFailed).
 
-Discount arithmetic (kopecks, integers only): percent off = floor(list × percent / 100) — the
-discount is rounded DOWN, so the customer never gets more off than the code states; amount off =
-the amount. Either way the charge never goes below `MIN_CHARGE_MINOR` (1 ₽, YooKassa's minimum):
-the discount is capped at list − 1 ₽. 100 % off is refused at creation (a free period is a grant).
+The discount arithmetic is `rules/discounts.py` (shared with the API's preview): percent rounded
+down to the kopeck, at least 1 ₽ charged. 100 % off is refused at creation (a free period is a grant).
 """
 
 from __future__ import annotations
@@ -21,6 +19,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from uuid import UUID
 
+from rules.discounts import discount_minor
 from schemas import (
     AppliedPromo,
     CommandFailed,
@@ -37,10 +36,6 @@ from schemas import (
     new_envelope,
     promo_stream,
 )
-
-MIN_CHARGE_MINOR = 100
-"""The least a discounted charge may be (1 ₽): YooKassa refuses a zero amount and a discount never
-turns a paid period into a free one."""
 
 PROMO_STREAM_EVENTS = (PromoCodeRedeemed, PromoCodeReleased)
 """Events a purchase's decision emits for the CODE's stream, next to the account's own events."""
@@ -126,16 +121,6 @@ def build_promo(stream_id: str, events: Iterable[Envelope]) -> PromoState:
 
 
 # --------------------------------------------------------------------------- the arithmetic
-
-
-def discount_minor(list_minor: int, *, percent_off: int | None = None, amount_off_minor: int | None = None) -> int:
-    """The discount on a charge of `list_minor` kopecks: percent rounded down to the kopeck, or the
-    amount; capped so the charge stays at least `MIN_CHARGE_MINOR` (0 when the list price is below it)."""
-    if percent_off is not None:
-        raw = list_minor * percent_off // 100
-    else:
-        raw = amount_off_minor or 0
-    return max(0, min(raw, list_minor - MIN_CHARGE_MINOR))
 
 
 def applied(

@@ -475,7 +475,7 @@ async def test_health_readiness_metrics_and_request_ids(api):
 async def test_openapi_documents_every_route_with_examples(api):
     schema = (await api.client.get("/openapi.json")).json()
     operations = [(path, method, op) for path, item in schema["paths"].items() for method, op in item.items()]
-    assert len(operations) == 24
+    assert len(operations) == 29
     for path, method, op in operations:
         assert op.get("description"), (path, method)
         responses = op["responses"]

@@ -70,7 +70,7 @@ from payment_processor.domain import (
     resolve,
     to_envelopes,
 )
-from payment_processor.domain.promo import discount_minor
+from rules.discounts import discount_minor
 from payment_processor.adapters.gateway import classify_error
 from payment_processor.entrypoints.janitor import sync_command
 from payment_processor.adapters.operations import OpenOperation

@@ -27,7 +27,8 @@ from payment_processor.domain import (
     resolve,
     to_envelopes,
 )
-from payment_processor.domain.promo import MIN_CHARGE_MINOR, charged, discount_minor, renewal_discount
+from payment_processor.domain.promo import charged, renewal_discount
+from rules.discounts import MIN_CHARGE_MINOR, discount_minor
 from payment_processor.domain.provider import purchase_request
 
 T0 = datetime(2026, 5, 1, 10, 0, tzinfo=timezone.utc)
