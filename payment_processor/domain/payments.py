@@ -218,6 +218,7 @@ def payment_succeeded_effects(
                     payment_id=payment.payment_id,
                     payment_method_title=seen.payment_method_title if seen.payment_method_saved else None,
                     customer=payment.customer,
+                    promo=intent.promo,
                 )
                 return [Emit(activated, by)], None
             why = (
@@ -247,6 +248,7 @@ def payment_succeeded_effects(
             period_end=start + (intent.period_end - intent.period_start),
             amount=payment.amount,
             customer=payment.customer,
+            promo=intent.promo,
         )
         return [Emit(renewed, by)], None
     why = f"The renewal payment for «{sub.plan_name}» succeeded after the subscription was {sub.status}; it is refunded in full."

@@ -156,7 +156,7 @@ def test_checkout_charges_the_discount_renewals_discount_then_charge_full_and_re
     assert body["amount"]["value"] == "239.20" and body["receipt"]["items"][0]["amount"]["value"] == "239.20"
     assert code.held == 1 and code.used_by("u-1")
     (activated,) = _of(out, s.SubscriptionActivated)
-    assert activated.amount_paid == s.Money(amount="239.20")
+    assert activated.amount_paid == s.Money(amount="239.20") and activated.promo == checkout.promo  # the email shows it
 
     charges = []
     for n in (2, 3, 4):
