@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from schemas import Envelope, account_stream, parse_envelope, plan_stream
+from schemas import Envelope, account_stream, parse_envelope, plan_stream, promo_stream
 from tests.fixtures.admin import ADMIN_JWT_SECRET
 from tests.support.processes import ManagedProcess, free_port
 
@@ -240,6 +240,28 @@ async def test_grant_create_and_archive_plan_publish_commands(
     a = by_kind["archive"]
     assert a.type == "ArchivePlan" and a.stream_id == plan_stream(plan["plan_id"])
     assert a.data.reason == "replaced by yearly"
+
+
+async def test_create_and_deactivate_promo_code_publish_commands(
+    admin_site, settings, commands_topic, admin_api, operator
+) -> None:
+    await admin_api(wait_s=0)
+    user, client = operator
+    code = f"P{uuid.uuid4().hex[:9].upper()}"
+    create, _ = await submit(admin_site, client, "/admin/billing/promocode/create/", {
+        "code": code.lower(), "percent_off": "15", "currency": "RUB", "periods": "2", "expires_at": "2030-01-01 00:00",
+        "max_redemptions": "500", "plan_ids": "basic, yearly", "reason": "spring campaign"})
+    existing = await admin_site.insert("promo_code")
+    deactivate, _ = await submit(admin_site, client, f"/admin/billing/promocode/{existing['code']}/deactivate/", {"reason": "leaked"})
+    ids = {shown_command_id(create): "create", shown_command_id(deactivate): "deactivate"}
+    envelopes = await read_commands(settings, commands_topic, lambda e: str(e.id) in ids, expect=2)
+    by_kind = {ids[str(e.id)]: e for e in envelopes}
+    c, d = by_kind["create"], by_kind["deactivate"]
+    assert c.type == "CreatePromoCode" and c.stream_id == promo_stream(code)
+    assert (c.data.code, c.data.percent_off, c.data.amount_off, c.data.periods, c.data.max_redemptions, c.data.plan_ids) == (
+        code, 15, None, 2, 500, ["basic", "yearly"])
+    assert c.data.reason == "spring campaign" and c.metadata.actor.kind == "admin" and c.metadata.actor.id == user.username
+    assert d.type == "DeactivatePromoCode" and d.stream_id == promo_stream(existing["code"]) and d.data.reason == "leaked"
 
 
 async def test_a_rejected_command_shows_its_reason(admin_site, settings, commands_topic, admin_api, operator) -> None:

@@ -331,3 +331,37 @@ async def test_csrf_is_enforced_on_actions(admin_site, seeded, operator_user) ->
                                     {"days": "5", "reason": "test", "idempotency_key": str(uuid.uuid4())})
     assert response.status_code == 403
     assert b"CSRF" in response.content
+
+
+async def test_promo_codes_list_uses_and_remaining_and_act_only_for_operators(admin_site, seeded, operator_client, viewer_client) -> None:
+    code = await admin_site.insert("promo_code", plan_ids='["basic", "yearly"]')
+    flat = await admin_site.insert("promo_code", percent_off=None, amount_off_minor=10000, currency="RUB", max_redemptions=None,
+                                   active=False, deactivated_reason="leaked")
+    listing = body(await get(admin_site, operator_client, "/admin/billing/promocode/"))
+    assert code["code"] in listing and flat["code"] in listing and "act-create-promo-code" in listing
+    assert "20 %" in listing and f"100,00{NBSP}₽" in listing and "no limit" in listing and "basic, yearly" in listing
+    page = body(await get(admin_site, operator_client, f"/admin/billing/promocode/{code['code']}/change/"))
+    assert '<div class="readonly">58</div>' in page  # 100 − 42 uses held
+    assert "act-deactivate" in page
+    assert "act-deactivate" not in body(await get(admin_site, operator_client, f"/admin/billing/promocode/{flat['code']}/change/"))
+    assert "act-create-promo-code" not in body(await get(admin_site, viewer_client, "/admin/billing/promocode/"))
+    for url in ("/admin/billing/promocode/create/", f"/admin/billing/promocode/{code['code']}/deactivate/"):
+        assert (await get(admin_site, viewer_client, url)).status_code == 403, url
+        assert (await get(admin_site, operator_client, url)).status_code == 200, url
+
+    user_id = f"user-{uuid.uuid4().hex[:12]}"
+    sub = await admin_site.insert("subscription", user_id=user_id, plan_id=seeded["plan"]["plan_id"], plan_name="Basic",
+                                  promo_code=code["code"], discount_minor=29800, promo_periods_left=2)
+    page = body(await get(admin_site, operator_client, f"/admin/billing/subscription/{sub['subscription_id']}/change/"))
+    assert code["code"] in page and f"298,00{NBSP}₽ off the latest charge, 2 discounted period(s) left" in page
+    filtered = body(await get(admin_site, operator_client, "/admin/billing/subscription/", promo_code=code["code"]))
+    assert str(sub["subscription_id"])[:8] in filtered
+
+
+async def test_promo_code_form_refuses_both_or_neither_discount(admin_site, operator_client) -> None:
+    url = "/admin/billing/promocode/create/"
+    base = {"code": "spring", "currency": "RUB", "periods": "1", "expires_at": "2030-01-01 00:00", "reason": "x",
+            "idempotency_key": str(uuid.uuid4())}
+    for extra in ({}, {"percent_off": "10", "amount_off": "5.00"}):
+        response = await admin_site.run(operator_client.post, url, {**base, **extra})
+        assert response.status_code == 200 and "Give either a percent off or an amount off." in body(response)
