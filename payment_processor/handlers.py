@@ -76,6 +76,7 @@ from schemas import (
     Envelope,
     GrantSubscription,
     Metadata,
+    Money,
     PurchaseSubscription,
     account_user_id,
     derived_id,
@@ -339,6 +340,7 @@ class CommandHandler:
             promo=promo,
             default_return_url=self.default_return_url,
             dunning_retry_days=tuple(self.config.dunning_retry_days),  # type: ignore[arg-type]
+            card_check_amount=Money(amount=self.config.card_check_amount),
         )
 
     async def _pool(self) -> asyncpg.Pool:

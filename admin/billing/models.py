@@ -30,6 +30,7 @@ class Plan(models.Model):
     archived = models.BooleanField()
     created_at = models.DateTimeField()
     updated_at = models.DateTimeField()
+    trial_days = models.IntegerField(default=0)
 
     class Meta:
         managed = False
@@ -110,6 +111,7 @@ class Subscription(models.Model):
     promo_code = models.TextField(null=True)
     discount_minor = models.BigIntegerField()
     promo_periods_left = models.IntegerField()
+    trial = models.BooleanField(default=False)
 
     class Meta:
         managed = False

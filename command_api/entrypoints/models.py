@@ -67,7 +67,15 @@ class CancelRequest(Request):
 class AutoRenewRequest(Request):
     model_config = ConfigDict(json_schema_extra={"examples": [{"enabled": False}]})
 
-    enabled: bool
+    enabled: bool = Field(
+        description="on without a saved card starts a card check: the outcome's confirmation_url, renewal turns on when it succeeds"
+    )
+
+
+class ReplacePaymentMethodRequest(Request):
+    """A card check saves the new card: the outcome's `confirmation_url` is where the customer confirms it."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [{}]})
 
 
 class AdminExtendRequest(Request):
@@ -134,6 +142,7 @@ class AdminCreatePlanRequest(Request):
                     "price": {"amount": "299.00", "currency": "RUB"},
                     "period_days": 30,
                     "description": "HD films and series",
+                    "trial_days": 7,
                     "reason": "launch",
                 }
             ]
@@ -145,6 +154,7 @@ class AdminCreatePlanRequest(Request):
     price: Money
     period_days: int = Field(ge=1, le=3660)
     description: str = Field(default="", max_length=2000, pattern=TEXT_PATTERN)
+    trial_days: int = Field(default=0, ge=0, le=365, description="free days before the first charge, once per customer and plan (0: none)")
     reason: Reason
 
 
@@ -247,6 +257,7 @@ class Plan(BaseModel):
                     "period_days": 30,
                     "description": "HD films and series",
                     "archived": False,
+                    "trial_days": 0,
                 }
             ]
         }
@@ -258,6 +269,7 @@ class Plan(BaseModel):
     period_days: int
     description: str
     archived: bool
+    trial_days: int = Field(default=0, description="free days before the first charge (a card check starts the trial)")
 
 
 class PlanList(BaseModel):
@@ -346,7 +358,7 @@ class Payment(BaseModel):
 
     payment_id: uuid.UUID
     subscription_id: uuid.UUID
-    purpose: str = Field(description="purchase | renewal")
+    purpose: str = Field(description="purchase | renewal | card_check (refunded at once) | …")
     status: str = Field(description="created | pending | succeeded | canceled | unknown")
     amount: Money = Field(description="what is charged (after a promo code's discount)")
     discount: Money | None = Field(default=None, description="a promo code's discount on this charge")
@@ -447,6 +459,7 @@ class Subscription(BaseModel):
     promo_code: str | None = Field(default=None, description="the promo code the subscription was bought with")
     discount: Money | None = Field(default=None, description="the promo code's discount on the latest charge (`price` is the list price)")
     promo_periods_left: int = Field(default=0, description="discounted periods still to come after the latest charge")
+    trial: bool = Field(default=False, description="in a free trial: nothing paid yet, the first charge is at period_end")
 
 
 class SubscriptionDetail(Subscription):

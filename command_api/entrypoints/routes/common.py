@@ -30,6 +30,7 @@ def plan_view(row: Row) -> Plan:
         period_days=row["period_days"],
         description=row["description"],
         archived=row["archived"],
+        trial_days=row.get("trial_days") or 0,
     )
 
 
@@ -56,6 +57,7 @@ def subscription_fields(row: Row) -> dict[str, Any]:
         "promo_code": row.get("promo_code"),
         "discount": money(row["discount_minor"], currency) if row.get("discount_minor") else None,
         "promo_periods_left": row.get("promo_periods_left") or 0,
+        "trial": bool(row.get("trial")),
     }
 
 

@@ -12,7 +12,7 @@ TABLE = TableSpec(
     (
         ("plan_id", TEXT), ("name", TEXT), ("price_minor", BIGINT), ("currency", TEXT),
         ("period_days", INTEGER), ("description", TEXT), ("archived", BOOLEAN),
-        ("created_at", TIMESTAMPTZ), ("updated_at", TIMESTAMPTZ),
+        ("created_at", TIMESTAMPTZ), ("updated_at", TIMESTAMPTZ), ("trial_days", INTEGER),
     ),
 )
 T = TABLE.name
@@ -29,6 +29,7 @@ def _plan_created(state: State, ev: ProjectedEvent) -> None:
         currency=currency(d["price"]),
         period_days=d["period_days"],
         description=d.get("description") or "",
+        trial_days=int(d.get("trial_days") or 0),
         updated_at=ev.occurred_at,
     )
     state.put(T, d["plan_id"], row)
