@@ -244,3 +244,14 @@ def test_deactivated_code_is_refused_and_operator_commands() -> None:
     both = s.new_envelope(s.CreatePromoCode(code="BOTH", percent_off=5, amount_off=s.Money(amount="1.00"), expires_at=T0 + timedelta(days=1), reason="x"),
                           stream_id=s.promo_stream("BOTH"), metadata=_meta(uuid.uuid4()))
     assert decide_promo(build_promo(s.promo_stream("BOTH"), []), both, Context(now=T0)).events[0].payload.code == "invalid_promo_code"
+
+
+def test_a_code_does_not_stack_with_a_free_trial() -> None:
+    trial_plan = build_plan(
+        s.plan_stream("basic"),
+        [s.new_envelope(s.PlanCreated(plan_id="basic", name="Basic", price=s.Money(amount="299.00"), period_days=30, trial_days=7),
+                        stream_id=s.plan_stream("basic"), metadata=_meta(uuid.uuid4()))],
+    )
+    code = promo()
+    assert _rejection(World(code), plan=trial_plan) == "promo_code_not_applicable"
+    assert code.held == 0
