@@ -59,8 +59,8 @@ from notifier.domain.reasons import expiry_reason, payment_reason, refund_failur
 EVENT_TYPES_SKIPPED = frozenset({
     "CommandSucceeded", "CommandRejected", "CommandFailed", "PlanCreated", "PlanArchived", "RenewalStarted",
     "PaymentCreated", "PaymentSucceeded", "PaymentStateUnknown", "RefundCreated", "RefundStateUnknown",
-    "SubscriptionAdjusted", "CardCheckStarted", "PromoCodeCreated", "PromoCodeDeactivated", "PromoCodeRedeemed",
-    "PromoCodeReleased",
+    "SubscriptionAdjusted", "CardCheckStarted", "ReceiptRegistrationChanged", "PromoCodeCreated", "PromoCodeDeactivated",
+    "PromoCodeRedeemed", "PromoCodeReleased",
 })
 
 EMAIL_KINDS = (

@@ -18,7 +18,7 @@ def grant_view(apps, schema_editor):
 
 
 class Migration(migrations.Migration):
-    dependencies = [("billing", "0002_groups")]
+    dependencies = [("billing", "0003_revenue")]
 
     operations = [
         migrations.CreateModel(
