@@ -200,6 +200,11 @@ class FakeYooKassa:
         if isinstance(step, CreatePayment):
             body = step.body
             renewal = "payment_method_id" in body
+            receipt = body.get("receipt")
+            if receipt is not None:  # 54-FZ: the receipt's items add up to what is charged (YooKassa refuses otherwise)
+                items = sum(s.Money(amount=i["amount"]["value"]).minor for i in receipt["items"])
+                if items != s.Money(amount=body["amount"]["value"]).minor:
+                    self.violations.append(f"receipt of {items} for a charge of {body['amount']['value']}")
             payment = YkPayment(
                 id=self._new_id(0x2F9D7A1C),
                 amount_minor=s.Money(amount=body["amount"]["value"]).minor,

@@ -152,6 +152,7 @@ def test_checkout_charges_the_discount_renewals_discount_then_charge_full_and_re
     (checkout,) = _of(out, s.CheckoutStarted)
     assert checkout.amount == s.Money(amount="239.20") and checkout.promo.discount == s.Money(amount="59.80")
     assert checkout.promo.periods_left == 1
+    assert checkout.receipt is not None and checkout.receipt.items[0].amount == checkout.amount
     body = purchase_request(world.state.user_id, uuid.uuid4(), checkout)
     assert body["amount"]["value"] == "239.20" and body["receipt"]["items"][0]["amount"]["value"] == "239.20"
     assert code.held == 1 and code.used_by("u-1")
@@ -165,6 +166,7 @@ def test_checkout_charges_the_discount_renewals_discount_then_charge_full_and_re
         out = world.run(s.RenewSubscription(subscription_id=sub_id, period_end=sub.period_end), _paid(n, world.now))
         (started,) = _of(out, s.RenewalStarted)
         assert _of(out, s.SubscriptionRenewed)
+        assert started.receipt is not None and started.receipt.items[0].amount == started.amount  # the receipt is what is charged
         charges.append(started.amount.amount)
     assert [str(c) for c in charges] == ["239.20", "299.00", "299.00"]  # 2 discounted periods, then the list price
 
