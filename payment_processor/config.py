@@ -94,6 +94,9 @@ class ProcessorSettings(BaseSettings):
     )
 
     dunning_retry_days: Annotated[list[float], NoDecode] = Field(default=[1, 3, 5])
+    price_change_notice_days: int = Field(
+        default=30, ge=0, le=3660, description="a subscriber is told of a plan's new price at least this many days before paying it"
+    )
     health_port: int | None = Field(default=None, description="serve GET /healthz on 127.0.0.1:<port> when set")
     metrics_port: int | None = Field(
         default=None, ge=1, le=65535, description="serve Prometheus GET /metrics on 0.0.0.0:<port> when set (unset: off)"

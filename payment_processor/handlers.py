@@ -63,12 +63,14 @@ from payment_processor.adapters.gateway import PaymentGateway
 from schemas import (
     SYSTEM,
     Actor,
+    AnnouncePriceChange,
     ArchivePlan,
     CreatePlan,
     Envelope,
     GrantSubscription,
     Metadata,
     PurchaseSubscription,
+    SchedulePriceChange,
     account_user_id,
     derived_id,
     new_envelope,
@@ -78,7 +80,7 @@ from schemas import (
 
 log = get_logger(__name__)
 
-PLAN_COMMANDS = (CreatePlan, ArchivePlan)
+PLAN_COMMANDS = (CreatePlan, ArchivePlan, SchedulePriceChange)
 
 
 class ProviderUnreachable(RuntimeError):
@@ -270,7 +272,7 @@ class CommandHandler:
         plan: PlanState | None = None
         async with db.acquire() as conn:
             streams = [stream_id]
-            if isinstance(command.data, (PurchaseSubscription, GrantSubscription)):
+            if isinstance(command.data, (PurchaseSubscription, GrantSubscription, AnnouncePriceChange)):
                 streams.append(plan_stream(command.data.plan_id))
             loaded = await journal.load(conn, streams, self.envelopes)
             state = build_account(stream_id, loaded[stream_id])
@@ -305,6 +307,7 @@ class CommandHandler:
             plan=plan,
             default_return_url=self.default_return_url,
             dunning_retry_days=tuple(self.config.dunning_retry_days),  # type: ignore[arg-type]
+            price_change_notice_days=self.config.price_change_notice_days,
         )
 
     async def _pool(self) -> asyncpg.Pool:

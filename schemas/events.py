@@ -48,6 +48,17 @@ class PlanArchived(Event):
     reason: str | None = None
 
 
+class PlanPriceChangeScheduled(Event):
+    """The plan costs `price` from `effective_at` on; `change_id` names the change (the command id)."""
+
+    plan_id: PlanId
+    change_id: UUID
+    price: Money
+    effective_at: UtcDatetime
+    grandfather: bool = False
+    reason: str | None = None
+
+
 class CheckoutStarted(Event):
     """The intent to charge, recorded before YooKassa is called (its key is fixed here)."""
 
@@ -262,6 +273,20 @@ class SubscriptionAdjusted(Event):
     customer: Customer | None = None
 
 
+class PriceChangeAnnounced(Event):
+    """A subscriber was told that renewals from `first_renewal_at` on cost `new_price`; the notice is
+    at least the configured number of days before that renewal (docs/decisions/0120)."""
+
+    subscription_id: UUID
+    plan_id: PlanId
+    change_id: UUID
+    old_price: Money
+    new_price: Money
+    effective_at: UtcDatetime = Field(description="when the plan's new price took or takes effect")
+    first_renewal_at: UtcDatetime = Field(description="the start of the first period charged at the new price")
+    customer: Customer | None = None
+
+
 class CommandOutcome(StrictModel):
     subscription_id: UUID | None = None
     payment_id: UUID | None = None
@@ -298,6 +323,7 @@ class CommandFailed(Event):
 EVENT_TYPES: tuple[type[Event], ...] = (
     PlanCreated,
     PlanArchived,
+    PlanPriceChangeScheduled,
     CheckoutStarted,
     RenewalStarted,
     PaymentCreated,
@@ -317,6 +343,7 @@ EVENT_TYPES: tuple[type[Event], ...] = (
     SubscriptionExpired,
     SubscriptionExpiringSoon,
     SubscriptionAdjusted,
+    PriceChangeAnnounced,
     CommandSucceeded,
     CommandRejected,
     CommandFailed,

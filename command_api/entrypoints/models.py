@@ -11,7 +11,7 @@ import uuid
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from command_api.domain.auth import USER_ID_PATTERN
 from schemas import Money
@@ -137,6 +137,37 @@ class AdminCreatePlanRequest(Request):
     reason: Reason
 
 
+class AdminSchedulePriceChangeRequest(Request):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "price": {"amount": "349.00", "currency": "RUB"},
+                    "effective_at": "2027-02-01T00:00:00Z",
+                    "grandfather": False,
+                    "reason": "content costs went up",
+                }
+            ]
+        }
+    )
+
+    price: Money
+    effective_at: datetime = Field(description="when new purchases start paying the price; must be in the future")
+    grandfather: bool = Field(
+        default=False,
+        description="keep every existing subscriber on their price; otherwise each is emailed and pays the new price "
+        "from the first renewal at least the notice period (30 days by default) after the email",
+    )
+    reason: Reason
+
+    @field_validator("effective_at")
+    @classmethod
+    def _aware(cls, value: datetime) -> datetime:
+        if value.tzinfo is None or value.utcoffset() is None:
+            raise ValueError("effective_at must carry a timezone")
+        return value
+
+
 class AdminArchivePlanRequest(Request):
     model_config = ConfigDict(json_schema_extra={"examples": [{"reason": "replaced by a yearly plan"}]})
 
@@ -190,6 +221,12 @@ class CommandStatus(BaseModel):
     reason: str | None = Field(default=None, description="why it was rejected or failed")
 
 
+class ScheduledPriceChange(BaseModel):
+    price: Money
+    effective_at: datetime
+    grandfather: bool = Field(description="existing subscribers keep their price")
+
+
 class Plan(BaseModel):
     model_config = ConfigDict(
         json_schema_extra={
@@ -201,6 +238,11 @@ class Plan(BaseModel):
                     "period_days": 30,
                     "description": "HD films and series",
                     "archived": False,
+                    "scheduled_change": {
+                        "price": {"amount": "349.00", "currency": "RUB"},
+                        "effective_at": "2027-02-01T00:00:00Z",
+                        "grandfather": False,
+                    },
                 }
             ]
         }
@@ -208,10 +250,11 @@ class Plan(BaseModel):
 
     plan_id: str
     name: str
-    price: Money
+    price: Money = Field(description="what a purchase pays now")
     period_days: int
     description: str
     archived: bool
+    scheduled_change: ScheduledPriceChange | None = Field(default=None, description="the next price change, if one is scheduled")
 
 
 class PlanList(BaseModel):
@@ -310,6 +353,8 @@ _SUBSCRIPTION_EXAMPLE: dict[str, Any] = {
     "updated_at": "2026-11-26T10:00:00Z",
     "canceled_at": None,
     "expired_at": None,
+    "upcoming_price": None,
+    "upcoming_price_from": None,
 }
 
 
@@ -333,6 +378,8 @@ class Subscription(BaseModel):
     updated_at: datetime
     canceled_at: datetime | None = None
     expired_at: datetime | None = None
+    upcoming_price: Money | None = Field(default=None, description="a plan price change announced to the subscriber")
+    upcoming_price_from: datetime | None = Field(default=None, description="the first renewal charged the upcoming price")
 
 
 class SubscriptionDetail(Subscription):

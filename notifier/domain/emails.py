@@ -17,6 +17,7 @@ pair triggers the email (docs/decisions/0071):
 | renewal_failed         | RenewalFailed (what happens next and when)     | PaymentFailed(renewal)       |
 | expiring_soon          | SubscriptionExpiringSoon                       | —                            |
 | subscription_expired   | SubscriptionExpired                            | —                            |
+| price_change           | PriceChangeAnnounced (new price, from which renewal; auto-renew off declines it) | PlanPriceChangeScheduled |
 
 A grant (SubscriptionActivated with `granted`) moves no money and is not emailed. An event without
 a `customer` cannot be emailed (there is nobody to write to): it is skipped with a log line.
@@ -34,6 +35,7 @@ from schemas.events import (
     CheckoutStarted,
     PaymentFailed,
     PaymentSucceeded,
+    PriceChangeAnnounced,
     RefundFailed,
     RefundRequested,
     RefundSucceeded,
@@ -54,7 +56,7 @@ from notifier.domain.reasons import expiry_reason, payment_reason, refund_failur
 EVENT_TYPES_SKIPPED = frozenset({
     "CommandSucceeded", "CommandRejected", "CommandFailed", "PlanCreated", "PlanArchived", "RenewalStarted",
     "PaymentCreated", "PaymentSucceeded", "PaymentStateUnknown", "RefundCreated", "RefundStateUnknown",
-    "SubscriptionAdjusted",
+    "SubscriptionAdjusted", "PlanPriceChangeScheduled",
 })
 
 EMAIL_KINDS = (
@@ -68,6 +70,7 @@ EMAIL_KINDS = (
     "renewal_failed",
     "expiring_soon",
     "subscription_expired",
+    "price_change",
 )
 
 
@@ -194,4 +197,6 @@ def _kind_and_values(data: object, facts: Facts) -> tuple[str | None, dict[str, 
         return "expiring_soon", {}
     if isinstance(data, SubscriptionExpired):
         return "subscription_expired", {"reason_text": lambda loc: expiry_reason(data.reason, loc)}
+    if isinstance(data, PriceChangeAnnounced):
+        return "price_change", {}
     return None, {}

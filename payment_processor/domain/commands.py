@@ -10,6 +10,7 @@ from datetime import timedelta
 
 from schemas import (
     AdminCancelSubscription,
+    AnnouncePriceChange,
     AdminRefund,
     AutoRenewChanged,
     CancelSubscription,
@@ -19,6 +20,7 @@ from schemas import (
     ExtendSubscription,
     GrantSubscription,
     Money,
+    PriceChangeAnnounced,
     PurchaseSubscription,
     RefundRequested,
     RenewalFailed,
@@ -64,6 +66,7 @@ from payment_processor.domain.provider import (
     refund_request,
     renewal_request,
 )
+from payment_processor.domain.pricing import first_renewal_at_new_price, renewal_price
 from payment_processor.domain.refunds import refund_quote
 from payment_processor.domain.state import (
     FINAL_PAYMENT,
@@ -117,14 +120,15 @@ def _purchase(state: AccountState, command: Envelope, ctx: Context) -> Decision:
         )
     # A checkout whose creation is still unknown (no payment page ever reached the customer)
     # does not block a new one; should it succeed after all, it is refunded as a duplicate.
-    assert plan.price is not None
+    price = plan.price_at(ctx.now)
+    assert price is not None
     payment_id = derived_id("payment", cid)
     intent = CheckoutStarted(
         subscription_id=c.subscription_id,
         payment_id=payment_id,
         plan_id=c.plan_id,
         plan_name=plan.name,
-        amount=plan.price,
+        amount=price,
         period_days=plan.period_days,
         auto_renew=c.auto_renew,
         customer=c.customer,
@@ -401,7 +405,7 @@ def _renew(state: AccountState, command: Envelope, ctx: Context) -> Decision:
         payment_id=payment_id,
         plan_id=sub.plan_id,
         plan_name=sub.plan_name,
-        amount=sub.price,
+        amount=renewal_price(sub, sub.period_end),
         period_start=sub.period_end,
         period_end=sub.period_end + timedelta(days=sub.period_days),
         attempt=c.attempt,
@@ -470,6 +474,42 @@ def _remind(state: AccountState, command: Envelope, ctx: Context) -> Decision:
     return Decision([Emit(soon, cid), emit_succeeded(cid, command.type, subscription_id=sub.subscription_id)])
 
 
+def _announce_price_change(state: AccountState, command: Envelope, ctx: Context) -> Decision:
+    """Tell a subscriber about a plan's price change, fixing the first renewal at the new price
+    (docs/decisions/0120); anything that makes the notice pointless ends the command quietly."""
+    c: AnnouncePriceChange = command.data  # type: ignore[assignment]
+    cid = command_id_of(command)
+    sub = find_subscription(state, command, c.subscription_id)
+    if isinstance(sub, Decision):
+        return sub
+    plan = ctx.plan
+    change = plan.change(c.change_id) if plan is not None and plan.plan_id == c.plan_id else None
+    if change is None:
+        return reject(command, "price_change_not_found", f"The plan «{c.plan_id}» has no price change {c.change_id}.")
+    if sub.plan_id != c.plan_id or sub.status not in LIVE_SUBSCRIPTION or sub.period_end is None or sub.granted:
+        return succeed(command, subscription_id=sub.subscription_id, message="No notice needed: the subscription does not renew on this plan.")
+    if change.grandfather:
+        return succeed(command, subscription_id=sub.subscription_id, message="No notice needed: existing subscribers keep their price.")
+    if c.change_id in sub.announced_changes:
+        return succeed(command, subscription_id=sub.subscription_id, message="The subscriber was already told.")
+    first = first_renewal_at_new_price(sub.period_end, sub.period_days, change.effective_at, ctx.now, ctx.price_change_notice_days)
+    old = renewal_price(sub, first)
+    if old == change.price:
+        return succeed(command, subscription_id=sub.subscription_id, message="No notice needed: the subscriber already pays this price.")
+    announced = PriceChangeAnnounced(
+        subscription_id=sub.subscription_id,
+        plan_id=c.plan_id,
+        change_id=c.change_id,
+        old_price=old,
+        new_price=change.price,
+        effective_at=change.effective_at,
+        first_renewal_at=first,
+        customer=sub.customer or state.customer,
+    )
+    message = f"Renewals from {fmt_day(first)} cost {change.price}."
+    return Decision([Emit(announced, cid), emit_succeeded(cid, command.type, subscription_id=sub.subscription_id, message=message)])
+
+
 ACCOUNT_DECIDERS: dict[type, Callable[[AccountState, Envelope, Context], Decision]] = {
     PurchaseSubscription: _purchase,
     CancelSubscription: _cancel,
@@ -483,4 +523,5 @@ ACCOUNT_DECIDERS: dict[type, Callable[[AccountState, Envelope, Context], Decisio
     GrantSubscription: _grant,
     AdminRefund: _admin_refund,
     AdminCancelSubscription: _admin_cancel,
+    AnnouncePriceChange: _announce_price_change,
 }

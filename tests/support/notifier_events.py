@@ -23,6 +23,7 @@ from schemas.events import (
     RefundRequested,
     RefundSucceeded,
     RenewalFailed,
+    PriceChangeAnnounced,
     SubscriptionActivated,
     SubscriptionCanceled,
     SubscriptionExpired,
@@ -140,6 +141,12 @@ class Account:
             "subscription_id": self.subscription_id, "expired_at": T0 + timedelta(days=30), "reason": "auto_renew_off",
             "customer": self.customer, **kw}))
 
+    def price_change(self, **kw: Any) -> Envelope:
+        return self._env(PriceChangeAnnounced(**{
+            "subscription_id": self.subscription_id, "plan_id": "monthly", "change_id": uuid.UUID(int=7),
+            "old_price": Money(amount="299.00"), "new_price": Money(amount="349.00"), "effective_at": T0 + timedelta(days=10),
+            "first_renewal_at": T0 + timedelta(days=60), "customer": self.customer, **kw}))
+
     def every_email(self) -> dict[str, Envelope]:
         """One event per email kind (the purchase is the activation)."""
         return {
@@ -153,4 +160,5 @@ class Account:
             "renewal_failed": self.renewal_failed(),
             "expiring_soon": self.expiring_soon(),
             "subscription_expired": self.expired(),
+            "price_change": self.price_change(),
         }

@@ -147,7 +147,7 @@ def test_plan_created_then_archived() -> None:
     a.apply(PlanCreated(plan_id="basic", name="Basic", price=PRICE, period_days=30, description="d"), stream=stream, minutes=1)
     assert a.row("plans", "basic") | {} == {
         "plan_id": "basic", "name": "Basic", "price_minor": 29900, "currency": "RUB", "period_days": 30,
-        "description": "d", "archived": False, "created_at": a.at(1), "updated_at": a.at(1),
+        "description": "d", "archived": False, "created_at": a.at(1), "updated_at": a.at(1), "price_changes": "[]",
     }
     a.apply(PlanCreated(plan_id="basic", name="Basic+", price=Money.from_minor(39900), period_days=31), stream=stream, minutes=2)
     row = a.row("plans", "basic")
@@ -189,7 +189,7 @@ def test_checkout_creates_a_pending_subscription() -> None:
         "period_start": None, "period_end": None, "price_minor": 29900, "amount_paid_minor": 0, "amount_refunded_minor": 0,
         "currency": "RUB", "payment_method_title": None, "last_payment_id": str(a.pay), "renewal_attempt": 0,
         "next_retry_at": None, "status_reason": None, "created_at": a.at(1), "updated_at": a.at(1), "canceled_at": None,
-        "expired_at": None,
+        "expired_at": None, "upcoming_price_minor": None, "upcoming_price_at": None,
     }
 
 
