@@ -30,6 +30,8 @@ class Plan(models.Model):
     archived = models.BooleanField()
     created_at = models.DateTimeField()
     updated_at = models.DateTimeField()
+    price_changes = models.JSONField(default=list)
+    """Scheduled prices: [{"change_id", "price_minor", "effective_at", "grandfather"}], by effective date."""
 
     class Meta:
         managed = False
@@ -69,6 +71,8 @@ class Subscription(models.Model):
     updated_at = models.DateTimeField()
     canceled_at = models.DateTimeField(null=True)
     expired_at = models.DateTimeField(null=True)
+    upcoming_price_minor = models.BigIntegerField(null=True)
+    upcoming_price_at = models.DateTimeField(null=True)
 
     class Meta:
         managed = False

@@ -43,7 +43,7 @@ class SubscriptionAdmin(ReadOnlyAdmin):
                            "status_reason")}),
         ("Period", {"fields": ("period_start_display", "period_end_display", "auto_renew", "cancel_at_period_end",
                                "renewal_attempt", "next_retry_display", "canceled_display", "expired_display")}),
-        ("Money", {"fields": ("price", "paid", "refunded", "refundable", "payment_method_title")}),
+        ("Money", {"fields": ("price", "upcoming_price", "paid", "refunded", "refundable", "payment_method_title")}),
         ("Related", {"fields": ("payments", "refunds", "timeline")}),
         ("Record", {"fields": ("created", "updated")}),
     )
@@ -103,6 +103,13 @@ class SubscriptionAdmin(ReadOnlyAdmin):
     @admin.display(description="price", ordering="price_minor")
     def price(self, obj: Subscription) -> str:
         return format_money(obj.price_minor, obj.currency)
+
+    @admin.display(description="announced price")
+    def upcoming_price(self, obj: Subscription) -> str:
+        """A plan price change the subscriber was emailed about (PriceChangeAnnounced)."""
+        if obj.upcoming_price_minor is None:
+            return "—"
+        return f"{format_money(obj.upcoming_price_minor, obj.currency)} from the renewal on {fmt_dt(obj.upcoming_price_at)}"
 
     @admin.display(description="paid", ordering="amount_paid_minor")
     def paid(self, obj: Subscription) -> str:
