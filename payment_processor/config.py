@@ -9,6 +9,7 @@ Only `bootstrap` reads them. Tests shrink the janitor's schedule to about a seco
 from __future__ import annotations
 
 from datetime import datetime, timedelta
+from decimal import Decimal
 from typing import Annotated
 
 from pydantic import Field, field_validator, model_validator
@@ -94,6 +95,10 @@ class ProcessorSettings(BaseSettings):
     )
 
     dunning_retry_days: Annotated[list[float], NoDecode] = Field(default=[1, 3, 5])
+    card_check_amount: Decimal = Field(
+        default=Decimal("1.00"), gt=0, le=1000, decimal_places=2,
+        description="what a card check takes in RUB (refunded at once): card replacement, auto-renew on, trials",
+    )
     price_change_notice_days: int = Field(
         default=30, ge=0, le=3660, description="a subscriber is told of a plan's new price at least this many days before paying it"
     )

@@ -69,6 +69,7 @@ from schemas import (
     Envelope,
     GrantSubscription,
     Metadata,
+    Money,
     PurchaseSubscription,
     SchedulePriceChange,
     account_user_id,
@@ -307,6 +308,7 @@ class CommandHandler:
             plan=plan,
             default_return_url=self.default_return_url,
             dunning_retry_days=tuple(self.config.dunning_retry_days),  # type: ignore[arg-type]
+            card_check_amount=Money(amount=self.config.card_check_amount),
             price_change_notice_days=self.config.price_change_notice_days,
         )
 

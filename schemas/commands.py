@@ -49,9 +49,19 @@ class CancelSubscription(Command):
 
 
 class SetAutoRenew(Command):
+    """Turning renewal on without a saved card starts a card check; it turns on when the card is saved."""
+
     subscription_id: UUID
     enabled: bool
     reason: Reason | None = Field(default=None, max_length=500)
+    return_url: str | None = Field(default=None, max_length=2048)
+
+
+class ReplacePaymentMethod(Command):
+    """Save another card for renewals through a card check (a small payment refunded at once)."""
+
+    subscription_id: UUID
+    return_url: str | None = Field(default=None, max_length=2048)
 
 
 class SyncPayment(Command):
@@ -120,6 +130,7 @@ class CreatePlan(Command):
     period_days: int = Field(ge=1, le=3660)
     description: str = Field(default="", max_length=2000)
     reason: Reason | None = Field(default=None, max_length=500)
+    trial_days: int = Field(default=0, ge=0, le=365, description="free days before the first charge (0: no trial)")
 
 
 class ArchivePlan(Command):
@@ -152,6 +163,7 @@ COMMAND_TYPES: tuple[type[Command], ...] = (
     PurchaseSubscription,
     CancelSubscription,
     SetAutoRenew,
+    ReplacePaymentMethod,
     SyncPayment,
     SyncRefund,
     RenewSubscription,

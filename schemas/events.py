@@ -41,6 +41,7 @@ class PlanCreated(Event):
     price: Money
     period_days: int = Field(ge=1)
     description: str = ""
+    trial_days: int = Field(default=0, ge=0, description="free days before the first charge, once per customer and plan (0: no trial)")
 
 
 class PlanArchived(Event):
@@ -89,6 +90,47 @@ class RenewalStarted(Event):
     attempt: int = Field(default=1, ge=1)
     payment_method_id: str
     idempotence_key: str
+    customer: Customer | None = None
+
+
+CardCheckReason = Literal["replace_payment_method", "auto_renew", "trial"]
+"""What a card check is for: a new card for renewals, turning auto-renewal on without a saved card, a trial."""
+
+
+class TrialTerms(StrictModel):
+    """The plan a trial subscribes to: free for `trial_days`, then `price` every `period_days`."""
+
+    plan_id: PlanId
+    plan_name: str
+    price: Money
+    period_days: int = Field(ge=1)
+    trial_days: int = Field(ge=1)
+    auto_renew: bool = True
+
+
+class CardCheckStarted(Event):
+    """The intent to check (and save) a card with a small payment that is refunded in full at once,
+    recorded before YooKassa is called (its key is fixed here). A check never pays for a period.
+    For a trial it also starts the (pending) subscription described by `trial`."""
+
+    subscription_id: UUID
+    payment_id: UUID
+    reason: CardCheckReason
+    amount: Money
+    customer: Customer
+    idempotence_key: str
+    return_url: str | None = None
+    trial: TrialTerms | None = None
+
+
+class PaymentMethodReplaced(Event):
+    """A card check succeeded: renewals of the subscription now charge this card."""
+
+    subscription_id: UUID
+    payment_id: UUID = Field(description="the card check that saved the card")
+    payment_method: PaymentMethod
+    previous_title: str | None = None
+    check_amount: Money | None = Field(default=None, description="what the check took; it is refunded at once")
     customer: Customer | None = None
 
 
@@ -155,6 +197,8 @@ class SubscriptionActivated(Event):
     granted: bool = False
     reason: str | None = None
     customer: Customer | None = None
+    trial: bool = Field(default=False, description="a free trial: nothing was paid, the first charge is at period_end")
+    next_charge: Money | None = Field(default=None, description="for a trial: what the first renewal at period_end charges")
 
 
 class RefundRequested(Event):
@@ -171,6 +215,7 @@ class RefundRequested(Event):
     idempotence_key: str
     customer: Customer | None = None
     command_type: str | None = Field(default=None, description="the type of the command that asked for the refund")
+    purpose: PaymentPurpose | None = Field(default=None, description="the refunded payment's purpose (card_check: a check's money going back)")
 
 
 class RefundCreated(Event):
@@ -261,6 +306,8 @@ class SubscriptionExpiringSoon(Event):
     period_end: UtcDatetime
     auto_renew: bool
     customer: Customer | None = None
+    trial: bool = Field(default=False, description="the period ending is a free trial")
+    next_charge: Money | None = Field(default=None, description="what renewing at period_end charges")
 
 
 class SubscriptionAdjusted(Event):
@@ -326,6 +373,8 @@ EVENT_TYPES: tuple[type[Event], ...] = (
     PlanPriceChangeScheduled,
     CheckoutStarted,
     RenewalStarted,
+    CardCheckStarted,
+    PaymentMethodReplaced,
     PaymentCreated,
     PaymentSucceeded,
     PaymentFailed,

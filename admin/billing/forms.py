@@ -150,6 +150,10 @@ class CreatePlanForm(OperatorCommandForm):
     price = forms.CharField(max_length=32, help_text="For example 299.00")
     currency = forms.CharField(max_length=3, initial="RUB")
     period_days = forms.IntegerField(min_value=1, max_value=3660, initial=30)
+    trial_days = forms.IntegerField(
+        min_value=0, max_value=365, initial=0, required=False, label="Trial days",
+        help_text="Free days before the first charge, once per customer (a card check starts them); 0 for none.",
+    )
     description = forms.CharField(max_length=2000, required=False, widget=forms.Textarea(attrs={"rows": 2}))
 
     def clean_plan_id(self) -> str:
@@ -178,6 +182,7 @@ class CreatePlanForm(OperatorCommandForm):
             "price": {"amount": f"{data['price']:.2f}", "currency": data["currency"]},
             "period_days": data["period_days"],
             "description": data.get("description", "").strip(),
+            "trial_days": data.get("trial_days") or 0,
             "reason": data["reason"],
         }
 

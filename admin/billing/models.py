@@ -30,6 +30,7 @@ class Plan(models.Model):
     archived = models.BooleanField()
     created_at = models.DateTimeField()
     updated_at = models.DateTimeField()
+    trial_days = models.IntegerField(default=0)
     price_changes = models.JSONField(default=list)
     """Scheduled prices: [{"change_id", "price_minor", "effective_at", "grandfather"}], by effective date."""
 
@@ -71,6 +72,7 @@ class Subscription(models.Model):
     updated_at = models.DateTimeField()
     canceled_at = models.DateTimeField(null=True)
     expired_at = models.DateTimeField(null=True)
+    trial = models.BooleanField(default=False)
     upcoming_price_minor = models.BigIntegerField(null=True)
     upcoming_price_at = models.DateTimeField(null=True)
 

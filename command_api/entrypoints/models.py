@@ -56,7 +56,15 @@ class CancelRequest(Request):
 class AutoRenewRequest(Request):
     model_config = ConfigDict(json_schema_extra={"examples": [{"enabled": False}]})
 
-    enabled: bool
+    enabled: bool = Field(
+        description="on without a saved card starts a card check: the outcome's confirmation_url, renewal turns on when it succeeds"
+    )
+
+
+class ReplacePaymentMethodRequest(Request):
+    """A card check saves the new card: the outcome's `confirmation_url` is where the customer confirms it."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [{}]})
 
 
 class AdminExtendRequest(Request):
@@ -123,6 +131,7 @@ class AdminCreatePlanRequest(Request):
                     "price": {"amount": "299.00", "currency": "RUB"},
                     "period_days": 30,
                     "description": "HD films and series",
+                    "trial_days": 7,
                     "reason": "launch",
                 }
             ]
@@ -134,6 +143,7 @@ class AdminCreatePlanRequest(Request):
     price: Money
     period_days: int = Field(ge=1, le=3660)
     description: str = Field(default="", max_length=2000, pattern=TEXT_PATTERN)
+    trial_days: int = Field(default=0, ge=0, le=365, description="free days before the first charge, once per customer and plan (0: none)")
     reason: Reason
 
 
@@ -238,6 +248,7 @@ class Plan(BaseModel):
                     "period_days": 30,
                     "description": "HD films and series",
                     "archived": False,
+                    "trial_days": 0,
                     "scheduled_change": {
                         "price": {"amount": "349.00", "currency": "RUB"},
                         "effective_at": "2027-02-01T00:00:00Z",
@@ -254,6 +265,7 @@ class Plan(BaseModel):
     period_days: int
     description: str
     archived: bool
+    trial_days: int = Field(default=0, description="free days before the first charge (a card check starts the trial)")
     scheduled_change: ScheduledPriceChange | None = Field(default=None, description="the next price change, if one is scheduled")
 
 
@@ -283,7 +295,7 @@ class Payment(BaseModel):
 
     payment_id: uuid.UUID
     subscription_id: uuid.UUID
-    purpose: str = Field(description="purchase | renewal")
+    purpose: str = Field(description="purchase | renewal | card_check (refunded at once) | …")
     status: str = Field(description="created | pending | succeeded | canceled | unknown")
     amount: Money
     confirmation_url: str | None = None
@@ -378,6 +390,7 @@ class Subscription(BaseModel):
     updated_at: datetime
     canceled_at: datetime | None = None
     expired_at: datetime | None = None
+    trial: bool = Field(default=False, description="in a free trial: nothing paid yet, the first charge is at period_end")
     upcoming_price: Money | None = Field(default=None, description="a plan price change announced to the subscriber")
     upcoming_price_from: datetime | None = Field(default=None, description="the first renewal charged the upcoming price")
 

@@ -23,6 +23,7 @@ from schemas import (
     PriceChangeAnnounced,
     PurchaseSubscription,
     RefundRequested,
+    ReplacePaymentMethod,
     RenewalFailed,
     RenewalStarted,
     RenewSubscription,
@@ -35,6 +36,7 @@ from schemas import (
     SubscriptionExpiringSoon,
     SyncPayment,
     SyncRefund,
+    TrialTerms,
     derived_id,
 )
 
@@ -42,6 +44,7 @@ from payment_processor.domain.answers import (
     payment_step_or_give_up,
     refund_step_or_give_up,
 )
+from payment_processor.domain.card_checks import continue_open_check, open_card_check, start_card_check
 from payment_processor.domain.decision import (
     Context,
     Decision,
@@ -77,6 +80,10 @@ from payment_processor.domain.state import (
     PlanState,
     Subscription,
 )
+
+
+TRIAL_CLOCK_SKEW = timedelta(minutes=5)
+"""How far a scheduler's clock may run ahead of the processor's when it finds a trial's end due."""
 
 
 def _plan_for_new_subscription(
@@ -122,6 +129,20 @@ def _purchase(state: AccountState, command: Envelope, ctx: Context) -> Decision:
     # does not block a new one; should it succeed after all, it is refunded as a duplicate.
     price = plan.price_at(ctx.now)
     assert price is not None
+    if plan.trial_days > 0 and c.plan_id not in state.trials_used:
+        # A free trial, once per customer and plan: a card check saves the card the first charge
+        # (at the trial's end) uses; the trial starts when the check succeeds (decision 0118).
+        terms = TrialTerms(
+            plan_id=c.plan_id,
+            plan_name=plan.name,
+            price=price,
+            period_days=plan.period_days,
+            trial_days=plan.trial_days,
+            auto_renew=c.auto_renew,
+        )
+        return start_card_check(
+            state, command, c.subscription_id, "trial", c.customer, ctx, return_url=c.return_url, trial=terms
+        )
     payment_id = derived_id("payment", cid)
     intent = CheckoutStarted(
         subscription_id=c.subscription_id,
@@ -290,7 +311,11 @@ def _admin_refund(state: AccountState, command: Envelope, ctx: Context) -> Decis
     wanted = c.amount.minor
     if wanted <= 0:
         return reject(command, "invalid_amount", "The refund amount must be more than zero.")
-    paid = [state.payments[p] for p in reversed(sub.payment_ids) if p in state.payments and state.payments[p].status == "succeeded"]
+    paid = [
+        state.payments[p]
+        for p in reversed(sub.payment_ids)
+        if p in state.payments and state.payments[p].status == "succeeded" and state.payments[p].purpose != "card_check"
+    ]
     best = max((p.refundable_minor for p in paid), default=0)
     payment = next((p for p in paid if p.refundable_minor >= wanted and p.amount.currency == c.amount.currency), None)
     if payment is None:
@@ -324,12 +349,44 @@ def _set_auto_renew(state: AccountState, command: Envelope, ctx: Context) -> Dec
     if sub.status not in LIVE_SUBSCRIPTION:
         return reject(command, "not_active", f"The subscription is {sub.status.replace('_', ' ')}.")
     # Turning auto-renewal back on withdraws a cancel at period end (the subscription resumes).
+    if c.enabled and not sub.payment_method_id and sub.granted:
+        return reject(command, "no_payment_method", "A granted subscription has no saved card and no price to renew at.")
     if c.enabled and not sub.payment_method_id:
-        return reject(command, "no_payment_method", "There is no saved card to renew this subscription with.")
+        # No card to renew with: check (and save) one first; renewal turns on when it succeeds.
+        check = open_card_check(state, sub, "auto_renew")
+        if check is not None and sub.renew_after_check == check.payment_id:
+            return continue_open_check(command, sub, check)
+        customer = sub.customer or state.customer
+        if customer is None:
+            return reject(command, "no_customer", "There is nobody to send the card check's receipt to.")
+        return start_card_check(state, command, sub.subscription_id, "auto_renew", customer, ctx, return_url=c.return_url)
+    if not c.enabled and sub.renew_after_check is not None and not sub.auto_renew:
+        # The customer withdraws a "turn it on" whose card check is still open: it will not turn on.
+        changed = AutoRenewChanged(
+            subscription_id=sub.subscription_id, enabled=False, reason=c.reason or "withdrawn before the card check ended",
+            customer=sub.customer or state.customer,
+        )
+        return Decision([Emit(changed, cid), emit_succeeded(cid, command.type, subscription_id=sub.subscription_id)])
     if sub.auto_renew == c.enabled and not (c.enabled and sub.cancel_at_period_end):
         return succeed(command, subscription_id=sub.subscription_id, message=f"Auto-renewal is already {'on' if c.enabled else 'off'}.")
     changed = AutoRenewChanged(subscription_id=sub.subscription_id, enabled=c.enabled, reason=c.reason, customer=sub.customer or state.customer)
     return Decision([Emit(changed, cid), emit_succeeded(cid, command.type, subscription_id=sub.subscription_id)])
+
+
+def _replace_payment_method(state: AccountState, command: Envelope, ctx: Context) -> Decision:
+    c: ReplacePaymentMethod = command.data  # type: ignore[assignment]
+    sub = find_subscription(state, command, c.subscription_id)
+    if isinstance(sub, Decision):
+        return sub
+    if sub.status not in LIVE_SUBSCRIPTION:
+        return reject(command, "not_active", f"Only a live subscription's card can be replaced; this one is {sub.status.replace('_', ' ')}.")
+    check = open_card_check(state, sub, "replace_payment_method")
+    if check is not None:
+        return continue_open_check(command, sub, check)
+    customer = sub.customer or state.customer
+    if customer is None:
+        return reject(command, "no_customer", "There is nobody to send the card check's receipt to.")
+    return start_card_check(state, command, sub.subscription_id, "replace_payment_method", customer, ctx, return_url=c.return_url)
 
 
 def _extend(state: AccountState, command: Envelope, ctx: Context) -> Decision:
@@ -388,6 +445,11 @@ def _renew(state: AccountState, command: Envelope, ctx: Context) -> Decision:
         return reject(command, "auto_renew_off", "Auto-renewal is off for this subscription.")
     if not sub.payment_method_id:
         return reject(command, "no_payment_method", "There is no saved card to renew this subscription with.")
+    if sub.trial and ctx.now < sub.period_end - TRIAL_CLOCK_SKEW:
+        # A trial is free until its very end: the scheduler charges it then, and an early charge is
+        # refused. Only clearly early: a scheduler whose clock runs a little ahead of ours must not
+        # strand the renewal (its command id is fixed, a refusal would be final).
+        return reject(command, "not_due", f"The trial ends on {sub.period_end.isoformat()}; it is charged then, not before.")
     # One charge at a time per subscription: a charge still in flight, or one whose outcome we
     # never heard, may yet succeed — whatever period it was started for (an operator may have
     # moved the period end since), it is the charge for the next period.
@@ -469,7 +531,12 @@ def _remind(state: AccountState, command: Envelope, ctx: Context) -> Decision:
     if sub.status not in LIVE_SUBSCRIPTION or sub.period_end != c.period_end or sub.reminded_for == c.period_end:
         return succeed(command, subscription_id=sub.subscription_id, message="No reminder needed.")
     soon = SubscriptionExpiringSoon(
-        subscription_id=sub.subscription_id, period_end=c.period_end, auto_renew=sub.auto_renew, customer=sub.customer or state.customer
+        subscription_id=sub.subscription_id,
+        period_end=c.period_end,
+        auto_renew=sub.auto_renew,
+        customer=sub.customer or state.customer,
+        trial=sub.trial,
+        next_charge=renewal_price(sub, sub.period_end) if sub.auto_renew and not sub.cancel_at_period_end else None,
     )
     return Decision([Emit(soon, cid), emit_succeeded(cid, command.type, subscription_id=sub.subscription_id)])
 
@@ -514,6 +581,7 @@ ACCOUNT_DECIDERS: dict[type, Callable[[AccountState, Envelope, Context], Decisio
     PurchaseSubscription: _purchase,
     CancelSubscription: _cancel,
     SetAutoRenew: _set_auto_renew,
+    ReplacePaymentMethod: _replace_payment_method,
     SyncPayment: _sync_payment,
     SyncRefund: _sync_refund,
     RenewSubscription: _renew,

@@ -71,7 +71,9 @@ def decide_plan(state: PlanState, command: Envelope, ctx: Context) -> Decision:
             return reject(command, "plan_exists", f"A plan with the id «{c.plan_id}» already exists.")
         if c.price.amount <= 0:
             return reject(command, "invalid_price", "A plan's price must be more than zero; grant free access instead.")
-        created = PlanCreated(plan_id=c.plan_id, name=c.name, price=c.price, period_days=c.period_days, description=c.description)
+        created = PlanCreated(
+            plan_id=c.plan_id, name=c.name, price=c.price, period_days=c.period_days, description=c.description, trial_days=c.trial_days
+        )
         return Decision([Emit(created, cid), emit_succeeded(cid, command.type, plan_id=c.plan_id)])
     if isinstance(c, ArchivePlan):
         if not state.exists:

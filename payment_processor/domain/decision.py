@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from decimal import Decimal
 from typing import Any
 from uuid import UUID
 
@@ -19,6 +20,7 @@ from schemas import (
     CommandSucceeded,
     Envelope,
     Event,
+    Money,
     derived_id,
 )
 
@@ -49,6 +51,8 @@ class Context:
     """A subscriber hears of a price change at least this many days before paying it (docs/decisions/0120)."""
     create_retry_window: timedelta = timedelta(hours=23)
     """YooKassa remembers an Idempotence-Key for 24 h; repeating a create later could charge twice."""
+    card_check_amount: Money = Money(amount=Decimal("1.00"))
+    """What a card check takes (and gives back at once): `PROCESSOR_CARD_CHECK_AMOUNT`."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,6 +13,7 @@ from typing import Literal
 from uuid import UUID
 
 from schemas import (
+    CardCheckStarted,
     CheckoutStarted,
     Envelope,
     Metadata,
@@ -69,7 +70,7 @@ def operation_changes(emits: list[Emit]) -> list[OperationChange]:
     changes: list[OperationChange] = []
     for emit in emits:
         p = emit.payload
-        if isinstance(p, (CheckoutStarted, RenewalStarted)):
+        if isinstance(p, (CheckoutStarted, RenewalStarted, CardCheckStarted)):
             changes.append(OperationChange("open", "payment", p.payment_id))
         elif isinstance(p, RefundRequested):
             changes.append(OperationChange("open", "refund", p.refund_id))

@@ -20,7 +20,7 @@ from datetime import datetime
 from typing import Any
 from uuid import UUID
 
-from schemas import CheckoutStarted, Customer, Money, RefundRequested, RenewalStarted
+from schemas import CardCheckStarted, CheckoutStarted, Customer, Money, RefundRequested, RenewalStarted
 
 DESCRIPTION_MAX = 128  # YooKassa's limit for payment and receipt item descriptions
 
@@ -151,6 +151,27 @@ def purchase_request(user_id: str, command_id: UUID, intent: CheckoutStarted) ->
             "command_id": str(command_id),
         },
         "receipt": _receipt(intent.customer, intent.plan_name, intent.amount),
+    }
+
+
+def card_check_request(user_id: str, command_id: UUID, intent: CardCheckStarted) -> dict[str, Any]:
+    """The `POST /payments` body of a card check, from the recorded CardCheckStarted only: a small
+    redirect payment that saves the card; it is refunded in full as soon as it succeeds."""
+    description = "Card check (refunded at once)"
+    return {
+        "amount": _money(intent.amount),
+        "capture": True,
+        "confirmation": {"type": "redirect", "return_url": intent.return_url},
+        "save_payment_method": True,
+        "description": description,
+        "metadata": {
+            "user_id": user_id,
+            "subscription_id": str(intent.subscription_id),
+            "payment_id": str(intent.payment_id),
+            "command_id": str(command_id),
+            "purpose": "card_check",
+        },
+        "receipt": _receipt(intent.customer, description, intent.amount),
     }
 
 

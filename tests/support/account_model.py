@@ -26,6 +26,9 @@ Invariants (the two promises, made checkable):
 * a payment or refund ends as failed only when YooKassa declined or refused it (a 401 is ours to
   fix, a given-up create is flagged `outcome_unknown`);
 * once the provider has settled: every command has a terminal event, nothing is left open;
+* card checks (docs/decisions/0118): every check we heard succeed was asked back in full at once
+  (never kept), a trial is never charged before its end, and every renewal charges the card saved
+  last for its subscription (a replacement's newest card).
 * price changes (docs/decisions/0120): a purchase pays the plan's price at its time; a renewal
   charges the checkout price or a price announced to that subscriber (PriceChangeAnnounced) at
   least NOTICE_DAYS before that renewal's period start — never a price never announced, never a
@@ -34,6 +37,7 @@ Invariants (the two promises, made checkable):
 
 from __future__ import annotations
 
+import copy
 import itertools
 import uuid
 from dataclasses import dataclass, field
@@ -86,14 +90,18 @@ FAULTS = ("ok", "ok", "ok", "lost_before", "lost_after", "5xx", "401")
 """How one provider call goes: answered, lost before or after YooKassa acted, a 500, a 401."""
 
 
-def _plan(plan_id: str, price: str, days: int) -> PlanState:
+def _plan(plan_id: str, price: str, days: int, trial_days: int = 0) -> PlanState:
     stream = s.plan_stream(plan_id)
     meta = s.Metadata(correlation_id="model", actor=s.Actor(kind="admin", id="op"), command_id=s.derived_id("model-plan", plan_id))
-    created = s.PlanCreated(plan_id=plan_id, name=plan_id.title(), price=s.Money(amount=price), period_days=days)
+    created = s.PlanCreated(plan_id=plan_id, name=plan_id.title(), price=s.Money(amount=price), period_days=days, trial_days=trial_days)
     return build_plan(stream, [s.new_envelope(created, stream_id=stream, metadata=meta)])
 
 
-PLANS = {"monthly": _plan("monthly", "299.00", 30), "weekly": _plan("weekly", "99.00", 7)}
+PLANS = {
+    "monthly": _plan("monthly", "299.00", 30),
+    "weekly": _plan("weekly", "99.00", 7),
+    "trial": _plan("trial", "199.00", 30, trial_days=3),
+}
 
 
 # --------------------------------------------------------------------------- the fake YooKassa
@@ -249,7 +257,9 @@ def price_change_violations(log: list[s.Envelope], plans: dict[str, PlanState]) 
     notices: dict[Any, list[tuple[datetime, s.PriceChangeAnnounced]]] = {}
     for e in log:
         d = e.data
-        if isinstance(d, s.CheckoutStarted):
+        if isinstance(d, s.SubscriptionActivated) and d.trial and d.next_charge is not None:
+            checkout[d.subscription_id] = d.next_charge  # a trial: its first charge's price, fixed when it started
+        elif isinstance(d, s.CheckoutStarted):
             checkout[d.subscription_id] = d.amount
             expected = plans[d.plan_id].price_at(e.occurred_at)
             if d.amount != expected:
@@ -329,7 +339,7 @@ def failures_not_declined(log: list[s.Envelope], yk: FakeYooKassa) -> list[str]:
     provider_id: dict[Any, str] = {}
     for event in log:
         d = event.data
-        if isinstance(d, (s.CheckoutStarted, s.RenewalStarted)):
+        if isinstance(d, (s.CheckoutStarted, s.RenewalStarted, s.CardCheckStarted)):
             keys[d.payment_id] = d.idempotence_key
         elif isinstance(d, s.RefundRequested):
             keys[d.refund_id] = d.idempotence_key
@@ -348,6 +358,48 @@ def failures_not_declined(log: list[s.Envelope], yk: FakeYooKassa) -> list[str]:
             theirs_r = yk.refunds.get(provider_id.get(d.refund_id, ""))
             if not (theirs_r is not None and theirs_r.status == "canceled") and keys.get(d.refund_id) not in yk.refused_keys:
                 problems.append(f"refund {d.refund_id} failed ({d.reason}) though YooKassa did not decline it")
+    return problems
+
+
+def card_check_problems(log: list[s.Envelope]) -> list[str]:
+    """Checks kept, trials charged before their end, renewals not on the newest card (decision 0118)."""
+    problems = []
+    checks: dict[Any, int] = {}
+    asked_back: dict[Any, int] = {}
+    succeeded: set[Any] = set()
+    trial_end: dict[Any, datetime] = {}
+    card: dict[Any, str] = {}
+    for event in log:
+        d = event.data
+        if isinstance(d, s.CardCheckStarted):
+            checks[d.payment_id] = d.amount.minor
+        elif isinstance(d, s.RefundRequested):
+            asked_back[d.payment_id] = asked_back.get(d.payment_id, 0) + d.amount.minor
+        elif isinstance(d, s.PaymentSucceeded):
+            if d.payment_id in checks:
+                succeeded.add(d.payment_id)
+            if d.payment_method is not None:
+                card[d.subscription_id] = d.payment_method.id
+        elif isinstance(d, s.PaymentMethodReplaced):
+            card[d.subscription_id] = d.payment_method.id
+        elif isinstance(d, s.SubscriptionActivated):
+            if d.trial:
+                trial_end[d.subscription_id] = d.period_end
+            else:
+                trial_end.pop(d.subscription_id, None)
+        elif isinstance(d, s.SubscriptionAdjusted) and d.subscription_id in trial_end:
+            trial_end[d.subscription_id] = d.period_end
+        elif isinstance(d, s.SubscriptionRenewed):
+            trial_end.pop(d.subscription_id, None)
+        elif isinstance(d, (s.RenewalStarted, s.CheckoutStarted)):
+            end = trial_end.get(d.subscription_id)
+            if end is not None and event.occurred_at < end:
+                problems.append(f"trial {d.subscription_id} charged at {event.occurred_at}, before its end {end}")
+            if isinstance(d, s.RenewalStarted) and d.payment_method_id != card.get(d.subscription_id):
+                problems.append(f"renewal {d.payment_id} charges {d.payment_method_id}, not the newest card {card.get(d.subscription_id)}")
+    for payment_id in succeeded:
+        if asked_back.get(payment_id, 0) < checks[payment_id]:
+            problems.append(f"card check {payment_id} succeeded and was not refunded in full")
     return problems
 
 
@@ -371,7 +423,7 @@ class AccountMachine(RuleBasedStateMachine):
         self.crashed: list[s.Envelope] = []
         self.checks: dict[Any, int] = {}
         self.counter = itertools.count(1)
-        self.plans = {"monthly": _plan("monthly", "299.00", 30), "weekly": _plan("weekly", "99.00", 7)}
+        self.plans = copy.deepcopy(PLANS)  # this run's catalogue: an operator may schedule prices in it
         self.notices_sent: set[tuple[Any, Any]] = set()
 
     # ------------------------------------------------------------------ driving the domain
@@ -453,6 +505,12 @@ class AccountMachine(RuleBasedStateMachine):
     @rule(index=st.integers(0, 7), enabled=st.booleans(), data=st.data())
     def auto_renew(self, index: int, enabled: bool, data: Any) -> None:
         self._send(s.SetAutoRenew(subscription_id=self._subscription(index), enabled=enabled), data)
+
+    @precondition(has_subscriptions)
+    @rule(index=st.integers(0, 7), data=st.data())
+    def replace_card(self, index: int, data: Any) -> None:
+        """The customer saves another card for renewals (a card check on the payment page)."""
+        self._send(s.ReplacePaymentMethod(subscription_id=self._subscription(index)), data)
 
     @precondition(has_subscriptions)
     @rule(index=st.integers(0, 7), days=st.sampled_from((1, 3, 30)), data=st.data())
@@ -618,7 +676,7 @@ class AccountMachine(RuleBasedStateMachine):
                 continue
             action = None
             if row.auto_renew and row.has_saved_method and not row.cancel_at_period_end and not row.dunning_over:
-                if row.status == "active" and row.period_end <= self.now + RENEWAL_LEAD:
+                if row.status == "active" and row.period_end <= self.now + (timedelta(0) if row.trial else RENEWAL_LEAD):
                     action = "renew"
                 elif row.status == "past_due" and row.next_retry_at is not None and row.next_retry_at <= self.now:
                     action = "retry"
@@ -726,6 +784,10 @@ class AccountMachine(RuleBasedStateMachine):
     @invariant()
     def failed_only_when_declined(self) -> None:
         assert not (problems := failures_not_declined(self.log, self.yk)), problems
+
+    @invariant()
+    def card_checks_never_kept_trials_never_early_renewals_on_the_newest_card(self) -> None:
+        assert not (problems := card_check_problems(self.log)), problems
 
     @invariant()
     def prices_only_as_announced(self) -> None:

@@ -147,7 +147,7 @@ def test_plan_created_then_archived() -> None:
     a.apply(PlanCreated(plan_id="basic", name="Basic", price=PRICE, period_days=30, description="d"), stream=stream, minutes=1)
     assert a.row("plans", "basic") | {} == {
         "plan_id": "basic", "name": "Basic", "price_minor": 29900, "currency": "RUB", "period_days": 30,
-        "description": "d", "archived": False, "created_at": a.at(1), "updated_at": a.at(1), "price_changes": "[]",
+        "description": "d", "archived": False, "created_at": a.at(1), "updated_at": a.at(1), "trial_days": 0, "price_changes": "[]",
     }
     a.apply(PlanCreated(plan_id="basic", name="Basic+", price=Money.from_minor(39900), period_days=31), stream=stream, minutes=2)
     row = a.row("plans", "basic")
@@ -189,7 +189,7 @@ def test_checkout_creates_a_pending_subscription() -> None:
         "period_start": None, "period_end": None, "price_minor": 29900, "amount_paid_minor": 0, "amount_refunded_minor": 0,
         "currency": "RUB", "payment_method_title": None, "last_payment_id": str(a.pay), "renewal_attempt": 0,
         "next_retry_at": None, "status_reason": None, "created_at": a.at(1), "updated_at": a.at(1), "canceled_at": None,
-        "expired_at": None, "upcoming_price_minor": None, "upcoming_price_at": None,
+        "expired_at": None, "trial": False, "upcoming_price_minor": None, "upcoming_price_at": None,
     }
 
 
@@ -547,3 +547,59 @@ def test_projections_are_deterministic() -> None:
 
     first, second = build(), build()
     assert first["subscriptions"] and first == second
+
+
+# ---------------------------------------------------------------------- card checks and trials (decision 0118)
+
+
+def _check(a: Account, check: uuid.UUID, *, trial: bool = False) -> None:
+    from schemas import CardCheckStarted, TrialTerms
+
+    terms = TrialTerms(plan_id="basic", plan_name="Basic", price=PRICE, period_days=30, trial_days=7) if trial else None
+    a.apply(CardCheckStarted(subscription_id=a.sub, payment_id=check, reason="trial" if trial else "replace_payment_method",
+                             amount=Money(amount="1.00"), customer=CUSTOMER, idempotence_key="k2", trial=terms))
+    a.apply(PaymentCreated(payment_id=check, subscription_id=a.sub, provider_payment_id="yk-check", amount=Money(amount="1.00"),
+                           status="pending", confirmation_url="http://pay/check", purpose="card_check"))
+
+
+def test_a_card_check_is_neither_paid_nor_refunded_and_never_the_last_payment() -> None:
+    from schemas import PaymentMethodReplaced
+
+    a = Account()
+    a.active()
+    check = uuid.uuid4()
+    _check(a, check)
+    a.apply(PaymentSucceeded(payment_id=check, subscription_id=a.sub, provider_payment_id="yk-check", amount=Money(amount="1.00"),
+                             paid_at=a.at(300), customer=CUSTOMER, purpose="card_check",
+                             payment_method=PaymentMethod(id="pm-2", title="Bank card *1111")))
+    a.apply(PaymentMethodReplaced(subscription_id=a.sub, payment_id=check, payment_method=PaymentMethod(id="pm-2", title="Bank card *1111"),
+                                  previous_title="Bank card *4444", customer=CUSTOMER))
+    a.apply(RefundSucceeded(refund_id=a.refund, subscription_id=a.sub, payment_id=check, provider_refund_id="r", amount=Money(amount="1.00")))
+    row = a.row("subscriptions", a.sub)
+    assert (row["amount_paid_minor"], row["amount_refunded_minor"], row["last_payment_id"], row["payment_method_title"]) == (
+        29900, 0, str(a.pay), "Bank card *1111")
+    assert a.row("payments", check)["purpose"] == "card_check"
+    account = a.row("accounts", a.user)
+    assert (account["total_paid_minor"], account["total_refunded_minor"]) == (29900, 0)
+
+
+def test_a_trial_check_starts_a_pending_subscription_that_turns_into_a_free_trial() -> None:
+    a = Account()
+    check = uuid.uuid4()
+    _check(a, check, trial=True)
+    row = a.row("subscriptions", a.sub)
+    assert (row["status"], row["price_minor"], row["last_payment_id"], row["trial"]) == ("pending_payment", 29900, None, False)
+    a.apply(SubscriptionActivated(subscription_id=a.sub, plan_id="basic", plan_name="Basic", period_start=a.at(10),
+                                  period_end=a.at(10) + timedelta(days=7), amount_paid=Money.from_minor(0), auto_renew=True,
+                                  customer=CUSTOMER, trial=True, next_charge=PRICE))
+    row = a.row("subscriptions", a.sub)
+    assert (row["status"], row["trial"], row["amount_paid_minor"]) == ("active", True, 0)
+
+
+def test_a_declined_trial_check_fails_the_pending_trial() -> None:
+    a = Account()
+    check = uuid.uuid4()
+    _check(a, check, trial=True)
+    a.apply(PaymentFailed(payment_id=check, subscription_id=a.sub, amount=Money(amount="1.00"), reason="card_expired",
+                          customer=CUSTOMER, purpose="card_check"))
+    assert a.row("subscriptions", a.sub)["status"] == "payment_failed"

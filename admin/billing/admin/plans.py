@@ -21,12 +21,12 @@ from admin.billing.money import format_money
 
 @admin.register(Plan)
 class PlanAdmin(ReadOnlyAdmin):
-    list_display = ("plan_id", "name", "price_display", "period_days", "archived", "subscribers", "updated")
+    list_display = ("plan_id", "name", "price_display", "period_days", "trial_days", "archived", "subscribers", "updated")
     list_filter = ("archived", "period_days")
     search_fields = ("plan_id", "name")
     ordering = ("archived", "plan_id")
-    fields = ("plan_id", "name", "price_display", "scheduled_changes", "period_days", "description", "archived", "created",
-              "updated", "subscriptions_link")
+    fields = ("plan_id", "name", "price_display", "scheduled_changes", "period_days", "trial_days", "description", "archived",
+              "created", "updated", "subscriptions_link")
     readonly_fields = fields
     change_list_template = "admin/billing/plan/change_list.html"
     change_form_template = "admin/billing/plan/change_form.html"

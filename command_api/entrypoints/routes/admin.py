@@ -156,6 +156,7 @@ async def create_plan(body: AdminCreatePlanRequest, services: ServicesDep, ctx: 
             period_days=body.period_days,
             description=body.description,
             reason=body.reason,
+            trial_days=body.trial_days,
         )
         return Prepared(payload, plan_stream(body.plan_id), body.plan_id)
 

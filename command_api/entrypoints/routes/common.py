@@ -56,6 +56,7 @@ def plan_view(row: Row, now: datetime) -> Plan:
         period_days=row["period_days"],
         description=row["description"],
         archived=row["archived"],
+        trial_days=row.get("trial_days") or 0,
         scheduled_change=scheduled,
     )
 
@@ -80,6 +81,7 @@ def subscription_fields(row: Row) -> dict[str, Any]:
         "updated_at": row["updated_at"],
         "canceled_at": row["canceled_at"],
         "expired_at": row["expired_at"],
+        "trial": bool(row.get("trial")),
         "upcoming_price": money(row["upcoming_price_minor"], currency) if row.get("upcoming_price_minor") is not None else None,
         "upcoming_price_from": row.get("upcoming_price_at"),
     }

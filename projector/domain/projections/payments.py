@@ -1,4 +1,4 @@
-"""`read.payments`: every charge attempt (purchase or renewal) and how it ended.
+"""`read.payments`: every charge attempt (purchase, renewal or card check) and how it ended.
 
 Statuses (contracts): `created` (intent recorded, YooKassa not yet answered), `pending` (YooKassa
 created it; the user may still be on the payment page), `succeeded`, `canceled` (declined or
@@ -77,6 +77,12 @@ def _renewal_started(state: State, ev: ProjectedEvent) -> None:
         _save(state, ev, row)
 
 
+def _card_check_started(state: State, ev: ProjectedEvent) -> None:
+    row = _row(state, ev, purpose="card_check", amount=ev.data["amount"])
+    if row is not None:
+        _save(state, ev, row)
+
+
 def _payment_created(state: State, ev: ProjectedEvent) -> None:
     d = ev.data
     row = _row(state, ev, purpose=d.get("purpose", "purchase"), amount=d["amount"])
@@ -136,6 +142,7 @@ def _payment_state_unknown(state: State, ev: ProjectedEvent) -> None:
 HANDLERS = {
     "CheckoutStarted": _checkout_started,
     "RenewalStarted": _renewal_started,
+    "CardCheckStarted": _card_check_started,
     "PaymentCreated": _payment_created,
     "PaymentSucceeded": _payment_succeeded,
     "PaymentFailed": _payment_failed,

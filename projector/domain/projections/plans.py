@@ -20,7 +20,7 @@ TABLE = TableSpec(
     (
         ("plan_id", TEXT), ("name", TEXT), ("price_minor", BIGINT), ("currency", TEXT),
         ("period_days", INTEGER), ("description", TEXT), ("archived", BOOLEAN),
-        ("created_at", TIMESTAMPTZ), ("updated_at", TIMESTAMPTZ), ("price_changes", JSONB),
+        ("created_at", TIMESTAMPTZ), ("updated_at", TIMESTAMPTZ), ("trial_days", INTEGER), ("price_changes", JSONB),
     ),
 )
 T = TABLE.name
@@ -37,6 +37,7 @@ def _plan_created(state: State, ev: ProjectedEvent) -> None:
         currency=currency(d["price"]),
         period_days=d["period_days"],
         description=d.get("description") or "",
+        trial_days=int(d.get("trial_days") or 0),
         updated_at=ev.occurred_at,
     )
     state.put(T, d["plan_id"], row)

@@ -9,15 +9,15 @@ which notices the scheduler already published (docs/decisions/0120).
   AnnouncePriceChange it published, so a notice is not published every tick (a repeat would be
   harmless: the command id is derived from the pair).
 
-Revision ID: pp0004_prices
-Revises: pp0003
+Revision ID: pp0005_prices
+Revises: pp0004_cards
 Create Date: 2026-12-06
 """
 
 from alembic import op
 
-revision = "pp0004_prices"
-down_revision = "pp0003"
+revision = "pp0005_prices"
+down_revision = "pp0004_cards"
 branch_labels = None
 depends_on = None
 
