@@ -13,6 +13,7 @@ from uuid import UUID
 from pydantic import Field
 
 from schemas.base import Money, Payload, StrictModel, UtcDatetime
+from schemas.receipts import PaymentMode, PaymentSubject, VatCode
 
 Locale = Literal["ru", "en"]
 PlanId = str
@@ -130,6 +131,9 @@ class CreatePlan(Command):
     period_days: int = Field(ge=1, le=3660)
     description: str = Field(default="", max_length=2000)
     reason: Reason | None = Field(default=None, max_length=500)
+    vat_code: VatCode | None = Field(default=None, description="the receipt's VAT code; unset: the processor's default")
+    payment_subject: PaymentSubject | None = Field(default=None, description="the receipt's payment subject; unset: the processor's default")
+    payment_mode: PaymentMode | None = Field(default=None, description="the receipt's payment mode; unset: the processor's default")
     trial_days: int = Field(default=0, ge=0, le=365, description="free days before the first charge (0: no trial)")
 
 

@@ -14,6 +14,7 @@ from pydantic import Field
 
 from schemas.base import Money, Payload, StrictModel, UtcDatetime
 from schemas.commands import Customer, PlanId
+from schemas.receipts import PaymentMode, PaymentSubject, Receipt, ReceiptRegistration, VatCode
 
 PaymentPurpose = Literal["purchase", "renewal", "recovery", "card_check", "upgrade"]
 """Why a payment was taken: a checkout, an automatic renewal, a past-due customer paying now, a card
@@ -41,6 +42,9 @@ class PlanCreated(Event):
     price: Money
     period_days: int = Field(ge=1)
     description: str = ""
+    vat_code: VatCode | None = Field(default=None, description="receipt settings; unset (plans created before them): the processor's defaults")
+    payment_subject: PaymentSubject | None = None
+    payment_mode: PaymentMode | None = None
     trial_days: int = Field(default=0, ge=0, description="free days before the first charge, once per customer and plan (0: no trial)")
 
 
@@ -73,6 +77,11 @@ class CheckoutStarted(Event):
     customer: Customer
     idempotence_key: str
     return_url: str | None = None
+    receipt: Receipt | None = Field(
+        default=None,
+        description="the 54-FZ receipt sent with the request; unset on events recorded before receipts were: the request "
+        "then carries the receipt sent at the time (one service item, vat_code 1, full_payment)",
+    )
 
 
 class RenewalStarted(Event):
@@ -91,6 +100,11 @@ class RenewalStarted(Event):
     payment_method_id: str
     idempotence_key: str
     customer: Customer | None = None
+    receipt: Receipt | None = Field(
+        default=None,
+        description="the 54-FZ receipt sent with the request; unset on events recorded before receipts were: the request "
+        "then carries the receipt sent at the time (one service item, vat_code 1, full_payment)",
+    )
 
 
 CardCheckReason = Literal["replace_payment_method", "auto_renew", "trial"]
@@ -121,6 +135,7 @@ class CardCheckStarted(Event):
     idempotence_key: str
     return_url: str | None = None
     trial: TrialTerms | None = None
+    receipt: Receipt | None = Field(default=None, description="the 54-FZ receipt sent with the check; unset on checks recorded before receipts were")
 
 
 class PaymentMethodReplaced(Event):
@@ -153,6 +168,7 @@ class PaymentSucceeded(Event):
     payment_method: PaymentMethod | None = None
     purpose: PaymentPurpose = "purchase"
     customer: Customer
+    receipt_registration: ReceiptRegistration | None = Field(default=None, description="YooKassa's receipt_registration when we read the payment")
 
 
 class PaymentFailed(Event):
@@ -215,6 +231,11 @@ class RefundRequested(Event):
     idempotence_key: str
     customer: Customer | None = None
     command_type: str | None = Field(default=None, description="the type of the command that asked for the refund")
+    receipt: Receipt | None = Field(
+        default=None,
+        description="the 54-FZ receipt sent with the request; unset on events recorded before receipts were: the request "
+        "then carries the receipt sent at the time (one service item, vat_code 1, full_payment)",
+    )
     purpose: PaymentPurpose | None = Field(default=None, description="the refunded payment's purpose (card_check: a check's money going back)")
 
 
@@ -233,6 +254,7 @@ class RefundSucceeded(Event):
     amount: Money
     days_used: int | None = None
     customer: Customer | None = None
+    receipt_registration: ReceiptRegistration | None = Field(default=None, description="YooKassa's receipt_registration when we read the refund")
 
 
 class RefundFailed(Event):
@@ -320,6 +342,14 @@ class SubscriptionAdjusted(Event):
     customer: Customer | None = None
 
 
+class ReceiptRegistrationChanged(Event):
+    """A later read of a settled payment or refund found its receipt's registration moved on
+    (pending → succeeded or canceled): the receipt reached the tax service, or did not."""
+
+    subscription_id: UUID
+    payment_id: UUID | None = None
+    refund_id: UUID | None = None
+    status: ReceiptRegistration
 class PriceChangeAnnounced(Event):
     """A subscriber was told that renewals from `first_renewal_at` on cost `new_price`; the notice is
     at least the configured number of days before that renewal (docs/decisions/0120)."""
@@ -392,6 +422,7 @@ EVENT_TYPES: tuple[type[Event], ...] = (
     SubscriptionExpired,
     SubscriptionExpiringSoon,
     SubscriptionAdjusted,
+    ReceiptRegistrationChanged,
     PriceChangeAnnounced,
     CommandSucceeded,
     CommandRejected,

@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from command_api.domain.auth import USER_ID_PATTERN
 from schemas import Money
+from schemas.receipts import PaymentMode, PaymentSubject, VatCode
 
 # Printable text: no C0 controls except tab/newline/carriage return, no DEL.
 TEXT_PATTERN = r"^[^\x00-\x08\x0b\x0c\x0e-\x1f\x7f]*$"
@@ -133,6 +134,9 @@ class AdminCreatePlanRequest(Request):
                     "description": "HD films and series",
                     "trial_days": 7,
                     "reason": "launch",
+                    "vat_code": 1,
+                    "payment_subject": "service",
+                    "payment_mode": "full_prepayment",
                 }
             ]
         }
@@ -145,6 +149,11 @@ class AdminCreatePlanRequest(Request):
     description: str = Field(default="", max_length=2000, pattern=TEXT_PATTERN)
     trial_days: int = Field(default=0, ge=0, le=365, description="free days before the first charge, once per customer and plan (0: none)")
     reason: Reason
+    vat_code: VatCode | None = Field(
+        default=None, description="54-FZ receipt VAT code (YooKassa vat_code 1..12); unset: the processor's default"
+    )
+    payment_subject: PaymentSubject | None = Field(default=None, description="receipt payment_subject; unset: the processor's default")
+    payment_mode: PaymentMode | None = Field(default=None, description="receipt payment_mode; unset: the processor's default")
 
 
 class AdminSchedulePriceChangeRequest(Request):

@@ -61,7 +61,7 @@ from notifier.domain.reasons import expiry_reason, payment_reason, refund_failur
 EVENT_TYPES_SKIPPED = frozenset({
     "CommandSucceeded", "CommandRejected", "CommandFailed", "PlanCreated", "PlanArchived", "RenewalStarted",
     "PaymentCreated", "PaymentSucceeded", "PaymentStateUnknown", "RefundCreated", "RefundStateUnknown",
-    "SubscriptionAdjusted", "CardCheckStarted", "PlanPriceChangeScheduled",
+    "SubscriptionAdjusted", "CardCheckStarted", "ReceiptRegistrationChanged", "PlanPriceChangeScheduled",
 })
 
 EMAIL_KINDS = (

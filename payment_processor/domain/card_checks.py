@@ -14,8 +14,16 @@ from uuid import UUID
 
 from schemas import CardCheckReason, CardCheckStarted, Customer, Envelope, TrialTerms, derived_id
 
-from payment_processor.domain.decision import Context, Decision, Emit, command_id_of, idempotence_key_for, succeed
-from payment_processor.domain.provider import CreatePayment, card_check_request
+from payment_processor.domain.decision import (
+    Context,
+    Decision,
+    Emit,
+    command_id_of,
+    idempotence_key_for,
+    plan_receipt_settings,
+    succeed,
+)
+from payment_processor.domain.provider import CARD_CHECK_DESCRIPTION, CreatePayment, build_receipt, card_check_request
 from payment_processor.domain.state import AccountState, Payment, Subscription
 
 COMMAND_OF_REASON: dict[str, str] = {
@@ -64,6 +72,10 @@ def start_card_check(
         idempotence_key=idempotence_key_for(payment_id),
         return_url=return_url or ctx.default_return_url,
         trial=trial,
+        # a trial's check says what the plan's receipts say: the first charge at the trial's end follows it
+        receipt=build_receipt(
+            customer, CARD_CHECK_DESCRIPTION, ctx.card_check_amount, plan_receipt_settings(ctx.plan, ctx.receipts) if trial else ctx.receipts
+        ),
     )
     step = CreatePayment(payment_id, intent.idempotence_key, card_check_request(state.user_id, cid, intent))
     return Decision([Emit(intent, cid)], step=step)

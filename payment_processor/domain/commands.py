@@ -57,7 +57,10 @@ from payment_processor.domain.decision import (
     live_subscription_to,
     open_checkout_for,
     pending_subscription_to,
+    plan_receipt_settings,
+    refund_receipt,
     reject,
+    renewal_receipt,
     succeed,
 )
 from payment_processor.domain.provider import (
@@ -65,6 +68,7 @@ from payment_processor.domain.provider import (
     CreateRefund,
     FindPayment,
     FindRefund,
+    build_receipt,
     purchase_request,
     refund_request,
     renewal_request,
@@ -155,6 +159,7 @@ def _purchase(state: AccountState, command: Envelope, ctx: Context) -> Decision:
         customer=c.customer,
         idempotence_key=idempotence_key_for(payment_id),
         return_url=c.return_url or ctx.default_return_url,
+        receipt=build_receipt(c.customer, plan.name, price, plan_receipt_settings(plan, ctx.receipts)),
     )
     step = CreatePayment(payment_id, intent.idempotence_key, purchase_request(state.user_id, cid, intent))
     return Decision([Emit(intent, cid)], step=step)
@@ -175,7 +180,8 @@ def _sync_payment(state: AccountState, command: Envelope, ctx: Context) -> Decis
         return reject(command, "payment_not_found", "This account has no such payment.")
     if payment.status in FINAL_PAYMENT:
         provider_id = payment.provider_payment_id or c.provider_payment_id
-        if payment.outcome_unknown and provider_id:
+        if (payment.outcome_unknown or payment.receipt_registration == "pending") and provider_id:
+            # A late answer to match, or a receipt still on its way to the tax service: read it again.
             return Decision(step=FindPayment(payment.payment_id, provider_id))
         return succeed(command, payment_id=payment.payment_id, message=f"The payment is already {payment.status}.")
     return payment_step_or_give_up(state, payment, command, ctx)
@@ -194,7 +200,7 @@ def _sync_refund(state: AccountState, command: Envelope, ctx: Context) -> Decisi
         return reject(command, "refund_not_found", "This account has no such refund.")
     if refund.status in FINAL_REFUND:
         provider_id = refund.provider_refund_id or c.provider_refund_id
-        if refund.outcome_unknown and provider_id:
+        if (refund.outcome_unknown or refund.receipt_registration == "pending") and provider_id:
             return Decision(step=FindRefund(refund.refund_id, provider_id))
         return succeed(command, refund_id=refund.refund_id, message=f"The refund is already {refund.status}.")
     return refund_step_or_give_up(state, refund, command, ctx)
@@ -253,6 +259,7 @@ def _cancel_now(
         idempotence_key=idempotence_key_for(refund_id),
         customer=customer,
         command_type=command.type,
+        receipt=refund_receipt(payment, customer, sub.plan_name, amount),
     )
     step = CreateRefund(refund_id, intent.idempotence_key, refund_request(intent, sub.plan_name))
     return Decision([Emit(canceled, cid), Emit(intent, cid)], step=step)
@@ -326,6 +333,7 @@ def _admin_refund(state: AccountState, command: Envelope, ctx: Context) -> Decis
         )
     assert payment.provider_payment_id is not None
     refund_id = derived_id("refund", cid)
+    customer = sub.customer or state.customer or payment.customer
     intent = RefundRequested(
         refund_id=refund_id,
         subscription_id=sub.subscription_id,
@@ -334,8 +342,9 @@ def _admin_refund(state: AccountState, command: Envelope, ctx: Context) -> Decis
         amount=c.amount,
         reason=c.reason,
         idempotence_key=idempotence_key_for(refund_id),
-        customer=sub.customer or state.customer or payment.customer,
+        customer=customer,
         command_type=command.type,
+        receipt=refund_receipt(payment, customer, sub.plan_name, c.amount),
     )
     return Decision([Emit(intent, cid)], step=CreateRefund(refund_id, intent.idempotence_key, refund_request(intent, sub.plan_name)))
 
@@ -462,18 +471,20 @@ def _renew(state: AccountState, command: Envelope, ctx: Context) -> Decision:
         if p is not None and isinstance(p.intent, RenewalStarted) and p.outcome_unknown:
             return _renewal_blocked(state, command, sub, p, c.attempt, ctx)
     payment_id = derived_id("payment", cid)
+    amount = renewal_price(sub, sub.period_end)  # the one place a renewal's amount comes from (decision 0120)
     intent = RenewalStarted(
         subscription_id=sub.subscription_id,
         payment_id=payment_id,
         plan_id=sub.plan_id,
         plan_name=sub.plan_name,
-        amount=renewal_price(sub, sub.period_end),
+        amount=amount,
         period_start=sub.period_end,
         period_end=sub.period_end + timedelta(days=sub.period_days),
         attempt=c.attempt,
         payment_method_id=sub.payment_method_id,
         idempotence_key=idempotence_key_for(payment_id),
         customer=sub.customer or state.customer,
+        receipt=renewal_receipt(state, sub, amount, ctx),
     )
     step = CreatePayment(payment_id, intent.idempotence_key, renewal_request(state.user_id, cid, intent))
     return Decision([Emit(intent, cid)], step=step)

@@ -41,6 +41,7 @@ from payment_processor.domain.decision import (
     fmt_day,
     idempotence_key_for,
     live_subscription_to,
+    refund_receipt,
 )
 from payment_processor.domain.provider import (
     CreatePayment,
@@ -56,6 +57,7 @@ from payment_processor.domain.provider import (
     refund_request,
     renewal_request,
 )
+from payment_processor.domain.refunds import receipt_registration_moved, registration
 from payment_processor.domain.state import (
     FINAL_PAYMENT,
     LIVE_SUBSCRIPTION,
@@ -106,7 +108,13 @@ def observe_payment(
 
     late = payment.outcome_unknown and isinstance(outcome, ProviderPayment)
     if payment.status in FINAL_PAYMENT and not late:
-        return emits, None, True  # someone settled it meanwhile (concurrent sync); add nothing
+        # Someone settled it meanwhile (concurrent sync), or we read it again for its receipt:
+        # only a receipt registration that moved on is new.
+        if isinstance(outcome, ProviderPayment) and payment.status == "succeeded":
+            emits += receipt_registration_moved(
+                payment.subscription_id, payment.receipt_registration, outcome.receipt_registration, by, payment_id=payment.payment_id
+            )
+        return emits, None, True
 
     if isinstance(outcome, ProviderRefused):
         reason = "no_answer_within_idempotence_window" if outcome.outcome_unknown else f"provider_refused:{outcome.code}"
@@ -165,6 +173,7 @@ def observe_payment(
                     payment_method=method,
                     purpose=payment.purpose,
                     customer=payment.customer,
+                    receipt_registration=registration(outcome.receipt_registration),
                 ),
                 by,
             )
@@ -364,6 +373,7 @@ def full_refund(
         idempotence_key=idempotence_key_for(refund_id),
         customer=payment.customer,
         command_type="SyncPayment",
+        receipt=refund_receipt(payment, payment.customer, sub.plan_name, amount),
         purpose=payment.purpose,
     )
     emits.append(Emit(intent, by))

@@ -31,6 +31,7 @@ from schemas import (
     PaymentSucceeded,
     PlanArchived,
     PlanCreated,
+    ReceiptRegistrationChanged,
     PlanPriceChangeScheduled,
     PriceChangeAnnounced,
     RefundCreated,
@@ -132,6 +133,8 @@ class Payment:
     outcome_unknown: bool = False
     """We stopped asking about the create without an answer (PaymentFailed.outcome_unknown): it
     counts as failed, yet may have charged, so no new charge for its period starts while this holds."""
+    receipt_registration: str | None = None
+    """YooKassa's receipt_registration as last read (pending | succeeded | canceled)."""
 
     @property
     def refundable_minor(self) -> int:
@@ -156,6 +159,7 @@ class Refund:
     failure_reason: str | None = None
     outcome_unknown: bool = False
     """We stopped asking without an answer (RefundFailed.outcome_unknown): its amount stays reserved."""
+    receipt_registration: str | None = None
 
 
 @dataclass
@@ -215,6 +219,9 @@ class PlanState:
     description: str = ""
     trial_days: int = 0
     archived: bool = False
+    vat_code: int | None = None
+    payment_subject: str | None = None
+    payment_mode: str | None = None
     price_changes: list[PriceChange] = field(default_factory=list)
     """Scheduled prices, in increasing `effective_at` (the decider refuses one out of order)."""
     events_per_command: dict[UUID, int] = field(default_factory=dict)
@@ -256,6 +263,7 @@ def apply_plan(state: PlanState, event: Envelope) -> PlanState:
     if isinstance(data, PlanCreated):
         state.plan_id, state.name, state.price = data.plan_id, data.name, data.price
         state.period_days, state.description = data.period_days, data.description
+        state.vat_code, state.payment_subject, state.payment_mode = data.vat_code, data.payment_subject, data.payment_mode
         state.trial_days = data.trial_days
     elif isinstance(data, PlanArchived):
         state.archived = True
@@ -405,6 +413,7 @@ def _payment_succeeded(s: AccountState, e: PaymentSucceeded, at: datetime, cid: 
     payment.paid_at = e.paid_at
     payment.outcome_unknown = False
     payment.failure_reason = None
+    payment.receipt_registration = e.receipt_registration
     sub = s.subscriptions.get(e.subscription_id)
     if sub is not None and e.payment_method is not None:
         sub.payment_method_id = e.payment_method.id
@@ -530,7 +539,14 @@ def _refund_succeeded(s: AccountState, e: RefundSucceeded, at: datetime, cid: UU
     refund = s.refunds.get(e.refund_id)
     if refund is not None:
         refund.provider_refund_id = e.provider_refund_id
+        refund.receipt_registration = e.receipt_registration
     _refund_settled(s, e.refund_id, "succeeded")
+
+
+def _receipt_registration(s: AccountState, e: ReceiptRegistrationChanged, at: datetime, cid: UUID | None) -> None:
+    target = s.refunds.get(e.refund_id) if e.refund_id else s.payments.get(e.payment_id) if e.payment_id else None
+    if target is not None:
+        target.receipt_registration = e.status
 
 
 def _refund_failed(s: AccountState, e: RefundFailed, at: datetime, cid: UUID | None) -> None:
@@ -636,5 +652,6 @@ _APPLIERS = {
     SubscriptionExpired: _expired,
     SubscriptionExpiringSoon: _expiring_soon,
     SubscriptionAdjusted: _adjusted,
+    ReceiptRegistrationChanged: _receipt_registration,
     PriceChangeAnnounced: _price_announced,
 }

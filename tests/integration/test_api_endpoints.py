@@ -397,8 +397,9 @@ async def test_operator_commands(api, seed, settings):
         (f"/v1/admin/subscriptions/{sid}/auto-renew", {"enabled": False, "reason": "asked"}, "SetAutoRenew", user,
          {"enabled": False, "reason": "asked"}),
         ("/v1/admin/plans", {"plan_id": new_plan_id, "name": "Gold", "price": {"amount": "999.00", "currency": "RUB"},
-                             "period_days": 365, "description": "all of it", "reason": "launch"},
-         "CreatePlan", new_plan_id, {"period_days": 365}),
+                             "period_days": 365, "description": "all of it", "reason": "launch", "vat_code": 11,
+                             "payment_mode": "full_prepayment"},
+         "CreatePlan", new_plan_id, {"period_days": 365, "vat_code": 11, "payment_mode": "full_prepayment", "payment_subject": None}),
         (f"/v1/admin/plans/{plan['plan_id']}/archive", {"reason": "retired"}, "ArchivePlan", plan["plan_id"],
          {"plan_id": plan["plan_id"]}),
     ]
@@ -439,6 +440,11 @@ async def test_operator_commands_on_unknown_things_are_404_or_422(api, seed):
     float_money = await api.client.post("/v1/admin/plans", json={"plan_id": "zero", "name": "Z", "price": {"amount": 1.5},
                                                                  "period_days": 1, "reason": "x"}, headers=api.command(op, **headers))
     _is_problem(float_money, 422)
+    for wrong in ({"vat_code": 13}, {"vat_code": 0}, {"payment_subject": "subscription"}, {"payment_mode": "monthly"}):
+        body = {"plan_id": "vat", "name": "V", "price": {"amount": "1.00"}, "period_days": 1, "reason": "x", **wrong}
+        refused = await api.client.post("/v1/admin/plans", json=body, headers=api.command(op, **headers))
+        _is_problem(refused, 422)
+        assert next(iter(wrong)) in refused.text, refused.text
 
 
 @pytest.mark.parametrize("amount", ["1e30", "9" * 40, "Infinity", "10000000000.00"])

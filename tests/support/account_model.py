@@ -71,6 +71,7 @@ from payment_processor.domain import (
     to_envelopes,
 )
 from payment_processor.adapters.gateway import classify_error
+from payment_processor.domain.provider import ReceiptSettings
 from payment_processor.entrypoints.janitor import sync_command
 from payment_processor.adapters.operations import OpenOperation
 from payment_processor.adapters.schedule import DueAction, DueNotice, row_of
@@ -90,18 +91,21 @@ FAULTS = ("ok", "ok", "ok", "lost_before", "lost_after", "5xx", "401")
 """How one provider call goes: answered, lost before or after YooKassa acted, a 500, a 401."""
 
 
-def _plan(plan_id: str, price: str, days: int, trial_days: int = 0) -> PlanState:
+def _plan(plan_id: str, price: str, days: int, trial_days: int = 0, vat_code: int | None = None) -> PlanState:
     stream = s.plan_stream(plan_id)
     meta = s.Metadata(correlation_id="model", actor=s.Actor(kind="admin", id="op"), command_id=s.derived_id("model-plan", plan_id))
-    created = s.PlanCreated(plan_id=plan_id, name=plan_id.title(), price=s.Money(amount=price), period_days=days, trial_days=trial_days)
+    created = s.PlanCreated(plan_id=plan_id, name=plan_id.title(), price=s.Money(amount=price), period_days=days, trial_days=trial_days,
+                            vat_code=vat_code)
     return build_plan(stream, [s.new_envelope(created, stream_id=stream, metadata=meta)])
 
 
 PLANS = {
-    "monthly": _plan("monthly", "299.00", 30),
+    "monthly": _plan("monthly", "299.00", 30, vat_code=4),
     "weekly": _plan("weekly", "99.00", 7),
     "trial": _plan("trial", "199.00", 30, trial_days=3),
 }
+RECEIPTS = ReceiptSettings(vat_code=1, payment_subject="service", payment_mode="full_prepayment", tax_system_code=2)
+"""The processor's receipt defaults in the model: the weekly and trial plans take them, the monthly one says VAT 20 %."""
 
 
 # --------------------------------------------------------------------------- the fake YooKassa
@@ -117,6 +121,8 @@ class YkPayment:
     status: str = "pending"
     captured_at: datetime | None = None
     cancellation_reason: str | None = None
+    receipt: dict[str, Any] | None = None
+    receipt_registration: str | None = None
 
 
 @dataclass
@@ -125,6 +131,7 @@ class YkRefund:
     payment_id: str
     amount_minor: int
     status: str = "pending"
+    receipt_registration: str | None = None
 
 
 @dataclass
@@ -182,7 +189,10 @@ class FakeYooKassa:
                 metadata=dict(body["metadata"]),
                 renewal=renewal,
                 save_method=bool(body.get("save_payment_method")),
+                receipt=body.get("receipt"),
             )
+            self._check_receipt(body, payment.amount_minor, None)
+            payment.receipt_registration = "pending" if payment.receipt else None
             self.payments[payment.id] = payment
             self.keys[step.idempotence_key] = (payment.id, now, body)
             if renewal and result != "pending":
@@ -200,7 +210,10 @@ class FakeYooKassa:
                 self.violations.append(f"asked to refund {amount} of {payment.id} with {payment.amount_minor - taken} left")
                 self.refused_keys.add(step.idempotence_key)
                 raise BadRequestError({"type": "error", "code": "invalid_request", "description": "amount too large"})
-            refund = YkRefund(id=self._new_id(0x3A8E0000), payment_id=payment.id, amount_minor=amount)
+            self._check_receipt(body, amount, payment.receipt)
+            refund = YkRefund(
+                id=self._new_id(0x3A8E0000), payment_id=payment.id, amount_minor=amount, receipt_registration="pending" if body.get("receipt") else None
+            )
             self.refunds[refund.id] = refund
             self.keys[step.idempotence_key] = (refund.id, now, body)
             if result != "pending":
@@ -209,12 +222,35 @@ class FakeYooKassa:
         object_id = step.provider_payment_id if isinstance(step, FindPayment) else step.provider_refund_id
         if object_id not in self.payments and object_id not in self.refunds:
             raise NotFoundError({"type": "error", "code": "not_found", "description": "no such object"})
+        settled = self.refunds.get(object_id) or self.payments[object_id]
+        if settled.status == "succeeded" and settled.receipt_registration == "pending":
+            settled.receipt_registration = "succeeded"  # registered by the time we ask again
         return self.view(object_id)
+
+    def _check_receipt(self, body: dict[str, Any], amount_minor: int, paid_with: dict[str, Any] | None) -> None:
+        """54-FZ: a receipt adds up to the amount; a refund's says what its payment's said."""
+        receipt = body.get("receipt")
+        if receipt is None:
+            if "payment_method_id" not in body and "payment_id" not in body:
+                self.violations.append("a purchase without a receipt")
+            return
+        total = sum(s.Money(amount=i["amount"]["value"]).minor for i in receipt["items"])
+        if total != amount_minor:
+            self.violations.append(f"receipt items add up to {total}, not {amount_minor}")
+        if paid_with is not None:
+            keys = ("vat_code", "payment_subject", "payment_mode")
+            if [receipt["items"][0][k] for k in keys] != [paid_with["items"][0][k] for k in keys] or receipt.get(
+                "tax_system_code"
+            ) != paid_with.get("tax_system_code"):
+                self.violations.append(f"refund receipt {receipt} differs from its payment's {paid_with}")
 
     def view(self, object_id: str) -> ProviderOutcome:
         if object_id in self.refunds:
             r = self.refunds[object_id]
-            return ProviderRefund(id=r.id, status=r.status, amount=s.Money.from_minor(r.amount_minor, "RUB"), payment_id=r.payment_id)
+            return ProviderRefund(
+                id=r.id, status=r.status, amount=s.Money.from_minor(r.amount_minor, "RUB"), payment_id=r.payment_id,
+                receipt_registration=r.receipt_registration,
+            )
         p = self.payments[object_id]
         saved = p.status == "succeeded" and (p.renewal or p.save_method)
         return ProviderPayment(
@@ -229,6 +265,7 @@ class FakeYooKassa:
             payment_method_saved=saved,
             payment_method_title="Bank card *4444" if saved else None,
             metadata=dict(p.metadata),
+            receipt_registration=p.receipt_registration,
         )
 
     def settle_payment(self, payment: YkPayment, status: str, now: datetime) -> None:
@@ -431,7 +468,7 @@ class AccountMachine(RuleBasedStateMachine):
     def _ctx(self, plan_id: str | None = None) -> Context:
         return Context(
             now=self.now, plan=self.plans.get(plan_id) if plan_id else None, default_return_url="https://shop.test/return",
-            price_change_notice_days=NOTICE_DAYS,
+            receipts=RECEIPTS, price_change_notice_days=NOTICE_DAYS,
         )
 
     def _append(self, command: s.Envelope, decision: Decision) -> None:
@@ -709,8 +746,17 @@ class AccountMachine(RuleBasedStateMachine):
 
     def _open_operations(self) -> list[s.Envelope]:
         commands = []
-        open_payments = [("payment", p.payment_id, p.requested_at) for p in self.state.payments.values() if p.status in OPEN]
-        open_refunds = [("refund", r.refund_id, r.requested_at) for r in self.state.refunds.values() if r.status in OPEN]
+        # Open as the processor's operations table says: no final answer yet, or a receipt still registering.
+        open_payments = [
+            ("payment", p.payment_id, p.requested_at)
+            for p in self.state.payments.values()
+            if p.status in OPEN or (p.status == "succeeded" and p.receipt_registration == "pending")
+        ]
+        open_refunds = [
+            ("refund", r.refund_id, r.requested_at)
+            for r in self.state.refunds.values()
+            if r.status in OPEN or (r.status == "succeeded" and r.receipt_registration == "pending")
+        ]
         for kind, op_id, opened in open_payments + open_refunds:
             checks = self.checks.get(op_id, 0)
             self.checks[op_id] = checks + 1
@@ -744,6 +790,13 @@ class AccountMachine(RuleBasedStateMachine):
         still_open = [p.payment_id for p in self.state.payments.values() if p.status in OPEN]
         still_open += [r.refund_id for r in self.state.refunds.values() if r.status in OPEN]
         assert not still_open, f"operations still open after the provider settled: {still_open}"
+        registering = [p.payment_id for p in self.state.payments.values() if p.receipt_registration == "pending"]
+        registering += [r.refund_id for r in self.state.refunds.values() if r.receipt_registration == "pending"]
+        assert not registering, f"receipts still registering after the provider settled: {registering}"
+        for p in self.state.payments.values():
+            theirs = self.yk.payments.get(p.provider_payment_id or "")
+            if theirs is not None and p.status == "succeeded":
+                assert p.receipt_registration == theirs.receipt_registration, f"payment {p.payment_id}: receipt registration differs"
         for p in self.state.payments.values():
             theirs = self.yk.payments.get(p.provider_payment_id or "")
             if theirs is not None and not p.outcome_unknown:

@@ -45,6 +45,8 @@ from schemas import (
     RefundRequested,
     RefundStateUnknown,
     RefundSucceeded,
+    Receipt,
+    ReceiptItem,
     RenewalFailed,
     RenewalStarted,
     SubscriptionActivated,
@@ -205,7 +207,9 @@ class AccountScenario:
         self._append(command_id, [CheckoutStarted(
             subscription_id=sub.subscription_id, payment_id=payment_id, plan_id=plan.plan_id, plan_name=plan.name,
             amount=plan.price, period_days=plan.period_days, auto_renew=auto_renew, customer=self.customer,
-            idempotence_key=str(derived_id("yookassa", payment_id, "create")))])
+            idempotence_key=str(derived_id("yookassa", payment_id, "create")),
+            receipt=Receipt(email=self.customer.email, tax_system_code=2, items=[ReceiptItem(
+                description=plan.name, amount=plan.price, vat_code=4, payment_subject="service", payment_mode="full_prepayment")]))])
         if outcome.startswith("unknown"):
             self._append(command_id, [PaymentStateUnknown(payment_id=payment_id, subscription_id=sub.subscription_id,
                                                           detail="timeout creating the payment")])

@@ -2,15 +2,15 @@
 price announced to a subscriber for its coming renewals. Filled by the projector; `billing replay`
 rebuilds them like every other column.
 
-Revision ID: rm0004_prices
-Revises: rm0003_cards
+Revision ID: rm0005_prices
+Revises: rm0003_receipts
 Create Date: 2026-12-06
 """
 
 from alembic import op
 
-revision = "rm0004_prices"
-down_revision = "rm0003_cards"
+revision = "rm0005_prices"
+down_revision = "rm0003_receipts"
 branch_labels = None
 depends_on = None
 
