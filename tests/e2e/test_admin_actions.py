@@ -235,8 +235,8 @@ async def test_grant_create_and_archive_plan_publish_commands(
     assert c.type == "CreatePlan" and c.stream_id == plan_stream(new_plan_id)
     assert c.data.model_dump(mode="json") == {
         "plan_id": new_plan_id, "name": "Yearly", "price": {"amount": "2990.00", "currency": "RUB"},
-        "period_days": 365, "description": "all films", "reason": "launch", "vat_code": 11, "payment_subject": None,
-        "payment_mode": "full_prepayment"}
+        "period_days": 365, "description": "all films", "reason": "launch", "trial_days": 0, "vat_code": 11,
+        "payment_subject": None, "payment_mode": "full_prepayment"}
 
     a = by_kind["archive"]
     assert a.type == "ArchivePlan" and a.stream_id == plan_stream(plan["plan_id"])
