@@ -69,6 +69,7 @@ from payment_processor.adapters.gateway import PaymentGateway
 from schemas import (
     SYSTEM,
     Actor,
+    AnnouncePriceChange,
     ArchivePlan,
     CreatePlan,
     CreatePromoCode,
@@ -78,6 +79,7 @@ from schemas import (
     Metadata,
     Money,
     PurchaseSubscription,
+    SchedulePriceChange,
     account_user_id,
     derived_id,
     new_envelope,
@@ -88,7 +90,7 @@ from schemas import (
 
 log = get_logger(__name__)
 
-PLAN_COMMANDS = (CreatePlan, ArchivePlan)
+PLAN_COMMANDS = (CreatePlan, ArchivePlan, SchedulePriceChange)
 PROMO_COMMANDS = (CreatePromoCode, DeactivatePromoCode)
 
 
@@ -301,7 +303,7 @@ class CommandHandler:
         promo: PromoState | None = None
         async with db.acquire() as conn:
             streams = [stream_id]
-            if isinstance(command.data, (PurchaseSubscription, GrantSubscription)):
+            if isinstance(command.data, (PurchaseSubscription, GrantSubscription, AnnouncePriceChange)):
                 streams.append(plan_stream(command.data.plan_id))
             if isinstance(command.data, PurchaseSubscription) and command.data.promo_code:
                 # The code's stream, read in the same round trip: its version guards the use (0121).
@@ -344,6 +346,7 @@ class CommandHandler:
             dunning_retry_days=tuple(self.config.dunning_retry_days),  # type: ignore[arg-type]
             receipts=self.receipts,
             card_check_amount=Money(amount=self.config.card_check_amount),
+            price_change_notice_days=self.config.price_change_notice_days,
         )
 
     async def _pool(self) -> asyncpg.Pool:

@@ -147,6 +147,27 @@ class ArchivePlan(Command):
     reason: Reason = _reason()  # type: ignore[assignment]
 
 
+class SchedulePriceChange(Command):
+    """A new price for a plan from `effective_at` on: new purchases pay it from then; existing
+    subscribers are told ahead and pay it from a later renewal, unless `grandfather` keeps every
+    existing subscriber on their price (docs/decisions/0120)."""
+
+    plan_id: PlanId = Field(min_length=1, max_length=64)
+    price: Money
+    effective_at: UtcDatetime
+    grandfather: bool = False
+    reason: Reason = _reason()  # type: ignore[assignment]
+
+
+class AnnouncePriceChange(Command):
+    """Tell one subscriber about a plan's price change (the scheduler sends it; its id is derived
+    from (subscription, change), so a repeated notice is one command)."""
+
+    subscription_id: UUID
+    plan_id: PlanId = Field(min_length=1, max_length=64)
+    change_id: UUID
+
+
 class CreatePromoCode(Command):
     """Exactly one of `percent_off` (1–99: a free period is a grant, not a code) and `amount_off`."""
 
@@ -181,6 +202,8 @@ COMMAND_TYPES: tuple[type[Command], ...] = (
     AdminCancelSubscription,
     CreatePlan,
     ArchivePlan,
+    SchedulePriceChange,
+    AnnouncePriceChange,
     CreatePromoCode,
     DeactivatePromoCode,
 )

@@ -53,6 +53,17 @@ class PlanArchived(Event):
     reason: str | None = None
 
 
+class PlanPriceChangeScheduled(Event):
+    """The plan costs `price` from `effective_at` on; `change_id` names the change (the command id)."""
+
+    plan_id: PlanId
+    change_id: UUID
+    price: Money
+    effective_at: UtcDatetime
+    grandfather: bool = False
+    reason: str | None = None
+
+
 class AppliedPromo(StrictModel):
     """A promo code's discount on one charge: the terms (so a renewal recomputes it from the list price it
     charges then), the list price, the discount and how many discounted periods are still to come after
@@ -392,6 +403,18 @@ class ReceiptRegistrationChanged(Event):
     payment_id: UUID | None = None
     refund_id: UUID | None = None
     status: ReceiptRegistration
+class PriceChangeAnnounced(Event):
+    """A subscriber was told that renewals from `first_renewal_at` on cost `new_price`; the notice is
+    at least the configured number of days before that renewal (docs/decisions/0120)."""
+
+    subscription_id: UUID
+    plan_id: PlanId
+    change_id: UUID
+    old_price: Money
+    new_price: Money
+    effective_at: UtcDatetime = Field(description="when the plan's new price took or takes effect")
+    first_renewal_at: UtcDatetime = Field(description="the start of the first period charged at the new price")
+    customer: Customer | None = None
 
 
 class CommandOutcome(StrictModel):
@@ -430,6 +453,7 @@ class CommandFailed(Event):
 EVENT_TYPES: tuple[type[Event], ...] = (
     PlanCreated,
     PlanArchived,
+    PlanPriceChangeScheduled,
     PromoCodeCreated,
     PromoCodeDeactivated,
     PromoCodeRedeemed,
@@ -456,6 +480,7 @@ EVENT_TYPES: tuple[type[Event], ...] = (
     SubscriptionExpiringSoon,
     SubscriptionAdjusted,
     ReceiptRegistrationChanged,
+    PriceChangeAnnounced,
     CommandSucceeded,
     CommandRejected,
     CommandFailed,

@@ -203,6 +203,40 @@ class CreatePlanForm(OperatorCommandForm):
         }
 
 
+class SchedulePriceChangeForm(OperatorCommandForm):
+    price = forms.CharField(max_length=32, help_text="The new price, for example 349.00")
+    effective_at = forms.DateTimeField(
+        label="Effective at", help_text="In the admin's time zone, e.g. 2027-02-01 00:00. Purchases from then pay the new price."
+    )
+    grandfather = forms.BooleanField(
+        required=False, label="Grandfather existing subscribers",
+        help_text="Keep every existing subscriber on their price. Otherwise each is emailed and pays the new price "
+        "from their first renewal at least the notice period (30 days by default) after the email.",
+    )
+
+    def __init__(self, *args: Any, currency: str, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.currency = currency
+
+    def clean_price(self) -> Decimal:
+        try:
+            value = parse_amount(self.cleaned_data["price"])
+        except ValueError as exc:
+            raise ValidationError(str(exc)) from exc
+        if value <= 0:
+            raise ValidationError("The price must be more than zero.")
+        return value
+
+    def api_body(self) -> dict[str, Any]:
+        data = self.cleaned_data
+        return {
+            "price": {"amount": f"{data['price']:.2f}", "currency": self.currency},
+            "effective_at": data["effective_at"].isoformat(),
+            "grandfather": bool(data.get("grandfather")),
+            "reason": data["reason"],
+        }
+
+
 class ArchivePlanForm(OperatorCommandForm):
     def api_body(self) -> dict[str, Any]:
         return {"reason": self.cleaned_data["reason"]}

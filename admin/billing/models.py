@@ -34,6 +34,8 @@ class Plan(models.Model):
     payment_subject = models.TextField(null=True)
     payment_mode = models.TextField(null=True)
     trial_days = models.IntegerField(default=0)
+    price_changes = models.JSONField(default=list)
+    """Scheduled prices: [{"change_id", "price_minor", "effective_at", "grandfather"}], by effective date."""
 
     class Meta:
         managed = False
@@ -115,6 +117,8 @@ class Subscription(models.Model):
     discount_minor = models.BigIntegerField()
     promo_periods_left = models.IntegerField()
     trial = models.BooleanField(default=False)
+    upcoming_price_minor = models.BigIntegerField(null=True)
+    upcoming_price_at = models.DateTimeField(null=True)
 
     class Meta:
         managed = False

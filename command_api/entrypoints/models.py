@@ -11,7 +11,7 @@ import uuid
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from command_api.domain.auth import USER_ID_PATTERN
 from schemas import Money
@@ -167,6 +167,37 @@ class AdminCreatePlanRequest(Request):
     payment_mode: PaymentMode | None = Field(default=None, description="receipt payment_mode; unset: the processor's default")
 
 
+class AdminSchedulePriceChangeRequest(Request):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "price": {"amount": "349.00", "currency": "RUB"},
+                    "effective_at": "2027-02-01T00:00:00Z",
+                    "grandfather": False,
+                    "reason": "content costs went up",
+                }
+            ]
+        }
+    )
+
+    price: Money
+    effective_at: datetime = Field(description="when new purchases start paying the price; must be in the future")
+    grandfather: bool = Field(
+        default=False,
+        description="keep every existing subscriber on their price; otherwise each is emailed and pays the new price "
+        "from the first renewal at least the notice period (30 days by default) after the email",
+    )
+    reason: Reason
+
+    @field_validator("effective_at")
+    @classmethod
+    def _aware(cls, value: datetime) -> datetime:
+        if value.tzinfo is None or value.utcoffset() is None:
+            raise ValueError("effective_at must carry a timezone")
+        return value
+
+
 class AdminCreatePromoCodeRequest(Request):
     model_config = ConfigDict(
         json_schema_extra={
@@ -255,6 +286,12 @@ class CommandStatus(BaseModel):
     reason: str | None = Field(default=None, description="why it was rejected or failed")
 
 
+class ScheduledPriceChange(BaseModel):
+    price: Money
+    effective_at: datetime
+    grandfather: bool = Field(description="existing subscribers keep their price")
+
+
 class Plan(BaseModel):
     model_config = ConfigDict(
         json_schema_extra={
@@ -267,6 +304,11 @@ class Plan(BaseModel):
                     "description": "HD films and series",
                     "archived": False,
                     "trial_days": 0,
+                    "scheduled_change": {
+                        "price": {"amount": "349.00", "currency": "RUB"},
+                        "effective_at": "2027-02-01T00:00:00Z",
+                        "grandfather": False,
+                    },
                 }
             ]
         }
@@ -274,11 +316,12 @@ class Plan(BaseModel):
 
     plan_id: str
     name: str
-    price: Money
+    price: Money = Field(description="what a purchase pays now")
     period_days: int
     description: str
     archived: bool
     trial_days: int = Field(default=0, description="free days before the first charge (a card check starts the trial)")
+    scheduled_change: ScheduledPriceChange | None = Field(default=None, description="the next price change, if one is scheduled")
 
 
 class PlanList(BaseModel):
@@ -442,6 +485,8 @@ _SUBSCRIPTION_EXAMPLE: dict[str, Any] = {
     "promo_code": None,
     "discount": None,
     "promo_periods_left": 0,
+    "upcoming_price": None,
+    "upcoming_price_from": None,
 }
 
 
@@ -469,6 +514,8 @@ class Subscription(BaseModel):
     discount: Money | None = Field(default=None, description="the promo code's discount on the latest charge (`price` is the list price)")
     promo_periods_left: int = Field(default=0, description="discounted periods still to come after the latest charge")
     trial: bool = Field(default=False, description="in a free trial: nothing paid yet, the first charge is at period_end")
+    upcoming_price: Money | None = Field(default=None, description="a plan price change announced to the subscriber")
+    upcoming_price_from: datetime | None = Field(default=None, description="the first renewal charged the upcoming price")
 
 
 class SubscriptionDetail(Subscription):

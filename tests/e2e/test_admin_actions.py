@@ -235,8 +235,8 @@ async def test_grant_create_and_archive_plan_publish_commands(
     assert c.type == "CreatePlan" and c.stream_id == plan_stream(new_plan_id)
     assert c.data.model_dump(mode="json") == {
         "plan_id": new_plan_id, "name": "Yearly", "price": {"amount": "2990.00", "currency": "RUB"},
-        "period_days": 365, "description": "all films", "reason": "launch", "vat_code": 11, "payment_subject": None,
-        "payment_mode": "full_prepayment"}
+        "period_days": 365, "description": "all films", "reason": "launch", "trial_days": 0, "vat_code": 11,
+        "payment_subject": None, "payment_mode": "full_prepayment"}
 
     a = by_kind["archive"]
     assert a.type == "ArchivePlan" and a.stream_id == plan_stream(plan["plan_id"])
@@ -353,3 +353,19 @@ async def test_an_operator_named_in_cyrillic_or_with_plus_acts_as_themself(
     # the status page asks the API about the command as this operator too
     status = (await admin_site.run(client.get, f"/admin/billing/command/status/{command_id}/")).content.decode()
     assert "Still processing" in status and "could not be reached" not in status
+
+
+async def test_scheduling_a_price_change_publishes_the_command(admin_site, settings, commands_topic, admin_api, operator) -> None:
+    """The plan page's "Schedule a new price" form becomes one SchedulePriceChange (docs/decisions/0120)."""
+    await admin_api(wait_s=0)
+    user, client = operator
+    plan = await admin_site.insert("plan", price_minor=29900)
+    response, _ = await submit(admin_site, client, f"/admin/billing/plan/{plan['plan_id']}/price-change/", {
+        "price": "349,00", "effective_at": "2030-02-01 00:00", "grandfather": "on", "reason": "costs went up"})
+    command_id = shown_command_id(response)
+    [envelope] = await read_commands(settings, commands_topic, lambda e: str(e.id) == command_id)
+    assert envelope.type == "SchedulePriceChange" and envelope.stream_id == plan_stream(plan["plan_id"])
+    assert (envelope.metadata.actor.kind, envelope.metadata.actor.id) == ("admin", user.username)
+    assert envelope.data.model_dump(mode="json") == {
+        "plan_id": plan["plan_id"], "price": {"amount": "349.00", "currency": "RUB"},
+        "effective_at": "2030-01-31T21:00:00Z", "grandfather": True, "reason": "costs went up"}  # the admin's zone is Moscow

@@ -423,3 +423,19 @@ async def test_revenue_page_sums_accounts_filters_and_downloads_csv(admin_site, 
         f"2031-02,{plan},RUB,598.00,2,0,0,0,0,0.00,0,0.00,,0,0,",
         f"2031-03,{plan},RUB,598.00,2,0,0,1,1,299.00,0,0.00,0.0000,2,1,0.5000",
     ]
+async def test_plan_page_shows_scheduled_prices_and_the_subscription_its_announced_price(admin_site, operator_client) -> None:
+    """Price changes (docs/decisions/0120): the plan's scheduled prices, a subscriber's announced one, the action's button."""
+    effective = datetime(2027, 2, 1, 9, 0, tzinfo=timezone.utc)
+    changes = f'[{{"change_id": "{uuid.uuid4()}", "price_minor": 179000, "effective_at": "{effective.isoformat()}", "grandfather": true}}]'
+    plan = await admin_site.insert("plan", price_changes=changes)
+    page = body(await get(admin_site, operator_client, f"/admin/billing/plan/{plan['plan_id']}/change/"))
+    assert f"1{NBSP}790,00{NBSP}₽ from 2027-02-01 12:00 MSK" in page and "existing subscribers keep their price" in page
+    assert "act-price-change" in page
+    form = body(await get(admin_site, operator_client, f"/admin/billing/plan/{plan['plan_id']}/price-change/"))
+    assert "effective_at" in form and "grandfather" in form
+
+    user_id = f"user-{uuid.uuid4().hex[:12]}"
+    sub = await admin_site.insert("subscription", user_id=user_id, plan_id=plan["plan_id"], plan_name=plan["name"],
+                                  upcoming_price_minor=179000, upcoming_price_at=effective)
+    page = body(await get(admin_site, operator_client, f"/admin/billing/subscription/{sub['subscription_id']}/change/"))
+    assert f"1{NBSP}790,00{NBSP}₽ from the renewal on 2027-02-01 12:00 MSK" in page

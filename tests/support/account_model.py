@@ -29,6 +29,10 @@ Invariants (the two promises, made checkable):
 * card checks (docs/decisions/0118): every check we heard succeed was asked back in full at once
   (never kept), a trial is never charged before its end, and every renewal charges the card saved
   last for its subscription (a replacement's newest card).
+* price changes (docs/decisions/0120): a purchase pays the plan's price at its time; a renewal
+  charges the checkout price or a price announced to that subscriber (PriceChangeAnnounced) at
+  least NOTICE_DAYS before that renewal's period start — never a price never announced, never a
+  price announced too late; a grandfathered change is never announced, so never paid.
 * promo codes (docs/decisions/0121): every charge equals the arithmetic — the plan's price less the
   code's discount (percent rounded down, at least 1 ₽ charged) while the code's periods remain, the
   full price after — and YooKassa was asked for exactly that; a code is never held beyond its limit
@@ -38,6 +42,7 @@ Invariants (the two promises, made checkable):
 
 from __future__ import annotations
 
+import copy
 import itertools
 import uuid
 from dataclasses import dataclass, field
@@ -68,8 +73,10 @@ from payment_processor.domain import (
     build_account,
     build_promo,
     build_plan,
+    apply_plan,
     decide,
     promo_envelopes,
+    decide_plan,
     resolve,
     to_envelopes,
 )
@@ -78,8 +85,8 @@ from payment_processor.adapters.gateway import classify_error
 from payment_processor.domain.provider import ReceiptSettings
 from payment_processor.entrypoints.janitor import sync_command
 from payment_processor.adapters.operations import OpenOperation
-from payment_processor.adapters.schedule import DueAction, row_of
-from payment_processor.entrypoints.scheduler import command_for
+from payment_processor.adapters.schedule import DueAction, DueNotice, row_of
+from payment_processor.entrypoints.scheduler import command_for, notice_command_for
 
 T0 = datetime(2026, 3, 1, 9, 0, tzinfo=timezone.utc)
 USER = "model-user"
@@ -87,6 +94,8 @@ STREAM = s.account_stream(USER)
 CUSTOMER = s.Customer(email="model@example.com", locale="ru")
 KEY_MEMORY = timedelta(hours=24)  # how long YooKassa remembers an Idempotence-Key
 RENEWAL_LEAD = timedelta(days=1)
+NOTICE_DAYS = 10
+"""The price-change notice period here (30 days in production): shorter, so runs reach the renewals it moves."""
 OPEN = frozenset({"requested", "pending", "unknown"})
 
 FAULTS = ("ok", "ok", "ok", "lost_before", "lost_after", "5xx", "401")
@@ -309,6 +318,42 @@ class FakeYooKassa:
 # --------------------------------------------------------------------------- invariants over the log
 
 
+def list_price(intent: s.CheckoutStarted | s.RenewalStarted) -> s.Money:
+    """The price a charge started from: before a promo code's discount (`charge_arithmetic` checks that)."""
+    return intent.promo.list_price if intent.promo is not None else intent.amount
+
+
+def price_change_violations(log: list[s.Envelope], plans: dict[str, PlanState]) -> list[str]:
+    """What a purchase and a renewal charged against what the plan and the notices allow."""
+    problems = []
+    checkout: dict[Any, s.Money] = {}
+    notices: dict[Any, list[tuple[datetime, s.PriceChangeAnnounced]]] = {}
+    for e in log:
+        d = e.data
+        if isinstance(d, s.SubscriptionActivated) and d.trial and d.next_charge is not None:
+            checkout[d.subscription_id] = d.next_charge  # a trial: its first charge's price, fixed when it started
+        elif isinstance(d, s.CheckoutStarted):
+            checkout[d.subscription_id] = list_price(d)
+            expected = plans[d.plan_id].price_at(e.occurred_at)
+            if list_price(d) != expected:
+                problems.append(f"purchase {d.payment_id} at {e.occurred_at} priced {list_price(d)}, the plan cost {expected}")
+        elif isinstance(d, s.PriceChangeAnnounced):
+            change = plans[d.plan_id].change(d.change_id)
+            if change is None or change.grandfather:
+                problems.append(f"{d.subscription_id} was told of a change that is grandfathered or unknown: {d.change_id}")
+            if d.first_renewal_at < e.occurred_at + timedelta(days=NOTICE_DAYS) or (change and d.first_renewal_at < change.effective_at):
+                problems.append(f"{d.subscription_id}: notice at {e.occurred_at} names a renewal on {d.first_renewal_at}")
+            notices.setdefault(d.subscription_id, []).append((e.occurred_at, d))
+        elif isinstance(d, s.RenewalStarted):
+            allowed = [checkout.get(d.subscription_id)] + [
+                n.new_price for at, n in notices.get(d.subscription_id, [])
+                if n.first_renewal_at <= d.period_start and at + timedelta(days=NOTICE_DAYS) <= d.period_start
+            ]
+            if list_price(d) not in allowed:
+                problems.append(f"renewal {d.payment_id} from {d.period_start} priced {list_price(d)}; allowed {allowed}")
+    return problems
+
+
 def period_double_charges(log: list[s.Envelope], yk: FakeYooKassa) -> list[str]:
     """Pairs of kept charges of one subscription started for the same period (see the module doc)."""
     periods_paid: dict[Any, int] = {}
@@ -353,18 +398,17 @@ def charge_arithmetic(log: list[s.Envelope], yk: FakeYooKassa) -> list[str]:
 
     for event in log:
         d = event.data
+        # The list price a charge started from is `price_change_violations`' to check; here: the discount.
         if isinstance(d, s.CheckoutStarted):
-            price = PLANS[d.plan_id].price
-            assert price is not None
+            price = list_price(d)
             if d.promo is not None:
                 terms[d.subscription_id] = PROMO_TERMS[d.promo.code]
-                if d.promo.list_price != price or d.promo.periods_left != PROMO_TERMS[d.promo.code]["periods"] - 1:
+                if d.promo.periods_left != PROMO_TERMS[d.promo.code]["periods"] - 1:
                     problems.append(f"checkout {d.payment_id} recorded {d.promo}")
             if d.amount.minor != expected(d.subscription_id, price.minor):
                 problems.append(f"checkout {d.payment_id} charged {d.amount}, expected {expected(d.subscription_id, price.minor)}")
         elif isinstance(d, s.RenewalStarted):
-            price = PLANS[d.plan_id].price
-            assert price is not None
+            price = list_price(d)
             renewal_promo[d.payment_id] = d.promo is not None
             if d.amount.minor != expected(d.subscription_id, price.minor):
                 problems.append(f"renewal {d.payment_id} charged {d.amount}, expected {expected(d.subscription_id, price.minor)}")
@@ -497,16 +541,19 @@ class AccountMachine(RuleBasedStateMachine):
         self.counter = itertools.count(1)
         self.promo_logs: dict[str, list[s.Envelope]] = {code: _promo(code, terms) for code, terms in PROMO_TERMS.items()}
         self.promos: dict[str, PromoState] = {code: build_promo(s.promo_stream(code), log) for code, log in self.promo_logs.items()}
+        self.plans = copy.deepcopy(PLANS)  # this run's catalogue: an operator may schedule prices in it
+        self.notices_sent: set[tuple[Any, Any]] = set()
 
     # ------------------------------------------------------------------ driving the domain
 
     def _ctx(self, plan_id: str | None = None, code: str | None = None) -> Context:
         return Context(
             now=self.now,
-            plan=PLANS.get(plan_id) if plan_id else None,
+            plan=self.plans.get(plan_id) if plan_id else None,
             promo=self.promos.get(code) if code else None,
             default_return_url="https://shop.test/return",
             receipts=RECEIPTS,
+            price_change_notice_days=NOTICE_DAYS,
         )
 
     def _append(self, command: s.Envelope, decision: Decision) -> None:
@@ -625,6 +672,30 @@ class AccountMachine(RuleBasedStateMachine):
         payload = s.AdminCancelSubscription(subscription_id=self._subscription(index), refund=refund, reason="operator")
         self._send(payload, data, actor="admin")
 
+    @rule(
+        plan=st.sampled_from(sorted(PLANS)),
+        price=st.sampled_from(("349.00", "199.00", "99.00", "299.00")),
+        days=st.sampled_from((1, 10, 45)),
+        grandfather=st.booleans(),
+        tick=st.booleans(),
+        data=st.data(),
+    )
+    def schedule_price_change(self, plan: str, price: str, days: int, grandfather: bool, tick: bool, data: Any) -> None:
+        """An operator schedules a new price (refused when it is the same or out of order); the
+        scheduler usually announces it within seconds."""
+        state = self.plans[plan]
+        cid = s.derived_id("model-price", next(self.counter))
+        payload = s.SchedulePriceChange(
+            plan_id=plan, price=s.Money(amount=price), effective_at=self.now + timedelta(days=days), grandfather=grandfather, reason="costs"
+        )
+        meta = s.Metadata(correlation_id=f"model-{cid}", command_id=cid, actor=s.Actor(kind="admin", id="op"))
+        command = s.new_envelope(payload, stream_id=state.stream_id, metadata=meta, id=cid, occurred_at=self.now)
+        decision = decide_plan(state, command, Context(now=self.now))
+        for envelope in to_envelopes(state, command, decision.events, self.now):
+            apply_plan(state, envelope)
+        if tick:
+            self.scheduler_tick(data)
+
     @precondition(lambda self: bool(self.sent))
     @rule(index=st.integers(0, 63), data=st.data())
     def deliver_again(self, index: int, data: Any) -> None:
@@ -703,11 +774,36 @@ class AccountMachine(RuleBasedStateMachine):
             self.now = max(self.now, min(ahead) + after)
         self.scheduler_tick(data)
 
+    @precondition(lambda self: any(sub.price_steps for sub in self.state.subscriptions.values()))
+    @rule(after=st.sampled_from((timedelta(hours=-25), timedelta(hours=-23), timedelta(hours=1))), data=st.data())
+    def to_the_first_renewal_at_a_new_price(self, after: timedelta, data: Any) -> None:
+        """Jump to around the nearest renewal a notice named, and let the scheduler act."""
+        ahead = [step.starts_at for sub in self.state.subscriptions.values() for step in sub.price_steps if step.starts_at > self.now]
+        if ahead:
+            self.now = max(self.now, min(ahead) + after)
+        self.scheduler_tick(data)
+
     @rule(data=st.data())
     def scheduler_tick(self, data: Any) -> None:
         """What `processor.schedule` finds due now becomes commands (ids derived as the scheduler does)."""
         for due in self._due():
             self.handle(command_for(due, self.now), data)
+        for notice in self._due_notices():
+            self.notices_sent.add((notice.subscription_id, notice.change_id))
+            self.handle(notice_command_for(notice, self.now), data)
+
+    def _due_notices(self) -> list[DueNotice]:
+        """`processor.price_notices`' due pairs: live rows × the plan's changes, once. The SQL also leaves
+        grandfathered changes out; here they go too, so the decider alone must keep them unannounced."""
+        due = []
+        for sub in list(self.state.subscriptions.values()):
+            row = row_of(self.state, sub)
+            if row is None or row.status not in ("active", "past_due") or row.plan_id not in self.plans:
+                continue
+            for change in self.plans[row.plan_id].price_changes:
+                if (sub.subscription_id, change.change_id) not in self.notices_sent:
+                    due.append(DueNotice(sub.subscription_id, row.stream_id, row.user_id, row.plan_id, change.change_id))
+        return due
 
     def _due(self) -> list[DueAction]:
         """`processor.schedule`'s due actions, as its SQL decides them (docs/decisions/0090)."""
@@ -870,6 +966,10 @@ class AccountMachine(RuleBasedStateMachine):
     @invariant()
     def card_checks_never_kept_trials_never_early_renewals_on_the_newest_card(self) -> None:
         assert not (problems := card_check_problems(self.log)), problems
+
+    @invariant()
+    def prices_only_as_announced(self) -> None:
+        assert not (problems := price_change_violations(self.log, self.plans)), problems
 
 
 def _uuid(value: str | None) -> Any:

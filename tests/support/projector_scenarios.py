@@ -38,6 +38,8 @@ from schemas import (
     PaymentSucceeded,
     PlanArchived,
     PlanCreated,
+    PlanPriceChangeScheduled,
+    PriceChangeAnnounced,
     RefundCreated,
     RefundFailed,
     RefundRequested,
@@ -94,6 +96,8 @@ class Sub:
     paid_payment_id: uuid.UUID | None = None
     provider_payment_id: str | None = None
     attempt: int = 0
+    upcoming: tuple[datetime, Money] | None = None
+    """An announced price change: (first renewal at it, the new price)."""
 
 
 @dataclass
@@ -158,6 +162,17 @@ def plan_events(history: History, clock: Clock, plan: PlanInfo, *, archive: bool
                      stream_id=stream, metadata=meta, occurred_at=clock.tick(0.001)),
     ]
     history.appends.append(Append(stream, events))
+    if not archive:  # every live plan has a price change scheduled (its id is the command's)
+        command_id = history.new_id()
+        meta = Metadata(correlation_id=str(command_id), command_id=command_id, actor=Actor(kind="admin", id="ops"))
+        new_price = Money.from_minor(plan.price.minor + 5000, plan.price.currency)
+        history.appends.append(Append(stream, [
+            new_envelope(PlanPriceChangeScheduled(plan_id=plan.plan_id, change_id=command_id, price=new_price,
+                                                  effective_at=clock.now + timedelta(days=10), reason="costs"),
+                         stream_id=stream, metadata=meta, occurred_at=clock.tick()),
+            new_envelope(CommandSucceeded(command_id=command_id, command_type="SchedulePriceChange", outcome=CommandOutcome(plan_id=plan.plan_id)),
+                         stream_id=stream, metadata=meta, occurred_at=clock.tick(0.001)),
+        ]))
     if archive:
         command_id = history.new_id()
         meta = Metadata(correlation_id=str(command_id), command_id=command_id, actor=Actor(kind="admin", id="ops"))
@@ -443,8 +458,24 @@ class AccountScenario:
             CommandSucceeded(command_id=command_id, command_type="ExtendSubscription", outcome=CommandOutcome(subscription_id=sub.subscription_id)),
         ], kind="admin", actor_id="ops")
 
+    def announce_price(self, sub: Sub) -> None:
+        """The scheduler tells the subscriber: renewals from the one after next cost 50 more."""
+        assert sub.period_end is not None
+        change_id = self.history.new_id()
+        command_id = derived_id("price-notice", sub.subscription_id, change_id)
+        first = sub.period_end + timedelta(days=sub.period_days)
+        new_price = Money.from_minor(sub.price.minor + 5000, sub.price.currency)
+        self._append(command_id, [
+            PriceChangeAnnounced(subscription_id=sub.subscription_id, plan_id=sub.plan_id, change_id=change_id, old_price=sub.price,
+                                 new_price=new_price, effective_at=sub.period_end, first_renewal_at=first, customer=self.customer),
+            CommandSucceeded(command_id=command_id, command_type="AnnouncePriceChange", outcome=CommandOutcome(subscription_id=sub.subscription_id)),
+        ], kind="system", actor_id="scheduler")
+        sub.upcoming = (first, new_price)
+
     def renew(self, sub: Sub, success: bool = True, *, final: bool = False) -> None:
         assert sub.period_end is not None
+        if sub.upcoming is not None and sub.period_end >= sub.upcoming[0]:
+            sub.price, sub.upcoming = sub.upcoming[1], None
         sub.attempt += 1
         command_id = derived_id("renewal", sub.subscription_id, sub.period_end.isoformat(), sub.attempt)
         payment_id = derived_id("payment", command_id)
@@ -530,6 +561,8 @@ def random_account(history: History, clock: Clock, rng: random.Random, plans: Se
                 account.extend(sub, rng.randint(1, 30))
             elif action < 0.6:
                 account.replace_card(sub)
+            elif action < 0.63:
+                account.announce_price(sub)
             elif action < 0.75:
                 account.cancel(sub, "refund_now", rng.choice(["success", "success", "failed", "unknown_then_success"]),
                                admin=rng.random() < 0.2)

@@ -185,6 +185,7 @@ def test_plan_created_then_archived() -> None:
         "plan_id": "basic", "name": "Basic", "price_minor": 29900, "currency": "RUB", "period_days": 30,
         "description": "d", "archived": False, "created_at": a.at(1), "updated_at": a.at(1), "trial_days": 0,
         "vat_code": None, "payment_subject": None, "payment_mode": None,  # a plan from before receipt settings
+        "price_changes": "[]",
     }
     a.apply(PlanCreated(plan_id="basic", name="Basic+", price=Money.from_minor(39900), period_days=31), stream=stream, minutes=2)
     row = a.row("plans", "basic")
@@ -226,7 +227,8 @@ def test_checkout_creates_a_pending_subscription() -> None:
         "period_start": None, "period_end": None, "price_minor": 29900, "amount_paid_minor": 0, "amount_refunded_minor": 0,
         "currency": "RUB", "payment_method_title": None, "last_payment_id": str(a.pay), "renewal_attempt": 0,
         "next_retry_at": None, "status_reason": None, "created_at": a.at(1), "updated_at": a.at(1), "canceled_at": None,
-        "expired_at": None, "trial": False, "promo_code": None, "discount_minor": 0, "promo_periods_left": 0,
+        "expired_at": None, "trial": False, "upcoming_price_minor": None, "upcoming_price_at": None, "promo_code": None,
+        "discount_minor": 0, "promo_periods_left": 0,
     }
 
 

@@ -43,7 +43,7 @@ class SubscriptionAdmin(ReadOnlyAdmin):
                            "status_reason")}),
         ("Period", {"fields": ("period_start_display", "period_end_display", "trial", "auto_renew", "cancel_at_period_end",
                                "renewal_attempt", "next_retry_display", "canceled_display", "expired_display")}),
-        ("Money", {"fields": ("price", "promo", "paid", "refunded", "refundable", "payment_method_title")}),
+        ("Money", {"fields": ("price", "upcoming_price", "promo", "paid", "refunded", "refundable", "payment_method_title")}),
         ("Related", {"fields": ("payments", "refunds", "timeline")}),
         ("Record", {"fields": ("created", "updated")}),
     )
@@ -112,6 +112,13 @@ class SubscriptionAdmin(ReadOnlyAdmin):
         return format_html("{} — {} off the latest charge, {} discounted period(s) left",
                            link(change_url("promocode", obj.promo_code), obj.promo_code),
                            format_money(obj.discount_minor, obj.currency), obj.promo_periods_left)
+
+    @admin.display(description="announced price")
+    def upcoming_price(self, obj: Subscription) -> str:
+        """A plan price change the subscriber was emailed about (PriceChangeAnnounced)."""
+        if obj.upcoming_price_minor is None:
+            return "—"
+        return f"{format_money(obj.upcoming_price_minor, obj.currency)} from the renewal on {fmt_dt(obj.upcoming_price_at)}"
 
     @admin.display(description="paid", ordering="amount_paid_minor")
     def paid(self, obj: Subscription) -> str:

@@ -25,13 +25,14 @@ from command_api.entrypoints.models import (
     AdminExtendRequest,
     AdminGrantRequest,
     AdminRefundRequest,
+    AdminSchedulePriceChangeRequest,
     CommandStatus,
     PROMO_CODE_INPUT,
     PromoCode,
     PromoCodeList,
 )
 from command_api.domain.problems import ProblemError
-from command_api.entrypoints.routes.common import Limit, Offset, command_responses, promo_code_view, read_responses
+from command_api.entrypoints.routes.common import Limit, Offset, command_responses, plan_price_at, promo_code_view, read_responses
 from schemas import (
     AdminCancelSubscription,
     AdminRefund,
@@ -42,6 +43,7 @@ from schemas import (
     DeactivatePromoCode,
     ExtendSubscription,
     GrantSubscription,
+    SchedulePriceChange,
     SetAutoRenew,
     account_stream,
     derived_id,
@@ -188,6 +190,39 @@ async def archive_plan(
         return Prepared(payload, plan_stream(plan_id), plan_id)
 
     return await services.intake.submit(ctx, "ArchivePlan", body, prepare)
+
+
+@router.post("/plans/{plan_id}/price-changes", status_code=202, response_model=CommandStatus, responses=command_responses())
+async def schedule_price_change(
+    plan_id: Annotated[str, Path(pattern=PLAN_ID_PATTERN)],
+    body: AdminSchedulePriceChangeRequest,
+    services: ServicesDep,
+    ctx: OperatorCommand,
+) -> Response:
+    """Schedule a new price for a plan from a future date on. Purchases from that date pay it;
+    existing subscribers are emailed and pay it from their first renewal at least the notice
+    period (30 days by default) after the email — unless `grandfather` keeps them on their price."""
+
+    async def prepare(command_id: uuid.UUID) -> Prepared:
+        plan = await services.reads.plan(plan_id)
+        if plan is None:
+            raise ProblemError(404, "not-found", "Not found", "no such plan")
+        if plan["archived"]:
+            raise ProblemError(422, "plan-archived", "Plan archived", f"plan {plan_id!r} is archived: it has no price to change")
+        if body.effective_at <= services.clock.now():
+            raise ProblemError(422, "validation-error", "Request is not valid", "effective_at must be in the future")
+        if body.price.minor <= 0:
+            raise ProblemError(422, "validation-error", "Request is not valid", "price must be positive")
+        if body.price.currency != plan["currency"]:
+            raise ProblemError(422, "validation-error", "Request is not valid", f"the plan is priced in {plan['currency']}")
+        if plan_price_at(plan, body.effective_at)[0] == body.price.minor:
+            raise ProblemError(422, "same-price", "Same price", f"plan {plan_id!r} already costs {body.price} then")
+        payload = SchedulePriceChange(
+            plan_id=plan_id, price=body.price, effective_at=body.effective_at, grandfather=body.grandfather, reason=body.reason
+        )
+        return Prepared(payload, plan_stream(plan_id), plan_id)
+
+    return await services.intake.submit(ctx, "SchedulePriceChange", body, prepare)
 
 
 @router.post("/promo-codes", status_code=202, response_model=CommandStatus, responses=command_responses())

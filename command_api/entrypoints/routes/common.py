@@ -8,7 +8,9 @@ from typing import Annotated, Any
 import orjson
 from fastapi import Query
 
-from command_api.entrypoints.models import CommandStatus, Payment, Plan, PromoCode, PromoCodePreview, Refund, Subscription
+from command_api.entrypoints.models import (
+    CommandStatus, Payment, Plan, PromoCode, PromoCodePreview, Refund, ScheduledPriceChange, Subscription,
+)
 from command_api.entrypoints.problems import problem_responses
 from command_api.adapters.read_models import Row
 from rules.discounts import discount_minor
@@ -22,15 +24,43 @@ def money(minor: int | None, currency: str) -> Money:
     return Money.from_minor(int(minor or 0), currency)
 
 
-def plan_view(row: Row) -> Plan:
+def price_changes(row: Row) -> list[dict[str, Any]]:
+    """A plan row's scheduled prices (`read.plans.price_changes`), by effective date."""
+    raw = row.get("price_changes") or "[]"
+    changes = orjson.loads(raw) if isinstance(raw, (str, bytes)) else list(raw)
+    return sorted(
+        ({**c, "effective_at": datetime.fromisoformat(c["effective_at"])} for c in changes), key=lambda c: c["effective_at"]
+    )
+
+
+def plan_price_at(row: Row, now: datetime) -> tuple[int, dict[str, Any] | None]:
+    """(the price a purchase pays at `now` in minor units, the next scheduled change or None) —
+    the same rule as the processor's `PlanState.price_at`: the newest change in effect wins."""
+    price, upcoming = int(row["price_minor"]), None
+    for change in price_changes(row):
+        if change["effective_at"] <= now:
+            price = int(change["price_minor"])
+        elif upcoming is None:
+            upcoming = change
+    return price, upcoming
+
+
+def plan_view(row: Row, now: datetime) -> Plan:
+    price, upcoming = plan_price_at(row, now)
+    scheduled = None
+    if upcoming is not None:
+        scheduled = ScheduledPriceChange(
+            price=money(upcoming["price_minor"], row["currency"]), effective_at=upcoming["effective_at"], grandfather=upcoming["grandfather"]
+        )
     return Plan(
         plan_id=row["plan_id"],
         name=row["name"],
-        price=money(row["price_minor"], row["currency"]),
+        price=money(price, row["currency"]),
         period_days=row["period_days"],
         description=row["description"],
         archived=row["archived"],
         trial_days=row.get("trial_days") or 0,
+        scheduled_change=scheduled,
     )
 
 
@@ -58,6 +88,8 @@ def subscription_fields(row: Row) -> dict[str, Any]:
         "discount": money(row["discount_minor"], currency) if row.get("discount_minor") else None,
         "promo_periods_left": row.get("promo_periods_left") or 0,
         "trial": bool(row.get("trial")),
+        "upcoming_price": money(row["upcoming_price_minor"], currency) if row.get("upcoming_price_minor") is not None else None,
+        "upcoming_price_from": row.get("upcoming_price_at"),
     }
 
 

@@ -71,7 +71,8 @@ def _not_found(what: str) -> ProblemError:
 @router.get("/plans", response_model=PlanList, tags=["plans"], responses=read_responses())
 async def list_plans(services: ServicesDep, principal: CurrentUser) -> PlanList:
     """The plans on sale (archived plans are not listed)."""
-    return PlanList(items=[plan_view(row) for row in await services.reads.plans()])
+    now = services.clock.now()
+    return PlanList(items=[plan_view(row, now) for row in await services.reads.plans()])
 
 
 @router.post(

@@ -1,15 +1,15 @@
 """Promo codes: `read.promo_codes` (terms, active, uses held and released), and the discount beside
 the price on subscriptions (the latest charge's discount, discounted periods left) and payments.
 
-Revision ID: rm0005_promo
-Revises: rm0003_receipts
+Revision ID: rm0006_promo
+Revises: rm0005_prices
 Create Date: 2026-12-06
 """
 
 from alembic import op
 
-revision = "rm0005_promo"
-down_revision = "rm0003_receipts"
+revision = "rm0006_promo"
+down_revision = "rm0005_prices"
 branch_labels = None
 depends_on = None
 
