@@ -20,15 +20,16 @@ from schemas.envelope import (
     new_envelope,
     parse_envelope,
     plan_stream,
+    promo_stream,
 )
 from schemas.events import *  # noqa: F401,F403
 from schemas.commands import DEFAULT_PRODUCT
-from schemas.events import EVENT_TYPES, CommandOutcome, CreditPart, Event, PaymentMethod
+from schemas.events import EVENT_TYPES, AppliedPromo, CommandOutcome, CreditPart, Event, PaymentMethod
 from schemas.receipts import Receipt, ReceiptItem
 
 __all__ = [
     "MAX_MINOR", "Money", "Payload", "StrictModel", "UtcDatetime", "COMMAND_TYPES", "EVENT_TYPES", "Command", "Event",
     "Customer", "PAYLOAD_TYPES", "SYSTEM", "Actor", "Envelope", "Metadata", "UnknownMessageType",
-    "account_stream", "account_user_id", "derived_id", "new_envelope", "parse_envelope", "plan_stream",
-    "CommandOutcome", "PaymentMethod", "CreditPart", "DEFAULT_PRODUCT", "Receipt", "ReceiptItem",
+    "account_stream", "account_user_id", "derived_id", "new_envelope", "parse_envelope", "plan_stream", "promo_stream",
+    "CommandOutcome", "PaymentMethod", "AppliedPromo", "CreditPart", "DEFAULT_PRODUCT", "Receipt", "ReceiptItem",
 ] + [c.__name__ for c in COMMAND_TYPES] + [e.__name__ for e in EVENT_TYPES]

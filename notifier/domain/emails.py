@@ -19,6 +19,7 @@ pair triggers the email (docs/decisions/0071):
 | subscription_expired   | SubscriptionExpired                            | —                            |
 | trial_started          | SubscriptionActivated with `trial` (the first charge's date and price) | PaymentSucceeded(card_check) |
 | card_replaced          | PaymentMethodReplaced (the check is refunded at once) | RefundSucceeded of a card check |
+| price_change           | PriceChangeAnnounced (new price, from which renewal; auto-renew off declines it) | PlanPriceChangeScheduled |
 | plan_upgraded          | PlanSwitched (charged amount, credit, new period) | PaymentSucceeded(upgrade) |
 | plan_switch_scheduled  | PlanSwitchScheduled (the new plan and its date) | —                           |
 
@@ -46,6 +47,7 @@ from schemas.events import (
     PaymentSucceeded,
     PlanSwitched,
     PlanSwitchScheduled,
+    PriceChangeAnnounced,
     RefundFailed,
     RefundRequested,
     RefundSucceeded,
@@ -66,7 +68,8 @@ from notifier.domain.reasons import expiry_reason, payment_reason, refund_failur
 EVENT_TYPES_SKIPPED = frozenset({
     "CommandSucceeded", "CommandRejected", "CommandFailed", "PlanCreated", "PlanArchived", "RenewalStarted",
     "PaymentCreated", "PaymentSucceeded", "PaymentStateUnknown", "RefundCreated", "RefundStateUnknown",
-    "SubscriptionAdjusted", "CardCheckStarted", "ReceiptRegistrationChanged", "UpgradeStarted", "PlanSwitchWithdrawn",
+    "SubscriptionAdjusted", "CardCheckStarted", "ReceiptRegistrationChanged", "PlanPriceChangeScheduled", "PromoCodeCreated",
+    "PromoCodeDeactivated", "PromoCodeRedeemed", "PromoCodeReleased", "UpgradeStarted", "PlanSwitchWithdrawn",
 })
 
 EMAIL_KINDS = (
@@ -84,6 +87,7 @@ EMAIL_KINDS = (
     "plan_switch_scheduled",
     "trial_started",
     "card_replaced",
+    "price_change",
 )
 
 
@@ -237,4 +241,6 @@ def _kind_and_values(data: object, facts: Facts) -> tuple[str | None, dict[str, 
         return "expiring_soon", {}
     if isinstance(data, SubscriptionExpired):
         return "subscription_expired", {"reason_text": lambda loc: expiry_reason(data.reason, loc)}
+    if isinstance(data, PriceChangeAnnounced):
+        return "price_change", {}
     return None, {}

@@ -11,6 +11,7 @@ from datetime import datetime, timedelta
 
 from schemas import (
     AdminCancelSubscription,
+    AnnouncePriceChange,
     AdminRefund,
     AutoRenewChanged,
     CancelSubscription,
@@ -20,6 +21,8 @@ from schemas import (
     ExtendSubscription,
     GrantSubscription,
     Money,
+    PromoCodeRedeemed,
+    PriceChangeAnnounced,
     PurchaseSubscription,
     RefundRequested,
     ReplacePaymentMethod,
@@ -68,6 +71,7 @@ from payment_processor.domain.decision import (
     renewal_receipt,
     succeed,
 )
+from payment_processor.domain.promo import charged, checkout_discount, refusal, renewal_discount
 from payment_processor.domain.provider import (
     CreatePayment,
     CreateRefund,
@@ -79,6 +83,7 @@ from payment_processor.domain.provider import (
     renewal_request,
     upgrade_request,
 )
+from payment_processor.domain.pricing import first_renewal_at_new_price, renewal_price
 from payment_processor.domain.refunds import PeriodQuote, period_quote
 from payment_processor.domain.state import (
     FINAL_PAYMENT,
@@ -139,14 +144,18 @@ def _purchase(state: AccountState, command: Envelope, ctx: Context) -> Decision:
         )
     # A checkout whose creation is still unknown (no payment page ever reached the customer)
     # does not block a new one; should it succeed after all, it is refunded as a duplicate.
-    assert plan.price is not None
+    price = plan.price_at(ctx.now)
+    assert price is not None
     if plan.trial_days > 0 and c.plan_id not in state.trials_used:
+        if c.promo_code is not None:  # a trial is not a promo code, and the two do not stack (decision 0121)
+            return reject(command, "promo_code_not_applicable",
+                          f"«{plan.name}» starts with a free trial; the promo code «{c.promo_code}» cannot be combined with it.")
         # A free trial, once per customer and plan: a card check saves the card the first charge
         # (at the trial's end) uses; the trial starts when the check succeeds (decision 0118).
         terms = TrialTerms(
             plan_id=c.plan_id,
             plan_name=plan.name,
-            price=plan.price,
+            price=price,
             period_days=plan.period_days,
             trial_days=plan.trial_days,
             auto_renew=c.auto_renew,
@@ -156,22 +165,35 @@ def _purchase(state: AccountState, command: Envelope, ctx: Context) -> Decision:
             state, command, c.subscription_id, "trial", c.customer, ctx, return_url=c.return_url, trial=terms
         )
     payment_id = derived_id("payment", cid)
+    promo = None
+    if c.promo_code is not None:
+        refused_code = refusal(ctx.promo, c.promo_code, c.plan_id, price, state.user_id, ctx.now)
+        if refused_code is not None:
+            return reject(command, *refused_code)
+        assert ctx.promo is not None
+        promo = checkout_discount(ctx.promo, price)
     intent = CheckoutStarted(
         subscription_id=c.subscription_id,
         payment_id=payment_id,
         plan_id=c.plan_id,
         plan_name=plan.name,
-        amount=plan.price,
+        amount=charged(price, promo),
         period_days=plan.period_days,
         auto_renew=c.auto_renew,
         customer=c.customer,
         idempotence_key=idempotence_key_for(payment_id),
         return_url=c.return_url or ctx.default_return_url,
         product=plan.product,
-        receipt=build_receipt(c.customer, plan.name, plan.price, plan_receipt_settings(plan, ctx.receipts)),
+        promo=promo,
+        receipt=build_receipt(c.customer, plan.name, charged(price, promo), plan_receipt_settings(plan, ctx.receipts)),
     )
     step = CreatePayment(payment_id, intent.idempotence_key, purchase_request(state.user_id, cid, intent))
-    return Decision([Emit(intent, cid)], step=step)
+    emits = [Emit(intent, cid)]
+    if promo is not None:
+        # The use is held on the code's stream in the same transaction (docs/decisions/0121).
+        redeemed = PromoCodeRedeemed(code=promo.code, user_id=state.user_id, subscription_id=c.subscription_id, payment_id=payment_id)
+        emits.append(Emit(redeemed, cid))
+    return Decision(emits, step=step)
 
 
 def _sync_payment(state: AccountState, command: Envelope, ctx: Context) -> Decision:
@@ -504,14 +526,21 @@ def _renew(state: AccountState, command: Envelope, ctx: Context) -> Decision:
         switch = sub.pending_switch
         plan_id, plan_name, days = switch.plan_id, switch.plan_name, switch.period_days
         plan = ctx.plan
-        price = plan.price if plan is not None and plan.plan_id == switch.plan_id and plan.price is not None else switch.price
+        price = switch.price
     payment_id = derived_id("payment", cid)
+    # The renewal's amount, in one place: the list price this renewal charges (its plan's scheduled
+    # price changes, decision 0120), less a promo code's discount while discounted periods remain (0121).
+    # A scheduled downgrade charges the new plan's price the customer was told when scheduling it.
+    list_price = price if sub.pending_switch is not None else renewal_price(sub, sub.period_end)
+    promo = renewal_discount(sub.promo, sub.promo_periods_left, list_price)
+    amount = charged(list_price, promo)  # the charge and its receipt
     intent = RenewalStarted(
         subscription_id=sub.subscription_id,
         payment_id=payment_id,
         plan_id=plan_id,
         plan_name=plan_name,
-        amount=price,
+        amount=amount,
+        promo=promo,
         period_start=sub.period_end,
         period_end=sub.period_end + timedelta(days=days),
         attempt=c.attempt,
@@ -519,9 +548,9 @@ def _renew(state: AccountState, command: Envelope, ctx: Context) -> Decision:
         idempotence_key=idempotence_key_for(payment_id),
         customer=sub.customer or state.customer,
         receipt=(
-            build_receipt(sub.customer or state.customer, plan_name, price, plan_receipt_settings(plan, ctx.receipts))
+            build_receipt(sub.customer or state.customer, plan_name, amount, plan_receipt_settings(plan, ctx.receipts))
             if sub.pending_switch is not None and plan is not None and plan.plan_id == plan_id
-            else renewal_receipt(state, sub, price, ctx)
+            else renewal_receipt(state, sub, amount, ctx)
         ),
     )
     step = CreatePayment(payment_id, intent.idempotence_key, renewal_request(state.user_id, cid, intent))
@@ -588,7 +617,7 @@ def _remind(state: AccountState, command: Envelope, ctx: Context) -> Decision:
         auto_renew=sub.auto_renew,
         customer=sub.customer or state.customer,
         trial=sub.trial,
-        next_charge=sub.price if sub.auto_renew and not sub.cancel_at_period_end else None,
+        next_charge=renewal_price(sub, sub.period_end) if sub.auto_renew and not sub.cancel_at_period_end else None,
     )
     return Decision([Emit(soon, cid), emit_succeeded(cid, command.type, subscription_id=sub.subscription_id)])
 
@@ -641,11 +670,12 @@ def _switch(state: AccountState, command: Envelope, ctx: Context) -> Decision:
         return Decision([Emit(withdrawn, cid), emit_succeeded(cid, command.type, subscription_id=sub.subscription_id, plan_id=sub.plan_id, message=message)])
     if plan.archived:
         return reject(command, "plan_archived", f"The plan «{plan.name}» is no longer sold.")
-    assert plan.price is not None
-    if plan.price.currency != sub.price.currency:
-        return reject(command, "other_product", f"«{plan.name}» is sold in {plan.price.currency}, this subscription in {sub.price.currency}.")
-    if plan.price.minor > sub.price.minor:
-        return _upgrade(state, command, sub, plan, c, ctx)
+    price = plan.price_at(ctx.now)  # the plan's price now (a scheduled price change may be in effect)
+    assert price is not None
+    if price.currency != sub.price.currency:
+        return reject(command, "other_product", f"«{plan.name}» is sold in {price.currency}, this subscription in {sub.price.currency}.")
+    if price.minor > sub.price.minor:
+        return _upgrade(state, command, sub, plan, price, c, ctx)
     # a downgrade (or a plan of the same price): it takes effect with the renewal at the period end
     if not sub.auto_renew or sub.cancel_at_period_end or sub.granted:
         return reject(
@@ -656,9 +686,9 @@ def _switch(state: AccountState, command: Envelope, ctx: Context) -> Decision:
         return succeed(command, subscription_id=sub.subscription_id, plan_id=plan.plan_id, message=f"The switch to «{plan.name}» on {fmt_day(sub.period_end)} is already scheduled.")
     scheduled = PlanSwitchScheduled(
         subscription_id=sub.subscription_id, from_plan_name=sub.plan_name, plan_id=plan.plan_id, plan_name=plan.name,
-        price=plan.price, period_days=plan.period_days, effective_at=sub.period_end, customer=customer,
+        price=price, period_days=plan.period_days, effective_at=sub.period_end, customer=customer,
     )
-    message = f"«{plan.name}» starts on {fmt_day(sub.period_end)} with the renewal ({plan.price}); until then «{sub.plan_name}» stays."
+    message = f"«{plan.name}» starts on {fmt_day(sub.period_end)} with the renewal ({price}); until then «{sub.plan_name}» stays."
     return Decision([Emit(scheduled, cid), emit_succeeded(cid, command.type, subscription_id=sub.subscription_id, plan_id=plan.plan_id, message=message)])
 
 
@@ -676,19 +706,21 @@ def upgrade_quote(state: AccountState, sub: Subscription, price: Money, now: dat
     return 0, PeriodQuote(price.minor, quote.days_used, quote.days_in_period, tuple(parts))
 
 
-def _upgrade(state: AccountState, command: Envelope, sub: Subscription, plan: PlanState, c: SwitchPlan, ctx: Context) -> Decision:
+def _upgrade(
+    state: AccountState, command: Envelope, sub: Subscription, plan: PlanState, price: Money, c: SwitchPlan, ctx: Context
+) -> Decision:
     cid = command_id_of(command)
-    assert plan.price is not None and sub.period_start is not None
+    assert sub.period_start is not None
     if any(r.subscription_id == sub.subscription_id and r.status not in FINAL_REFUND for r in state.refunds.values()):
         return reject(command, "refund_in_progress", "A refund for this subscription is in progress; switch once it has settled.")
-    charge_minor, credit = upgrade_quote(state, sub, plan.price, ctx.now)
-    currency = plan.price.currency
+    charge_minor, credit = upgrade_quote(state, sub, price, ctx.now)
+    currency = price.currency
     credit_from = [CreditPart(payment_id=p.payment_id, amount=Money.from_minor(m, currency)) for p, m in credit.parts]
     customer = sub.customer or state.customer
     if charge_minor == 0:
         switched = PlanSwitched(
             subscription_id=sub.subscription_id, from_plan_id=sub.plan_id, from_plan_name=sub.plan_name,
-            plan_id=plan.plan_id or c.plan_id, plan_name=plan.name, price=plan.price, period_days=plan.period_days,
+            plan_id=plan.plan_id or c.plan_id, plan_name=plan.name, price=price, period_days=plan.period_days,
             period_start=ctx.now, period_end=ctx.now + timedelta(days=plan.period_days),
             amount_charged=Money.from_minor(0, currency), credit=Money.from_minor(credit.amount_minor, currency),
             credit_from=credit_from, customer=customer,
@@ -705,7 +737,7 @@ def _upgrade(state: AccountState, command: Envelope, sub: Subscription, plan: Pl
         replaces_period_start=sub.period_start,
         plan_id=plan.plan_id or c.plan_id,
         plan_name=plan.name,
-        price=plan.price,
+        price=price,
         period_days=plan.period_days,
         amount=Money.from_minor(charge_minor, currency),
         credit=Money.from_minor(credit.amount_minor, currency),
@@ -720,6 +752,42 @@ def _upgrade(state: AccountState, command: Envelope, sub: Subscription, plan: Pl
     )
     step = CreatePayment(payment_id, intent.idempotence_key, upgrade_request(state.user_id, cid, intent))
     return Decision([Emit(intent, cid)], step=step)
+
+
+def _announce_price_change(state: AccountState, command: Envelope, ctx: Context) -> Decision:
+    """Tell a subscriber about a plan's price change, fixing the first renewal at the new price
+    (docs/decisions/0120); anything that makes the notice pointless ends the command quietly."""
+    c: AnnouncePriceChange = command.data  # type: ignore[assignment]
+    cid = command_id_of(command)
+    sub = find_subscription(state, command, c.subscription_id)
+    if isinstance(sub, Decision):
+        return sub
+    plan = ctx.plan
+    change = plan.change(c.change_id) if plan is not None and plan.plan_id == c.plan_id else None
+    if change is None:
+        return reject(command, "price_change_not_found", f"The plan «{c.plan_id}» has no price change {c.change_id}.")
+    if sub.plan_id != c.plan_id or sub.status not in LIVE_SUBSCRIPTION or sub.period_end is None or sub.granted:
+        return succeed(command, subscription_id=sub.subscription_id, message="No notice needed: the subscription does not renew on this plan.")
+    if change.grandfather:
+        return succeed(command, subscription_id=sub.subscription_id, message="No notice needed: existing subscribers keep their price.")
+    if c.change_id in sub.announced_changes:
+        return succeed(command, subscription_id=sub.subscription_id, message="The subscriber was already told.")
+    first = first_renewal_at_new_price(sub.period_end, sub.period_days, change.effective_at, ctx.now, ctx.price_change_notice_days)
+    old = renewal_price(sub, first)
+    if old == change.price:
+        return succeed(command, subscription_id=sub.subscription_id, message="No notice needed: the subscriber already pays this price.")
+    announced = PriceChangeAnnounced(
+        subscription_id=sub.subscription_id,
+        plan_id=c.plan_id,
+        change_id=c.change_id,
+        old_price=old,
+        new_price=change.price,
+        effective_at=change.effective_at,
+        first_renewal_at=first,
+        customer=sub.customer or state.customer,
+    )
+    message = f"Renewals from {fmt_day(first)} cost {change.price}."
+    return Decision([Emit(announced, cid), emit_succeeded(cid, command.type, subscription_id=sub.subscription_id, message=message)])
 
 
 ACCOUNT_DECIDERS: dict[type, Callable[[AccountState, Envelope, Context], Decision]] = {
@@ -737,4 +805,5 @@ ACCOUNT_DECIDERS: dict[type, Callable[[AccountState, Envelope, Context], Decisio
     AdminRefund: _admin_refund,
     AdminCancelSubscription: _admin_cancel,
     SwitchPlan: _switch,
+    AnnouncePriceChange: _announce_price_change,
 }

@@ -24,6 +24,7 @@ from schemas import (
     PaymentStateUnknown,
     PaymentSucceeded,
     PlanSwitched,
+    PromoCodeReleased,
     RefundRequested,
     RenewalFailed,
     RenewalStarted,
@@ -139,6 +140,8 @@ def observe_payment(
             )
         )
         emits += renewal_failed(state, payment, reason, ctx, by)
+        if not outcome.outcome_unknown:
+            emits += promo_released(state, payment, reason, by)
         terminal = payment_origin_terminal(state, payment, outcome)
         if terminal:
             emits.append(terminal)
@@ -186,7 +189,9 @@ def observe_payment(
         effects, next_step = payment_succeeded_effects(state, payment, outcome, paid_at, ctx, by)
         emits += effects
     elif late:
-        pass  # declined or still pending: it already counts as failed; PaymentCreated records the answer
+        # declined or still pending: it already counts as failed; PaymentCreated records the answer
+        if outcome.status == "canceled":
+            emits += promo_released(state, payment, outcome.cancellation_reason or "canceled", by)
     elif outcome.status == "canceled":
         reason = outcome.cancellation_reason or "canceled"
         emits.append(
@@ -205,6 +210,7 @@ def observe_payment(
             )
         )
         emits += renewal_failed(state, payment, reason, ctx, by)
+        emits += promo_released(state, payment, reason, by)
     terminal = payment_origin_terminal(state, payment, outcome, refunding=next_step is not None)
     if terminal:
         emits.append(terminal)
@@ -236,6 +242,7 @@ def payment_succeeded_effects(
                     payment_id=payment.payment_id,
                     payment_method_title=seen.payment_method_title if seen.payment_method_saved else None,
                     customer=payment.customer,
+                    promo=intent.promo,
                 )
                 return [Emit(activated, by)], None
             why = (
@@ -268,6 +275,7 @@ def payment_succeeded_effects(
             period_end=start + (intent.period_end - intent.period_start),
             amount=payment.amount,
             customer=payment.customer,
+            promo=intent.promo,
         )
         if intent.plan_id != sub.plan_id:  # a scheduled downgrade takes effect with this renewal
             renewed = renewed.model_copy(update={"plan_id": intent.plan_id, "plan_name": intent.plan_name, "previous_plan_name": sub.plan_name})
@@ -281,8 +289,17 @@ def upgrade_succeeded(
 ) -> tuple[list[Emit], ProviderStep | None]:
     """An upgrade charge went through: the subscription moves to the new plan with a new period from
     now — if it is still the live subscription and the period the credit was computed on. Otherwise
-    (canceled, expired, renewed or switched meanwhile) the charge is refunded in full."""
-    if sub.status in LIVE_SUBSCRIPTION and sub.plan_id == intent.from_plan_id and sub.period_start == intent.replaces_period_start:
+    (canceled, expired, renewed or switched meanwhile, or a renewal charge started after this one was
+    given up on and may still succeed: it pays for the period the switch would replace) the charge is
+    refunded in full."""
+    renewal_open = any(
+        p.purpose == "renewal" and (p.status not in FINAL_PAYMENT or p.outcome_unknown)
+        for p in (state.payments.get(pid) for pid in sub.payment_ids) if p is not None
+    )
+    if (
+        sub.status in LIVE_SUBSCRIPTION and sub.plan_id == intent.from_plan_id and sub.period_start == intent.replaces_period_start
+        and not renewal_open
+    ):
         switched = PlanSwitched(
             subscription_id=sub.subscription_id,
             from_plan_id=intent.from_plan_id,
@@ -417,6 +434,22 @@ def full_refund(
     )
     emits.append(Emit(intent, by))
     return emits, CreateRefund(refund_id, intent.idempotence_key, refund_request(intent, sub.plan_name))
+
+
+def promo_released(state: AccountState, payment: Payment, reason: str, by: UUID) -> list[Emit]:
+    """A checkout that held a promo code's use and certainly took no money frees the use again. A
+    checkout whose outcome stays unknown keeps it (it may have been paid with the discount)."""
+    intent = payment.intent
+    if not isinstance(intent, CheckoutStarted) or intent.promo is None:
+        return []
+    released = PromoCodeReleased(
+        code=intent.promo.code,
+        user_id=state.user_id,
+        subscription_id=payment.subscription_id,
+        payment_id=payment.payment_id,
+        reason=reason[:500],
+    )
+    return [Emit(released, by)]
 
 
 def renewal_failed(state: AccountState, payment: Payment, reason: str, ctx: Context, by: UUID) -> list[Emit]:

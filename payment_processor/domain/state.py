@@ -14,6 +14,7 @@ from typing import Literal
 from uuid import UUID
 
 from schemas import (
+    AppliedPromo,
     AutoRenewChanged,
     CardCheckStarted,
     CheckoutStarted,
@@ -35,6 +36,8 @@ from schemas import (
     PlanSwitchScheduled,
     PlanSwitchWithdrawn,
     ReceiptRegistrationChanged,
+    PlanPriceChangeScheduled,
+    PriceChangeAnnounced,
     RefundCreated,
     RefundFailed,
     RefundRequested,
@@ -61,6 +64,16 @@ LIVE_SUBSCRIPTION: frozenset[str] = frozenset({"active", "past_due"})
 """Statuses in which the customer has access and the subscription can be canceled or changed."""
 FINAL_PAYMENT: frozenset[str] = frozenset({"succeeded", "canceled"})
 FINAL_REFUND: frozenset[str] = frozenset({"succeeded", "canceled"})
+
+
+@dataclass(frozen=True, slots=True)
+class PriceStep:
+    """An announced price: renewals whose period starts at/after `starts_at` cost `price`."""
+
+    starts_at: datetime
+    price: Money
+    effective_at: datetime
+    change_id: UUID
 
 
 @dataclass
@@ -109,11 +122,21 @@ class Subscription:
     """The current period began with an upgrade: it is `period_days` from `period_start`."""
     pending_switch: PlanSwitchScheduled | None = None
     """A downgrade that takes effect with the renewal at the period end."""
+    promo: AppliedPromo | None = None
+    """The promo code the checkout applied (its terms discount renewals while periods remain)."""
+    promo_periods_left: int = 0
+    """Discounted periods still to come after the last paid one."""
     trial: bool = False
     """In a free trial: nothing was paid for the current period; the first renewal charges the plan's price."""
     renew_after_check: UUID | None = None
     """A card check started to turn auto-renewal on: it turns on when this check saves the card, unless
     the customer said otherwise (auto-renewal changed, canceled, expired) before that."""
+    price_steps: list[PriceStep] = field(default_factory=list)
+    """Plan price changes announced to this subscriber (PriceChangeAnnounced); see `pricing.renewal_price`."""
+
+    @property
+    def announced_changes(self) -> frozenset[UUID]:
+        return frozenset(step.change_id for step in self.price_steps)
 
 
 @dataclass
@@ -203,6 +226,16 @@ class AccountState:
         return None
 
 
+@dataclass(frozen=True, slots=True)
+class PriceChange:
+    """A plan's scheduled price (PlanPriceChangeScheduled)."""
+
+    change_id: UUID
+    price: Money
+    effective_at: datetime
+    grandfather: bool
+
+
 @dataclass
 class PlanState:
     stream_id: str
@@ -218,12 +251,25 @@ class PlanState:
     vat_code: int | None = None
     payment_subject: str | None = None
     payment_mode: str | None = None
+    price_changes: list[PriceChange] = field(default_factory=list)
+    """Scheduled prices, in increasing `effective_at` (the decider refuses one out of order)."""
     events_per_command: dict[UUID, int] = field(default_factory=dict)
     terminal: dict[UUID, str] = field(default_factory=dict)
 
     @property
     def exists(self) -> bool:
         return self.plan_id is not None
+
+    def price_at(self, when: datetime) -> Money | None:
+        """The price a purchase at `when` pays: the newest change in effect, else the created price."""
+        price = self.price
+        for change in self.price_changes:
+            if change.effective_at <= when:
+                price = change.price
+        return price
+
+    def change(self, change_id: UUID) -> PriceChange | None:
+        return next((c for c in self.price_changes if c.change_id == change_id), None)
 
 
 def _count(state: AccountState | PlanState, event: Envelope) -> None:
@@ -251,6 +297,8 @@ def apply_plan(state: PlanState, event: Envelope) -> PlanState:
         state.trial_days = data.trial_days
     elif isinstance(data, PlanArchived):
         state.archived = True
+    elif isinstance(data, PlanPriceChangeScheduled):
+        state.price_changes.append(PriceChange(data.change_id, data.price, data.effective_at, data.grandfather))
     return state
 
 
@@ -290,13 +338,15 @@ def _checkout_started(s: AccountState, e: CheckoutStarted, at: datetime, cid: UU
         plan_id=e.plan_id,
         plan_name=e.plan_name,
         period_days=e.period_days,
-        price=e.amount,
+        price=e.promo.list_price if e.promo else e.amount,  # renewals start from the list price
         status="pending_payment",
         auto_renew=e.auto_renew,
         origin_command_id=origin,
         customer=e.customer,
         payment_ids=[e.payment_id],
         product=e.product,
+        promo=e.promo,
+        promo_periods_left=e.promo.periods_left if e.promo else 0,
     )
     s.payments[e.payment_id] = Payment(
         payment_id=e.payment_id,
@@ -582,12 +632,16 @@ def _renewed(s: AccountState, e: SubscriptionRenewed, at: datetime, cid: UUID | 
     sub.trial = False  # the first paid period after a trial
     sub.renewal_attempt = 0
     sub.next_retry_at, sub.dunning_over = None, False
+    payment = s.payments.get(e.payment_id)
+    if payment is not None and isinstance(payment.intent, RenewalStarted) and payment.intent.promo is not None:
+        sub.promo_periods_left = payment.intent.promo.periods_left  # one more discounted period was paid
     if e.plan_id is not None and e.plan_id != sub.plan_id:
         # A scheduled downgrade took effect with this renewal: its charge was the new plan's price.
-        payment = s.payments.get(e.payment_id)
+        switch = sub.pending_switch
         sub.plan_id, sub.plan_name = e.plan_id, e.plan_name or e.plan_id
-        sub.price = payment.amount if payment is not None else e.amount
+        sub.price = switch.price if switch is not None and switch.plan_id == e.plan_id else e.amount
         sub.period_days = max((e.period_end - e.period_start).days, 1)
+        sub.price_steps = []  # announced price changes were the old plan's
     sub.pending_switch = None
 
 
@@ -625,6 +679,7 @@ def _plan_switched(s: AccountState, e: PlanSwitched, at: datetime, cid: UUID | N
     sub.funding = funding
     sub.switched_period, sub.granted, sub.trial = True, False, False
     sub.plan_id, sub.plan_name, sub.price, sub.period_days = e.plan_id, e.plan_name, e.price, e.period_days
+    sub.price_steps = []  # announced price changes were the old plan's
     sub.status = "active"
     sub.period_start, sub.period_end = e.period_start, e.period_end
     sub.renewal_attempt = 0
@@ -673,6 +728,12 @@ def _adjusted(s: AccountState, e: SubscriptionAdjusted, at: datetime, cid: UUID 
         sub.period_end = e.period_end
 
 
+def _price_announced(s: AccountState, e: PriceChangeAnnounced, at: datetime, cid: UUID | None) -> None:
+    sub = s.subscriptions.get(e.subscription_id)
+    if sub is not None and e.change_id not in sub.announced_changes:
+        sub.price_steps.append(PriceStep(e.first_renewal_at, e.new_price, e.effective_at, e.change_id))
+
+
 _APPLIERS = {
     CheckoutStarted: _checkout_started,
     RenewalStarted: _renewal_started,
@@ -700,4 +761,5 @@ _APPLIERS = {
     PlanSwitchScheduled: _switch_scheduled,
     PlanSwitchWithdrawn: _switch_withdrawn,
     ReceiptRegistrationChanged: _receipt_registration,
+    PriceChangeAnnounced: _price_announced,
 }

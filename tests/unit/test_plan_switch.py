@@ -7,6 +7,7 @@ are plain values fed to `resolve`.
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
 from datetime import timedelta
 
@@ -246,3 +247,24 @@ def test_a_switch_command_delivered_twice_charges_once():
     acc.handle(command, paid(2))
     assert acc.handle(command, paid(2)) == []
     assert sum(1 for p in acc.state.payments.values() if p.purpose == "upgrade") == 1
+
+
+def test_a_late_upgrade_success_while_a_renewal_charge_is_in_flight_is_refunded_not_applied():
+    """Found by the model: an upgrade given up on (no answer within the key's window) lets the renewal
+    start; its late success must not start a period the renewal in flight is also paying for."""
+    acc = account()
+    sub_id = acc.active("monthly")
+    switch(acc, sub_id, "yearly")  # crash before the call: the upgrade's create is never answered
+    upgrade = acc.state.subscriptions[sub_id].payment_ids[-1]
+    acc.now += timedelta(hours=24)
+    acc.sync(upgrade)  # the janitor gives up: PaymentFailed(outcome_unknown)
+    assert acc.state.payments[upgrade].outcome_unknown
+    sub = acc.state.subscriptions[sub_id]
+    acc.now = sub.period_end - timedelta(hours=12)  # type: ignore[operator]
+    acc.run(s.RenewSubscription(subscription_id=sub_id, period_end=sub.period_end), pending(3), actor="system")  # type: ignore[arg-type]
+    late = dataclasses.replace(paid(2, at=acc.now), metadata={"payment_id": str(upgrade)})  # YooKassa's copy names ours
+    events = acc.run(s.SyncPayment(provider_payment_id=late.id), late, refund_ok(4), actor="provider")
+    assert "PlanSwitched" not in types(events)
+    refund = next(e.data for e in events if e.type == "RefundRequested")
+    assert refund.payment_id == upgrade and refund.amount == acc.state.payments[upgrade].amount
+    assert acc.state.subscriptions[sub_id].plan_id == "monthly"

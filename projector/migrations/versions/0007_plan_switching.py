@@ -4,15 +4,15 @@ its current period after an upgrade, and a downgrade scheduled for the period en
 Plans created before products existed belong to the default product (`cinema`), as their
 PlanCreated events read without the field.
 
-Revision ID: rm0005_switch
-Revises: rm0003_receipts
+Revision ID: rm0007_switch
+Revises: rm0006_promo
 Create Date: 2026-12-06
 """
 
 from alembic import op
 
-revision = "rm0005_switch"
-down_revision = "rm0003_receipts"
+revision = "rm0007_switch"
+down_revision = "rm0006_promo"
 branch_labels = None
 depends_on = None
 
