@@ -81,6 +81,34 @@ class RenewalStarted(Event):
     customer: Customer | None = None
 
 
+class RecoveryStarted(Event):
+    """The intent to take an overdue renewal's payment from the customer on a payment page (pay now),
+    recorded before YooKassa is called. It pays the same period an automatic renewal would have:
+    from the old period end (`period_start`) for one period, at the renewal's amount."""
+
+    subscription_id: UUID
+    payment_id: UUID
+    plan_id: PlanId
+    plan_name: str
+    amount: Money
+    period_start: UtcDatetime = Field(description="the old period end: the new period starts there")
+    period_end: UtcDatetime
+    customer: Customer
+    idempotence_key: str
+    return_url: str | None = None
+
+
+class RenewalConfirmationRequired(Event):
+    """A renewal charge of the saved card needs the customer to confirm it (3-D Secure): YooKassa
+    answered `pending` with a payment page. Recorded once per payment, so the link is emailed once."""
+
+    subscription_id: UUID
+    payment_id: UUID
+    amount: Money
+    confirmation_url: str
+    customer: Customer
+
+
 class PaymentCreated(Event):
     payment_id: UUID
     subscription_id: UUID
@@ -225,6 +253,7 @@ class SubscriptionRenewed(Event):
     period_end: UtcDatetime
     amount: Money
     customer: Customer | None = None
+    purpose: PaymentPurpose = Field(default="renewal", description="recovery: the customer paid an overdue renewal now")
 
 
 class RenewalFailed(Event):
@@ -300,6 +329,8 @@ EVENT_TYPES: tuple[type[Event], ...] = (
     PlanArchived,
     CheckoutStarted,
     RenewalStarted,
+    RecoveryStarted,
+    RenewalConfirmationRequired,
     PaymentCreated,
     PaymentSucceeded,
     PaymentFailed,

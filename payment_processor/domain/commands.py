@@ -6,7 +6,7 @@ from __future__ import annotations
 from uuid import UUID
 
 from collections.abc import Callable
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from schemas import (
     AdminCancelSubscription,
@@ -19,7 +19,9 @@ from schemas import (
     ExtendSubscription,
     GrantSubscription,
     Money,
+    PayOverdueSubscription,
     PurchaseSubscription,
+    RecoveryStarted,
     RefundRequested,
     RenewalFailed,
     RenewalStarted,
@@ -61,6 +63,7 @@ from payment_processor.domain.provider import (
     FindPayment,
     FindRefund,
     purchase_request,
+    recovery_request,
     refund_request,
     renewal_request,
 )
@@ -370,6 +373,22 @@ def _grant(state: AccountState, command: Envelope, ctx: Context) -> Decision:
     return Decision([Emit(activated, cid), emit_succeeded(cid, command.type, subscription_id=c.subscription_id, plan_id=c.plan_id)])
 
 
+def renewal_amount(state: AccountState, sub: Subscription, ctx: Context) -> Money:
+    """What charging `sub`'s next period costs: the ONE computation, shared by the automatic
+    renewal and the customer paying an overdue renewal now (so the two can never disagree)."""
+    return sub.price
+
+
+def next_period(sub: Subscription) -> tuple[datetime, datetime]:
+    """The period a renewal charge pays for: one period from the old end, never from now (0090)."""
+    assert sub.period_end is not None
+    return sub.period_end, sub.period_end + timedelta(days=sub.period_days)
+
+
+RECOVERY_OPEN = "the customer's own payment for this period is open; it is not charged again"
+UNKNOWN_OPEN = "an earlier renewal charge's outcome is still unknown; it is not charged again"
+
+
 def _renew(state: AccountState, command: Envelope, ctx: Context) -> Decision:
     c: RenewSubscription = command.data  # type: ignore[assignment]
     cid = command_id_of(command)
@@ -395,15 +414,20 @@ def _renew(state: AccountState, command: Envelope, ctx: Context) -> Decision:
         p = state.payments.get(pid)
         if p is not None and isinstance(p.intent, RenewalStarted) and p.outcome_unknown:
             return _renewal_blocked(state, command, sub, p, c.attempt, ctx)
+        if p is not None and isinstance(p.intent, RecoveryStarted) and p.status not in FINAL_PAYMENT:
+            # The customer is paying this period themselves (pay now): the retry does not charge,
+            # and counts as one more attempt so dunning runs on should they not pay (0117).
+            return _renewal_blocked(state, command, sub, p, c.attempt, ctx, reason=RECOVERY_OPEN)
     payment_id = derived_id("payment", cid)
+    period_start, period_end = next_period(sub)
     intent = RenewalStarted(
         subscription_id=sub.subscription_id,
         payment_id=payment_id,
         plan_id=sub.plan_id,
         plan_name=sub.plan_name,
-        amount=sub.price,
-        period_start=sub.period_end,
-        period_end=sub.period_end + timedelta(days=sub.period_days),
+        amount=renewal_amount(state, sub, ctx),
+        period_start=period_start,
+        period_end=period_end,
         attempt=c.attempt,
         payment_method_id=sub.payment_method_id,
         idempotence_key=idempotence_key_for(payment_id),
@@ -413,14 +437,16 @@ def _renew(state: AccountState, command: Envelope, ctx: Context) -> Decision:
     return Decision([Emit(intent, cid)], step=step)
 
 
-def _renewal_blocked(state: AccountState, command: Envelope, sub: Subscription, unknown: Payment, attempt: int, ctx: Context) -> Decision:
-    """A renewal attempt that may not charge: an earlier charge's outcome is still unknown.
+def _renewal_blocked(
+    state: AccountState, command: Envelope, sub: Subscription, unknown: Payment, attempt: int, ctx: Context, *, reason: str = UNKNOWN_OPEN
+) -> Decision:
+    """A renewal attempt that may not charge: an earlier charge's outcome is still unknown, or the
+    customer's own payment of the period (pay now) is open.
 
     Charging again could take the money twice; not charging is one more failed attempt, so dunning
-    runs its course (and the subscription expires at its end) unless the late answer arrives.
+    runs its course (and the subscription expires at its end) unless the other charge succeeds.
     """
     cid = command_id_of(command)
-    reason = "an earlier renewal charge's outcome is still unknown; it is not charged again"
     retries = ctx.dunning_retry_days
     final = attempt > len(retries)
     next_retry_at = None if final else ctx.now + timedelta(days=retries[attempt - 1])
@@ -434,8 +460,62 @@ def _renewal_blocked(state: AccountState, command: Envelope, sub: Subscription, 
         final=final,
         customer=sub.customer or state.customer,
     )
-    message = "Not charged: an earlier renewal charge's outcome is still unknown."
+    message = f"Not charged: {reason.split(';')[0]}."
     return Decision([Emit(failed, cid), emit_succeeded(cid, command.type, subscription_id=sub.subscription_id, message=message)])
+
+
+def _pay_overdue(state: AccountState, command: Envelope, ctx: Context) -> Decision:
+    """The customer pays a past-due subscription now, on a payment page (docs/decisions/0117).
+
+    One renewal charge at a time: an open payment page for this period (a pay-now checkout, or an
+    automatic renewal waiting for 3-D Secure) is handed back instead of a new one (as a repeat
+    purchase is, 0041); an automatic charge in flight without a page, or one whose outcome we never
+    heard, refuses. A pay-now whose creation is still unknown (no page ever reached the customer)
+    does not block a new one; should it succeed after the period was paid, it is refunded in full.
+    """
+    c: PayOverdueSubscription = command.data  # type: ignore[assignment]
+    cid = command_id_of(command)
+    sub = find_subscription(state, command, c.subscription_id)
+    if isinstance(sub, Decision):
+        return sub
+    if sub.status != "past_due" or sub.period_end is None:
+        return reject(command, "not_past_due", f"The subscription is {sub.status.replace('_', ' ')}: nothing is overdue to pay.")
+    for pid in reversed(sub.payment_ids):
+        p = state.payments.get(pid)
+        if p is None or not p.renews_period:
+            continue
+        if p.status == "pending" and p.confirmation_url:
+            return succeed(
+                command,
+                subscription_id=sub.subscription_id,
+                payment_id=p.payment_id,
+                confirmation_url=p.confirmation_url,
+                message="A payment for this subscription is already open: continue it to pay.",
+            )
+        if isinstance(p.intent, RenewalStarted) and (p.status not in FINAL_PAYMENT or p.outcome_unknown):
+            return reject(
+                command,
+                "renewal_in_progress",
+                "An automatic renewal charge for this subscription is in progress; wait for its outcome before paying again.",
+            )
+    customer = sub.customer or state.customer
+    assert customer is not None
+    payment_id = derived_id("payment", cid)
+    period_start, period_end = next_period(sub)
+    intent = RecoveryStarted(
+        subscription_id=sub.subscription_id,
+        payment_id=payment_id,
+        plan_id=sub.plan_id,
+        plan_name=sub.plan_name,
+        amount=renewal_amount(state, sub, ctx),
+        period_start=period_start,
+        period_end=period_end,
+        customer=customer,
+        idempotence_key=idempotence_key_for(payment_id),
+        return_url=c.return_url or ctx.default_return_url,
+    )
+    step = CreatePayment(payment_id, intent.idempotence_key, recovery_request(state.user_id, cid, intent))
+    return Decision([Emit(intent, cid)], step=step)
 
 
 def _expire(state: AccountState, command: Envelope, ctx: Context) -> Decision:
@@ -479,6 +559,7 @@ ACCOUNT_DECIDERS: dict[type, Callable[[AccountState, Envelope, Context], Decisio
     RenewSubscription: _renew,
     ExpireSubscription: _expire,
     SendExpiryReminder: _remind,
+    PayOverdueSubscription: _pay_overdue,
     ExtendSubscription: _extend,
     GrantSubscription: _grant,
     AdminRefund: _admin_refund,

@@ -18,6 +18,7 @@ from schemas import (
     Metadata,
     PaymentFailed,
     PaymentSucceeded,
+    RecoveryStarted,
     RefundFailed,
     RefundRequested,
     RefundSucceeded,
@@ -69,7 +70,7 @@ def operation_changes(emits: list[Emit]) -> list[OperationChange]:
     changes: list[OperationChange] = []
     for emit in emits:
         p = emit.payload
-        if isinstance(p, (CheckoutStarted, RenewalStarted)):
+        if isinstance(p, (CheckoutStarted, RenewalStarted, RecoveryStarted)):
             changes.append(OperationChange("open", "payment", p.payment_id))
         elif isinstance(p, RefundRequested):
             changes.append(OperationChange("open", "refund", p.refund_id))

@@ -19,7 +19,9 @@ from schemas import (
     PaymentMethod,
     PaymentStateUnknown,
     PaymentSucceeded,
+    RecoveryStarted,
     RefundRequested,
+    RenewalConfirmationRequired,
     RenewalFailed,
     RenewalStarted,
     SubscriptionActivated,
@@ -47,6 +49,7 @@ from payment_processor.domain.provider import (
     ProviderStep,
     ProviderUnknown,
     purchase_request,
+    recovery_request,
     refund_request,
     renewal_request,
 )
@@ -66,6 +69,8 @@ def payment_step(state: AccountState, payment: Payment) -> ProviderStep:
     intent = payment.intent
     if isinstance(intent, CheckoutStarted):
         body = purchase_request(state.user_id, payment.origin_command_id, intent)
+    elif isinstance(intent, RecoveryStarted):
+        body = recovery_request(state.user_id, payment.origin_command_id, intent)
     else:
         body = renewal_request(state.user_id, payment.origin_command_id, intent)
     return CreatePayment(payment.payment_id, payment.idempotence_key, body)
@@ -135,6 +140,27 @@ def observe_payment(
                     status=outcome.status,
                     confirmation_url=outcome.confirmation_url,
                     purpose=payment.purpose,
+                ),
+                by,
+            )
+        )
+    if (
+        not late
+        and outcome.status == "pending"
+        and outcome.confirmation_url
+        and isinstance(payment.intent, RenewalStarted)
+        and not payment.confirmation_requested
+    ):
+        # The bank wants the customer to confirm the renewal (3-D Secure): record the page once, so
+        # the customer is emailed its link once; its success renews as any renewal does (0117).
+        emits.append(
+            Emit(
+                RenewalConfirmationRequired(
+                    subscription_id=payment.subscription_id,
+                    payment_id=payment.payment_id,
+                    amount=payment.amount,
+                    confirmation_url=outcome.confirmation_url,
+                    customer=payment.customer,
                 ),
                 by,
             )
@@ -220,6 +246,26 @@ def payment_succeeded_effects(
             )
             return full_refund(state, payment, seen, sub, why, ctx, by, cancel=True)
         why = f"The payment for «{sub.plan_name}» succeeded after the subscription was {sub.status}; it is refunded in full."
+        return full_refund(state, payment, seen, sub, why, ctx, by, cancel=False)
+
+    if isinstance(intent, RecoveryStarted):
+        # The customer paid the overdue period now: it renews exactly that period, from the old end
+        # — unless it was paid meanwhile (an automatic retry) or the subscription ended (0117).
+        if sub.status in LIVE_SUBSCRIPTION and sub.period_end == intent.period_start:
+            renewed = SubscriptionRenewed(
+                subscription_id=sub.subscription_id,
+                payment_id=payment.payment_id,
+                period_start=intent.period_start,
+                period_end=intent.period_end,
+                amount=payment.amount,
+                customer=payment.customer,
+                purpose="recovery",
+            )
+            return [Emit(renewed, by)], None
+        if sub.status in LIVE_SUBSCRIPTION:
+            why = f"The payment for «{sub.plan_name}» succeeded after the period had already been paid; it is refunded in full."
+        else:
+            why = f"The payment for «{sub.plan_name}» succeeded after the subscription was {sub.status}; it is refunded in full."
         return full_refund(state, payment, seen, sub, why, ctx, by, cancel=False)
 
     # a renewal
@@ -331,8 +377,12 @@ def payment_origin_terminal(
                 "succeeded": "The renewal charge is refunded: renewal had been turned off." if refunding else "The subscription was renewed.",
                 "canceled": f"The renewal charge was declined: {outcome.cancellation_reason or 'canceled'}.",
             }.get(outcome.status, "The renewal charge is pending at YooKassa.")
+            if outcome.status == "pending" and outcome.confirmation_url:
+                message = "The renewal charge waits for the customer to confirm it (3-D Secure); they were emailed the link."
         return emit_succeeded(origin, ctype, subscription_id=payment.subscription_id, payment_id=payment.payment_id, message=message)
 
+    if payment.purpose == "recovery":
+        return _recovery_terminal(payment, outcome, refunding=refunding)
     ctype = "PurchaseSubscription"
     if isinstance(outcome, ProviderRefused):
         return emit_failed(origin, ctype, f"YooKassa refused to create the payment: {outcome.detail}")
@@ -344,6 +394,28 @@ def payment_origin_terminal(
         message = "The payment was refunded: you already have this subscription." if refunding else "Paid."
     return emit_succeeded(
         origin,
+        ctype,
+        subscription_id=payment.subscription_id,
+        payment_id=payment.payment_id,
+        confirmation_url=outcome.confirmation_url or payment.confirmation_url,
+        message=message,
+    )
+
+
+def _recovery_terminal(payment: Payment, outcome: ProviderOutcome, *, refunding: bool) -> Emit:
+    """End a pay-now: like a purchase, it ends once YooKassa gave the payment page (its outcome
+    carries the URL), or with the payment's fate if that came first."""
+    ctype = "PayOverdueSubscription"
+    if isinstance(outcome, ProviderRefused):
+        return emit_failed(payment.origin_command_id, ctype, f"YooKassa refused to create the payment: {outcome.detail}")
+    assert isinstance(outcome, ProviderPayment)
+    if outcome.status == "canceled":
+        return emit_failed(payment.origin_command_id, ctype, f"The payment was declined: {outcome.cancellation_reason or 'canceled'}.")
+    message = "Continue on the payment page to pay."
+    if outcome.status == "succeeded":
+        message = "The payment was refunded: the period had already been paid or the subscription ended." if refunding else "Paid; the subscription is renewed."
+    return emit_succeeded(
+        payment.origin_command_id,
         ctype,
         subscription_id=payment.subscription_id,
         payment_id=payment.payment_id,

@@ -20,7 +20,7 @@ from datetime import datetime
 from typing import Any
 from uuid import UUID
 
-from schemas import CheckoutStarted, Customer, Money, RefundRequested, RenewalStarted
+from schemas import CheckoutStarted, Customer, Money, RecoveryStarted, RefundRequested, RenewalStarted
 
 DESCRIPTION_MAX = 128  # YooKassa's limit for payment and receipt item descriptions
 
@@ -173,6 +173,26 @@ def renewal_request(user_id: str, command_id: UUID, intent: RenewalStarted) -> d
     if intent.customer is not None:
         body["receipt"] = _receipt(intent.customer, intent.plan_name, intent.amount)
     return body
+
+
+def recovery_request(user_id: str, command_id: UUID, intent: RecoveryStarted) -> dict[str, Any]:
+    """The `POST /payments` body of a past-due customer paying now: a payment page (any card), and
+    the card saved, since it replaces the one that failed for later renewals."""
+    return {
+        "amount": _money(intent.amount),
+        "capture": True,
+        "confirmation": {"type": "redirect", "return_url": intent.return_url},
+        "save_payment_method": True,
+        "description": f"Renewal: {intent.plan_name}"[:DESCRIPTION_MAX],
+        "metadata": {
+            "user_id": user_id,
+            "subscription_id": str(intent.subscription_id),
+            "payment_id": str(intent.payment_id),
+            "command_id": str(command_id),
+            "purpose": "recovery",
+        },
+        "receipt": _receipt(intent.customer, intent.plan_name, intent.amount),
+    }
 
 
 def refund_request(intent: RefundRequested, plan_name: str) -> dict[str, Any]:

@@ -29,11 +29,13 @@ from schemas import (
     PaymentSucceeded,
     PlanArchived,
     PlanCreated,
+    RecoveryStarted,
     RefundCreated,
     RefundFailed,
     RefundRequested,
     RefundStateUnknown,
     RefundSucceeded,
+    RenewalConfirmationRequired,
     RenewalFailed,
     RenewalStarted,
     SubscriptionActivated,
@@ -94,7 +96,7 @@ class Payment:
     origin_command_id: UUID
     idempotence_key: str
     customer: Customer
-    intent: CheckoutStarted | RenewalStarted
+    intent: CheckoutStarted | RenewalStarted | RecoveryStarted
     requested_at: datetime
     status: PaymentStatus = "requested"
     provider_payment_id: str | None = None
@@ -107,6 +109,15 @@ class Payment:
     outcome_unknown: bool = False
     """We stopped asking about the create without an answer (PaymentFailed.outcome_unknown): it
     counts as failed, yet may have charged, so no new charge for its period starts while this holds."""
+    confirmation_requested: bool = False
+    """A renewal charge YooKassa wants the customer to confirm (3-D Secure): the link was recorded
+    (RenewalConfirmationRequired) and emailed; never again for this payment."""
+
+    @property
+    def renews_period(self) -> bool:
+        """A charge for the next period of a live subscription: an automatic renewal or the customer
+        paying an overdue one now. One such charge at a time per subscription."""
+        return isinstance(self.intent, (RenewalStarted, RecoveryStarted))
 
     @property
     def refundable_minor(self) -> int:
@@ -287,6 +298,32 @@ def _renewal_started(s: AccountState, e: RenewalStarted, at: datetime, cid: UUID
     if sub is not None:
         sub.payment_ids.append(e.payment_id)
     s.intents[origin] = ("payment", e.payment_id)
+
+
+def _recovery_started(s: AccountState, e: RecoveryStarted, at: datetime, cid: UUID | None) -> None:
+    origin = cid or e.payment_id
+    s.payments[e.payment_id] = Payment(
+        payment_id=e.payment_id,
+        subscription_id=e.subscription_id,
+        purpose="recovery",
+        amount=e.amount,
+        origin_command_id=origin,
+        idempotence_key=e.idempotence_key,
+        customer=e.customer,
+        intent=e,
+        requested_at=at,
+    )
+    sub = s.subscriptions.get(e.subscription_id)
+    if sub is not None:
+        sub.payment_ids.append(e.payment_id)
+    s.intents[origin] = ("payment", e.payment_id)
+
+
+def _confirmation_required(s: AccountState, e: RenewalConfirmationRequired, at: datetime, cid: UUID | None) -> None:
+    payment = s.payments.get(e.payment_id)
+    if payment is not None:
+        payment.confirmation_requested = True
+        payment.confirmation_url = payment.confirmation_url or e.confirmation_url
 
 
 def _payment_created(s: AccountState, e: PaymentCreated, at: datetime, cid: UUID | None) -> None:
@@ -505,6 +542,8 @@ def _adjusted(s: AccountState, e: SubscriptionAdjusted, at: datetime, cid: UUID 
 _APPLIERS = {
     CheckoutStarted: _checkout_started,
     RenewalStarted: _renewal_started,
+    RecoveryStarted: _recovery_started,
+    RenewalConfirmationRequired: _confirmation_required,
     PaymentCreated: _payment_created,
     PaymentSucceeded: _payment_succeeded,
     PaymentFailed: _payment_failed,
