@@ -23,6 +23,9 @@ Invariants (the two promises, made checkable):
   means YooKassa took the money and we never asked for it back in full;
 * no kept renewal charge whose decline (auto-renew off, cancel, expiry) came after it started and
   before we heard of its success, with no re-enable in between;
+* a kept recovery charge (the customer paying a past-due subscription now) renewed exactly one
+  period — the one it was started for, at the renewal's amount — and a renewal was never charged
+  while the customer's own payment of the period was open (docs/decisions/0117);
 * a payment or refund ends as failed only when YooKassa declined or refused it (a 401 is ours to
   fix, a given-up create is flagged `outcome_unknown`);
 * once the provider has settled: every command has a terminal event, nothing is left open.
@@ -101,6 +104,12 @@ class YkPayment:
     status: str = "pending"
     captured_at: datetime | None = None
     cancellation_reason: str | None = None
+    three_ds: bool = False
+    """A saved-card charge the bank wants the customer to confirm on a payment page (3-D Secure)."""
+
+    @property
+    def has_page(self) -> bool:
+        return not self.renewal or self.three_ds
 
 
 @dataclass
@@ -122,6 +131,8 @@ class FakeYooKassa:
     notifications: list[tuple[str, str, str]] = field(default_factory=list)
     """(kind, YooKassa id, event) not yet delivered; a delivered one may stay for a duplicate."""
     violations: list[str] = field(default_factory=list)
+    forced_result: str | None = None
+    """How every new renewal charge comes out, whatever was drawn (to start from a declined renewal)."""
     _ids: itertools.count = field(default_factory=lambda: itertools.count(1))
 
     def _new_id(self, kind: int) -> str:
@@ -140,7 +151,7 @@ class FakeYooKassa:
                 except AttributeError as exc:
                     return classify_error(exc)
         try:
-            outcome = self._act(step, now, result)
+            outcome = self._act(step, now, self.forced_result or result)
         except (BadRequestError, NotFoundError) as exc:
             return classify_error(exc)
         if fault == "lost_after":
@@ -169,7 +180,9 @@ class FakeYooKassa:
             )
             self.payments[payment.id] = payment
             self.keys[step.idempotence_key] = (payment.id, now, body)
-            if renewal and result != "pending":
+            if renewal and result == "3ds":
+                payment.three_ds = True
+            elif renewal and result != "pending":
                 self.settle_payment(payment, result, now)
             return self.view(payment.id)
         if isinstance(step, CreateRefund):
@@ -187,7 +200,7 @@ class FakeYooKassa:
             refund = YkRefund(id=self._new_id(0x3A8E0000), payment_id=payment.id, amount_minor=amount)
             self.refunds[refund.id] = refund
             self.keys[step.idempotence_key] = (refund.id, now, body)
-            if result != "pending":
+            if result not in ("pending", "3ds"):
                 self.settle_refund(refund, "succeeded" if result == "succeeded" else "canceled")
             return self.view(refund.id)
         object_id = step.provider_payment_id if isinstance(step, FindPayment) else step.provider_refund_id
@@ -205,7 +218,7 @@ class FakeYooKassa:
             id=p.id,
             status=p.status,
             amount=s.Money.from_minor(p.amount_minor, "RUB"),
-            confirmation_url=None if p.renewal else f"https://yookassa.test/pay/{p.id}",
+            confirmation_url=f"https://yookassa.test/pay/{p.id}" if p.has_page else None,
             captured_at=p.captured_at,
             cancellation_reason=p.cancellation_reason,
             cancellation_party="payment_network" if p.cancellation_reason else None,
@@ -220,7 +233,7 @@ class FakeYooKassa:
         if status == "succeeded":
             payment.captured_at = now
         else:
-            payment.cancellation_reason = "insufficient_funds" if payment.renewal else "expired_on_confirmation"
+            payment.cancellation_reason = "insufficient_funds" if not payment.has_page else "expired_on_confirmation"
         self.notifications.append(("payment", payment.id, f"payment.{status}"))
 
     def settle_refund(self, refund: YkRefund, status: str) -> None:
@@ -242,7 +255,7 @@ def period_double_charges(log: list[s.Envelope], yk: FakeYooKassa) -> list[str]:
     amount: dict[Any, int] = {}
     for event in log:
         d = event.data
-        if isinstance(d, (s.CheckoutStarted, s.RenewalStarted)):
+        if isinstance(d, (s.CheckoutStarted, s.RenewalStarted, s.RecoveryStarted)):
             started_for[d.payment_id] = (d.subscription_id, periods_paid.get(d.subscription_id, 0))
             amount[d.payment_id] = d.amount.minor
         elif isinstance(d, s.SubscriptionActivated) and d.payment_id is not None or isinstance(d, s.SubscriptionRenewed):
@@ -286,13 +299,55 @@ def charges_after_decline(log: list[s.Envelope]) -> list[str]:
     return problems
 
 
+def recovery_problems(log: list[s.Envelope], yk: FakeYooKassa) -> list[str]:
+    """Kept recovery charges (we heard of their success) that did not renew exactly their one period at the renewal's amount, and
+    renewal charges started while the customer's own payment of the period was open (0117)."""
+    intents: dict[Any, s.RecoveryStarted] = {}
+    price: dict[Any, int] = {}
+    renewed_by: dict[Any, list[s.SubscriptionRenewed]] = {}
+    asked_back: dict[Any, int] = {}
+    open_recovery: dict[Any, set[Any]] = {}
+    heard: set[Any] = set()
+    problems = []
+    for event in log:
+        d = event.data
+        if isinstance(d, s.CheckoutStarted):
+            price[d.subscription_id] = d.amount.minor
+        elif isinstance(d, s.RecoveryStarted):
+            intents[d.payment_id] = d
+            open_recovery.setdefault(d.subscription_id, set()).add(d.payment_id)
+            if d.amount.minor != price.get(d.subscription_id, d.amount.minor):
+                problems.append(f"recovery {d.payment_id} asks {d.amount.minor}, the renewal would charge {price[d.subscription_id]}")
+            if d.period_end - d.period_start != timedelta(days=PLANS[d.plan_id].period_days):
+                problems.append(f"recovery {d.payment_id} pays a period of {d.period_end - d.period_start}")
+        elif isinstance(d, (s.PaymentSucceeded, s.PaymentFailed)):
+            for pending in open_recovery.values():
+                pending.discard(d.payment_id)
+            if isinstance(d, s.PaymentSucceeded):
+                heard.add(d.payment_id)
+        elif isinstance(d, s.RenewalStarted) and open_recovery.get(d.subscription_id):
+            problems.append(f"renewal {d.payment_id} charged while recovery {open_recovery[d.subscription_id]} was open")
+        elif isinstance(d, s.SubscriptionRenewed):
+            renewed_by.setdefault(d.payment_id, []).append(d)
+        elif isinstance(d, s.RefundRequested):
+            asked_back[d.payment_id] = asked_back.get(d.payment_id, 0) + d.amount.minor
+    for p in yk.payments.values():
+        match = next((pid for pid in intents if str(pid) == p.metadata.get("payment_id")), None)
+        if match is None or match not in heard or p.status != "succeeded" or asked_back.get(match, 0) >= p.amount_minor:
+            continue  # not taken, not heard of yet (settled at the latest by `settle`), or given back
+        intent, renewals = intents[match], renewed_by.get(match, [])
+        if len(renewals) != 1 or (renewals[0].period_start, renewals[0].period_end) != (intent.period_start, intent.period_end):
+            problems.append(f"kept recovery {match} renewed {[(r.period_start, r.period_end) for r in renewals]}")
+    return problems
+
+
 def failures_not_declined(log: list[s.Envelope], yk: FakeYooKassa) -> list[str]:
     """Payments and refunds that ended failed although YooKassa neither declined nor refused them."""
     keys: dict[Any, str] = {}
     provider_id: dict[Any, str] = {}
     for event in log:
         d = event.data
-        if isinstance(d, (s.CheckoutStarted, s.RenewalStarted)):
+        if isinstance(d, (s.CheckoutStarted, s.RenewalStarted, s.RecoveryStarted)):
             keys[d.payment_id] = d.idempotence_key
         elif isinstance(d, s.RefundRequested):
             keys[d.refund_id] = d.idempotence_key
@@ -365,7 +420,7 @@ class AccountMachine(RuleBasedStateMachine):
                 self.crashed.append(command)
                 return
             fault = data.draw(st.sampled_from(FAULTS), label="fault") if data is not None else "ok"
-            result = data.draw(st.sampled_from(("succeeded", "canceled", "pending")), label="result") if data is not None else "succeeded"
+            result = data.draw(st.sampled_from(("succeeded", "canceled", "pending", "3ds")), label="result") if data is not None else "succeeded"
             outcome = self.yk.call(step, fault, self.now, result)
             if data is not None and data.draw(st.integers(0, 19), label="crash after the call") == 0:
                 self.crashed.append(command)
@@ -388,14 +443,24 @@ class AccountMachine(RuleBasedStateMachine):
 
     # ------------------------------------------------------------------ the user and the operator
 
-    @initialize(plan=st.sampled_from(sorted(PLANS)))
-    def a_paying_customer(self, plan: str) -> None:
-        """Most runs are about what happens to a live, renewing subscription: start from one."""
+    @initialize(plan=st.sampled_from(sorted(PLANS)), overdue=st.booleans())
+    def a_paying_customer(self, plan: str, overdue: bool) -> None:
+        """Most runs are about what happens to a live, renewing subscription: start from one —
+        half of the time one whose first renewal was just declined (past due: pay now, dunning)."""
         sub_id = s.derived_id("model-subscription", next(self.counter))
         self._send(s.PurchaseSubscription(subscription_id=sub_id, plan_id=plan, customer=CUSTOMER, auto_renew=True), None)
         for page in self._pending_pages():
             self.yk.settle_payment(page, "succeeded", self.now)
         self._notify(self.yk.notifications.pop(), None)
+        if overdue:
+            end = self.state.subscriptions[sub_id].period_end
+            assert end is not None
+            self.now = end - RENEWAL_LEAD
+            self.yk.forced_result = "canceled"
+            self.scheduler_tick(None)
+            self.yk.forced_result = None
+            self.yk.notifications.clear()
+            assert self.state.subscriptions[sub_id].status == "past_due"
 
     @rule(plan=st.sampled_from(sorted(PLANS)), auto_renew=st.booleans(), data=st.data())
     def purchase(self, plan: str, auto_renew: bool, data: Any) -> None:
@@ -434,6 +499,19 @@ class AccountMachine(RuleBasedStateMachine):
         payload = s.AdminCancelSubscription(subscription_id=self._subscription(index), refund=refund, reason="operator")
         self._send(payload, data, actor="admin")
 
+    def has_past_due(self) -> bool:
+        return any(sub.status == "past_due" for sub in self.state.subscriptions.values())
+
+    @precondition(has_past_due)
+    @rule(index=st.integers(0, 7), data=st.data())
+    def pay_now(self, index: int, data: Any) -> None:
+        """A past-due customer pays now on a payment page (usually one that is past due, sometimes
+        any, which must be refused); the page is then paid, declined or abandoned by
+        `customer_on_payment_page`."""
+        overdue = sorted(sub.subscription_id for sub in self.state.subscriptions.values() if sub.status == "past_due")
+        target = overdue[index % len(overdue)] if overdue and index % 4 else self._subscription(index)
+        self._send(s.PayOverdueSubscription(subscription_id=target), data)
+
     @precondition(lambda self: bool(self.sent))
     @rule(index=st.integers(0, 63), data=st.data())
     def deliver_again(self, index: int, data: Any) -> None:
@@ -450,7 +528,7 @@ class AccountMachine(RuleBasedStateMachine):
     # ------------------------------------------------------------------ the customer and YooKassa
 
     def _pending_pages(self) -> list[YkPayment]:
-        return [p for p in self.yk.payments.values() if p.status == "pending" and not p.renewal]
+        return [p for p in self.yk.payments.values() if p.status == "pending" and p.has_page]
 
     @precondition(lambda self: bool(self._pending_pages()))
     @rule(index=st.integers(0, 7), choice=st.sampled_from(("succeeded", "succeeded", "canceled")))
@@ -460,7 +538,7 @@ class AccountMachine(RuleBasedStateMachine):
         self.yk.settle_payment(pages[index % len(pages)], choice, self.now)
 
     def _pending_at_provider(self) -> list[YkPayment | YkRefund]:
-        renewals: list[YkPayment | YkRefund] = [p for p in self.yk.payments.values() if p.status == "pending" and p.renewal]
+        renewals: list[YkPayment | YkRefund] = [p for p in self.yk.payments.values() if p.status == "pending" and not p.has_page]
         return renewals + [r for r in self.yk.refunds.values() if r.status == "pending"]
 
     @precondition(lambda self: bool(self._pending_at_provider()))
@@ -631,6 +709,10 @@ class AccountMachine(RuleBasedStateMachine):
     @invariant()
     def no_kept_charge_after_its_decline(self) -> None:
         assert not (problems := charges_after_decline(self.log)), problems
+
+    @invariant()
+    def a_kept_recovery_renews_one_period(self) -> None:
+        assert not (problems := recovery_problems(self.log, self.yk)), problems
 
     @invariant()
     def failed_only_when_declined(self) -> None:
