@@ -59,6 +59,12 @@ class AutoRenewRequest(Request):
     enabled: bool
 
 
+class PayNowRequest(Request):
+    """Pay now needs nothing but the subscription in the path: the body is `{}`."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [{}]})
+
+
 class AdminExtendRequest(Request):
     model_config = ConfigDict(json_schema_extra={"examples": [{"days": 7, "reason": "service outage compensation"}]})
 
@@ -155,7 +161,7 @@ class Outcome(BaseModel):
     payment_id: uuid.UUID | None = None
     refund_id: uuid.UUID | None = None
     plan_id: str | None = None
-    confirmation_url: str | None = Field(default=None, description="where the customer pays (purchases)")
+    confirmation_url: str | None = Field(default=None, description="where the customer pays (purchases, pay now, a renewal awaiting 3-D Secure)")
     refund_amount: Money | None = None
     message: str | None = None
 
@@ -240,7 +246,7 @@ class Payment(BaseModel):
 
     payment_id: uuid.UUID
     subscription_id: uuid.UUID
-    purpose: str = Field(description="purchase | renewal")
+    purpose: str = Field(description="purchase | renewal | recovery (a past-due subscription paid now)")
     status: str = Field(description="created | pending | succeeded | canceled | unknown")
     amount: Money
     confirmation_url: str | None = None

@@ -23,6 +23,7 @@ from command_api.entrypoints.models import (
     CommandStatus,
     PaymentList,
     Payment,
+    PayNowRequest,
     PlanList,
     PurchaseRequest,
     RefundList,
@@ -47,6 +48,7 @@ from rules.refunds import refund_amount
 from schemas import (
     CancelSubscription,
     Customer,
+    PayOverdueSubscription,
     PurchaseSubscription,
     SetAutoRenew,
     account_stream,
@@ -210,6 +212,36 @@ async def set_auto_renew(
     return await services.intake.submit(ctx, "SetAutoRenew", body, prepare)
 
 
+@router.post(
+    "/subscriptions/{subscription_id}/pay",
+    status_code=202,
+    response_model=CommandStatus,
+    tags=["subscriptions"],
+    responses=command_responses(),
+)
+async def pay_now(
+    subscription_id: uuid.UUID, body: PayNowRequest, services: ServicesDep, principal: CurrentUser, ctx: UserCommand
+) -> Response:
+    """Pay a past-due subscription now: the outcome carries the payment page's URL (as a purchase's
+    does). The card paid with is saved and charged for later renewals. While a payment page for
+    the period is open (an earlier pay-now, or a renewal awaiting 3-D Secure) the same page is
+    answered; a subscription that is not past due is a 409 (`not_past_due`)."""
+
+    async def prepare(command_id: uuid.UUID) -> Prepared:
+        sub = await services.reads.subscription(subscription_id, principal.user_id)
+        if sub is None:
+            raise _not_found("subscription")
+        if sub["status"] != "past_due":
+            raise ProblemError(
+                409, "not-past-due", "Not past due", f"the subscription is {sub['status'].replace('_', ' ')}: nothing is overdue to pay",
+                code="not_past_due",
+            )
+        payload = PayOverdueSubscription(subscription_id=subscription_id)
+        return Prepared(payload, account_stream(principal.user_id), principal.user_id)
+
+    return await services.intake.submit(ctx, "PayOverdueSubscription", body, prepare)
+
+
 @router.get(
     "/subscriptions/{subscription_id}/refund-quote",
     response_model=RefundQuote,
@@ -246,7 +278,7 @@ async def refund_quote(subscription_id: uuid.UUID, services: ServicesDep, princi
     already = await services.reads.refunded_on_payment(payment["payment_id"])
     # The same inputs as the processor's decision: a purchase's period starts when it was paid, a
     # renewal's when the previous period ended (it may be charged before that).
-    paid_at = (sub["period_start"] or payment["paid_at"]) if payment["purpose"] == "renewal" else (
+    paid_at = (sub["period_start"] or payment["paid_at"]) if payment["purpose"] in ("renewal", "recovery") else (
         payment["paid_at"] or sub["period_start"])
     quote = refund_amount(payment["amount_minor"], paid_at, period_days, now, already)
     return RefundQuote(
