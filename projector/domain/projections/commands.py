@@ -1,7 +1,7 @@
 """`read.commands`: how each command ended, for `GET /v1/commands/{id}` and the admin.
 
 Statuses (contracts): `processing` once an intent event of the command is in the log
-(CheckoutStarted, RenewalStarted, RefundRequested, PaymentStateUnknown, RefundStateUnknown, keyed
+(CheckoutStarted, RenewalStarted, RecoveryStarted, RefundRequested, PaymentStateUnknown, RefundStateUnknown, keyed
 by `metadata.command_id`); then exactly one terminal event keyed by its payload's `command_id`:
 CommandSucceeded → `succeeded` with the outcome, CommandRejected → `rejected` with code and
 reason, CommandFailed → `failed` with reason. An intent arriving after the terminal event never
@@ -43,9 +43,13 @@ def _intent_command_type(ev: ProjectedEvent) -> str:
         return "PurchaseSubscription"
     if ev.type == "RenewalStarted":
         return "RenewSubscription"
+    if ev.type == "RecoveryStarted":
+        return "PayOverdueSubscription"
     if ev.type == "PaymentStateUnknown":
         if ev.data.get("purpose") == "renewal":
             return "RenewSubscription"
+        if ev.data.get("purpose") == "recovery" and kind in (None, "user"):
+            return "PayOverdueSubscription"
         return "PurchaseSubscription" if kind in (None, "user") else "SyncPayment"
     if ev.type == "RefundRequested":
         return {"user": "CancelSubscription", "admin": "AdminRefund"}.get(kind or "user", "SyncPayment")
@@ -115,7 +119,7 @@ def _failed(state: State, ev: ProjectedEvent) -> None:
     _terminal(state, ev, "failed", reason=ev.data["reason"])
 
 
-INTENT_EVENTS = ("CheckoutStarted", "RenewalStarted", "RefundRequested", "PaymentStateUnknown", "RefundStateUnknown")
+INTENT_EVENTS = ("CheckoutStarted", "RenewalStarted", "RecoveryStarted", "RefundRequested", "PaymentStateUnknown", "RefundStateUnknown")
 
 HANDLERS = {
     **{name: _intent for name in INTENT_EVENTS},

@@ -1,4 +1,4 @@
-"""`read.payments`: every charge attempt (purchase or renewal) and how it ended.
+"""`read.payments`: every charge attempt (purchase, renewal, recovery = a past-due one paid now) and how it ended.
 
 Statuses (contracts): `created` (intent recorded, YooKassa not yet answered), `pending` (YooKassa
 created it; the user may still be on the payment page), `succeeded`, `canceled` (declined or
@@ -77,6 +77,21 @@ def _renewal_started(state: State, ev: ProjectedEvent) -> None:
         _save(state, ev, row)
 
 
+def _recovery_started(state: State, ev: ProjectedEvent) -> None:
+    row = _row(state, ev, purpose="recovery", amount=ev.data["amount"])
+    if row is not None:
+        _save(state, ev, row)
+
+
+def _confirmation_required(state: State, ev: ProjectedEvent) -> None:
+    """A renewal awaiting 3-D Secure: its page is where the customer confirms it."""
+    row = _row(state, ev, purpose="renewal", amount=ev.data["amount"])
+    if row is None:
+        return
+    row["confirmation_url"] = row["confirmation_url"] or ev.data["confirmation_url"]
+    _save(state, ev, row)
+
+
 def _payment_created(state: State, ev: ProjectedEvent) -> None:
     d = ev.data
     row = _row(state, ev, purpose=d.get("purpose", "purchase"), amount=d["amount"])
@@ -136,6 +151,8 @@ def _payment_state_unknown(state: State, ev: ProjectedEvent) -> None:
 HANDLERS = {
     "CheckoutStarted": _checkout_started,
     "RenewalStarted": _renewal_started,
+    "RecoveryStarted": _recovery_started,
+    "RenewalConfirmationRequired": _confirmation_required,
     "PaymentCreated": _payment_created,
     "PaymentSucceeded": _payment_succeeded,
     "PaymentFailed": _payment_failed,
