@@ -14,7 +14,9 @@ pair triggers the email (docs/decisions/0071):
 | subscription_canceled  | SubscriptionCanceled (every mode; duplicate_payment explains the refund of a second charge) | — |
 | auto_renew_off         | AutoRenewChanged(enabled=false)                | AutoRenewChanged(enabled=true) |
 | renewal_succeeded      | SubscriptionRenewed                            | PaymentSucceeded(renewal)    |
-| renewal_failed         | RenewalFailed (what happens next and when)     | PaymentFailed(renewal)       |
+| recovery_succeeded     | SubscriptionRenewed(purpose=recovery): paid now | PaymentSucceeded(recovery)  |
+| renewal_confirmation   | RenewalConfirmationRequired (the 3-D Secure link, once) | PaymentCreated       |
+| renewal_failed         | RenewalFailed (what happens next and when)     | PaymentFailed(renewal), PaymentFailed(recovery): the customer saw it on the page |
 | expiring_soon          | SubscriptionExpiringSoon                       | —                            |
 | subscription_expired   | SubscriptionExpired                            | —                            |
 
@@ -37,6 +39,7 @@ from schemas.events import (
     RefundFailed,
     RefundRequested,
     RefundSucceeded,
+    RenewalConfirmationRequired,
     RenewalFailed,
     SubscriptionActivated,
     SubscriptionCanceled,
@@ -52,7 +55,7 @@ from notifier.domain.reasons import expiry_reason, payment_reason, refund_failur
 # drops them by the record's `type` header without parsing them; any other type, including one
 # added later, is read. A unit test checks that no type inspected below is in this set.
 EVENT_TYPES_SKIPPED = frozenset({
-    "CommandSucceeded", "CommandRejected", "CommandFailed", "PlanCreated", "PlanArchived", "RenewalStarted",
+    "CommandSucceeded", "CommandRejected", "CommandFailed", "PlanCreated", "PlanArchived", "RenewalStarted", "RecoveryStarted",
     "PaymentCreated", "PaymentSucceeded", "PaymentStateUnknown", "RefundCreated", "RefundStateUnknown",
     "SubscriptionAdjusted",
 })
@@ -65,6 +68,8 @@ EMAIL_KINDS = (
     "subscription_canceled",
     "auto_renew_off",
     "renewal_succeeded",
+    "recovery_succeeded",
+    "renewal_confirmation",
     "renewal_failed",
     "expiring_soon",
     "subscription_expired",
@@ -165,9 +170,11 @@ def _kind_and_values(data: object, facts: Facts) -> tuple[str | None, dict[str, 
             return None, {"why": "a granted subscription moved no money"}
         return "purchase_succeeded", {"plan_name": data.plan_name}
     if isinstance(data, PaymentSucceeded):
-        why = "purchases are emailed on SubscriptionActivated" if data.purpose == "purchase" else "renewals are emailed on SubscriptionRenewed"
+        why = "purchases are emailed on SubscriptionActivated" if data.purpose == "purchase" else "renewals and pay-now are emailed on SubscriptionRenewed"
         return None, {"why": why}
     if isinstance(data, PaymentFailed):
+        if data.purpose == "recovery":
+            return None, {"why": "a declined pay-now was shown on the payment page; dunning goes on and says so"}
         if data.purpose != "purchase":
             return None, {"why": "renewal declines are emailed on RenewalFailed"}
         return "payment_failed", {"reason_text": lambda loc: payment_reason(data.reason, loc)}
@@ -187,7 +194,9 @@ def _kind_and_values(data: object, facts: Facts) -> tuple[str | None, dict[str, 
             return None, {"why": "turning auto-renewal on is not emailed"}
         return "auto_renew_off", {}
     if isinstance(data, SubscriptionRenewed):
-        return "renewal_succeeded", {}
+        return ("recovery_succeeded" if data.purpose == "recovery" else "renewal_succeeded"), {}
+    if isinstance(data, RenewalConfirmationRequired):
+        return "renewal_confirmation", {}
     if isinstance(data, RenewalFailed):
         return "renewal_failed", {"reason_text": lambda loc: payment_reason(data.reason, loc)}
     if isinstance(data, SubscriptionExpiringSoon):

@@ -230,3 +230,19 @@ def test_the_notifier_never_skips_an_event_type_its_decisions_inspect() -> None:
     assert {"SubscriptionActivated", "RefundSucceeded", "CheckoutStarted"} <= inspected
     assert emails.EVENT_TYPES_SKIPPED <= known
     assert emails.EVENT_TYPES_SKIPPED & inspected == {"PaymentSucceeded"}
+
+
+@pytest.mark.parametrize("locale", ["ru", "en"])
+def test_3ds_renewal_email_carries_the_link_and_a_failed_renewal_offers_pay_now(renderer: Renderer, locale: str) -> None:
+    account = Account(locale=locale)
+    asked = plan_email(account.confirmation_required())
+    assert isinstance(asked, EmailPlan) and asked.kind == "renewal_confirmation"
+    email = renderer.render(asked)
+    url = "http://127.0.0.1:8010/checkout/2f9d7a1c-000f-5000-8000-000000000001"
+    assert url in email.text and f'href="{url}"' in email.html and "3-D Secure" in email.text
+    failed = renderer.render(plan_email(account.renewal_failed()))  # type: ignore[arg-type]
+    assert ("Оплатить сейчас" if locale == "ru" else "Pay now") in failed.text
+    recovered = plan_email(account.renewed(purpose="recovery"))
+    assert isinstance(recovered, EmailPlan) and recovered.kind == "recovery_succeeded"
+    assert ("снова действует" if locale == "ru" else "active again") in renderer.render(recovered).text
+    assert isinstance(plan_email(account.payment_failed(purpose="recovery")), Skip)
