@@ -492,12 +492,15 @@ def create_app(settings: YooKassaSandboxSettings | None = None) -> ASGIApp:
 
     @app.post("/sandbox/payment-methods/{method_id}/behaviour", tags=["sandbox"])
     async def method_behaviour(method_id: str, request: Request) -> Response:
-        """`{"decline_reason": "insufficient_funds"}` makes later charges decline; null restores."""
+        """`{"decline_reason": "insufficient_funds"}` makes later charges decline (null restores);
+        `{"require_3ds": true}` makes them wait for the customer's 3-D Secure on the payment page."""
         try:
             body = orjson.loads(await request.body() or b"{}")
-            if not isinstance(body, dict) or "decline_reason" not in body:
-                raise ValueError('body must be {"decline_reason": REASON or null}')
-            view = sb.emulator.set_method_behaviour(method_id, body["decline_reason"])
+            if not isinstance(body, dict) or not ({"decline_reason", "require_3ds"} & body.keys()) or body.keys() - {
+                "decline_reason", "require_3ds"
+            }:
+                raise ValueError('body must be {"decline_reason": REASON or null} and/or {"require_3ds": true|false}')
+            view = sb.emulator.set_method_behaviour(method_id, **body)
         except (ValueError, orjson.JSONDecodeError) as exc:
             return bad_request(str(exc))
         except KeyError:

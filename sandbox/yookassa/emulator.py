@@ -93,7 +93,8 @@ CREATE TABLE IF NOT EXISTS payment_methods (
     payment_id TEXT NOT NULL,
     obj TEXT NOT NULL,
     decline_reason TEXT,
-    created_ts REAL NOT NULL
+    created_ts REAL NOT NULL,
+    require_3ds INTEGER NOT NULL DEFAULT 0
 );
 
 CREATE TABLE IF NOT EXISTS notifications (
@@ -160,6 +161,9 @@ class Emulator:
         self.base_url = base_url
         self.fee = Decimal(fee_percent) / 100
         self.idempotence_ttl_s = idempotence_ttl_s
+        columns = {row["name"] for row in self.db.all("PRAGMA table_info(payment_methods)")}
+        if "require_3ds" not in columns:  # a database made before saved cards could ask for 3-D Secure
+            self.db.execute("ALTER TABLE payment_methods ADD COLUMN require_3ds INTEGER NOT NULL DEFAULT 0")
 
     # ------------------------------------------------------------------ idempotence
 
@@ -282,9 +286,13 @@ class Emulator:
                 "payment_method_id",
             )
         obj["payment_method"] = orjson.loads(row["obj"])
+        three_ds = bool(row["require_3ds"]) and not row["decline_reason"]
+        if three_ds:
+            # The bank wants the customer to confirm this charge: pending, with the payment page.
+            obj["confirmation"] = {"type": "redirect", "confirmation_url": f"{self.base_url}/checkout/{obj['id']}"}
         self.db.execute(
             "INSERT INTO payments (id, status, created_ts, created_at, idempotence_key, payment_method_id,"
-            " capture, receipt, obj) VALUES (?,?,?,?,?,?,?,?,?)",
+            " capture, receipt, confirm_deadline, obj) VALUES (?,?,?,?,?,?,?,?,?,?)",
             (
                 obj["id"],
                 "pending",
@@ -294,6 +302,7 @@ class Emulator:
                 pm_id,
                 int(capture),
                 dumps(receipt) if receipt is not None else None,
+                now + self.config.confirmation_ttl_s if three_ds else None,
                 dumps(obj),
             ),
         )
@@ -301,6 +310,8 @@ class Emulator:
             reason = row["decline_reason"]
             party = cards.PARTY_BY_REASON.get(reason, "payment_network")
             return self._cancel(obj, party, reason, now)
+        if three_ds:
+            return obj
         return self._authorize(obj, bool(capture), now, three_ds=False)
 
     def get_payment(self, payment_id: str) -> dict[str, Any]:
@@ -452,8 +463,16 @@ class Emulator:
         if row is None:
             return None
         obj = self._expire_if_due(row)
-        if obj["status"] != "pending" or row["payment_method_id"]:
+        if obj["status"] != "pending":
             return obj  # a second click, or a page opened too late: nothing more happens
+        if row["payment_method_id"]:
+            # A saved card's charge waiting for 3-D Secure: the customer confirms it (the card on
+            # file pays; the 3-D Secure failure test card stands for a failed confirmation).
+            now = time.time()
+            with self.db.transaction():
+                if cards.normalise(card_number) == cards.DECLINE_3D_SECURE_FAILED:
+                    return self._cancel(obj, "payment_network", "3d_secure_failed", now)
+                return self._authorize(obj, bool(row["capture"]), now, three_ds=True)
         number = cards.normalise(card_number)
         if not cards.luhn_valid(number):
             raise CardRejected("Check the card number: it is not a valid card number.")
@@ -745,15 +764,26 @@ class Emulator:
             **orjson.loads(row["obj"]),
             "payment_id": row["payment_id"],
             "decline_reason": row["decline_reason"],
+            "require_3ds": bool(row["require_3ds"]),
         }
 
-    def set_method_behaviour(self, method_id: str, decline_reason: str | None) -> dict[str, Any]:
-        if decline_reason is not None and (not isinstance(decline_reason, str) or not decline_reason):
+    _UNCHANGED: Any = object()
+
+    def set_method_behaviour(self, method_id: str, decline_reason: Any = _UNCHANGED, require_3ds: Any = _UNCHANGED) -> dict[str, Any]:
+        """How later charges of a saved card go: decline with a reason, or ask for 3-D Secure."""
+        if decline_reason is not self._UNCHANGED and decline_reason is not None and (
+            not isinstance(decline_reason, str) or not decline_reason
+        ):
             raise ValueError("decline_reason must be a cancellation reason or null")
+        if require_3ds is not self._UNCHANGED and not isinstance(require_3ds, bool):
+            raise ValueError("require_3ds must be true or false")
         row = self.db.one("SELECT * FROM payment_methods WHERE id = ?", (method_id,))
         if row is None:
             raise KeyError(method_id)
-        self.db.execute("UPDATE payment_methods SET decline_reason = ? WHERE id = ?", (decline_reason, method_id))
+        if decline_reason is not self._UNCHANGED:
+            self.db.execute("UPDATE payment_methods SET decline_reason = ? WHERE id = ?", (decline_reason, method_id))
+        if require_3ds is not self._UNCHANGED:
+            self.db.execute("UPDATE payment_methods SET require_3ds = ? WHERE id = ?", (int(require_3ds), method_id))
         return self._method_view(self.db.one("SELECT * FROM payment_methods WHERE id = ?", (method_id,)))
 
     # ------------------------------------------------------------------ inspection
