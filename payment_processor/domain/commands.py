@@ -414,7 +414,7 @@ def _renew(state: AccountState, command: Envelope, ctx: Context) -> Decision:
         p = state.payments.get(pid)
         if p is not None and isinstance(p.intent, RenewalStarted) and p.outcome_unknown:
             return _renewal_blocked(state, command, sub, p, c.attempt, ctx)
-        if p is not None and isinstance(p.intent, RecoveryStarted) and p.status not in FINAL_PAYMENT:
+        if _open_recovery_of_this_period(p, sub):
             # The customer is paying this period themselves (pay now): the retry does not charge,
             # and counts as one more attempt so dunning runs on should they not pay (0117).
             return _renewal_blocked(state, command, sub, p, c.attempt, ctx, reason=RECOVERY_OPEN)
@@ -435,6 +435,17 @@ def _renew(state: AccountState, command: Envelope, ctx: Context) -> Decision:
     )
     step = CreatePayment(payment_id, intent.idempotence_key, renewal_request(state.user_id, cid, intent))
     return Decision([Emit(intent, cid)], step=step)
+
+
+def _open_recovery_of_this_period(p: Payment | None, sub: Subscription) -> bool:
+    """A pay-now still open that would renew the current period (one for an earlier period end,
+    moved since by an operator, can only be refunded if it succeeds: it blocks nothing)."""
+    return (
+        p is not None
+        and isinstance(p.intent, RecoveryStarted)
+        and p.status not in FINAL_PAYMENT
+        and p.intent.period_start == sub.period_end
+    )
 
 
 def _renewal_blocked(
@@ -483,6 +494,8 @@ def _pay_overdue(state: AccountState, command: Envelope, ctx: Context) -> Decisi
     for pid in reversed(sub.payment_ids):
         p = state.payments.get(pid)
         if p is None or not p.renews_period:
+            continue
+        if isinstance(p.intent, RecoveryStarted) and not _open_recovery_of_this_period(p, sub):
             continue
         if p.status == "pending" and p.confirmation_url:
             return succeed(

@@ -308,6 +308,7 @@ def recovery_problems(log: list[s.Envelope], yk: FakeYooKassa) -> list[str]:
     asked_back: dict[Any, int] = {}
     open_recovery: dict[Any, set[Any]] = {}
     heard: set[Any] = set()
+    recovery_period: dict[Any, Any] = {}
     problems = []
     for event in log:
         d = event.data
@@ -316,6 +317,7 @@ def recovery_problems(log: list[s.Envelope], yk: FakeYooKassa) -> list[str]:
         elif isinstance(d, s.RecoveryStarted):
             intents[d.payment_id] = d
             open_recovery.setdefault(d.subscription_id, set()).add(d.payment_id)
+            recovery_period[d.payment_id] = d.period_start
             if d.amount.minor != price.get(d.subscription_id, d.amount.minor):
                 problems.append(f"recovery {d.payment_id} asks {d.amount.minor}, the renewal would charge {price[d.subscription_id]}")
             if d.period_end - d.period_start != timedelta(days=PLANS[d.plan_id].period_days):
@@ -325,8 +327,10 @@ def recovery_problems(log: list[s.Envelope], yk: FakeYooKassa) -> list[str]:
                 pending.discard(d.payment_id)
             if isinstance(d, s.PaymentSucceeded):
                 heard.add(d.payment_id)
-        elif isinstance(d, s.RenewalStarted) and open_recovery.get(d.subscription_id):
-            problems.append(f"renewal {d.payment_id} charged while recovery {open_recovery[d.subscription_id]} was open")
+        elif isinstance(d, s.RenewalStarted) and (
+            same := {r for r in open_recovery.get(d.subscription_id, ()) if recovery_period[r] == d.period_start}
+        ):
+            problems.append(f"renewal {d.payment_id} charged while recovery {same} of the same period was open")
         elif isinstance(d, s.SubscriptionRenewed):
             renewed_by.setdefault(d.payment_id, []).append(d)
         elif isinstance(d, s.RefundRequested):

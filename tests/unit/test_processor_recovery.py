@@ -215,3 +215,15 @@ def test_a_3ds_renewal_left_unconfirmed_expires_into_dunning_and_pay_now_points_
     _renew(acc, sub_id, 2, three_ds(3))
     pointed = pay_now(acc, sub_id)
     assert types(pointed) == ["CommandSucceeded"] and pointed[0].data.outcome.confirmation_url == "http://pay/3ds/3"
+
+
+def test_a_pay_now_for_a_period_an_operator_moved_blocks_nothing_and_is_refunded_if_paid() -> None:
+    acc = Account()
+    sub_id = past_due(acc)
+    pay_now(acc, sub_id, pending(60, url="http://pay/60"))
+    stale = acc.state.subscriptions[sub_id].payment_ids[-1]
+    acc.run(s.ExtendSubscription(subscription_id=sub_id, days=3, reason="apology"), actor="admin")
+    fresh = pay_now(acc, sub_id, pending(61, url="http://pay/61"))  # a page for the new period, not the stale one
+    assert types(fresh)[0] == "RecoveryStarted" and terminal(fresh).outcome.confirmation_url == "http://pay/61"  # type: ignore[union-attr]
+    late = acc.sync(stale, paid(60, at=acc.now))
+    assert "RefundRequested" in types(late) and "SubscriptionRenewed" not in types(late)
