@@ -405,18 +405,19 @@ def _renew(state: AccountState, command: Envelope, ctx: Context) -> Decision:
         return reject(command, "no_payment_method", "There is no saved card to renew this subscription with.")
     # One charge at a time per subscription: a charge still in flight, or one whose outcome we
     # never heard, may yet succeed — whatever period it was started for (an operator may have
-    # moved the period end since), it is the charge for the next period.
+    # moved the period end since), it is the charge for the next period. The customer paying
+    # now (a recovery) counts too (0117).
     for pid in sub.payment_ids:
         p = state.payments.get(pid)
         if p is not None and isinstance(p.intent, RenewalStarted) and p.status not in FINAL_PAYMENT:
             return succeed(command, subscription_id=sub.subscription_id, payment_id=pid, message="A renewal charge for this period is in progress.")
     for pid in sub.payment_ids:
         p = state.payments.get(pid)
-        if p is not None and isinstance(p.intent, RenewalStarted) and p.outcome_unknown:
+        if p is not None and p.renews_period and p.outcome_unknown:
             return _renewal_blocked(state, command, sub, p, c.attempt, ctx)
-        if _open_recovery_of_this_period(p, sub):
-            # The customer is paying this period themselves (pay now): the retry does not charge,
-            # and counts as one more attempt so dunning runs on should they not pay (0117).
+        if p is not None and isinstance(p.intent, RecoveryStarted) and p.status not in FINAL_PAYMENT:
+            # The customer is paying this period themselves: the retry does not charge, and counts
+            # as one more attempt so dunning runs on should they not pay.
             return _renewal_blocked(state, command, sub, p, c.attempt, ctx, reason=RECOVERY_OPEN)
     payment_id = derived_id("payment", cid)
     period_start, period_end = next_period(sub)
@@ -435,17 +436,6 @@ def _renew(state: AccountState, command: Envelope, ctx: Context) -> Decision:
     )
     step = CreatePayment(payment_id, intent.idempotence_key, renewal_request(state.user_id, cid, intent))
     return Decision([Emit(intent, cid)], step=step)
-
-
-def _open_recovery_of_this_period(p: Payment | None, sub: Subscription) -> bool:
-    """A pay-now still open that would renew the current period (one for an earlier period end,
-    moved since by an operator, can only be refunded if it succeeds: it blocks nothing)."""
-    return (
-        p is not None
-        and isinstance(p.intent, RecoveryStarted)
-        and p.status not in FINAL_PAYMENT
-        and p.intent.period_start == sub.period_end
-    )
 
 
 def _renewal_blocked(
@@ -478,11 +468,10 @@ def _renewal_blocked(
 def _pay_overdue(state: AccountState, command: Envelope, ctx: Context) -> Decision:
     """The customer pays a past-due subscription now, on a payment page (docs/decisions/0117).
 
-    One renewal charge at a time: an open payment page for this period (a pay-now checkout, or an
-    automatic renewal waiting for 3-D Secure) is handed back instead of a new one (as a repeat
-    purchase is, 0041); an automatic charge in flight without a page, or one whose outcome we never
-    heard, refuses. A pay-now whose creation is still unknown (no page ever reached the customer)
-    does not block a new one; should it succeed after the period was paid, it is refunded in full.
+    One renewal charge at a time: an open payment page for the next period (an earlier pay-now, or
+    an automatic renewal waiting for 3-D Secure) is handed back instead of a new one (as a repeat
+    purchase is, 0041); a charge still being created or in flight without a page, or one whose
+    outcome we never heard, refuses (`renewal_in_progress`) — the janitor settles it within minutes.
     """
     c: PayOverdueSubscription = command.data  # type: ignore[assignment]
     cid = command_id_of(command)
@@ -495,8 +484,6 @@ def _pay_overdue(state: AccountState, command: Envelope, ctx: Context) -> Decisi
         p = state.payments.get(pid)
         if p is None or not p.renews_period:
             continue
-        if isinstance(p.intent, RecoveryStarted) and not _open_recovery_of_this_period(p, sub):
-            continue
         if p.status == "pending" and p.confirmation_url:
             return succeed(
                 command,
@@ -505,11 +492,12 @@ def _pay_overdue(state: AccountState, command: Envelope, ctx: Context) -> Decisi
                 confirmation_url=p.confirmation_url,
                 message="A payment for this subscription is already open: continue it to pay.",
             )
-        if isinstance(p.intent, RenewalStarted) and (p.status not in FINAL_PAYMENT or p.outcome_unknown):
+        if p.status not in FINAL_PAYMENT or p.outcome_unknown:
+            why = "its outcome is not known yet" if p.outcome_unknown or p.status == "unknown" else "it is in progress"
             return reject(
                 command,
                 "renewal_in_progress",
-                "An automatic renewal charge for this subscription is in progress; wait for its outcome before paying again.",
+                f"An earlier payment for this subscription's next period has no final answer: {why}. Try again in a few minutes.",
             )
     customer = sub.customer or state.customer
     assert customer is not None

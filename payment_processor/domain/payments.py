@@ -249,23 +249,22 @@ def payment_succeeded_effects(
         return full_refund(state, payment, seen, sub, why, ctx, by, cancel=False)
 
     if isinstance(intent, RecoveryStarted):
-        # The customer paid the overdue period now: it renews exactly that period, from the old end
-        # — unless it was paid meanwhile (an automatic retry) or the subscription ended (0117).
-        if sub.status in LIVE_SUBSCRIPTION and sub.period_end == intent.period_start:
+        # The customer paid the overdue period now: it renews one period from the current end (the
+        # old end, unless an operator moved it meanwhile). No other charge of the period could
+        # start while it was open, so a subscription no longer past due was paid some other way or
+        # ended: then the payment is refunded in full (0117).
+        if sub.status == "past_due" and sub.period_end is not None:
             renewed = SubscriptionRenewed(
                 subscription_id=sub.subscription_id,
                 payment_id=payment.payment_id,
-                period_start=intent.period_start,
-                period_end=intent.period_end,
+                period_start=sub.period_end,
+                period_end=sub.period_end + (intent.period_end - intent.period_start),
                 amount=payment.amount,
                 customer=payment.customer,
                 purpose="recovery",
             )
             return [Emit(renewed, by)], None
-        if sub.status in LIVE_SUBSCRIPTION:
-            why = f"The payment for «{sub.plan_name}» succeeded after the period had already been paid; it is refunded in full."
-        else:
-            why = f"The payment for «{sub.plan_name}» succeeded after the subscription was {sub.status}; it is refunded in full."
+        why = f"The payment for «{sub.plan_name}» succeeded after the subscription was {sub.status.replace('_', ' ')}; it is refunded in full."
         return full_refund(state, payment, seen, sub, why, ctx, by, cancel=False)
 
     # a renewal

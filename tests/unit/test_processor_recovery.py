@@ -104,12 +104,16 @@ def test_a_repeated_pay_now_returns_the_open_page() -> None:
     assert sum(isinstance(st, CreatePayment) for st in acc.steps) == 3  # purchase, renewal, one recovery
 
 
-def test_a_pay_now_whose_creation_is_unknown_does_not_block_a_new_one() -> None:
+def test_a_pay_now_whose_creation_is_unknown_refuses_a_second_until_its_page_is_known() -> None:
     acc = Account()
     sub_id = past_due(acc)
     pay_now(acc, sub_id, UNKNOWN)
-    again = pay_now(acc, sub_id, pending(61))
-    assert types(again)[0] == "RecoveryStarted"
+    refused = pay_now(acc, sub_id)
+    assert terminal(refused).code == "renewal_in_progress"  # type: ignore[union-attr]
+    recovery = acc.state.subscriptions[sub_id].payment_ids[-1]
+    acc.sync(recovery, pending(60, url="http://pay/60"))  # the janitor repeats the create: the page
+    again = pay_now(acc, sub_id)
+    assert types(again) == ["CommandSucceeded"] and again[0].data.outcome.confirmation_url == "http://pay/60"
 
 
 def test_pay_now_refuses_when_not_past_due_or_unknown() -> None:
@@ -141,22 +145,6 @@ def test_an_automatic_retry_does_not_charge_while_a_recovery_page_is_open() -> N
     assert types(retry) == ["RenewalFailed", "CommandSucceeded"]
     assert "customer's own payment" in retry[0].data.reason and retry[0].data.attempt == 2
     assert sum(isinstance(st, CreatePayment) for st in acc.steps) == creates
-
-
-def test_a_recovery_succeeding_after_the_period_was_paid_is_refunded_in_full() -> None:
-    acc = Account()
-    sub_id = past_due(acc)
-    pay_now(acc, sub_id, UNKNOWN)  # no page reached the customer
-    recovery = acc.state.subscriptions[sub_id].payment_ids[-1]
-    # the customer tries again (a new page) and pays it; then the first, late, succeeds too
-    pay_now(acc, sub_id, pending(61))
-    second = acc.state.subscriptions[sub_id].payment_ids[-1]
-    acc.sync(second, new_card(61, acc.now))
-    assert acc.state.subscriptions[sub_id].status == "active"
-    late = acc.sync(recovery, paid(60, at=acc.now))
-    assert "RefundRequested" in types(late) and "SubscriptionRenewed" not in types(late)
-    refund = next(e.data for e in late if e.type == "RefundRequested")
-    assert refund.amount == acc.state.payments[recovery].amount
 
 
 def test_a_recovery_succeeding_after_the_subscription_expired_is_refunded_in_full() -> None:
@@ -217,13 +205,30 @@ def test_a_3ds_renewal_left_unconfirmed_expires_into_dunning_and_pay_now_points_
     assert types(pointed) == ["CommandSucceeded"] and pointed[0].data.outcome.confirmation_url == "http://pay/3ds/3"
 
 
-def test_a_pay_now_for_a_period_an_operator_moved_blocks_nothing_and_is_refunded_if_paid() -> None:
+def test_a_pay_now_paid_after_an_operator_moved_the_period_end_renews_from_the_new_end() -> None:
     acc = Account()
     sub_id = past_due(acc)
     pay_now(acc, sub_id, pending(60, url="http://pay/60"))
-    stale = acc.state.subscriptions[sub_id].payment_ids[-1]
+    recovery = acc.state.subscriptions[sub_id].payment_ids[-1]
     acc.run(s.ExtendSubscription(subscription_id=sub_id, days=3, reason="apology"), actor="admin")
-    fresh = pay_now(acc, sub_id, pending(61, url="http://pay/61"))  # a page for the new period, not the stale one
-    assert types(fresh)[0] == "RecoveryStarted" and terminal(fresh).outcome.confirmation_url == "http://pay/61"  # type: ignore[union-attr]
-    late = acc.sync(stale, paid(60, at=acc.now))
-    assert "RefundRequested" in types(late) and "SubscriptionRenewed" not in types(late)
+    moved = acc.state.subscriptions[sub_id].period_end
+    again = pay_now(acc, sub_id)  # still the same page: one charge for the next period at a time
+    assert again[0].data.outcome.confirmation_url == "http://pay/60"
+    paid_now = acc.sync(recovery, new_card(60, acc.now))
+    renewed = next(e.data for e in paid_now if e.type == "SubscriptionRenewed")
+    assert (renewed.period_start, renewed.period_end) == (moved, moved + timedelta(days=30))
+    assert "RefundRequested" not in types(paid_now)
+
+
+def test_a_pay_now_given_up_on_blocks_retries_and_pay_now_until_it_speaks_up() -> None:
+    acc = Account()
+    sub_id = past_due(acc)
+    pay_now(acc, sub_id, UNKNOWN)
+    recovery = acc.state.subscriptions[sub_id].payment_ids[-1]
+    acc.now += timedelta(hours=24)
+    acc.sync(recovery)  # past the idempotence window: given up, outcome unknown
+    assert acc.state.payments[recovery].outcome_unknown
+    assert terminal(pay_now(acc, sub_id)).code == "renewal_in_progress"  # type: ignore[union-attr]
+    acc.now = max(acc.now, acc.state.subscriptions[sub_id].next_retry_at)
+    retry = _renew(acc, sub_id, 2)
+    assert types(retry) == ["RenewalFailed", "CommandSucceeded"] and "unknown" in retry[0].data.reason
