@@ -32,7 +32,7 @@ from command_api.config import ApiSettings
 from command_api.adapters.idempotency import IdempotencyStore
 from command_api.domain.idempotency import Claimed, InFlight, Mismatch, Replay, command_id_for, request_hash
 from command_api.metrics import Metrics
-from command_api.domain.problems import PROBLEM_JSON, ProblemError, problem_body
+from command_api.domain.problems import PROBLEM_JSON, ProblemError, problem_body, rejection_status
 from command_api.adapters.read_models import ReadModels, Row
 from command_api.adapters.watch import BatchedWatcher
 from infra.clock import Clock
@@ -105,10 +105,6 @@ def status_body(command_id: uuid.UUID, command_type: str, row: Row | None = None
     }
 
 
-REJECTION_STATUS: dict[str, int] = {"not_past_due": 409, "renewal_in_progress": 409}
-"""Rejection codes that are a conflict with the resource's state rather than bad input (422)."""
-
-
 def outcome_response(body: dict[str, Any], instance: str) -> tuple[int, dict[str, Any], str]:
     """(status code, body, media type) for a command status answered to a POST."""
     status = body["status"]
@@ -117,7 +113,7 @@ def outcome_response(body: dict[str, Any], instance: str) -> tuple[int, dict[str
     if status in ("rejected", "failed"):
         # problem+json's `status` is the HTTP code; the command's own status goes in `command_status`.
         extensions = {k: v for k, v in body.items() if k != "status"}
-        code, slug, title = (REJECTION_STATUS.get(body.get("code") or "", 422), "command-rejected", "Command rejected") if status == "rejected" else (
+        code, slug, title = (rejection_status(body.get("code")), "command-rejected", "Command rejected") if status == "rejected" else (
             502, "command-failed", "Command failed")
         problem = problem_body(code, slug, title, body.get("reason") or status, instance, command_status=status, **extensions)
         return code, problem, PROBLEM_JSON
