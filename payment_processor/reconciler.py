@@ -26,7 +26,7 @@ from infra.logging import get_logger
 from payment_processor.adapters import reconciliation as store
 from payment_processor.adapters.gateway import YooKassaGateway
 from payment_processor.domain.provider import ProviderPayment, ProviderRefund
-from payment_processor.domain.reconcile import DEFAULT_MARGIN, Difference, Window, compare
+from payment_processor.domain.reconcile import DEFAULT_MARGIN, Difference, Window, compare, fact_command_ids, with_command_ids
 from schemas import Actor, Metadata, account_user_id, new_envelope
 
 log = get_logger(__name__)
@@ -64,7 +64,9 @@ class Reconciler:
             refunds: Any = await self.gateway.list_created("refunds", since - self.margin, until, page_size=self.page_size)
             async with self.db.acquire() as conn:
                 ours = await store.load_ours(conn, since - self.margin, until + self.margin)
-            differences = compare(Window(since, until), payments, refunds, ours)
+                differences = compare(Window(since, until), payments, refunds, ours)
+                handled = await store.handled_among(conn, [cid for d in differences if d.fact for cid in fact_command_ids(d)])
+            differences = with_command_ids(differences, handled.__contains__)
             facts = [d for d in differences if d.fact is not None and d.command_id is not None and d.user_id]
             await self._publish(facts, run_id)
             published = {d.command_id for d in facts if d.command_id is not None}

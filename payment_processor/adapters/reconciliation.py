@@ -46,6 +46,14 @@ async def load_ours(conn: asyncpg.Connection, since: datetime, until: datetime) 
     return found
 
 
+async def handled_among(conn: asyncpg.Connection, command_ids: Sequence[uuid.UUID]) -> set[uuid.UUID]:
+    """Which of these commands ended already (the event store's handled-command records)."""
+    if not command_ids:
+        return set()
+    rows = await conn.fetch("SELECT command_id FROM eventstore.handled_commands WHERE command_id = ANY($1::uuid[])", list(command_ids))
+    return {row[0] for row in rows}
+
+
 _START = """
     INSERT INTO processor.reconciliation_runs (run_id, trigger, window_start, window_end, started_at, status)
     VALUES ($1, $2, $3, $4, now(), 'running')

@@ -13,14 +13,15 @@ A difference that is a *fact we can record* carries the command that records it 
 for a dashboard refund of one of our payments, a SyncPayment for a payment whose metadata names
 ours (the late-answer path) or one whose final status we never heard (a lost notification).
 The processor handles them like every command: it re-reads YooKassa and appends what is true,
-and its state makes a second recording impossible (the command ids are derived from the window
-and the object too, so a rerun of a window publishes the same ids). The rest waits for an operator.
+and its state makes a second recording impossible; the command ids are derived from the object,
+its status at YooKassa and the attempt (`with_command_ids`), so a rerun publishes the same ids.
+The rest waits for an operator.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Literal
 from uuid import UUID
@@ -63,6 +64,8 @@ class OurObject:
     outcome_unknown: bool = False
     provider_payment_id: str | None = None
     """For a refund: YooKassa's id of the refunded payment."""
+    refund_in_flight: bool = False
+    """For a payment: a refund of ours on it has no YooKassa id yet (it may be one YooKassa lists)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,7 +83,7 @@ class Difference:
     fact: SyncPayment | SyncRefund | None = None
     """The command that records what YooKassa says (None: an operator must look)."""
     command_id: UUID | None = None
-    """Derived from (window, object, YooKassa's status): a rerun of the window sends the same id."""
+    """Set by `with_command_ids`: derived from the object, its status at YooKassa and the attempt."""
 
     @property
     def stream_id(self) -> str | None:
@@ -119,6 +122,10 @@ def our_objects(stream_id: str, events: Iterable[Envelope], *, recorded_at: Mapp
                 OurObject(
                     "payment", p.provider_payment_id, p.payment_id, state.user_id, p.status, p.amount,
                     first_seen.get(("payment", p.provider_payment_id), p.requested_at), outcome_unknown=p.outcome_unknown,
+                    refund_in_flight=any(
+                        r.payment_id == p.payment_id and r.provider_refund_id is None and r.status not in FINAL_PAYMENT
+                        for r in state.refunds.values()
+                    ),
                 )
             )
     for r in state.refunds.values():
@@ -151,11 +158,11 @@ def compare(
     for p in payments:
         theirs_ids.add(("payment", p.id))
         if p.created_at is None or p.created_at in window:
-            differences += _payment_differences(window, p, by_id.get(("payment", p.id)))
+            differences += _payment_differences(p, by_id.get(("payment", p.id)))
     for r in refunds:
         theirs_ids.add(("refund", r.id))
         if r.created_at is None or r.created_at in window:
-            differences += _refund_differences(window, r, by_id.get(("refund", r.id)), by_id)
+            differences += _refund_differences(r, by_id.get(("refund", r.id)), by_id)
     for o in by_id.values():
         if o.known_since in window and (o.object_type, o.provider_id) not in theirs_ids:
             differences.append(
@@ -168,11 +175,40 @@ def compare(
     return differences
 
 
-def _command_id(window: Window, object_type: str, provider_id: str, status: str) -> UUID:
-    return derived_id("reconcile", window.since.isoformat(), window.until.isoformat(), object_type, provider_id, status)
+ATTEMPTS_LOOKED_AHEAD = 8
 
 
-def _payment_differences(window: Window, p: ProviderPayment, o: OurObject | None) -> list[Difference]:
+def fact_command_ids(d: Difference) -> list[UUID]:
+    """The ids a difference's fact may be sent under, first attempt first (see `with_command_ids`)."""
+    return [
+        derived_id("reconcile", d.object_type, d.provider_id, d.provider_status or "", attempt) for attempt in range(ATTEMPTS_LOOKED_AHEAD)
+    ]
+
+
+def with_command_ids(differences: Iterable[Difference], handled: Callable[[UUID], bool]) -> list[Difference]:
+    """Give each fact the first of its ids that no command ended under yet.
+
+    Deterministic: a rerun (or a second processor) before the command ended sends the same id,
+    which the processor handles once. A command that ended without recording it (the processor
+    found a refund of ours in flight on that payment, a race) does not stop the next run from
+    asking again under the next id. A fact that was recorded is no difference any more, so it is
+    never sent again; and were it sent, the account's state records nothing twice.
+    """
+    out = []
+    for d in differences:
+        if d.fact is None:
+            out.append(d)
+            continue
+        ids = fact_command_ids(d)
+        chosen = next((cid for cid in ids if not handled(cid)), None)
+        if chosen is None:  # asked that often already: an operator looks
+            out.append(replace(d, fact=None, detail=d.detail + " It was sent for recording too often; an operator must look."))
+        else:
+            out.append(replace(d, command_id=chosen))
+    return out
+
+
+def _payment_differences(p: ProviderPayment, o: OurObject | None) -> list[Difference]:
     if o is None:
         named = p.our_payment_id
         user_id = (p.metadata or {}).get("user_id")
@@ -183,7 +219,7 @@ def _payment_differences(window: Window, p: ProviderPayment, o: OurObject | None
             return [
                 Difference(
                     "unknown_to_us", "payment", p.id, detail, our_id=UUID(named), user_id=user_id, provider_status=p.status,
-                    provider_amount=p.amount, fact=fact, command_id=_command_id(window, "payment", p.id, p.status),
+                    provider_amount=p.amount, fact=fact,
                 )
             ]
         detail = f"YooKassa's payment {p.id} ({p.status}, {p.amount}) names none of ours."
@@ -200,7 +236,6 @@ def _payment_differences(window: Window, p: ProviderPayment, o: OurObject | None
             Difference(
                 "status_differs", "payment", p.id, detail, our_id=o.our_id, user_id=o.user_id, our_status=o.status,
                 provider_status=p.status, our_amount=o.amount, provider_amount=p.amount, fact=fact,
-                command_id=_command_id(window, "payment", p.id, p.status) if fact else None,
             )
         )
     if p.amount is not None and p.amount != o.amount:
@@ -214,9 +249,7 @@ def _payment_differences(window: Window, p: ProviderPayment, o: OurObject | None
     return found
 
 
-def _refund_differences(
-    window: Window, r: ProviderRefund, o: OurObject | None, by_id: dict[tuple[str, str], OurObject]
-) -> list[Difference]:
+def _refund_differences(r: ProviderRefund, o: OurObject | None, by_id: dict[tuple[str, str], OurObject]) -> list[Difference]:
     if o is None:
         if r.status == "canceled":
             return []  # YooKassa refused it: no money moved, nothing to reconcile
@@ -224,15 +257,19 @@ def _refund_differences(
         if payment is None:
             detail = f"YooKassa's refund {r.id} ({r.status}, {r.amount}) is of payment {r.payment_id}, which is none of ours."
             return [Difference("unknown_to_us", "refund", r.id, detail, provider_status=r.status, provider_amount=r.amount)]
-        fact = SyncRefund(provider_refund_id=r.id, hint_status=r.status) if r.status == "succeeded" else None
-        detail = (
-            f"YooKassa's refund {r.id} ({r.status}, {r.amount}) of our payment {payment.our_id} was never asked by us"
-            + (": a refund made in YooKassa's dashboard." if fact else "; it is recorded once it succeeds.")
-        )
+        recordable = r.status == "succeeded" and not payment.refund_in_flight
+        fact = SyncRefund(provider_refund_id=r.id, hint_status=r.status) if recordable else None
+        if r.status != "succeeded":
+            why = "; it is recorded once it succeeds."
+        elif payment.refund_in_flight:
+            why = "; a refund of ours on the payment has no YooKassa id yet and may be this one: reconcile again once ours settled."
+        else:
+            why = ": a refund made in YooKassa's dashboard."
+        detail = f"YooKassa's refund {r.id} ({r.status}, {r.amount}) of our payment {payment.our_id} was never asked by us" + why
         return [
             Difference(
                 "unknown_to_us", "refund", r.id, detail, user_id=payment.user_id, provider_status=r.status,
-                provider_amount=r.amount, fact=fact, command_id=_command_id(window, "refund", r.id, r.status) if fact else None,
+                provider_amount=r.amount, fact=fact,
             )
         ]
     found: list[Difference] = []
@@ -244,7 +281,6 @@ def _refund_differences(
             Difference(
                 "status_differs", "refund", r.id, detail, our_id=o.our_id, user_id=o.user_id, our_status=o.status,
                 provider_status=r.status, our_amount=o.amount, provider_amount=r.amount, fact=fact,
-                command_id=_command_id(window, "refund", r.id, r.status) if fact else None,
             )
         )
     if r.amount is not None and r.amount != o.amount:
