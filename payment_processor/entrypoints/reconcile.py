@@ -83,8 +83,11 @@ def reconcile(
     json_output: bool = typer.Option(False, "--json", help="the run and its differences as JSON"),
 ) -> None:
     """Reconcile [--from, --to) with YooKassa: list every difference, record the facts (dashboard refunds, missed payments)."""
+    from infra.logging import configure_logging
     from payment_processor.bootstrap import reconcile_once
     from payment_processor.config import ProcessorServiceSettings, ProcessorSettings
+
+    configure_logging("billing-reconcile")  # logs to stderr: stdout is the report
 
     today = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
     start, end = _when(since, today - timedelta(days=1)), _when(until, today)
