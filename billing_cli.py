@@ -18,6 +18,7 @@ _SUBAPPS = {
     "replay": ("projector.entrypoints.replay", "Rebuild or check read models from the event store."),
     "token": ("command_api.entrypoints.tokens", "Mint JWTs for development."),
     "reconcile": ("payment_processor.entrypoints.reconcile", "Reconcile with YooKassa: list differences, record missed refunds and payments."),
+    "report": ("projector.entrypoints.report", "The revenue report by month and plan (--csv for a spreadsheet)."),
 }
 
 for _name, (_module, _help) in _SUBAPPS.items():

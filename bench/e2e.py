@@ -17,6 +17,18 @@ It reports completed purchases per second (purchases that became active inside t
 window, after `--warmup`), p50/p99 of request → confirmation URL and of payment → active, and
 the ratio to the ceiling. The last line is one JSON object. `--profile` samples every service
 process with py-spy during the steady state and prints where each one spends its time.
+
+Issue 21 (decision 0125) added:
+- **the I/O of one purchase** (`--count N`, default 20, before the load): the product's own
+  counters (every /metrics, the sandboxes' stats, Kafka offsets, `pg_stat_database` and
+  `pg_stat_user_tables`) around N purchases, minus the idle pipeline's rate (bench/_counters.py);
+- **`--ceiling`**: the same-work ceiling (bench/_samework.py), a bare pipeline doing exactly that
+  I/O per purchase with no logic, under the same closed-loop users; `ratio_same_work` = product
+  purchases/s ÷ ceiling purchases/s, `ratio_same_work_cpu` = ceiling CPU ÷ product CPU per purchase;
+- **`--rate R`**: an open loop (Poisson arrivals, or `--fixed-spacing`) instead of `--users`, with
+  p50/p99 of both latencies of the purchases requested after the warm-up, and the backlog;
+- **`--scale-out`**: the load on 1 processor × 6 partitions, 2 processors × 3, and 2 API instances
+  (users/arrivals spread round-robin over them), CPU per purchase by process side by side.
 """
 
 from __future__ import annotations
@@ -26,7 +38,6 @@ import contextlib
 import os
 import random
 import shutil
-import statistics
 import subprocess
 import sys
 import time
@@ -172,6 +183,7 @@ class Results:
     confirm_ms: list[float] = field(default_factory=list)
     activate_ms: list[float] = field(default_factory=list)
     completed_at: list[float] = field(default_factory=list)
+    began_at: list[float] = field(default_factory=list)  # when each completed purchase was requested
     started: int = 0
     errors: dict[str, int] = field(default_factory=dict)
 
@@ -247,6 +259,17 @@ async def one_purchase(client: httpx.AsyncClient, pipeline: Pipeline, run: str, 
     results.confirm_ms.append((t1 - t0) * 1000)
     results.activate_ms.append((t2 - t1) * 1000)
     results.completed_at.append(t2)
+    results.began_at.append(t0)
+
+
+def _client(url: str) -> httpx.AsyncClient:
+    """One virtual user's small HTTP client.
+
+    Idle connections are dropped before uvicorn's 5 s keep-alive ends: reusing one the server is
+    closing at that moment fails the request (a ReadError), which a browser would retry.
+    """
+    limits = httpx.Limits(max_connections=4, max_keepalive_connections=4, keepalive_expiry=2.0)
+    return httpx.AsyncClient(base_url=url, timeout=httpx.Timeout(30.0), limits=limits, trust_env=False)
 
 
 async def run_load(pipeline: Pipeline, users: int, duration: float, poll_s: float) -> tuple[Results, float, float]:
@@ -260,11 +283,7 @@ async def run_load(pipeline: Pipeline, users: int, duration: float, poll_s: floa
     run = uuid.uuid4().hex[:6]
     counter = iter(range(10**9))
 
-    def client_for(url: str) -> httpx.AsyncClient:
-        # Idle connections are dropped before uvicorn's 5 s keep-alive ends: reusing one the server is
-        # closing at that moment fails the request (a ReadError), which a browser would retry.
-        limits = httpx.Limits(max_connections=4, max_keepalive_connections=4, keepalive_expiry=2.0)
-        return httpx.AsyncClient(base_url=url, timeout=httpx.Timeout(30.0), limits=limits, trust_env=False)
+    client_for = _client
 
     async with client_for(pipeline.api_urls[0]) as setup:
         await create_plan(pipeline, setup)
@@ -282,6 +301,170 @@ async def run_load(pipeline: Pipeline, users: int, duration: float, poll_s: floa
 
     await asyncio.gather(*(user_loop(i) for i in range(users)))
     return results, start, end
+
+
+def arrival_offsets(rate: float, duration: float, *, poisson: bool = True, seed: int | None = None) -> list[float]:
+    """Seconds after the start at which open-loop purchases arrive: `rate` per second for `duration`.
+
+    Poisson arrivals (exponential gaps) by default, else fixed spacing (1/rate). The schedule is
+    fixed before the run: arrivals never wait for completions, so a slow product builds a backlog
+    instead of slowing the load down (closed-loop users hide that).
+    """
+    if rate <= 0 or duration <= 0:
+        return []
+    if not poisson:
+        return [i / rate for i in range(int(rate * duration + 1e-9))]
+    rng = random.Random(seed)
+    out: list[float] = []
+    t = rng.expovariate(rate)
+    while t < duration:
+        out.append(t)
+        t += rng.expovariate(rate)
+    return out
+
+
+@dataclass
+class OpenLoop:
+    """What an open-loop run saw besides the purchases' timings."""
+
+    rate: float
+    scheduled: int = 0
+    max_in_flight: int = 0
+    in_flight_at_end: int = 0  # the backlog when the last arrival was issued
+    max_late_ms: float = 0.0  # how far behind its schedule the client issued an arrival
+
+
+async def run_open_loop(pipeline: Pipeline, rate: float, duration: float, poll_s: float, *, poisson: bool = True,
+                        clients: int = 64) -> tuple[Results, float, float, OpenLoop]:
+    """Purchases arriving at `rate` per second for `duration` seconds, whatever the product answers.
+
+    Each arrival is one purchase (buy → pay → active) on one of `clients` small HTTP clients taken
+    round-robin (spread over the API instances), like `clients` browsers; an arrival never waits
+    for an earlier one, so the backlog (purchases in flight) shows when the product falls behind.
+    """
+    results = Results()
+    run = uuid.uuid4().hex[:6]
+    stats = OpenLoop(rate=rate)
+    offsets = arrival_offsets(rate, duration, poisson=poisson)
+    stats.scheduled = len(offsets)
+    urls = pipeline.api_urls
+    pool = [_client(urls[i % len(urls)]) for i in range(clients)]
+    async with _client(urls[0]) as setup:
+        await create_plan(pipeline, setup)
+    in_flight = 0
+    tasks: set[asyncio.Task[None]] = set()
+
+    async def purchase(n: int, end: float) -> None:
+        nonlocal in_flight
+        in_flight += 1
+        stats.max_in_flight = max(stats.max_in_flight, in_flight)
+        try:
+            await one_purchase(pool[n % clients], pipeline, run, n, results, poll_s, end)
+        except httpx.HTTPError as exc:
+            results.error(type(exc).__name__)
+        finally:
+            in_flight -= 1
+
+    start = time.monotonic()
+    end = start + duration
+    try:
+        for n, offset in enumerate(offsets):
+            delay = start + offset - time.monotonic()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            else:
+                stats.max_late_ms = max(stats.max_late_ms, -delay * 1000)
+            task = asyncio.create_task(purchase(n, end))
+            tasks.add(task)
+            task.add_done_callback(tasks.discard)
+        await asyncio.sleep(max(0.0, end - time.monotonic()))
+        stats.in_flight_at_end = in_flight
+        if tasks:
+            await asyncio.gather(*tasks)
+    finally:
+        await asyncio.gather(*(c.aclose() for c in pool), return_exceptions=True)
+    return results, start, end, stats
+
+
+async def run_fixed(pipeline: Pipeline, purchases: int, concurrency: int, poll_s: float) -> Results:
+    """Exactly `purchases` purchases, `concurrency` at a time (the counting phase), all waited for."""
+    results = Results()
+    run = uuid.uuid4().hex[:6]
+    numbers = iter(range(purchases))
+    deadline = time.monotonic() + 60
+
+    async def worker(i: int) -> None:
+        async with _client(pipeline.api_urls[i % len(pipeline.api_urls)]) as client:
+            for n in numbers:
+                try:
+                    await one_purchase(client, pipeline, run, n, results, poll_s, deadline)
+                except httpx.HTTPError as exc:
+                    results.error(type(exc).__name__)
+
+    await asyncio.gather(*(worker(i) for i in range(concurrency)))
+    return results
+
+
+# --------------------------------------------------------------------------- counting the I/O of one purchase
+
+
+def counter_targets(pipeline: Pipeline) -> dict[str, Any]:
+    """Where `bench.counters.snapshot` reads this pipeline's counters."""
+    metrics = {("api" if i == 0 else f"api-{i + 1}"): f"{url}/metrics" for i, url in enumerate(pipeline.api_urls)}
+    for i, port in enumerate(pipeline.processor_health_ports, start=1):
+        metrics[f"processor-{i}"] = f"http://127.0.0.1:{port}/metrics"
+    for role, port in getattr(pipeline, "bench_metrics_ports", {}).items():
+        metrics[role] = f"http://127.0.0.1:{port}/metrics"
+    env = pipeline.base_env()
+    return {
+        "metrics_urls": metrics,
+        "bootstrap": pipeline.kafka_bootstrap,
+        "topics": {"commands": env["COMMANDS_TOPIC"], "events": env["EVENTS_TOPIC"],
+                   "commands.dlq": env["COMMANDS_DLQ_TOPIC"], "events.dlq": env["EVENTS_DLQ_TOPIC"]},
+        "groups": {"processor": env["PROCESSOR_GROUP_ID"], "projector": env["PROJECTOR_GROUP_ID"],
+                   "notifier": env["NOTIFIER_GROUP_ID"]},
+        "database_url": pipeline.database_url,
+        "yookassa_url": pipeline.yookassa_url,
+        "mailgun_url": pipeline.mailgun_url,
+    }
+
+
+async def count_io(pipeline: Pipeline, purchases: int, concurrency: int, poll_s: float,
+                   idle_s: float = 8.0) -> dict[str, Any]:
+    """The I/O of one purchase: counters around `purchases` purchases, minus the idle pipeline's rate.
+
+    PostgreSQL publishes a backend's statistics up to 10 s late, so each reading waits for them to
+    settle; the idle stretch before the purchases measures what the pipeline does by itself.
+    """
+    from bench import _counters as counters
+
+    targets = counter_targets(pipeline)
+    await asyncio.sleep(counters.PG_STATS_SETTLE_S)
+    a, ta = await counters.snapshot(**targets), time.monotonic()
+    await asyncio.sleep(idle_s)
+    b, tb = await counters.snapshot(**targets), time.monotonic()
+    results = await run_fixed(pipeline, purchases, concurrency, poll_s)
+    done = len(results.completed_at)
+    if done == 0:
+        raise RuntimeError(f"no purchase completed while counting: {results.errors}")
+    await asyncio.sleep(counters.PG_STATS_SETTLE_S)
+    c, tc = await counters.snapshot(**targets), time.monotonic()
+    counts = counters.per_purchase(b, c, done, tc - tb, idle=counters.delta(a, b), idle_seconds=tb - ta)
+    return {"purchases": done, "errors": dict(results.errors), "counts": counts, "summary": counters.summary(counts)}
+
+
+def print_counts(counted: dict[str, Any], title: str) -> None:
+    from bench import _counters as counters
+
+    table = Table(title=title)
+    table.add_column("I/O")
+    table.add_column("what")
+    table.add_column("per purchase", justify="right")
+    for kind, items in counters.group(counted["counts"]).items():
+        for i, (item, value) in enumerate(items.items()):
+            table.add_row(kind if i == 0 else "", item, f"{value:,.2f}")
+    console.print(table)
+    console.print("summary per purchase: " + ", ".join(f"{k} {v:,.1f}" for k, v in counted["summary"].items()))
 
 
 # --------------------------------------------------------------------------- CPU accounting
@@ -432,141 +615,349 @@ def summarize_profile(path: Path, top: int = 5) -> tuple[int, list[tuple[str, fl
 # --------------------------------------------------------------------------- the command
 
 
+@dataclass(frozen=True)
+class Variant:
+    """One configuration of the pipeline's processes (`--scale-out` runs several side by side)."""
+
+    name: str
+    processors: int
+    api_instances: int
+    partitions: int = 6
+
+
+SCALE_OUT = (
+    Variant("1 processor × 6 partitions, 1 API", processors=1, api_instances=1),
+    Variant("2 processors × 3 partitions, 1 API", processors=2, api_instances=1),
+    Variant("1 processor × 6 partitions, 2 APIs", processors=1, api_instances=2),
+)
+
+
 def pipeline_options(kafka: str, database_url: str, processors: int, consumers: int, api_instances: int,
-                     keep: bool) -> PipelineOptions:
+                     keep: bool, partitions: int = 6, metrics_ports: dict[str, int] | None = None) -> PipelineOptions:
+    ports = metrics_ports or {}
     return PipelineOptions(
         database_url=database_url, kafka_bootstrap=kafka, name="bench-e2e", processors=processors,
-        keep_database=keep, api_instances=api_instances,
+        keep_database=keep, api_instances=api_instances, partitions=partitions,
         env={"LOG_LEVEL": "WARNING"},
         role_env={
             "processor": {"PROCESSOR_CONSUMERS": str(consumers)},
             "yookassa": {"SANDBOX_YOOKASSA_WEBHOOK_RETRY_S": "0.5,1,2,5"},
+            # the single-instance workers serve /metrics so the I/O of a purchase can be counted
+            **{role: {f"{role.upper()}_METRICS_PORT": str(port)} for role, port in ports.items()},
         },
     )
 
 
+@dataclass
+class Load:
+    """The load of one run: closed-loop `users`, or open-loop arrivals at `rate` per second."""
+
+    users: int
+    duration: float
+    warmup: float
+    poll: float
+    rate: float = 0.0
+    poisson: bool = True
+
+
 @app.command()
 def main(
-    users: int = typer.Option(64, help="concurrent virtual users"),
+    users: int = typer.Option(64, help="concurrent virtual users (closed loop: each buys again when done)"),
     duration: float = typer.Option(45.0, help="seconds of load"),
     warmup: float = typer.Option(10.0, help="seconds at the start not counted in purchases/s"),
     processors: int = typer.Option(2, help="payment processor processes"),
     consumers: int = typer.Option(1, help="Kafka consumers per processor (each runs up to PROCESSOR_CONCURRENCY accounts at once)"),
-    api_instances: int = typer.Option(1, help="command API processes (virtual users spread over them)"),
+    api_instances: int = typer.Option(1, help="command API processes (virtual users spread over them round-robin)"),
+    partitions: int = typer.Option(6, help="partitions of the commands and events topics"),
     poll: float = typer.Option(0.25, help="seconds between a virtual user's retries when an answer is not there yet"),
-    ceiling_seconds: float = typer.Option(10.0, help="seconds of the bare Kafka → PostgreSQL loop (0 skips)"),
+    rate: float = typer.Option(0.0, help="open loop: purchases arriving per second (Poisson), independent of completions; replaces --users"),
+    fixed_spacing: bool = typer.Option(False, help="open loop: arrivals exactly 1/rate apart instead of Poisson"),
+    count: int = typer.Option(20, help="purchases whose I/O is counted from the product's counters before the load (0 skips)"),
+    ceiling: bool = typer.Option(False, "--ceiling", help="also run the same-work ceiling (bench/samework.py) and report product ÷ ceiling"),
+    scale_out: bool = typer.Option(False, "--scale-out", help="instead of --processors/--api-instances/--partitions: the load on 1 processor × 6 partitions, 2 × 3, and 2 APIs; CPU per purchase side by side"),
+    ceiling_seconds: float = typer.Option(10.0, help="seconds of the bare Kafka → PostgreSQL message loop (0 skips)"),
     profile: bool = typer.Option(False, help="py-spy every service for 15 s of the steady state"),
     kafka: str = typer.Option(None, help="bootstrap servers (default: .stack/env)"),
     database_url: str = typer.Option(None, help="PostgreSQL server URL (default: .stack/env); a fresh database is made on it"),
     keep: bool = typer.Option(False, help="keep the benchmark's database"),
 ) -> None:
-    """Run the end-to-end load benchmark and print a table and one JSON line."""
+    """Run the end-to-end load benchmark and print tables and one JSON line."""
     kafka, database_url = infra(kafka, database_url)
-    report = uvloop.run(_main(users, duration, warmup, processors, consumers, api_instances, poll,
-                               ceiling_seconds, profile, kafka, database_url, keep))
+    if ceiling and count <= 0:
+        raise typer.BadParameter("--ceiling reproduces the counted I/O: it needs --count > 0")
+    load = Load(users=users, duration=duration, warmup=warmup, poll=poll, rate=rate, poisson=not fixed_spacing)
+    variant = Variant("as configured", processors=processors, api_instances=api_instances, partitions=partitions)
+    report = uvloop.run(_main(load, variant, consumers, count, ceiling, scale_out, ceiling_seconds, profile, kafka,
+                              database_url, keep))
     print(orjson.dumps(report).decode())
 
 
-async def _main(users: int, duration: float, warmup: float, processors: int, consumers: int, api_instances: int,
-                poll: float, ceiling_seconds: float, profile: bool, kafka: str, database_url: str,
-                keep: bool) -> dict[str, Any]:
+async def _main(load: Load, variant: Variant, consumers: int, count: int, same_work: bool, scale_out: bool,
+                ceiling_seconds: float, profile: bool, kafka: str, database_url: str, keep: bool) -> dict[str, Any]:
     ceiling = {"msgs_per_s": 0.0}
     if ceiling_seconds > 0:
         console.print(f"ceiling: bare aiokafka → asyncpg loop for {ceiling_seconds:.0f}s …")
         ceiling = await measure_ceiling(kafka, database_url, ceiling_seconds)
         console.print(f"ceiling: {ceiling['msgs_per_s']:,.0f} msgs/s")
 
-    pipeline = Pipeline(pipeline_options(kafka, database_url, processors, consumers, api_instances, keep))
-    console.print("starting the pipeline on a fresh database …")
+    scaled: list[dict[str, Any]] = []
+    if scale_out:
+        # the variants replace the configured run; the top-level figures are the first variant's
+        scaled, product = await run_scale_out(load, consumers, count, kafka, database_url)
+    else:
+        product = await run_product(load, variant, consumers, count, profile, kafka, database_url, keep)
+    report = {
+        **{k: v for k, v in product.items() if k not in ("io", "open_loop_detail")},
+        "ceiling_msgs_per_s": round(ceiling["msgs_per_s"], 1),
+        "ratio": round(product["purchases_per_s"] / ceiling["msgs_per_s"], 4) if ceiling["msgs_per_s"] else None,
+    }
+    if "io" in product:
+        report["io_per_purchase"] = {k: round(v, 2) for k, v in product["io"]["summary"].items()}
+    if same_work:
+        from bench import _samework as samework
+
+        closed = Load(users=load.users, duration=load.duration, warmup=load.warmup, poll=load.poll)
+        bare = await samework.run(product["io"]["counts"], count, closed, kafka, database_url, console)
+        report["ceiling_same_work_purchases_per_s"] = bare["purchases_per_s"]
+        report["ceiling_same_work_cpu_ms_per_purchase"] = bare["cpu_ms_per_purchase"]
+        report["ceiling_same_work_cpu_ms_per_purchase_by_process"] = bare["cpu_ms_per_purchase_by_process"]
+        report["ceiling_same_work_io_per_purchase"] = bare.get("io_per_purchase")
+        # Throughput ratio (meaningful for a closed-loop product run) and the CPU ratio, which does
+        # not depend on what else runs on the machine: ceiling CPU ÷ product CPU per purchase.
+        report["ratio_same_work"] = (round(product["purchases_per_s"] / bare["purchases_per_s"], 3)
+                                     if bare["purchases_per_s"] and not load.rate else None)
+        report["ratio_same_work_cpu"] = (round(bare["cpu_ms_per_purchase"] / product["cpu_ms_per_purchase"], 3)
+                                         if product["cpu_ms_per_purchase"] else None)
+        print_same_work(product, bare, report)
+    if scale_out:
+        report["scale_out"] = scaled
+    return report
+
+
+async def run_scale_out(load: Load, consumers: int, count: int, kafka: str,
+                        database_url: str) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """The same load on each `SCALE_OUT` configuration, one after the other, in this one run.
+
+    Returns the side-by-side rows and the first variant's full report (its I/O counted when `count`).
+    """
+    rows = []
+    first: dict[str, Any] = {}
+    for i, variant in enumerate(SCALE_OUT):
+        console.rule(f"scale-out: {variant.name}")
+        got = await run_product(load, variant, consumers, count if i == 0 else 0, False, kafka, database_url, False)
+        first = first or got
+        rows.append({"variant": variant.name, "processors": variant.processors, "api_instances": variant.api_instances,
+                     "partitions": variant.partitions, "purchases_per_s": got["purchases_per_s"],
+                     "cpu_ms_per_purchase": got["cpu_ms_per_purchase"],
+                     "cpu_ms_per_purchase_by_process": got["cpu_ms_per_purchase_by_process"],
+                     "confirm_p99_ms": got["confirm_p99_ms"], "activate_p99_ms": got["activate_p99_ms"],
+                     "errors": got["errors"]})
+    table = Table(title="scale-out: CPU per completed purchase by configuration (same load, same run)")
+    table.add_column("process")
+    for row in rows:
+        table.add_column(row["variant"], justify="right")
+    names = sorted({n for row in rows for n in row["cpu_ms_per_purchase_by_process"]}, key=_process_order)
+    for name in names:
+        table.add_row(name, *(f"{row['cpu_ms_per_purchase_by_process'].get(name, 0.0):,.1f}" for row in rows))
+    table.add_row("total CPU ms / purchase", *(f"{row['cpu_ms_per_purchase']:,.1f}" for row in rows))
+    table.add_row("purchases/s", *(f"{row['purchases_per_s']:,.1f}" for row in rows))
+    table.add_row("confirm / active p99 ms", *(f"{row['confirm_p99_ms']:,.0f} / {row['activate_p99_ms']:,.0f}" for row in rows))
+    table.add_row("errors", *(str(row["errors"]) for row in rows))
+    base = rows[0]["cpu_ms_per_purchase"]
+    if base:
+        table.add_row("CPU vs the first", *(f"{row['cpu_ms_per_purchase'] / base:.2f}" for row in rows))
+    console.print(table)
+    return rows, first
+
+
+def _process_order(name: str) -> tuple[int, str]:
+    """Instances of one service next to each other ("processor-1", "processor-2", …)."""
+    return (0 if not name.startswith(("postgres", "kafka", "bench")) else 1, name)
+
+
+def print_same_work(product: dict[str, Any], bare: dict[str, Any], report: dict[str, Any]) -> None:
+    table = Table(title="product vs same-work ceiling (the same I/O per purchase, no logic)")
+    table.add_column("measure")
+    table.add_column("product", justify="right")
+    table.add_column("same-work ceiling", justify="right")
+    table.add_row("purchases/s (closed loop, same users)", f"{product['purchases_per_s']:,.1f}", f"{bare['purchases_per_s']:,.1f}")
+    table.add_row("CPU ms / purchase", f"{product['cpu_ms_per_purchase']:,.1f}", f"{bare['cpu_ms_per_purchase']:,.1f}")
+    for what in sorted(set(product["cpu_ms_per_purchase_by_process"]) | set(bare["cpu_ms_per_purchase_by_process"]),
+                       key=_process_order):
+        table.add_row(f"  {what}", f"{product['cpu_ms_per_purchase_by_process'].get(what, 0.0):,.1f}",
+                      f"{bare['cpu_ms_per_purchase_by_process'].get(what, 0.0):,.1f}")
+    for key, value in (product.get("io") or {}).get("summary", {}).items():
+        table.add_row(f"I/O: {key}", f"{value:,.1f}", f"{(bare.get('io_per_purchase') or {}).get(key, 0.0):,.1f}")
+    table.add_row("ratio product ÷ ceiling (purchases/s)", str(report["ratio_same_work"]), "")
+    table.add_row("ratio ceiling CPU ÷ product CPU", str(report["ratio_same_work_cpu"]), "")
+    console.print(table)
+
+
+async def run_product(load: Load, variant: Variant, consumers: int, count: int, profile: bool, kafka: str,
+                      database_url: str, keep: bool) -> dict[str, Any]:
+    """Start the product, count the I/O of `count` purchases, run the load; the report of that run."""
+    from tests.support.stack import _free_ports
+
+    roles = ("relay", "projector", "notifier")
+    metrics_ports = dict(zip(roles, _free_ports(len(roles)), strict=True))
+    pipeline = Pipeline(pipeline_options(kafka, database_url, variant.processors, consumers, variant.api_instances,
+                                         keep, variant.partitions, metrics_ports))
+    pipeline.bench_metrics_ports = metrics_ports  # type: ignore[attr-defined]
+    console.print(f"starting the pipeline on a fresh database ({variant.processors} processor(s) sharing "
+                  f"{variant.partitions} partitions per topic, {variant.api_instances} API instance(s)) …")
+    open_loop: OpenLoop | None = None
+    counted: dict[str, Any] | None = None
     async with pipeline:
-        console.print(f"pipeline up in {pipeline.start_seconds:.1f}s (database {pipeline.database_name}); "
-                      f"{users} users for {duration:.0f}s")
-        load = asyncio.create_task(run_load(pipeline, users, duration, poll))
+        console.print(f"pipeline up in {pipeline.start_seconds:.1f}s (database {pipeline.database_name})")
+        async with _client(pipeline.api_urls[0]) as setup:
+            await create_plan(pipeline, setup)
+        if count > 0:
+            console.print(f"counting the I/O of {count} purchases (4 at a time; ~{count // 4 + 30} s) …")
+            counted = await count_io(pipeline, count, 4, load.poll)
+            print_counts(counted, f"I/O per purchase from the product's own counters ({counted['purchases']} purchases)")
+        if load.rate:
+            console.print(f"open loop: {load.rate:g} purchases/s for {load.duration:.0f}s")
+            task = asyncio.create_task(run_open_loop(pipeline, load.rate, load.duration, load.poll, poisson=load.poisson))
+        else:
+            console.print(f"{load.users} users for {load.duration:.0f}s")
+            task = asyncio.create_task(run_load(pipeline, load.users, load.duration, load.poll))
         profiles: dict[str, Path] = {}
-        await asyncio.sleep(warmup)
+        await asyncio.sleep(load.warmup)
         cpu_before, cpu_t0 = await cpu_snapshot(pipeline), time.monotonic()
         if profile:
-            profiles = await profile_services(pipeline, min(15.0, max(1.0, duration - warmup - 2)))
-        await asyncio.sleep(max(0.0, duration - (time.monotonic() - cpu_t0) - warmup - 0.5))
+            profiles = await profile_services(pipeline, min(15.0, max(1.0, load.duration - load.warmup - 2)))
+        await asyncio.sleep(max(0.0, load.duration - (time.monotonic() - cpu_t0) - load.warmup - 0.5))
         cpu_after, cpu_t1 = await cpu_snapshot(pipeline), time.monotonic()
-        results, start, end = await load
+        if load.rate:
+            results, start, end, open_loop = await task
+        else:
+            results, start, end = await task
         completed_in_cpu_window = sum(1 for t in results.completed_at if cpu_t0 <= t <= cpu_t1)
 
-    window_start = start + warmup
+    report = report_load(results, start, end, load, variant, consumers, open_loop)
+    report.update(report_cpu(cpu_before, cpu_after, cpu_t0, cpu_t1, completed_in_cpu_window))
+    if counted is not None:
+        report["io"] = counted
+    if profiles:
+        print_profiles(profiles)
+    return report
+
+
+def report_load(results: Results, start: float, end: float, load: Load, variant: Variant, consumers: int,
+                open_loop: OpenLoop | None) -> dict[str, Any]:
+    window_start = start + load.warmup
     counted = [t for t in results.completed_at if window_start <= t <= end]
     window = max(1e-9, end - window_start)
     purchases_per_s = len(counted) / window
-    report = {
+    report: dict[str, Any] = {
         "purchases_per_s": round(purchases_per_s, 1),
         "confirm_p50_ms": round(percentile(results.confirm_ms, 50), 1),
         "confirm_p99_ms": round(percentile(results.confirm_ms, 99), 1),
         "activate_p50_ms": round(percentile(results.activate_ms, 50), 1),
         "activate_p99_ms": round(percentile(results.activate_ms, 99), 1),
-        "ceiling_msgs_per_s": round(ceiling["msgs_per_s"], 1),
-        "ratio": round(purchases_per_s / ceiling["msgs_per_s"], 4) if ceiling["msgs_per_s"] else None,
         "completed": len(results.completed_at),
         "started": results.started,
         "errors": sum(results.errors.values()),
-        "users": users,
-        "duration_s": duration,
-        "processors": processors,
+        "users": 0 if load.rate else load.users,
+        "duration_s": load.duration,
+        "processors": variant.processors,
         "consumers_per_processor": consumers,
-        "api_instances": api_instances,
+        "api_instances": variant.api_instances,
+        "partitions": variant.partitions,
     }
-    table = Table(title="end-to-end purchases (buy → pay on the sandbox page → active in the read model)")
+    title = ("end-to-end purchases (buy → pay on the sandbox page → active in the read model), "
+             + (f"open loop at {load.rate:g}/s" if load.rate else f"{load.users} closed-loop users"))
+    table = Table(title=title)
     table.add_column("measure")
     table.add_column("value", justify="right")
-    table.add_row("virtual users", str(users))
     table.add_row("purchases completed (all / in window)", f"{len(results.completed_at)} / {len(counted)}")
     table.add_row("purchases/s (window)", f"{purchases_per_s:,.1f}")
     table.add_row("request → confirmation URL p50 / p99 ms",
                   f"{report['confirm_p50_ms']:,.0f} / {report['confirm_p99_ms']:,.0f}")
     table.add_row("payment → active p50 / p99 ms",
                   f"{report['activate_p50_ms']:,.0f} / {report['activate_p99_ms']:,.0f}")
-    table.add_row("ceiling (Kafka → PostgreSQL) msgs/s", f"{ceiling['msgs_per_s']:,.0f}")
-    table.add_row("ratio", f"{report['ratio']}")
-    for what, count in sorted(results.errors.items()):
-        table.add_row(f"error: {what}", str(count))
+    if open_loop is not None:
+        # latencies of the purchases requested after the warm-up only: the steady rate, not the start
+        steady = [i for i, began in enumerate(results.began_at) if began >= window_start]
+        confirm = [results.confirm_ms[i] for i in steady]
+        activate = [results.activate_ms[i] for i in steady]
+        report.update({
+            "open_loop_rate": load.rate,
+            "open_loop_arrivals": "poisson" if load.poisson else "fixed",
+            "open_loop_scheduled": open_loop.scheduled,
+            "open_loop_started_per_s": round(results.started / max(1e-9, end - start), 1),
+            "open_loop_completed_per_s": round(purchases_per_s, 1),
+            "open_loop_measured": len(steady),
+            "open_loop_confirm_p50_ms": round(percentile(confirm, 50), 1),
+            "open_loop_confirm_p99_ms": round(percentile(confirm, 99), 1),
+            "open_loop_activate_p50_ms": round(percentile(activate, 50), 1),
+            "open_loop_activate_p99_ms": round(percentile(activate, 99), 1),
+            "open_loop_backlog_at_end": open_loop.in_flight_at_end,
+            "open_loop_max_in_flight": open_loop.max_in_flight,
+            "open_loop_max_late_ms": round(open_loop.max_late_ms, 1),
+        })
+        table.add_row(f"open loop after the warm-up ({len(steady)}): confirm p50 / p99 ms",
+                      f"{report['open_loop_confirm_p50_ms']:,.0f} / {report['open_loop_confirm_p99_ms']:,.0f}")
+        table.add_row("open loop after the warm-up: active p50 / p99 ms",
+                      f"{report['open_loop_activate_p50_ms']:,.0f} / {report['open_loop_activate_p99_ms']:,.0f}")
+        table.add_row("open loop: arrivals scheduled / started per s",
+                      f"{open_loop.scheduled} / {report['open_loop_started_per_s']:,.1f}")
+        table.add_row("open loop: in flight at the last arrival / max", f"{open_loop.in_flight_at_end} / {open_loop.max_in_flight}")
+        table.add_row("open loop: client behind schedule (max ms)", f"{open_loop.max_late_ms:,.0f}")
+    for what, n in sorted(results.errors.items()):
+        table.add_row(f"error: {what}", str(n))
     console.print(table)
+    return report
 
-    work = {k.removeprefix("work:"): (cpu_after[k] - cpu_before.get(k, 0.0)) / max(1, completed_in_cpu_window)
+
+def report_cpu(cpu_before: dict[str, float], cpu_after: dict[str, float], cpu_t0: float, cpu_t1: float,
+               completed: int) -> dict[str, Any]:
+    work = {k.removeprefix("work:"): (cpu_after[k] - cpu_before.get(k, 0.0)) / max(1, completed)
             for k in cpu_after if k.startswith("work:")}
     console.print("work per completed purchase: "
                   f"{work.get('events', 0):.1f} events stored (each relayed, projected and seen by the notifier), "
                   f"{work.get('commands', 0):.1f} commands, {work.get('tx', 0):.0f} PostgreSQL transactions")
-    report["work_per_purchase"] = {k: round(v, 1) for k, v in work.items()}
     used = cpu_delta(cpu_before, cpu_after)
-    per_purchase = {k: v * 1000 / max(1, completed_in_cpu_window) for k, v in used.items()}
+    per_purchase = {k: v * 1000 / max(1, completed) for k, v in used.items()}
     total_ms = sum(per_purchase.values())
-    ctable = Table(title=f"CPU per completed purchase ({completed_in_cpu_window} purchases in "
-                         f"{cpu_t1 - cpu_t0:.0f}s; {os.cpu_count()} cores; the broker counts whatever else uses it)")
+    print_cpu_table(per_purchase, used, cpu_t1 - cpu_t0, completed)
+    cpu_bound = (os.cpu_count() or 1) * 1000 / total_ms if total_ms else 0.0
+    console.print(f"CPU-bound estimate on this machine (all cores, nothing else running): {cpu_bound:,.0f} purchases/s")
+    return {
+        "work_per_purchase": {k: round(v, 1) for k, v in work.items()},
+        "cpu_ms_per_purchase": round(total_ms, 1),
+        "cpu_bound_purchases_per_s": round(cpu_bound, 1),
+        "cpu_ms_per_purchase_by_process": {k: round(v, 1) for k, v in per_purchase.items()},
+    }
+
+
+def print_cpu_table(per_purchase: dict[str, float], used: dict[str, float], seconds: float, completed: int) -> None:
+    total_ms = sum(per_purchase.values())
+    ctable = Table(title=f"CPU per completed purchase ({completed} purchases in {seconds:.0f}s; "
+                         f"{os.cpu_count()} cores; the broker counts whatever else uses it)")
     ctable.add_column("process")
     ctable.add_column("CPU ms / purchase", justify="right")
     ctable.add_column("share", justify="right")
     ctable.add_column("cores busy", justify="right")
     for name, ms in sorted(per_purchase.items(), key=lambda kv: -kv[1]):
         ctable.add_row(name, f"{ms:,.1f}", f"{ms / total_ms:.0%}" if total_ms else "-",
-                       f"{used[name] / max(1e-9, cpu_t1 - cpu_t0):.2f}")
-    ctable.add_row("total", f"{total_ms:,.1f}", "100%", f"{sum(used.values()) / max(1e-9, cpu_t1 - cpu_t0):.2f}")
+                       f"{used[name] / max(1e-9, seconds):.2f}")
+    ctable.add_row("total", f"{total_ms:,.1f}", "100%", f"{sum(used.values()) / max(1e-9, seconds):.2f}")
     console.print(ctable)
-    cpu_bound = (os.cpu_count() or 1) * 1000 / total_ms if total_ms else 0.0
-    console.print(f"CPU-bound estimate on this machine (all cores, nothing else running): {cpu_bound:,.0f} purchases/s")
-    report["cpu_ms_per_purchase"] = round(total_ms, 1)
-    report["cpu_bound_purchases_per_s"] = round(cpu_bound, 1)
-    report["cpu_ms_per_purchase_by_process"] = {k: round(v, 1) for k, v in per_purchase.items()}
-    if profiles:
-        ptable = Table(title="where each process spends its busy time (py-spy samples, idle event loop excluded)")
-        ptable.add_column("process")
-        ptable.add_column("busy samples", justify="right")
-        ptable.add_column("running in (library)")
-        ptable.add_column("on behalf of (our code)")
-        for name, path in profiles.items():
-            total, libs, ours = summarize_profile(path)
-            ptable.add_row(name, str(total), "\n".join(f"{share:4.0%} {label}" for label, share in libs),
-                           "\n".join(f"{share:4.0%} {label}" for label, share in ours))
-        console.print(ptable)
-        console.print(f"folded stacks: {PROFILE_DIR}")
-    return report
+
+
+def print_profiles(profiles: dict[str, Path]) -> None:
+    ptable = Table(title="where each process spends its busy time (py-spy samples, idle event loop excluded)")
+    ptable.add_column("process")
+    ptable.add_column("busy samples", justify="right")
+    ptable.add_column("running in (library)")
+    ptable.add_column("on behalf of (our code)")
+    for name, path in profiles.items():
+        total, libs, ours = summarize_profile(path)
+        ptable.add_row(name, str(total), "\n".join(f"{share:4.0%} {label}" for label, share in libs),
+                       "\n".join(f"{share:4.0%} {label}" for label, share in ours))
+    console.print(ptable)
+    console.print(f"folded stacks: {PROFILE_DIR}")
 
 
 if __name__ == "__main__":

@@ -218,7 +218,8 @@ class Notifier:
             subscription_id = getattr(envelope.data, "subscription_id", None)
             if subscription_id is not None:
                 facts = {**await self.log_store.recall(f"subscription:{subscription_id}"), **facts}
-        return Facts(**{name: facts.get(name) for name in ("plan_name", "period_days", "days_used", "days_in_period")})
+        known = {name: facts.get(name) for name in ("plan_name", "period_days", "days_used", "days_in_period")}
+        return Facts(**known, card_check=bool(facts.get("card_check")))
 
     async def _redelivered(self, status: str, lease_expired: bool, envelope: Envelope, bound: object) -> None:
         self.stats.duplicates += 1

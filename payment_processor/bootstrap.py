@@ -172,6 +172,7 @@ async def build(settings: ProcessorServiceSettings, config: ProcessorSettings, *
         clock=clock,
         config=config,
         default_return_url=settings.yookassa_return_url,
+        receipts=settings.receipts,
         crash_points=crash_points if crash_points is not None else CrashPoints.from_env(),
         db=db,
     )

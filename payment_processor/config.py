@@ -9,6 +9,7 @@ Only `bootstrap` reads them. Tests shrink the janitor's schedule to about a seco
 from __future__ import annotations
 
 from datetime import datetime, timedelta
+from decimal import Decimal
 from typing import Annotated
 
 from pydantic import Field, field_validator, model_validator
@@ -16,6 +17,8 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from infra.metrics import port_or_none
 from infra.settings import Settings, url_problem, weak_secret
+from payment_processor.domain.provider import ReceiptSettings
+from schemas.receipts import PaymentMode, PaymentSubject, TaxSystemCode, VatCode
 
 # The local sandbox's credentials (sandbox/yookassa): development values, refused in production.
 SANDBOX_SHOP_ID = "123456"
@@ -30,6 +33,12 @@ class ProcessorServiceSettings(Settings):
     yookassa_api_url: str = "http://127.0.0.1:8010/v3"
     yookassa_timeout_s: float = 10.0
     yookassa_return_url: str = "http://127.0.0.1:8000/v1/return"
+    # 54-FZ receipts (docs/decisions/0123): the shop's tax system, and the defaults for plans that
+    # set none. A wrong value is refused in every environment; production refuses them unset.
+    yookassa_tax_system_code: TaxSystemCode | None = Field(default=None, description="the shop's tax_system_code, 1..6")
+    yookassa_receipt_vat_code: VatCode | None = Field(default=None, description="default vat_code, 1..12 (unset: 1, no VAT, outside production)")
+    yookassa_receipt_payment_subject: PaymentSubject = "service"
+    yookassa_receipt_payment_mode: PaymentMode = "full_payment"
     # Read by payment_processor.handlers.CrashPoints from the process environment; declared here
     # so production can refuse it.
     billing_crash_at: str = Field(default="", description="TEST-ONLY: SIGKILL the process at these points")
@@ -44,9 +53,29 @@ class ProcessorServiceSettings(Settings):
         for name in ("yookassa_api_url", "yookassa_return_url"):
             if problem := url_problem(name.upper(), getattr(self, name)):
                 problems.append(problem)
+        if self.yookassa_tax_system_code is None:
+            problems.append("YOOKASSA_TAX_SYSTEM_CODE is not set: receipts need the shop's tax system (1..6)")
+        if self.yookassa_receipt_vat_code is None:
+            problems.append("YOOKASSA_RECEIPT_VAT_CODE is not set: receipts need a default VAT code (1..12)")
         if self.billing_crash_at.strip():
             problems.append("BILLING_CRASH_AT is set: the test-only crash hook would kill the processor on purpose")
         return problems
+
+
+    @field_validator("yookassa_tax_system_code", "yookassa_receipt_vat_code", mode="before")
+    @classmethod
+    def _blank_is_unset(cls, value: object) -> object:
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @property
+    def receipts(self) -> ReceiptSettings:
+        """The receipt defaults and the shop's tax system code, as the domain takes them."""
+        return ReceiptSettings(
+            vat_code=self.yookassa_receipt_vat_code or 1,
+            payment_subject=self.yookassa_receipt_payment_subject,
+            payment_mode=self.yookassa_receipt_payment_mode,
+            tax_system_code=self.yookassa_tax_system_code,
+        )
 
 
 def _floats(value: object) -> object:
@@ -100,6 +129,10 @@ class ProcessorSettings(BaseSettings):
     reconcile_margin_s: float = Field(default=2 * 86400, ge=0, description="both sides are read this far around the window to match edge objects")
 
     dunning_retry_days: Annotated[list[float], NoDecode] = Field(default=[1, 3, 5])
+    card_check_amount: Decimal = Field(
+        default=Decimal("1.00"), gt=0, le=1000, decimal_places=2,
+        description="what a card check takes in RUB (refunded at once): card replacement, auto-renew on, trials",
+    )
     health_port: int | None = Field(default=None, description="serve GET /healthz on 127.0.0.1:<port> when set")
     metrics_port: int | None = Field(
         default=None, ge=1, le=65535, description="serve Prometheus GET /metrics on 0.0.0.0:<port> when set (unset: off)"

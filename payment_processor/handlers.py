@@ -58,7 +58,7 @@ from payment_processor.domain import (
     terminal_outcome,
     to_envelopes,
 )
-from payment_processor.domain.provider import ProviderStep
+from payment_processor.domain.provider import LEGACY_RECEIPT, ProviderStep, ReceiptSettings
 from payment_processor.adapters.gateway import PaymentGateway
 from schemas import (
     SYSTEM,
@@ -68,6 +68,7 @@ from schemas import (
     Envelope,
     GrantSubscription,
     Metadata,
+    Money,
     PurchaseSubscription,
     account_user_id,
     derived_id,
@@ -157,8 +158,10 @@ class CommandHandler:
         default_return_url: str,
         crash_points: CrashPoints | None = None,
         db: asyncpg.Pool | None = None,
+        receipts: ReceiptSettings = LEGACY_RECEIPT,
     ) -> None:
         self.engine = engine
+        self.receipts = receipts
         self.db = db  # the hot path's asyncpg pool (journal.py); made from the engine's URL if not given
         self._own_db = db is None
         self._db_ready = asyncio.Lock()
@@ -251,7 +254,7 @@ class CommandHandler:
         db = await self._pool()
         async with db.acquire() as conn:
             state = build_plan(command.stream_id, (await journal.load(conn, [command.stream_id], self.envelopes))[command.stream_id])
-            decision = decide_plan(state, command, Context(now=self.clock.now()))
+            decision = decide_plan(state, command, self._context(None))
             if decision.already_handled or not decision.events:
                 return
             await self._append(conn, state, command, decision.events)
@@ -305,6 +308,8 @@ class CommandHandler:
             plan=plan,
             default_return_url=self.default_return_url,
             dunning_retry_days=tuple(self.config.dunning_retry_days),  # type: ignore[arg-type]
+            receipts=self.receipts,
+            card_check_amount=Money(amount=self.config.card_check_amount),
         )
 
     async def _pool(self) -> asyncpg.Pool:

@@ -13,6 +13,7 @@ from uuid import UUID
 from pydantic import Field
 
 from schemas.base import Money, Payload, StrictModel, UtcDatetime
+from schemas.receipts import PaymentMode, PaymentSubject, VatCode
 
 Locale = Literal["ru", "en"]
 PlanId = str
@@ -49,9 +50,19 @@ class CancelSubscription(Command):
 
 
 class SetAutoRenew(Command):
+    """Turning renewal on without a saved card starts a card check; it turns on when the card is saved."""
+
     subscription_id: UUID
     enabled: bool
     reason: Reason | None = Field(default=None, max_length=500)
+    return_url: str | None = Field(default=None, max_length=2048)
+
+
+class ReplacePaymentMethod(Command):
+    """Save another card for renewals through a card check (a small payment refunded at once)."""
+
+    subscription_id: UUID
+    return_url: str | None = Field(default=None, max_length=2048)
 
 
 class SyncPayment(Command):
@@ -120,6 +131,10 @@ class CreatePlan(Command):
     period_days: int = Field(ge=1, le=3660)
     description: str = Field(default="", max_length=2000)
     reason: Reason | None = Field(default=None, max_length=500)
+    vat_code: VatCode | None = Field(default=None, description="the receipt's VAT code; unset: the processor's default")
+    payment_subject: PaymentSubject | None = Field(default=None, description="the receipt's payment subject; unset: the processor's default")
+    payment_mode: PaymentMode | None = Field(default=None, description="the receipt's payment mode; unset: the processor's default")
+    trial_days: int = Field(default=0, ge=0, le=365, description="free days before the first charge (0: no trial)")
 
 
 class ArchivePlan(Command):
@@ -131,6 +146,7 @@ COMMAND_TYPES: tuple[type[Command], ...] = (
     PurchaseSubscription,
     CancelSubscription,
     SetAutoRenew,
+    ReplacePaymentMethod,
     SyncPayment,
     SyncRefund,
     RenewSubscription,

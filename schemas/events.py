@@ -14,6 +14,7 @@ from pydantic import Field
 
 from schemas.base import Money, Payload, StrictModel, UtcDatetime
 from schemas.commands import Customer, PlanId
+from schemas.receipts import PaymentMode, PaymentSubject, Receipt, ReceiptRegistration, VatCode
 
 PaymentPurpose = Literal["purchase", "renewal", "recovery", "card_check", "upgrade"]
 """Why a payment was taken: a checkout, an automatic renewal, a past-due customer paying now, a card
@@ -41,6 +42,10 @@ class PlanCreated(Event):
     price: Money
     period_days: int = Field(ge=1)
     description: str = ""
+    vat_code: VatCode | None = Field(default=None, description="receipt settings; unset (plans created before them): the processor's defaults")
+    payment_subject: PaymentSubject | None = None
+    payment_mode: PaymentMode | None = None
+    trial_days: int = Field(default=0, ge=0, description="free days before the first charge, once per customer and plan (0: no trial)")
 
 
 class PlanArchived(Event):
@@ -61,6 +66,11 @@ class CheckoutStarted(Event):
     customer: Customer
     idempotence_key: str
     return_url: str | None = None
+    receipt: Receipt | None = Field(
+        default=None,
+        description="the 54-FZ receipt sent with the request; unset on events recorded before receipts were: the request "
+        "then carries the receipt sent at the time (one service item, vat_code 1, full_payment)",
+    )
 
 
 class RenewalStarted(Event):
@@ -78,6 +88,53 @@ class RenewalStarted(Event):
     attempt: int = Field(default=1, ge=1)
     payment_method_id: str
     idempotence_key: str
+    customer: Customer | None = None
+    receipt: Receipt | None = Field(
+        default=None,
+        description="the 54-FZ receipt sent with the request; unset on events recorded before receipts were: the request "
+        "then carries the receipt sent at the time (one service item, vat_code 1, full_payment)",
+    )
+
+
+CardCheckReason = Literal["replace_payment_method", "auto_renew", "trial"]
+"""What a card check is for: a new card for renewals, turning auto-renewal on without a saved card, a trial."""
+
+
+class TrialTerms(StrictModel):
+    """The plan a trial subscribes to: free for `trial_days`, then `price` every `period_days`."""
+
+    plan_id: PlanId
+    plan_name: str
+    price: Money
+    period_days: int = Field(ge=1)
+    trial_days: int = Field(ge=1)
+    auto_renew: bool = True
+
+
+class CardCheckStarted(Event):
+    """The intent to check (and save) a card with a small payment that is refunded in full at once,
+    recorded before YooKassa is called (its key is fixed here). A check never pays for a period.
+    For a trial it also starts the (pending) subscription described by `trial`."""
+
+    subscription_id: UUID
+    payment_id: UUID
+    reason: CardCheckReason
+    amount: Money
+    customer: Customer
+    idempotence_key: str
+    return_url: str | None = None
+    trial: TrialTerms | None = None
+    receipt: Receipt | None = Field(default=None, description="the 54-FZ receipt sent with the check; unset on checks recorded before receipts were")
+
+
+class PaymentMethodReplaced(Event):
+    """A card check succeeded: renewals of the subscription now charge this card."""
+
+    subscription_id: UUID
+    payment_id: UUID = Field(description="the card check that saved the card")
+    payment_method: PaymentMethod
+    previous_title: str | None = None
+    check_amount: Money | None = Field(default=None, description="what the check took; it is refunded at once")
     customer: Customer | None = None
 
 
@@ -100,6 +157,7 @@ class PaymentSucceeded(Event):
     payment_method: PaymentMethod | None = None
     purpose: PaymentPurpose = "purchase"
     customer: Customer
+    receipt_registration: ReceiptRegistration | None = Field(default=None, description="YooKassa's receipt_registration when we read the payment")
 
 
 class PaymentFailed(Event):
@@ -144,6 +202,8 @@ class SubscriptionActivated(Event):
     granted: bool = False
     reason: str | None = None
     customer: Customer | None = None
+    trial: bool = Field(default=False, description="a free trial: nothing was paid, the first charge is at period_end")
+    next_charge: Money | None = Field(default=None, description="for a trial: what the first renewal at period_end charges")
 
 
 class RefundRequested(Event):
@@ -160,6 +220,12 @@ class RefundRequested(Event):
     idempotence_key: str
     customer: Customer | None = None
     command_type: str | None = Field(default=None, description="the type of the command that asked for the refund")
+    receipt: Receipt | None = Field(
+        default=None,
+        description="the 54-FZ receipt sent with the request; unset on events recorded before receipts were: the request "
+        "then carries the receipt sent at the time (one service item, vat_code 1, full_payment)",
+    )
+    purpose: PaymentPurpose | None = Field(default=None, description="the refunded payment's purpose (card_check: a check's money going back)")
 
 
 class RefundCreated(Event):
@@ -184,6 +250,7 @@ class RefundSucceeded(Event):
             "notification or a reconciliation found it; no RefundRequested precedes it (docs/decisions/0122)"
         ),
     )
+    receipt_registration: ReceiptRegistration | None = Field(default=None, description="YooKassa's receipt_registration when we read the refund")
 
 
 class RefundFailed(Event):
@@ -257,6 +324,8 @@ class SubscriptionExpiringSoon(Event):
     period_end: UtcDatetime
     auto_renew: bool
     customer: Customer | None = None
+    trial: bool = Field(default=False, description="the period ending is a free trial")
+    next_charge: Money | None = Field(default=None, description="what renewing at period_end charges")
 
 
 class SubscriptionAdjusted(Event):
@@ -267,6 +336,16 @@ class SubscriptionAdjusted(Event):
     period_end: UtcDatetime
     reason: str
     customer: Customer | None = None
+
+
+class ReceiptRegistrationChanged(Event):
+    """A later read of a settled payment or refund found its receipt's registration moved on
+    (pending → succeeded or canceled): the receipt reached the tax service, or did not."""
+
+    subscription_id: UUID
+    payment_id: UUID | None = None
+    refund_id: UUID | None = None
+    status: ReceiptRegistration
 
 
 class CommandOutcome(StrictModel):
@@ -307,6 +386,8 @@ EVENT_TYPES: tuple[type[Event], ...] = (
     PlanArchived,
     CheckoutStarted,
     RenewalStarted,
+    CardCheckStarted,
+    PaymentMethodReplaced,
     PaymentCreated,
     PaymentSucceeded,
     PaymentFailed,
@@ -324,6 +405,7 @@ EVENT_TYPES: tuple[type[Event], ...] = (
     SubscriptionExpired,
     SubscriptionExpiringSoon,
     SubscriptionAdjusted,
+    ReceiptRegistrationChanged,
     CommandSucceeded,
     CommandRejected,
     CommandFailed,

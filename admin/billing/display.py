@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from decimal import Decimal
 from typing import Any
 from urllib.parse import urlencode
 
@@ -63,6 +64,38 @@ def related_table(headers: list[str], rows: list[list[Any]], empty: str) -> Safe
         "", "<tr>{}</tr>", ((format_html_join("", "<td>{}</td>", ((cell,) for cell in row)),) for row in rows)
     )
     return format_html('<table class="billing-related"><thead><tr>{}</tr></thead><tbody>{}</tbody></table>', head, body)
+
+VAT_CODES = {
+    1: "no VAT", 2: "VAT 0%", 3: "VAT 10%", 4: "VAT 20%", 5: "VAT 10/110", 6: "VAT 20/120", 7: "VAT 5%", 8: "VAT 7%",
+    9: "VAT 5/105", 10: "VAT 7/107", 11: "VAT 22%", 12: "VAT 22/122",
+}
+TAX_SYSTEMS = {1: "general (ОСН)", 2: "simplified, income (УСН)", 3: "simplified, income − expenses", 4: "ЕНВД", 5: "ЕСХН", 6: "patent"}
+
+
+def vat_label(code: int | None) -> str:
+    return f"{code} — {VAT_CODES.get(code, '?')}" if code else "processor default"
+
+
+def receipt_table(receipt: Any) -> SafeString:
+    """The 54-FZ receipt recorded in the intent event, as sent to YooKassa."""
+    if isinstance(receipt, str):  # JSONB may come back as text from a raw cursor
+        import json
+
+        receipt = json.loads(receipt)
+    if not receipt:
+        return format_html("<em>{}</em>", "not recorded (sent before receipts were: one service item, VAT code 1, full payment)")
+    rows = [
+        [item["description"], item["quantity"], format_money(int(Decimal(item["amount"]["amount"]) * 100), item["amount"]["currency"]),
+         vat_label(item["vat_code"]), item["payment_subject"], item["payment_mode"]]
+        for item in receipt.get("items", [])
+    ]
+    table = related_table(["item", "quantity", "amount", "VAT", "payment subject", "payment mode"], rows, "no items")
+    tax = receipt.get("tax_system_code")
+    return format_html(
+        "{}<div>customer: {} · tax system: {}</div>", table, receipt.get("email") or "—",
+        f"{tax} — {TAX_SYSTEMS.get(tax, '?')}" if tax else "not sent",
+    )
+
 
 def payments_table(payments: QuerySet[Payment]) -> SafeString:
     return related_table(

@@ -9,12 +9,14 @@ from __future__ import annotations
 import re
 import uuid
 from decimal import Decimal
-from typing import Any
+from typing import Any, get_args
 
 from django import forms
 from django.core.exceptions import ValidationError
 
+from admin.billing.display import VAT_CODES
 from admin.billing.money import format_money, parse_amount
+from schemas.receipts import PaymentMode, PaymentSubject
 
 PLAN_ID_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
 EMAIL_RE = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
@@ -150,7 +152,23 @@ class CreatePlanForm(OperatorCommandForm):
     price = forms.CharField(max_length=32, help_text="For example 299.00")
     currency = forms.CharField(max_length=3, initial="RUB")
     period_days = forms.IntegerField(min_value=1, max_value=3660, initial=30)
+    trial_days = forms.IntegerField(
+        min_value=0, max_value=365, initial=0, required=False, label="Trial days",
+        help_text="Free days before the first charge, once per customer (a card check starts them); 0 for none.",
+    )
     description = forms.CharField(max_length=2000, required=False, widget=forms.Textarea(attrs={"rows": 2}))
+    vat_code = forms.TypedChoiceField(
+        choices=[("", "processor default")] + [(code, f"{code} — {label}") for code, label in VAT_CODES.items()],
+        coerce=int, empty_value=None, required=False, label="Receipt VAT code", help_text="YooKassa vat_code for the 54-FZ receipt.",
+    )
+    payment_subject = forms.ChoiceField(
+        choices=[("", "processor default")] + [(v, v) for v in get_args(PaymentSubject)], required=False,
+        label="Receipt payment subject", help_text="A subscription is a service.",
+    )
+    payment_mode = forms.ChoiceField(
+        choices=[("", "processor default")] + [(v, v) for v in get_args(PaymentMode)], required=False,
+        label="Receipt payment mode", help_text="full_prepayment: paid before the period; full_payment: settled in full.",
+    )
 
     def clean_plan_id(self) -> str:
         value = self.cleaned_data["plan_id"].strip()
@@ -178,7 +196,10 @@ class CreatePlanForm(OperatorCommandForm):
             "price": {"amount": f"{data['price']:.2f}", "currency": data["currency"]},
             "period_days": data["period_days"],
             "description": data.get("description", "").strip(),
+            "trial_days": data.get("trial_days") or 0,
             "reason": data["reason"],
+            # unset: the processor's defaults, fixed into the plan when it is created
+            **{k: data[k] for k in ("vat_code", "payment_subject", "payment_mode") if data.get(k)},
         }
 
 

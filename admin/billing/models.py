@@ -30,6 +30,10 @@ class Plan(models.Model):
     archived = models.BooleanField()
     created_at = models.DateTimeField()
     updated_at = models.DateTimeField()
+    vat_code = models.IntegerField(null=True)
+    payment_subject = models.TextField(null=True)
+    payment_mode = models.TextField(null=True)
+    trial_days = models.IntegerField(default=0)
 
     class Meta:
         managed = False
@@ -69,6 +73,7 @@ class Subscription(models.Model):
     updated_at = models.DateTimeField()
     canceled_at = models.DateTimeField(null=True)
     expired_at = models.DateTimeField(null=True)
+    trial = models.BooleanField(default=False)
 
     class Meta:
         managed = False
@@ -99,6 +104,8 @@ class Payment(models.Model):
     paid_at = models.DateTimeField(null=True)
     created_at = models.DateTimeField()
     updated_at = models.DateTimeField()
+    receipt = models.JSONField(null=True)
+    receipt_registration = models.TextField(null=True)
 
     class Meta:
         managed = False
@@ -122,6 +129,8 @@ class Refund(models.Model):
     reason = models.TextField(null=True)
     created_at = models.DateTimeField()
     updated_at = models.DateTimeField()
+    receipt = models.JSONField(null=True)
+    receipt_registration = models.TextField(null=True)
 
     class Meta:
         managed = False
@@ -215,7 +224,7 @@ class StoredEvent(models.Model):
 
 
 class ReconciliationRun(models.Model):
-    """A reconciliation with YooKassa (payment_processor migration pp0004_recon, docs/decisions/0122)."""
+    """A reconciliation with YooKassa (payment_processor migration pp0005_recon, docs/decisions/0122)."""
 
     run_id = models.UUIDField(primary_key=True)
     trigger = models.TextField()
@@ -272,3 +281,32 @@ class ReconciliationDifference(models.Model):
 
     def __str__(self) -> str:
         return f"{self.kind.replace('_', ' ')}: {self.object_type} {self.provider_id}"
+
+
+class RevenueMonth(models.Model):
+    """One account's monthly deltas for one plan (`read.revenue`); the Revenue page sums them
+    over accounts and turns them into the report (rules/revenue.py)."""
+
+    row_key = models.TextField(primary_key=True)
+    user_id = models.TextField()
+    month = models.TextField()
+    plan_id = models.TextField()
+    currency = models.TextField()
+    payments = models.IntegerField()
+    revenue_minor = models.BigIntegerField()
+    refunds = models.IntegerField()
+    refunded_minor = models.BigIntegerField()
+    new_subscribers = models.IntegerField()
+    churned = models.IntegerField()
+    renewed = models.IntegerField()
+    renewals_failed = models.IntegerField()
+    renewals_recovered = models.IntegerField()
+    active_delta = models.IntegerField()
+    mrr_delta_minor = models.BigIntegerField()
+    updated_at = models.DateTimeField()
+
+    class Meta:
+        managed = False
+        db_table = _table("read", "revenue")
+        verbose_name = "revenue"
+        verbose_name_plural = "revenue"

@@ -1,4 +1,4 @@
-"""Views beyond Django's stock admin pages: operator actions, command status, account timeline.
+"""Views beyond Django's stock admin pages: operator actions, command status, account timeline, revenue.
 
 Actions never touch a table: a valid form becomes one POST to the command API (see
 command_api.py), and the operator sees what the API says — succeeded, rejected with its reason,
@@ -8,6 +8,7 @@ failed, or still processing with a link to a status page that refreshes itself u
 from __future__ import annotations
 
 import json
+import re
 import uuid
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -16,13 +17,16 @@ from django.contrib import admin
 from django.contrib.admin.models import CHANGE, LogEntry
 from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
+from django.db import connection
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
 from django.urls import reverse
 
 from admin.billing.command_api import CommandApi, CommandResult
 from admin.billing.forms import OperatorCommandForm
-from admin.billing.models import Command, StoredEvent
+from admin.billing.models import Command, Plan, StoredEvent
+from admin.billing.money import format_money
+from rules import revenue
 
 ACT_PERMISSION = "billing.can_act"
 TIMELINE_PAGE_SIZE = 200
@@ -165,3 +169,50 @@ def account_timeline(
             stream_id=stream_id, rows=rows, page=page, back_url=back_url,
         ),
     )
+
+
+MONTH_RE = re.compile(r"^\d{4}-(0[1-9]|1[0-2])$")
+
+
+def revenue_report(model_admin: admin.ModelAdmin, request: HttpRequest) -> HttpResponse:
+    """The revenue report by month and plan (decision 0124), from the projector's `read.revenue`:
+    one GROUP BY over its monthly deltas, then the pure arithmetic of rules/revenue.py. `?format=csv`
+    downloads the same lines."""
+    plan_id = (request.GET.get("plan") or "").strip() or None
+    months = {name: (request.GET.get(name) or "").strip() for name in ("from", "to")}
+    errors = [f"«{value}» is not a month (YYYY-MM)" for value in months.values() if value and not MONTH_RE.match(value)]
+    month_from, month_to = (months[n] if MONTH_RE.match(months[n]) else None for n in ("from", "to"))
+    with connection.cursor() as cursor:
+        cursor.execute(revenue.SUM_SQL.format(schema="read"))
+        names = [c[0] for c in cursor.description]
+        rows = [revenue.MonthTotals(**dict(zip(names, r, strict=True))) for r in cursor.fetchall()]
+    lines = revenue.report(rows, plan_id=plan_id, month_from=month_from, month_to=month_to)
+    if request.GET.get("format") == "csv":
+        response = HttpResponse(revenue.csv_text(lines), content_type="text/csv; charset=utf-8")
+        name = "-".join(p for p in ("revenue", plan_id, month_from, month_to) if p)
+        response["Content-Disposition"] = f'attachment; filename="{name}.csv"'
+        return response
+    query = request.GET.copy()
+    query["format"] = "csv"
+    return render(
+        request,
+        "billing/revenue.html",
+        _context(
+            model_admin, request, title="Revenue by month and plan", lines=[_shown(ln) for ln in lines], errors=errors,
+            plans=Plan.objects.order_by("plan_id"), plan_id=plan_id or "", month_from=months["from"], month_to=months["to"],
+            csv_query=query.urlencode(),
+        ),
+    )
+
+
+def _percent(value: Any) -> str:
+    return "—" if value is None else f"{value * 100:.1f} %"
+
+
+def _shown(line: revenue.ReportLine) -> dict[str, Any]:
+    """A report line with money as money and ratios as percentages."""
+    return {
+        **vars(line), "mrr": format_money(line.mrr_minor, line.currency), "revenue": format_money(line.revenue_minor, line.currency),
+        "refunded": format_money(line.refunded_minor, line.currency), "refund_share": _percent(line.refund_share),
+        "recovery_rate": _percent(line.recovery_rate),
+    }

@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from command_api.domain.auth import USER_ID_PATTERN
 from schemas import Money
+from schemas.receipts import PaymentMode, PaymentSubject, VatCode
 
 # Printable text: no C0 controls except tab/newline/carriage return, no DEL.
 TEXT_PATTERN = r"^[^\x00-\x08\x0b\x0c\x0e-\x1f\x7f]*$"
@@ -56,7 +57,15 @@ class CancelRequest(Request):
 class AutoRenewRequest(Request):
     model_config = ConfigDict(json_schema_extra={"examples": [{"enabled": False}]})
 
-    enabled: bool
+    enabled: bool = Field(
+        description="on without a saved card starts a card check: the outcome's confirmation_url, renewal turns on when it succeeds"
+    )
+
+
+class ReplacePaymentMethodRequest(Request):
+    """A card check saves the new card: the outcome's `confirmation_url` is where the customer confirms it."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [{}]})
 
 
 class AdminExtendRequest(Request):
@@ -123,7 +132,11 @@ class AdminCreatePlanRequest(Request):
                     "price": {"amount": "299.00", "currency": "RUB"},
                     "period_days": 30,
                     "description": "HD films and series",
+                    "trial_days": 7,
                     "reason": "launch",
+                    "vat_code": 1,
+                    "payment_subject": "service",
+                    "payment_mode": "full_prepayment",
                 }
             ]
         }
@@ -134,7 +147,13 @@ class AdminCreatePlanRequest(Request):
     price: Money
     period_days: int = Field(ge=1, le=3660)
     description: str = Field(default="", max_length=2000, pattern=TEXT_PATTERN)
+    trial_days: int = Field(default=0, ge=0, le=365, description="free days before the first charge, once per customer and plan (0: none)")
     reason: Reason
+    vat_code: VatCode | None = Field(
+        default=None, description="54-FZ receipt VAT code (YooKassa vat_code 1..12); unset: the processor's default"
+    )
+    payment_subject: PaymentSubject | None = Field(default=None, description="receipt payment_subject; unset: the processor's default")
+    payment_mode: PaymentMode | None = Field(default=None, description="receipt payment_mode; unset: the processor's default")
 
 
 class AdminArchivePlanRequest(Request):
@@ -201,6 +220,7 @@ class Plan(BaseModel):
                     "period_days": 30,
                     "description": "HD films and series",
                     "archived": False,
+                    "trial_days": 0,
                 }
             ]
         }
@@ -212,6 +232,7 @@ class Plan(BaseModel):
     period_days: int
     description: str
     archived: bool
+    trial_days: int = Field(default=0, description="free days before the first charge (a card check starts the trial)")
 
 
 class PlanList(BaseModel):
@@ -240,7 +261,7 @@ class Payment(BaseModel):
 
     payment_id: uuid.UUID
     subscription_id: uuid.UUID
-    purpose: str = Field(description="purchase | renewal")
+    purpose: str = Field(description="purchase | renewal | card_check (refunded at once) | …")
     status: str = Field(description="created | pending | succeeded | canceled | unknown")
     amount: Money
     confirmation_url: str | None = None
@@ -333,6 +354,7 @@ class Subscription(BaseModel):
     updated_at: datetime
     canceled_at: datetime | None = None
     expired_at: datetime | None = None
+    trial: bool = Field(default=False, description="in a free trial: nothing paid yet, the first charge is at period_end")
 
 
 class SubscriptionDetail(Subscription):

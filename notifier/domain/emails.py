@@ -15,10 +15,14 @@ pair triggers the email (docs/decisions/0071):
 | auto_renew_off         | AutoRenewChanged(enabled=false)                | AutoRenewChanged(enabled=true) |
 | renewal_succeeded      | SubscriptionRenewed                            | PaymentSucceeded(renewal)    |
 | renewal_failed         | RenewalFailed (what happens next and when)     | PaymentFailed(renewal)       |
-| expiring_soon          | SubscriptionExpiringSoon                       | —                            |
+| expiring_soon          | SubscriptionExpiringSoon (a trial's: the first charge and its date) | —       |
 | subscription_expired   | SubscriptionExpired                            | —                            |
+| trial_started          | SubscriptionActivated with `trial` (the first charge's date and price) | PaymentSucceeded(card_check) |
+| card_replaced          | PaymentMethodReplaced (the check is refunded at once) | RefundSucceeded of a card check |
 
-A grant (SubscriptionActivated with `granted`) moves no money and is not emailed. An event without
+A grant (SubscriptionActivated with `granted`) moves no money and is not emailed. A card check's
+refund is part of the email of what the check was for, not an email of its own; a declined check is
+seen on the payment page (docs/decisions/0118). An event without
 a `customer` cannot be emailed (there is nobody to write to): it is skipped with a log line.
 """
 
@@ -33,6 +37,7 @@ from schemas.events import (
     AutoRenewChanged,
     CheckoutStarted,
     PaymentFailed,
+    PaymentMethodReplaced,
     PaymentSucceeded,
     RefundFailed,
     RefundRequested,
@@ -54,7 +59,7 @@ from notifier.domain.reasons import expiry_reason, payment_reason, refund_failur
 EVENT_TYPES_SKIPPED = frozenset({
     "CommandSucceeded", "CommandRejected", "CommandFailed", "PlanCreated", "PlanArchived", "RenewalStarted",
     "PaymentCreated", "PaymentSucceeded", "PaymentStateUnknown", "RefundCreated", "RefundStateUnknown",
-    "SubscriptionAdjusted",
+    "SubscriptionAdjusted", "CardCheckStarted", "ReceiptRegistrationChanged",
 })
 
 EMAIL_KINDS = (
@@ -68,6 +73,8 @@ EMAIL_KINDS = (
     "renewal_failed",
     "expiring_soon",
     "subscription_expired",
+    "trial_started",
+    "card_replaced",
 )
 
 
@@ -79,6 +86,8 @@ class Facts:
     period_days: int | None = None
     days_used: int | None = None
     days_in_period: int | None = None
+    card_check: bool = False
+    """The refund gives a card check's money back: told in the check's own email, not again."""
 
 
 @dataclass(frozen=True)
@@ -122,6 +131,8 @@ def facts_to_remember(envelope: Envelope) -> list[Remember]:
     data = envelope.data
     if isinstance(data, (CheckoutStarted, SubscriptionActivated)):
         return [Remember(f"subscription:{data.subscription_id}", {"plan_name": data.plan_name, "period_days": getattr(data, "period_days", None)})]
+    if isinstance(data, RefundRequested) and data.purpose == "card_check":
+        return [Remember(f"refund:{data.refund_id}", {"card_check": True})]
     if isinstance(data, RefundRequested) and data.days_used is not None:
         facts = {"days_used": data.days_used, "days_in_period": data.days_in_period}
         return [Remember(f"refund:{data.refund_id}", facts)]
@@ -161,17 +172,28 @@ def plan_email(envelope: Envelope, facts: Facts | None = None) -> EmailPlan | Sk
 
 def _kind_and_values(data: object, facts: Facts) -> tuple[str | None, dict[str, Any]]:
     if isinstance(data, SubscriptionActivated):
+        if data.trial:
+            return "trial_started", {"plan_name": data.plan_name}
         if data.granted or data.payment_id is None:
             return None, {"why": "a granted subscription moved no money"}
         return "purchase_succeeded", {"plan_name": data.plan_name}
     if isinstance(data, PaymentSucceeded):
-        why = "purchases are emailed on SubscriptionActivated" if data.purpose == "purchase" else "renewals are emailed on SubscriptionRenewed"
+        why = {
+            "purchase": "purchases are emailed on SubscriptionActivated",
+            "card_check": "a card check is emailed with what it was for",
+        }.get(data.purpose, "renewals are emailed on SubscriptionRenewed")
         return None, {"why": why}
+    if isinstance(data, PaymentMethodReplaced):
+        return "card_replaced", {}
     if isinstance(data, PaymentFailed):
+        if data.purpose == "card_check":
+            return None, {"why": "a declined card check is seen on the payment page; nothing changed"}
         if data.purpose != "purchase":
             return None, {"why": "renewal declines are emailed on RenewalFailed"}
         return "payment_failed", {"reason_text": lambda loc: payment_reason(data.reason, loc)}
     if isinstance(data, RefundSucceeded):
+        if facts.card_check:
+            return None, {"why": "a card check's refund is told in the check's own email"}
         days_used = data.days_used if data.days_used is not None else facts.days_used
         return "refund_succeeded", {"days_used": days_used, "days_in_period": facts.days_in_period}
     if isinstance(data, RefundFailed):

@@ -246,9 +246,14 @@ def payment_from_sdk(response: Any) -> ProviderPayment:
         payment_method_id=getattr(method, "id", None) if method is not None else None,
         payment_method_saved=bool(getattr(method, "saved", False)) if method is not None else False,
         payment_method_title=getattr(method, "title", None) if method is not None else None,
+        receipt_registration=_text(getattr(response, "receipt_registration", None)),
         metadata=_metadata(getattr(response, "metadata", None)),
         created_at=_parse_time(getattr(response, "created_at", None)),
     )
+
+
+def _text(value: Any) -> str | None:
+    return str(value) if value else None
 
 
 def _metadata(value: Any) -> dict[str, str] | None:
@@ -266,6 +271,7 @@ def refund_from_sdk(response: Any) -> ProviderRefund:
         cancellation_reason=getattr(details, "reason", None) if details is not None else None,
         payment_id=getattr(response, "payment_id", None),
         created_at=_parse_time(getattr(response, "created_at", None)),
+        receipt_registration=_text(getattr(response, "receipt_registration", None)),
     )
 
 

@@ -34,6 +34,7 @@ from payment_processor.domain.state import Subscription
 from schemas import (
     AutoRenewChanged,
     Envelope,
+    PaymentMethodReplaced,
     PaymentSucceeded,
     RenewalFailed,
     SubscriptionActivated,
@@ -55,6 +56,7 @@ SCHEDULE_EVENTS = (
     SubscriptionExpiringSoon,
     SubscriptionAdjusted,
     PaymentSucceeded,  # may save the card a renewal charges
+    PaymentMethodReplaced,
 )
 """Events that can change a row; an append without one of them leaves the table alone."""
 
@@ -78,6 +80,8 @@ class ScheduleRow:
     dunning_over: bool
     reminded_for: datetime | None
     stream_version: int
+    trial: bool = False
+    """A free trial: charged at its end (not `renewal_lead` before) and reminded before that."""
 
     @property
     def renews(self) -> bool:
@@ -103,6 +107,7 @@ def row_of(state: AccountState, sub: Subscription) -> ScheduleRow | None:
         dunning_over=sub.dunning_over,
         reminded_for=sub.reminded_for,
         stream_version=state.version,
+        trial=sub.trial,
     )
 
 
@@ -251,7 +256,9 @@ class DueAction:
 #   not over) is charged RENEWAL_LEAD before its end (attempt 1), and during dunning at its next
 #   retry (attempt n+1) — it is never expired by time alone;
 # - one that does not renew, or whose last renewal attempt failed, expires at its period end;
-# - before that, one "expiring soon" reminder per period, EXPIRY_REMINDER_LEAD before the end.
+# - before that, one "expiring soon" reminder per period, EXPIRY_REMINDER_LEAD before the end;
+# - a free trial that renews is charged at its end, not RENEWAL_LEAD before, and is reminded
+#   EXPIRY_REMINDER_LEAD before its end like one that does not renew (docs/decisions/0118).
 # A row whose due action was already published is skipped (the sent_* marks), except that an
 # expiry or reminder still due `resend` after publishing goes out again in a new round.
 _DUE = text(
@@ -265,8 +272,10 @@ _DUE = text(
         SELECT CASE
             WHEN s.auto_renew AND s.has_saved_method AND NOT s.cancel_at_period_end AND NOT s.dunning_over THEN
                 CASE
-                    WHEN s.status = 'active' AND s.period_end <= :renew_by THEN 'renew'
+                    WHEN s.status = 'active' AND s.period_end <= :renew_by AND (NOT s.trial OR s.period_end <= :now) THEN 'renew'
                     WHEN s.status = 'past_due' AND s.next_retry_at <= :now THEN 'retry'
+                    WHEN s.trial AND s.status = 'active' AND s.period_end <= :remind_by
+                         AND s.reminded_for IS DISTINCT FROM s.period_end THEN 'remind'
                 END
             WHEN s.period_end <= :now THEN 'expire'
             WHEN s.status = 'active' AND s.period_end <= :remind_by AND s.reminded_for IS DISTINCT FROM s.period_end THEN 'remind'

@@ -21,6 +21,7 @@ from schemas import (
     Money,
     PurchaseSubscription,
     RefundRequested,
+    ReplacePaymentMethod,
     RenewalFailed,
     RenewalStarted,
     RenewSubscription,
@@ -33,6 +34,7 @@ from schemas import (
     SubscriptionExpiringSoon,
     SyncPayment,
     SyncRefund,
+    TrialTerms,
     derived_id,
 )
 
@@ -40,6 +42,7 @@ from payment_processor.domain.answers import (
     payment_step_or_give_up,
     refund_step_or_give_up,
 )
+from payment_processor.domain.card_checks import continue_open_check, open_card_check, start_card_check
 from payment_processor.domain.decision import (
     Context,
     Decision,
@@ -52,7 +55,10 @@ from payment_processor.domain.decision import (
     live_subscription_to,
     open_checkout_for,
     pending_subscription_to,
+    plan_receipt_settings,
+    refund_receipt,
     reject,
+    renewal_receipt,
     succeed,
 )
 from payment_processor.domain.provider import (
@@ -60,6 +66,7 @@ from payment_processor.domain.provider import (
     CreateRefund,
     FindPayment,
     FindRefund,
+    build_receipt,
     purchase_request,
     refund_request,
     renewal_request,
@@ -74,6 +81,10 @@ from payment_processor.domain.state import (
     PlanState,
     Subscription,
 )
+
+
+TRIAL_CLOCK_SKEW = timedelta(minutes=5)
+"""How far a scheduler's clock may run ahead of the processor's when it finds a trial's end due."""
 
 
 def _plan_for_new_subscription(
@@ -118,6 +129,20 @@ def _purchase(state: AccountState, command: Envelope, ctx: Context) -> Decision:
     # A checkout whose creation is still unknown (no payment page ever reached the customer)
     # does not block a new one; should it succeed after all, it is refunded as a duplicate.
     assert plan.price is not None
+    if plan.trial_days > 0 and c.plan_id not in state.trials_used:
+        # A free trial, once per customer and plan: a card check saves the card the first charge
+        # (at the trial's end) uses; the trial starts when the check succeeds (decision 0118).
+        terms = TrialTerms(
+            plan_id=c.plan_id,
+            plan_name=plan.name,
+            price=plan.price,
+            period_days=plan.period_days,
+            trial_days=plan.trial_days,
+            auto_renew=c.auto_renew,
+        )
+        return start_card_check(
+            state, command, c.subscription_id, "trial", c.customer, ctx, return_url=c.return_url, trial=terms
+        )
     payment_id = derived_id("payment", cid)
     intent = CheckoutStarted(
         subscription_id=c.subscription_id,
@@ -130,6 +155,7 @@ def _purchase(state: AccountState, command: Envelope, ctx: Context) -> Decision:
         customer=c.customer,
         idempotence_key=idempotence_key_for(payment_id),
         return_url=c.return_url or ctx.default_return_url,
+        receipt=build_receipt(c.customer, plan.name, plan.price, plan_receipt_settings(plan, ctx.receipts)),
     )
     step = CreatePayment(payment_id, intent.idempotence_key, purchase_request(state.user_id, cid, intent))
     return Decision([Emit(intent, cid)], step=step)
@@ -150,7 +176,8 @@ def _sync_payment(state: AccountState, command: Envelope, ctx: Context) -> Decis
         return reject(command, "payment_not_found", "This account has no such payment.")
     if payment.status in FINAL_PAYMENT:
         provider_id = payment.provider_payment_id or c.provider_payment_id
-        if payment.outcome_unknown and provider_id:
+        if (payment.outcome_unknown or payment.receipt_registration == "pending") and provider_id:
+            # A late answer to match, or a receipt still on its way to the tax service: read it again.
             return Decision(step=FindPayment(payment.payment_id, provider_id))
         return succeed(command, payment_id=payment.payment_id, message=f"The payment is already {payment.status}.")
     return payment_step_or_give_up(state, payment, command, ctx)
@@ -171,7 +198,7 @@ def _sync_refund(state: AccountState, command: Envelope, ctx: Context) -> Decisi
         return reject(command, "refund_not_found", "This account has no such refund.")
     if refund.status in FINAL_REFUND:
         provider_id = refund.provider_refund_id or c.provider_refund_id
-        if refund.outcome_unknown and provider_id:
+        if (refund.outcome_unknown or refund.receipt_registration == "pending") and provider_id:
             return Decision(step=FindRefund(refund.refund_id, provider_id))
         return succeed(command, refund_id=refund.refund_id, message=f"The refund is already {refund.status}.")
     return refund_step_or_give_up(state, refund, command, ctx)
@@ -230,6 +257,7 @@ def _cancel_now(
         idempotence_key=idempotence_key_for(refund_id),
         customer=customer,
         command_type=command.type,
+        receipt=refund_receipt(payment, customer, sub.plan_name, amount),
     )
     step = CreateRefund(refund_id, intent.idempotence_key, refund_request(intent, sub.plan_name))
     return Decision([Emit(canceled, cid), Emit(intent, cid)], step=step)
@@ -288,7 +316,11 @@ def _admin_refund(state: AccountState, command: Envelope, ctx: Context) -> Decis
     wanted = c.amount.minor
     if wanted <= 0:
         return reject(command, "invalid_amount", "The refund amount must be more than zero.")
-    paid = [state.payments[p] for p in reversed(sub.payment_ids) if p in state.payments and state.payments[p].status == "succeeded"]
+    paid = [
+        state.payments[p]
+        for p in reversed(sub.payment_ids)
+        if p in state.payments and state.payments[p].status == "succeeded" and state.payments[p].purpose != "card_check"
+    ]
     best = max((p.refundable_minor for p in paid), default=0)
     payment = next((p for p in paid if p.refundable_minor >= wanted and p.amount.currency == c.amount.currency), None)
     if payment is None:
@@ -299,6 +331,7 @@ def _admin_refund(state: AccountState, command: Envelope, ctx: Context) -> Decis
         )
     assert payment.provider_payment_id is not None
     refund_id = derived_id("refund", cid)
+    customer = sub.customer or state.customer or payment.customer
     intent = RefundRequested(
         refund_id=refund_id,
         subscription_id=sub.subscription_id,
@@ -307,8 +340,9 @@ def _admin_refund(state: AccountState, command: Envelope, ctx: Context) -> Decis
         amount=c.amount,
         reason=c.reason,
         idempotence_key=idempotence_key_for(refund_id),
-        customer=sub.customer or state.customer or payment.customer,
+        customer=customer,
         command_type=command.type,
+        receipt=refund_receipt(payment, customer, sub.plan_name, c.amount),
     )
     return Decision([Emit(intent, cid)], step=CreateRefund(refund_id, intent.idempotence_key, refund_request(intent, sub.plan_name)))
 
@@ -322,12 +356,44 @@ def _set_auto_renew(state: AccountState, command: Envelope, ctx: Context) -> Dec
     if sub.status not in LIVE_SUBSCRIPTION:
         return reject(command, "not_active", f"The subscription is {sub.status.replace('_', ' ')}.")
     # Turning auto-renewal back on withdraws a cancel at period end (the subscription resumes).
+    if c.enabled and not sub.payment_method_id and sub.granted:
+        return reject(command, "no_payment_method", "A granted subscription has no saved card and no price to renew at.")
     if c.enabled and not sub.payment_method_id:
-        return reject(command, "no_payment_method", "There is no saved card to renew this subscription with.")
+        # No card to renew with: check (and save) one first; renewal turns on when it succeeds.
+        check = open_card_check(state, sub, "auto_renew")
+        if check is not None and sub.renew_after_check == check.payment_id:
+            return continue_open_check(command, sub, check)
+        customer = sub.customer or state.customer
+        if customer is None:
+            return reject(command, "no_customer", "There is nobody to send the card check's receipt to.")
+        return start_card_check(state, command, sub.subscription_id, "auto_renew", customer, ctx, return_url=c.return_url)
+    if not c.enabled and sub.renew_after_check is not None and not sub.auto_renew:
+        # The customer withdraws a "turn it on" whose card check is still open: it will not turn on.
+        changed = AutoRenewChanged(
+            subscription_id=sub.subscription_id, enabled=False, reason=c.reason or "withdrawn before the card check ended",
+            customer=sub.customer or state.customer,
+        )
+        return Decision([Emit(changed, cid), emit_succeeded(cid, command.type, subscription_id=sub.subscription_id)])
     if sub.auto_renew == c.enabled and not (c.enabled and sub.cancel_at_period_end):
         return succeed(command, subscription_id=sub.subscription_id, message=f"Auto-renewal is already {'on' if c.enabled else 'off'}.")
     changed = AutoRenewChanged(subscription_id=sub.subscription_id, enabled=c.enabled, reason=c.reason, customer=sub.customer or state.customer)
     return Decision([Emit(changed, cid), emit_succeeded(cid, command.type, subscription_id=sub.subscription_id)])
+
+
+def _replace_payment_method(state: AccountState, command: Envelope, ctx: Context) -> Decision:
+    c: ReplacePaymentMethod = command.data  # type: ignore[assignment]
+    sub = find_subscription(state, command, c.subscription_id)
+    if isinstance(sub, Decision):
+        return sub
+    if sub.status not in LIVE_SUBSCRIPTION:
+        return reject(command, "not_active", f"Only a live subscription's card can be replaced; this one is {sub.status.replace('_', ' ')}.")
+    check = open_card_check(state, sub, "replace_payment_method")
+    if check is not None:
+        return continue_open_check(command, sub, check)
+    customer = sub.customer or state.customer
+    if customer is None:
+        return reject(command, "no_customer", "There is nobody to send the card check's receipt to.")
+    return start_card_check(state, command, sub.subscription_id, "replace_payment_method", customer, ctx, return_url=c.return_url)
 
 
 def _extend(state: AccountState, command: Envelope, ctx: Context) -> Decision:
@@ -386,6 +452,11 @@ def _renew(state: AccountState, command: Envelope, ctx: Context) -> Decision:
         return reject(command, "auto_renew_off", "Auto-renewal is off for this subscription.")
     if not sub.payment_method_id:
         return reject(command, "no_payment_method", "There is no saved card to renew this subscription with.")
+    if sub.trial and ctx.now < sub.period_end - TRIAL_CLOCK_SKEW:
+        # A trial is free until its very end: the scheduler charges it then, and an early charge is
+        # refused. Only clearly early: a scheduler whose clock runs a little ahead of ours must not
+        # strand the renewal (its command id is fixed, a refusal would be final).
+        return reject(command, "not_due", f"The trial ends on {sub.period_end.isoformat()}; it is charged then, not before.")
     # One charge at a time per subscription: a charge still in flight, or one whose outcome we
     # never heard, may yet succeed — whatever period it was started for (an operator may have
     # moved the period end since), it is the charge for the next period.
@@ -410,6 +481,7 @@ def _renew(state: AccountState, command: Envelope, ctx: Context) -> Decision:
         payment_method_id=sub.payment_method_id,
         idempotence_key=idempotence_key_for(payment_id),
         customer=sub.customer or state.customer,
+        receipt=renewal_receipt(state, sub, sub.price, ctx),
     )
     step = CreatePayment(payment_id, intent.idempotence_key, renewal_request(state.user_id, cid, intent))
     return Decision([Emit(intent, cid)], step=step)
@@ -467,7 +539,12 @@ def _remind(state: AccountState, command: Envelope, ctx: Context) -> Decision:
     if sub.status not in LIVE_SUBSCRIPTION or sub.period_end != c.period_end or sub.reminded_for == c.period_end:
         return succeed(command, subscription_id=sub.subscription_id, message="No reminder needed.")
     soon = SubscriptionExpiringSoon(
-        subscription_id=sub.subscription_id, period_end=c.period_end, auto_renew=sub.auto_renew, customer=sub.customer or state.customer
+        subscription_id=sub.subscription_id,
+        period_end=c.period_end,
+        auto_renew=sub.auto_renew,
+        customer=sub.customer or state.customer,
+        trial=sub.trial,
+        next_charge=sub.price if sub.auto_renew and not sub.cancel_at_period_end else None,
     )
     return Decision([Emit(soon, cid), emit_succeeded(cid, command.type, subscription_id=sub.subscription_id)])
 
@@ -476,6 +553,7 @@ ACCOUNT_DECIDERS: dict[type, Callable[[AccountState, Envelope, Context], Decisio
     PurchaseSubscription: _purchase,
     CancelSubscription: _cancel,
     SetAutoRenew: _set_auto_renew,
+    ReplacePaymentMethod: _replace_payment_method,
     SyncPayment: _sync_payment,
     SyncRefund: _sync_refund,
     RenewSubscription: _renew,

@@ -69,7 +69,19 @@ def decide_plan(state: PlanState, command: Envelope, ctx: Context) -> Decision:
             return reject(command, "plan_exists", f"A plan with the id «{c.plan_id}» already exists.")
         if c.price.amount <= 0:
             return reject(command, "invalid_price", "A plan's price must be more than zero; grant free access instead.")
-        created = PlanCreated(plan_id=c.plan_id, name=c.name, price=c.price, period_days=c.period_days, description=c.description)
+        # The plan's receipt settings are fixed here: what the operator left unset, the processor's defaults fill.
+        receipts = ctx.receipts
+        created = PlanCreated(
+            plan_id=c.plan_id,
+            name=c.name,
+            price=c.price,
+            period_days=c.period_days,
+            description=c.description,
+            trial_days=c.trial_days,
+            vat_code=c.vat_code or receipts.vat_code,
+            payment_subject=c.payment_subject or receipts.payment_subject,  # type: ignore[arg-type]
+            payment_mode=c.payment_mode or receipts.payment_mode,  # type: ignore[arg-type]
+        )
         return Decision([Emit(created, cid), emit_succeeded(cid, command.type, plan_id=c.plan_id)])
     if isinstance(c, ArchivePlan):
         if not state.exists:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from decimal import Decimal
 from typing import Any
 from uuid import UUID
 
@@ -17,13 +18,20 @@ from schemas import (
     CommandOutcome,
     CommandRejected,
     CommandSucceeded,
+    Customer,
     Envelope,
     Event,
+    Money,
+    Receipt,
     derived_id,
 )
 
 from payment_processor.domain.provider import (
+    LEGACY_RECEIPT,
     ProviderStep,
+    ReceiptSettings,
+    build_receipt,
+    settings_of,
 )
 from payment_processor.domain.state import (
     LIVE_SUBSCRIPTION,
@@ -47,6 +55,10 @@ class Context:
     """Days after a failed renewal attempt until the next one (issue 10 owns the policy)."""
     create_retry_window: timedelta = timedelta(hours=23)
     """YooKassa remembers an Idempotence-Key for 24 h; repeating a create later could charge twice."""
+    receipts: ReceiptSettings = LEGACY_RECEIPT
+    """The processor's receipt defaults (for plans that set none) and the shop's tax system code."""
+    card_check_amount: Money = Money(amount=Decimal("1.00"))
+    """What a card check takes (and gives back at once): `PROCESSOR_CARD_CHECK_AMOUNT`."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,3 +160,38 @@ def find_subscription(state: AccountState, command: Envelope, subscription_id: U
     if sub is None:
         return reject(command, "subscription_not_found", f"There is no subscription {subscription_id} on this account.")
     return sub
+
+
+# --------------------------------------------------------------------------- receipts
+
+
+def plan_receipt_settings(plan: PlanState | None, defaults: ReceiptSettings) -> ReceiptSettings:
+    """A plan's receipt settings; what the plan leaves unset, the processor's defaults fill."""
+    if plan is None:
+        return defaults
+    return ReceiptSettings(
+        vat_code=plan.vat_code or defaults.vat_code,
+        payment_subject=plan.payment_subject or defaults.payment_subject,
+        payment_mode=plan.payment_mode or defaults.payment_mode,
+        tax_system_code=defaults.tax_system_code,
+    )
+
+
+def renewal_receipt(state: AccountState, sub: Subscription, amount: Money, ctx: Context) -> Receipt | None:
+    """A renewal's receipt says what the purchase's (or the trial check's) said — the plan's settings,
+    captured with its price — with the shop's current tax system code; one recorded before receipts
+    were configurable leaves the processor's defaults."""
+    recorded = None
+    for pid in sub.payment_ids:  # the purchase, or the card check that started a free trial
+        p = state.payments.get(pid)
+        if p is not None and (p.purpose == "purchase" or getattr(p.intent, "trial", None) is not None):
+            recorded = p.intent.receipt
+            break
+    settings = settings_of(recorded) if recorded is not None else ctx.receipts
+    settings = ReceiptSettings(settings.vat_code, settings.payment_subject, settings.payment_mode, ctx.receipts.tax_system_code)
+    return build_receipt(sub.customer or state.customer, sub.plan_name, amount, settings)
+
+
+def refund_receipt(payment: Payment, customer: Customer | None, description: str, amount: Money) -> Receipt | None:
+    """A refund's receipt mirrors the refunded payment's (VAT, subject, mode, tax system) for the refunded amount."""
+    return build_receipt(customer, description, amount, settings_of(payment.intent.receipt))

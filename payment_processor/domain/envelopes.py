@@ -13,11 +13,13 @@ from typing import Literal
 from uuid import UUID
 
 from schemas import (
+    CardCheckStarted,
     CheckoutStarted,
     Envelope,
     Metadata,
     PaymentFailed,
     PaymentSucceeded,
+    ReceiptRegistrationChanged,
     RefundFailed,
     RefundRequested,
     RefundSucceeded,
@@ -69,12 +71,19 @@ def operation_changes(emits: list[Emit]) -> list[OperationChange]:
     changes: list[OperationChange] = []
     for emit in emits:
         p = emit.payload
-        if isinstance(p, (CheckoutStarted, RenewalStarted)):
+        if isinstance(p, (CheckoutStarted, RenewalStarted, CardCheckStarted)):
             changes.append(OperationChange("open", "payment", p.payment_id))
         elif isinstance(p, RefundRequested):
             changes.append(OperationChange("open", "refund", p.refund_id))
+        elif isinstance(p, (PaymentSucceeded, RefundSucceeded)) and p.receipt_registration == "pending":
+            pass  # settled, but its receipt is still being registered: the janitor keeps asking
         elif isinstance(p, (PaymentSucceeded, PaymentFailed)):
             changes.append(OperationChange("close", "payment", p.payment_id))
         elif isinstance(p, (RefundSucceeded, RefundFailed)):
             changes.append(OperationChange("close", "refund", p.refund_id))
+        elif isinstance(p, ReceiptRegistrationChanged) and p.status != "pending":
+            if p.refund_id is not None:
+                changes.append(OperationChange("close", "refund", p.refund_id))
+            elif p.payment_id is not None:
+                changes.append(OperationChange("close", "payment", p.payment_id))
     return changes

@@ -13,10 +13,14 @@ from datetime import datetime, timedelta
 from uuid import UUID
 
 from schemas import (
+    AutoRenewChanged,
+    CardCheckStarted,
     CheckoutStarted,
+    Money,
     PaymentCreated,
     PaymentFailed,
     PaymentMethod,
+    PaymentMethodReplaced,
     PaymentStateUnknown,
     PaymentSucceeded,
     RefundRequested,
@@ -28,6 +32,7 @@ from schemas import (
     derived_id,
 )
 
+from payment_processor.domain.card_checks import COMMAND_OF_REASON
 from payment_processor.domain.decision import (
     Context,
     Emit,
@@ -36,6 +41,7 @@ from payment_processor.domain.decision import (
     fmt_day,
     idempotence_key_for,
     live_subscription_to,
+    refund_receipt,
 )
 from payment_processor.domain.provider import (
     CreatePayment,
@@ -46,10 +52,12 @@ from payment_processor.domain.provider import (
     ProviderRefused,
     ProviderStep,
     ProviderUnknown,
+    card_check_request,
     purchase_request,
     refund_request,
     renewal_request,
 )
+from payment_processor.domain.refunds import receipt_registration_moved, registration
 from payment_processor.domain.state import (
     FINAL_PAYMENT,
     LIVE_SUBSCRIPTION,
@@ -66,6 +74,8 @@ def payment_step(state: AccountState, payment: Payment) -> ProviderStep:
     intent = payment.intent
     if isinstance(intent, CheckoutStarted):
         body = purchase_request(state.user_id, payment.origin_command_id, intent)
+    elif isinstance(intent, CardCheckStarted):
+        body = card_check_request(state.user_id, payment.origin_command_id, intent)
     else:
         body = renewal_request(state.user_id, payment.origin_command_id, intent)
     return CreatePayment(payment.payment_id, payment.idempotence_key, body)
@@ -98,7 +108,13 @@ def observe_payment(
 
     late = payment.outcome_unknown and isinstance(outcome, ProviderPayment)
     if payment.status in FINAL_PAYMENT and not late:
-        return emits, None, True  # someone settled it meanwhile (concurrent sync); add nothing
+        # Someone settled it meanwhile (concurrent sync), or we read it again for its receipt:
+        # only a receipt registration that moved on is new.
+        if isinstance(outcome, ProviderPayment) and payment.status == "succeeded":
+            emits += receipt_registration_moved(
+                payment.subscription_id, payment.receipt_registration, outcome.receipt_registration, by, payment_id=payment.payment_id
+            )
+        return emits, None, True
 
     if isinstance(outcome, ProviderRefused):
         reason = "no_answer_within_idempotence_window" if outcome.outcome_unknown else f"provider_refused:{outcome.code}"
@@ -157,6 +173,7 @@ def observe_payment(
                     payment_method=method,
                     purpose=payment.purpose,
                     customer=payment.customer,
+                    receipt_registration=registration(outcome.receipt_registration),
                 ),
                 by,
             )
@@ -196,6 +213,8 @@ def payment_succeeded_effects(
     if sub is None:  # cannot happen: the intent created it
         return [], None
     intent = payment.intent
+    if isinstance(intent, CardCheckStarted):
+        return card_check_succeeded_effects(state, payment, intent, sub, seen, paid_at, ctx, by)
     if isinstance(intent, CheckoutStarted):
         given_up = sub.status == "payment_failed" and payment.outcome_unknown and sub.payment_ids[-1:] == [payment.payment_id]
         if sub.status == "pending_payment" or given_up:
@@ -247,6 +266,74 @@ def payment_succeeded_effects(
     return full_refund(state, payment, seen, sub, why, ctx, by, cancel=False)
 
 
+def card_check_succeeded_effects(
+    state: AccountState,
+    payment: Payment,
+    intent: CardCheckStarted,
+    sub: Subscription,
+    seen: ProviderPayment,
+    paid_at: datetime,
+    ctx: Context,
+    by: UUID,
+) -> tuple[list[Emit], ProviderStep | None]:
+    """A card check succeeded: attach the card where it is still wanted, then give the money back.
+
+    The refund is requested in the same append as the success, whatever else happens: a check is
+    never kept (docs/decisions/0118). The card itself is attached by PaymentSucceeded's
+    `payment_method`; what else follows depends on why the check was made.
+    """
+    saved = seen.payment_method_saved and seen.payment_method_id
+    emits: list[Emit] = []
+    cancel = False
+    if not saved:
+        why = "The card check succeeded but YooKassa did not save the card, so nothing changed; the check is refunded."
+    elif intent.reason == "trial":
+        assert intent.trial is not None
+        terms = intent.trial
+        given_up = sub.status == "payment_failed" and payment.outcome_unknown and sub.payment_ids[-1:] == [payment.payment_id]
+        other = live_subscription_to(state, sub.plan_id, exclude=sub.subscription_id)
+        if (sub.status == "pending_payment" or given_up) and other is None and terms.plan_id not in state.trials_used:
+            activated = SubscriptionActivated(
+                subscription_id=sub.subscription_id,
+                plan_id=terms.plan_id,
+                plan_name=terms.plan_name,
+                period_start=paid_at,
+                period_end=paid_at + timedelta(days=terms.trial_days),
+                amount_paid=Money.from_minor(0, terms.price.currency),
+                auto_renew=sub.auto_renew,
+                payment_method_title=seen.payment_method_title,
+                customer=payment.customer,
+                trial=True,
+                next_charge=terms.price,
+            )
+            emits.append(Emit(activated, by))
+            why = f"Card check for the «{terms.plan_name}» trial: refunded at once."
+        else:
+            cancel = sub.status == "pending_payment"
+            why = f"The card check for the «{terms.plan_name}» trial succeeded after the trial could no longer start; it is refunded."
+    elif intent.reason == "replace_payment_method":
+        if sub.status in LIVE_SUBSCRIPTION:
+            replaced = PaymentMethodReplaced(
+                subscription_id=sub.subscription_id,
+                payment_id=payment.payment_id,
+                payment_method=PaymentMethod(id=seen.payment_method_id, title=seen.payment_method_title),  # type: ignore[arg-type]
+                previous_title=sub.payment_method_title,
+                check_amount=payment.amount,
+                customer=payment.customer,
+            )
+            emits.append(Emit(replaced, by))
+        why = f"Card check for «{sub.plan_name}»: refunded at once."
+    else:  # auto_renew: on only if the customer did not change their mind while the check ran
+        if sub.status in LIVE_SUBSCRIPTION and sub.renew_after_check == payment.payment_id and not sub.auto_renew:
+            changed = AutoRenewChanged(
+                subscription_id=sub.subscription_id, enabled=True, reason="the card check saved a card", customer=payment.customer
+            )
+            emits.append(Emit(changed, by))
+        why = f"Card check for «{sub.plan_name}» auto-renewal: refunded at once."
+    refund_emits, step = full_refund(state, payment, seen, sub, why, ctx, by, cancel=cancel)
+    return emits + refund_emits, step
+
+
 def full_refund(
     state: AccountState,
     payment: Payment,
@@ -286,6 +373,8 @@ def full_refund(
         idempotence_key=idempotence_key_for(refund_id),
         customer=payment.customer,
         command_type="SyncPayment",
+        receipt=refund_receipt(payment, payment.customer, sub.plan_name, amount),
+        purpose=payment.purpose,
     )
     emits.append(Emit(intent, by))
     return emits, CreateRefund(refund_id, intent.idempotence_key, refund_request(intent, sub.plan_name))
@@ -333,6 +422,9 @@ def payment_origin_terminal(
             }.get(outcome.status, "The renewal charge is pending at YooKassa.")
         return emit_succeeded(origin, ctype, subscription_id=payment.subscription_id, payment_id=payment.payment_id, message=message)
 
+    if payment.purpose == "card_check":
+        return _card_check_terminal(payment, outcome)
+
     ctype = "PurchaseSubscription"
     if isinstance(outcome, ProviderRefused):
         return emit_failed(origin, ctype, f"YooKassa refused to create the payment: {outcome.detail}")
@@ -342,6 +434,34 @@ def payment_origin_terminal(
     message = None
     if outcome.status == "succeeded":
         message = "The payment was refunded: you already have this subscription." if refunding else "Paid."
+    return emit_succeeded(
+        origin,
+        ctype,
+        subscription_id=payment.subscription_id,
+        payment_id=payment.payment_id,
+        confirmation_url=outcome.confirmation_url or payment.confirmation_url,
+        message=message,
+    )
+
+
+def _card_check_terminal(payment: Payment, outcome: ProviderOutcome) -> Emit:
+    """End the command that started a card check: it succeeds once the check's page exists (the
+    customer confirms there, like a purchase, decision 0041); a refused or declined check fails it."""
+    intent = payment.intent
+    assert isinstance(intent, CardCheckStarted)
+    origin, ctype = payment.origin_command_id, COMMAND_OF_REASON[intent.reason]
+    if isinstance(outcome, ProviderRefused):
+        return emit_failed(origin, ctype, f"YooKassa refused to create the card check: {outcome.detail}. Nothing changed.")
+    assert isinstance(outcome, ProviderPayment)
+    if outcome.status == "canceled":
+        return emit_failed(origin, ctype, f"The card check was declined: {outcome.cancellation_reason or 'canceled'}. Nothing changed.")
+    if outcome.status == "succeeded":
+        message = f"The card is checked and saved; the {payment.amount} check is refunded."
+    else:
+        message = (
+            f"Confirm the card check at the link: {payment.amount} is taken and refunded at once. "
+            "Nothing changes until it succeeds."
+        )
     return emit_succeeded(
         origin,
         ctype,

@@ -20,7 +20,7 @@ from datetime import datetime
 from typing import Any
 from uuid import UUID
 
-from schemas import CheckoutStarted, Customer, Money, RefundRequested, RenewalStarted
+from schemas import CardCheckStarted, CheckoutStarted, Customer, Money, Receipt, ReceiptItem, RefundRequested, RenewalStarted
 
 DESCRIPTION_MAX = 128  # YooKassa's limit for payment and receipt item descriptions
 
@@ -72,6 +72,8 @@ class ProviderPayment:
     payment_method_id: str | None = None
     payment_method_saved: bool = False
     payment_method_title: str | None = None
+    receipt_registration: str | None = None
+    """pending | succeeded | canceled: the receipt's way to the tax service (None: no receipt)."""
     metadata: dict[str, str] | None = None
     """What we sent as `metadata` (user_id, subscription_id, payment_id, command_id): as YooKassa
     returns it from its API (never from a notification body), it ties the payment to ours."""
@@ -94,6 +96,7 @@ class ProviderRefund:
     payment_id: str | None = None
     """YooKassa's id of the refunded payment."""
     created_at: datetime | None = None
+    receipt_registration: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,21 +124,75 @@ def _money(amount: Money) -> dict[str, str]:
     return {"value": f"{amount.amount:.2f}", "currency": amount.currency}
 
 
-def _receipt(customer: Customer, description: str, amount: Money) -> dict[str, Any]:
-    """A 54-FZ receipt: one service item, fully paid, VAT code 1 (no VAT)."""
-    return {
-        "customer": {"email": customer.email},
+@dataclass(frozen=True, slots=True)
+class ReceiptSettings:
+    """What a receipt says besides who, what and how much: per plan (VAT code, payment subject and
+    mode; unset on the plan → the processor's defaults) and per shop (the tax system code)."""
+
+    vat_code: int = 1
+    payment_subject: str = "service"
+    payment_mode: str = "full_payment"
+    tax_system_code: int | None = None
+
+
+LEGACY_RECEIPT = ReceiptSettings()
+"""What every receipt said before receipts were configurable: a request rebuilt from an intent
+recorded then (no `receipt` on it) must send exactly that again (same Idempotence-Key, same body)."""
+
+
+def build_receipt(customer: Customer | None, description: str, amount: Money, settings: ReceiptSettings) -> Receipt | None:
+    """THE receipt builder: one item for the whole amount, recorded in the intent event before the
+    request is made. Every payment or refund kind calls this (None without a customer: no email)."""
+    if customer is None:
+        return None
+    item = ReceiptItem(
+        description=description[:DESCRIPTION_MAX],
+        amount=amount,
+        vat_code=settings.vat_code,
+        payment_subject=settings.payment_subject,  # type: ignore[arg-type]
+        payment_mode=settings.payment_mode,  # type: ignore[arg-type]
+    )
+    return Receipt(email=customer.email, items=[item], tax_system_code=settings.tax_system_code)
+
+
+def settings_of(receipt: Receipt | None, tax_system_code: int | None = None) -> ReceiptSettings:
+    """The settings a recorded receipt was built with (its first item's); legacy when there is none."""
+    if receipt is None:
+        return LEGACY_RECEIPT
+    item = receipt.items[0]
+    return ReceiptSettings(item.vat_code, item.payment_subject, item.payment_mode, receipt.tax_system_code)
+
+
+def receipt_body(recorded: Receipt | None, customer: Customer | None, description: str, amount: Money) -> dict[str, Any] | None:
+    """The `receipt` of a request, from the receipt recorded in its intent event; an intent
+    recorded before receipts were (None) gets the receipt sent then."""
+    receipt = recorded or build_receipt(customer, description, amount, LEGACY_RECEIPT)
+    if receipt is None:
+        return None
+    body: dict[str, Any] = {
+        "customer": {"email": receipt.email},
         "items": [
             {
-                "description": description[:DESCRIPTION_MAX],
-                "quantity": "1.00",
-                "amount": _money(amount),
-                "vat_code": 1,
-                "payment_subject": "service",
-                "payment_mode": "full_payment",
+                "description": item.description,
+                "quantity": item.quantity,
+                "amount": _money(item.amount),
+                "vat_code": item.vat_code,
+                "payment_subject": item.payment_subject,
+                "payment_mode": item.payment_mode,
             }
+            for item in receipt.items
         ],
     }
+    if receipt.tax_system_code is not None:
+        body["tax_system_code"] = receipt.tax_system_code
+    return body
+
+
+def _receipt(customer: Customer, description: str, amount: Money, recorded: Receipt | None = None) -> dict[str, Any]:
+    """Kept for request builders written against the old signature: the recorded receipt, else the legacy one."""
+    body = receipt_body(recorded, customer, description, amount)
+    assert body is not None
+    return body
 
 
 def purchase_request(user_id: str, command_id: UUID, intent: CheckoutStarted) -> dict[str, Any]:
@@ -153,7 +210,31 @@ def purchase_request(user_id: str, command_id: UUID, intent: CheckoutStarted) ->
             "payment_id": str(intent.payment_id),
             "command_id": str(command_id),
         },
-        "receipt": _receipt(intent.customer, intent.plan_name, intent.amount),
+        "receipt": receipt_body(intent.receipt, intent.customer, intent.plan_name, intent.amount),
+    }
+
+
+CARD_CHECK_DESCRIPTION = "Card check (refunded at once)"
+
+
+def card_check_request(user_id: str, command_id: UUID, intent: CardCheckStarted) -> dict[str, Any]:
+    """The `POST /payments` body of a card check, from the recorded CardCheckStarted only: a small
+    redirect payment that saves the card; it is refunded in full as soon as it succeeds."""
+    description = CARD_CHECK_DESCRIPTION
+    return {
+        "amount": _money(intent.amount),
+        "capture": True,
+        "confirmation": {"type": "redirect", "return_url": intent.return_url},
+        "save_payment_method": True,
+        "description": description,
+        "metadata": {
+            "user_id": user_id,
+            "subscription_id": str(intent.subscription_id),
+            "payment_id": str(intent.payment_id),
+            "command_id": str(command_id),
+            "purpose": "card_check",
+        },
+        "receipt": receipt_body(intent.receipt, intent.customer, description, intent.amount),
     }
 
 
@@ -173,8 +254,8 @@ def renewal_request(user_id: str, command_id: UUID, intent: RenewalStarted) -> d
             "purpose": "renewal",
         },
     }
-    if intent.customer is not None:
-        body["receipt"] = _receipt(intent.customer, intent.plan_name, intent.amount)
+    if (receipt := receipt_body(intent.receipt, intent.customer, intent.plan_name, intent.amount)) is not None:
+        body["receipt"] = receipt
     return body
 
 
@@ -185,6 +266,6 @@ def refund_request(intent: RefundRequested, plan_name: str) -> dict[str, Any]:
         "amount": _money(intent.amount),
         "description": (intent.reason or f"Refund: {plan_name}")[:250],
     }
-    if intent.customer is not None:
-        body["receipt"] = _receipt(intent.customer, plan_name, intent.amount)
+    if (receipt := receipt_body(intent.receipt, intent.customer, plan_name, intent.amount)) is not None:
+        body["receipt"] = receipt
     return body

@@ -8,6 +8,7 @@ from uuid import UUID
 
 from rules.refunds import refund_amount
 from schemas import (
+    ReceiptRegistrationChanged,
     RefundCreated,
     RefundFailed,
     RefundStateUnknown,
@@ -70,6 +71,8 @@ def observe_refund(
             )
         return emits, None, False
     if refund.status in FINAL_REFUND and not (refund.outcome_unknown and isinstance(outcome, ProviderRefund)):
+        if isinstance(outcome, ProviderRefund) and refund.status == "succeeded":
+            emits += receipt_registration_moved(refund.subscription_id, refund.receipt_registration, outcome.receipt_registration, by, refund_id=refund.refund_id)
         return emits, None, True
     if isinstance(outcome, ProviderRefused):
         emits.append(_refund_failed(refund, f"provider_refused:{outcome.code}: {outcome.detail}", by, outcome_unknown=outcome.outcome_unknown))
@@ -98,6 +101,7 @@ def observe_refund(
                         amount=refund.amount,
                         days_used=refund.intent.days_used,
                         customer=refund.intent.customer,
+                        receipt_registration=registration(outcome.receipt_registration),
                     ),
                     by,
                 )
@@ -109,6 +113,22 @@ def observe_refund(
         emits.append(terminal)
     settled = isinstance(outcome, ProviderRefused) or (isinstance(outcome, ProviderRefund) and outcome.status in FINAL_REFUND)
     return emits, None, settled
+
+
+def registration(value: str | None) -> str | None:
+    """YooKassa's receipt_registration, when it is one of the values we know (else not recorded)."""
+    return value if value in ("pending", "succeeded", "canceled") else None
+
+
+def receipt_registration_moved(
+    subscription_id: UUID, recorded: str | None, seen: str | None, by: UUID, *, payment_id: UUID | None = None, refund_id: UUID | None = None
+) -> list[Emit]:
+    """A settled payment or refund read again: record a receipt registration that moved on."""
+    seen = registration(seen)
+    if seen is None or seen == recorded:
+        return []
+    changed = ReceiptRegistrationChanged(subscription_id=subscription_id, payment_id=payment_id, refund_id=refund_id, status=seen)  # type: ignore[arg-type]
+    return [Emit(changed, by)]
 
 
 def refund_origin_terminal(state: AccountState, refund: Refund, outcome: ProviderOutcome) -> Emit | None:

@@ -15,6 +15,7 @@ from uuid import UUID
 
 from schemas import (
     AutoRenewChanged,
+    CardCheckStarted,
     CheckoutStarted,
     CommandFailed,
     CommandRejected,
@@ -24,11 +25,13 @@ from schemas import (
     Money,
     PaymentCreated,
     PaymentFailed,
+    PaymentMethodReplaced,
     PaymentPurpose,
     PaymentStateUnknown,
     PaymentSucceeded,
     PlanArchived,
     PlanCreated,
+    ReceiptRegistrationChanged,
     RefundCreated,
     RefundFailed,
     RefundRequested,
@@ -83,6 +86,11 @@ class Subscription:
     """The last renewal attempt for the current period failed: the subscription is to expire."""
     reminded_for: datetime | None = None
     """The period end an "expiring soon" reminder was already sent for."""
+    trial: bool = False
+    """In a free trial: nothing was paid for the current period; the first renewal charges the plan's price."""
+    renew_after_check: UUID | None = None
+    """A card check started to turn auto-renewal on: it turns on when this check saves the card, unless
+    the customer said otherwise (auto-renewal changed, canceled, expired) before that."""
 
 
 @dataclass
@@ -94,7 +102,7 @@ class Payment:
     origin_command_id: UUID
     idempotence_key: str
     customer: Customer
-    intent: CheckoutStarted | RenewalStarted
+    intent: CheckoutStarted | RenewalStarted | CardCheckStarted
     requested_at: datetime
     status: PaymentStatus = "requested"
     provider_payment_id: str | None = None
@@ -107,6 +115,8 @@ class Payment:
     outcome_unknown: bool = False
     """We stopped asking about the create without an answer (PaymentFailed.outcome_unknown): it
     counts as failed, yet may have charged, so no new charge for its period starts while this holds."""
+    receipt_registration: str | None = None
+    """YooKassa's receipt_registration as last read (pending | succeeded | canceled)."""
 
     @property
     def refundable_minor(self) -> int:
@@ -133,6 +143,7 @@ class Refund:
     """We stopped asking without an answer (RefundFailed.outcome_unknown): its amount stays reserved."""
     dashboard: bool = False
     """Made outside the product (YooKassa's dashboard) and recorded when found (docs/decisions/0122)."""
+    receipt_registration: str | None = None
 
 
 @dataclass
@@ -151,6 +162,8 @@ class AccountState:
     """Commands that ended, and how (succeeded | rejected | failed)."""
     intents: dict[UUID, tuple[Literal["payment", "refund"], UUID]] = field(default_factory=dict)
     """Command id → the provider operation it started (to resume it after a crash)."""
+    trials_used: set[str] = field(default_factory=set)
+    """Plans this account already had a free trial of (a trial is once per customer and plan)."""
 
     @property
     def user_id(self) -> str:
@@ -178,7 +191,11 @@ class PlanState:
     price: Money | None = None
     period_days: int = 0
     description: str = ""
+    trial_days: int = 0
     archived: bool = False
+    vat_code: int | None = None
+    payment_subject: str | None = None
+    payment_mode: str | None = None
     events_per_command: dict[UUID, int] = field(default_factory=dict)
     terminal: dict[UUID, str] = field(default_factory=dict)
 
@@ -207,6 +224,8 @@ def apply_plan(state: PlanState, event: Envelope) -> PlanState:
     if isinstance(data, PlanCreated):
         state.plan_id, state.name, state.price = data.plan_id, data.name, data.price
         state.period_days, state.description = data.period_days, data.description
+        state.vat_code, state.payment_subject, state.payment_mode = data.vat_code, data.payment_subject, data.payment_mode
+        state.trial_days = data.trial_days
     elif isinstance(data, PlanArchived):
         state.archived = True
     return state
@@ -291,6 +310,47 @@ def _renewal_started(s: AccountState, e: RenewalStarted, at: datetime, cid: UUID
     s.intents[origin] = ("payment", e.payment_id)
 
 
+def _card_check_started(s: AccountState, e: CardCheckStarted, at: datetime, cid: UUID | None) -> None:
+    origin = cid or e.payment_id
+    s.customer = s.customer or e.customer
+    sub = s.subscriptions.get(e.subscription_id)
+    if sub is None and e.trial is not None:  # a trial purchase starts its subscription, pending the check
+        sub = Subscription(
+            subscription_id=e.subscription_id,
+            plan_id=e.trial.plan_id,
+            plan_name=e.trial.plan_name,
+            period_days=e.trial.period_days,
+            price=e.trial.price,
+            status="pending_payment",
+            auto_renew=e.trial.auto_renew,
+            origin_command_id=origin,
+            customer=e.customer,
+        )
+        s.subscriptions[e.subscription_id] = sub
+    s.payments[e.payment_id] = Payment(
+        payment_id=e.payment_id,
+        subscription_id=e.subscription_id,
+        purpose="card_check",
+        amount=e.amount,
+        origin_command_id=origin,
+        idempotence_key=e.idempotence_key,
+        customer=e.customer,
+        intent=e,
+        requested_at=at,
+    )
+    if sub is not None:
+        sub.payment_ids.append(e.payment_id)
+        if e.reason == "auto_renew":
+            sub.renew_after_check = e.payment_id
+    s.intents[origin] = ("payment", e.payment_id)
+
+
+def _payment_method_replaced(s: AccountState, e: PaymentMethodReplaced, at: datetime, cid: UUID | None) -> None:
+    sub = s.subscriptions.get(e.subscription_id)
+    if sub is not None:
+        sub.payment_method_id, sub.payment_method_title = e.payment_method.id, e.payment_method.title
+
+
 def _payment_created(s: AccountState, e: PaymentCreated, at: datetime, cid: UUID | None) -> None:
     payment = s.payments.get(e.payment_id)
     if payment is None:
@@ -312,6 +372,7 @@ def _payment_succeeded(s: AccountState, e: PaymentSucceeded, at: datetime, cid: 
     payment.paid_at = e.paid_at
     payment.outcome_unknown = False
     payment.failure_reason = None
+    payment.receipt_registration = e.receipt_registration
     sub = s.subscriptions.get(e.subscription_id)
     if sub is not None and e.payment_method is not None:
         sub.payment_method_id = e.payment_method.id
@@ -327,8 +388,12 @@ def _payment_failed(s: AccountState, e: PaymentFailed, at: datetime, cid: UUID |
         if e.provider_payment_id:
             payment.provider_payment_id = e.provider_payment_id
     sub = s.subscriptions.get(e.subscription_id)
-    if sub is not None and e.purpose == "purchase" and sub.status == "pending_payment":
-        sub.status = "payment_failed"
+    if sub is not None and sub.status == "pending_payment" and (
+        e.purpose == "purchase" or (e.purpose == "card_check" and sub.payment_ids[-1:] == [e.payment_id])
+    ):
+        sub.status = "payment_failed"  # a declined trial check fails its pending trial like a declined checkout
+    if sub is not None and sub.renew_after_check == e.payment_id:
+        sub.renew_after_check = None
 
 
 def _payment_unknown(s: AccountState, e: PaymentStateUnknown, at: datetime, cid: UUID | None) -> None:
@@ -360,6 +425,9 @@ def _activated(s: AccountState, e: SubscriptionActivated, at: datetime, cid: UUI
     sub.period_start, sub.period_end = e.period_start, e.period_end
     sub.auto_renew = e.auto_renew
     sub.granted = e.granted
+    sub.trial = e.trial
+    if e.trial:
+        s.trials_used.add(e.plan_id)
     sub.current_payment_id = e.payment_id
     sub.renewal_attempt = 0
     sub.next_retry_at, sub.dunning_over = None, False
@@ -433,6 +501,7 @@ def _refund_succeeded(s: AccountState, e: RefundSucceeded, at: datetime, cid: UU
         return
     if refund is not None:
         refund.provider_refund_id = e.provider_refund_id
+        refund.receipt_registration = e.receipt_registration
     _refund_settled(s, e.refund_id, "succeeded")
 
 
@@ -472,6 +541,12 @@ def _dashboard_refund(s: AccountState, e: RefundSucceeded, at: datetime, cid: UU
         payment.refunded_minor += e.amount.minor
 
 
+def _receipt_registration(s: AccountState, e: ReceiptRegistrationChanged, at: datetime, cid: UUID | None) -> None:
+    target = s.refunds.get(e.refund_id) if e.refund_id else s.payments.get(e.payment_id) if e.payment_id else None
+    if target is not None:
+        target.receipt_registration = e.status
+
+
 def _refund_failed(s: AccountState, e: RefundFailed, at: datetime, cid: UUID | None) -> None:
     _refund_settled(s, e.refund_id, "canceled", e.reason, outcome_unknown=e.outcome_unknown)
 
@@ -488,6 +563,7 @@ def _canceled(s: AccountState, e: SubscriptionCanceled, at: datetime, cid: UUID 
     sub = s.subscriptions.get(e.subscription_id)
     if sub is None:
         return
+    sub.renew_after_check = None
     if e.mode == "at_period_end":
         sub.cancel_at_period_end = True
         sub.auto_renew = False
@@ -500,6 +576,7 @@ def _auto_renew(s: AccountState, e: AutoRenewChanged, at: datetime, cid: UUID | 
     sub = s.subscriptions.get(e.subscription_id)
     if sub is not None:
         sub.auto_renew = e.enabled
+        sub.renew_after_check = None
         if e.enabled:
             sub.cancel_at_period_end = False  # renewing again withdraws a cancel at period end
 
@@ -511,6 +588,7 @@ def _renewed(s: AccountState, e: SubscriptionRenewed, at: datetime, cid: UUID | 
     sub.status = "active"
     sub.period_start, sub.period_end = e.period_start, e.period_end
     sub.current_payment_id = e.payment_id
+    sub.trial = False  # the first paid period after a trial
     sub.renewal_attempt = 0
     sub.next_retry_at, sub.dunning_over = None, False
 
@@ -529,6 +607,7 @@ def _expired(s: AccountState, e: SubscriptionExpired, at: datetime, cid: UUID | 
     if sub is not None:
         sub.status = "expired"
         sub.auto_renew = False
+        sub.renew_after_check = None
 
 
 def _expiring_soon(s: AccountState, e: SubscriptionExpiringSoon, at: datetime, cid: UUID | None) -> None:
@@ -546,6 +625,8 @@ def _adjusted(s: AccountState, e: SubscriptionAdjusted, at: datetime, cid: UUID 
 _APPLIERS = {
     CheckoutStarted: _checkout_started,
     RenewalStarted: _renewal_started,
+    CardCheckStarted: _card_check_started,
+    PaymentMethodReplaced: _payment_method_replaced,
     PaymentCreated: _payment_created,
     PaymentSucceeded: _payment_succeeded,
     PaymentFailed: _payment_failed,
@@ -563,4 +644,5 @@ _APPLIERS = {
     SubscriptionExpired: _expired,
     SubscriptionExpiringSoon: _expiring_soon,
     SubscriptionAdjusted: _adjusted,
+    ReceiptRegistrationChanged: _receipt_registration,
 }

@@ -91,6 +91,8 @@ async def load_state(conn: asyncpg.Connection, schema: str, events: Sequence[Pro
         ("refunds", "refund_id", keys.get("refunds", ()), "uuid"),
         ("commands", "command_id", keys.get("commands", ()), "uuid"),
         ("accounts", "user_id", users, "text"),
+        ("revenue", "user_id", users, "text"),
+        ("revenue_subscriptions", "subscription_id", keys.get("subscriptions", ()), "uuid"),
     ]
     for table, column, wanted, column_type in loads:
         key_column = TABLES[table].key

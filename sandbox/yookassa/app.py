@@ -29,7 +29,7 @@ from ..common.db import Database
 from ..common.faults import FaultBook, FaultRule
 from ..common.http import DropConnection, RawSendMiddleware, basic_auth
 from . import pages
-from .emulator import SCHEMA, CardRejected, Emulator, RefundOutcome
+from .emulator import SCHEMA, CardRejected, Emulator, ReceiptOutcome, RefundOutcome
 from .errors import ApiError, internal_error, invalid_credentials, invalid_request, too_many_requests
 from .notifications import Notifications
 from .settings import RuntimeConfig, YooKassaSandboxSettings
@@ -49,6 +49,7 @@ FAULT_MODES = {
     "processing": "202_processing",
     "refund_pending": "refund_pending",
     "refund_canceled": "refund_canceled",
+    "receipt_canceled": "receipt_canceled",
     "duplicate": "duplicate",
     "delay": "delay",
     "delay_ms": "delay",
@@ -64,6 +65,7 @@ API_MODES = {
     "202_processing",
     "refund_pending",
     "refund_canceled",
+    "receipt_canceled",
 }
 STACKABLE = {"latency", "duplicate", "delay", "reorder"}
 
@@ -268,6 +270,11 @@ def create_app(settings: YooKassaSandboxSettings | None = None) -> ASGIApp:
             return RefundOutcome("succeeded", None, fault.pending_ms or 2000)
         return None
 
+    def receipt_outcome(fault: FaultRule | None) -> ReceiptOutcome | None:
+        if fault is None or fault.mode != "receipt_canceled":
+            return None
+        return ReceiptOutcome("canceled", fault.pending_ms or sb.config.receipt_delay_ms)
+
     def fast(method: str, path: str) -> Callable[[Any], Any]:
         """Register a plain Starlette route: the API and the payment page are the hot paths, and
         FastAPI's per-request dependency solving would cost a third of their CPU time."""
@@ -291,7 +298,7 @@ def create_app(settings: YooKassaSandboxSettings | None = None) -> ASGIApp:
         """Create a payment (redirect confirmation, or charge a saved payment method)."""
         return await api_call(
             request,
-            lambda body, key, fault: sb.emulator.create_payment(body, key),
+            lambda body, key, fault: sb.emulator.create_payment(body, key, receipt_outcome(fault)),
             idempotent=True,
             subject=lambda body: body.get("metadata") if isinstance(body.get("metadata"), dict) else {},
         )
@@ -337,7 +344,7 @@ def create_app(settings: YooKassaSandboxSettings | None = None) -> ASGIApp:
         """Refund (part of) a succeeded payment."""
         return await api_call(
             request,
-            lambda body, key, fault: sb.emulator.create_refund(body, key, refund_outcome(fault)),
+            lambda body, key, fault: sb.emulator.create_refund(body, key, refund_outcome(fault), receipt_outcome(fault)),
             idempotent=True,
             subject=lambda body: {
                 **sb.emulator.payment_metadata(body.get("payment_id")),

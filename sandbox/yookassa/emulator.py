@@ -116,6 +116,15 @@ CREATE TABLE IF NOT EXISTS notifications (
 );
 CREATE INDEX IF NOT EXISTS notifications_due ON notifications(status, due_at);
 CREATE INDEX IF NOT EXISTS notifications_object ON notifications(object_id);
+
+CREATE TABLE IF NOT EXISTS receipt_registrations (
+    object_id TEXT PRIMARY KEY,
+    kind TEXT NOT NULL,
+    delay_ms INTEGER NOT NULL,
+    outcome TEXT NOT NULL,
+    due_at REAL
+);
+CREATE INDEX IF NOT EXISTS receipt_registrations_due ON receipt_registrations(due_at);
 """
 
 PAYMENT_STATUSES = ("pending", "waiting_for_capture", "succeeded", "canceled")
@@ -132,6 +141,15 @@ def new_id() -> str:
 
 class CardRejected(Exception):
     """The payment page refuses the input (a typo), the payment is unchanged."""
+
+
+@dataclass
+class ReceiptOutcome:
+    """How a receipt's registration ends once its payment or refund succeeded: after `delay_ms`
+    (the `receipt_delay_ms` knob, or a `receipt_canceled` fault's `pending_ms`), succeeded or canceled."""
+
+    status: str = "succeeded"
+    delay_ms: int = 0
 
 
 @dataclass
@@ -183,7 +201,7 @@ class Emulator:
 
     # ------------------------------------------------------------------ payments
 
-    def create_payment(self, body: dict[str, Any], idempotence_key: str) -> dict[str, Any]:
+    def create_payment(self, body: dict[str, Any], idempotence_key: str, receipt_outcome: ReceiptOutcome | None = None) -> dict[str, Any]:
         amount, currency = parse_amount(body.get("amount"))
         description = parse_description(body.get("description"))
         metadata = parse_metadata(body.get("metadata"))
@@ -216,6 +234,7 @@ class Emulator:
         }
         if receipt is not None:
             obj["receipt_registration"] = "pending"
+            self._plan_receipt(pid, "payment", receipt_outcome)
         if description is None:
             del obj["description"]
 
@@ -307,6 +326,7 @@ class Emulator:
 
     def get_payment(self, payment_id: str) -> dict[str, Any]:
         """The payment as the API shows it, expiring it first if its deadline passed."""
+        self.register_due_receipts()
         row = self.db.one("SELECT * FROM payments WHERE id = ?", (payment_id,))
         if row is None:
             raise not_found(f"Payment {payment_id} not found")
@@ -356,7 +376,7 @@ class Emulator:
         obj["refunded_amount"] = {"value": "0.00", "currency": obj["amount"]["currency"]}
         obj.pop("expires_at", None)
         if "receipt_registration" in obj:
-            obj["receipt_registration"] = "succeeded"
+            self._register_receipt(obj, now)
 
     def _cancel(self, obj: dict[str, Any], party: str, reason: str, now: float) -> dict[str, Any]:
         obj.pop("confirmation", None)
@@ -367,6 +387,7 @@ class Emulator:
         obj["cancellation_details"] = {"party": party, "reason": reason}
         if "receipt_registration" in obj:
             obj["receipt_registration"] = "canceled"
+            self.db.execute("DELETE FROM receipt_registrations WHERE object_id = ?", (obj["id"],))
         self._save(obj, confirm_deadline=None, capture_deadline=None)
         self._notify_payment(obj)
         return obj
@@ -544,7 +565,11 @@ class Emulator:
         return orjson.loads(row["m"]) if row and row["m"] else {}
 
     def create_refund(
-        self, body: dict[str, Any], idempotence_key: str, outcome: RefundOutcome | None = None
+        self,
+        body: dict[str, Any],
+        idempotence_key: str,
+        outcome: RefundOutcome | None = None,
+        receipt_outcome: ReceiptOutcome | None = None,
     ) -> dict[str, Any]:
         payment_id = check_object_id(body.get("payment_id"), "payment_id")
         row = self._load(payment_id)
@@ -586,6 +611,7 @@ class Emulator:
             obj["metadata"] = metadata
         if receipt is not None:
             obj["receipt_registration"] = "pending"
+            self._plan_receipt(rid, "refund", receipt_outcome)
         self.db.execute(
             "INSERT INTO refunds (id, payment_id, status, created_ts, created_at, idempotence_key, amount, due_at,"
             " outcome, outcome_reason, receipt, obj) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
@@ -621,13 +647,14 @@ class Emulator:
             obj["cancellation_details"] = {"party": "yoo_money", "reason": row["outcome_reason"] or "general_decline"}
             if "receipt_registration" in obj:
                 obj["receipt_registration"] = "canceled"
+                self.db.execute("DELETE FROM receipt_registrations WHERE object_id = ?", (obj["id"],))
             self.db.execute(
                 "UPDATE refunds SET status = 'canceled', due_at = NULL, obj = ? WHERE id = ?", (dumps(obj), obj["id"])
             )
             return obj
         obj["status"] = "succeeded"
         if "receipt_registration" in obj:
-            obj["receipt_registration"] = "succeeded"
+            self._register_receipt(obj, now)
         self.db.execute(
             "UPDATE refunds SET status = 'succeeded', due_at = NULL, obj = ? WHERE id = ?", (dumps(obj), obj["id"])
         )
@@ -649,6 +676,7 @@ class Emulator:
         return obj
 
     def get_refund(self, refund_id: str) -> dict[str, Any]:
+        self.register_due_receipts()
         row = self.db.one("SELECT * FROM refunds WHERE id = ?", (refund_id,))
         if row is None:
             raise not_found(f"Refund {refund_id} not found")
@@ -815,7 +843,43 @@ class Emulator:
             with self.db.transaction():
                 self._settle_refund(row, now)
             changed += 1
-        return changed
+        return changed + self.register_due_receipts(now)
+
+    # ------------------------------------------------------------------ 54-FZ receipts
+
+    def _plan_receipt(self, object_id: str, kind: str, outcome: ReceiptOutcome | None) -> None:
+        """Remember how this object's receipt registration will end once it succeeds."""
+        outcome = outcome or ReceiptOutcome(delay_ms=self.config.receipt_delay_ms)
+        self.db.execute(
+            "INSERT OR REPLACE INTO receipt_registrations (object_id, kind, delay_ms, outcome, due_at) VALUES (?,?,?,?,NULL)",
+            (object_id, kind, outcome.delay_ms, outcome.status),
+        )
+
+    def _register_receipt(self, obj: dict[str, Any], now: float) -> None:
+        """The payment or refund succeeded: its receipt goes to the tax service — at once, or it stays
+        `pending` until the registration is due (then it is read as succeeded or canceled)."""
+        plan = self.db.one("SELECT * FROM receipt_registrations WHERE object_id = ?", (obj["id"],))
+        if plan is None or plan["delay_ms"] <= 0:
+            obj["receipt_registration"] = plan["outcome"] if plan is not None else "succeeded"
+            self.db.execute("DELETE FROM receipt_registrations WHERE object_id = ?", (obj["id"],))
+            return
+        obj["receipt_registration"] = "pending"
+        self.db.execute("UPDATE receipt_registrations SET due_at = ? WHERE object_id = ?", (now + plan["delay_ms"] / 1000, obj["id"]))
+
+    def register_due_receipts(self, now: float | None = None) -> int:
+        """Settle every receipt registration that is due (on reads and in the sweep)."""
+        now = time.time() if now is None else now
+        due = self.db.all("SELECT * FROM receipt_registrations WHERE due_at IS NOT NULL AND due_at <= ? LIMIT 1000", (now,))
+        for plan in due:
+            table = "payments" if plan["kind"] == "payment" else "refunds"
+            with self.db.transaction():
+                row = self.db.one(f"SELECT obj FROM {table} WHERE id = ?", (plan["object_id"],))
+                if row is not None:
+                    obj = orjson.loads(row["obj"])
+                    obj["receipt_registration"] = plan["outcome"]
+                    self.db.execute(f"UPDATE {table} SET obj = ? WHERE id = ?", (dumps(obj), plan["object_id"]))
+                self.db.execute("DELETE FROM receipt_registrations WHERE object_id = ?", (plan["object_id"],))
+        return len(due)
 
     def purge_idempotence(self) -> None:
         self.db.execute("DELETE FROM idempotence WHERE created_ts < ?", (time.time() - self.idempotence_ttl_s,))

@@ -37,6 +37,7 @@ class YooKassaSandboxSettings(BaseSettings):
     require_receipt: bool = True
     require_refund_receipt: bool = False
     refund_delay_ms: int = 0
+    receipt_delay_ms: int = 0
     idempotence_ttl_s: float = 86_400.0
     fee_percent: str = "3.5"
     sweep_interval_s: float = 1.0
@@ -83,6 +84,7 @@ class RuntimeConfig:
         "confirmation_ttl_s",
         "capture_ttl_s",
         "refund_delay_ms",
+        "receipt_delay_ms",
     )
 
     def __init__(self, settings: YooKassaSandboxSettings) -> None:
@@ -93,6 +95,7 @@ class RuntimeConfig:
         self.confirmation_ttl_s: float = settings.confirmation_ttl_s
         self.capture_ttl_s: float = settings.capture_ttl_s
         self.refund_delay_ms: int = settings.refund_delay_ms
+        self.receipt_delay_ms: int = settings.receipt_delay_ms
 
     def as_dict(self) -> dict:
         return {name: getattr(self, name) for name in self.FIELDS}
@@ -117,7 +120,7 @@ class RuntimeConfig:
             else:
                 if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
                     raise ValueError(f"{name} must be a non-negative number")
-                if name == "refund_delay_ms":
+                if name in ("refund_delay_ms", "receipt_delay_ms"):
                     value = int(value)
             staged[name] = value
         for name, value in staged.items():

@@ -215,7 +215,7 @@ async def test_grant_create_and_archive_plan_publish_commands(
     new_plan_id = f"p-{uuid.uuid4().hex[:10]}"
     create, _ = await submit(admin_site, client, "/admin/billing/plan/create/", {
         "plan_id": new_plan_id, "name": "Yearly", "price": "2 990,00", "currency": "RUB", "period_days": "365",
-        "description": "all films", "reason": "launch"})
+        "description": "all films", "reason": "launch", "vat_code": "11", "payment_mode": "full_prepayment"})
     archive, _ = await submit(admin_site, client, f"/admin/billing/plan/{plan['plan_id']}/archive/",
                               {"reason": "replaced by yearly"})
     ids = {shown_command_id(grant): "grant", shown_command_id(create): "create", shown_command_id(archive): "archive"}
@@ -235,7 +235,8 @@ async def test_grant_create_and_archive_plan_publish_commands(
     assert c.type == "CreatePlan" and c.stream_id == plan_stream(new_plan_id)
     assert c.data.model_dump(mode="json") == {
         "plan_id": new_plan_id, "name": "Yearly", "price": {"amount": "2990.00", "currency": "RUB"},
-        "period_days": 365, "description": "all films", "reason": "launch"}
+        "period_days": 365, "description": "all films", "reason": "launch", "trial_days": 0, "vat_code": 11,
+        "payment_subject": None, "payment_mode": "full_prepayment"}
 
     a = by_kind["archive"]
     assert a.type == "ArchivePlan" and a.stream_id == plan_stream(plan["plan_id"])

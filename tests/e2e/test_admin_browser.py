@@ -131,7 +131,7 @@ async def test_operator_extends_a_subscription_in_a_real_browser(pipeline, admin
                                                                  "Prefer": "wait=10"},
                                     json={"plan_id": plan_id, "name": "Browser plan", "period_days": 30,
                                           "price": {"amount": "1490.00", "currency": "RUB"}, "description": "",
-                                          "reason": "browser test"})
+                                          "reason": "browser test", "vat_code": 4})
         assert created.status_code in (200, 202), created.text
         await wait_until(lambda: fetch_one(admin_database, "SELECT 1 FROM read.plans WHERE plan_id = %s", plan_id),
                          timeout=30, message="the plan in read.plans")
@@ -215,6 +215,18 @@ async def test_operator_extends_a_subscription_in_a_real_browser(pipeline, admin
             await outcome.wait_for()
             assert await outcome.get_attribute("data-status") == "rejected", await outcome.inner_text()
             assert "already has an active" in await page.inner_text("#command-reason")
+
+            # the plan's receipt settings, and the Revenue page with its filters and CSV download
+            await page.goto(f"{admin_url}/admin/billing/plan/{plan_id}/change/")
+            assert "4 — VAT 20%" in await page.inner_text("#content-main")
+            await page.goto(f"{admin_url}/admin/")
+            await page.click("a[href='/admin/billing/revenuemonth/']")
+            await page.select_option("#revenue-plan", plan_id)
+            await page.click("#revenue-filters input[type=submit]")
+            await page.wait_for_url(f"**plan={plan_id}**")
+            assert "No revenue yet" in await page.inner_text("#revenue")  # a granted subscription is not revenue
+            csv = await page.request.get(await page.locator("#revenue-csv").evaluate("a => a.href"))
+            assert csv.ok and (await csv.text()).startswith("month,plan_id,currency,mrr,")
         finally:
             await browser.close()
 

@@ -331,3 +331,61 @@ async def test_csrf_is_enforced_on_actions(admin_site, seeded, operator_user) ->
                                     {"days": "5", "reason": "test", "idempotency_key": str(uuid.uuid4())})
     assert response.status_code == 403
     assert b"CSRF" in response.content
+
+
+RECEIPT = {"email": "anna@example.com", "tax_system_code": 2, "items": [{
+    "description": "Plan X", "quantity": "1.00", "amount": {"amount": "1490.00", "currency": "RUB"}, "vat_code": 11,
+    "payment_subject": "service", "payment_mode": "full_prepayment"}]}
+
+
+async def test_payment_and_refund_pages_show_the_receipt_sent_and_its_registration(admin_site, operator_client) -> None:
+    user_id = f"user-{uuid.uuid4().hex[:12]}"
+    payment = await admin_site.insert("payment", user_id=user_id, receipt=RECEIPT, receipt_registration="succeeded")
+    refund = await admin_site.insert("refund", user_id=user_id, payment_id=payment["payment_id"],
+                                     receipt={**RECEIPT, "items": [{**RECEIPT["items"][0], "amount": {"amount": "500.00", "currency": "RUB"}}]},
+                                     receipt_registration="pending")
+    legacy = await admin_site.insert("payment", user_id=user_id)
+    pay_page = body(await get(admin_site, operator_client, f"/admin/billing/payment/{payment['payment_id']}/change/"))
+    for expected in ("Receipt (54-FZ)", "11 — VAT 22%", "full_prepayment", "2 — simplified, income (УСН)", "anna@example.com",
+                     "Receipt registration", ">succeeded<"):
+        assert expected in pay_page, expected
+    ref_page = body(await get(admin_site, operator_client, f"/admin/billing/refund/{refund['refund_id']}/change/"))
+    assert f"500,00{NBSP}₽" in ref_page and "11 — VAT 22%" in ref_page and ">pending<" in ref_page
+    old = body(await get(admin_site, operator_client, f"/admin/billing/payment/{legacy['payment_id']}/change/"))
+    assert "not recorded (sent before receipts were" in old
+    listed = body(await get(admin_site, operator_client, "/admin/billing/payment/", receipt_registration="succeeded", q=user_id))
+    assert str(payment["payment_id"])[:8] in listed and str(legacy["payment_id"])[:8] not in listed
+
+
+async def test_revenue_page_sums_accounts_filters_and_downloads_csv(admin_site, operator_client, viewer_client) -> None:
+    plan = f"rev-{uuid.uuid4().hex[:8]}"
+    await admin_site.insert("plan", plan_id=plan)
+    await admin_site.insert("revenue", plan_id=plan, month="2031-01", new_subscribers=1, active_delta=1, mrr_delta_minor=29900,
+                            payments=1, revenue_minor=29900)
+    await admin_site.insert("revenue", plan_id=plan, month="2031-01", new_subscribers=1, active_delta=1, mrr_delta_minor=29900,
+                            payments=1, revenue_minor=29900, refunds=1, refunded_minor=14950, churned=1)  # counts only
+    await admin_site.insert("revenue", plan_id=plan, month="2031-03", renewals_failed=2, renewals_recovered=1, renewed=1,
+                            payments=1, revenue_minor=29900)
+    index = body(await get(admin_site, operator_client, "/admin/"))
+    assert "Revenue" in index and "/admin/billing/revenuemonth/" in index
+    page = await get(admin_site, viewer_client, "/admin/billing/revenuemonth/", plan=plan)
+    html = body(page)
+    assert page.status_code == 200
+    feb = re.search(rf'data-month="2031-02" data-plan="{plan}">(.*?)</tr>', html, re.S)
+    assert feb is not None and f"598,00{NBSP}₽" in feb.group(1)  # two subscribers' MRR carries over a quiet month
+    mar = re.search(rf'data-month="2031-03" data-plan="{plan}">(.*?)</tr>', html, re.S)
+    assert mar is not None and "50.0 %" in mar.group(1)  # one of two failed renewals recovered
+    assert "25.0 %" in html  # January's refund share
+    narrowed = body(await get(admin_site, operator_client, "/admin/billing/revenuemonth/", plan=plan, **{"from": "2031-03", "to": "2031-03"}))
+    assert 'data-month="2031-03"' in narrowed and 'data-month="2031-01"' not in narrowed
+    bad = body(await get(admin_site, operator_client, "/admin/billing/revenuemonth/", plan=plan, **{"from": "March"}))
+    assert "is not a month (YYYY-MM)" in bad
+    csv = await get(admin_site, operator_client, "/admin/billing/revenuemonth/", plan=plan, format="csv")
+    assert csv["Content-Type"].startswith("text/csv") and f'filename="revenue-{plan}.csv"' in csv["Content-Disposition"]
+    lines = csv.content.decode().splitlines()
+    assert lines[0].startswith("month,plan_id,currency,mrr,")
+    assert lines[1:] == [
+        f"2031-01,{plan},RUB,598.00,2,2,1,0,2,598.00,1,149.50,0.2500,0,0,",
+        f"2031-02,{plan},RUB,598.00,2,0,0,0,0,0.00,0,0.00,,0,0,",
+        f"2031-03,{plan},RUB,598.00,2,0,0,1,1,299.00,0,0.00,0.0000,2,1,0.5000",
+    ]

@@ -223,6 +223,22 @@ async def test_cancel_and_auto_renew_publish_commands(api, seed, settings, path,
     )
 
 
+async def test_card_replacement_publishes_a_command_for_a_live_subscription_and_is_a_409_otherwise(api, seed, settings):
+    user, plan = new_user(), await seed.plan()
+    sub = await seed.subscription(user, plan)
+    response = await api.client.post(f"/v1/subscriptions/{sub['subscription_id']}/payment-method", json={}, headers=api.command(user))
+    assert response.status_code == 202 and response.json()["command_type"] == "ReplacePaymentMethod"
+    key, envelope, _ = await _one_published(api, settings, response.json()["command_id"])
+    assert key == user.encode() and envelope["data"]["subscription_id"] == str(sub["subscription_id"])
+
+    ended = await seed.subscription(user, plan, status="canceled")
+    problem = _is_problem(
+        await api.client.post(f"/v1/subscriptions/{ended['subscription_id']}/payment-method", json={}, headers=api.command(user)), 409
+    )
+    assert "canceled" in problem["detail"]
+    _is_problem(await api.client.post(f"/v1/subscriptions/{uuid.uuid4()}/payment-method", json={}, headers=api.command(user)), 404)
+
+
 async def test_refund_quote_matches_the_shared_refund_function(api, seed):
     user, plan = new_user(), await seed.plan(price_minor=29900, period_days=30)
     paid_at = datetime.now(timezone.utc) - timedelta(days=2, hours=3)
@@ -381,8 +397,9 @@ async def test_operator_commands(api, seed, settings):
         (f"/v1/admin/subscriptions/{sid}/auto-renew", {"enabled": False, "reason": "asked"}, "SetAutoRenew", user,
          {"enabled": False, "reason": "asked"}),
         ("/v1/admin/plans", {"plan_id": new_plan_id, "name": "Gold", "price": {"amount": "999.00", "currency": "RUB"},
-                             "period_days": 365, "description": "all of it", "reason": "launch"},
-         "CreatePlan", new_plan_id, {"period_days": 365}),
+                             "period_days": 365, "description": "all of it", "reason": "launch", "vat_code": 11,
+                             "payment_mode": "full_prepayment"},
+         "CreatePlan", new_plan_id, {"period_days": 365, "vat_code": 11, "payment_mode": "full_prepayment", "payment_subject": None}),
         (f"/v1/admin/plans/{plan['plan_id']}/archive", {"reason": "retired"}, "ArchivePlan", plan["plan_id"],
          {"plan_id": plan["plan_id"]}),
     ]
@@ -423,6 +440,11 @@ async def test_operator_commands_on_unknown_things_are_404_or_422(api, seed):
     float_money = await api.client.post("/v1/admin/plans", json={"plan_id": "zero", "name": "Z", "price": {"amount": 1.5},
                                                                  "period_days": 1, "reason": "x"}, headers=api.command(op, **headers))
     _is_problem(float_money, 422)
+    for wrong in ({"vat_code": 13}, {"vat_code": 0}, {"payment_subject": "subscription"}, {"payment_mode": "monthly"}):
+        body = {"plan_id": "vat", "name": "V", "price": {"amount": "1.00"}, "period_days": 1, "reason": "x", **wrong}
+        refused = await api.client.post("/v1/admin/plans", json=body, headers=api.command(op, **headers))
+        _is_problem(refused, 422)
+        assert next(iter(wrong)) in refused.text, refused.text
 
 
 @pytest.mark.parametrize("amount", ["1e30", "9" * 40, "Infinity", "10000000000.00"])
@@ -475,7 +497,7 @@ async def test_health_readiness_metrics_and_request_ids(api):
 async def test_openapi_documents_every_route_with_examples(api):
     schema = (await api.client.get("/openapi.json")).json()
     operations = [(path, method, op) for path, item in schema["paths"].items() for method, op in item.items()]
-    assert len(operations) == 24
+    assert len(operations) == 25  # + POST /v1/subscriptions/{id}/payment-method (card replacement)
     for path, method, op in operations:
         assert op.get("description"), (path, method)
         responses = op["responses"]

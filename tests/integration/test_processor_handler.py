@@ -454,3 +454,47 @@ async def test_a_late_success_after_the_idempotence_window_is_matched_through_yo
     paid = (await events(event_store, shop.stream, "PaymentSucceeded"))[0]
     assert paid.payment_id == payment_id and paid.provider_payment_id == remote[0]["id"]
     assert len(await yookassa_sandbox.apayments({"subscription_id": sub})) == 1
+
+
+# --------------------------------------------------------------------------- 54-FZ receipts
+
+
+async def test_the_receipt_sent_is_the_plans_and_its_registration_is_followed_until_it_settles(
+    engine, gateway, event_store, yookassa_sandbox
+) -> None:
+    from payment_processor.domain.provider import ReceiptSettings
+
+    shop_settings = ReceiptSettings(vat_code=1, payment_subject="service", payment_mode="full_payment", tax_system_code=2)
+    handler = CommandHandler(engine=engine, gateway=gateway, clock=SystemClock(), config=ProcessorSettings(),
+                             default_return_url="http://shop.example/return", receipts=shop_settings)
+    plan_id = f"p{uuid.uuid4().hex[:12]}"
+    await handler.handle(command(
+        s.CreatePlan(plan_id=plan_id, name="VAT plan", price=s.Money(amount="299.00"), period_days=30, vat_code=11,
+                     payment_mode="full_prepayment"), s.plan_stream(plan_id), actor=s.Actor(kind="admin", id="op")))
+    created_plan = (await events(event_store, s.plan_stream(plan_id), "PlanCreated"))[0]
+    assert (created_plan.vat_code, created_plan.payment_subject, created_plan.payment_mode) == (11, "service", "full_prepayment")
+
+    shop = Shop(handler, event_store, plan_id)
+    with yookassa_sandbox.config_override(receipt_delay_ms=600):
+        cmd, created = await _bought(shop, yookassa_sandbox)
+        sent = (await yookassa_sandbox.apayment(created.provider_payment_id))["_sandbox"]["receipt"]
+        intent = (await events(event_store, shop.stream, "CheckoutStarted"))[0]
+        assert sent["tax_system_code"] == 2 and sent["items"][0]["vat_code"] == 11 and sent["items"][0]["payment_mode"] == "full_prepayment"
+        assert intent.receipt is not None and intent.receipt.items[0].vat_code == 11  # recorded before it was sent
+        succeeded = (await events(event_store, shop.stream, "PaymentSucceeded"))[0]
+        assert succeeded.receipt_registration == "pending"
+        async with engine.connect() as conn:  # paid, but its receipt is not registered yet: the janitor keeps asking
+            assert [o.operation_id for o in await open_operations(conn, shop.stream)] == [created.payment_id]
+        await asyncio.sleep(0.7)
+        await shop.sync(created.payment_id)
+    moved = await events(event_store, shop.stream, "ReceiptRegistrationChanged")
+    assert [(m.payment_id, m.status) for m in moved] == [(created.payment_id, "succeeded")]
+    async with engine.connect() as conn:
+        assert await open_operations(conn, shop.stream) == []
+
+    # The refund's receipt mirrors the payment's.
+    await handler.handle(command(s.CancelSubscription(subscription_id=cmd.data.subscription_id, mode="refund_now"), shop.stream))
+    requested = (await events(event_store, shop.stream, "RefundRequested"))[0]
+    refund_receipt = (await yookassa_sandbox.arefunds(payment_id=created.provider_payment_id))[0]["_sandbox"]["receipt"]
+    assert refund_receipt["items"][0]["vat_code"] == 11 and refund_receipt["tax_system_code"] == 2
+    assert refund_receipt["items"][0]["amount"]["value"] == f"{requested.amount.amount:.2f}"

@@ -105,6 +105,13 @@ CASES: list[tuple[str, dict[str, Any], tuple[str, int] | None]] = [
     ("no saved card, within the reminder lead", {"has_saved_method": False, "period_end": NOW + DAY}, ("remind", 0)),
     ("expired", {"status": "expired", "auto_renew": False, "period_end": NOW - DAY}, None),
     ("canceled", {"status": "canceled", "auto_renew": False, "period_end": NOW + DAY}, None),
+    # a free trial (decision 0118): reminded within the reminder lead, charged only at its end
+    ("trial, far", {"trial": True, "period_end": NOW + 4 * DAY}, None),
+    ("trial, within the reminder lead", {"trial": True, "period_end": NOW + 2 * DAY}, ("remind", 0)),
+    ("trial, within the renewal lead: reminded, not charged", {"trial": True, "period_end": NOW + 12 * 3600 * timedelta(seconds=1)}, ("remind", 0)),
+    ("trial, reminded, within the renewal lead", {"trial": True, "period_end": NOW + DAY / 2, "reminded_for": NOW + DAY / 2}, None),
+    ("trial, at its end", {"trial": True, "period_end": NOW, "reminded_for": NOW}, ("renew", 1)),
+    ("trial, renewal off, at its end", {"trial": True, "auto_renew": False, "period_end": NOW}, ("expire", 0)),
 ]
 
 

@@ -27,7 +27,10 @@ Invariants (the two promises, made checkable):
   fix, a given-up create is flagged `outcome_unknown`);
 * once the provider has settled: every command has a terminal event, nothing is left open, every
   refund made in YooKassa's dashboard is recorded (by its notification or a reconciliation run),
-  and what we refunded of each payment equals what YooKassa refunded of it.
+  and what we refunded of each payment equals what YooKassa refunded of it;
+* card checks (docs/decisions/0118): every check we heard succeed was asked back in full at once
+  (never kept), a trial is never charged before its end, and every renewal charges the card saved
+  last for its subscription (a replacement's newest card).
 """
 
 from __future__ import annotations
@@ -63,6 +66,7 @@ from payment_processor.domain import (
     to_envelopes,
 )
 from payment_processor.adapters.gateway import classify_error
+from payment_processor.domain.provider import ReceiptSettings
 from payment_processor.entrypoints.janitor import sync_command
 from payment_processor.adapters.operations import OpenOperation
 from payment_processor.adapters.schedule import DueAction, row_of
@@ -81,14 +85,21 @@ FAULTS = ("ok", "ok", "ok", "lost_before", "lost_after", "5xx", "401")
 """How one provider call goes: answered, lost before or after YooKassa acted, a 500, a 401."""
 
 
-def _plan(plan_id: str, price: str, days: int) -> PlanState:
+def _plan(plan_id: str, price: str, days: int, trial_days: int = 0, vat_code: int | None = None) -> PlanState:
     stream = s.plan_stream(plan_id)
     meta = s.Metadata(correlation_id="model", actor=s.Actor(kind="admin", id="op"), command_id=s.derived_id("model-plan", plan_id))
-    created = s.PlanCreated(plan_id=plan_id, name=plan_id.title(), price=s.Money(amount=price), period_days=days)
+    created = s.PlanCreated(plan_id=plan_id, name=plan_id.title(), price=s.Money(amount=price), period_days=days, trial_days=trial_days,
+                            vat_code=vat_code)
     return build_plan(stream, [s.new_envelope(created, stream_id=stream, metadata=meta)])
 
 
-PLANS = {"monthly": _plan("monthly", "299.00", 30), "weekly": _plan("weekly", "99.00", 7)}
+PLANS = {
+    "monthly": _plan("monthly", "299.00", 30, vat_code=4),
+    "weekly": _plan("weekly", "99.00", 7),
+    "trial": _plan("trial", "199.00", 30, trial_days=3),
+}
+RECEIPTS = ReceiptSettings(vat_code=1, payment_subject="service", payment_mode="full_prepayment", tax_system_code=2)
+"""The processor's receipt defaults in the model: the weekly and trial plans take them, the monthly one says VAT 20 %."""
 
 
 # --------------------------------------------------------------------------- the fake YooKassa
@@ -105,6 +116,8 @@ class YkPayment:
     captured_at: datetime | None = None
     cancellation_reason: str | None = None
     created_at: datetime | None = None
+    receipt: dict[str, Any] | None = None
+    receipt_registration: str | None = None
 
 
 @dataclass
@@ -116,6 +129,7 @@ class YkRefund:
     created_at: datetime | None = None
     dashboard: bool = False
     """Made by an operator in YooKassa's dashboard: no key or request of ours names it."""
+    receipt_registration: str | None = None
 
 
 @dataclass
@@ -178,7 +192,10 @@ class FakeYooKassa:
                 renewal=renewal,
                 save_method=bool(body.get("save_payment_method")),
                 created_at=now,
+                receipt=body.get("receipt"),
             )
+            self._check_receipt(body, payment.amount_minor, None)
+            payment.receipt_registration = "pending" if payment.receipt else None
             self.payments[payment.id] = payment
             self.keys[step.idempotence_key] = (payment.id, now, body)
             if renewal and result != "pending":
@@ -202,7 +219,11 @@ class FakeYooKassa:
                     self.violations.append(f"asked to refund {amount} of {payment.id} with {payment.amount_minor - taken} left")
                 self.refused_keys.add(step.idempotence_key)
                 raise BadRequestError({"type": "error", "code": "invalid_request", "description": "amount too large"})
-            refund = YkRefund(id=self._new_id(0x3A8E0000), payment_id=payment.id, amount_minor=amount, created_at=now)
+            self._check_receipt(body, amount, payment.receipt)
+            refund = YkRefund(
+                id=self._new_id(0x3A8E0000), payment_id=payment.id, amount_minor=amount, created_at=now,
+                receipt_registration="pending" if body.get("receipt") else None,
+            )
             self.refunds[refund.id] = refund
             self.keys[step.idempotence_key] = (refund.id, now, body)
             if result != "pending":
@@ -211,13 +232,34 @@ class FakeYooKassa:
         object_id = step.provider_payment_id if isinstance(step, FindPayment) else step.provider_refund_id
         if object_id not in self.payments and object_id not in self.refunds:
             raise NotFoundError({"type": "error", "code": "not_found", "description": "no such object"})
+        settled = self.refunds.get(object_id) or self.payments[object_id]
+        if settled.status == "succeeded" and settled.receipt_registration == "pending":
+            settled.receipt_registration = "succeeded"  # registered by the time we ask again
         return self.view(object_id)
+
+    def _check_receipt(self, body: dict[str, Any], amount_minor: int, paid_with: dict[str, Any] | None) -> None:
+        """54-FZ: a receipt adds up to the amount; a refund's says what its payment's said."""
+        receipt = body.get("receipt")
+        if receipt is None:
+            if "payment_method_id" not in body and "payment_id" not in body:
+                self.violations.append("a purchase without a receipt")
+            return
+        total = sum(s.Money(amount=i["amount"]["value"]).minor for i in receipt["items"])
+        if total != amount_minor:
+            self.violations.append(f"receipt items add up to {total}, not {amount_minor}")
+        if paid_with is not None:
+            keys = ("vat_code", "payment_subject", "payment_mode")
+            if [receipt["items"][0][k] for k in keys] != [paid_with["items"][0][k] for k in keys] or receipt.get(
+                "tax_system_code"
+            ) != paid_with.get("tax_system_code"):
+                self.violations.append(f"refund receipt {receipt} differs from its payment's {paid_with}")
 
     def view(self, object_id: str) -> ProviderOutcome:
         if object_id in self.refunds:
             r = self.refunds[object_id]
             return ProviderRefund(
-                id=r.id, status=r.status, amount=s.Money.from_minor(r.amount_minor, "RUB"), payment_id=r.payment_id, created_at=r.created_at
+                id=r.id, status=r.status, amount=s.Money.from_minor(r.amount_minor, "RUB"), payment_id=r.payment_id,
+                receipt_registration=r.receipt_registration, created_at=r.created_at,
             )
         p = self.payments[object_id]
         saved = p.status == "succeeded" and (p.renewal or p.save_method)
@@ -234,6 +276,7 @@ class FakeYooKassa:
             payment_method_title="Bank card *4444" if saved else None,
             metadata=dict(p.metadata),
             created_at=p.created_at,
+            receipt_registration=p.receipt_registration,
         )
 
     def settle_payment(self, payment: YkPayment, status: str, now: datetime) -> None:
@@ -326,7 +369,7 @@ def failures_not_declined(log: list[s.Envelope], yk: FakeYooKassa) -> list[str]:
     provider_id: dict[Any, str] = {}
     for event in log:
         d = event.data
-        if isinstance(d, (s.CheckoutStarted, s.RenewalStarted)):
+        if isinstance(d, (s.CheckoutStarted, s.RenewalStarted, s.CardCheckStarted)):
             keys[d.payment_id] = d.idempotence_key
         elif isinstance(d, s.RefundRequested):
             keys[d.refund_id] = d.idempotence_key
@@ -348,6 +391,48 @@ def failures_not_declined(log: list[s.Envelope], yk: FakeYooKassa) -> list[str]:
                 continue  # released after a dashboard refund left no room for it: YooKassa never made it
             if not (theirs_r is not None and theirs_r.status == "canceled") and keys.get(d.refund_id) not in yk.refused_keys:
                 problems.append(f"refund {d.refund_id} failed ({d.reason}) though YooKassa did not decline it")
+    return problems
+
+
+def card_check_problems(log: list[s.Envelope]) -> list[str]:
+    """Checks kept, trials charged before their end, renewals not on the newest card (decision 0118)."""
+    problems = []
+    checks: dict[Any, int] = {}
+    asked_back: dict[Any, int] = {}
+    succeeded: set[Any] = set()
+    trial_end: dict[Any, datetime] = {}
+    card: dict[Any, str] = {}
+    for event in log:
+        d = event.data
+        if isinstance(d, s.CardCheckStarted):
+            checks[d.payment_id] = d.amount.minor
+        elif isinstance(d, s.RefundRequested):
+            asked_back[d.payment_id] = asked_back.get(d.payment_id, 0) + d.amount.minor
+        elif isinstance(d, s.PaymentSucceeded):
+            if d.payment_id in checks:
+                succeeded.add(d.payment_id)
+            if d.payment_method is not None:
+                card[d.subscription_id] = d.payment_method.id
+        elif isinstance(d, s.PaymentMethodReplaced):
+            card[d.subscription_id] = d.payment_method.id
+        elif isinstance(d, s.SubscriptionActivated):
+            if d.trial:
+                trial_end[d.subscription_id] = d.period_end
+            else:
+                trial_end.pop(d.subscription_id, None)
+        elif isinstance(d, s.SubscriptionAdjusted) and d.subscription_id in trial_end:
+            trial_end[d.subscription_id] = d.period_end
+        elif isinstance(d, s.SubscriptionRenewed):
+            trial_end.pop(d.subscription_id, None)
+        elif isinstance(d, (s.RenewalStarted, s.CheckoutStarted)):
+            end = trial_end.get(d.subscription_id)
+            if end is not None and event.occurred_at < end:
+                problems.append(f"trial {d.subscription_id} charged at {event.occurred_at}, before its end {end}")
+            if isinstance(d, s.RenewalStarted) and d.payment_method_id != card.get(d.subscription_id):
+                problems.append(f"renewal {d.payment_id} charges {d.payment_method_id}, not the newest card {card.get(d.subscription_id)}")
+    for payment_id in succeeded:
+        if asked_back.get(payment_id, 0) < checks[payment_id]:
+            problems.append(f"card check {payment_id} succeeded and was not refunded in full")
     return problems
 
 
@@ -377,7 +462,9 @@ class AccountMachine(RuleBasedStateMachine):
     # ------------------------------------------------------------------ driving the domain
 
     def _ctx(self, plan_id: str | None = None) -> Context:
-        return Context(now=self.now, plan=PLANS.get(plan_id) if plan_id else None, default_return_url="https://shop.test/return")
+        return Context(
+            now=self.now, plan=PLANS.get(plan_id) if plan_id else None, default_return_url="https://shop.test/return", receipts=RECEIPTS
+        )
 
     def _append(self, command: s.Envelope, decision: Decision) -> None:
         for envelope in to_envelopes(self.state, command, decision.events, self.now):
@@ -455,6 +542,12 @@ class AccountMachine(RuleBasedStateMachine):
     @rule(index=st.integers(0, 7), enabled=st.booleans(), data=st.data())
     def auto_renew(self, index: int, enabled: bool, data: Any) -> None:
         self._send(s.SetAutoRenew(subscription_id=self._subscription(index), enabled=enabled), data)
+
+    @precondition(has_subscriptions)
+    @rule(index=st.integers(0, 7), data=st.data())
+    def replace_card(self, index: int, data: Any) -> None:
+        """The customer saves another card for renewals (a card check on the payment page)."""
+        self._send(s.ReplacePaymentMethod(subscription_id=self._subscription(index)), data)
 
     @precondition(has_subscriptions)
     @rule(index=st.integers(0, 7), days=st.sampled_from((1, 3, 30)), data=st.data())
@@ -595,7 +688,7 @@ class AccountMachine(RuleBasedStateMachine):
                 continue
             action = None
             if row.auto_renew and row.has_saved_method and not row.cancel_at_period_end and not row.dunning_over:
-                if row.status == "active" and row.period_end <= self.now + RENEWAL_LEAD:
+                if row.status == "active" and row.period_end <= self.now + (timedelta(0) if row.trial else RENEWAL_LEAD):
                     action = "renew"
                 elif row.status == "past_due" and row.next_retry_at is not None and row.next_retry_at <= self.now:
                     action = "retry"
@@ -628,8 +721,17 @@ class AccountMachine(RuleBasedStateMachine):
 
     def _open_operations(self) -> list[s.Envelope]:
         commands = []
-        open_payments = [("payment", p.payment_id, p.requested_at) for p in self.state.payments.values() if p.status in OPEN]
-        open_refunds = [("refund", r.refund_id, r.requested_at) for r in self.state.refunds.values() if r.status in OPEN]
+        # Open as the processor's operations table says: no final answer yet, or a receipt still registering.
+        open_payments = [
+            ("payment", p.payment_id, p.requested_at)
+            for p in self.state.payments.values()
+            if p.status in OPEN or (p.status == "succeeded" and p.receipt_registration == "pending")
+        ]
+        open_refunds = [
+            ("refund", r.refund_id, r.requested_at)
+            for r in self.state.refunds.values()
+            if r.status in OPEN or (r.status == "succeeded" and r.receipt_registration == "pending")
+        ]
         for kind, op_id, opened in open_payments + open_refunds:
             checks = self.checks.get(op_id, 0)
             self.checks[op_id] = checks + 1
@@ -664,6 +766,13 @@ class AccountMachine(RuleBasedStateMachine):
         still_open = [p.payment_id for p in self.state.payments.values() if p.status in OPEN]
         still_open += [r.refund_id for r in self.state.refunds.values() if r.status in OPEN]
         assert not still_open, f"operations still open after the provider settled: {still_open}"
+        registering = [p.payment_id for p in self.state.payments.values() if p.receipt_registration == "pending"]
+        registering += [r.refund_id for r in self.state.refunds.values() if r.receipt_registration == "pending"]
+        assert not registering, f"receipts still registering after the provider settled: {registering}"
+        for p in self.state.payments.values():
+            theirs = self.yk.payments.get(p.provider_payment_id or "")
+            if theirs is not None and p.status == "succeeded":
+                assert p.receipt_registration == theirs.receipt_registration, f"payment {p.payment_id}: receipt registration differs"
         for p in self.state.payments.values():
             theirs = self.yk.payments.get(p.provider_payment_id or "")
             if theirs is not None and not p.outcome_unknown:
@@ -712,6 +821,10 @@ class AccountMachine(RuleBasedStateMachine):
     @invariant()
     def failed_only_when_declined(self) -> None:
         assert not (problems := failures_not_declined(self.log, self.yk)), problems
+
+    @invariant()
+    def card_checks_never_kept_trials_never_early_renewals_on_the_newest_card(self) -> None:
+        assert not (problems := card_check_problems(self.log)), problems
 
 
 def _uuid(value: str | None) -> Any:

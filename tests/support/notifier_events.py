@@ -18,6 +18,8 @@ from schemas.events import (
     AutoRenewChanged,
     CheckoutStarted,
     PaymentFailed,
+    PaymentMethod,
+    PaymentMethodReplaced,
     PaymentSucceeded,
     RefundFailed,
     RefundRequested,
@@ -140,6 +142,16 @@ class Account:
             "subscription_id": self.subscription_id, "expired_at": T0 + timedelta(days=30), "reason": "auto_renew_off",
             "customer": self.customer, **kw}))
 
+    def trial_started(self, **kw: Any) -> Envelope:
+        return self.activated(**{"payment_id": None, "amount_paid": Money(amount="0.00"), "trial": True, "next_charge": PRICE,
+                                 "period_end": T0 + timedelta(days=7), **kw})
+
+    def card_replaced(self, **kw: Any) -> Envelope:
+        return self._env(PaymentMethodReplaced(**{
+            "subscription_id": self.subscription_id, "payment_id": uuid.uuid4(),
+            "payment_method": PaymentMethod(id="pm-2", title="Bank card *1111"), "previous_title": "Bank card *4242",
+            "check_amount": Money(amount="1.00"), "customer": self.customer, **kw}))
+
     def every_email(self) -> dict[str, Envelope]:
         """One event per email kind (the purchase is the activation)."""
         return {
@@ -153,4 +165,6 @@ class Account:
             "renewal_failed": self.renewal_failed(),
             "expiring_soon": self.expiring_soon(),
             "subscription_expired": self.expired(),
+            "trial_started": self.trial_started(),
+            "card_replaced": self.card_replaced(),
         }

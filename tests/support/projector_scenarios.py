@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 from schemas import (
     Actor,
     AutoRenewChanged,
+    CardCheckStarted,
     CheckoutStarted,
     CommandFailed,
     CommandOutcome,
@@ -32,6 +33,7 @@ from schemas import (
     PaymentCreated,
     PaymentFailed,
     PaymentMethod,
+    PaymentMethodReplaced,
     PaymentStateUnknown,
     PaymentSucceeded,
     PlanArchived,
@@ -41,6 +43,8 @@ from schemas import (
     RefundRequested,
     RefundStateUnknown,
     RefundSucceeded,
+    Receipt,
+    ReceiptItem,
     RenewalFailed,
     RenewalStarted,
     SubscriptionActivated,
@@ -49,11 +53,15 @@ from schemas import (
     SubscriptionExpired,
     SubscriptionExpiringSoon,
     SubscriptionRenewed,
+    TrialTerms,
     account_stream,
     derived_id,
     new_envelope,
     plan_stream,
 )
+
+CHECK = Money(amount="1.00")
+"""A card check's amount (refunded at once)."""
 
 if TYPE_CHECKING:
     from infra.settings import Settings
@@ -184,7 +192,9 @@ class AccountScenario:
         self._append(command_id, [CheckoutStarted(
             subscription_id=sub.subscription_id, payment_id=payment_id, plan_id=plan.plan_id, plan_name=plan.name,
             amount=plan.price, period_days=plan.period_days, auto_renew=auto_renew, customer=self.customer,
-            idempotence_key=str(derived_id("yookassa", payment_id, "create")))])
+            idempotence_key=str(derived_id("yookassa", payment_id, "create")),
+            receipt=Receipt(email=self.customer.email, tax_system_code=2, items=[ReceiptItem(
+                description=plan.name, amount=plan.price, vat_code=4, payment_subject="service", payment_mode="full_prepayment")]))])
         if outcome.startswith("unknown"):
             self._append(command_id, [PaymentStateUnknown(payment_id=payment_id, subscription_id=sub.subscription_id,
                                                           detail="timeout creating the payment")])
@@ -240,6 +250,73 @@ class AccountScenario:
             ], kind="provider", actor_id="yookassa")
             sub.status = "payment_failed"
         return sub
+
+    def trial(self, plan: PlanInfo, *, success: bool = True, days: int = 7) -> Sub:
+        """A trial purchase: a card check that, when it succeeds, starts a free trial and is refunded."""
+        command_id = self.history.new_id()
+        sub = Sub(derived_id("subscription", command_id), plan.plan_id, plan.name, plan.price, plan.period_days)
+        self.subs.append(sub)
+        terms = TrialTerms(plan_id=plan.plan_id, plan_name=plan.name, price=plan.price, period_days=plan.period_days, trial_days=days)
+        payment_id, provider_id = self._check(command_id, sub, "trial", terms)
+        if not success:
+            self._append(self.history.new_id(), [
+                PaymentFailed(payment_id=payment_id, subscription_id=sub.subscription_id, provider_payment_id=provider_id,
+                              amount=CHECK, reason="card_expired", purpose="card_check", customer=self.customer),
+            ], kind="provider", actor_id="yookassa")
+            sub.status = "payment_failed"
+            return sub
+        start = self.clock.tick()
+        end = start + timedelta(days=days)
+        self._check_succeeded(sub, payment_id, provider_id, [
+            SubscriptionActivated(subscription_id=sub.subscription_id, plan_id=plan.plan_id, plan_name=plan.name, period_start=start,
+                                  period_end=end, amount_paid=Money.from_minor(0), auto_renew=True, customer=self.customer,
+                                  trial=True, next_charge=plan.price),
+        ])
+        sub.status, sub.period_end = "active", end
+        return sub
+
+    def replace_card(self, sub: Sub) -> None:
+        command_id = self.history.new_id()
+        payment_id, provider_id = self._check(command_id, sub, "replace_payment_method", None)
+        self._check_succeeded(sub, payment_id, provider_id, [
+            PaymentMethodReplaced(subscription_id=sub.subscription_id, payment_id=payment_id,
+                                  payment_method=PaymentMethod(id=f"pm-{provider_id}", title="Bank card *1111"),
+                                  previous_title="Bank card *4444", check_amount=CHECK, customer=self.customer),
+        ])
+
+    def _check(self, command_id: uuid.UUID, sub: Sub, reason: str, terms: TrialTerms | None) -> tuple[uuid.UUID, str]:
+        payment_id = derived_id("payment", command_id)
+        provider_id = str(self.history.new_id())
+        url = f"http://127.0.0.1:8010/pay/{provider_id}"
+        ctype = "PurchaseSubscription" if reason == "trial" else "ReplacePaymentMethod"
+        self._append(command_id, [
+            CardCheckStarted(subscription_id=sub.subscription_id, payment_id=payment_id, reason=reason, amount=CHECK,  # type: ignore[arg-type]
+                             customer=self.customer, idempotence_key=str(derived_id("yookassa", payment_id, "create")), trial=terms),
+            PaymentCreated(payment_id=payment_id, subscription_id=sub.subscription_id, provider_payment_id=provider_id, amount=CHECK,
+                           status="pending", confirmation_url=url, purpose="card_check"),
+            CommandSucceeded(command_id=command_id, command_type=ctype,
+                             outcome=CommandOutcome(subscription_id=sub.subscription_id, payment_id=payment_id, confirmation_url=url)),
+        ])
+        return payment_id, provider_id
+
+    def _check_succeeded(self, sub: Sub, payment_id: uuid.UUID, provider_id: str, effects: list[object]) -> None:
+        sync_id = self.history.new_id()
+        refund_id = derived_id("refund", sync_id, payment_id)
+        self._append(sync_id, [
+            PaymentSucceeded(payment_id=payment_id, subscription_id=sub.subscription_id, provider_payment_id=provider_id, amount=CHECK,
+                             paid_at=self.clock.tick(), purpose="card_check", customer=self.customer,
+                             payment_method=PaymentMethod(id=f"pm-{provider_id}", title="Bank card *1111")),
+            *effects,
+            RefundRequested(refund_id=refund_id, subscription_id=sub.subscription_id, payment_id=payment_id,
+                            provider_payment_id=provider_id, amount=CHECK, reason="Card check: refunded at once",
+                            idempotence_key=str(derived_id("yookassa", refund_id, "create")), customer=self.customer,
+                            command_type="SyncPayment", purpose="card_check"),
+            RefundCreated(refund_id=refund_id, subscription_id=sub.subscription_id, provider_refund_id=str(self.history.new_id()),
+                          status="succeeded"),
+            RefundSucceeded(refund_id=refund_id, subscription_id=sub.subscription_id, payment_id=payment_id,
+                            provider_refund_id=str(self.history.new_id()), amount=CHECK, customer=self.customer),
+            CommandSucceeded(command_id=sync_id, command_type="SyncPayment", outcome=CommandOutcome(payment_id=payment_id)),
+        ], kind="provider", actor_id="yookassa")
 
     def reject_purchase(self, plan_id: str, code: str = "plan_archived") -> None:
         command_id = self.history.new_id()
@@ -396,6 +473,8 @@ def random_account(history: History, clock: Clock, rng: random.Random, plans: Se
             continue
         if roll < 0.12:
             sub = account.grant(plan)
+        elif roll < 0.2:
+            sub = account.trial(plan, success=roll < 0.18)
         else:
             outcome = rng.choices(
                 ["success", "decline", "abandon", "unknown_then_success", "unknown_then_failed", "pending"],
@@ -410,8 +489,10 @@ def random_account(history: History, clock: Clock, rng: random.Random, plans: Se
                 account.renew(sub, success=rng.random() < 0.8)
             elif action < 0.5:
                 account.set_auto_renew(sub, rng.random() < 0.5)
-            elif action < 0.6:
+            elif action < 0.55:
                 account.extend(sub, rng.randint(1, 30))
+            elif action < 0.6:
+                account.replace_card(sub)
             elif action < 0.75:
                 account.cancel(sub, "refund_now", rng.choice(["success", "success", "failed", "unknown_then_success"]),
                                admin=rng.random() < 0.2)

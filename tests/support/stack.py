@@ -65,6 +65,7 @@ class PipelineOptions:
     api_instances: int = 1  # more than one: "api", "api-2", … on their own ports (api_urls)
     notifier: bool = True
     partitions: int = 6
+    services: tuple[str, ...] = ROLES  # which roles to start (e.g. only the sandboxes); all by default
     work_dir: Path | None = None  # sandboxes' SQLite files, the private broker (default: a temp dir)
     log_dir: Path = LOG_DIR
     env: dict[str, str] = field(default_factory=dict)  # to every service process
@@ -258,6 +259,11 @@ class Pipeline:
         return proc
 
     def _build_processes(self) -> None:
+        self._build_all_processes()
+        for name in [n for n in self.processes if n.rsplit("-", 1)[0] not in self.options.services]:
+            del self.processes[name]
+
+    def _build_all_processes(self) -> None:
         from tests.fixtures.sandboxes import MailgunSandbox, YooKassaSandbox
 
         yk = self._process(

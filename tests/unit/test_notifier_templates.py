@@ -74,6 +74,24 @@ def test_each_money_movement_has_exactly_one_trigger() -> None:
         assert isinstance(plan, EmailPlan) and plan.kind == kind
 
 
+def test_card_checks_are_emailed_with_what_they_were_for_never_on_their_own() -> None:
+    account = Account()
+    assert isinstance(plan_email(account.payment_succeeded(purpose="card_check")), Skip)
+    assert isinstance(plan_email(account.payment_failed(purpose="card_check")), Skip)
+    assert isinstance(plan_email(account.refund_succeeded(), Facts(card_check=True)), Skip)
+    assert isinstance(plan_email(account.refund_failed(), Facts(card_check=True)), EmailPlan)  # a check not returned is news
+
+
+def test_trial_emails_say_when_the_first_charge_happens_and_how_much(renderer: Renderer) -> None:
+    for locale, price, day in (("ru", "1\u00a0490,00\u00a0₽", "12 марта 2026"), ("en", "RUB\u00a01,490.00", "March 12, 2026")):
+        account = Account(locale=locale, plan_name="Trial")
+        email = renderer.render(plan_email(account.trial_started()))  # type: ignore[arg-type]
+        assert price in email.text and day in email.text, email.text
+        soon = account.expiring_soon(auto_renew=True, trial=True, next_charge=Money(amount="1490.00"), period_end=account.trial_started().data.period_end)  # type: ignore[union-attr]
+        email = renderer.render(plan_email(soon, Facts(plan_name="Trial")))  # type: ignore[arg-type]
+        assert price in email.text and ("Пробный" in email.subject or "trial" in email.subject)
+
+
 def test_an_event_without_customer_is_skipped_with_a_reason() -> None:
     decision = plan_email(Account().refund_succeeded(customer=None))
     assert isinstance(decision, Skip) and "customer" in decision.reason
@@ -101,6 +119,8 @@ def _rendered_all(renderer: Renderer, locale: str, plan_name: str):
         "renewal_failed_final": account.renewal_failed(final=True),
         "renewal_failed_unknown_next": account.renewal_failed(next_retry_at=None, access_until=None),
         "expiring_with_auto_renew": account.expiring_soon(auto_renew=True),
+        "trial_ending": account.expiring_soon(auto_renew=True, trial=True, next_charge=Money(amount="1490.00")),
+        "trial_without_renewal": account.trial_started(auto_renew=False),
         "payment_abandoned": account.payment_failed("expired_on_confirmation"),
         "payment_unknown_reason": account.payment_failed("brand_new_reason"),
     }

@@ -64,7 +64,8 @@ def test_the_processor_refuses_sandbox_credentials_local_urls_and_the_crash_hook
         "YOOKASSA_SHOP_ID is the sandbox's", "YOOKASSA_SECRET_KEY is a placeholder or a test key",
         "YOOKASSA_API_URL='http://127.0.0.1:8010/v3' must be an https:// URL",
         "YOOKASSA_RETURN_URL='http://127.0.0.1:8000/v1/return' must be an https:// URL",
-        "BILLING_CRASH_AT is set", "BILLING_CLOCK=shiftable", "6 problems",
+        "BILLING_CRASH_AT is set", "BILLING_CLOCK=shiftable", "YOOKASSA_TAX_SYSTEM_CODE is not set",
+        "YOOKASSA_RECEIPT_VAT_CODE is not set", "8 problems",
     ):
         assert expected in message, message
 
@@ -135,6 +136,8 @@ def production_values() -> dict[str, Any]:
         "yookassa_secret_key": "live_" + STRONG,
         "yookassa_api_url": "https://api.yookassa.ru/v3",
         "yookassa_return_url": "https://cinema.example.com/billing/return",
+        "yookassa_tax_system_code": 2,
+        "yookassa_receipt_vat_code": 1,
         "mailgun_api_key": "key-" + STRONG,
         "mailgun_domain": "mg.cinema.example.com",
         "mailgun_api_url": "https://api.eu.mailgun.net/v3",
@@ -177,3 +180,19 @@ def test_a_refused_configuration_does_not_print_its_secrets():
         ProcessorServiceSettings(_env_file=None, **{**production_values(), "yookassa_secret_key": secret,  # type: ignore[call-arg]
                                                     "yookassa_api_url": "http://127.0.0.1/v3"})
     assert "YOOKASSA_API_URL" in str(caught.value) and secret not in str(caught.value)
+
+
+def test_production_refuses_missing_receipt_settings_and_every_environment_refuses_wrong_ones() -> None:
+    values = production_values()
+    for missing in ("yookassa_tax_system_code", "yookassa_receipt_vat_code"):
+        message = refusal(ProcessorServiceSettings, **{k: v for k, v in values.items() if k != missing})
+        assert f"{missing.upper()} is not set" in message and "1 problems" in message, message
+    wrong = {"yookassa_tax_system_code": 7, "yookassa_receipt_vat_code": 13, "yookassa_receipt_payment_subject": "subscription",
+             "yookassa_receipt_payment_mode": "monthly"}
+    for environment in ("production", "development"):
+        for name, value in wrong.items():
+            with pytest.raises(ValidationError) as caught:
+                ProcessorServiceSettings(_env_file=None, **{**values, "environment": environment, name: value})  # type: ignore[call-arg]
+            assert name in str(caught.value)
+    good = ProcessorServiceSettings(_env_file=None, **{**values, "yookassa_receipt_payment_mode": "full_prepayment"})  # type: ignore[call-arg]
+    assert (good.receipts.tax_system_code, good.receipts.vat_code, good.receipts.payment_mode) == (2, 1, "full_prepayment")

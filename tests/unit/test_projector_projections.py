@@ -147,7 +147,8 @@ def test_plan_created_then_archived() -> None:
     a.apply(PlanCreated(plan_id="basic", name="Basic", price=PRICE, period_days=30, description="d"), stream=stream, minutes=1)
     assert a.row("plans", "basic") | {} == {
         "plan_id": "basic", "name": "Basic", "price_minor": 29900, "currency": "RUB", "period_days": 30,
-        "description": "d", "archived": False, "created_at": a.at(1), "updated_at": a.at(1),
+        "description": "d", "archived": False, "created_at": a.at(1), "updated_at": a.at(1), "trial_days": 0,
+        "vat_code": None, "payment_subject": None, "payment_mode": None,  # a plan from before receipt settings
     }
     a.apply(PlanCreated(plan_id="basic", name="Basic+", price=Money.from_minor(39900), period_days=31), stream=stream, minutes=2)
     row = a.row("plans", "basic")
@@ -189,7 +190,7 @@ def test_checkout_creates_a_pending_subscription() -> None:
         "period_start": None, "period_end": None, "price_minor": 29900, "amount_paid_minor": 0, "amount_refunded_minor": 0,
         "currency": "RUB", "payment_method_title": None, "last_payment_id": str(a.pay), "renewal_attempt": 0,
         "next_retry_at": None, "status_reason": None, "created_at": a.at(1), "updated_at": a.at(1), "canceled_at": None,
-        "expired_at": None,
+        "expired_at": None, "trial": False,
     }
 
 
@@ -323,6 +324,7 @@ def test_payment_lifecycle() -> None:
         "payment_id": str(a.pay), "subscription_id": str(a.sub), "user_id": a.user, "provider_payment_id": None,
         "purpose": "purchase", "status": "created", "amount_minor": 29900, "currency": "RUB", "confirmation_url": None,
         "reason": None, "paid_at": None, "created_at": a.at(1), "updated_at": a.at(1),
+        "receipt": None, "receipt_registration": None,
     }
     a.apply(PaymentCreated(payment_id=a.pay, subscription_id=a.sub, provider_payment_id="yk-1", amount=PRICE, status="pending",
                            confirmation_url="http://pay/1"))
@@ -383,6 +385,7 @@ def test_refund_lifecycle() -> None:
         "refund_id": str(a.refund), "subscription_id": str(a.sub), "payment_id": str(a.pay), "user_id": a.user,
         "provider_refund_id": None, "status": "requested", "amount_minor": 25000, "currency": "RUB", "days_used": 4,
         "reason": "user canceled", "created_at": a.at(4), "updated_at": a.at(4),
+        "receipt": None, "receipt_registration": None,
     }
     a.apply(RefundCreated(refund_id=a.refund, subscription_id=a.sub, provider_refund_id="yr-1", status="pending"))
     assert (a.row("refunds", a.refund)["status"], a.row("refunds", a.refund)["provider_refund_id"]) == ("pending", "yr-1")
@@ -547,3 +550,114 @@ def test_projections_are_deterministic() -> None:
 
     first, second = build(), build()
     assert first["subscriptions"] and first == second
+
+
+def test_receipts_and_their_registration_reach_payments_refunds_and_plans() -> None:
+    from schemas import ReceiptRegistrationChanged
+    from schemas.receipts import Receipt, ReceiptItem
+
+    a = Account()
+    a.apply(PlanCreated(plan_id="vat", name="VAT", price=PRICE, period_days=30, vat_code=11, payment_subject="service",
+                        payment_mode="full_prepayment"), stream=plan_stream("vat"))
+    assert (a.row("plans", "vat")["vat_code"], a.row("plans", "vat")["payment_mode"]) == (11, "full_prepayment")
+    receipt = Receipt(email="anna@example.com", tax_system_code=2, items=[ReceiptItem(
+        description="Basic", amount=PRICE, vat_code=11, payment_subject="service", payment_mode="full_prepayment")])
+    a.apply(CheckoutStarted(subscription_id=a.sub, payment_id=a.pay, plan_id="basic", plan_name="Basic", amount=PRICE,
+                            period_days=30, auto_renew=True, customer=CUSTOMER, idempotence_key="k", receipt=receipt))
+    assert orjson.loads(a.row("payments", a.pay)["receipt"]) == receipt.model_dump(mode="json")
+    a.apply(PaymentSucceeded(payment_id=a.pay, subscription_id=a.sub, provider_payment_id="yk-1", amount=PRICE, paid_at=a.at(9),
+                             customer=CUSTOMER, receipt_registration="pending"))
+    assert a.row("payments", a.pay)["receipt_registration"] == "pending"
+    a.apply(ReceiptRegistrationChanged(subscription_id=a.sub, payment_id=a.pay, status="succeeded"))
+    assert a.row("payments", a.pay)["receipt_registration"] == "succeeded"
+    a.apply(RefundRequested(refund_id=a.refund, subscription_id=a.sub, payment_id=a.pay, provider_payment_id="yk-1", amount=PRICE,
+                            idempotence_key="r", customer=CUSTOMER, receipt=receipt))
+    assert orjson.loads(a.row("refunds", a.refund)["receipt"])["items"][0]["vat_code"] == 11
+    a.apply(RefundSucceeded(refund_id=a.refund, subscription_id=a.sub, payment_id=a.pay, provider_refund_id="yr-1", amount=PRICE,
+                            receipt_registration="pending"))
+    a.apply(ReceiptRegistrationChanged(subscription_id=a.sub, refund_id=a.refund, status="canceled"))
+    assert a.row("refunds", a.refund)["receipt_registration"] == "canceled"
+    assert a.row("payments", a.pay)["receipt_registration"] == "succeeded"  # the refund's change is not the payment's
+
+
+# ---------------------------------------------------------------------- card checks and trials (decision 0118)
+
+
+def _check(a: Account, check: uuid.UUID, *, trial: bool = False) -> None:
+    from schemas import CardCheckStarted, TrialTerms
+
+    terms = TrialTerms(plan_id="basic", plan_name="Basic", price=PRICE, period_days=30, trial_days=7) if trial else None
+    a.apply(CardCheckStarted(subscription_id=a.sub, payment_id=check, reason="trial" if trial else "replace_payment_method",
+                             amount=Money(amount="1.00"), customer=CUSTOMER, idempotence_key="k2", trial=terms))
+    a.apply(PaymentCreated(payment_id=check, subscription_id=a.sub, provider_payment_id="yk-check", amount=Money(amount="1.00"),
+                           status="pending", confirmation_url="http://pay/check", purpose="card_check"))
+
+
+def test_a_card_check_is_neither_paid_nor_refunded_and_never_the_last_payment() -> None:
+    from schemas import PaymentMethodReplaced
+
+    a = Account()
+    a.active()
+    check = uuid.uuid4()
+    _check(a, check)
+    a.apply(PaymentSucceeded(payment_id=check, subscription_id=a.sub, provider_payment_id="yk-check", amount=Money(amount="1.00"),
+                             paid_at=a.at(300), customer=CUSTOMER, purpose="card_check",
+                             payment_method=PaymentMethod(id="pm-2", title="Bank card *1111")))
+    a.apply(PaymentMethodReplaced(subscription_id=a.sub, payment_id=check, payment_method=PaymentMethod(id="pm-2", title="Bank card *1111"),
+                                  previous_title="Bank card *4444", customer=CUSTOMER))
+    a.apply(RefundSucceeded(refund_id=a.refund, subscription_id=a.sub, payment_id=check, provider_refund_id="r", amount=Money(amount="1.00")))
+    row = a.row("subscriptions", a.sub)
+    assert (row["amount_paid_minor"], row["amount_refunded_minor"], row["last_payment_id"], row["payment_method_title"]) == (
+        29900, 0, str(a.pay), "Bank card *1111")
+    assert a.row("payments", check)["purpose"] == "card_check"
+    account = a.row("accounts", a.user)
+    assert (account["total_paid_minor"], account["total_refunded_minor"]) == (29900, 0)
+
+
+def test_a_trial_check_starts_a_pending_subscription_that_turns_into_a_free_trial() -> None:
+    a = Account()
+    check = uuid.uuid4()
+    _check(a, check, trial=True)
+    row = a.row("subscriptions", a.sub)
+    assert (row["status"], row["price_minor"], row["last_payment_id"], row["trial"]) == ("pending_payment", 29900, None, False)
+    a.apply(SubscriptionActivated(subscription_id=a.sub, plan_id="basic", plan_name="Basic", period_start=a.at(10),
+                                  period_end=a.at(10) + timedelta(days=7), amount_paid=Money.from_minor(0), auto_renew=True,
+                                  customer=CUSTOMER, trial=True, next_charge=PRICE))
+    row = a.row("subscriptions", a.sub)
+    assert (row["status"], row["trial"], row["amount_paid_minor"]) == ("active", True, 0)
+
+
+def test_a_declined_trial_check_fails_the_pending_trial() -> None:
+    a = Account()
+    check = uuid.uuid4()
+    _check(a, check, trial=True)
+    a.apply(PaymentFailed(payment_id=check, subscription_id=a.sub, amount=Money(amount="1.00"), reason="card_expired",
+                          customer=CUSTOMER, purpose="card_check"))
+    assert a.row("subscriptions", a.sub)["status"] == "payment_failed"
+
+
+def test_revenue_counts_a_trial_from_its_first_charge_and_never_a_card_check() -> None:
+    from rules.revenue import report
+    from tests.unit.test_revenue_report import totals
+
+    a = Account()
+    check = uuid.uuid4()
+    _check(a, check, trial=True)
+    a.apply(PaymentSucceeded(payment_id=check, subscription_id=a.sub, provider_payment_id="yk-check", amount=Money(amount="1.00"),
+                             paid_at=a.at(5), customer=CUSTOMER, purpose="card_check"))
+    a.apply(RefundSucceeded(refund_id=a.refund, subscription_id=a.sub, payment_id=check, provider_refund_id="r",
+                            amount=Money(amount="1.00")))
+    start = a.at(10)
+    a.apply(SubscriptionActivated(subscription_id=a.sub, plan_id="basic", plan_name="Basic", period_start=start,
+                                  period_end=start + timedelta(days=7), amount_paid=Money.from_minor(0), auto_renew=True,
+                                  customer=CUSTOMER, trial=True, next_charge=PRICE))
+    lines = report(totals(a.state))
+    assert all((ln.revenue_minor, ln.refunded_minor, ln.active_subscribers, ln.mrr_minor) == (0, 0, 0, 0) for ln in lines)
+    renewal = uuid.uuid4()
+    a.apply(PaymentSucceeded(payment_id=renewal, subscription_id=a.sub, provider_payment_id="yk-2", amount=PRICE,
+                             paid_at=start + timedelta(days=7), customer=CUSTOMER, purpose="renewal"))
+    a.apply(SubscriptionRenewed(subscription_id=a.sub, payment_id=renewal, period_start=start + timedelta(days=7),
+                                period_end=start + timedelta(days=37), amount=PRICE, customer=CUSTOMER),
+            minutes=7 * 24 * 60 + 20)
+    (line,) = [ln for ln in report(totals(a.state)) if ln.plan_id == "basic"]
+    assert (line.new_subscribers, line.renewed, line.active_subscribers, line.mrr_minor, line.revenue_minor) == (1, 0, 1, 29900, 29900)

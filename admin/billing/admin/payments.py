@@ -13,6 +13,7 @@ from admin.billing.display import (
     change_url,
     fmt_dt,
     link,
+    receipt_table,
     refunds_table,
     short,
     status_badge,
@@ -25,12 +26,12 @@ from admin.billing.money import format_money
 class PaymentAdmin(ReadOnlyAdmin):
     list_display = ("pay_id", "account", "subscription", "purpose", "status_display", "amount", "provider_payment_id",
                     "paid", "created")
-    list_filter = ("status", "purpose", "paid_at", "created_at")
+    list_filter = ("status", "purpose", "receipt_registration", "paid_at", "created_at")
     search_fields = ("user_id", "provider_payment_id")
     search_help_text = "User id, YooKassa payment id, payment id or subscription id"
     date_hierarchy = "created_at"
     fields = ("payment_id", "account", "subscription", "provider_payment_id", "purpose", "status_display", "amount",
-              "reason", "confirmation_url", "paid", "created", "updated", "refunds")
+              "reason", "confirmation_url", "paid", "created", "updated", "receipt_display", "registration", "refunds")
     readonly_fields = fields
 
     def get_search_results(self, request: HttpRequest, queryset: QuerySet, search_term: str) -> tuple[QuerySet, bool]:
@@ -74,6 +75,14 @@ class PaymentAdmin(ReadOnlyAdmin):
     def updated(self, obj: Payment) -> str:
         return fmt_dt(obj.updated_at)
 
+    @admin.display(description="receipt (54-FZ)")
+    def receipt_display(self, obj: Payment) -> SafeString:
+        return receipt_table(obj.receipt)
+
+    @admin.display(description="receipt registration", ordering="receipt_registration")
+    def registration(self, obj: Payment) -> SafeString:
+        return status_badge(obj.receipt_registration)
+
     @admin.display(description="refunds")
     def refunds(self, obj: Payment) -> SafeString:
         return refunds_table(Refund.objects.filter(payment_id=obj.payment_id).order_by("-created_at"))
@@ -82,12 +91,12 @@ class PaymentAdmin(ReadOnlyAdmin):
 class RefundAdmin(ReadOnlyAdmin):
     list_display = ("ref_id", "account", "subscription", "payment", "status_display", "amount", "days_used",
                     "provider_refund_id", "created")
-    list_filter = ("status", "created_at", "updated_at")
+    list_filter = ("status", "receipt_registration", "created_at", "updated_at")
     search_fields = ("user_id", "provider_refund_id")
     search_help_text = "User id, YooKassa refund id, or a refund, payment or subscription id"
     date_hierarchy = "created_at"
     fields = ("refund_id", "account", "subscription", "payment", "provider_refund_id", "status_display", "amount",
-              "days_used", "reason", "created", "updated")
+              "days_used", "reason", "created", "updated", "receipt_display", "registration")
     readonly_fields = fields
 
     def get_search_results(self, request: HttpRequest, queryset: QuerySet, search_term: str) -> tuple[QuerySet, bool]:
@@ -122,6 +131,14 @@ class RefundAdmin(ReadOnlyAdmin):
     @admin.display(description="amount", ordering="amount_minor")
     def amount(self, obj: Refund) -> str:
         return format_money(obj.amount_minor, obj.currency)
+
+    @admin.display(description="receipt (54-FZ)")
+    def receipt_display(self, obj: Refund) -> SafeString:
+        return receipt_table(obj.receipt)
+
+    @admin.display(description="receipt registration", ordering="receipt_registration")
+    def registration(self, obj: Refund) -> SafeString:
+        return status_badge(obj.receipt_registration)
 
     @admin.display(description="created", ordering="created_at")
     def created(self, obj: Refund) -> str:

@@ -11,19 +11,19 @@ from django.utils.safestring import SafeString
 
 from admin.billing import forms, views
 from admin.billing.admin.base import ReadOnlyAdmin
-from admin.billing.display import change_url, changelist_url, fmt_dt, link
+from admin.billing.display import change_url, changelist_url, fmt_dt, link, vat_label
 from admin.billing.models import Plan
 from admin.billing.money import format_money
 
 
 @admin.register(Plan)
 class PlanAdmin(ReadOnlyAdmin):
-    list_display = ("plan_id", "name", "price_display", "period_days", "archived", "subscribers", "updated")
+    list_display = ("plan_id", "name", "price_display", "period_days", "trial_days", "archived", "subscribers", "updated")
     list_filter = ("archived", "period_days")
     search_fields = ("plan_id", "name")
     ordering = ("archived", "plan_id")
-    fields = ("plan_id", "name", "price_display", "period_days", "description", "archived", "created", "updated",
-              "subscriptions_link")
+    fields = ("plan_id", "name", "price_display", "period_days", "trial_days", "description", "archived", "vat",
+              "payment_subject", "payment_mode", "created", "updated", "subscriptions_link")
     readonly_fields = fields
     change_list_template = "admin/billing/plan/change_list.html"
     change_form_template = "admin/billing/plan/change_form.html"
@@ -31,6 +31,10 @@ class PlanAdmin(ReadOnlyAdmin):
     @admin.display(description="price", ordering="price_minor")
     def price_display(self, obj: Plan) -> str:
         return format_money(obj.price_minor, obj.currency)
+
+    @admin.display(description="receipt VAT code", ordering="vat_code")
+    def vat(self, obj: Plan) -> str:
+        return vat_label(obj.vat_code)
 
     @admin.display(description="subscriptions")
     def subscribers(self, obj: Plan) -> SafeString:

@@ -32,16 +32,16 @@ from admin.billing.money import format_money
 
 @admin.register(Subscription)
 class SubscriptionAdmin(ReadOnlyAdmin):
-    list_display = ("sub_id", "account", "email", "plan_name", "status_display", "auto_renew",
+    list_display = ("sub_id", "account", "email", "plan_name", "status_display", "trial", "auto_renew",
                     "cancel_at_period_end", "period_end_display", "paid", "refunded", "created")
-    list_filter = ("status", PlanFilter, "auto_renew", "cancel_at_period_end", "period_end", "created_at")
+    list_filter = ("status", PlanFilter, "trial", "auto_renew", "cancel_at_period_end", "period_end", "created_at")
     search_fields = ("user_id", "email")
     search_help_text = "User id, email, subscription id, payment id or YooKassa payment id"
     date_hierarchy = "created_at"
     fieldsets = (
         (None, {"fields": ("subscription_id", "account", "email", "locale", "plan_link", "status_display",
                            "status_reason")}),
-        ("Period", {"fields": ("period_start_display", "period_end_display", "auto_renew", "cancel_at_period_end",
+        ("Period", {"fields": ("period_start_display", "period_end_display", "trial", "auto_renew", "cancel_at_period_end",
                                "renewal_attempt", "next_retry_display", "canceled_display", "expired_display")}),
         ("Money", {"fields": ("price", "paid", "refunded", "refundable", "payment_method_title")}),
         ("Related", {"fields": ("payments", "refunds", "timeline")}),

@@ -154,6 +154,10 @@ async def create_plan(body: AdminCreatePlanRequest, services: ServicesDep, ctx: 
             period_days=body.period_days,
             description=body.description,
             reason=body.reason,
+            vat_code=body.vat_code,
+            payment_subject=body.payment_subject,
+            payment_mode=body.payment_mode,
+            trial_days=body.trial_days,
         )
         return Prepared(payload, plan_stream(body.plan_id), body.plan_id)
 

@@ -27,6 +27,7 @@ def plan_view(row: Row) -> Plan:
         period_days=row["period_days"],
         description=row["description"],
         archived=row["archived"],
+        trial_days=row.get("trial_days") or 0,
     )
 
 
@@ -50,6 +51,7 @@ def subscription_fields(row: Row) -> dict[str, Any]:
         "updated_at": row["updated_at"],
         "canceled_at": row["canceled_at"],
         "expired_at": row["expired_at"],
+        "trial": bool(row.get("trial")),
     }
 
 

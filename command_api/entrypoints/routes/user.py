@@ -26,6 +26,7 @@ from command_api.entrypoints.models import (
     PlanList,
     PurchaseRequest,
     RefundList,
+    ReplacePaymentMethodRequest,
     RefundQuote,
     SubscriptionDetail,
     SubscriptionList,
@@ -48,6 +49,7 @@ from schemas import (
     CancelSubscription,
     Customer,
     PurchaseSubscription,
+    ReplacePaymentMethod,
     SetAutoRenew,
     account_stream,
     derived_id,
@@ -200,7 +202,9 @@ async def cancel_subscription(
 async def set_auto_renew(
     subscription_id: uuid.UUID, body: AutoRenewRequest, services: ServicesDep, principal: CurrentUser, ctx: UserCommand
 ) -> Response:
-    """Turn automatic renewal on or off."""
+    """Turn automatic renewal on or off. Turning it on without a saved card starts a card check
+    (a small payment refunded at once): the outcome's `confirmation_url` is where the customer
+    confirms it, and renewal turns on when it succeeds."""
 
     async def prepare(command_id: uuid.UUID) -> Prepared:
         await _own_subscription(services, subscription_id, principal.user_id)
@@ -208,6 +212,35 @@ async def set_auto_renew(
         return Prepared(payload, account_stream(principal.user_id), principal.user_id)
 
     return await services.intake.submit(ctx, "SetAutoRenew", body, prepare)
+
+
+@router.post(
+    "/subscriptions/{subscription_id}/payment-method",
+    status_code=202,
+    response_model=CommandStatus,
+    tags=["subscriptions"],
+    responses=command_responses(),
+)
+async def replace_payment_method(
+    subscription_id: uuid.UUID, body: ReplacePaymentMethodRequest, services: ServicesDep, principal: CurrentUser, ctx: UserCommand
+) -> Response:
+    """Save another card for renewals. A card check (a small payment, refunded at once) saves it:
+    the outcome's `confirmation_url` is where the customer confirms it; later renewals charge the
+    new card once it succeeds. Only a live (active or past-due) subscription: otherwise 409."""
+
+    async def prepare(command_id: uuid.UUID) -> Prepared:
+        sub = await services.reads.subscription(subscription_id, principal.user_id)
+        if sub is None:
+            raise _not_found("subscription")
+        if sub["status"] not in ("active", "past_due"):
+            raise ProblemError(
+                409, "subscription-not-live", "Subscription not live",
+                f"the subscription is {sub['status'].replace('_', ' ')}; only an active or past-due one's card can be replaced",
+            )
+        payload = ReplacePaymentMethod(subscription_id=subscription_id)
+        return Prepared(payload, account_stream(principal.user_id), principal.user_id)
+
+    return await services.intake.submit(ctx, "ReplacePaymentMethod", body, prepare)
 
 
 @router.get(

@@ -2,7 +2,8 @@
 
 `subscriptions` runs before `payments`, `refunds` and `accounts`, which read its rows (a
 payment whose creation answer was lost takes the subscription's price; the account counts its
-subscriptions). Each module exposes `TABLE` and `HANDLERS` (event type → handler); `apply_event`
+subscriptions; `revenue` reads the subscription's plan). Each module exposes `TABLE` (and
+`MORE_TABLES` when it keeps more than one) and `HANDLERS` (event type → handler); `apply_event`
 runs them through one dispatch table.
 """
 
@@ -11,12 +12,12 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from projector.domain.events import EVENT_VERSIONS, ProjectedEvent
-from projector.domain.projections import accounts, commands, payments, plans, refunds, subscriptions
+from projector.domain.projections import accounts, commands, payments, plans, refunds, revenue, subscriptions
 from projector.domain.projections.base import TableSpec
 from projector.domain.state import State
 
-PROJECTIONS = (plans, subscriptions, payments, refunds, commands, accounts)
-TABLES: dict[str, TableSpec] = {p.TABLE.name: p.TABLE for p in PROJECTIONS}
+PROJECTIONS = (plans, subscriptions, payments, refunds, commands, accounts, revenue)
+TABLES: dict[str, TableSpec] = {t.name: t for p in PROJECTIONS for t in (p.TABLE, *getattr(p, "MORE_TABLES", ()))}
 TABLE_NAMES: tuple[str, ...] = tuple(TABLES)
 
 # event type → the handlers of every projection that cares, in projection order

@@ -25,6 +25,11 @@ TABLE = TableSpec(
 T = TABLE.name
 
 
+def _refunds_a_check(state: State, ev: ProjectedEvent) -> bool:
+    payment = state.owned("payments", ev.data.get("payment_id"), ev.user_id)
+    return payment is not None and payment["purpose"] == "card_check"
+
+
 def apply(state: State, ev: ProjectedEvent) -> None:
     user_id = ev.user_id
     if user_id is None:
@@ -50,10 +55,11 @@ def apply(state: State, ev: ProjectedEvent) -> None:
         row["email"] = customer.get("email", row["email"])
         row["locale"] = customer.get("locale", row["locale"])
     kind = ev.type
-    if kind == "PaymentSucceeded":
+    # A card check's money comes back at once and is neither paid nor refunded (docs/decisions/0118).
+    if kind == "PaymentSucceeded" and d.get("purpose") != "card_check":
         row["total_paid_minor"] += minor(d["amount"])
         row["currency"] = currency(d["amount"])
-    elif kind == "RefundSucceeded":
+    elif kind == "RefundSucceeded" and not _refunds_a_check(state, ev):
         row["total_refunded_minor"] += minor(d["amount"])
     if kind in COUNT_EVENTS:
         subs = state.user_subscriptions(user_id)

@@ -1,4 +1,4 @@
-"""`read.payments`: every charge attempt (purchase or renewal) and how it ended.
+"""`read.payments`: every charge attempt (purchase, renewal or card check) and how it ended.
 
 Statuses (contracts): `created` (intent recorded, YooKassa not yet answered), `pending` (YooKassa
 created it; the user may still be on the payment page), `succeeded`, `canceled` (declined or
@@ -9,8 +9,10 @@ after it.
 
 from __future__ import annotations
 
+import orjson
+
 from projector.domain.events import ProjectedEvent, currency, minor, ts
-from projector.domain.projections.base import BIGINT, TEXT, TIMESTAMPTZ, UUID, TableSpec
+from projector.domain.projections.base import BIGINT, JSONB, TEXT, TIMESTAMPTZ, UUID, TableSpec
 from projector.domain.state import FOREIGN, Row, State
 
 TABLE = TableSpec(
@@ -21,6 +23,7 @@ TABLE = TableSpec(
         ("purpose", TEXT), ("status", TEXT), ("amount_minor", BIGINT), ("currency", TEXT),
         ("confirmation_url", TEXT), ("reason", TEXT), ("paid_at", TIMESTAMPTZ),
         ("created_at", TIMESTAMPTZ), ("updated_at", TIMESTAMPTZ),
+        ("receipt", JSONB), ("receipt_registration", TEXT),
     ),
 )
 T = TABLE.name
@@ -56,8 +59,16 @@ def _row(state: State, ev: ProjectedEvent, *, purpose: str, amount: dict | None)
             "paid_at": None,
             "created_at": ev.occurred_at,
             "updated_at": ev.occurred_at,
+            "receipt": None,
+            "receipt_registration": None,
         }
     return row
+
+
+def receipt_json(data: dict) -> str | None:
+    """The receipt recorded in an intent event, as JSONB text (None for intents recorded before receipts were)."""
+    receipt = data.get("receipt")
+    return orjson.dumps(receipt, option=orjson.OPT_SORT_KEYS).decode() if receipt else None
 
 
 def _save(state: State, ev: ProjectedEvent, row: Row) -> None:
@@ -68,11 +79,19 @@ def _save(state: State, ev: ProjectedEvent, row: Row) -> None:
 def _checkout_started(state: State, ev: ProjectedEvent) -> None:
     row = _row(state, ev, purpose="purchase", amount=ev.data["amount"])
     if row is not None:
+        row["receipt"] = receipt_json(ev.data)
         _save(state, ev, row)
 
 
 def _renewal_started(state: State, ev: ProjectedEvent) -> None:
     row = _row(state, ev, purpose="renewal", amount=ev.data["amount"])
+    if row is not None:
+        row["receipt"] = receipt_json(ev.data)
+        _save(state, ev, row)
+
+
+def _card_check_started(state: State, ev: ProjectedEvent) -> None:
+    row = _row(state, ev, purpose="card_check", amount=ev.data["amount"])
     if row is not None:
         _save(state, ev, row)
 
@@ -104,6 +123,7 @@ def _payment_succeeded(state: State, ev: ProjectedEvent) -> None:
         currency=currency(d["amount"]),
         paid_at=ts(d["paid_at"]),
         reason=None,
+        receipt_registration=d.get("receipt_registration"),
     )
     _save(state, ev, row)
 
@@ -133,11 +153,23 @@ def _payment_state_unknown(state: State, ev: ProjectedEvent) -> None:
     _save(state, ev, row)
 
 
+def _receipt_registration(state: State, ev: ProjectedEvent) -> None:
+    d = ev.data
+    if d.get("refund_id") or not d.get("payment_id") or ev.user_id is None:
+        return
+    row = state.owned(T, d["payment_id"], ev.user_id)
+    if row is not None:
+        row["receipt_registration"] = d["status"]
+        _save(state, ev, row)
+
+
 HANDLERS = {
     "CheckoutStarted": _checkout_started,
     "RenewalStarted": _renewal_started,
+    "CardCheckStarted": _card_check_started,
     "PaymentCreated": _payment_created,
     "PaymentSucceeded": _payment_succeeded,
     "PaymentFailed": _payment_failed,
     "PaymentStateUnknown": _payment_state_unknown,
+    "ReceiptRegistrationChanged": _receipt_registration,
 }

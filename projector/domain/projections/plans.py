@@ -12,7 +12,8 @@ TABLE = TableSpec(
     (
         ("plan_id", TEXT), ("name", TEXT), ("price_minor", BIGINT), ("currency", TEXT),
         ("period_days", INTEGER), ("description", TEXT), ("archived", BOOLEAN),
-        ("created_at", TIMESTAMPTZ), ("updated_at", TIMESTAMPTZ),
+        ("created_at", TIMESTAMPTZ), ("updated_at", TIMESTAMPTZ), ("trial_days", INTEGER),
+        ("vat_code", INTEGER), ("payment_subject", TEXT), ("payment_mode", TEXT),
     ),
 )
 T = TABLE.name
@@ -29,7 +30,11 @@ def _plan_created(state: State, ev: ProjectedEvent) -> None:
         currency=currency(d["price"]),
         period_days=d["period_days"],
         description=d.get("description") or "",
+        trial_days=int(d.get("trial_days") or 0),
         updated_at=ev.occurred_at,
+        vat_code=d.get("vat_code"),  # unset on plans created before receipt settings: the processor's defaults
+        payment_subject=d.get("payment_subject"),
+        payment_mode=d.get("payment_mode"),
     )
     state.put(T, d["plan_id"], row)
 

@@ -10,7 +10,8 @@ replaced by "unknown" or "pending" arriving after it.
 from __future__ import annotations
 
 from projector.domain.events import ProjectedEvent, currency, minor
-from projector.domain.projections.base import BIGINT, INTEGER, TEXT, TIMESTAMPTZ, UUID, TableSpec
+from projector.domain.projections.base import BIGINT, INTEGER, JSONB, TEXT, TIMESTAMPTZ, UUID, TableSpec
+from projector.domain.projections.payments import receipt_json
 from projector.domain.state import FOREIGN, Row, State
 
 TABLE = TableSpec(
@@ -20,6 +21,7 @@ TABLE = TableSpec(
         ("refund_id", UUID), ("subscription_id", UUID), ("payment_id", UUID), ("user_id", TEXT),
         ("provider_refund_id", TEXT), ("status", TEXT), ("amount_minor", BIGINT), ("currency", TEXT),
         ("days_used", INTEGER), ("reason", TEXT), ("created_at", TIMESTAMPTZ), ("updated_at", TIMESTAMPTZ),
+        ("receipt", JSONB), ("receipt_registration", TEXT),
     ),
 )
 T = TABLE.name
@@ -43,6 +45,8 @@ def _new(ev: ProjectedEvent, payment_id: str, amount: dict) -> Row:
         "reason": d.get("reason"),
         "created_at": ev.occurred_at,
         "updated_at": ev.occurred_at,
+        "receipt": receipt_json(d),
+        "receipt_registration": None,
     }
 
 
@@ -96,6 +100,7 @@ def _succeeded(state: State, ev: ProjectedEvent) -> None:
         row["days_used"] = d["days_used"]
     if d.get("dashboard") and row["reason"] is None:
         row["reason"] = DASHBOARD_REASON  # no RefundRequested came first: say where it came from
+    row["receipt_registration"] = d.get("receipt_registration")
     _save(state, ev, row)
 
 
@@ -122,10 +127,20 @@ def _state_unknown(state: State, ev: ProjectedEvent) -> None:
     _save(state, ev, row)
 
 
+def _receipt_registration(state: State, ev: ProjectedEvent) -> None:
+    if not ev.data.get("refund_id"):
+        return
+    row = _row(state, ev)
+    if row is not None:
+        row["receipt_registration"] = ev.data["status"]
+        _save(state, ev, row)
+
+
 HANDLERS = {
     "RefundRequested": _requested,
     "RefundCreated": _created,
     "RefundSucceeded": _succeeded,
     "RefundFailed": _failed,
     "RefundStateUnknown": _state_unknown,
+    "ReceiptRegistrationChanged": _receipt_registration,
 }

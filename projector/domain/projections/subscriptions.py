@@ -24,7 +24,7 @@ TABLE = TableSpec(
         ("currency", TEXT), ("payment_method_title", TEXT), ("last_payment_id", UUID),
         ("renewal_attempt", INTEGER), ("next_retry_at", TIMESTAMPTZ), ("status_reason", TEXT),
         ("created_at", TIMESTAMPTZ), ("updated_at", TIMESTAMPTZ), ("canceled_at", TIMESTAMPTZ),
-        ("expired_at", TIMESTAMPTZ),
+        ("expired_at", TIMESTAMPTZ), ("trial", BOOLEAN),
     ),
 )
 T = TABLE.name
@@ -62,6 +62,7 @@ def _new(ev: ProjectedEvent, subscription_id: str, d: dict, *, price: dict | Non
         "updated_at": ev.occurred_at,
         "canceled_at": None,
         "expired_at": None,
+        "trial": False,
     }
 
 
@@ -105,6 +106,23 @@ def _checkout_started(state: State, ev: ProjectedEvent) -> None:
     _save(state, ev, row)
 
 
+def _card_check_started(state: State, ev: ProjectedEvent) -> None:
+    """A trial's check starts its (pending) subscription at the plan's price; other checks change nothing here."""
+    d = ev.data
+    terms = d.get("trial")
+    if ev.user_id is None or not terms:
+        return
+    row = state.claim(T, d["subscription_id"], ev.user_id)
+    if row is FOREIGN or row is not None:
+        return
+    row = _new(ev, d["subscription_id"], {**terms, "customer": d.get("customer"), "payment_id": None}, price=terms["price"])
+    _save(state, ev, row)
+
+
+def _is_check(d: dict) -> bool:
+    return d.get("purpose") == "card_check"
+
+
 def _renewal_started(state: State, ev: ProjectedEvent) -> None:
     row = _existing(state, ev)
     if row is None:
@@ -116,7 +134,7 @@ def _renewal_started(state: State, ev: ProjectedEvent) -> None:
 
 def _payment_created(state: State, ev: ProjectedEvent) -> None:
     row = _existing(state, ev)
-    if row is None:
+    if row is None or _is_check(ev.data):
         return
     row["last_payment_id"] = ev.data["payment_id"]
     _save(state, ev, row)
@@ -127,8 +145,9 @@ def _payment_succeeded(state: State, ev: ProjectedEvent) -> None:
     if row is None:
         return
     d = ev.data
-    row["amount_paid_minor"] += minor(d["amount"])
-    row["last_payment_id"] = d["payment_id"]
+    if not _is_check(d):
+        row["amount_paid_minor"] += minor(d["amount"])
+        row["last_payment_id"] = d["payment_id"]
     method = d.get("payment_method")
     if method and method.get("title"):
         row["payment_method_title"] = method["title"]
@@ -141,7 +160,8 @@ def _payment_failed(state: State, ev: ProjectedEvent) -> None:
     if row is None:
         return
     d = ev.data
-    if d.get("purpose", "purchase") == "purchase" and row["status"] == "pending_payment":
+    trial_check = _is_check(d) and row["trial"] is False and row["period_start"] is None
+    if (d.get("purpose", "purchase") == "purchase" or trial_check) and row["status"] == "pending_payment":
         row["status"] = "payment_failed"
         row["status_reason"] = d["reason"]
     _customer(row, d)
@@ -168,6 +188,7 @@ def _activated(state: State, ev: ProjectedEvent) -> None:
         renewal_attempt=0,
         next_retry_at=None,
         status_reason=d.get("reason"),
+        trial=bool(d.get("trial")),
     )
     if d.get("payment_id"):
         row["last_payment_id"] = d["payment_id"]
@@ -181,6 +202,9 @@ def _refund_succeeded(state: State, ev: ProjectedEvent) -> None:
     row = _existing(state, ev)
     if row is None:
         return
+    payment = state.owned("payments", ev.data["payment_id"], ev.user_id)  # type: ignore[arg-type]
+    if payment is not None and payment["purpose"] == "card_check":
+        return  # a check's money going back: it was never counted as paid
     row["amount_refunded_minor"] += minor(ev.data["amount"])
     _save(state, ev, row)
 
@@ -223,6 +247,7 @@ def _renewed(state: State, ev: ProjectedEvent) -> None:
         period_start=ts(d["period_start"]),
         period_end=ts(d["period_end"]),
         last_payment_id=d["payment_id"],
+        trial=False,
         renewal_attempt=0,
         next_retry_at=None,
         status_reason=None,
@@ -258,6 +283,14 @@ def _expired(state: State, ev: ProjectedEvent) -> None:
     _save(state, ev, row)
 
 
+def _payment_method_replaced(state: State, ev: ProjectedEvent) -> None:
+    row = _existing(state, ev)
+    if row is None:
+        return
+    row["payment_method_title"] = ev.data["payment_method"].get("title") or row["payment_method_title"]
+    _save(state, ev, row)
+
+
 def _adjusted(state: State, ev: ProjectedEvent) -> None:
     row = _existing(state, ev)
     if row is None:
@@ -270,6 +303,8 @@ def _adjusted(state: State, ev: ProjectedEvent) -> None:
 HANDLERS = {
     "CheckoutStarted": _checkout_started,
     "RenewalStarted": _renewal_started,
+    "CardCheckStarted": _card_check_started,
+    "PaymentMethodReplaced": _payment_method_replaced,
     "PaymentCreated": _payment_created,
     "PaymentSucceeded": _payment_succeeded,
     "PaymentFailed": _payment_failed,
@@ -284,7 +319,7 @@ HANDLERS = {
 }
 
 COUNT_EVENTS = frozenset(
-    {"CheckoutStarted", "SubscriptionActivated", "PaymentFailed", "SubscriptionCanceled", "SubscriptionRenewed",
+    {"CheckoutStarted", "CardCheckStarted", "SubscriptionActivated", "PaymentFailed", "SubscriptionCanceled", "SubscriptionRenewed",
      "RenewalFailed", "SubscriptionExpired"}
 )
 """The events that may create a subscription or change its status (the account counts follow them)."""

@@ -1,4 +1,4 @@
-"""The Reconciliation pages' models (unmanaged: the processor owns the tables, migration pp0004_recon)
+"""The Reconciliation pages' models (unmanaged: the processor owns the tables, migration pp0005_recon)
 and their view permission for both operator groups (docs/decisions/0122)."""
 
 from django.contrib.auth.management import create_permissions
@@ -25,7 +25,7 @@ def revoke_view(apps, schema_editor):
 
 
 class Migration(migrations.Migration):
-    dependencies = [("billing", "0002_groups")]
+    dependencies = [("billing", "0003_revenue")]
 
     operations = [
         migrations.CreateModel(
