@@ -45,6 +45,11 @@ def record_dashboard_refund(state: AccountState, command: Envelope, seen: Provid
             else f"YooKassa's refund {seen.id} is {seen.status}: it is recorded once it succeeds."
         )
         return Decision([emit_succeeded(cid, command.type, payment_id=payment.payment_id, message=message)])
+    if payment.status != "succeeded":
+        # Its success is not in our books yet (a lost notification): once it is, a late success
+        # nobody wants is refunded in full — recording this first would refund the books twice.
+        message = "The refunded payment's success is not recorded yet: this refund is recorded once it is."
+        return Decision([emit_succeeded(cid, command.type, payment_id=payment.payment_id, message=message)])
     if _ours_without_an_id(state, payment):
         message = (
             "A refund of ours on this payment has no YooKassa id yet and may be this one: nothing is recorded "

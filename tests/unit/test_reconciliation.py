@@ -80,6 +80,16 @@ def test_not_recorded_while_a_refund_of_ours_on_the_payment_has_no_yookassa_id()
     assert all(not r.dashboard for r in acc.state.refunds.values())
 
 
+def test_not_recorded_before_the_payments_success_is() -> None:
+    """A success never heard (pending in our books) may be refunded in full once heard: the books first."""
+    acc = Account()
+    sub_id, _ = acc.purchase(ProviderPayment(id=pid(1), status="pending", confirmation_url="http://pay/1"))
+    seen = dashboard(7, "100.00")
+    events = acc.run(s.SyncRefund(provider_refund_id=seen.id), seen, actor="provider")
+    assert types(events) == ["CommandSucceeded"] and "not recorded yet" in terminal(events).outcome.message
+    assert not acc.state.refunds
+
+
 def test_a_refund_given_up_on_that_no_longer_fits_is_released() -> None:
     """Ours given up (amount kept reserved) + a full dashboard refund > paid: ours was never made."""
     acc = Account()
