@@ -97,6 +97,14 @@ def _refund_named_by(state: AccountState, outcome: ProviderOutcome) -> Refund | 
     """A refund we stopped asking about (no YooKassa id ever heard), of the same payment and amount."""
     if not isinstance(outcome, ProviderRefund) or outcome.payment_id is None:
         return None
+    if any(
+        r.provider_payment_id == outcome.payment_id and r.provider_refund_id is None and r.status not in FINAL_REFUND
+        for r in state.refunds.values()
+    ):
+        # A refund of ours on that payment is still in flight without an id: YooKassa's refund may
+        # be its answer, and its own create (same key) will say so. Matching it to one we gave up
+        # on would record one refund twice (the account model found this).
+        return None
     for refund in sorted(state.refunds.values(), key=lambda r: r.requested_at):
         if (
             refund.outcome_unknown

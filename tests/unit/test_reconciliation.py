@@ -90,6 +90,28 @@ def test_not_recorded_before_the_payments_success_is() -> None:
     assert not acc.state.refunds
 
 
+def test_a_late_refund_is_not_matched_to_one_given_up_while_an_equal_one_is_in_flight() -> None:
+    """Two equal refunds of ours: the first given up, the second's create lost after YooKassa made it.
+    YooKassa's refund is the second's answer; matching it to the first recorded it twice."""
+    acc = Account()
+    sub_id = acc.active()
+    payment_id = acc.state.subscriptions[sub_id].current_payment_id
+    one = s.Money(amount="1.00")
+    acc.run(s.AdminRefund(subscription_id=sub_id, amount=one, reason="x"), UNKNOWN, actor="admin")
+    first = next(iter(acc.state.refunds.values()))
+    acc.now += timedelta(hours=23, minutes=1)
+    acc.run(s.SyncRefund(refund_id=first.refund_id), actor="system")  # given up: reserved
+    acc.run(s.AdminRefund(subscription_id=sub_id, amount=one, reason="x"), UNKNOWN, actor="admin")
+    second = next(r for r in acc.state.refunds.values() if r.refund_id != first.refund_id)
+    theirs = ProviderRefund(id=dashboard(8, "1.00").id, status="succeeded", amount=one, payment_id=pid(1))
+    heard = acc.run(s.SyncRefund(provider_refund_id=theirs.id), theirs, actor="provider")
+    assert types(heard) == ["CommandSucceeded"]  # not matched, not recorded: ours in flight may be it
+    acc.run(s.SyncRefund(refund_id=second.refund_id), theirs, actor="system")  # its create's answer: that refund
+    recorded = [r for r in acc.state.refunds.values() if r.provider_refund_id == theirs.id]
+    assert [r.refund_id for r in recorded] == [second.refund_id]
+    assert acc.state.payments[payment_id].refunded_minor == 100
+
+
 def test_a_refund_given_up_on_that_no_longer_fits_is_released() -> None:
     """Ours given up (amount kept reserved) + a full dashboard refund > paid: ours was never made."""
     acc = Account()
