@@ -270,3 +270,17 @@ def test_objects_at_the_window_edge_match_instead_of_being_reported() -> None:
     assert compare(WINDOW, [before], [], _ours(acc)) == []
     # and YooKassa's objects outside the window are not classified at all
     assert compare(Window(T0 + timedelta(hours=5), T0 + timedelta(hours=6)), [dashboard(1, "1.00")], [], []) == []
+
+
+def test_the_cli_summary_names_every_difference(capsys) -> None:
+    from payment_processor.entrypoints.reconcile import _print
+
+    run = {"run_id": "r1", "status": "done", "window_start": "2026-12-05T00:00:00+00:00", "window_end": "2026-12-06T00:00:00+00:00",
+           "payments_seen": 3, "refunds_seen": 1, "differences": 1, "recorded": 1}
+    difference = {"status": "recorded", "kind": "unknown_to_us", "object_type": "refund", "provider_id": "3a8e-1", "our_status": None,
+                  "provider_status": "succeeded", "our_amount_minor": None, "provider_amount_minor": 10000, "currency": "RUB",
+                  "detail": "a refund made in YooKassa's dashboard."}
+    _print({"run": run, "differences": [difference]})
+    out = capsys.readouterr().out
+    assert "run r1 done" in out and "1 differences, 1 recorded" in out
+    assert "unknown_to_us" in out and "3a8e-1" in out and "- / 100.00 RUB" in out and "dashboard" in out
