@@ -133,6 +133,9 @@ class ProcessorSettings(BaseSettings):
         default=Decimal("1.00"), gt=0, le=1000, decimal_places=2,
         description="what a card check takes in RUB (refunded at once): card replacement, auto-renew on, trials",
     )
+    price_change_notice_days: int = Field(
+        default=30, ge=0, le=3660, description="a subscriber is told of a plan's new price at least this many days before paying it"
+    )
     health_port: int | None = Field(default=None, description="serve GET /healthz on 127.0.0.1:<port> when set")
     metrics_port: int | None = Field(
         default=None, ge=1, le=65535, description="serve Prometheus GET /metrics on 0.0.0.0:<port> when set (unset: off)"

@@ -45,15 +45,21 @@ from payment_processor.domain import (
     Decision,
     Emit,
     PlanState,
+    PromoState,
+    account_emits,
     apply,
     apply_plan,
+    apply_promo,
     build_account,
     build_plan,
+    build_promo,
     command_id_of,
     decide,
     decide_plan,
+    decide_promo,
     failed_command,
     operation_changes,
+    promo_envelopes,
     resolve,
     terminal_outcome,
     to_envelopes,
@@ -63,23 +69,29 @@ from payment_processor.adapters.gateway import PaymentGateway
 from schemas import (
     SYSTEM,
     Actor,
+    AnnouncePriceChange,
     ArchivePlan,
     CreatePlan,
+    CreatePromoCode,
+    DeactivatePromoCode,
     Envelope,
     GrantSubscription,
     Metadata,
     Money,
     PurchaseSubscription,
+    SchedulePriceChange,
     account_user_id,
     derived_id,
     new_envelope,
     parse_envelope,
     plan_stream,
+    promo_stream,
 )
 
 log = get_logger(__name__)
 
-PLAN_COMMANDS = (CreatePlan, ArchivePlan)
+PLAN_COMMANDS = (CreatePlan, ArchivePlan, SchedulePriceChange)
+PROMO_COMMANDS = (CreatePromoCode, DeactivatePromoCode)
 
 
 class ProviderUnreachable(RuntimeError):
@@ -191,6 +203,8 @@ class CommandHandler:
             try:
                 if isinstance(command.data, PLAN_COMMANDS):
                     await self._handle_plan_command(command)
+                elif isinstance(command.data, PROMO_COMMANDS):
+                    await self._handle_promo_command(command)
                 else:
                     await self._handle_account_command(command)
                 self.handled += 1
@@ -210,15 +224,17 @@ class CommandHandler:
 
         Returns False when the command had already ended or its stream is not one of ours.
         """
-        if not (stream_id.startswith("plan-") or account_user_id(stream_id)):
+        if not (stream_id.startswith(("plan-", "promo-")) or account_user_id(stream_id)):
             log.error("failed_command_without_stream", command_id=str(command_id), stream=stream_id)
             return False
         db = await self._pool()
         for _ in range(self.config.conflict_retries):
             async with db.acquire() as conn:
                 events = (await journal.load(conn, [stream_id], self.envelopes))[stream_id]
-                state: AccountState | PlanState = (
-                    build_plan(stream_id, events) if stream_id.startswith("plan-") else build_account(stream_id, events)
+                state: AccountState | PlanState | PromoState = (
+                    build_plan(stream_id, events) if stream_id.startswith("plan-")
+                    else build_promo(stream_id, events) if stream_id.startswith("promo-")
+                    else build_account(stream_id, events)
                 )
                 if command_id in state.terminal:
                     return False
@@ -260,6 +276,19 @@ class CommandHandler:
             await self._append(conn, state, command, decision.events)
         self._log_end(command, decision.events)
 
+    async def _handle_promo_command(self, command: Envelope) -> None:
+        expected_stream = promo_stream(command.data.code)  # type: ignore[attr-defined]
+        if command.stream_id != expected_stream:
+            raise ValueError(f"{command.type} for {command.data.code} arrived on {command.stream_id}")  # type: ignore[attr-defined]
+        db = await self._pool()
+        async with db.acquire() as conn:
+            state = build_promo(command.stream_id, (await journal.load(conn, [command.stream_id], self.envelopes))[command.stream_id])
+            decision = decide_promo(state, command, Context(now=self.clock.now()))
+            if decision.already_handled or not decision.events:
+                return
+            await self._append(conn, state, command, decision.events)
+        self._log_end(command, decision.events)
+
     # ------------------------------------------------------------------ accounts
 
     async def _handle_account_command(self, command: Envelope) -> None:
@@ -271,19 +300,25 @@ class CommandHandler:
         # database's connections), and the expected version guards every append.
         db = await self._pool()
         plan: PlanState | None = None
+        promo: PromoState | None = None
         async with db.acquire() as conn:
             streams = [stream_id]
-            if isinstance(command.data, (PurchaseSubscription, GrantSubscription)):
+            if isinstance(command.data, (PurchaseSubscription, GrantSubscription, AnnouncePriceChange)):
                 streams.append(plan_stream(command.data.plan_id))
+            if isinstance(command.data, PurchaseSubscription) and command.data.promo_code:
+                # The code's stream, read in the same round trip: its version guards the use (0121).
+                streams.append(promo_stream(command.data.promo_code))
             loaded = await journal.load(conn, streams, self.envelopes)
             state = build_account(stream_id, loaded[stream_id])
             if len(streams) > 1:
                 plan = build_plan(streams[1], loaded[streams[1]])
-            decision = decide(state, command, self._context(plan))
+            if len(streams) > 2:
+                promo = build_promo(streams[2], loaded[streams[2]])
+            decision = decide(state, command, self._context(plan, promo))
             if decision.already_handled:
                 return
             if decision.events:
-                await self._append(conn, state, command, decision.events)
+                await self._append(conn, state, command, decision.events, promo=promo)
         while True:
             self._log_end(command, decision.events)
             step = decision.step
@@ -302,14 +337,16 @@ class CommandHandler:
 
     # ------------------------------------------------------------------ I/O helpers
 
-    def _context(self, plan: PlanState | None) -> Context:
+    def _context(self, plan: PlanState | None, promo: PromoState | None = None) -> Context:
         return Context(
             now=self.clock.now(),
             plan=plan,
+            promo=promo,
             default_return_url=self.default_return_url,
             dunning_retry_days=tuple(self.config.dunning_retry_days),  # type: ignore[arg-type]
             receipts=self.receipts,
             card_check_amount=Money(amount=self.config.card_check_amount),
+            price_change_notice_days=self.config.price_change_notice_days,
         )
 
     async def _pool(self) -> asyncpg.Pool:
@@ -326,14 +363,32 @@ class CommandHandler:
             await self.db.close()
             self.db = None
 
-    async def _append(self, conn: asyncpg.Connection, state: AccountState | PlanState, command: Envelope, emits: list[Emit]) -> list[Envelope]:
+    async def _append(
+        self,
+        conn: asyncpg.Connection,
+        state: AccountState | PlanState | PromoState,
+        command: Envelope,
+        emits: list[Emit],
+        *,
+        promo: PromoState | None = None,
+    ) -> list[Envelope]:
         """Append the decided events with their handled-command records, open-operation changes
         and schedule rows, atomically; `state` has the events applied afterwards.
 
         The events are applied to `state` BEFORE the commit, so the scheduler's rows are read off
         it without a copy; if the commit fails, `handle()` re-reads the stream, so a state that
         ran ahead of the database is never used again.
+
+        Events for a promo code's stream (a use held or released) go in first, in ONE transaction
+        with the account's: a use is held at the code-stream version the decision read (`promo`), so
+        a concurrent use of the same code makes one of them conflict and decide again (0121).
         """
+        side = promo_envelopes(emits, command, self.clock.now())
+        if side:
+            async with conn.transaction():
+                for side_stream, side_events in side.items():
+                    await self._append_promo(conn, side_stream, side_events, promo)
+                return await self._append(conn, state, command, account_emits(emits))
         now = self.clock.now()
         expected = state.version
         envelopes = to_envelopes(state, command, emits, now)
@@ -341,7 +396,7 @@ class CommandHandler:
             HandledCommand(e.payload.command_id, e.payload.command_type, terminal_outcome(e.payload))  # type: ignore[attr-defined]
             for e in Decision(emits).terminals
         ]
-        fold = apply_plan if isinstance(state, PlanState) else apply
+        fold = apply_plan if isinstance(state, PlanState) else apply_promo if isinstance(state, PromoState) else apply
         for envelope in envelopes:
             fold(state, envelope)  # type: ignore[arg-type]
         delay = self.config.janitor_schedule_s[0] if self.config.janitor_schedule_s else self.config.janitor_repeat_s
@@ -364,6 +419,19 @@ class CommandHandler:
             if renewal is not None:
                 renewal.inc()
         return envelopes
+
+    async def _append_promo(self, conn: asyncpg.Connection, stream_id: str, envelopes: list[Envelope], decided_on: PromoState | None) -> None:
+        """Append a code stream's events at the version the decision read — or, for a release (no
+        limit to check), at the current one. Events already there (their ids derive from the
+        checkout) are not appended again."""
+        current = (await journal.load(conn, [stream_id], self.envelopes))[stream_id]
+        have = {e.id for e in current}
+        fresh = [e for e in envelopes if e.id not in have]
+        if not fresh:
+            return
+        expected = decided_on.version if decided_on is not None and decided_on.stream_id == stream_id else len(current)
+        # (not cached: the transaction has not committed yet; the next read decodes them)
+        await journal.commit(conn, stream_id, expected, fresh, handled=[], changes=[], schedule_rows=[], now=self.clock.now(), first_check_at=self.clock.now())
 
     def _log_end(self, command: Envelope, emits: list[Emit]) -> None:
         for emit in Decision(emits).terminals:

@@ -39,7 +39,7 @@ RENEWALS = Counter(
 )
 SCHEDULED = Counter(
     "billing_scheduler_commands_total",
-    "Due subscriptions the scheduler published a command for, by action (renew, retry, expire, remind)",
+    "Due subscriptions the scheduler published a command for, by action (renew, retry, expire, remind, price_notice)",
     ["action"],
 )
 SCHEDULER_DUE = Gauge(
@@ -65,7 +65,7 @@ OPEN_OPERATION_OLDEST_AGE = Gauge(
 
 OPERATIONS = ("create_payment", "find_payment", "create_refund", "find_refund", "list")
 KINDS = ("payment", "refund")
-ACTIONS = ("renew", "retry", "expire", "remind")
+ACTIONS = ("renew", "retry", "expire", "remind", "price_notice")
 # Event type → the renewal outcome it counts as.
 RENEWAL_EVENTS = {"RenewalStarted": "started", "SubscriptionRenewed": "succeeded", "RenewalFailed": "failed"}
 

@@ -35,12 +35,17 @@ def _reason(description: str = "why the operator did this") -> object:
     return Field(min_length=1, max_length=500, description=description)
 
 
+PROMO_CODE_PATTERN = r"^[A-Z0-9][A-Z0-9_-]{2,31}$"
+"""Promo codes are upper-case (the API upper-cases what a customer types): 3–32 letters, digits, `-`, `_`."""
+
+
 class PurchaseSubscription(Command):
     subscription_id: UUID
     plan_id: PlanId = Field(min_length=1, max_length=64)
     auto_renew: bool = True
     customer: Customer
     return_url: str | None = Field(default=None, max_length=2048)
+    promo_code: str | None = Field(default=None, pattern=PROMO_CODE_PATTERN, description="a discount on the first period(s)")
 
 
 class CancelSubscription(Command):
@@ -142,6 +147,45 @@ class ArchivePlan(Command):
     reason: Reason = _reason()  # type: ignore[assignment]
 
 
+class SchedulePriceChange(Command):
+    """A new price for a plan from `effective_at` on: new purchases pay it from then; existing
+    subscribers are told ahead and pay it from a later renewal, unless `grandfather` keeps every
+    existing subscriber on their price (docs/decisions/0120)."""
+
+    plan_id: PlanId = Field(min_length=1, max_length=64)
+    price: Money
+    effective_at: UtcDatetime
+    grandfather: bool = False
+    reason: Reason = _reason()  # type: ignore[assignment]
+
+
+class AnnouncePriceChange(Command):
+    """Tell one subscriber about a plan's price change (the scheduler sends it; its id is derived
+    from (subscription, change), so a repeated notice is one command)."""
+
+    subscription_id: UUID
+    plan_id: PlanId = Field(min_length=1, max_length=64)
+    change_id: UUID
+
+
+class CreatePromoCode(Command):
+    """Exactly one of `percent_off` (1–99: a free period is a grant, not a code) and `amount_off`."""
+
+    code: str = Field(pattern=PROMO_CODE_PATTERN)
+    percent_off: int | None = Field(default=None, ge=1, le=99)
+    amount_off: Money | None = None
+    periods: int = Field(default=1, ge=1, le=120, description="how many paid periods are discounted: 1 = the first only")
+    expires_at: UtcDatetime
+    max_redemptions: int | None = Field(default=None, ge=1, le=10_000_000)
+    plan_ids: list[PlanId] | None = Field(default=None, max_length=50, description="only these plans (none: every plan)")
+    reason: Reason = _reason()  # type: ignore[assignment]
+
+
+class DeactivatePromoCode(Command):
+    code: str = Field(pattern=PROMO_CODE_PATTERN)
+    reason: Reason = _reason()  # type: ignore[assignment]
+
+
 COMMAND_TYPES: tuple[type[Command], ...] = (
     PurchaseSubscription,
     CancelSubscription,
@@ -158,4 +202,8 @@ COMMAND_TYPES: tuple[type[Command], ...] = (
     AdminCancelSubscription,
     CreatePlan,
     ArchivePlan,
+    SchedulePriceChange,
+    AnnouncePriceChange,
+    CreatePromoCode,
+    DeactivatePromoCode,
 )

@@ -93,6 +93,11 @@ def plan_stream(plan_id: str) -> str:
     return f"plan-{plan_id}"
 
 
+def promo_stream(code: str) -> str:
+    """A promo code's own stream: its terms and every redemption (the usage limit's consistency boundary)."""
+    return f"promo-{code}"
+
+
 def account_user_id(stream_id: str) -> str | None:
     return stream_id[len("account-") :] if stream_id.startswith("account-") else None
 

@@ -53,6 +53,66 @@ class PlanArchived(Event):
     reason: str | None = None
 
 
+class PlanPriceChangeScheduled(Event):
+    """The plan costs `price` from `effective_at` on; `change_id` names the change (the command id)."""
+
+    plan_id: PlanId
+    change_id: UUID
+    price: Money
+    effective_at: UtcDatetime
+    grandfather: bool = False
+    reason: str | None = None
+
+
+class AppliedPromo(StrictModel):
+    """A promo code's discount on one charge: the terms (so a renewal recomputes it from the list price it
+    charges then), the list price, the discount and how many discounted periods are still to come after
+    this one. The charge's `amount` is `list_price - discount`."""
+
+    code: str
+    percent_off: int | None = None
+    amount_off: Money | None = None
+    periods: int = Field(ge=1)
+    list_price: Money
+    discount: Money
+    periods_left: int = Field(ge=0, description="discounted periods still to come after this charge")
+
+
+class PromoCodeCreated(Event):
+    code: str
+    percent_off: int | None = None
+    amount_off: Money | None = None
+    periods: int = Field(ge=1)
+    expires_at: UtcDatetime
+    max_redemptions: int | None = None
+    plan_ids: list[PlanId] | None = None
+
+
+class PromoCodeDeactivated(Event):
+    code: str
+    reason: str
+
+
+class PromoCodeRedeemed(Event):
+    """On the code's stream, in the same transaction as the account's CheckoutStarted: one use held
+    (the usage limit and once-per-user count these), from the checkout on."""
+
+    code: str
+    user_id: str
+    subscription_id: UUID
+    payment_id: UUID
+
+
+class PromoCodeReleased(Event):
+    """The checkout that held a use failed or was abandoned: the use is free again."""
+
+    code: str
+    user_id: str
+    subscription_id: UUID
+    payment_id: UUID
+    reason: str
+
+
 class CheckoutStarted(Event):
     """The intent to charge, recorded before YooKassa is called (its key is fixed here)."""
 
@@ -66,6 +126,7 @@ class CheckoutStarted(Event):
     customer: Customer
     idempotence_key: str
     return_url: str | None = None
+    promo: AppliedPromo | None = Field(default=None, description="the promo code's discount; `amount` is already discounted")
     receipt: Receipt | None = Field(
         default=None,
         description="the 54-FZ receipt sent with the request; unset on events recorded before receipts were: the request "
@@ -89,6 +150,7 @@ class RenewalStarted(Event):
     payment_method_id: str
     idempotence_key: str
     customer: Customer | None = None
+    promo: AppliedPromo | None = Field(default=None, description="a promo code's discount on this period; `amount` is already discounted")
     receipt: Receipt | None = Field(
         default=None,
         description="the 54-FZ receipt sent with the request; unset on events recorded before receipts were: the request "
@@ -202,6 +264,7 @@ class SubscriptionActivated(Event):
     granted: bool = False
     reason: str | None = None
     customer: Customer | None = None
+    promo: AppliedPromo | None = None
     trial: bool = Field(default=False, description="a free trial: nothing was paid, the first charge is at period_end")
     next_charge: Money | None = Field(default=None, description="for a trial: what the first renewal at period_end charges")
 
@@ -299,6 +362,7 @@ class SubscriptionRenewed(Event):
     period_end: UtcDatetime
     amount: Money
     customer: Customer | None = None
+    promo: AppliedPromo | None = None
 
 
 class RenewalFailed(Event):
@@ -346,6 +410,18 @@ class ReceiptRegistrationChanged(Event):
     payment_id: UUID | None = None
     refund_id: UUID | None = None
     status: ReceiptRegistration
+class PriceChangeAnnounced(Event):
+    """A subscriber was told that renewals from `first_renewal_at` on cost `new_price`; the notice is
+    at least the configured number of days before that renewal (docs/decisions/0120)."""
+
+    subscription_id: UUID
+    plan_id: PlanId
+    change_id: UUID
+    old_price: Money
+    new_price: Money
+    effective_at: UtcDatetime = Field(description="when the plan's new price took or takes effect")
+    first_renewal_at: UtcDatetime = Field(description="the start of the first period charged at the new price")
+    customer: Customer | None = None
 
 
 class CommandOutcome(StrictModel):
@@ -384,6 +460,11 @@ class CommandFailed(Event):
 EVENT_TYPES: tuple[type[Event], ...] = (
     PlanCreated,
     PlanArchived,
+    PlanPriceChangeScheduled,
+    PromoCodeCreated,
+    PromoCodeDeactivated,
+    PromoCodeRedeemed,
+    PromoCodeReleased,
     CheckoutStarted,
     RenewalStarted,
     CardCheckStarted,
@@ -406,6 +487,7 @@ EVENT_TYPES: tuple[type[Event], ...] = (
     SubscriptionExpiringSoon,
     SubscriptionAdjusted,
     ReceiptRegistrationChanged,
+    PriceChangeAnnounced,
     CommandSucceeded,
     CommandRejected,
     CommandFailed,

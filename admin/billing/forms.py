@@ -203,6 +203,102 @@ class CreatePlanForm(OperatorCommandForm):
         }
 
 
+class SchedulePriceChangeForm(OperatorCommandForm):
+    price = forms.CharField(max_length=32, help_text="The new price, for example 349.00")
+    effective_at = forms.DateTimeField(
+        label="Effective at", help_text="In the admin's time zone, e.g. 2027-02-01 00:00. Purchases from then pay the new price."
+    )
+    grandfather = forms.BooleanField(
+        required=False, label="Grandfather existing subscribers",
+        help_text="Keep every existing subscriber on their price. Otherwise each is emailed and pays the new price "
+        "from their first renewal at least the notice period (30 days by default) after the email.",
+    )
+
+    def __init__(self, *args: Any, currency: str, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.currency = currency
+
+    def clean_price(self) -> Decimal:
+        try:
+            value = parse_amount(self.cleaned_data["price"])
+        except ValueError as exc:
+            raise ValidationError(str(exc)) from exc
+        if value <= 0:
+            raise ValidationError("The price must be more than zero.")
+        return value
+
+    def api_body(self) -> dict[str, Any]:
+        data = self.cleaned_data
+        return {
+            "price": {"amount": f"{data['price']:.2f}", "currency": self.currency},
+            "effective_at": data["effective_at"].isoformat(),
+            "grandfather": bool(data.get("grandfather")),
+            "reason": data["reason"],
+        }
+
+
 class ArchivePlanForm(OperatorCommandForm):
+    def api_body(self) -> dict[str, Any]:
+        return {"reason": self.cleaned_data["reason"]}
+
+
+PROMO_CODE_RE = re.compile(r"^[A-Z0-9][A-Z0-9_-]{2,31}$")
+
+
+class CreatePromoCodeForm(OperatorCommandForm):
+    code = forms.CharField(max_length=32, help_text="3–32 letters, digits, - and _; stored upper-case.")
+    percent_off = forms.IntegerField(min_value=1, max_value=99, required=False, label="Percent off",
+                                     help_text="1–99; or give an amount off instead (a free period is a grant).")
+    amount_off = forms.CharField(max_length=32, required=False, label="Amount off", help_text="For example 100.00")
+    currency = forms.CharField(max_length=3, initial="RUB")
+    periods = forms.IntegerField(min_value=1, max_value=120, initial=1, help_text="Discounted paid periods: 1 = the first only.")
+    expires_at = forms.DateTimeField(label="Expires at", help_text="YYYY-MM-DD HH:MM, in the admin's time zone.")
+    max_redemptions = forms.IntegerField(min_value=1, max_value=10_000_000, required=False, label="Usage limit",
+                                         help_text="Uses across all customers; empty: no limit. Each customer may use a code once.")
+    plan_ids = forms.CharField(max_length=2000, required=False, label="Only for plans",
+                               help_text="Plan ids separated by commas or spaces; empty: every plan.")
+
+    def clean_code(self) -> str:
+        value = self.cleaned_data["code"].strip().upper()
+        if not PROMO_CODE_RE.match(value):
+            raise ValidationError("Use 3–32 letters, digits, - and _.")
+        return value
+
+    def clean_amount_off(self) -> Decimal | None:
+        text = self.cleaned_data.get("amount_off", "").strip()
+        if not text:
+            return None
+        try:
+            return parse_amount(text)
+        except ValueError as exc:
+            raise ValidationError(str(exc)) from exc
+
+    def clean_plan_ids(self) -> list[str] | None:
+        ids = [p for p in re.split(r"[\s,]+", self.cleaned_data.get("plan_ids", "").strip()) if p]
+        for plan_id in ids:
+            if not PLAN_ID_RE.match(plan_id):
+                raise ValidationError(f"{plan_id!r} is not a plan id.")
+        return ids or None
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean() or {}
+        if (data.get("percent_off") is None) == (data.get("amount_off") is None) and not self.errors:
+            raise ValidationError("Give either a percent off or an amount off.")
+        return data
+
+    def api_body(self) -> dict[str, Any]:
+        data = self.cleaned_data
+        body: dict[str, Any] = {
+            "code": data["code"], "periods": data["periods"], "expires_at": data["expires_at"].isoformat(),
+            "max_redemptions": data.get("max_redemptions"), "plan_ids": data.get("plan_ids"), "reason": data["reason"],
+        }
+        if data.get("percent_off") is not None:
+            body["percent_off"] = data["percent_off"]
+        else:
+            body["amount_off"] = {"amount": f"{data['amount_off']:.2f}", "currency": data["currency"].strip().upper()}
+        return body
+
+
+class DeactivatePromoCodeForm(OperatorCommandForm):
     def api_body(self) -> dict[str, Any]:
         return {"reason": self.cleaned_data["reason"]}

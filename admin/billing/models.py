@@ -34,6 +34,8 @@ class Plan(models.Model):
     payment_subject = models.TextField(null=True)
     payment_mode = models.TextField(null=True)
     trial_days = models.IntegerField(default=0)
+    price_changes = models.JSONField(default=list)
+    """Scheduled prices: [{"change_id", "price_minor", "effective_at", "grandfather"}], by effective date."""
 
     class Meta:
         managed = False
@@ -46,6 +48,44 @@ class Plan(models.Model):
     @property
     def price(self) -> str:
         return format_money(self.price_minor, self.currency)
+
+
+class PromoCode(models.Model):
+    """A promo code's terms and uses (`read.promo_codes`, from the code's own stream)."""
+
+    code = models.TextField(primary_key=True)
+    percent_off = models.IntegerField(null=True)
+    amount_off_minor = models.BigIntegerField(null=True)
+    currency = models.TextField(null=True)
+    periods = models.IntegerField()
+    expires_at = models.DateTimeField()
+    max_redemptions = models.IntegerField(null=True)
+    plan_ids = models.JSONField(null=True)
+    active = models.BooleanField()
+    deactivated_reason = models.TextField(null=True)
+    redemptions = models.IntegerField()
+    released = models.IntegerField()
+    created_at = models.DateTimeField()
+    updated_at = models.DateTimeField()
+
+    class Meta:
+        managed = False
+        db_table = _table("read", "promo_codes")
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return self.code
+
+    @property
+    def remaining(self) -> int | None:
+        """Uses left under the limit (None: no limit)."""
+        return None if self.max_redemptions is None else max(self.max_redemptions - self.redemptions, 0)
+
+    @property
+    def discount(self) -> str:
+        if self.percent_off is not None:
+            return f"{self.percent_off} %"
+        return format_money(self.amount_off_minor or 0, self.currency or "RUB")
 
 
 class Subscription(models.Model):
@@ -73,7 +113,12 @@ class Subscription(models.Model):
     updated_at = models.DateTimeField()
     canceled_at = models.DateTimeField(null=True)
     expired_at = models.DateTimeField(null=True)
+    promo_code = models.TextField(null=True)
+    discount_minor = models.BigIntegerField()
+    promo_periods_left = models.IntegerField()
     trial = models.BooleanField(default=False)
+    upcoming_price_minor = models.BigIntegerField(null=True)
+    upcoming_price_at = models.DateTimeField(null=True)
 
     class Meta:
         managed = False
@@ -104,6 +149,8 @@ class Payment(models.Model):
     paid_at = models.DateTimeField(null=True)
     created_at = models.DateTimeField()
     updated_at = models.DateTimeField()
+    discount_minor = models.BigIntegerField()
+    promo_code = models.TextField(null=True)
     receipt = models.JSONField(null=True)
     receipt_registration = models.TextField(null=True)
 
@@ -224,7 +271,7 @@ class StoredEvent(models.Model):
 
 
 class ReconciliationRun(models.Model):
-    """A reconciliation with YooKassa (payment_processor migration pp0005_recon, docs/decisions/0122)."""
+    """A reconciliation with YooKassa (payment_processor migration pp0006_recon, docs/decisions/0122)."""
 
     run_id = models.UUIDField(primary_key=True)
     trigger = models.TextField()

@@ -32,7 +32,7 @@ from command_api.config import ApiSettings
 from command_api.adapters.idempotency import IdempotencyStore
 from command_api.domain.idempotency import Claimed, InFlight, Mismatch, Replay, command_id_for, request_hash
 from command_api.metrics import Metrics
-from command_api.domain.problems import PROBLEM_JSON, ProblemError, problem_body
+from command_api.domain.problems import PROBLEM_JSON, ProblemError, problem_body, rejection_status
 from command_api.adapters.read_models import ReadModels, Row
 from command_api.adapters.watch import BatchedWatcher
 from infra.clock import Clock
@@ -113,7 +113,7 @@ def outcome_response(body: dict[str, Any], instance: str) -> tuple[int, dict[str
     if status in ("rejected", "failed"):
         # problem+json's `status` is the HTTP code; the command's own status goes in `command_status`.
         extensions = {k: v for k, v in body.items() if k != "status"}
-        code, slug, title = (422, "command-rejected", "Command rejected") if status == "rejected" else (
+        code, slug, title = (rejection_status(body.get("code")), "command-rejected", "Command rejected") if status == "rejected" else (
             502, "command-failed", "Command failed")
         problem = problem_body(code, slug, title, body.get("reason") or status, instance, command_status=status, **extensions)
         return code, problem, PROBLEM_JSON

@@ -74,6 +74,17 @@ class ReadModels:
 
     # subscriptions -------------------------------------------------------------------------
 
+    # promo codes -----------------------------------------------------------------------------
+
+    async def promo_code(self, code: str) -> Row | None:
+        return await self._one("SELECT * FROM read.promo_codes WHERE code = :c", {"c": code})
+
+    async def promo_codes(self, *, limit: int, offset: int) -> list[Row]:
+        return await self._all(
+            "SELECT * FROM read.promo_codes ORDER BY created_at DESC, code LIMIT :limit OFFSET :offset",
+            {"limit": limit, "offset": offset},
+        )
+
     async def subscriptions(self, user_id: str, *, limit: int, offset: int, status: str | None = None) -> list[Row]:
         return await self._all(
             "SELECT * FROM read.subscriptions WHERE user_id = :u AND (CAST(:s AS TEXT) IS NULL OR status = :s) "

@@ -73,3 +73,19 @@ def problem_body(
         body["instance"] = instance
     body.update(extensions)
     return body
+
+
+REJECTION_STATUS: dict[str, int] = {
+    "promo_code_not_found": 404,
+    "promo_code_expired": 409,
+    "promo_code_exhausted": 409,
+    "promo_code_already_used": 409,
+    "promo_code_not_applicable": 422,
+}
+"""The HTTP status of a command the processor rejected, by its rejection code (422 when not listed):
+a code that names nothing is 404, one that was valid but no longer is (expired, used up, used
+already) is a 409 conflict with the code's state."""
+
+
+def rejection_status(code: str | None) -> int:
+    return REJECTION_STATUS.get(code or "", 422)

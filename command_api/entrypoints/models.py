@@ -11,7 +11,7 @@ import uuid
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from command_api.domain.auth import USER_ID_PATTERN
 from schemas import Money
@@ -39,11 +39,22 @@ class Request(BaseModel):
 # ------------------------------------------------------------------------------ requests
 
 
+PROMO_CODE_INPUT = r"^[A-Za-z0-9][A-Za-z0-9_-]{2,31}$"
+PromoCodeText = Annotated[
+    str, Field(pattern=PROMO_CODE_INPUT, description="a promo code; letters are matched case-insensitively", examples=["SPRING20"])
+]
+
+
 class PurchaseRequest(Request):
-    model_config = ConfigDict(json_schema_extra={"examples": [{"plan_id": "standard-monthly", "auto_renew": True}]})
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [{"plan_id": "standard-monthly", "auto_renew": True}, {"plan_id": "standard-monthly", "promo_code": "SPRING20"}]
+        }
+    )
 
     plan_id: PlanId
     auto_renew: bool = Field(default=True, description="charge the saved card for the next period")
+    promo_code: PromoCodeText | None = Field(default=None, description="a discount on the first period(s); refused with a problem if it does not apply")
 
 
 class CancelRequest(Request):
@@ -156,6 +167,72 @@ class AdminCreatePlanRequest(Request):
     payment_mode: PaymentMode | None = Field(default=None, description="receipt payment_mode; unset: the processor's default")
 
 
+class AdminSchedulePriceChangeRequest(Request):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "price": {"amount": "349.00", "currency": "RUB"},
+                    "effective_at": "2027-02-01T00:00:00Z",
+                    "grandfather": False,
+                    "reason": "content costs went up",
+                }
+            ]
+        }
+    )
+
+    price: Money
+    effective_at: datetime = Field(description="when new purchases start paying the price; must be in the future")
+    grandfather: bool = Field(
+        default=False,
+        description="keep every existing subscriber on their price; otherwise each is emailed and pays the new price "
+        "from the first renewal at least the notice period (30 days by default) after the email",
+    )
+    reason: Reason
+
+    @field_validator("effective_at")
+    @classmethod
+    def _aware(cls, value: datetime) -> datetime:
+        if value.tzinfo is None or value.utcoffset() is None:
+            raise ValueError("effective_at must carry a timezone")
+        return value
+
+
+class AdminCreatePromoCodeRequest(Request):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "code": "SPRING20",
+                    "percent_off": 20,
+                    "periods": 3,
+                    "expires_at": "2027-03-31T21:00:00Z",
+                    "max_redemptions": 1000,
+                    "plan_ids": ["standard-monthly"],
+                    "reason": "spring campaign",
+                },
+                {"code": "WELCOME100", "amount_off": {"amount": "100.00", "currency": "RUB"}, "periods": 1,
+                 "expires_at": "2027-01-31T21:00:00Z", "reason": "newsletter"},
+            ]
+        }
+    )
+
+    code: PromoCodeText
+    percent_off: int | None = Field(default=None, ge=1, le=99, description="1–99 (a free period is a grant, not a code)")
+    amount_off: Money | None = None
+    periods: int = Field(default=1, ge=1, le=120, description="how many paid periods are discounted: 1 = the first only")
+    expires_at: datetime = Field(description="when the code stops being accepted (subscriptions that used it keep their discount)")
+    max_redemptions: int | None = Field(default=None, ge=1, le=10_000_000, description="uses across all customers (none: no limit)")
+    plan_ids: list[PlanId] | None = Field(default=None, max_length=50, description="only these plans (none: every plan)")
+    reason: Reason
+
+
+class AdminDeactivatePromoCodeRequest(Request):
+    model_config = ConfigDict(json_schema_extra={"examples": [{"reason": "the code leaked to a coupon site"}]})
+
+    reason: Reason
+
+
 class AdminArchivePlanRequest(Request):
     model_config = ConfigDict(json_schema_extra={"examples": [{"reason": "replaced by a yearly plan"}]})
 
@@ -209,6 +286,12 @@ class CommandStatus(BaseModel):
     reason: str | None = Field(default=None, description="why it was rejected or failed")
 
 
+class ScheduledPriceChange(BaseModel):
+    price: Money
+    effective_at: datetime
+    grandfather: bool = Field(description="existing subscribers keep their price")
+
+
 class Plan(BaseModel):
     model_config = ConfigDict(
         json_schema_extra={
@@ -221,6 +304,11 @@ class Plan(BaseModel):
                     "description": "HD films and series",
                     "archived": False,
                     "trial_days": 0,
+                    "scheduled_change": {
+                        "price": {"amount": "349.00", "currency": "RUB"},
+                        "effective_at": "2027-02-01T00:00:00Z",
+                        "grandfather": False,
+                    },
                 }
             ]
         }
@@ -228,15 +316,76 @@ class Plan(BaseModel):
 
     plan_id: str
     name: str
-    price: Money
+    price: Money = Field(description="what a purchase pays now")
     period_days: int
     description: str
     archived: bool
     trial_days: int = Field(default=0, description="free days before the first charge (a card check starts the trial)")
+    scheduled_change: ScheduledPriceChange | None = Field(default=None, description="the next price change, if one is scheduled")
 
 
 class PlanList(BaseModel):
     items: list[Plan]
+
+
+class PromoCodePreview(BaseModel):
+    """What a code would take off a plan's first period right now (the processor decides at purchase)."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {"code": "SPRING20", "plan_id": "standard-monthly", "applicable": True, "problem": None,
+                 "list_price": {"amount": "299.00", "currency": "RUB"}, "discount": {"amount": "59.80", "currency": "RUB"},
+                 "price": {"amount": "239.20", "currency": "RUB"}, "periods": 3, "expires_at": "2027-03-31T21:00:00Z"}
+            ]
+        }
+    )
+
+    code: str
+    plan_id: str | None = None
+    applicable: bool
+    problem: str | None = Field(default=None, description="why it would be refused: promo_code_expired | promo_code_exhausted | promo_code_not_applicable")
+    list_price: Money | None = None
+    discount: Money | None = None
+    price: Money | None = Field(default=None, description="the first period's price with the code")
+    periods: int
+    expires_at: datetime
+
+
+_PROMO_CODE_EXAMPLE: dict[str, Any] = {
+    "code": "SPRING20", "percent_off": 20, "amount_off": None, "periods": 3, "expires_at": "2027-03-31T21:00:00Z",
+    "max_redemptions": 1000, "plan_ids": ["standard-monthly"], "active": True, "deactivated_reason": None, "redemptions": 412,
+    "released": 17, "remaining": 588, "created_at": "2026-12-01T09:00:00Z", "updated_at": "2026-12-06T18:30:00Z",
+}
+
+
+class PromoCode(BaseModel):
+    """An operator's view of a code: its terms and uses."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [_PROMO_CODE_EXAMPLE]})
+
+    code: str
+    percent_off: int | None = None
+    amount_off: Money | None = None
+    periods: int
+    expires_at: datetime
+    max_redemptions: int | None = None
+    plan_ids: list[str] | None = None
+    active: bool
+    deactivated_reason: str | None = None
+    redemptions: int = Field(description="uses held now (checkouts started or paid with it)")
+    released: int = Field(description="uses given back by checkouts that failed or were abandoned")
+    remaining: int | None = Field(default=None, description="uses left (none: no limit)")
+    created_at: datetime
+    updated_at: datetime
+
+
+class PromoCodeList(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [{"items": [_PROMO_CODE_EXAMPLE], "limit": 50, "offset": 0}]})
+
+    items: list[PromoCode]
+    limit: int
+    offset: int
 
 
 class Payment(BaseModel):
@@ -263,7 +412,9 @@ class Payment(BaseModel):
     subscription_id: uuid.UUID
     purpose: str = Field(description="purchase | renewal | card_check (refunded at once) | …")
     status: str = Field(description="created | pending | succeeded | canceled | unknown")
-    amount: Money
+    amount: Money = Field(description="what is charged (after a promo code's discount)")
+    discount: Money | None = Field(default=None, description="a promo code's discount on this charge")
+    promo_code: str | None = None
     confirmation_url: str | None = None
     reason: str | None = None
     paid_at: datetime | None = None
@@ -331,6 +482,11 @@ _SUBSCRIPTION_EXAMPLE: dict[str, Any] = {
     "updated_at": "2026-11-26T10:00:00Z",
     "canceled_at": None,
     "expired_at": None,
+    "promo_code": None,
+    "discount": None,
+    "promo_periods_left": 0,
+    "upcoming_price": None,
+    "upcoming_price_from": None,
 }
 
 
@@ -354,7 +510,12 @@ class Subscription(BaseModel):
     updated_at: datetime
     canceled_at: datetime | None = None
     expired_at: datetime | None = None
+    promo_code: str | None = Field(default=None, description="the promo code the subscription was bought with")
+    discount: Money | None = Field(default=None, description="the promo code's discount on the latest charge (`price` is the list price)")
+    promo_periods_left: int = Field(default=0, description="discounted periods still to come after the latest charge")
     trial: bool = Field(default=False, description="in a free trial: nothing paid yet, the first charge is at period_end")
+    upcoming_price: Money | None = Field(default=None, description="a plan price change announced to the subscriber")
+    upcoming_price_from: datetime | None = Field(default=None, description="the first renewal charged the upcoming price")
 
 
 class SubscriptionDetail(Subscription):

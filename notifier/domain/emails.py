@@ -19,6 +19,7 @@ pair triggers the email (docs/decisions/0071):
 | subscription_expired   | SubscriptionExpired                            | —                            |
 | trial_started          | SubscriptionActivated with `trial` (the first charge's date and price) | PaymentSucceeded(card_check) |
 | card_replaced          | PaymentMethodReplaced (the check is refunded at once) | RefundSucceeded of a card check |
+| price_change           | PriceChangeAnnounced (new price, from which renewal; auto-renew off declines it) | PlanPriceChangeScheduled |
 
 A grant (SubscriptionActivated with `granted`) moves no money and is not emailed. A card check's
 refund is part of the email of what the check was for, not an email of its own; a declined check is
@@ -39,6 +40,7 @@ from schemas.events import (
     PaymentFailed,
     PaymentMethodReplaced,
     PaymentSucceeded,
+    PriceChangeAnnounced,
     RefundFailed,
     RefundRequested,
     RefundSucceeded,
@@ -59,7 +61,8 @@ from notifier.domain.reasons import expiry_reason, payment_reason, refund_failur
 EVENT_TYPES_SKIPPED = frozenset({
     "CommandSucceeded", "CommandRejected", "CommandFailed", "PlanCreated", "PlanArchived", "RenewalStarted",
     "PaymentCreated", "PaymentSucceeded", "PaymentStateUnknown", "RefundCreated", "RefundStateUnknown",
-    "SubscriptionAdjusted", "CardCheckStarted", "ReceiptRegistrationChanged",
+    "SubscriptionAdjusted", "CardCheckStarted", "ReceiptRegistrationChanged", "PlanPriceChangeScheduled", "PromoCodeCreated",
+    "PromoCodeDeactivated", "PromoCodeRedeemed", "PromoCodeReleased",
 })
 
 EMAIL_KINDS = (
@@ -75,6 +78,7 @@ EMAIL_KINDS = (
     "subscription_expired",
     "trial_started",
     "card_replaced",
+    "price_change",
 )
 
 
@@ -216,4 +220,6 @@ def _kind_and_values(data: object, facts: Facts) -> tuple[str | None, dict[str, 
         return "expiring_soon", {}
     if isinstance(data, SubscriptionExpired):
         return "subscription_expired", {"reason_text": lambda loc: expiry_reason(data.reason, loc)}
+    if isinstance(data, PriceChangeAnnounced):
+        return "price_change", {}
     return None, {}

@@ -10,7 +10,8 @@ they run on a plain asyncpg pool with as few round trips as the guarantees allow
   validated again (the plan on every purchase; the account a sync reads right after the purchase
   this process handled);
 * `commit` — the events, their handled-command rows and outbox rows, the open provider
-  operations (`operations.py`) and the scheduler's rows (`schedule.py`): ONE statement
+  operations (`operations.py`) and the scheduler's rows (`schedule.py`: subscriptions and plan
+  price changes): ONE statement
   (`asyncpg_store.append` with side writes gated on the append), atomic without a transaction.
 
 The statements for the processor's own tables come from the modules that own those tables: the
@@ -150,6 +151,9 @@ async def commit(
     if schedule_rows:
         rows = orjson.dumps([_row(r) for r in schedule_rows]).decode()
         side.append(asyncpg_store.SideWrite(schedule.SIDE_WRITE_SQL, {"rows": rows, "now": now}))
+    price_changes = schedule.price_change_rows(envelopes, now)
+    if price_changes:
+        side.append(asyncpg_store.SideWrite(schedule.PRICE_CHANGE_SIDE_WRITE_SQL, {"rows": orjson.dumps(price_changes).decode()}))
     return await asyncpg_store.append(conn, stream_id, expected_version, envelopes, commands=handled, side_writes=side)
 
 

@@ -24,6 +24,7 @@ from dataclasses import asdict, dataclass, fields, is_dataclass
 from datetime import datetime
 from typing import Any, Literal
 
+import orjson
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -43,6 +44,7 @@ from schemas import (
     SubscriptionExpired,
     SubscriptionExpiringSoon,
     SubscriptionRenewed,
+    PlanPriceChangeScheduled,
     account_user_id,
 )
 
@@ -82,6 +84,8 @@ class ScheduleRow:
     stream_version: int
     trial: bool = False
     """A free trial: charged at its end (not `renewal_lead` before) and reminded before that."""
+    plan_id: str | None = None
+    """The plan it renews on: the scheduler announces that plan's price changes to it."""
 
     @property
     def renews(self) -> bool:
@@ -108,6 +112,7 @@ def row_of(state: AccountState, sub: Subscription) -> ScheduleRow | None:
         reminded_for=sub.reminded_for,
         stream_version=state.version,
         trial=sub.trial,
+        plan_id=sub.plan_id,
     )
 
 
@@ -204,6 +209,10 @@ async def rebuild(engine: AsyncEngine, *, batch: int = 200) -> int:
     async with engine.connect() as conn:
         streams = [r[0] for r in await conn.execute(text("SELECT DISTINCT stream_id FROM eventstore.events WHERE stream_id LIKE 'account-%'"))]
     written = 0
+    async with engine.begin() as conn:
+        for (stream_id,) in list(await conn.execute(text("SELECT DISTINCT stream_id FROM eventstore.events WHERE stream_id LIKE 'plan-%'"))):
+            events = [r.envelope() for r in await store.read_stream(stream_id)]
+            await record_price_changes(conn, events, await conn.scalar(text("SELECT now()")))
     for start in range(0, len(streams), batch):
         rows: list[ScheduleRow] = []
         for stream_id in streams[start : start + batch]:
@@ -342,4 +351,87 @@ async def mark_sent(conn: AsyncConnection, sent: Sequence[DueAction], now: datet
                 "rounds": [d.round for d in sent],
                 "now": now,
             },
+        )
+
+
+# --------------------------------------------------------------------------- price-change notices (docs/decisions/0120)
+
+_PRICE_CHANGE_COLUMNS = ("change_id", "plan_id", "price_minor", "currency", "effective_at", "grandfather", "recorded_at")
+_PRICE_CHANGE_INSERT = (
+    f"INSERT INTO processor.price_changes ({', '.join(_PRICE_CHANGE_COLUMNS)})\n"
+    f"SELECT {', '.join('r.' + c for c in _PRICE_CHANGE_COLUMNS)}\n"
+    "FROM jsonb_populate_recordset(NULL::processor.price_changes, CAST(:rows AS jsonb)) AS r\n"
+    "{gate}ON CONFLICT (change_id) DO NOTHING"
+)
+PRICE_CHANGE_SIDE_WRITE_SQL = _PRICE_CHANGE_INSERT.format(gate=f"WHERE {ONLY_IF_APPENDED}\n")
+"""`processor.price_changes` rows for the PlanPriceChangeScheduled of a plan append, written with it."""
+
+
+def price_change_rows(envelopes: Sequence[Envelope], now: datetime) -> list[dict[str, Any]]:
+    """The scheduler's row for each price change in `envelopes` (JSON-ready)."""
+    rows = []
+    for envelope in envelopes:
+        d = envelope.data
+        if isinstance(d, PlanPriceChangeScheduled):
+            rows.append({
+                "change_id": str(d.change_id), "plan_id": d.plan_id, "price_minor": d.price.minor, "currency": d.price.currency,
+                "effective_at": d.effective_at.isoformat(), "grandfather": d.grandfather, "recorded_at": now.isoformat(),
+            })
+    return rows
+
+
+async def record_price_changes(conn: AsyncConnection, envelopes: Sequence[Envelope], now: datetime) -> None:
+    """The same rows outside an append (`rebuild`); existing rows are kept."""
+    rows = price_change_rows(envelopes, now)
+    if rows:
+        await conn.execute(text(_PRICE_CHANGE_INSERT.format(gate="")), {"rows": orjson.dumps(rows).decode()})
+
+
+@dataclass(frozen=True, slots=True)
+class DueNotice:
+    """A live subscription on a plan whose (not grandfathered) price change it was not told about yet."""
+
+    subscription_id: uuid.UUID
+    stream_id: str
+    user_id: str
+    plan_id: str
+    change_id: uuid.UUID
+
+
+# Every live subscription on the plan, for every change that is not grandfathered, once: the
+# decider itself skips subscribers already paying the price or already told (a repeat is harmless:
+# the command id is derived from the pair), and `processor.price_notices` keeps it from being
+# published every tick.
+_DUE_NOTICES = text(
+    """
+    SELECT s.subscription_id, s.stream_id, s.user_id, s.plan_id, c.change_id
+    FROM processor.price_changes AS c
+    JOIN processor.schedule AS s ON s.plan_id = c.plan_id AND s.status IN ('active', 'past_due')
+    WHERE NOT c.grandfather
+      AND NOT EXISTS (SELECT 1 FROM processor.price_notices AS n WHERE n.subscription_id = s.subscription_id AND n.change_id = c.change_id)
+    ORDER BY c.effective_at, s.period_end
+    LIMIT :limit
+    FOR UPDATE OF s SKIP LOCKED
+    """
+)
+
+_NOTICES_SENT = text(
+    """
+    INSERT INTO processor.price_notices (subscription_id, change_id, sent_at)
+    SELECT n.subscription_id, n.change_id, CAST(:now AS timestamptz)
+    FROM unnest(CAST(:ids AS uuid[]), CAST(:changes AS uuid[])) AS n(subscription_id, change_id)
+    ON CONFLICT DO NOTHING
+    """
+)
+
+
+async def lock_due_notices(conn: AsyncConnection, *, limit: int) -> list[DueNotice]:
+    """Price-change notices to publish, their schedule rows locked for this transaction."""
+    return [DueNotice(**row._mapping) for row in await conn.execute(_DUE_NOTICES, {"limit": limit})]
+
+
+async def mark_notices_sent(conn: AsyncConnection, sent: Sequence[DueNotice], now: datetime) -> None:
+    if sent:
+        await conn.execute(
+            _NOTICES_SENT, {"ids": [n.subscription_id for n in sent], "changes": [n.change_id for n in sent], "now": now}
         )

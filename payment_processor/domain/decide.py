@@ -24,9 +24,15 @@ from __future__ import annotations
 from schemas import (
     ArchivePlan,
     CreatePlan,
+    CreatePromoCode,
+    DeactivatePromoCode,
+    PromoCodeCreated,
+    PromoCodeDeactivated,
     Envelope,
     PlanArchived,
     PlanCreated,
+    PlanPriceChangeScheduled,
+    SchedulePriceChange,
 )
 
 from payment_processor.domain.answers import resume
@@ -39,6 +45,7 @@ from payment_processor.domain.decision import (
     emit_succeeded,
     reject,
 )
+from payment_processor.domain.promo import PromoState
 from payment_processor.domain.state import (
     AccountState,
     PlanState,
@@ -89,4 +96,64 @@ def decide_plan(state: PlanState, command: Envelope, ctx: Context) -> Decision:
         if state.archived:
             return reject(command, "plan_archived", f"The plan «{state.name}» is already archived.")
         return Decision([Emit(PlanArchived(plan_id=c.plan_id, reason=c.reason), cid), emit_succeeded(cid, command.type, plan_id=c.plan_id)])
+    if isinstance(c, SchedulePriceChange):
+        return _schedule_price_change(state, command, c, ctx)
     return reject(command, "wrong_stream", f"{command.type} is not a command for a plan.")
+
+
+def _schedule_price_change(state: PlanState, command: Envelope, c: SchedulePriceChange, ctx: Context) -> Decision:
+    """A new price from a future date on (docs/decisions/0120); the change is named by the command id."""
+    cid = command_id_of(command)
+    if not state.exists:
+        return reject(command, "plan_not_found", f"There is no plan «{c.plan_id}».")
+    if state.archived:
+        return reject(command, "plan_archived", f"The plan «{state.name}» is archived: it has no price to change.")
+    if c.effective_at <= ctx.now:
+        return reject(command, "effective_date_not_in_future", "The new price must take effect in the future.")
+    if c.price.amount <= 0:
+        return reject(command, "invalid_price", "A plan's price must be more than zero.")
+    current = state.price_at(c.effective_at)
+    if current is not None and c.price.currency != current.currency:
+        return reject(command, "currency_mismatch", f"The plan is priced in {current.currency}, not {c.price.currency}.")
+    if state.price_changes and c.effective_at <= state.price_changes[-1].effective_at:
+        last = state.price_changes[-1]
+        return reject(
+            command,
+            "change_already_scheduled_later",
+            f"A change to {last.price} on {last.effective_at.date().isoformat()} is already scheduled; a new one must take effect after it.",
+        )
+    if c.price == current:
+        return reject(command, "same_price", f"The plan already costs {current} then.")
+    scheduled = PlanPriceChangeScheduled(
+        plan_id=c.plan_id, change_id=cid, price=c.price, effective_at=c.effective_at, grandfather=c.grandfather, reason=c.reason
+    )
+    return Decision([Emit(scheduled, cid), emit_succeeded(cid, command.type, plan_id=c.plan_id)])
+
+
+def decide_promo(state: PromoState, command: Envelope, ctx: Context) -> Decision:
+    """Answer an operator's command on a promo code's stream."""
+    cid = command_id_of(command)
+    if cid in state.terminal:
+        return Decision(already_handled=True)
+    c = command.data
+    if isinstance(c, CreatePromoCode):
+        if state.exists:
+            return reject(command, "promo_code_exists", f"A promo code «{c.code}» already exists.")
+        if (c.percent_off is None) == (c.amount_off is None):
+            return reject(command, "invalid_promo_code", "A promo code takes either a percent off or an amount off, not both or neither.")
+        if c.amount_off is not None and c.amount_off.minor <= 0:
+            return reject(command, "invalid_promo_code", "The amount off must be more than zero.")
+        if c.expires_at <= ctx.now:
+            return reject(command, "invalid_promo_code", "The promo code would expire before it starts.")
+        created = PromoCodeCreated(
+            code=c.code, percent_off=c.percent_off, amount_off=c.amount_off, periods=c.periods, expires_at=c.expires_at,
+            max_redemptions=c.max_redemptions, plan_ids=sorted(set(c.plan_ids)) if c.plan_ids is not None else None,
+        )
+        return Decision([Emit(created, cid), emit_succeeded(cid, command.type, message=f"Promo code «{c.code}» created.")])
+    if isinstance(c, DeactivatePromoCode):
+        if not state.exists:
+            return reject(command, "promo_code_not_found", f"There is no promo code «{c.code}».")
+        if not state.active:
+            return reject(command, "promo_code_inactive", f"The promo code «{c.code}» is already deactivated.")
+        return Decision([Emit(PromoCodeDeactivated(code=c.code, reason=c.reason), cid), emit_succeeded(cid, command.type, message=f"Promo code «{c.code}» deactivated.")])
+    return reject(command, "wrong_stream", f"{command.type} is not a command for a promo code.")

@@ -26,6 +26,7 @@ from schemas import (
     derived_id,
 )
 
+from payment_processor.domain.promo import PromoState
 from payment_processor.domain.provider import (
     LEGACY_RECEIPT,
     ProviderStep,
@@ -50,9 +51,13 @@ class Context:
 
     now: datetime
     plan: PlanState | None = None
+    promo: PromoState | None = None
+    """The promo code a purchase names (its stream, read next to the account's)."""
     default_return_url: str = "http://127.0.0.1:8000/v1/return"
     dunning_retry_days: tuple[int, ...] = (1, 3, 5)
     """Days after a failed renewal attempt until the next one (issue 10 owns the policy)."""
+    price_change_notice_days: int = 30
+    """A subscriber hears of a price change at least this many days before paying it (docs/decisions/0120)."""
     create_retry_window: timedelta = timedelta(hours=23)
     """YooKassa remembers an Idempotence-Key for 24 h; repeating a create later could charge twice."""
     receipts: ReceiptSettings = LEGACY_RECEIPT

@@ -23,6 +23,7 @@ from schemas import (
     PaymentMethodReplaced,
     PaymentStateUnknown,
     PaymentSucceeded,
+    PromoCodeReleased,
     RefundRequested,
     RenewalFailed,
     RenewalStarted,
@@ -134,6 +135,8 @@ def observe_payment(
             )
         )
         emits += renewal_failed(state, payment, reason, ctx, by)
+        if not outcome.outcome_unknown:
+            emits += promo_released(state, payment, reason, by)
         terminal = payment_origin_terminal(state, payment, outcome)
         if terminal:
             emits.append(terminal)
@@ -181,7 +184,9 @@ def observe_payment(
         effects, next_step = payment_succeeded_effects(state, payment, outcome, paid_at, ctx, by)
         emits += effects
     elif late:
-        pass  # declined or still pending: it already counts as failed; PaymentCreated records the answer
+        # declined or still pending: it already counts as failed; PaymentCreated records the answer
+        if outcome.status == "canceled":
+            emits += promo_released(state, payment, outcome.cancellation_reason or "canceled", by)
     elif outcome.status == "canceled":
         reason = outcome.cancellation_reason or "canceled"
         emits.append(
@@ -200,6 +205,7 @@ def observe_payment(
             )
         )
         emits += renewal_failed(state, payment, reason, ctx, by)
+        emits += promo_released(state, payment, reason, by)
     terminal = payment_origin_terminal(state, payment, outcome, refunding=next_step is not None)
     if terminal:
         emits.append(terminal)
@@ -231,6 +237,7 @@ def payment_succeeded_effects(
                     payment_id=payment.payment_id,
                     payment_method_title=seen.payment_method_title if seen.payment_method_saved else None,
                     customer=payment.customer,
+                    promo=intent.promo,
                 )
                 return [Emit(activated, by)], None
             why = (
@@ -260,6 +267,7 @@ def payment_succeeded_effects(
             period_end=start + (intent.period_end - intent.period_start),
             amount=payment.amount,
             customer=payment.customer,
+            promo=intent.promo,
         )
         return [Emit(renewed, by)], None
     why = f"The renewal payment for «{sub.plan_name}» succeeded after the subscription was {sub.status}; it is refunded in full."
@@ -378,6 +386,22 @@ def full_refund(
     )
     emits.append(Emit(intent, by))
     return emits, CreateRefund(refund_id, intent.idempotence_key, refund_request(intent, sub.plan_name))
+
+
+def promo_released(state: AccountState, payment: Payment, reason: str, by: UUID) -> list[Emit]:
+    """A checkout that held a promo code's use and certainly took no money frees the use again. A
+    checkout whose outcome stays unknown keeps it (it may have been paid with the discount)."""
+    intent = payment.intent
+    if not isinstance(intent, CheckoutStarted) or intent.promo is None:
+        return []
+    released = PromoCodeReleased(
+        code=intent.promo.code,
+        user_id=state.user_id,
+        subscription_id=payment.subscription_id,
+        payment_id=payment.payment_id,
+        reason=reason[:500],
+    )
+    return [Emit(released, by)]
 
 
 def renewal_failed(state: AccountState, payment: Payment, reason: str, ctx: Context, by: UUID) -> list[Emit]:

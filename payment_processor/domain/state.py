@@ -14,6 +14,7 @@ from typing import Literal
 from uuid import UUID
 
 from schemas import (
+    AppliedPromo,
     AutoRenewChanged,
     CardCheckStarted,
     CheckoutStarted,
@@ -32,6 +33,8 @@ from schemas import (
     PlanArchived,
     PlanCreated,
     ReceiptRegistrationChanged,
+    PlanPriceChangeScheduled,
+    PriceChangeAnnounced,
     RefundCreated,
     RefundFailed,
     RefundRequested,
@@ -56,6 +59,16 @@ LIVE_SUBSCRIPTION: frozenset[str] = frozenset({"active", "past_due"})
 """Statuses in which the customer has access and the subscription can be canceled or changed."""
 FINAL_PAYMENT: frozenset[str] = frozenset({"succeeded", "canceled"})
 FINAL_REFUND: frozenset[str] = frozenset({"succeeded", "canceled"})
+
+
+@dataclass(frozen=True, slots=True)
+class PriceStep:
+    """An announced price: renewals whose period starts at/after `starts_at` cost `price`."""
+
+    starts_at: datetime
+    price: Money
+    effective_at: datetime
+    change_id: UUID
 
 
 @dataclass
@@ -86,11 +99,21 @@ class Subscription:
     """The last renewal attempt for the current period failed: the subscription is to expire."""
     reminded_for: datetime | None = None
     """The period end an "expiring soon" reminder was already sent for."""
+    promo: AppliedPromo | None = None
+    """The promo code the checkout applied (its terms discount renewals while periods remain)."""
+    promo_periods_left: int = 0
+    """Discounted periods still to come after the last paid one."""
     trial: bool = False
     """In a free trial: nothing was paid for the current period; the first renewal charges the plan's price."""
     renew_after_check: UUID | None = None
     """A card check started to turn auto-renewal on: it turns on when this check saves the card, unless
     the customer said otherwise (auto-renewal changed, canceled, expired) before that."""
+    price_steps: list[PriceStep] = field(default_factory=list)
+    """Plan price changes announced to this subscriber (PriceChangeAnnounced); see `pricing.renewal_price`."""
+
+    @property
+    def announced_changes(self) -> frozenset[UUID]:
+        return frozenset(step.change_id for step in self.price_steps)
 
 
 @dataclass
@@ -182,6 +205,16 @@ class AccountState:
         return None
 
 
+@dataclass(frozen=True, slots=True)
+class PriceChange:
+    """A plan's scheduled price (PlanPriceChangeScheduled)."""
+
+    change_id: UUID
+    price: Money
+    effective_at: datetime
+    grandfather: bool
+
+
 @dataclass
 class PlanState:
     stream_id: str
@@ -196,12 +229,25 @@ class PlanState:
     vat_code: int | None = None
     payment_subject: str | None = None
     payment_mode: str | None = None
+    price_changes: list[PriceChange] = field(default_factory=list)
+    """Scheduled prices, in increasing `effective_at` (the decider refuses one out of order)."""
     events_per_command: dict[UUID, int] = field(default_factory=dict)
     terminal: dict[UUID, str] = field(default_factory=dict)
 
     @property
     def exists(self) -> bool:
         return self.plan_id is not None
+
+    def price_at(self, when: datetime) -> Money | None:
+        """The price a purchase at `when` pays: the newest change in effect, else the created price."""
+        price = self.price
+        for change in self.price_changes:
+            if change.effective_at <= when:
+                price = change.price
+        return price
+
+    def change(self, change_id: UUID) -> PriceChange | None:
+        return next((c for c in self.price_changes if c.change_id == change_id), None)
 
 
 def _count(state: AccountState | PlanState, event: Envelope) -> None:
@@ -228,6 +274,8 @@ def apply_plan(state: PlanState, event: Envelope) -> PlanState:
         state.trial_days = data.trial_days
     elif isinstance(data, PlanArchived):
         state.archived = True
+    elif isinstance(data, PlanPriceChangeScheduled):
+        state.price_changes.append(PriceChange(data.change_id, data.price, data.effective_at, data.grandfather))
     return state
 
 
@@ -267,12 +315,14 @@ def _checkout_started(s: AccountState, e: CheckoutStarted, at: datetime, cid: UU
         plan_id=e.plan_id,
         plan_name=e.plan_name,
         period_days=e.period_days,
-        price=e.amount,
+        price=e.promo.list_price if e.promo else e.amount,  # renewals start from the list price
         status="pending_payment",
         auto_renew=e.auto_renew,
         origin_command_id=origin,
         customer=e.customer,
         payment_ids=[e.payment_id],
+        promo=e.promo,
+        promo_periods_left=e.promo.periods_left if e.promo else 0,
     )
     s.payments[e.payment_id] = Payment(
         payment_id=e.payment_id,
@@ -591,6 +641,9 @@ def _renewed(s: AccountState, e: SubscriptionRenewed, at: datetime, cid: UUID | 
     sub.trial = False  # the first paid period after a trial
     sub.renewal_attempt = 0
     sub.next_retry_at, sub.dunning_over = None, False
+    payment = s.payments.get(e.payment_id)
+    if payment is not None and isinstance(payment.intent, RenewalStarted) and payment.intent.promo is not None:
+        sub.promo_periods_left = payment.intent.promo.periods_left  # one more discounted period was paid
 
 
 def _renewal_failed(s: AccountState, e: RenewalFailed, at: datetime, cid: UUID | None) -> None:
@@ -622,6 +675,12 @@ def _adjusted(s: AccountState, e: SubscriptionAdjusted, at: datetime, cid: UUID 
         sub.period_end = e.period_end
 
 
+def _price_announced(s: AccountState, e: PriceChangeAnnounced, at: datetime, cid: UUID | None) -> None:
+    sub = s.subscriptions.get(e.subscription_id)
+    if sub is not None and e.change_id not in sub.announced_changes:
+        sub.price_steps.append(PriceStep(e.first_renewal_at, e.new_price, e.effective_at, e.change_id))
+
+
 _APPLIERS = {
     CheckoutStarted: _checkout_started,
     RenewalStarted: _renewal_started,
@@ -645,4 +704,5 @@ _APPLIERS = {
     SubscriptionExpiringSoon: _expiring_soon,
     SubscriptionAdjusted: _adjusted,
     ReceiptRegistrationChanged: _receipt_registration,
+    PriceChangeAnnounced: _price_announced,
 }

@@ -8,7 +8,10 @@ command to `billing.commands` for each, exactly as a user's command would travel
   each dunning retry (`PROCESSOR_DUNNING_RETRY_DAYS`) while it is past due;
 * ExpireSubscription at the period end of one that does not renew (auto-renew off, no saved card,
   canceled at period end) and after the last failed renewal attempt;
-* SendExpiryReminder `EXPIRY_REMINDER_LEAD` before the end of one that does not renew.
+* SendExpiryReminder `EXPIRY_REMINDER_LEAD` before the end of one that does not renew;
+* AnnouncePriceChange, once per (subscription, plan price change), as soon as a change that is
+  not grandfathered is scheduled for the plan a live subscription renews on (the processor fixes
+  the first renewal at the new price; docs/decisions/0120).
 
 It never writes state and never talks to YooKassa. Its safety rests on the command ids: a
 renewal is `derived_id("renewal", subscription_id, period_end, attempt)`, so two schedulers, a
@@ -36,10 +39,11 @@ from infra.clock import Clock
 from infra.logging import get_logger
 from payment_processor.config import ProcessorSettings
 from payment_processor.metrics import ACTIONS, SCHEDULED, SCHEDULER_DUE
-from payment_processor.adapters.schedule import DueAction, lock_due, mark_sent
+from payment_processor.adapters.schedule import DueAction, DueNotice, lock_due, lock_due_notices, mark_notices_sent, mark_sent
 from payment_processor.entrypoints.ticker import CommandTicker
 from schemas import (
     Actor,
+    AnnouncePriceChange,
     Command,
     Envelope,
     ExpireSubscription,
@@ -101,6 +105,24 @@ def command_for(due: DueAction, now: datetime) -> Envelope:
     return new_envelope(payload, stream_id=due.stream_id, metadata=metadata, id=command_id, occurred_at=now)  # type: ignore[arg-type]
 
 
+def price_notice_command_id(subscription_id: object, change_id: object) -> object:
+    """One notice per (subscription, price change), whoever computes it and however often."""
+    return derived_id("price-notice", subscription_id, change_id)
+
+
+def notice_command_for(due: DueNotice, now: datetime) -> Envelope:
+    """The deterministic AnnouncePriceChange for a subscription and a plan's price change."""
+    command_id = price_notice_command_id(due.subscription_id, due.change_id)
+    payload = AnnouncePriceChange(subscription_id=due.subscription_id, plan_id=due.plan_id, change_id=due.change_id)
+    metadata = Metadata(
+        correlation_id=f"scheduler:{due.subscription_id}",
+        causation_id=f"price_notice:{due.subscription_id}:{due.change_id}",
+        command_id=command_id,  # type: ignore[arg-type]
+        actor=SCHEDULER,
+    )
+    return new_envelope(payload, stream_id=due.stream_id, metadata=metadata, id=command_id, occurred_at=now)  # type: ignore[arg-type]
+
+
 # --------------------------------------------------------------------------- the loop
 
 
@@ -141,12 +163,14 @@ class Scheduler(CommandTicker):
                 resend_before=now - timedelta(seconds=self.config.scheduler_resend_s),
                 limit=self.config.scheduler_batch,
             )
+            notices = await lock_due_notices(conn, limit=self.config.scheduler_batch)
             found = dict.fromkeys(ACTIONS, 0)
             for action in due:
                 found[action.action] = found.get(action.action, 0) + 1
+            found["price_notice"] = len(notices)
             for name, count in found.items():
                 SCHEDULER_DUE.labels(name).set(count)
-            if not due:
+            if not due and not notices:
                 return 0
             commands = []
             for action in due:
@@ -161,11 +185,17 @@ class Scheduler(CommandTicker):
                     attempt=action.attempt,
                     round=action.round,
                 )
+            for notice in notices:
+                command = notice_command_for(notice, now)
+                commands.append((command, notice.user_id))
+                log.info("scheduled_command", action="price_notice", command_id=str(command.id),
+                         subscription_id=str(notice.subscription_id), change_id=str(notice.change_id))
             # Published (and acknowledged) before the marks commit: a crash in between
             # republishes the very same command ids, which the processor handles once.
             await self.publish(commands)
             await mark_sent(conn, due, now)
+            await mark_notices_sent(conn, notices, now)
         for name, count in found.items():
             if count:
                 SCHEDULED.labels(name).inc(count)
-        return len(due)
+        return len(due) + len(notices)

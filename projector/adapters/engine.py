@@ -69,6 +69,8 @@ def _needed_keys(events: Sequence[ProjectedEvent]) -> dict[str, set[str]]:
                     keys[bucket].add(value)
         elif d.get("plan_id"):
             keys["plans"].add(d["plan_id"])
+        elif ev.stream_id.startswith("promo-"):
+            keys["promo_codes"].add(ev.stream_id[len("promo-"):])
         for command_id in (ev.command_id, d.get("command_id")):
             if command_id:
                 keys["commands"].add(str(command_id))
@@ -85,6 +87,7 @@ async def load_state(conn: asyncpg.Connection, schema: str, events: Sequence[Pro
     users = sorted(keys.get("users", ()))
     loads = [
         ("plans", "plan_id", keys.get("plans", ()), "text"),
+        ("promo_codes", "code", keys.get("promo_codes", ()), "text"),
         ("subscriptions", "user_id", users, "text"),
         ("subscriptions", "subscription_id", keys.get("subscriptions", ()), "uuid"),
         ("payments", "payment_id", keys.get("payments", ()), "uuid"),

@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from schemas import Envelope, account_stream, parse_envelope, plan_stream
+from schemas import Envelope, account_stream, parse_envelope, plan_stream, promo_stream
 from tests.fixtures.admin import ADMIN_JWT_SECRET
 from tests.support.processes import ManagedProcess, free_port
 
@@ -243,6 +243,28 @@ async def test_grant_create_and_archive_plan_publish_commands(
     assert a.data.reason == "replaced by yearly"
 
 
+async def test_create_and_deactivate_promo_code_publish_commands(
+    admin_site, settings, commands_topic, admin_api, operator
+) -> None:
+    await admin_api(wait_s=0)
+    user, client = operator
+    code = f"P{uuid.uuid4().hex[:9].upper()}"
+    create, _ = await submit(admin_site, client, "/admin/billing/promocode/create/", {
+        "code": code.lower(), "percent_off": "15", "currency": "RUB", "periods": "2", "expires_at": "2030-01-01 00:00",
+        "max_redemptions": "500", "plan_ids": "basic, yearly", "reason": "spring campaign"})
+    existing = await admin_site.insert("promo_code")
+    deactivate, _ = await submit(admin_site, client, f"/admin/billing/promocode/{existing['code']}/deactivate/", {"reason": "leaked"})
+    ids = {shown_command_id(create): "create", shown_command_id(deactivate): "deactivate"}
+    envelopes = await read_commands(settings, commands_topic, lambda e: str(e.id) in ids, expect=2)
+    by_kind = {ids[str(e.id)]: e for e in envelopes}
+    c, d = by_kind["create"], by_kind["deactivate"]
+    assert c.type == "CreatePromoCode" and c.stream_id == promo_stream(code)
+    assert (c.data.code, c.data.percent_off, c.data.amount_off, c.data.periods, c.data.max_redemptions, c.data.plan_ids) == (
+        code, 15, None, 2, 500, ["basic", "yearly"])
+    assert c.data.reason == "spring campaign" and c.metadata.actor.kind == "admin" and c.metadata.actor.id == user.username
+    assert d.type == "DeactivatePromoCode" and d.stream_id == promo_stream(existing["code"]) and d.data.reason == "leaked"
+
+
 async def test_a_rejected_command_shows_its_reason(admin_site, settings, commands_topic, admin_api, operator) -> None:
     """The API waits (Prefer: wait) for the outcome; the read model says rejected; the operator sees why."""
     await admin_api(wait_s=10)
@@ -331,3 +353,19 @@ async def test_an_operator_named_in_cyrillic_or_with_plus_acts_as_themself(
     # the status page asks the API about the command as this operator too
     status = (await admin_site.run(client.get, f"/admin/billing/command/status/{command_id}/")).content.decode()
     assert "Still processing" in status and "could not be reached" not in status
+
+
+async def test_scheduling_a_price_change_publishes_the_command(admin_site, settings, commands_topic, admin_api, operator) -> None:
+    """The plan page's "Schedule a new price" form becomes one SchedulePriceChange (docs/decisions/0120)."""
+    await admin_api(wait_s=0)
+    user, client = operator
+    plan = await admin_site.insert("plan", price_minor=29900)
+    response, _ = await submit(admin_site, client, f"/admin/billing/plan/{plan['plan_id']}/price-change/", {
+        "price": "349,00", "effective_at": "2030-02-01 00:00", "grandfather": "on", "reason": "costs went up"})
+    command_id = shown_command_id(response)
+    [envelope] = await read_commands(settings, commands_topic, lambda e: str(e.id) == command_id)
+    assert envelope.type == "SchedulePriceChange" and envelope.stream_id == plan_stream(plan["plan_id"])
+    assert (envelope.metadata.actor.kind, envelope.metadata.actor.id) == ("admin", user.username)
+    assert envelope.data.model_dump(mode="json") == {
+        "plan_id": plan["plan_id"], "price": {"amount": "349.00", "currency": "RUB"},
+        "effective_at": "2030-01-31T21:00:00Z", "grandfather": True, "reason": "costs went up"}  # the admin's zone is Moscow

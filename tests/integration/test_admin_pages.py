@@ -333,6 +333,40 @@ async def test_csrf_is_enforced_on_actions(admin_site, seeded, operator_user) ->
     assert b"CSRF" in response.content
 
 
+async def test_promo_codes_list_uses_and_remaining_and_act_only_for_operators(admin_site, seeded, operator_client, viewer_client) -> None:
+    code = await admin_site.insert("promo_code", plan_ids='["basic", "yearly"]')
+    flat = await admin_site.insert("promo_code", percent_off=None, amount_off_minor=10000, currency="RUB", max_redemptions=None,
+                                   active=False, deactivated_reason="leaked")
+    listing = body(await get(admin_site, operator_client, "/admin/billing/promocode/"))
+    assert code["code"] in listing and flat["code"] in listing and "act-create-promo-code" in listing
+    assert "20 %" in listing and f"100,00{NBSP}₽" in listing and "no limit" in listing and "basic, yearly" in listing
+    page = body(await get(admin_site, operator_client, f"/admin/billing/promocode/{code['code']}/change/"))
+    assert '<div class="readonly">58</div>' in page  # 100 − 42 uses held
+    assert "act-deactivate" in page
+    assert "act-deactivate" not in body(await get(admin_site, operator_client, f"/admin/billing/promocode/{flat['code']}/change/"))
+    assert "act-create-promo-code" not in body(await get(admin_site, viewer_client, "/admin/billing/promocode/"))
+    for url in ("/admin/billing/promocode/create/", f"/admin/billing/promocode/{code['code']}/deactivate/"):
+        assert (await get(admin_site, viewer_client, url)).status_code == 403, url
+        assert (await get(admin_site, operator_client, url)).status_code == 200, url
+
+    user_id = f"user-{uuid.uuid4().hex[:12]}"
+    sub = await admin_site.insert("subscription", user_id=user_id, plan_id=seeded["plan"]["plan_id"], plan_name="Basic",
+                                  promo_code=code["code"], discount_minor=29800, promo_periods_left=2)
+    page = body(await get(admin_site, operator_client, f"/admin/billing/subscription/{sub['subscription_id']}/change/"))
+    assert code["code"] in page and f"298,00{NBSP}₽ off the latest charge, 2 discounted period(s) left" in page
+    filtered = body(await get(admin_site, operator_client, "/admin/billing/subscription/", promo_code=code["code"]))
+    assert str(sub["subscription_id"])[:8] in filtered
+
+
+async def test_promo_code_form_refuses_both_or_neither_discount(admin_site, operator_client) -> None:
+    url = "/admin/billing/promocode/create/"
+    base = {"code": "spring", "currency": "RUB", "periods": "1", "expires_at": "2030-01-01 00:00", "reason": "x",
+            "idempotency_key": str(uuid.uuid4())}
+    for extra in ({}, {"percent_off": "10", "amount_off": "5.00"}):
+        response = await admin_site.run(operator_client.post, url, {**base, **extra})
+        assert response.status_code == 200 and "Give either a percent off or an amount off." in body(response)
+
+
 RECEIPT = {"email": "anna@example.com", "tax_system_code": 2, "items": [{
     "description": "Plan X", "quantity": "1.00", "amount": {"amount": "1490.00", "currency": "RUB"}, "vat_code": 11,
     "payment_subject": "service", "payment_mode": "full_prepayment"}]}
@@ -389,3 +423,19 @@ async def test_revenue_page_sums_accounts_filters_and_downloads_csv(admin_site, 
         f"2031-02,{plan},RUB,598.00,2,0,0,0,0,0.00,0,0.00,,0,0,",
         f"2031-03,{plan},RUB,598.00,2,0,0,1,1,299.00,0,0.00,0.0000,2,1,0.5000",
     ]
+async def test_plan_page_shows_scheduled_prices_and_the_subscription_its_announced_price(admin_site, operator_client) -> None:
+    """Price changes (docs/decisions/0120): the plan's scheduled prices, a subscriber's announced one, the action's button."""
+    effective = datetime(2027, 2, 1, 9, 0, tzinfo=timezone.utc)
+    changes = f'[{{"change_id": "{uuid.uuid4()}", "price_minor": 179000, "effective_at": "{effective.isoformat()}", "grandfather": true}}]'
+    plan = await admin_site.insert("plan", price_changes=changes)
+    page = body(await get(admin_site, operator_client, f"/admin/billing/plan/{plan['plan_id']}/change/"))
+    assert f"1{NBSP}790,00{NBSP}₽ from 2027-02-01 12:00 MSK" in page and "existing subscribers keep their price" in page
+    assert "act-price-change" in page
+    form = body(await get(admin_site, operator_client, f"/admin/billing/plan/{plan['plan_id']}/price-change/"))
+    assert "effective_at" in form and "grandfather" in form
+
+    user_id = f"user-{uuid.uuid4().hex[:12]}"
+    sub = await admin_site.insert("subscription", user_id=user_id, plan_id=plan["plan_id"], plan_name=plan["name"],
+                                  upcoming_price_minor=179000, upcoming_price_at=effective)
+    page = body(await get(admin_site, operator_client, f"/admin/billing/subscription/{sub['subscription_id']}/change/"))
+    assert f"1{NBSP}790,00{NBSP}₽ from the renewal on 2027-02-01 12:00 MSK" in page

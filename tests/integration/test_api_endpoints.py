@@ -497,7 +497,7 @@ async def test_health_readiness_metrics_and_request_ids(api):
 async def test_openapi_documents_every_route_with_examples(api):
     schema = (await api.client.get("/openapi.json")).json()
     operations = [(path, method, op) for path, item in schema["paths"].items() for method, op in item.items()]
-    assert len(operations) == 25  # + POST /v1/subscriptions/{id}/payment-method (card replacement)
+    assert len(operations) == 31  # + payment-method (card replacement), + price-changes, + 5 promo-code routes
     for path, method, op in operations:
         assert op.get("description"), (path, method)
         responses = op["responses"]
@@ -525,3 +525,52 @@ async def test_the_payment_return_page(api):
     response = await api.client.get("/v1/return?orderId=whatever")
     assert response.status_code == 200 and response.headers["content-type"].startswith("text/html")
     assert "Thank you" in response.text
+
+
+# ----------------------------------------------------------------------------- price changes (docs/decisions/0120)
+
+
+async def test_a_price_change_is_scheduled_through_the_api_and_plans_show_it(api, seed, settings):
+    from sqlalchemy import text
+
+    operator = f"op-{uuid.uuid4().hex[:6]}"
+    plan = await seed.plan(price_minor=29900)
+    effective = datetime.now(timezone.utc) + timedelta(days=40)
+    body = {"price": {"amount": "349.00", "currency": "RUB"}, "effective_at": effective.isoformat(), "grandfather": True, "reason": "costs"}
+    response = await api.client.post(f"/v1/admin/plans/{plan['plan_id']}/price-changes", json=body, headers=api.command(operator, role="operator"))
+    assert response.status_code == 202, response.text
+    key, envelope, _ = await _one_published(api, settings, response.json()["command_id"])
+    assert key == plan["plan_id"].encode() and envelope["type"] == "SchedulePriceChange"
+    assert envelope["stream_id"] == f"plan-{plan['plan_id']}" and envelope["metadata"]["actor"] == {"kind": "admin", "id": operator}
+    assert (envelope["data"]["price"], envelope["data"]["grandfather"]) == ({"amount": "349.00", "currency": "RUB"}, True)
+
+    # what the projector writes once it is scheduled: one change in effect, one ahead
+    past, ahead = datetime.now(timezone.utc) - timedelta(days=1), effective
+    changes = f'[{{"change_id": "{uuid.uuid4()}", "price_minor": 31900, "effective_at": "{past.isoformat()}", "grandfather": false}},' \
+              f' {{"change_id": "{uuid.uuid4()}", "price_minor": 34900, "effective_at": "{ahead.isoformat()}", "grandfather": true}}]'
+    async with seed.engine.begin() as conn:
+        await conn.execute(text("UPDATE read.plans SET price_changes = CAST(:c AS jsonb) WHERE plan_id = :p"), {"c": changes, "p": plan["plan_id"]})
+    listed = {p["plan_id"]: p for p in (await api.client.get("/v1/plans", headers=api.auth(new_user()))).json()["items"]}
+    shown = listed[plan["plan_id"]]
+    assert shown["price"] == {"amount": "319.00", "currency": "RUB"}  # the change in effect, not the created price
+    assert shown["scheduled_change"]["price"] == {"amount": "349.00", "currency": "RUB"}
+    assert shown["scheduled_change"]["grandfather"] is True
+    assert datetime.fromisoformat(shown["scheduled_change"]["effective_at"].replace("Z", "+00:00")) == ahead
+
+    # the same price then, a date not in the future, an archived or unknown plan: problem+json, nothing published
+    same = {**body, "price": {"amount": "349.00", "currency": "RUB"}, "effective_at": (ahead + timedelta(days=1)).isoformat()}
+    assert _is_problem(await api.client.post(f"/v1/admin/plans/{plan['plan_id']}/price-changes", json=same,
+                                             headers=api.command(operator, role="operator")), 422)["type"].endswith("same-price")
+    past_body = {**body, "effective_at": past.isoformat()}
+    _is_problem(await api.client.post(f"/v1/admin/plans/{plan['plan_id']}/price-changes", json=past_body,
+                                      headers=api.command(operator, role="operator")), 422)
+    archived = await seed.plan(archived=True)
+    _is_problem(await api.client.post(f"/v1/admin/plans/{archived['plan_id']}/price-changes", json=body,
+                                      headers=api.command(operator, role="operator")), 422)
+    _is_problem(await api.client.post("/v1/admin/plans/no-such-plan-xyz/price-changes", json=body,
+                                      headers=api.command(operator, role="operator")), 404)
+    naive = {**body, "effective_at": "2030-01-01T00:00:00"}
+    _is_problem(await api.client.post(f"/v1/admin/plans/{plan['plan_id']}/price-changes", json=naive,
+                                      headers=api.command(operator, role="operator")), 422)
+    # a user is not an operator
+    _is_problem(await api.client.post(f"/v1/admin/plans/{plan['plan_id']}/price-changes", json=body, headers=api.command(new_user())), 403)

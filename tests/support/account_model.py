@@ -31,10 +31,20 @@ Invariants (the two promises, made checkable):
 * card checks (docs/decisions/0118): every check we heard succeed was asked back in full at once
   (never kept), a trial is never charged before its end, and every renewal charges the card saved
   last for its subscription (a replacement's newest card).
+* price changes (docs/decisions/0120): a purchase pays the plan's price at its time; a renewal
+  charges the checkout price or a price announced to that subscriber (PriceChangeAnnounced) at
+  least NOTICE_DAYS before that renewal's period start — never a price never announced, never a
+  price announced too late; a grandfathered change is never announced, so never paid.
+* promo codes (docs/decisions/0121): every charge equals the arithmetic — the plan's price less the
+  code's discount (percent rounded down, at least 1 ₽ charged) while the code's periods remain, the
+  full price after — and YooKassa was asked for exactly that; a code is never held beyond its limit
+  nor twice by one user; a checkout that certainly failed releases its use, one that paid keeps it.
+  (One account here: the cross-account limit is `tests/integration/test_promo_limit_race.py`.)
 """
 
 from __future__ import annotations
 
+import copy
 import itertools
 import uuid
 from dataclasses import dataclass, field
@@ -58,19 +68,27 @@ from payment_processor.domain import (
     ProviderPayment,
     ProviderRefund,
     ProviderStep,
+    PromoState,
+    account_emits,
     apply,
+    apply_promo,
     build_account,
+    build_promo,
     build_plan,
+    apply_plan,
     decide,
+    promo_envelopes,
+    decide_plan,
     resolve,
     to_envelopes,
 )
+from rules.discounts import discount_minor
 from payment_processor.adapters.gateway import classify_error
 from payment_processor.domain.provider import ReceiptSettings
 from payment_processor.entrypoints.janitor import sync_command
 from payment_processor.adapters.operations import OpenOperation
-from payment_processor.adapters.schedule import DueAction, row_of
-from payment_processor.entrypoints.scheduler import command_for
+from payment_processor.adapters.schedule import DueAction, DueNotice, row_of
+from payment_processor.entrypoints.scheduler import command_for, notice_command_for
 from payment_processor.domain.reconcile import Window, compare, our_objects, with_command_ids
 
 T0 = datetime(2026, 3, 1, 9, 0, tzinfo=timezone.utc)
@@ -79,6 +97,8 @@ STREAM = s.account_stream(USER)
 CUSTOMER = s.Customer(email="model@example.com", locale="ru")
 KEY_MEMORY = timedelta(hours=24)  # how long YooKassa remembers an Idempotence-Key
 RENEWAL_LEAD = timedelta(days=1)
+NOTICE_DAYS = 10
+"""The price-change notice period here (30 days in production): shorter, so runs reach the renewals it moves."""
 OPEN = frozenset({"requested", "pending", "unknown"})
 
 FAULTS = ("ok", "ok", "ok", "lost_before", "lost_after", "5xx", "401")
@@ -100,6 +120,21 @@ PLANS = {
 }
 RECEIPTS = ReceiptSettings(vat_code=1, payment_subject="service", payment_mode="full_prepayment", tax_system_code=2)
 """The processor's receipt defaults in the model: the weekly and trial plans take them, the monthly one says VAT 20 %."""
+
+PROMO_TERMS = {
+    "SPRING": {"percent_off": 33, "periods": 2, "max_redemptions": 2},
+    "FLAT": {"amount_off": s.Money(amount="250.00"), "periods": 1, "max_redemptions": 5, "plan_ids": ["monthly", "weekly"]},
+    "WEEKLY": {"percent_off": 50, "periods": 3, "plan_ids": ["weekly"]},
+}
+"""Codes the model's customer may type (and "NOPE", which does not exist): a 33 % code for two periods
+with two uses, an amount larger than the weekly price (capped at 1 ₽ charged), a plan-restricted one."""
+
+
+def _promo(code: str, terms: dict[str, Any]) -> list[s.Envelope]:
+    stream = s.promo_stream(code)
+    meta = s.Metadata(correlation_id="model", actor=s.Actor(kind="admin", id="op"), command_id=s.derived_id("model-promo", code))
+    created = s.PromoCodeCreated(code=code, expires_at=T0 + timedelta(days=400), **terms)
+    return [s.new_envelope(created, stream_id=stream, metadata=meta)]
 
 
 # --------------------------------------------------------------------------- the fake YooKassa
@@ -185,6 +220,11 @@ class FakeYooKassa:
         if isinstance(step, CreatePayment):
             body = step.body
             renewal = "payment_method_id" in body
+            receipt = body.get("receipt")
+            if receipt is not None:  # 54-FZ: the receipt's items add up to what is charged (YooKassa refuses otherwise)
+                items = sum(s.Money(amount=i["amount"]["value"]).minor for i in receipt["items"])
+                if items != s.Money(amount=body["amount"]["value"]).minor:
+                    self.violations.append(f"receipt of {items} for a charge of {body['amount']['value']}")
             payment = YkPayment(
                 id=self._new_id(0x2F9D7A1C),
                 amount_minor=s.Money(amount=body["amount"]["value"]).minor,
@@ -311,6 +351,42 @@ class FakeYooKassa:
 # --------------------------------------------------------------------------- invariants over the log
 
 
+def list_price(intent: s.CheckoutStarted | s.RenewalStarted) -> s.Money:
+    """The price a charge started from: before a promo code's discount (`charge_arithmetic` checks that)."""
+    return intent.promo.list_price if intent.promo is not None else intent.amount
+
+
+def price_change_violations(log: list[s.Envelope], plans: dict[str, PlanState]) -> list[str]:
+    """What a purchase and a renewal charged against what the plan and the notices allow."""
+    problems = []
+    checkout: dict[Any, s.Money] = {}
+    notices: dict[Any, list[tuple[datetime, s.PriceChangeAnnounced]]] = {}
+    for e in log:
+        d = e.data
+        if isinstance(d, s.SubscriptionActivated) and d.trial and d.next_charge is not None:
+            checkout[d.subscription_id] = d.next_charge  # a trial: its first charge's price, fixed when it started
+        elif isinstance(d, s.CheckoutStarted):
+            checkout[d.subscription_id] = list_price(d)
+            expected = plans[d.plan_id].price_at(e.occurred_at)
+            if list_price(d) != expected:
+                problems.append(f"purchase {d.payment_id} at {e.occurred_at} priced {list_price(d)}, the plan cost {expected}")
+        elif isinstance(d, s.PriceChangeAnnounced):
+            change = plans[d.plan_id].change(d.change_id)
+            if change is None or change.grandfather:
+                problems.append(f"{d.subscription_id} was told of a change that is grandfathered or unknown: {d.change_id}")
+            if d.first_renewal_at < e.occurred_at + timedelta(days=NOTICE_DAYS) or (change and d.first_renewal_at < change.effective_at):
+                problems.append(f"{d.subscription_id}: notice at {e.occurred_at} names a renewal on {d.first_renewal_at}")
+            notices.setdefault(d.subscription_id, []).append((e.occurred_at, d))
+        elif isinstance(d, s.RenewalStarted):
+            allowed = [checkout.get(d.subscription_id)] + [
+                n.new_price for at, n in notices.get(d.subscription_id, [])
+                if n.first_renewal_at <= d.period_start and at + timedelta(days=NOTICE_DAYS) <= d.period_start
+            ]
+            if list_price(d) not in allowed:
+                problems.append(f"renewal {d.payment_id} from {d.period_start} priced {list_price(d)}; allowed {allowed}")
+    return problems
+
+
 def period_double_charges(log: list[s.Envelope], yk: FakeYooKassa) -> list[str]:
     """Pairs of kept charges of one subscription started for the same period (see the module doc)."""
     periods_paid: dict[Any, int] = {}
@@ -336,6 +412,49 @@ def period_double_charges(log: list[s.Envelope], yk: FakeYooKassa) -> list[str]:
             continue
         kept.setdefault(started_for[match], []).append(match)
     return [f"subscription {k[0]} period {k[1]} kept {len(v)} charges: {v}" for k, v in kept.items() if len(v) > 1]
+
+
+def charge_arithmetic(log: list[s.Envelope], yk: FakeYooKassa) -> list[str]:
+    """Every charge is the plan's price less the code's discount while its periods remain (the first
+    period included), the full price after; and YooKassa was asked for exactly our amount."""
+    terms: dict[Any, dict[str, Any]] = {}
+    discounted_paid: dict[Any, int] = {}
+    renewal_promo: dict[Any, bool] = {}
+    problems = []
+
+    def expected(sub_id: Any, list_minor: int) -> int:
+        t = terms.get(sub_id)
+        if t is None or discounted_paid.get(sub_id, 0) >= t["periods"]:
+            return list_minor
+        off = discount_minor(list_minor, percent_off=t.get("percent_off"), amount_off_minor=t["amount_off"].minor if t.get("amount_off") else None)
+        return list_minor - off
+
+    for event in log:
+        d = event.data
+        # The list price a charge started from is `price_change_violations`' to check; here: the discount.
+        if isinstance(d, s.CheckoutStarted):
+            price = list_price(d)
+            if d.promo is not None:
+                terms[d.subscription_id] = PROMO_TERMS[d.promo.code]
+                if d.promo.periods_left != PROMO_TERMS[d.promo.code]["periods"] - 1:
+                    problems.append(f"checkout {d.payment_id} recorded {d.promo}")
+            if d.amount.minor != expected(d.subscription_id, price.minor):
+                problems.append(f"checkout {d.payment_id} charged {d.amount}, expected {expected(d.subscription_id, price.minor)}")
+        elif isinstance(d, s.RenewalStarted):
+            price = list_price(d)
+            renewal_promo[d.payment_id] = d.promo is not None
+            if d.amount.minor != expected(d.subscription_id, price.minor):
+                problems.append(f"renewal {d.payment_id} charged {d.amount}, expected {expected(d.subscription_id, price.minor)}")
+        elif isinstance(d, s.SubscriptionActivated) and d.payment_id is not None and d.subscription_id in terms:
+            discounted_paid[d.subscription_id] = discounted_paid.get(d.subscription_id, 0) + 1
+        elif isinstance(d, s.SubscriptionRenewed) and renewal_promo.get(d.payment_id):
+            discounted_paid[d.subscription_id] = discounted_paid.get(d.subscription_id, 0) + 1
+    amounts = {str(e.data.payment_id): e.data.amount.minor for e in log if isinstance(e.data, (s.CheckoutStarted, s.RenewalStarted))}
+    for theirs in yk.payments.values():
+        ours = amounts.get(theirs.metadata.get("payment_id", ""))
+        if ours is not None and ours != theirs.amount_minor:
+            problems.append(f"YooKassa charged {theirs.amount_minor} for our {ours}")
+    return problems
 
 
 def charges_after_decline(log: list[s.Envelope]) -> list[str]:
@@ -458,16 +577,33 @@ class AccountMachine(RuleBasedStateMachine):
         self.crashed: list[s.Envelope] = []
         self.checks: dict[Any, int] = {}
         self.counter = itertools.count(1)
+        self.promo_logs: dict[str, list[s.Envelope]] = {code: _promo(code, terms) for code, terms in PROMO_TERMS.items()}
+        self.promos: dict[str, PromoState] = {code: build_promo(s.promo_stream(code), log) for code, log in self.promo_logs.items()}
+        self.plans = copy.deepcopy(PLANS)  # this run's catalogue: an operator may schedule prices in it
+        self.notices_sent: set[tuple[Any, Any]] = set()
 
     # ------------------------------------------------------------------ driving the domain
 
-    def _ctx(self, plan_id: str | None = None) -> Context:
+    def _ctx(self, plan_id: str | None = None, code: str | None = None) -> Context:
         return Context(
-            now=self.now, plan=PLANS.get(plan_id) if plan_id else None, default_return_url="https://shop.test/return", receipts=RECEIPTS
+            now=self.now,
+            plan=self.plans.get(plan_id) if plan_id else None,
+            promo=self.promos.get(code) if code else None,
+            default_return_url="https://shop.test/return",
+            receipts=RECEIPTS,
+            price_change_notice_days=NOTICE_DAYS,
         )
 
     def _append(self, command: s.Envelope, decision: Decision) -> None:
-        for envelope in to_envelopes(self.state, command, decision.events, self.now):
+        """As the handler: the code streams' events (unless already there) with the account's, together."""
+        for stream, envelopes in promo_envelopes(decision.events, command, self.now).items():
+            code = stream[len("promo-"):]
+            have = {e.id for e in self.promo_logs[code]}
+            for envelope in envelopes:
+                if envelope.id not in have:
+                    apply_promo(self.promos[code], envelope)
+                    self.promo_logs[code].append(envelope)
+        for envelope in to_envelopes(self.state, command, account_emits(decision.events), self.now):
             if isinstance(envelope.data, s.RefundRequested):
                 self.known_at_intent.setdefault(envelope.data.idempotence_key, self._dashboard_refunds_recorded())
             apply(self.state, envelope)
@@ -486,7 +622,7 @@ class AccountMachine(RuleBasedStateMachine):
         type(self).steps += 1
         self.sent.setdefault(command.metadata.command_id, command)
         plan_id = getattr(command.data, "plan_id", None)
-        decision = decide(self.state, command, self._ctx(plan_id))
+        decision = decide(self.state, command, self._ctx(plan_id, getattr(command.data, "promo_code", None)))
         if decision.already_handled:
             return
         self._append(command, decision)
@@ -519,19 +655,27 @@ class AccountMachine(RuleBasedStateMachine):
 
     # ------------------------------------------------------------------ the user and the operator
 
-    @initialize(plan=st.sampled_from(sorted(PLANS)))
-    def a_paying_customer(self, plan: str) -> None:
-        """Most runs are about what happens to a live, renewing subscription: start from one."""
+    @initialize(plan=st.sampled_from(sorted(PLANS)), code=st.sampled_from((None, None, "SPRING", "FLAT", "WEEKLY")))
+    def a_paying_customer(self, plan: str, code: str | None) -> None:
+        """Most runs are about what happens to a live, renewing subscription: start from one (often
+        bought with a promo code, so its renewals cross from discounted to full price)."""
         sub_id = s.derived_id("model-subscription", next(self.counter))
-        self._send(s.PurchaseSubscription(subscription_id=sub_id, plan_id=plan, customer=CUSTOMER, auto_renew=True), None)
+        purchase = s.PurchaseSubscription(subscription_id=sub_id, plan_id=plan, customer=CUSTOMER, auto_renew=True, promo_code=code)
+        self._send(purchase, None)
         for page in self._pending_pages():
             self.yk.settle_payment(page, "succeeded", self.now)
-        self._notify(self.yk.notifications.pop(), None)
+        if self.yk.notifications:  # none when the code was refused (WEEKLY on the monthly plan)
+            self._notify(self.yk.notifications.pop(), None)
 
     @rule(plan=st.sampled_from(sorted(PLANS)), auto_renew=st.booleans(), data=st.data())
     def purchase(self, plan: str, auto_renew: bool, data: Any) -> None:
         sub_id = s.derived_id("model-subscription", next(self.counter))
         self._send(s.PurchaseSubscription(subscription_id=sub_id, plan_id=plan, customer=CUSTOMER, auto_renew=auto_renew), data)
+
+    @rule(plan=st.sampled_from(sorted(PLANS)), code=st.sampled_from(sorted(PROMO_TERMS) + ["NOPE"]), data=st.data())
+    def purchase_with_code(self, plan: str, code: str, data: Any) -> None:
+        sub_id = s.derived_id("model-subscription", next(self.counter))
+        self._send(s.PurchaseSubscription(subscription_id=sub_id, plan_id=plan, customer=CUSTOMER, promo_code=code), data)
 
     @precondition(has_subscriptions)
     @rule(index=st.integers(0, 7), mode=st.sampled_from(("refund_now", "at_period_end")), data=st.data())
@@ -570,6 +714,30 @@ class AccountMachine(RuleBasedStateMachine):
     def admin_cancel(self, index: int, refund: bool, data: Any) -> None:
         payload = s.AdminCancelSubscription(subscription_id=self._subscription(index), refund=refund, reason="operator")
         self._send(payload, data, actor="admin")
+
+    @rule(
+        plan=st.sampled_from(sorted(PLANS)),
+        price=st.sampled_from(("349.00", "199.00", "99.00", "299.00")),
+        days=st.sampled_from((1, 10, 45)),
+        grandfather=st.booleans(),
+        tick=st.booleans(),
+        data=st.data(),
+    )
+    def schedule_price_change(self, plan: str, price: str, days: int, grandfather: bool, tick: bool, data: Any) -> None:
+        """An operator schedules a new price (refused when it is the same or out of order); the
+        scheduler usually announces it within seconds."""
+        state = self.plans[plan]
+        cid = s.derived_id("model-price", next(self.counter))
+        payload = s.SchedulePriceChange(
+            plan_id=plan, price=s.Money(amount=price), effective_at=self.now + timedelta(days=days), grandfather=grandfather, reason="costs"
+        )
+        meta = s.Metadata(correlation_id=f"model-{cid}", command_id=cid, actor=s.Actor(kind="admin", id="op"))
+        command = s.new_envelope(payload, stream_id=state.stream_id, metadata=meta, id=cid, occurred_at=self.now)
+        decision = decide_plan(state, command, Context(now=self.now))
+        for envelope in to_envelopes(state, command, decision.events, self.now):
+            apply_plan(state, envelope)
+        if tick:
+            self.scheduler_tick(data)
 
     @precondition(lambda self: bool(self.sent))
     @rule(index=st.integers(0, 63), data=st.data())
@@ -673,11 +841,36 @@ class AccountMachine(RuleBasedStateMachine):
             self.now = max(self.now, min(ahead) + after)
         self.scheduler_tick(data)
 
+    @precondition(lambda self: any(sub.price_steps for sub in self.state.subscriptions.values()))
+    @rule(after=st.sampled_from((timedelta(hours=-25), timedelta(hours=-23), timedelta(hours=1))), data=st.data())
+    def to_the_first_renewal_at_a_new_price(self, after: timedelta, data: Any) -> None:
+        """Jump to around the nearest renewal a notice named, and let the scheduler act."""
+        ahead = [step.starts_at for sub in self.state.subscriptions.values() for step in sub.price_steps if step.starts_at > self.now]
+        if ahead:
+            self.now = max(self.now, min(ahead) + after)
+        self.scheduler_tick(data)
+
     @rule(data=st.data())
     def scheduler_tick(self, data: Any) -> None:
         """What `processor.schedule` finds due now becomes commands (ids derived as the scheduler does)."""
         for due in self._due():
             self.handle(command_for(due, self.now), data)
+        for notice in self._due_notices():
+            self.notices_sent.add((notice.subscription_id, notice.change_id))
+            self.handle(notice_command_for(notice, self.now), data)
+
+    def _due_notices(self) -> list[DueNotice]:
+        """`processor.price_notices`' due pairs: live rows × the plan's changes, once. The SQL also leaves
+        grandfathered changes out; here they go too, so the decider alone must keep them unannounced."""
+        due = []
+        for sub in list(self.state.subscriptions.values()):
+            row = row_of(self.state, sub)
+            if row is None or row.status not in ("active", "past_due") or row.plan_id not in self.plans:
+                continue
+            for change in self.plans[row.plan_id].price_changes:
+                if (sub.subscription_id, change.change_id) not in self.notices_sent:
+                    due.append(DueNotice(sub.subscription_id, row.stream_id, row.user_id, row.plan_id, change.change_id))
+        return due
 
     def _due(self) -> list[DueAction]:
         """`processor.schedule`'s due actions, as its SQL decides them (docs/decisions/0090)."""
@@ -790,6 +983,14 @@ class AccountMachine(RuleBasedStateMachine):
                 theirs_minor = self.yk.succeeded_refunds_minor(p.provider_payment_id)
                 assert p.refunded_minor == theirs_minor, f"payment {p.payment_id}: we refunded {p.refunded_minor}, YooKassa {theirs_minor}"
 
+        for code, promo in self.promos.items():
+            for redemption in promo.redemptions.values():
+                p = self.state.payments[redemption.payment_id]
+                if p.status == "canceled" and not p.outcome_unknown:
+                    assert redemption.released, f"{code}: the failed checkout {p.payment_id} still holds a use"
+                if p.status == "succeeded":
+                    assert not redemption.released, f"{code}: the paid checkout {p.payment_id} released its use"
+
     def teardown(self) -> None:
         if self.log:
             self.settle()
@@ -819,12 +1020,32 @@ class AccountMachine(RuleBasedStateMachine):
         assert not (problems := charges_after_decline(self.log)), problems
 
     @invariant()
+    def every_charge_equals_the_arithmetic(self) -> None:
+        assert not (problems := charge_arithmetic(self.log, self.yk)), problems
+
+    @invariant()
+    def codes_within_their_limits(self) -> None:
+        for code, promo in self.promos.items():
+            assert promo == build_promo(s.promo_stream(code), self.promo_logs[code])
+            limit = PROMO_TERMS[code].get("max_redemptions")
+            assert limit is None or promo.held <= limit, f"{code} held {promo.held} times, limit {limit}"
+            held_by_user = [r for r in promo.redemptions.values() if not r.released and r.user_id == USER]
+            assert len(held_by_user) <= 1, f"{code} held {len(held_by_user)} times by one user"
+            ours = {p.payment_id for p in self.state.payments.values() if isinstance(p.intent, s.CheckoutStarted) and p.intent.promo
+                    and p.intent.promo.code == code}
+            assert set(promo.redemptions) == ours, f"{code}: uses {set(promo.redemptions)} vs discounted checkouts {ours}"
+
+    @invariant()
     def failed_only_when_declined(self) -> None:
         assert not (problems := failures_not_declined(self.log, self.yk)), problems
 
     @invariant()
     def card_checks_never_kept_trials_never_early_renewals_on_the_newest_card(self) -> None:
         assert not (problems := card_check_problems(self.log)), problems
+
+    @invariant()
+    def prices_only_as_announced(self) -> None:
+        assert not (problems := price_change_violations(self.log, self.plans)), problems
 
 
 def _uuid(value: str | None) -> Any:

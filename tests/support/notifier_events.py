@@ -25,6 +25,7 @@ from schemas.events import (
     RefundRequested,
     RefundSucceeded,
     RenewalFailed,
+    PriceChangeAnnounced,
     SubscriptionActivated,
     SubscriptionCanceled,
     SubscriptionExpired,
@@ -152,6 +153,12 @@ class Account:
             "payment_method": PaymentMethod(id="pm-2", title="Bank card *1111"), "previous_title": "Bank card *4242",
             "check_amount": Money(amount="1.00"), "customer": self.customer, **kw}))
 
+    def price_change(self, **kw: Any) -> Envelope:
+        return self._env(PriceChangeAnnounced(**{
+            "subscription_id": self.subscription_id, "plan_id": "monthly", "change_id": uuid.UUID(int=7),
+            "old_price": Money(amount="299.00"), "new_price": Money(amount="349.00"), "effective_at": T0 + timedelta(days=10),
+            "first_renewal_at": T0 + timedelta(days=60), "customer": self.customer, **kw}))
+
     def every_email(self) -> dict[str, Envelope]:
         """One event per email kind (the purchase is the activation)."""
         return {
@@ -167,4 +174,5 @@ class Account:
             "subscription_expired": self.expired(),
             "trial_started": self.trial_started(),
             "card_replaced": self.card_replaced(),
+            "price_change": self.price_change(),
         }

@@ -38,6 +38,8 @@ from schemas import (
     PaymentSucceeded,
     PlanArchived,
     PlanCreated,
+    PlanPriceChangeScheduled,
+    PriceChangeAnnounced,
     RefundCreated,
     RefundFailed,
     RefundRequested,
@@ -58,6 +60,11 @@ from schemas import (
     derived_id,
     new_envelope,
     plan_stream,
+    promo_stream,
+    AppliedPromo,
+    PromoCodeCreated,
+    PromoCodeRedeemed,
+    PromoCodeReleased,
 )
 
 CHECK = Money(amount="1.00")
@@ -89,6 +96,8 @@ class Sub:
     paid_payment_id: uuid.UUID | None = None
     provider_payment_id: str | None = None
     attempt: int = 0
+    upcoming: tuple[datetime, Money] | None = None
+    """An announced price change: (first renewal at it, the new price)."""
 
 
 @dataclass
@@ -127,6 +136,20 @@ class History:
     def events(self) -> list[Envelope]:
         return [e for a in self.appends for e in a.events]
 
+    def promo_code(self, clock: "Clock") -> str:
+        """This history's promo code, created (on its own stream) the first time a purchase uses it."""
+        code = f"P{self.id_prefix[:10].upper()}"
+        if not any(a.stream_id == promo_stream(code) for a in self.appends):
+            command_id = self.new_id()
+            meta = Metadata(correlation_id=str(command_id), command_id=command_id, actor=Actor(kind="admin", id="ops"))
+            self.appends.append(Append(promo_stream(code), [
+                new_envelope(PromoCodeCreated(code=code, percent_off=20, periods=2, expires_at=clock.now + timedelta(days=365),
+                                              max_redemptions=1000), stream_id=promo_stream(code), metadata=meta, occurred_at=clock.tick()),
+                new_envelope(CommandSucceeded(command_id=command_id, command_type="CreatePromoCode"),
+                             stream_id=promo_stream(code), metadata=meta, occurred_at=clock.tick(0.001)),
+            ]))
+        return code
+
 
 def plan_events(history: History, clock: Clock, plan: PlanInfo, *, archive: bool = False) -> None:
     command_id = history.new_id()
@@ -139,6 +162,17 @@ def plan_events(history: History, clock: Clock, plan: PlanInfo, *, archive: bool
                      stream_id=stream, metadata=meta, occurred_at=clock.tick(0.001)),
     ]
     history.appends.append(Append(stream, events))
+    if not archive:  # every live plan has a price change scheduled (its id is the command's)
+        command_id = history.new_id()
+        meta = Metadata(correlation_id=str(command_id), command_id=command_id, actor=Actor(kind="admin", id="ops"))
+        new_price = Money.from_minor(plan.price.minor + 5000, plan.price.currency)
+        history.appends.append(Append(stream, [
+            new_envelope(PlanPriceChangeScheduled(plan_id=plan.plan_id, change_id=command_id, price=new_price,
+                                                  effective_at=clock.now + timedelta(days=10), reason="costs"),
+                         stream_id=stream, metadata=meta, occurred_at=clock.tick()),
+            new_envelope(CommandSucceeded(command_id=command_id, command_type="SchedulePriceChange", outcome=CommandOutcome(plan_id=plan.plan_id)),
+                         stream_id=stream, metadata=meta, occurred_at=clock.tick(0.001)),
+        ]))
     if archive:
         command_id = history.new_id()
         meta = Metadata(correlation_id=str(command_id), command_id=command_id, actor=Actor(kind="admin", id="ops"))
@@ -181,20 +215,32 @@ class AccountScenario:
 
     # ------------------------------------------------------------------ purchases
 
-    def purchase(self, plan: PlanInfo, outcome: str = "success", *, auto_renew: bool = True) -> Sub:
-        """outcome: success | decline | abandon | unknown_then_success | unknown_then_failed | pending."""
+    def purchase(self, plan: PlanInfo, outcome: str = "success", *, auto_renew: bool = True, promo: bool = False) -> Sub:
+        """outcome: success | decline | abandon | unknown_then_success | unknown_then_failed | pending; with
+        `promo`, the history's promo code (20 % off two periods) holds a use, released if the checkout fails."""
         command_id = self.history.new_id()
         sub = Sub(derived_id("subscription", command_id), plan.plan_id, plan.name, plan.price, plan.period_days)
         self.subs.append(sub)
         payment_id = derived_id("payment", command_id)
         provider_id = str(self.history.new_id())
         url = f"http://127.0.0.1:8010/pay/{provider_id}"
+        applied = None
+        if promo:
+            code = self.history.promo_code(self.clock)
+            off = plan.price.minor * 20 // 100
+            applied = AppliedPromo(code=code, percent_off=20, periods=2, list_price=plan.price,
+                                   discount=Money.from_minor(off), periods_left=1)
+            self.history.appends.append(Append(promo_stream(code), [new_envelope(
+                PromoCodeRedeemed(code=code, user_id=self.user_id, subscription_id=sub.subscription_id, payment_id=payment_id),
+                stream_id=promo_stream(code), metadata=self._meta(command_id), occurred_at=self.clock.tick(0.1),
+                id=derived_id("promo-event", code, "PromoCodeRedeemed", payment_id))]))
+        charge = Money.from_minor(plan.price.minor - (applied.discount.minor if applied else 0))
         self._append(command_id, [CheckoutStarted(
             subscription_id=sub.subscription_id, payment_id=payment_id, plan_id=plan.plan_id, plan_name=plan.name,
-            amount=plan.price, period_days=plan.period_days, auto_renew=auto_renew, customer=self.customer,
-            idempotence_key=str(derived_id("yookassa", payment_id, "create")),
+            amount=charge, period_days=plan.period_days, auto_renew=auto_renew, customer=self.customer,
+            idempotence_key=str(derived_id("yookassa", payment_id, "create")), promo=applied,
             receipt=Receipt(email=self.customer.email, tax_system_code=2, items=[ReceiptItem(
-                description=plan.name, amount=plan.price, vat_code=4, payment_subject="service", payment_mode="full_prepayment")]))])
+                description=plan.name, amount=charge, vat_code=4, payment_subject="service", payment_mode="full_prepayment")]))])
         if outcome.startswith("unknown"):
             self._append(command_id, [PaymentStateUnknown(payment_id=payment_id, subscription_id=sub.subscription_id,
                                                           detail="timeout creating the payment")])
@@ -202,7 +248,7 @@ class AccountScenario:
             if outcome == "unknown_then_failed":
                 self._append(sync_id, [
                     PaymentFailed(payment_id=payment_id, subscription_id=sub.subscription_id, provider_payment_id=provider_id,
-                                  amount=plan.price, reason="expired_on_confirmation", party="yoo_money", customer=self.customer),
+                                  amount=charge, reason="expired_on_confirmation", party="yoo_money", customer=self.customer),
                     CommandFailed(command_id=command_id, command_type="PurchaseSubscription", reason="payment could not be created"),
                     CommandSucceeded(command_id=sync_id, command_type="SyncPayment"),
                 ], kind="system", actor_id="janitor")
@@ -210,7 +256,7 @@ class AccountScenario:
                 return sub
             self._append(sync_id, [
                 PaymentCreated(payment_id=payment_id, subscription_id=sub.subscription_id, provider_payment_id=provider_id,
-                               amount=plan.price, status="pending", confirmation_url=url),
+                               amount=charge, status="pending", confirmation_url=url),
                 CommandSucceeded(command_id=command_id, command_type="PurchaseSubscription",
                                  outcome=CommandOutcome(subscription_id=sub.subscription_id, payment_id=payment_id, confirmation_url=url)),
                 CommandSucceeded(command_id=sync_id, command_type="SyncPayment"),
@@ -219,7 +265,7 @@ class AccountScenario:
         else:
             self._append(command_id, [
                 PaymentCreated(payment_id=payment_id, subscription_id=sub.subscription_id, provider_payment_id=provider_id,
-                               amount=plan.price, status="pending", confirmation_url=url),
+                               amount=charge, status="pending", confirmation_url=url),
                 CommandSucceeded(command_id=command_id, command_type="PurchaseSubscription",
                                  outcome=CommandOutcome(subscription_id=sub.subscription_id, payment_id=payment_id, confirmation_url=url)),
             ])
@@ -232,10 +278,10 @@ class AccountScenario:
             end = paid_at + timedelta(days=plan.period_days)
             self._append(sync_id, [
                 PaymentSucceeded(payment_id=payment_id, subscription_id=sub.subscription_id, provider_payment_id=provider_id,
-                                 amount=plan.price, paid_at=paid_at, customer=self.customer,
+                                 amount=charge, paid_at=paid_at, customer=self.customer,
                                  payment_method=PaymentMethod(id=str(self.history.new_id()), title="Bank card *4444")),
                 SubscriptionActivated(subscription_id=sub.subscription_id, plan_id=plan.plan_id, plan_name=plan.name,
-                                      period_start=paid_at, period_end=end, amount_paid=plan.price, auto_renew=auto_renew,
+                                      period_start=paid_at, period_end=end, amount_paid=charge, auto_renew=auto_renew,
                                       payment_id=payment_id, payment_method_title="Bank card *4444", customer=self.customer),
                 CommandSucceeded(command_id=sync_id, command_type="SyncPayment",
                                  outcome=CommandOutcome(subscription_id=sub.subscription_id, payment_id=payment_id)),
@@ -245,10 +291,16 @@ class AccountScenario:
             reason = "insufficient_funds" if outcome == "decline" else "expired_on_confirmation"
             self._append(sync_id, [
                 PaymentFailed(payment_id=payment_id, subscription_id=sub.subscription_id, provider_payment_id=provider_id,
-                              amount=plan.price, reason=reason, party="payment_network", customer=self.customer),
+                              amount=charge, reason=reason, party="payment_network", customer=self.customer),
                 CommandSucceeded(command_id=sync_id, command_type="SyncPayment"),
             ], kind="provider", actor_id="yookassa")
             sub.status = "payment_failed"
+            if applied is not None:
+                self.history.appends.append(Append(promo_stream(applied.code), [new_envelope(
+                    PromoCodeReleased(code=applied.code, user_id=self.user_id, subscription_id=sub.subscription_id,
+                                      payment_id=payment_id, reason=reason),
+                    stream_id=promo_stream(applied.code), metadata=self._meta(sync_id, "provider", "yookassa"),
+                    occurred_at=self.clock.tick(0.1), id=derived_id("promo-event", applied.code, "PromoCodeReleased", payment_id))]))
         return sub
 
     def trial(self, plan: PlanInfo, *, success: bool = True, days: int = 7) -> Sub:
@@ -406,8 +458,24 @@ class AccountScenario:
             CommandSucceeded(command_id=command_id, command_type="ExtendSubscription", outcome=CommandOutcome(subscription_id=sub.subscription_id)),
         ], kind="admin", actor_id="ops")
 
+    def announce_price(self, sub: Sub) -> None:
+        """The scheduler tells the subscriber: renewals from the one after next cost 50 more."""
+        assert sub.period_end is not None
+        change_id = self.history.new_id()
+        command_id = derived_id("price-notice", sub.subscription_id, change_id)
+        first = sub.period_end + timedelta(days=sub.period_days)
+        new_price = Money.from_minor(sub.price.minor + 5000, sub.price.currency)
+        self._append(command_id, [
+            PriceChangeAnnounced(subscription_id=sub.subscription_id, plan_id=sub.plan_id, change_id=change_id, old_price=sub.price,
+                                 new_price=new_price, effective_at=sub.period_end, first_renewal_at=first, customer=self.customer),
+            CommandSucceeded(command_id=command_id, command_type="AnnouncePriceChange", outcome=CommandOutcome(subscription_id=sub.subscription_id)),
+        ], kind="system", actor_id="scheduler")
+        sub.upcoming = (first, new_price)
+
     def renew(self, sub: Sub, success: bool = True, *, final: bool = False) -> None:
         assert sub.period_end is not None
+        if sub.upcoming is not None and sub.period_end >= sub.upcoming[0]:
+            sub.price, sub.upcoming = sub.upcoming[1], None
         sub.attempt += 1
         command_id = derived_id("renewal", sub.subscription_id, sub.period_end.isoformat(), sub.attempt)
         payment_id = derived_id("payment", command_id)
@@ -480,7 +548,7 @@ def random_account(history: History, clock: Clock, rng: random.Random, plans: Se
                 ["success", "decline", "abandon", "unknown_then_success", "unknown_then_failed", "pending"],
                 weights=[70, 8, 5, 6, 3, 8],
             )[0]
-            sub = account.purchase(plan, outcome, auto_renew=rng.random() < 0.8)
+            sub = account.purchase(plan, outcome, auto_renew=rng.random() < 0.8, promo=rng.random() < 0.15)
         if sub.status != "active":
             continue
         for _ in range(rng.randint(0, 3)):
@@ -493,6 +561,8 @@ def random_account(history: History, clock: Clock, rng: random.Random, plans: Se
                 account.extend(sub, rng.randint(1, 30))
             elif action < 0.6:
                 account.replace_card(sub)
+            elif action < 0.63:
+                account.announce_price(sub)
             elif action < 0.75:
                 account.cancel(sub, "refund_now", rng.choice(["success", "success", "failed", "unknown_then_success"]),
                                admin=rng.random() < 0.2)

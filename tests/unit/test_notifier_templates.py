@@ -10,7 +10,7 @@ from notifier.domain.emails import EMAIL_KINDS, EmailPlan, Facts, Skip, plan_ema
 from notifier.domain.formatting import NBSP, FormattingError, format_day, format_moment, format_money
 from notifier.domain.reasons import PAYMENT_REASONS, payment_reason
 from notifier.adapters.rendering import TEMPLATES, Renderer, RenderError
-from schemas import Money
+from schemas import AppliedPromo, Money
 from tests.support.notifier_events import Account
 
 RUB = Money(amount="1490.00", currency="RUB")
@@ -170,6 +170,28 @@ def test_purchase_email_english(renderer: Renderer) -> None:
     assert f"We received your payment of RUB{NBSP}1,490.00." in email.text
     assert "Period: March 5, 2026 to April 4, 2026." in email.text
     assert "Auto-renewal is off: the subscription ends on April 4, 2026." in email.text
+
+
+def _promo(periods_left: int) -> AppliedPromo:
+    return AppliedPromo(code="SPRING20", percent_off=20, periods=3, list_price=Money(amount="1490.00"),
+                        discount=Money(amount="298.00"), periods_left=periods_left)
+
+
+def test_purchase_and_renewal_emails_show_the_promo_discount(renderer: Renderer) -> None:
+    ru, en = Account(locale="ru", plan_name="Месяц"), Account(locale="en", plan_name="Monthly")
+    email = renderer.render(plan_email(ru.activated(amount_paid=Money(amount="1192.00"), promo=_promo(2))))  # type: ignore[arg-type]
+    assert f"Мы получили оплату 1{NBSP}192,00{NBSP}₽." in email.text
+    assert (f"Промокод SPRING20: скидка 298,00{NBSP}₽ от цены 1{NBSP}490,00{NBSP}₽. "
+            "Скидка сохранится при продлении ещё на периодов: 2, затем — полная цена.") in email.text
+    assert "<strong>SPRING20</strong>" in email.html
+    email = renderer.render(plan_email(en.activated(amount_paid=Money(amount="1192.00"), promo=_promo(0))))  # type: ignore[arg-type]
+    assert f"Promo code SPRING20: RUB{NBSP}298.00 off the price of RUB{NBSP}1,490.00.\n" in email.text
+    email = renderer.render(plan_email(en.renewed(amount=Money(amount="1192.00"), promo=_promo(0))))  # type: ignore[arg-type]
+    assert "From the next period on, the full price." in email.text and "SPRING20" in email.html
+    email = renderer.render(plan_email(ru.renewed(amount=Money(amount="1192.00"), promo=_promo(1))))  # type: ignore[arg-type]
+    assert "Со скидкой осталось периодов: 1." in email.text
+    plain = renderer.render(plan_email(en.activated()))  # type: ignore[arg-type]
+    assert "Promo code" not in plain.text + plain.html
 
 
 def test_payment_failed_says_why(renderer: Renderer) -> None:

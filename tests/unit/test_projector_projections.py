@@ -18,6 +18,11 @@ from projector.domain.projections import DISPATCH, TABLES, apply_event, new_stat
 from projector.domain.state import State
 from schemas import (
     Actor,
+    AppliedPromo,
+    PromoCodeCreated,
+    PromoCodeDeactivated,
+    PromoCodeRedeemed,
+    PromoCodeReleased,
     AutoRenewChanged,
     CheckoutStarted,
     CommandFailed,
@@ -50,6 +55,7 @@ from schemas import (
     account_stream,
     new_envelope,
     plan_stream,
+    promo_stream,
 )
 from schemas.events import EVENT_TYPES
 
@@ -138,6 +144,36 @@ def test_minor_units(amount: str, expected: int) -> None:
     assert minor({"amount": amount, "currency": "RUB"}) == expected
 
 
+# ---------------------------------------------------------------------- promo codes
+
+
+def test_promo_code_uses_and_a_discounted_subscription() -> None:
+    a = Account()
+    code, stream = "SPRING", promo_stream("SPRING")
+    a.apply(PromoCodeCreated(code=code, percent_off=20, periods=2, expires_at=a.at(9999), max_redemptions=5, plan_ids=["basic"]),
+            stream=stream, minutes=1, actor=("admin", "op"))
+    a.apply(PromoCodeRedeemed(code=code, user_id=a.user, subscription_id=a.sub, payment_id=a.pay), stream=stream, minutes=2)
+    a.apply(PromoCodeRedeemed(code=code, user_id="other", subscription_id=uuid.uuid4(), payment_id=uuid.uuid4()), stream=stream, minutes=3)
+    a.apply(PromoCodeReleased(code=code, user_id="other", subscription_id=uuid.uuid4(), payment_id=uuid.uuid4(), reason="declined"),
+            stream=stream, minutes=4)
+    a.apply(PromoCodeDeactivated(code=code, reason="leaked"), stream=stream, minutes=5)
+    assert a.row("promo_codes", code) == {
+        "code": code, "percent_off": 20, "amount_off_minor": None, "currency": None, "periods": 2, "expires_at": a.at(9999),
+        "max_redemptions": 5, "plan_ids": '["basic"]', "active": False, "deactivated_reason": "leaked", "redemptions": 1,
+        "released": 1, "created_at": a.at(1), "updated_at": a.at(5),
+    }
+    b = Account()
+    promo = AppliedPromo(code=code, percent_off=20, periods=2, list_price=PRICE, discount=Money(amount="59.80"), periods_left=1)
+    b.apply(CheckoutStarted(subscription_id=b.sub, payment_id=b.pay, plan_id="basic", plan_name="Basic", amount=Money(amount="239.20"),
+                            period_days=30, auto_renew=True, customer=CUSTOMER, idempotence_key="k", promo=promo))
+    sub, pay = b.row("subscriptions", b.sub), b.row("payments", b.pay)
+    assert (sub["price_minor"], sub["promo_code"], sub["discount_minor"], sub["promo_periods_left"]) == (29900, code, 5980, 1)
+    assert (pay["amount_minor"], pay["discount_minor"], pay["promo_code"]) == (23920, 5980, code)
+    b.apply(SubscriptionRenewed(subscription_id=b.sub, payment_id=uuid.uuid4(), period_start=b.at(10), period_end=b.at(20), amount=PRICE))
+    sub = b.row("subscriptions", b.sub)
+    assert (sub["promo_code"], sub["discount_minor"], sub["promo_periods_left"]) == (code, 0, 0)
+
+
 # ---------------------------------------------------------------------- plans
 
 
@@ -149,6 +185,7 @@ def test_plan_created_then_archived() -> None:
         "plan_id": "basic", "name": "Basic", "price_minor": 29900, "currency": "RUB", "period_days": 30,
         "description": "d", "archived": False, "created_at": a.at(1), "updated_at": a.at(1), "trial_days": 0,
         "vat_code": None, "payment_subject": None, "payment_mode": None,  # a plan from before receipt settings
+        "price_changes": "[]",
     }
     a.apply(PlanCreated(plan_id="basic", name="Basic+", price=Money.from_minor(39900), period_days=31), stream=stream, minutes=2)
     row = a.row("plans", "basic")
@@ -190,7 +227,8 @@ def test_checkout_creates_a_pending_subscription() -> None:
         "period_start": None, "period_end": None, "price_minor": 29900, "amount_paid_minor": 0, "amount_refunded_minor": 0,
         "currency": "RUB", "payment_method_title": None, "last_payment_id": str(a.pay), "renewal_attempt": 0,
         "next_retry_at": None, "status_reason": None, "created_at": a.at(1), "updated_at": a.at(1), "canceled_at": None,
-        "expired_at": None, "trial": False,
+        "expired_at": None, "trial": False, "upcoming_price_minor": None, "upcoming_price_at": None, "promo_code": None,
+        "discount_minor": 0, "promo_periods_left": 0,
     }
 
 
@@ -324,7 +362,7 @@ def test_payment_lifecycle() -> None:
         "payment_id": str(a.pay), "subscription_id": str(a.sub), "user_id": a.user, "provider_payment_id": None,
         "purpose": "purchase", "status": "created", "amount_minor": 29900, "currency": "RUB", "confirmation_url": None,
         "reason": None, "paid_at": None, "created_at": a.at(1), "updated_at": a.at(1),
-        "receipt": None, "receipt_registration": None,
+        "receipt": None, "receipt_registration": None, "discount_minor": 0, "promo_code": None,
     }
     a.apply(PaymentCreated(payment_id=a.pay, subscription_id=a.sub, provider_payment_id="yk-1", amount=PRICE, status="pending",
                            confirmation_url="http://pay/1"))

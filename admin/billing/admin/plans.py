@@ -1,12 +1,15 @@
-"""The plan catalogue: prices and periods, with the operator actions to create and archive plans."""
+"""The plan catalogue: prices, scheduled price changes and periods, with the operator actions to
+create plans, schedule a new price and archive plans."""
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 from django.contrib import admin
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404
+from django.utils.html import format_html_join
 from django.utils.safestring import SafeString
 
 from admin.billing import forms, views
@@ -22,8 +25,8 @@ class PlanAdmin(ReadOnlyAdmin):
     list_filter = ("archived", "period_days")
     search_fields = ("plan_id", "name")
     ordering = ("archived", "plan_id")
-    fields = ("plan_id", "name", "price_display", "period_days", "trial_days", "description", "archived", "vat",
-              "payment_subject", "payment_mode", "created", "updated", "subscriptions_link")
+    fields = ("plan_id", "name", "price_display", "scheduled_changes", "period_days", "trial_days", "description", "archived",
+              "vat", "payment_subject", "payment_mode", "created", "updated", "subscriptions_link")
     readonly_fields = fields
     change_list_template = "admin/billing/plan/change_list.html"
     change_form_template = "admin/billing/plan/change_form.html"
@@ -35,6 +38,18 @@ class PlanAdmin(ReadOnlyAdmin):
     @admin.display(description="receipt VAT code", ordering="vat_code")
     def vat(self, obj: Plan) -> str:
         return vat_label(obj.vat_code)
+
+    @admin.display(description="scheduled price changes")
+    def scheduled_changes(self, obj: Plan) -> SafeString | str:
+        """Every change the plan ever had, by effective date (the read model keeps them all)."""
+        changes = obj.price_changes or []
+        if not changes:
+            return "—"
+        return format_html_join(
+            "", "<div class=\"billing-price-change\">{} from {}{}</div>",
+            ((format_money(c["price_minor"], obj.currency), fmt_dt(datetime.fromisoformat(c["effective_at"])),
+              " — existing subscribers keep their price" if c.get("grandfather") else "") for c in changes),
+        )
 
     @admin.display(description="subscriptions")
     def subscribers(self, obj: Plan) -> SafeString:
@@ -56,6 +71,7 @@ class PlanAdmin(ReadOnlyAdmin):
         return [
             self.admin_url("create", self.create_view, "create/"),
             self.admin_url("archive", self.archive_view, "<path:object_id>/archive/"),
+            self.admin_url("price", self.price_change_view, "<path:object_id>/price-change/"),
             *super().get_urls(),
         ]
 
@@ -71,6 +87,19 @@ class PlanAdmin(ReadOnlyAdmin):
         return views.operator_action(
             self, request, title="Create a plan", make_form=forms.CreatePlanForm, api_path="/plans",
             back_url=changelist_url("plan"),
+        )
+
+    def price_change_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
+        plan = get_object_or_404(Plan, plan_id=object_id)
+
+        def make_form(**kwargs: Any) -> forms.OperatorCommandForm:
+            return forms.SchedulePriceChangeForm(**kwargs, currency=plan.currency)
+
+        return views.operator_action(
+            self, request, title=f"Schedule a new price for plan {plan.plan_id}", make_form=make_form,
+            api_path=f"/plans/{plan.plan_id}/price-changes", back_url=change_url("plan", plan.plan_id), obj=plan,
+            summary=[("plan", str(plan)), ("price", plan.price), ("period", f"{plan.period_days} days"),
+                     ("scheduled", self.scheduled_changes(plan))],
         )
 
     def archive_view(self, request: HttpRequest, object_id: str) -> HttpResponse:

@@ -34,7 +34,7 @@ from admin.billing.money import format_money
 class SubscriptionAdmin(ReadOnlyAdmin):
     list_display = ("sub_id", "account", "email", "plan_name", "status_display", "trial", "auto_renew",
                     "cancel_at_period_end", "period_end_display", "paid", "refunded", "created")
-    list_filter = ("status", PlanFilter, "trial", "auto_renew", "cancel_at_period_end", "period_end", "created_at")
+    list_filter = ("status", PlanFilter, "trial", "auto_renew", "cancel_at_period_end", "period_end", "created_at", "promo_code")
     search_fields = ("user_id", "email")
     search_help_text = "User id, email, subscription id, payment id or YooKassa payment id"
     date_hierarchy = "created_at"
@@ -43,7 +43,7 @@ class SubscriptionAdmin(ReadOnlyAdmin):
                            "status_reason")}),
         ("Period", {"fields": ("period_start_display", "period_end_display", "trial", "auto_renew", "cancel_at_period_end",
                                "renewal_attempt", "next_retry_display", "canceled_display", "expired_display")}),
-        ("Money", {"fields": ("price", "paid", "refunded", "refundable", "payment_method_title")}),
+        ("Money", {"fields": ("price", "upcoming_price", "promo", "paid", "refunded", "refundable", "payment_method_title")}),
         ("Related", {"fields": ("payments", "refunds", "timeline")}),
         ("Record", {"fields": ("created", "updated")}),
     )
@@ -103,6 +103,22 @@ class SubscriptionAdmin(ReadOnlyAdmin):
     @admin.display(description="price", ordering="price_minor")
     def price(self, obj: Subscription) -> str:
         return format_money(obj.price_minor, obj.currency)
+
+    @admin.display(description="promo code")
+    def promo(self, obj: Subscription) -> SafeString | str:
+        """The code, the latest charge's discount and the discounted periods still to come."""
+        if not obj.promo_code:
+            return "—"
+        return format_html("{} — {} off the latest charge, {} discounted period(s) left",
+                           link(change_url("promocode", obj.promo_code), obj.promo_code),
+                           format_money(obj.discount_minor, obj.currency), obj.promo_periods_left)
+
+    @admin.display(description="announced price")
+    def upcoming_price(self, obj: Subscription) -> str:
+        """A plan price change the subscriber was emailed about (PriceChangeAnnounced)."""
+        if obj.upcoming_price_minor is None:
+            return "—"
+        return f"{format_money(obj.upcoming_price_minor, obj.currency)} from the renewal on {fmt_dt(obj.upcoming_price_at)}"
 
     @admin.display(description="paid", ordering="amount_paid_minor")
     def paid(self, obj: Subscription) -> str:

@@ -20,25 +20,35 @@ from command_api.entrypoints.models import (
     AdminAutoRenewRequest,
     AdminCancelRequest,
     AdminCreatePlanRequest,
+    AdminCreatePromoCodeRequest,
+    AdminDeactivatePromoCodeRequest,
     AdminExtendRequest,
     AdminGrantRequest,
     AdminRefundRequest,
+    AdminSchedulePriceChangeRequest,
     CommandStatus,
+    PROMO_CODE_INPUT,
+    PromoCode,
+    PromoCodeList,
 )
 from command_api.domain.problems import ProblemError
-from command_api.entrypoints.routes.common import command_responses, read_responses
+from command_api.entrypoints.routes.common import Limit, Offset, command_responses, plan_price_at, promo_code_view, read_responses
 from schemas import (
     AdminCancelSubscription,
     AdminRefund,
     ArchivePlan,
     CreatePlan,
+    CreatePromoCode,
     Customer,
+    DeactivatePromoCode,
     ExtendSubscription,
     GrantSubscription,
+    SchedulePriceChange,
     SetAutoRenew,
     account_stream,
     derived_id,
     plan_stream,
+    promo_stream,
 )
 from typing import Annotated
 
@@ -180,6 +190,97 @@ async def archive_plan(
         return Prepared(payload, plan_stream(plan_id), plan_id)
 
     return await services.intake.submit(ctx, "ArchivePlan", body, prepare)
+
+
+@router.post("/plans/{plan_id}/price-changes", status_code=202, response_model=CommandStatus, responses=command_responses())
+async def schedule_price_change(
+    plan_id: Annotated[str, Path(pattern=PLAN_ID_PATTERN)],
+    body: AdminSchedulePriceChangeRequest,
+    services: ServicesDep,
+    ctx: OperatorCommand,
+) -> Response:
+    """Schedule a new price for a plan from a future date on. Purchases from that date pay it;
+    existing subscribers are emailed and pay it from their first renewal at least the notice
+    period (30 days by default) after the email — unless `grandfather` keeps them on their price."""
+
+    async def prepare(command_id: uuid.UUID) -> Prepared:
+        plan = await services.reads.plan(plan_id)
+        if plan is None:
+            raise ProblemError(404, "not-found", "Not found", "no such plan")
+        if plan["archived"]:
+            raise ProblemError(422, "plan-archived", "Plan archived", f"plan {plan_id!r} is archived: it has no price to change")
+        if body.effective_at <= services.clock.now():
+            raise ProblemError(422, "validation-error", "Request is not valid", "effective_at must be in the future")
+        if body.price.minor <= 0:
+            raise ProblemError(422, "validation-error", "Request is not valid", "price must be positive")
+        if body.price.currency != plan["currency"]:
+            raise ProblemError(422, "validation-error", "Request is not valid", f"the plan is priced in {plan['currency']}")
+        if plan_price_at(plan, body.effective_at)[0] == body.price.minor:
+            raise ProblemError(422, "same-price", "Same price", f"plan {plan_id!r} already costs {body.price} then")
+        payload = SchedulePriceChange(
+            plan_id=plan_id, price=body.price, effective_at=body.effective_at, grandfather=body.grandfather, reason=body.reason
+        )
+        return Prepared(payload, plan_stream(plan_id), plan_id)
+
+    return await services.intake.submit(ctx, "SchedulePriceChange", body, prepare)
+
+
+@router.post("/promo-codes", status_code=202, response_model=CommandStatus, responses=command_responses())
+async def create_promo_code(body: AdminCreatePromoCodeRequest, services: ServicesDep, ctx: OperatorCommand) -> Response:
+    """Create a promo code: percent or amount off the first period or the first N periods, with an
+    expiry, an optional usage limit across customers and an optional plan restriction; each customer
+    may use it once. Codes are upper-cased."""
+
+    async def prepare(command_id: uuid.UUID) -> Prepared:
+        if (body.percent_off is None) == (body.amount_off is None):
+            raise ProblemError(422, "validation-error", "Request is not valid", "give either percent_off or amount_off")
+        if body.amount_off is not None and body.amount_off.minor <= 0:
+            raise ProblemError(422, "validation-error", "Request is not valid", "amount_off must be positive")
+        if body.expires_at.tzinfo is None:
+            raise ProblemError(422, "validation-error", "Request is not valid", "expires_at must carry a timezone")
+        code = body.code.upper()
+        payload = CreatePromoCode(
+            code=code, percent_off=body.percent_off, amount_off=body.amount_off, periods=body.periods, expires_at=body.expires_at,
+            max_redemptions=body.max_redemptions, plan_ids=body.plan_ids, reason=body.reason,
+        )
+        return Prepared(payload, promo_stream(code), code)
+
+    return await services.intake.submit(ctx, "CreatePromoCode", body, prepare)
+
+
+@router.post("/promo-codes/{code}/deactivate", status_code=202, response_model=CommandStatus, responses=command_responses())
+async def deactivate_promo_code(
+    code: Annotated[str, Path(pattern=PROMO_CODE_INPUT)],
+    body: AdminDeactivatePromoCodeRequest,
+    services: ServicesDep,
+    ctx: OperatorCommand,
+) -> Response:
+    """Stop accepting a code (subscriptions bought with it keep their discount)."""
+
+    async def prepare(command_id: uuid.UUID) -> Prepared:
+        upper = code.upper()
+        if await services.reads.promo_code(upper) is None:
+            raise ProblemError(404, "promo-code-not-found", "Promo code not found", f"there is no promo code {upper!r}",
+                               code="promo_code_not_found")
+        return Prepared(DeactivatePromoCode(code=upper, reason=body.reason), promo_stream(upper), upper)
+
+    return await services.intake.submit(ctx, "DeactivatePromoCode", body, prepare)
+
+
+@router.get("/promo-codes", response_model=PromoCodeList, responses=read_responses(403))
+async def list_promo_codes(services: ServicesDep, operator: CurrentOperator, limit: Limit = 50, offset: Offset = 0) -> PromoCodeList:
+    """Every promo code, newest first, with its uses and what is left."""
+    rows = await services.reads.promo_codes(limit=limit, offset=offset)
+    return PromoCodeList(items=[promo_code_view(r) for r in rows], limit=limit, offset=offset)
+
+
+@router.get("/promo-codes/{code}", response_model=PromoCode, responses=read_responses(403, 404))
+async def get_promo_code(code: Annotated[str, Path(pattern=PROMO_CODE_INPUT)], services: ServicesDep, operator: CurrentOperator) -> PromoCode:
+    """One promo code with its uses and what is left."""
+    row = await services.reads.promo_code(code.upper())
+    if row is None:
+        raise ProblemError(404, "not-found", "Not found", "no such promo code")
+    return promo_code_view(row)
 
 
 @router.get("/commands/{command_id}", response_model=CommandStatus, responses=read_responses(403, 404))

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Annotated, Any
 
+import orjson
 from fastapi import Query
 
-from command_api.entrypoints.models import CommandStatus, Payment, Plan, Refund, Subscription
+from command_api.entrypoints.models import (
+    CommandStatus, Payment, Plan, PromoCode, PromoCodePreview, Refund, ScheduledPriceChange, Subscription,
+)
 from command_api.entrypoints.problems import problem_responses
 from command_api.adapters.read_models import Row
+from rules.discounts import discount_minor
 from schemas import Money
 
 Limit = Annotated[int, Query(ge=1, le=100, description="page size")]
@@ -19,15 +24,43 @@ def money(minor: int | None, currency: str) -> Money:
     return Money.from_minor(int(minor or 0), currency)
 
 
-def plan_view(row: Row) -> Plan:
+def price_changes(row: Row) -> list[dict[str, Any]]:
+    """A plan row's scheduled prices (`read.plans.price_changes`), by effective date."""
+    raw = row.get("price_changes") or "[]"
+    changes = orjson.loads(raw) if isinstance(raw, (str, bytes)) else list(raw)
+    return sorted(
+        ({**c, "effective_at": datetime.fromisoformat(c["effective_at"])} for c in changes), key=lambda c: c["effective_at"]
+    )
+
+
+def plan_price_at(row: Row, now: datetime) -> tuple[int, dict[str, Any] | None]:
+    """(the price a purchase pays at `now` in minor units, the next scheduled change or None) —
+    the same rule as the processor's `PlanState.price_at`: the newest change in effect wins."""
+    price, upcoming = int(row["price_minor"]), None
+    for change in price_changes(row):
+        if change["effective_at"] <= now:
+            price = int(change["price_minor"])
+        elif upcoming is None:
+            upcoming = change
+    return price, upcoming
+
+
+def plan_view(row: Row, now: datetime) -> Plan:
+    price, upcoming = plan_price_at(row, now)
+    scheduled = None
+    if upcoming is not None:
+        scheduled = ScheduledPriceChange(
+            price=money(upcoming["price_minor"], row["currency"]), effective_at=upcoming["effective_at"], grandfather=upcoming["grandfather"]
+        )
     return Plan(
         plan_id=row["plan_id"],
         name=row["name"],
-        price=money(row["price_minor"], row["currency"]),
+        price=money(price, row["currency"]),
         period_days=row["period_days"],
         description=row["description"],
         archived=row["archived"],
         trial_days=row.get("trial_days") or 0,
+        scheduled_change=scheduled,
     )
 
 
@@ -51,8 +84,57 @@ def subscription_fields(row: Row) -> dict[str, Any]:
         "updated_at": row["updated_at"],
         "canceled_at": row["canceled_at"],
         "expired_at": row["expired_at"],
+        "promo_code": row.get("promo_code"),
+        "discount": money(row["discount_minor"], currency) if row.get("discount_minor") else None,
+        "promo_periods_left": row.get("promo_periods_left") or 0,
         "trial": bool(row.get("trial")),
+        "upcoming_price": money(row["upcoming_price_minor"], currency) if row.get("upcoming_price_minor") is not None else None,
+        "upcoming_price_from": row.get("upcoming_price_at"),
     }
+
+
+def promo_code_view(row: Row) -> PromoCode:
+    currency = row["currency"] or "RUB"
+    limit = row["max_redemptions"]
+    return PromoCode(
+        code=row["code"],
+        percent_off=row["percent_off"],
+        amount_off=money(row["amount_off_minor"], currency) if row["amount_off_minor"] is not None else None,
+        periods=row["periods"],
+        expires_at=row["expires_at"],
+        max_redemptions=limit,
+        plan_ids=orjson.loads(row["plan_ids"]) if isinstance(row["plan_ids"], str) else row["plan_ids"],
+        active=row["active"],
+        deactivated_reason=row["deactivated_reason"],
+        redemptions=row["redemptions"],
+        released=row["released"],
+        remaining=None if limit is None else max(limit - row["redemptions"], 0),
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+    )
+
+
+def promo_preview(row: Row, plan: Row | None, now: datetime) -> PromoCodePreview:
+    """The same checks and arithmetic as the processor's (`rules.discounts`), on the read models; the
+    once-per-user rule is the processor's alone (the read model does not list who used a code)."""
+    view = promo_code_view(row)
+    problem = None
+    if not view.active or now >= view.expires_at:
+        problem = "promo_code_expired"
+    elif view.remaining == 0:
+        problem = "promo_code_exhausted"
+    elif plan is not None and view.plan_ids is not None and plan["plan_id"] not in view.plan_ids:
+        problem = "promo_code_not_applicable"
+    elif plan is not None and view.amount_off is not None and view.amount_off.currency != plan["currency"]:
+        problem = "promo_code_not_applicable"
+    priced: dict[str, Any] = {}
+    if plan is not None and problem is None:
+        off = discount_minor(plan["price_minor"], percent_off=view.percent_off,
+                             amount_off_minor=view.amount_off.minor if view.amount_off else None)
+        priced = {"list_price": money(plan["price_minor"], plan["currency"]), "discount": money(off, plan["currency"]),
+                  "price": money(plan["price_minor"] - off, plan["currency"])}
+    return PromoCodePreview(code=view.code, plan_id=plan["plan_id"] if plan else None, applicable=problem is None, problem=problem,
+                            periods=view.periods, expires_at=view.expires_at, **priced)
 
 
 def subscription_view(row: Row) -> Subscription:
@@ -66,6 +148,8 @@ def payment_view(row: Row) -> Payment:
         purpose=row["purpose"],
         status=row["status"],
         amount=money(row["amount_minor"], row["currency"]),
+        discount=money(row["discount_minor"], row["currency"]) if row.get("discount_minor") else None,
+        promo_code=row.get("promo_code"),
         confirmation_url=row["confirmation_url"],
         reason=row["reason"],
         paid_at=row["paid_at"],

@@ -12,18 +12,21 @@ import uuid
 from datetime import timedelta
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Header, Query
+from fastapi import APIRouter, Header, Path, Query
 from fastapi.responses import Response
 
 from command_api.entrypoints.deps import CurrentUser, PreferHeader, ServicesDep, UserCommand
 from command_api.adapters.intake import Prepared, parse_prefer_wait, status_body
 from command_api.entrypoints.models import (
+    PLAN_ID_PATTERN,
+    PROMO_CODE_INPUT,
     AutoRenewRequest,
     CancelRequest,
     CommandStatus,
     PaymentList,
     Payment,
     PlanList,
+    PromoCodePreview,
     PurchaseRequest,
     RefundList,
     ReplacePaymentMethodRequest,
@@ -39,6 +42,7 @@ from command_api.entrypoints.routes.common import (
     money,
     payment_view,
     plan_view,
+    promo_preview,
     read_responses,
     refund_view,
     subscription_fields,
@@ -67,7 +71,8 @@ def _not_found(what: str) -> ProblemError:
 @router.get("/plans", response_model=PlanList, tags=["plans"], responses=read_responses())
 async def list_plans(services: ServicesDep, principal: CurrentUser) -> PlanList:
     """The plans on sale (archived plans are not listed)."""
-    return PlanList(items=[plan_view(row) for row in await services.reads.plans()])
+    now = services.clock.now()
+    return PlanList(items=[plan_view(row, now) for row in await services.reads.plans()])
 
 
 @router.post(
@@ -89,15 +94,41 @@ async def purchase(body: PurchaseRequest, services: ServicesDep, principal: Curr
             raise ProblemError(
                 422, "plan-not-available", "Plan not available", f"plan {body.plan_id!r} does not exist or is archived"
             )
+        promo_code = body.promo_code.upper() if body.promo_code else None
+        if promo_code is not None and await services.reads.promo_code(promo_code) is None:
+            raise ProblemError(404, "promo-code-not-found", "Promo code not found", f"there is no promo code {promo_code!r}",
+                               code="promo_code_not_found")
         payload = PurchaseSubscription(
             subscription_id=derived_id("subscription", command_id),
             plan_id=body.plan_id,
             auto_renew=body.auto_renew,
             customer=customer,
+            promo_code=promo_code,
         )
         return Prepared(payload, account_stream(principal.user_id), principal.user_id)
 
     return await services.intake.submit(ctx, "PurchaseSubscription", body, prepare)
+
+
+@router.get(
+    "/promo-codes/{code}", response_model=PromoCodePreview, tags=["plans"], responses=read_responses(404)
+)
+async def preview_promo_code(
+    code: Annotated[str, Path(pattern=PROMO_CODE_INPUT)],
+    services: ServicesDep,
+    principal: CurrentUser,
+    plan_id: Annotated[str | None, Query(pattern=PLAN_ID_PATTERN, description="the plan to price with the code")] = None,
+) -> PromoCodePreview:
+    """What a promo code would take off a plan's first period now; the purchase itself decides for
+    certain (a code may be used up between the two)."""
+    row = await services.reads.promo_code(code.upper())
+    if row is None:
+        raise ProblemError(404, "promo-code-not-found", "Promo code not found", f"there is no promo code {code.upper()!r}",
+                           code="promo_code_not_found")
+    plan = await services.reads.plan_on_sale(plan_id) if plan_id else None
+    if plan_id and plan is None:
+        raise _not_found("plan")
+    return promo_preview(row, plan, services.clock.now())
 
 
 @router.get("/subscriptions", response_model=SubscriptionList, tags=["subscriptions"], responses=read_responses())

@@ -12,11 +12,11 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from projector.domain.events import EVENT_VERSIONS, ProjectedEvent
-from projector.domain.projections import accounts, commands, payments, plans, refunds, revenue, subscriptions
+from projector.domain.projections import accounts, commands, payments, plans, promo_codes, refunds, revenue, subscriptions
 from projector.domain.projections.base import TableSpec
 from projector.domain.state import State
 
-PROJECTIONS = (plans, subscriptions, payments, refunds, commands, accounts, revenue)
+PROJECTIONS = (plans, promo_codes, subscriptions, payments, refunds, commands, accounts, revenue)
 TABLES: dict[str, TableSpec] = {t.name: t for p in PROJECTIONS for t in (p.TABLE, *getattr(p, "MORE_TABLES", ()))}
 TABLE_NAMES: tuple[str, ...] = tuple(TABLES)
 

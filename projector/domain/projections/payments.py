@@ -23,7 +23,7 @@ TABLE = TableSpec(
         ("purpose", TEXT), ("status", TEXT), ("amount_minor", BIGINT), ("currency", TEXT),
         ("confirmation_url", TEXT), ("reason", TEXT), ("paid_at", TIMESTAMPTZ),
         ("created_at", TIMESTAMPTZ), ("updated_at", TIMESTAMPTZ),
-        ("receipt", JSONB), ("receipt_registration", TEXT),
+        ("receipt", JSONB), ("receipt_registration", TEXT), ("discount_minor", BIGINT), ("promo_code", TEXT),
     ),
 )
 T = TABLE.name
@@ -61,7 +61,12 @@ def _row(state: State, ev: ProjectedEvent, *, purpose: str, amount: dict | None)
             "updated_at": ev.occurred_at,
             "receipt": None,
             "receipt_registration": None,
+            "discount_minor": 0,
+            "promo_code": None,
         }
+    promo = d.get("promo")
+    if promo:  # an intent: `amount` is what is charged, the discount is beside it
+        row["discount_minor"], row["promo_code"] = minor(promo["discount"]), promo["code"]
     return row
 
 

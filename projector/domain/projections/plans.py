@@ -1,9 +1,17 @@
-"""`read.plans`: the catalogue, from the plan streams (PlanCreated, PlanArchived)."""
+"""`read.plans`: the catalogue, from the plan streams (PlanCreated, PlanArchived, PlanPriceChangeScheduled).
+
+`price_minor` is the price the plan was created with; `price_changes` lists every scheduled price
+(`[{"change_id", "price_minor", "effective_at", "grandfather"}]`, by effective date), so a reader
+tells the price at any time (the projector never looks at the clock): the newest change in effect,
+else `price_minor`.
+"""
 
 from __future__ import annotations
 
-from projector.domain.events import ProjectedEvent, currency, minor
-from projector.domain.projections.base import BIGINT, BOOLEAN, INTEGER, TEXT, TIMESTAMPTZ, TableSpec
+import orjson
+
+from projector.domain.events import ProjectedEvent, currency, minor, ts
+from projector.domain.projections.base import BIGINT, BOOLEAN, INTEGER, JSONB, TEXT, TIMESTAMPTZ, TableSpec
 from projector.domain.state import State
 
 TABLE = TableSpec(
@@ -13,7 +21,7 @@ TABLE = TableSpec(
         ("plan_id", TEXT), ("name", TEXT), ("price_minor", BIGINT), ("currency", TEXT),
         ("period_days", INTEGER), ("description", TEXT), ("archived", BOOLEAN),
         ("created_at", TIMESTAMPTZ), ("updated_at", TIMESTAMPTZ), ("trial_days", INTEGER),
-        ("vat_code", INTEGER), ("payment_subject", TEXT), ("payment_mode", TEXT),
+        ("vat_code", INTEGER), ("payment_subject", TEXT), ("payment_mode", TEXT), ("price_changes", JSONB),
     ),
 )
 T = TABLE.name
@@ -23,7 +31,7 @@ def _plan_created(state: State, ev: ProjectedEvent) -> None:
     d = ev.data
     row = state.get(T, d["plan_id"])
     if row is None:
-        row = {"plan_id": d["plan_id"], "archived": False, "created_at": ev.occurred_at}
+        row = {"plan_id": d["plan_id"], "archived": False, "created_at": ev.occurred_at, "price_changes": "[]"}
     row.update(
         name=d["name"],
         price_minor=minor(d["price"]),
@@ -48,4 +56,22 @@ def _plan_archived(state: State, ev: ProjectedEvent) -> None:
     state.put(T, row["plan_id"], row)
 
 
-HANDLERS = {"PlanCreated": _plan_created, "PlanArchived": _plan_archived}
+def _price_change_scheduled(state: State, ev: ProjectedEvent) -> None:
+    d = ev.data
+    row = state.get(T, d["plan_id"])
+    if row is None:
+        return  # the processor refuses a change to a plan never created
+    changes = [c for c in orjson.loads(row.get("price_changes") or "[]") if c["change_id"] != d["change_id"]]
+    changes.append({
+        "change_id": d["change_id"],
+        "price_minor": minor(d["price"]),
+        "effective_at": ts(d["effective_at"]).isoformat(),
+        "grandfather": bool(d.get("grandfather", False)),
+    })
+    changes.sort(key=lambda c: c["effective_at"])
+    row["price_changes"] = orjson.dumps(changes, option=orjson.OPT_SORT_KEYS).decode()
+    row["updated_at"] = ev.occurred_at
+    state.put(T, row["plan_id"], row)
+
+
+HANDLERS = {"PlanCreated": _plan_created, "PlanArchived": _plan_archived, "PlanPriceChangeScheduled": _price_change_scheduled}

@@ -4,7 +4,9 @@ Statuses (contracts): `pending_payment` → `active` → `canceled` | `expired`;
 renewals are being retried; `payment_failed` when the first payment was declined or abandoned.
 Cancel at period end keeps `active` with `cancel_at_period_end` and `auto_renew` off until the
 SubscriptionExpired at the period end. `amount_paid_minor` sums PaymentSucceeded (purchase and
-renewals), `amount_refunded_minor` sums RefundSucceeded.
+renewals), `amount_refunded_minor` sums RefundSucceeded. `upcoming_price_minor` from
+`upcoming_price_at` is a plan price change announced to the subscriber (PriceChangeAnnounced); the
+renewal starting at/after that date makes it the `price_minor`.
 """
 
 from __future__ import annotations
@@ -24,7 +26,8 @@ TABLE = TableSpec(
         ("currency", TEXT), ("payment_method_title", TEXT), ("last_payment_id", UUID),
         ("renewal_attempt", INTEGER), ("next_retry_at", TIMESTAMPTZ), ("status_reason", TEXT),
         ("created_at", TIMESTAMPTZ), ("updated_at", TIMESTAMPTZ), ("canceled_at", TIMESTAMPTZ),
-        ("expired_at", TIMESTAMPTZ), ("trial", BOOLEAN),
+        ("expired_at", TIMESTAMPTZ), ("trial", BOOLEAN), ("upcoming_price_minor", BIGINT), ("upcoming_price_at", TIMESTAMPTZ),
+        ("promo_code", TEXT), ("discount_minor", BIGINT), ("promo_periods_left", INTEGER),
     ),
 )
 T = TABLE.name
@@ -63,7 +66,20 @@ def _new(ev: ProjectedEvent, subscription_id: str, d: dict, *, price: dict | Non
         "canceled_at": None,
         "expired_at": None,
         "trial": False,
+        "upcoming_price_minor": None,
+        "upcoming_price_at": None,
+        "promo_code": None,
+        "discount_minor": 0,
+        "promo_periods_left": 0,
     }
+
+
+def _promo(row: Row, promo: dict | None) -> None:
+    """The discount of the latest charge and the discounted periods still to come after it."""
+    row["discount_minor"] = minor(promo["discount"]) if promo else 0
+    row["promo_periods_left"] = promo["periods_left"] if promo else 0
+    if promo:
+        row["promo_code"] = promo["code"]
 
 
 def _customer(row: Row, d: dict) -> None:
@@ -92,17 +108,20 @@ def _checkout_started(state: State, ev: ProjectedEvent) -> None:
     row = state.claim(T, d["subscription_id"], ev.user_id)
     if row is FOREIGN:
         return
+    promo = d.get("promo")
+    price = promo["list_price"] if promo else d["amount"]  # the list price; the discount is beside it
     if row is None:
-        row = _new(ev, d["subscription_id"], d, price=d["amount"])
+        row = _new(ev, d["subscription_id"], d, price=price)
     else:
         # the same subscription checked out again (a retried purchase): a new payment attempt
         if row["status"] in ("pending_payment", "payment_failed"):
             row["status"] = "pending_payment"
             row["status_reason"] = None
-        row["price_minor"] = minor(d["amount"])
-        row["currency"] = currency(d["amount"])
+        row["price_minor"] = minor(price)
+        row["currency"] = currency(price)
         row["last_payment_id"] = d["payment_id"]
         _customer(row, d)
+    _promo(row, promo)
     _save(state, ev, row)
 
 
@@ -252,6 +271,10 @@ def _renewed(state: State, ev: ProjectedEvent) -> None:
         next_retry_at=None,
         status_reason=None,
     )
+    upcoming_at = row.get("upcoming_price_at")
+    if upcoming_at is not None and row["period_start"] >= upcoming_at:
+        row.update(price_minor=row["upcoming_price_minor"], upcoming_price_minor=None, upcoming_price_at=None)
+    _promo(row, d.get("promo"))
     _customer(row, d)
     _save(state, ev, row)
 
@@ -291,6 +314,15 @@ def _payment_method_replaced(state: State, ev: ProjectedEvent) -> None:
     _save(state, ev, row)
 
 
+def _price_announced(state: State, ev: ProjectedEvent) -> None:
+    row = _existing(state, ev)
+    if row is None:
+        return
+    d = ev.data
+    row.update(upcoming_price_minor=minor(d["new_price"]), upcoming_price_at=ts(d["first_renewal_at"]))
+    _save(state, ev, row)
+
+
 def _adjusted(state: State, ev: ProjectedEvent) -> None:
     row = _existing(state, ev)
     if row is None:
@@ -316,6 +348,7 @@ HANDLERS = {
     "RenewalFailed": _renewal_failed,
     "SubscriptionExpired": _expired,
     "SubscriptionAdjusted": _adjusted,
+    "PriceChangeAnnounced": _price_announced,
 }
 
 COUNT_EVENTS = frozenset(

@@ -1,4 +1,4 @@
-"""The Reconciliation pages' models (unmanaged: the processor owns the tables, migration pp0005_recon)
+"""The Reconciliation pages' models (unmanaged: the processor owns the tables, migration pp0006_recon)
 and their view permission for both operator groups (docs/decisions/0122)."""
 
 from django.contrib.auth.management import create_permissions
@@ -25,7 +25,7 @@ def revoke_view(apps, schema_editor):
 
 
 class Migration(migrations.Migration):
-    dependencies = [("billing", "0003_revenue")]
+    dependencies = [("billing", "0004_promo_codes")]
 
     operations = [
         migrations.CreateModel(

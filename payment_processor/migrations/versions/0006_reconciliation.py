@@ -6,15 +6,15 @@ operator) and one per difference it found, with its status: `open` (an operator 
 closed it with a reason, in the admin). A scheduled window is reconciled once: two processor
 instances cannot both claim it (the partial unique index); a failed one is tried again.
 
-Revision ID: pp0005_recon
-Revises: pp0004_cards
+Revision ID: pp0006_recon
+Revises: pp0005_prices
 Create Date: 2026-12-06
 """
 
 from alembic import op
 
-revision = "pp0005_recon"
-down_revision = "pp0004_cards"
+revision = "pp0006_recon"
+down_revision = "pp0005_prices"
 branch_labels = None
 depends_on = None
 
