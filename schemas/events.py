@@ -336,6 +336,13 @@ class RefundSucceeded(Event):
     amount: Money
     days_used: int | None = None
     customer: Customer | None = None
+    dashboard: bool = Field(
+        default=False,
+        description=(
+            "True for a refund we never asked for: made in YooKassa's dashboard (by an operator) and recorded when its "
+            "notification or a reconciliation found it; no RefundRequested precedes it (docs/decisions/0122)"
+        ),
+    )
     receipt_registration: ReceiptRegistration | None = Field(default=None, description="YooKassa's receipt_registration when we read the refund")
 
 

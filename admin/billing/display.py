@@ -23,6 +23,7 @@ STATUS_COLOURS = {
     "requested": "#9a6700", "created": "#9a6700", "past_due": "#bc4c00", "unknown": "#bc4c00",
     "canceled": "#57606a", "expired": "#57606a",
     "payment_failed": "#cf222e", "rejected": "#cf222e", "failed": "#cf222e",
+    "open": "#bc4c00", "recorded": "#1a7f37", "resolved": "#57606a", "running": "#9a6700", "done": "#1a7f37",
 }
 
 def fmt_dt(value: Any) -> str:

@@ -217,7 +217,9 @@ def _sync_refund(state: AccountState, command: Envelope, ctx: Context) -> Decisi
     elif c.provider_refund_id is not None:
         refund = state.refund_by_provider_id(c.provider_refund_id)
     if refund is None:
-        if c.provider_refund_id is not None and any(r.outcome_unknown for r in state.refunds.values()):
+        if c.provider_refund_id is not None:
+            # A YooKassa refund we never heard the id of: a late answer about one we gave up on
+            # (0104) or one made in YooKassa's dashboard (0122); what YooKassa's API says tells.
             return Decision(step=FindRefund(None, c.provider_refund_id))
         return reject(command, "refund_not_found", "This account has no such refund.")
     if refund.status in FINAL_REFUND:

@@ -87,6 +87,8 @@ class ProviderPayment:
     metadata: dict[str, str] | None = None
     """What we sent as `metadata` (user_id, subscription_id, payment_id, command_id): as YooKassa
     returns it from its API (never from a notification body), it ties the payment to ours."""
+    created_at: datetime | None = None
+    """When YooKassa created it (its lists are filtered by this; reconciliation windows use it)."""
 
     @property
     def our_payment_id(self) -> str | None:
@@ -103,6 +105,7 @@ class ProviderRefund:
     cancellation_reason: str | None = None
     payment_id: str | None = None
     """YooKassa's id of the refunded payment."""
+    created_at: datetime | None = None
     receipt_registration: str | None = None
 
 

@@ -175,6 +175,8 @@ class Refund:
     failure_reason: str | None = None
     outcome_unknown: bool = False
     """We stopped asking without an answer (RefundFailed.outcome_unknown): its amount stays reserved."""
+    dashboard: bool = False
+    """Made outside the product (YooKassa's dashboard) and recorded when found (docs/decisions/0122)."""
     receipt_registration: str | None = None
 
 
@@ -581,10 +583,49 @@ def _refund_settled(
 
 def _refund_succeeded(s: AccountState, e: RefundSucceeded, at: datetime, cid: UUID | None) -> None:
     refund = s.refunds.get(e.refund_id)
+    if refund is None and e.dashboard:
+        _dashboard_refund(s, e, at, cid)
+        return
     if refund is not None:
         refund.provider_refund_id = e.provider_refund_id
         refund.receipt_registration = e.receipt_registration
     _refund_settled(s, e.refund_id, "succeeded")
+
+
+def _dashboard_refund(s: AccountState, e: RefundSucceeded, at: datetime, cid: UUID | None) -> None:
+    """A refund YooKassa made without us asking: it exists only as this fact, already settled."""
+    payment = s.payments.get(e.payment_id)
+    provider_payment_id = payment.provider_payment_id if payment is not None and payment.provider_payment_id else ""
+    origin = cid or e.refund_id
+    # The state keeps every refund with the intent it came from; a dashboard refund had none, so
+    # the fact stands in for it (never emitted, never sent to YooKassa: the refund is final).
+    stand_in = RefundRequested(
+        refund_id=e.refund_id,
+        subscription_id=e.subscription_id,
+        payment_id=e.payment_id,
+        provider_payment_id=provider_payment_id,
+        amount=e.amount,
+        reason="made in YooKassa's dashboard",
+        idempotence_key="",
+        customer=e.customer,
+        command_type="SyncRefund",
+    )
+    s.refunds[e.refund_id] = Refund(
+        refund_id=e.refund_id,
+        subscription_id=e.subscription_id,
+        payment_id=e.payment_id,
+        provider_payment_id=provider_payment_id,
+        amount=e.amount,
+        origin_command_id=origin,
+        idempotence_key="",
+        intent=stand_in,
+        requested_at=at,
+        status="succeeded",
+        provider_refund_id=e.provider_refund_id,
+        dashboard=True,
+    )
+    if payment is not None:
+        payment.refunded_minor += e.amount.minor
 
 
 def _receipt_registration(s: AccountState, e: ReceiptRegistrationChanged, at: datetime, cid: UUID | None) -> None:

@@ -13,6 +13,8 @@ from __future__ import annotations
 import base64
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
@@ -710,6 +712,91 @@ class Emulator:
             args.append(params["payment_id"])
         return self._page("refunds", clauses, args, params)
 
+    # ------------------------------------------------------------------ the dashboard
+
+    @contextmanager
+    def _silently(self, silent: bool) -> Iterator[None]:
+        """While active, state changes queue no notification: YooKassa sent one and it was lost."""
+        if not silent:
+            yield
+            return
+        real = self.notifications
+        self.notifications = _Unheard()  # type: ignore[assignment]
+        try:
+            yield
+        finally:
+            self.notifications = real
+
+    def dashboard_refund(self, payment_id: str, amount: str | None, *, notify: bool) -> dict[str, Any]:
+        """What an operator does in YooKassa's dashboard: refund (part of) a payment. No
+        Idempotence-Key or metadata of the shop names it; `refund.succeeded` is sent like for any
+        refund unless `notify` is false (a lost notification)."""
+        row = self._load(check_object_id(payment_id, "payment_id"))
+        if row is None:
+            raise invalid_request(f"Payment {payment_id} not found", "payment_id")
+        payment = orjson.loads(row["obj"])
+        if amount is None:
+            left = Decimal(payment["amount"]["value"]) - self._refunds_total(payment_id)
+            amount = money(left)
+        body = {
+            "payment_id": payment_id,
+            "amount": {"value": amount, "currency": payment["amount"]["currency"]},
+            "description": "Refund made in the YooKassa dashboard",
+        }
+        with self.db.transaction(), self._silently(not notify):
+            return self.create_refund(body, f"dashboard-{new_id()}", RefundOutcome())
+
+    def dashboard_payment(self, amount: str, metadata: dict[str, Any], *, notify: bool, description: str | None = None) -> dict[str, Any]:
+        """A payment that succeeded without the shop hearing: created and paid (a saved test card)
+        with the given metadata; `payment.succeeded` is lost unless `notify`."""
+        value, currency = parse_amount({"value": amount, "currency": "RUB"})
+        body: dict[str, Any] = {
+            "amount": {"value": money(value), "currency": currency},
+            "capture": True,
+            "confirmation": {"type": "redirect", "return_url": "http://127.0.0.1/dashboard"},
+            "description": description or "Payment made outside the shop's API",
+            "metadata": metadata,
+            "receipt": {
+                "customer": {"email": "dashboard@example.com"},
+                "items": [
+                    {
+                        "description": description or "Payment",
+                        "quantity": "1.00",
+                        "amount": {"value": money(value), "currency": currency},
+                        "vat_code": 1,
+                    }
+                ],
+            },
+        }
+        with self.db.transaction(), self._silently(not notify):
+            created = self.create_payment(body, f"dashboard-{new_id()}")
+        with self._silently(not notify):
+            paid = self.checkout_pay(created["id"], cards.SUCCESS, None, None)
+        assert paid is not None
+        return paid
+
+    def dashboard_alter(self, object_type: str, object_id: str, changes: dict[str, Any]) -> dict[str, Any]:
+        """Make YooKassa's record of an object disagree with the shop's (`status`, `amount`), or
+        `forget` it (gone from the API and its lists): the divergences reconciliation must list."""
+        table = "payments" if object_type == "payment" else "refunds"
+        row = self.db.one(f"SELECT * FROM {table} WHERE id = ?", (check_object_id(object_id, "id"),))
+        if row is None:
+            raise not_found(f"{object_type.capitalize()} {object_id} not found")
+        if changes.get("forget"):
+            self.db.execute(f"DELETE FROM {table} WHERE id = ?", (object_id,))
+            return {"id": object_id, "forgotten": True}
+        obj = orjson.loads(row["obj"])
+        if "status" in changes:
+            allowed = PAYMENT_STATUSES if table == "payments" else REFUND_STATUSES
+            if changes["status"] not in allowed:
+                raise invalid_request(f"status must be one of {', '.join(allowed)}", "status")
+            obj["status"] = changes["status"]
+        if "amount" in changes:
+            value, _ = parse_amount({"value": str(changes["amount"]), "currency": obj["amount"]["currency"]})
+            obj["amount"]["value"] = money(value)
+        self.db.execute(f"UPDATE {table} SET status = ?, obj = ? WHERE id = ?", (obj["status"], dumps(obj), object_id))
+        return obj
+
     # ------------------------------------------------------------------ lists
 
     @staticmethod
@@ -965,3 +1052,10 @@ class Emulator:
 
 
 __all__ = ["ApiError", "CardRejected", "Emulator", "RefundOutcome", "SCHEMA"]
+
+
+class _Unheard:
+    """Notifications that never reach the shop (see `Emulator._silently`)."""
+
+    def enqueue(self, event: str, obj: Any, metadata: Any) -> None:
+        return None

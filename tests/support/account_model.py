@@ -28,7 +28,9 @@ Invariants (the two promises, made checkable):
   open (docs/decisions/0117);
 * a payment or refund ends as failed only when YooKassa declined or refused it (a 401 is ours to
   fix, a given-up create is flagged `outcome_unknown`);
-* once the provider has settled: every command has a terminal event, nothing is left open;
+* once the provider has settled: every command has a terminal event, nothing is left open, every
+  refund made in YooKassa's dashboard is recorded (by its notification or a reconciliation run),
+  and what we refunded of each payment equals what YooKassa refunded of it;
 * card checks (docs/decisions/0118): every check we heard succeed was asked back in full at once
   (never kept), a trial is never charged before its end, and every renewal charges the card saved
   last for its subscription (a replacement's newest card).
@@ -90,6 +92,7 @@ from payment_processor.entrypoints.janitor import sync_command
 from payment_processor.adapters.operations import OpenOperation
 from payment_processor.adapters.schedule import DueAction, DueNotice, row_of
 from payment_processor.entrypoints.scheduler import command_for, notice_command_for
+from payment_processor.domain.reconcile import Window, compare, our_objects, with_command_ids
 
 T0 = datetime(2026, 3, 1, 9, 0, tzinfo=timezone.utc)
 USER = "model-user"
@@ -150,6 +153,7 @@ class YkPayment:
     status: str = "pending"
     captured_at: datetime | None = None
     cancellation_reason: str | None = None
+    created_at: datetime | None = None
     receipt: dict[str, Any] | None = None
     receipt_registration: str | None = None
     three_ds: bool = False
@@ -166,6 +170,9 @@ class YkRefund:
     payment_id: str
     amount_minor: int
     status: str = "pending"
+    created_at: datetime | None = None
+    dashboard: bool = False
+    """Made by an operator in YooKassa's dashboard: no key or request of ours names it."""
     receipt_registration: str | None = None
 
 
@@ -182,6 +189,10 @@ class FakeYooKassa:
     violations: list[str] = field(default_factory=list)
     forced_result: str | None = None
     """How every new renewal charge comes out, whatever was drawn (to start from a declined renewal)."""
+    recorded_by_shop: Any = lambda refund_id, key: True
+    """Whether the shop had recorded this refund when it decided the request under `key`: a
+    dashboard refund it had not heard of takes money it could not know was gone, so asking for
+    more than is left then is no fault of its own (YooKassa refuses; the refund fails)."""
     _ids: itertools.count = field(default_factory=lambda: itertools.count(1))
 
     def _new_id(self, kind: int) -> str:
@@ -231,6 +242,7 @@ class FakeYooKassa:
                 metadata=dict(body["metadata"]),
                 renewal=renewal,
                 save_method=bool(body.get("save_payment_method")),
+                created_at=now,
                 receipt=body.get("receipt"),
             )
             self._check_receipt(body, payment.amount_minor, None)
@@ -251,12 +263,19 @@ class FakeYooKassa:
                 raise BadRequestError({"type": "error", "code": "invalid_request", "description": "payment not refundable"})
             taken = sum(r.amount_minor for r in self.refunds.values() if r.payment_id == payment.id and r.status != "canceled")
             if taken + amount > payment.amount_minor:
-                self.violations.append(f"asked to refund {amount} of {payment.id} with {payment.amount_minor - taken} left")
+                unheard = sum(
+                    r.amount_minor
+                    for r in self.refunds.values()
+                    if r.payment_id == payment.id and r.dashboard and r.status != "canceled" and not self.recorded_by_shop(r.id, step.idempotence_key)
+                )
+                if taken - unheard + amount > payment.amount_minor:
+                    self.violations.append(f"asked to refund {amount} of {payment.id} with {payment.amount_minor - taken} left")
                 self.refused_keys.add(step.idempotence_key)
                 raise BadRequestError({"type": "error", "code": "invalid_request", "description": "amount too large"})
             self._check_receipt(body, amount, payment.receipt)
             refund = YkRefund(
-                id=self._new_id(0x3A8E0000), payment_id=payment.id, amount_minor=amount, receipt_registration="pending" if body.get("receipt") else None
+                id=self._new_id(0x3A8E0000), payment_id=payment.id, amount_minor=amount, created_at=now,
+                receipt_registration="pending" if body.get("receipt") else None,
             )
             self.refunds[refund.id] = refund
             self.keys[step.idempotence_key] = (refund.id, now, body)
@@ -293,7 +312,7 @@ class FakeYooKassa:
             r = self.refunds[object_id]
             return ProviderRefund(
                 id=r.id, status=r.status, amount=s.Money.from_minor(r.amount_minor, "RUB"), payment_id=r.payment_id,
-                receipt_registration=r.receipt_registration,
+                receipt_registration=r.receipt_registration, created_at=r.created_at,
             )
         p = self.payments[object_id]
         saved = p.status == "succeeded" and (p.renewal or p.save_method)
@@ -309,6 +328,7 @@ class FakeYooKassa:
             payment_method_saved=saved,
             payment_method_title="Bank card *4444" if saved else None,
             metadata=dict(p.metadata),
+            created_at=p.created_at,
             receipt_registration=p.receipt_registration,
         )
 
@@ -323,6 +343,19 @@ class FakeYooKassa:
     def settle_refund(self, refund: YkRefund, status: str) -> None:
         refund.status = status
         self.notifications.append(("refund", refund.id, f"refund.{status}"))
+
+    def dashboard_refund(self, payment: YkPayment, amount_minor: int, now: datetime, *, notify: bool) -> YkRefund:
+        """An operator refunds in the dashboard: succeeded at once; its notification may be lost."""
+        refund = YkRefund(
+            id=self._new_id(0x3A8ED000), payment_id=payment.id, amount_minor=amount_minor, status="succeeded", created_at=now, dashboard=True
+        )
+        self.refunds[refund.id] = refund
+        if notify:
+            self.notifications.append(("refund", refund.id, "refund.succeeded"))
+        return refund
+
+    def succeeded_refunds_minor(self, payment_id: str) -> int:
+        return sum(r.amount_minor for r in self.refunds.values() if r.payment_id == payment_id and r.status == "succeeded")
 
     def refunded_minor(self, payment_id: str) -> int:
         return sum(r.amount_minor for r in self.refunds.values() if r.payment_id == payment_id and r.status != "canceled")
@@ -522,6 +555,9 @@ def failures_not_declined(log: list[s.Envelope], yk: FakeYooKassa) -> list[str]:
                 problems.append(f"payment {d.payment_id} failed ({d.reason}) though YooKassa did not decline it")
         elif isinstance(d, s.RefundFailed) and not d.outcome_unknown:
             theirs_r = yk.refunds.get(provider_id.get(d.refund_id, ""))
+            made = yk.refunds.get(yk.keys.get(keys.get(d.refund_id, ""), ("",))[0])
+            if d.reason.startswith("never_made:") and (made is None or made.status == "canceled"):
+                continue  # released after a dashboard refund left no room for it: YooKassa never made it
             if not (theirs_r is not None and theirs_r.status == "canceled") and keys.get(d.refund_id) not in yk.refused_keys:
                 problems.append(f"refund {d.refund_id} failed ({d.reason}) though YooKassa did not decline it")
     return problems
@@ -585,6 +621,8 @@ class AccountMachine(RuleBasedStateMachine):
         self.state = AccountState(stream_id=STREAM)
         self.log: list[s.Envelope] = []
         self.yk = FakeYooKassa()
+        self.known_at_intent: dict[str, frozenset[str]] = {}
+        self.yk.recorded_by_shop = lambda refund_id, key: refund_id in self.known_at_intent.get(key, self._dashboard_refunds_recorded())
         self.sent: dict[Any, s.Envelope] = {}
         self.crashed: list[s.Envelope] = []
         self.checks: dict[Any, int] = {}
@@ -616,8 +654,13 @@ class AccountMachine(RuleBasedStateMachine):
                     apply_promo(self.promos[code], envelope)
                     self.promo_logs[code].append(envelope)
         for envelope in to_envelopes(self.state, command, account_emits(decision.events), self.now):
+            if isinstance(envelope.data, s.RefundRequested):
+                self.known_at_intent.setdefault(envelope.data.idempotence_key, self._dashboard_refunds_recorded())
             apply(self.state, envelope)
             self.log.append(envelope)
+
+    def _dashboard_refunds_recorded(self) -> frozenset[str]:
+        return frozenset(r.provider_refund_id for r in self.state.refunds.values() if r.dashboard and r.provider_refund_id)
 
     def _command(self, payload: s.Command, actor: str, command_id: Any = None) -> s.Envelope:
         cid = command_id or s.derived_id("model-command", next(self.counter))
@@ -812,6 +855,30 @@ class AccountMachine(RuleBasedStateMachine):
         else:
             self.yk.settle_refund(item, "succeeded" if succeeded else "canceled")
 
+    def _refundable_at_provider(self) -> list[YkPayment]:
+        return [p for p in self.yk.payments.values() if p.status == "succeeded" and self.yk.refunded_minor(p.id) < p.amount_minor]
+
+    @precondition(lambda self: bool(self._refundable_at_provider()))
+    @rule(index=st.integers(0, 7), share=st.sampled_from(("all", "half", "one")), notify=st.booleans())
+    def dashboard_refund(self, index: int, share: str, notify: bool) -> None:
+        """An operator refunds in YooKassa's dashboard; its notification may be lost (`notify` false)."""
+        payments = self._refundable_at_provider()
+        payment = payments[index % len(payments)]
+        left = payment.amount_minor - self.yk.refunded_minor(payment.id)
+        amount = {"all": left, "half": max(left // 2, 1), "one": 100 if left >= 100 else left}[share]
+        self.yk.dashboard_refund(payment, amount, self.now, notify=notify)
+
+    @rule(data=st.data())
+    def reconcile(self, data: Any) -> None:
+        """A reconciliation run: YooKassa's lists against our event log; each fact goes as its command."""
+        window = Window(T0 - timedelta(days=1), self.now + timedelta(seconds=1))
+        payments = [self.yk.view(p) for p in self.yk.payments]
+        refunds = [self.yk.view(r) for r in self.yk.refunds]
+        found = compare(window, payments, refunds, our_objects(STREAM, self.log))  # type: ignore[arg-type]
+        for d in with_command_ids(found, lambda cid: cid in self.state.terminal):
+            if d.fact is not None and d.command_id is not None and d.stream_id == STREAM:
+                self.handle(self._command(d.fact, "provider", command_id=d.command_id), data)
+
     @precondition(lambda self: bool(self.yk.notifications))
     @rule(index=st.integers(0, 15), keep=st.booleans(), data=st.data())
     def notification(self, index: int, keep: bool, data: Any) -> None:
@@ -961,6 +1028,7 @@ class AccountMachine(RuleBasedStateMachine):
                 self._notify(self.yk.notifications.pop(0), None)
             for command in self._open_operations():
                 self.handle(command)
+            self.reconcile(None)
             if (len(self.log), len(self.yk.notifications), len(self.crashed)) == before:
                 break
         unended = [f"{c.type} {cid}" for cid, c in self.sent.items() if cid not in self.state.terminal]
@@ -983,6 +1051,14 @@ class AccountMachine(RuleBasedStateMachine):
             ours = self.state.payments.get(_uuid(theirs.metadata.get("payment_id")))
             if ours is not None:
                 assert ours.provider_payment_id == theirs.id, f"YooKassa's payment {theirs.id} was never matched to ours"
+        for theirs_r in self.yk.refunds.values():
+            if theirs_r.dashboard:
+                assert self.state.refund_by_provider_id(theirs_r.id) is not None, f"dashboard refund {theirs_r.id} never recorded"
+        for p in self.state.payments.values():
+            given_up = any(r.outcome_unknown for r in self.state.refunds.values() if r.payment_id == p.payment_id)
+            if p.provider_payment_id in self.yk.payments and not given_up:
+                theirs_minor = self.yk.succeeded_refunds_minor(p.provider_payment_id)
+                assert p.refunded_minor == theirs_minor, f"payment {p.payment_id}: we refunded {p.refunded_minor}, YooKassa {theirs_minor}"
 
         for code, promo in self.promos.items():
             for redemption in promo.redemptions.values():

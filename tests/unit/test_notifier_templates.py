@@ -220,6 +220,15 @@ def test_refund_emails_show_amount_and_days_used(renderer: Renderer) -> None:
     assert "declined the payment without giving a reason" in failed.text
 
 
+def test_a_dashboard_refund_email_says_support_made_it(renderer: Renderer) -> None:
+    for locale, sentence in (("en", "Our support team made this refund for you."), ("ru", "Этот возврат оформила наша служба поддержки.")):
+        account = Account(locale=locale, plan_name="Monthly")
+        email = renderer.render(plan_email(account.refund_succeeded(dashboard=True, days_used=None)))  # type: ignore[arg-type]
+        assert sentence in email.text and sentence in email.html and "1,192.00" in email.text.replace(NBSP, " ").replace("1 192,00", "1,192.00")
+        plain = renderer.render(plan_email(account.refund_succeeded()))  # type: ignore[arg-type]
+        assert sentence not in plain.text
+
+
 def test_renewal_failed_says_what_happens_next_and_when(renderer: Renderer) -> None:
     account = Account(locale="ru")
     retry = renderer.render(plan_email(account.renewal_failed()))  # type: ignore[arg-type]
