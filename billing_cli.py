@@ -17,6 +17,7 @@ app = typer.Typer(help="Billing operations: replay read models, mint tokens, mig
 _SUBAPPS = {
     "replay": ("projector.entrypoints.replay", "Rebuild or check read models from the event store."),
     "token": ("command_api.entrypoints.tokens", "Mint JWTs for development."),
+    "reconcile": ("payment_processor.entrypoints.reconcile", "Reconcile with YooKassa: list differences, record missed refunds and payments."),
     "report": ("projector.entrypoints.report", "The revenue report by month and plan (--csv for a spreadsheet)."),
 }
 

@@ -4,7 +4,8 @@ It seeds the plan catalogue and a demo operator, prints every URL and a user tok
 unless DEMO=0 — walks one customer through the whole life of a subscription over the real
 HTTP APIs: buy, pay on the sandbox page, get the email, let ten days pass (the shared business
 clock), upgrade to the yearly plan with the unused days as a credit, cancel with a prorated
-refund, and print the account's event timeline. It never
+refund, and print the account's event timeline; then a second customer's renewal declines and he
+pays the overdue subscription now with a new card. It never
 touches a table the services own; the timeline is read from the event store, read-only.
 
 It stays alive afterwards (honcho stops the whole stack when any process exits).
@@ -40,6 +41,7 @@ PLANS = (
 DEMO_OPERATOR = "demo"
 DEMO_OPERATOR_PASSWORD = os.environ.get("DEMO_OPERATOR_PASSWORD", "demo-operator")
 SUCCESS_CARD = "5555555555554444"
+NEW_CARD = "4111111111111111"
 
 console = Console(highlight=False)
 
@@ -218,6 +220,68 @@ def narrate(client: httpx.Client) -> None:
 
     _step(8, f"The account's event timeline (eventstore.events, stream account-{user_id})")
     print_timeline(user_id)
+
+    narrate_recovery(client)
+
+
+def _saved_card(subscription_id: str) -> str:
+    """The id of the card YooKassa saved when the subscription was paid (the sandbox's inspection API)."""
+    payments = _json(httpx.get(f"{YOOKASSA}/sandbox/payments", params={"metadata.subscription_id": subscription_id,
+                                                                        "status": "succeeded"}, timeout=5))["items"]
+    saved = [p["payment_method"]["id"] for p in payments if (p.get("payment_method") or {}).get("saved")]
+    if not saved:
+        raise DemoError(f"no saved card for subscription {subscription_id}")
+    return saved[0]
+
+
+def _pay_page(url: str, card: str) -> int:
+    """Pay on the sandbox's payment page as a person would (the form's fields)."""
+    return httpx.post(url, data={"card_number": card, "action": "pay"}, timeout=10, follow_redirects=True).status_code
+
+
+def narrate_recovery(client: httpx.Client) -> None:
+    """Past-due recovery: a renewal declines, the customer pays now with a new card, active again."""
+    user_id = f"demo-boris-{uuid.uuid4().hex[:6]}"
+    email = f"{user_id}@example.com"
+    auth = {"Authorization": f"Bearer {_token(user_id=user_id, email=email, locale='en')}"}
+
+    _step(8, f"Boris ({email}) buys the monthly plan and pays; his card will decline at renewal")
+    body = _json(client.post("/v1/subscriptions", json={"plan_id": "monthly", "auto_renew": True},
+                             headers={**auth, "Idempotency-Key": str(uuid.uuid4()), "Prefer": "wait=10"}))
+    if body.get("status") != "succeeded":
+        body = _wait("the checkout", lambda: (s := client.get(f"/v1/commands/{body['command_id']}", headers=auth).json())
+                     .get("status") in ("succeeded", "rejected", "failed") and s, timeout=60)
+    subscription_id = body["outcome"]["subscription_id"]
+    _pay_page(body["outcome"]["confirmation_url"], SUCCESS_CARD)
+    path = f"/v1/subscriptions/{subscription_id}"
+    sub = _until_subscription(client, path, auth, lambda s: s["status"] == "active")
+    card = _saved_card(subscription_id)
+    _json(httpx.post(f"{YOOKASSA}/sandbox/payment-methods/{card}/behaviour", json={"decline_reason": "insufficient_funds"}, timeout=5))
+    console.print(f"   active until {sub['period_end']}; the sandbox now declines card {card} (insufficient funds)")
+
+    _step(9, "Thirty days pass: the renewal charge is declined and the subscription is past due")
+    _shift_days(29.6)  # inside the one-day renewal lead
+    sub = _until_subscription(client, path, auth, lambda s: s["status"] == "past_due", timeout=90)
+    console.print(f"   status [yellow]{sub['status']}[/] ({sub.get('status_reason')}); access is kept while dunning retries")
+    for message in _wait("the renewal-failed email", lambda: [m for m in _inbox(email) if "renewal_failed" in m.get("tags", [])],
+                         timeout=60):
+        console.print(f"   ✉  {message.get('subject')} — it offers “Pay now”")
+
+    _step(10, f"Boris pays now (POST {path}/pay) with another card, {NEW_CARD}")
+    answer = client.post(f"{path}/pay", json={}, headers={**auth, "Idempotency-Key": str(uuid.uuid4()), "Prefer": "wait=10"})
+    body = _json(answer)
+    if body.get("status") != "succeeded":
+        body = _wait("the payment page", lambda: (s := client.get(f"/v1/commands/{body['command_id']}", headers=auth).json())
+                     .get("status") in ("succeeded", "rejected", "failed") and s, timeout=60)
+    url = body["outcome"]["confirmation_url"]
+    console.print(f"   POST pay → {answer.status_code}; payment page: [link={url}]{url}[/link]")
+    console.print(f"   payment page → {_pay_page(url, NEW_CARD)}")
+    sub = _until_subscription(client, path, auth, lambda s: s["status"] == "active", timeout=60)
+    console.print(f"   [green]{sub['status']}[/] again, paid until {sub['period_end']} (from the old period end), "
+                  f"renewals now charge {sub.get('payment_method_title') or 'the new card'}")
+    for message in _wait("the payment email", lambda: [m for m in _inbox(email) if "recovery_succeeded" in m.get("tags", [])],
+                         timeout=60):
+        console.print(f"   ✉  {message.get('subject')}")
 
 
 def _shift_days(days: float | None) -> None:

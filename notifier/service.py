@@ -245,16 +245,16 @@ class Notifier:
             try:
                 delivery = await self.mailgun.send(email, budget_s)
             except PermanentMailgunError as exc:
-                attempts = getattr(exc, "attempts", 1)
+                attempts, detail = getattr(exc, "attempts", 1), str(exc)
                 await self.dead_letters.send(
                     claim.event, claim.event_key, reason=str(exc), kind="mailgun_rejected", source=claim.source, event_id=str(claim.event_id)
                 )
-                await self._record(lambda: self.log_store.mark_dead(claim, str(exc), attempts))
+                await self._record(lambda: self.log_store.mark_dead(claim, detail, attempts))
                 self.stats.dead += 1
                 EMAIL_DEAD.inc()
                 return "dead"
             except MailgunError as exc:
-                attempts = getattr(exc, "attempts", 1)
+                attempts, detail = getattr(exc, "attempts", 1), str(exc)
                 self.health.failed()
                 age = await self.log_store.age_s(claim)
                 if age >= self.config.give_up_after_s:
@@ -267,7 +267,7 @@ class Notifier:
                     EMAIL_DEAD.inc()
                     return "dead"
                 delay = self._park_delay(claim.attempts + attempts)
-                await self._record(lambda: self.log_store.mark_parked(claim, str(exc), delay, attempts))
+                await self._record(lambda: self.log_store.mark_parked(claim, detail, delay, attempts))
                 self.stats.parked += 1
                 EMAIL_PARKED.inc()
                 bound.warning("email_parked", attempts=claim.attempts + attempts, retry_in_s=round(delay, 2), error=str(exc))

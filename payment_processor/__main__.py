@@ -13,7 +13,6 @@ cleanly (SIGTERM).
 
 from __future__ import annotations
 
-import asyncio
 import os
 
 import uvloop

@@ -13,6 +13,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
 
 from aiokafka import AIOKafkaProducer
 from prometheus_client import CONTENT_TYPE_LATEST
@@ -30,9 +32,11 @@ from payment_processor.adapters.journal import create_pool
 from payment_processor.adapters.schedule import rebuild
 from payment_processor.entrypoints.consumer import build_loops
 from payment_processor.entrypoints.janitor import Janitor
+from payment_processor.entrypoints.reconcile import DailyReconciliation
 from payment_processor.entrypoints.scheduler import Scheduler
 from payment_processor.handlers import CommandHandler, CrashPoints
 from payment_processor.metrics import open_operations_refresher
+from payment_processor.reconciler import Reconciler
 
 log = get_logger(__name__)
 
@@ -57,6 +61,7 @@ class Processor:
     loops: list[ConsumerLoop]
     janitor: Janitor | None
     scheduler: Scheduler | None = None
+    reconciliation: DailyReconciliation | None = None
     metrics: MetricsServer | None = None  # started on PROCESSOR_METRICS_PORT; /metrics of the health port renders it too
     _health: asyncio.AbstractServer | None = field(default=None, repr=False)
 
@@ -71,12 +76,15 @@ class Processor:
             self.janitor.stop()
         if self.scheduler is not None:
             self.scheduler.stop()
+        if self.reconciliation is not None:
+            self.reconciliation.stop()
 
     async def run(self) -> None:
         """Run until `stop()`; then close everything."""
         tasks = [asyncio.create_task(loop.run(), name=loop.name) for loop in self.loops]
         janitor_task = asyncio.create_task(self.janitor.run(), name="janitor") if self.janitor else None
         scheduler_task = asyncio.create_task(self.scheduler.run(), name="scheduler") if self.scheduler else None
+        reconciliation_task = asyncio.create_task(self.reconciliation.run(), name="reconciliation") if self.reconciliation else None
         if self.config.health_port:
             self._health = await asyncio.start_server(self._serve_health, "127.0.0.1", self.config.health_port)
         if self.config.metrics_port and self.metrics is not None:
@@ -105,6 +113,9 @@ class Processor:
             if scheduler_task is not None:
                 with contextlib.suppress(Exception):
                     await scheduler_task
+            if reconciliation_task is not None:
+                with contextlib.suppress(Exception):
+                    await reconciliation_task
             await self.aclose()
         for task in tasks:
             if task.done() and not task.cancelled() and task.exception() is not None:
@@ -175,11 +186,61 @@ async def build(settings: ProcessorServiceSettings, config: ProcessorSettings, *
         if config.scheduler_enabled
         else None
     )
+    reconciliation = (
+        DailyReconciliation(
+            _reconciler(settings, config, db, gateway, producer),
+            after=timedelta(seconds=config.reconcile_after_s),
+            tick_s=config.reconcile_tick_s,
+        )
+        if config.reconcile_enabled
+        else None
+    )
     metrics = MetricsServer(config.metrics_port or 0, refreshers={"open_operations": open_operations_refresher(db, clock)})
     return Processor(
         settings, config, engine, clock, gateway, producer, handler, build_loops(settings, config, handler), janitor,
-        scheduler=scheduler, metrics=metrics,
+        scheduler=scheduler, reconciliation=reconciliation, metrics=metrics,
     )
+
+
+def _reconciler(settings: ProcessorServiceSettings, config: ProcessorSettings, db: object, gateway: YooKassaGateway, producer: AIOKafkaProducer) -> Reconciler:
+    return Reconciler(
+        db=db,  # type: ignore[arg-type]
+        gateway=gateway,
+        producer=producer,
+        commands_topic=settings.commands_topic,
+        margin=timedelta(seconds=config.reconcile_margin_s),
+    )
+
+
+async def reconcile_once(settings: ProcessorServiceSettings, config: ProcessorSettings, since: datetime, until: datetime) -> dict[str, Any]:
+    """`billing reconcile`: one operator run of [since, until); the run and its differences."""
+    await asyncio.to_thread(migrate, settings)
+    await ensure_topics(settings, {settings.commands_topic: config.commands_partitions})
+    gateway = YooKassaGateway(
+        shop_id=settings.yookassa_shop_id,
+        secret_key=settings.yookassa_secret_key,
+        api_url=settings.yookassa_api_url,
+        timeout_s=settings.yookassa_timeout_s,
+        max_concurrency=4,
+    )
+    producer = await make_producer(settings, client_id="billing-reconcile")
+    db = await create_pool(settings.database_url, size=2, application_name="billing-reconcile")
+    try:
+        reconciler = _reconciler(settings, config, db, gateway, producer)
+        try:
+            result = await reconciler.run(since, until, trigger="operator")
+        except Exception:  # noqa: BLE001 - the failed run is stored; show it
+            async with db.acquire() as conn:
+                run_id = await conn.fetchval(
+                    "SELECT run_id FROM processor.reconciliation_runs WHERE trigger = 'operator' ORDER BY started_at DESC LIMIT 1"
+                )
+            return await reconciler.summary(run_id) if run_id else {"run": None, "differences": []}
+        assert result is not None  # an operator run is never refused
+        return await reconciler.summary(result.run_id)
+    finally:
+        await db.close()
+        await producer.stop()
+        await gateway.aclose()
 
 
 async def run(settings: ProcessorServiceSettings, config: ProcessorSettings) -> None:

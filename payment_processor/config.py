@@ -122,6 +122,12 @@ class ProcessorSettings(BaseSettings):
         default=3600, gt=0, description="an expiry or reminder still due this long after it was published goes out again"
     )
 
+    # Reconciliation with YooKassa (docs/decisions/0122): the previous UTC day, once a day.
+    reconcile_enabled: bool = True
+    reconcile_after_s: float = Field(default=3600, ge=0, description="reconcile yesterday this long after midnight UTC (late notifications land first)")
+    reconcile_tick_s: float = Field(default=60, gt=0, description="how often to look whether yesterday is reconciled yet")
+    reconcile_margin_s: float = Field(default=2 * 86400, ge=0, description="both sides are read this far around the window to match edge objects")
+
     dunning_retry_days: Annotated[list[float], NoDecode] = Field(default=[1, 3, 5])
     card_check_amount: Decimal = Field(
         default=Decimal("1.00"), gt=0, le=1000, decimal_places=2,

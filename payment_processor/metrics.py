@@ -63,7 +63,7 @@ OPEN_OPERATION_OLDEST_AGE = Gauge(
     ["kind"],
 )
 
-OPERATIONS = ("create_payment", "find_payment", "create_refund", "find_refund")
+OPERATIONS = ("create_payment", "find_payment", "create_refund", "find_refund", "list")
 KINDS = ("payment", "refund")
 ACTIONS = ("renew", "retry", "expire", "remind", "price_notice")
 # Event type → the renewal outcome it counts as.

@@ -87,6 +87,14 @@ class SyncRefund(Command):
     hint_status: str | None = Field(default=None, max_length=40)
 
 
+class PayOverdueSubscription(Command):
+    """The customer pays a past-due subscription now, on a payment page (possibly with another card,
+    which then replaces the saved one): one renewal charge, recorded as purpose `recovery`."""
+
+    subscription_id: UUID
+    return_url: str | None = Field(default=None, max_length=2048)
+
+
 class RenewSubscription(Command):
     """Charge the next period; the command id is derived from (subscription, period_end)."""
 
@@ -213,6 +221,7 @@ COMMAND_TYPES: tuple[type[Command], ...] = (
     RenewSubscription,
     ExpireSubscription,
     SendExpiryReminder,
+    PayOverdueSubscription,
     ExtendSubscription,
     GrantSubscription,
     AdminRefund,

@@ -203,6 +203,36 @@ class PaymentMethodReplaced(Event):
     customer: Customer | None = None
 
 
+class RecoveryStarted(Event):
+    """The intent to take an overdue renewal's payment from the customer on a payment page (pay now),
+    recorded before YooKassa is called. It pays the same period an automatic renewal would have:
+    from the old period end (`period_start`) for one period, at the renewal's amount."""
+
+    subscription_id: UUID
+    payment_id: UUID
+    plan_id: PlanId
+    plan_name: str
+    amount: Money
+    period_start: UtcDatetime = Field(description="the old period end: the new period starts there")
+    period_end: UtcDatetime
+    customer: Customer
+    idempotence_key: str
+    return_url: str | None = None
+    receipt: Receipt | None = Field(default=None, description="the 54-FZ receipt sent with the request (as a renewal's)")
+    promo: AppliedPromo | None = Field(default=None, description="a promo code's discount on this period, as the renewal's; `amount` is already discounted")
+
+
+class RenewalConfirmationRequired(Event):
+    """A renewal charge of the saved card needs the customer to confirm it (3-D Secure): YooKassa
+    answered `pending` with a payment page. Recorded once per payment, so the link is emailed once."""
+
+    subscription_id: UUID
+    payment_id: UUID
+    amount: Money
+    confirmation_url: str
+    customer: Customer
+
+
 class PaymentCreated(Event):
     payment_id: UUID
     subscription_id: UUID
@@ -310,6 +340,13 @@ class RefundSucceeded(Event):
     amount: Money
     days_used: int | None = None
     customer: Customer | None = None
+    dashboard: bool = Field(
+        default=False,
+        description=(
+            "True for a refund we never asked for: made in YooKassa's dashboard (by an operator) and recorded when its "
+            "notification or a reconciliation found it; no RefundRequested precedes it (docs/decisions/0122)"
+        ),
+    )
     receipt_registration: ReceiptRegistration | None = Field(default=None, description="YooKassa's receipt_registration when we read the refund")
 
 
@@ -360,6 +397,7 @@ class SubscriptionRenewed(Event):
     amount: Money
     customer: Customer | None = None
     promo: AppliedPromo | None = None
+    purpose: PaymentPurpose = Field(default="renewal", description="recovery: the customer paid an overdue renewal now")
     plan_id: PlanId | None = Field(default=None, description="set when a scheduled downgrade took effect with this renewal: the new plan")
     plan_name: str | None = None
     previous_plan_name: str | None = None
@@ -543,6 +581,8 @@ EVENT_TYPES: tuple[type[Event], ...] = (
     PromoCodeReleased,
     CheckoutStarted,
     RenewalStarted,
+    RecoveryStarted,
+    RenewalConfirmationRequired,
     CardCheckStarted,
     PaymentMethodReplaced,
     PaymentCreated,

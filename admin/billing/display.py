@@ -23,6 +23,7 @@ STATUS_COLOURS = {
     "requested": "#9a6700", "created": "#9a6700", "past_due": "#bc4c00", "unknown": "#bc4c00",
     "canceled": "#57606a", "expired": "#57606a",
     "payment_failed": "#cf222e", "rejected": "#cf222e", "failed": "#cf222e",
+    "open": "#bc4c00", "recorded": "#1a7f37", "resolved": "#57606a", "running": "#9a6700", "done": "#1a7f37",
 }
 
 def fmt_dt(value: Any) -> str:
@@ -34,6 +35,14 @@ def fmt_dt(value: Any) -> str:
 def status_badge(status: str | None) -> SafeString:
     colour = STATUS_COLOURS.get(status or "", "#57606a")
     return format_html('<strong class="billing-status" style="color:{}">{}</strong>', colour, status or "—")
+
+def payment_status(payment: Payment) -> SafeString:
+    """The payment's status; a renewal still pending with a payment page waits for the customer's
+    3-D Secure confirmation (emailed to them), which an operator should see at a glance."""
+    badge = status_badge(payment.status)
+    if payment.purpose == "renewal" and payment.status == "pending" and payment.confirmation_url:
+        return format_html('{} <span class="billing-3ds">· awaiting 3-D Secure</span>', badge)
+    return badge
 
 def change_url(model: str, pk: Any) -> str:
     return reverse(f"admin:billing_{model}_change", args=[quote(str(pk))])
@@ -100,7 +109,7 @@ def payments_table(payments: QuerySet[Payment]) -> SafeString:
     return related_table(
         ["payment", "purpose", "status", "amount", "provider id", "paid at", "reason"],
         [
-            [link(change_url("payment", p.payment_id), short(p.payment_id)), p.purpose, status_badge(p.status),
+            [link(change_url("payment", p.payment_id), short(p.payment_id)), p.purpose, payment_status(p),
              format_money(p.amount_minor, p.currency), p.provider_payment_id or "—", fmt_dt(p.paid_at),
              p.reason or ""]
             for p in payments

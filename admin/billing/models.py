@@ -277,6 +277,66 @@ class StoredEvent(models.Model):
         return str(reason) if reason not in (None, "") else None
 
 
+class ReconciliationRun(models.Model):
+    """A reconciliation with YooKassa (payment_processor migration pp0006_recon, docs/decisions/0122)."""
+
+    run_id = models.UUIDField(primary_key=True)
+    trigger = models.TextField()
+    window_start = models.DateTimeField()
+    window_end = models.DateTimeField()
+    started_at = models.DateTimeField()
+    finished_at = models.DateTimeField(null=True)
+    status = models.TextField()
+    payments_seen = models.IntegerField()
+    refunds_seen = models.IntegerField()
+    differences = models.IntegerField()
+    recorded = models.IntegerField()
+    error = models.TextField(null=True)
+
+    class Meta:
+        managed = False
+        db_table = _table("processor", "reconciliation_runs")
+        ordering = ["-started_at"]
+        verbose_name = "reconciliation run"
+
+    def __str__(self) -> str:
+        return f"reconciliation {self.window_start:%Y-%m-%d %H:%M} – {self.window_end:%Y-%m-%d %H:%M} ({self.status})"
+
+
+class ReconciliationDifference(models.Model):
+    """What a run found different between YooKassa's books and ours. The processor writes it; the
+    admin writes only its resolution (`resolved_by`, `resolution`, `resolved_at`, status `resolved`)."""
+
+    difference_id = models.UUIDField(primary_key=True)
+    run_id = models.UUIDField()
+    kind = models.TextField()
+    object_type = models.TextField()
+    provider_id = models.TextField()
+    our_id = models.UUIDField(null=True)
+    user_id = models.TextField(null=True)
+    our_status = models.TextField(null=True)
+    provider_status = models.TextField(null=True)
+    our_amount_minor = models.BigIntegerField(null=True)
+    provider_amount_minor = models.BigIntegerField(null=True)
+    currency = models.TextField(null=True)
+    detail = models.TextField()
+    status = models.TextField()
+    command_id = models.UUIDField(null=True)
+    created_at = models.DateTimeField()
+    resolved_by = models.TextField(null=True)
+    resolution = models.TextField(null=True)
+    resolved_at = models.DateTimeField(null=True)
+
+    class Meta:
+        managed = False
+        db_table = _table("processor", "reconciliation_differences")
+        ordering = ["-created_at", "kind"]
+        verbose_name = "reconciliation difference"
+
+    def __str__(self) -> str:
+        return f"{self.kind.replace('_', ' ')}: {self.object_type} {self.provider_id}"
+
+
 class RevenueMonth(models.Model):
     """One account's monthly deltas for one plan (`read.revenue`); the Revenue page sums them
     over accounts and turns them into the report (rules/revenue.py)."""

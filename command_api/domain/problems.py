@@ -89,6 +89,8 @@ REJECTION_STATUS: dict[str, int] = {
     "charge_in_progress": 409,
     "refund_in_progress": 409,
     "past_due": 409,
+    "not_past_due": 409,  # pay now on a subscription that owes nothing (0117)
+    "renewal_in_progress": 409,  # pay now while another charge of the period has no final answer
 }
 """The HTTP status of a command the processor rejected, by its rejection code (422 when not listed):
 a code that names nothing is 404, one that was valid but no longer is (expired, used up, used

@@ -100,6 +100,12 @@ class ReplacePaymentMethodRequest(Request):
     model_config = ConfigDict(json_schema_extra={"examples": [{}]})
 
 
+class PayNowRequest(Request):
+    """Pay now needs nothing but the subscription in the path: the body is `{}`."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [{}]})
+
+
 class AdminExtendRequest(Request):
     model_config = ConfigDict(json_schema_extra={"examples": [{"days": 7, "reason": "service outage compensation"}]})
 
@@ -277,7 +283,7 @@ class Outcome(BaseModel):
     payment_id: uuid.UUID | None = None
     refund_id: uuid.UUID | None = None
     plan_id: str | None = None
-    confirmation_url: str | None = Field(default=None, description="where the customer pays (purchases)")
+    confirmation_url: str | None = Field(default=None, description="where the customer pays (purchases, pay now, a renewal awaiting 3-D Secure)")
     refund_amount: Money | None = None
     message: str | None = None
 
@@ -438,7 +444,7 @@ class Payment(BaseModel):
 
     payment_id: uuid.UUID
     subscription_id: uuid.UUID
-    purpose: str = Field(description="purchase | renewal | card_check (refunded at once) | upgrade (the prorated difference of a plan switch) | …")
+    purpose: str = Field(description="purchase | renewal | recovery (a past-due subscription paid now) | card_check (refunded at once) | upgrade (the prorated difference of a plan switch) | …")
     status: str = Field(description="created | pending | succeeded | canceled | unknown")
     amount: Money = Field(description="what is charged (after a promo code's discount)")
     discount: Money | None = Field(default=None, description="a promo code's discount on this charge")

@@ -14,7 +14,9 @@ pair triggers the email (docs/decisions/0071):
 | subscription_canceled  | SubscriptionCanceled (every mode; duplicate_payment explains the refund of a second charge) | — |
 | auto_renew_off         | AutoRenewChanged(enabled=false)                | AutoRenewChanged(enabled=true) |
 | renewal_succeeded      | SubscriptionRenewed                            | PaymentSucceeded(renewal)    |
-| renewal_failed         | RenewalFailed (what happens next and when)     | PaymentFailed(renewal)       |
+| recovery_succeeded     | SubscriptionRenewed(purpose=recovery): paid now | PaymentSucceeded(recovery)  |
+| renewal_confirmation   | RenewalConfirmationRequired (the 3-D Secure link, once) | PaymentCreated       |
+| renewal_failed         | RenewalFailed (what happens next and when)     | PaymentFailed(renewal), PaymentFailed(recovery): the customer saw it on the page |
 | expiring_soon          | SubscriptionExpiringSoon (a trial's: the first charge and its date) | —       |
 | subscription_expired   | SubscriptionExpired                            | —                            |
 | trial_started          | SubscriptionActivated with `trial` (the first charge's date and price) | PaymentSucceeded(card_check) |
@@ -51,6 +53,7 @@ from schemas.events import (
     RefundFailed,
     RefundRequested,
     RefundSucceeded,
+    RenewalConfirmationRequired,
     RenewalFailed,
     SubscriptionActivated,
     SubscriptionCanceled,
@@ -66,7 +69,7 @@ from notifier.domain.reasons import expiry_reason, payment_reason, refund_failur
 # drops them by the record's `type` header without parsing them; any other type, including one
 # added later, is read. A unit test checks that no type inspected below is in this set.
 EVENT_TYPES_SKIPPED = frozenset({
-    "CommandSucceeded", "CommandRejected", "CommandFailed", "PlanCreated", "PlanArchived", "RenewalStarted",
+    "CommandSucceeded", "CommandRejected", "CommandFailed", "PlanCreated", "PlanArchived", "RenewalStarted", "RecoveryStarted",
     "PaymentCreated", "PaymentSucceeded", "PaymentStateUnknown", "RefundCreated", "RefundStateUnknown",
     "SubscriptionAdjusted", "CardCheckStarted", "ReceiptRegistrationChanged", "PlanPriceChangeScheduled", "PromoCodeCreated",
     "PromoCodeDeactivated", "PromoCodeRedeemed", "PromoCodeReleased", "UpgradeStarted", "PlanSwitchWithdrawn",
@@ -80,6 +83,8 @@ EMAIL_KINDS = (
     "subscription_canceled",
     "auto_renew_off",
     "renewal_succeeded",
+    "recovery_succeeded",
+    "renewal_confirmation",
     "renewal_failed",
     "expiring_soon",
     "subscription_expired",
@@ -200,7 +205,7 @@ def _kind_and_values(data: object, facts: Facts) -> tuple[str | None, dict[str, 
             "purchase": "purchases are emailed on SubscriptionActivated",
             "upgrade": "upgrades are emailed on PlanSwitched",
             "card_check": "a card check is emailed with what it was for",
-        }.get(data.purpose, "renewals are emailed on SubscriptionRenewed")
+        }.get(data.purpose, "renewals and pay-now are emailed on SubscriptionRenewed")
         return None, {"why": why}
     if isinstance(data, PaymentMethodReplaced):
         return "card_replaced", {}
@@ -209,6 +214,8 @@ def _kind_and_values(data: object, facts: Facts) -> tuple[str | None, dict[str, 
             return None, {"why": "a declined upgrade changes nothing; the customer saw the decline"}
         if data.purpose == "card_check":
             return None, {"why": "a declined card check is seen on the payment page; nothing changed"}
+        if data.purpose == "recovery":
+            return None, {"why": "a declined pay-now was shown on the payment page; dunning goes on and says so"}
         if data.purpose != "purchase":
             return None, {"why": "renewal declines are emailed on RenewalFailed"}
         return "payment_failed", {"reason_text": lambda loc: payment_reason(data.reason, loc)}
@@ -230,11 +237,15 @@ def _kind_and_values(data: object, facts: Facts) -> tuple[str | None, dict[str, 
             return None, {"why": "turning auto-renewal on is not emailed"}
         return "auto_renew_off", {}
     if isinstance(data, SubscriptionRenewed):
+        if data.purpose == "recovery":
+            return "recovery_succeeded", {}
         return "renewal_succeeded", {"plan_name": data.plan_name} if data.plan_name else {}
     if isinstance(data, PlanSwitched):
         return "plan_upgraded", {"plan_name": data.plan_name}
     if isinstance(data, PlanSwitchScheduled):
         return "plan_switch_scheduled", {"plan_name": data.plan_name}
+    if isinstance(data, RenewalConfirmationRequired):
+        return "renewal_confirmation", {}
     if isinstance(data, RenewalFailed):
         return "renewal_failed", {"reason_text": lambda loc: payment_reason(data.reason, loc)}
     if isinstance(data, SubscriptionExpiringSoon):

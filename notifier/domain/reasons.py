@@ -23,6 +23,11 @@ PAYMENT_REASONS: dict[str, dict[str, str]] = {
         "ru": "Не удалось пройти проверку 3-D Secure (подтверждение платежа кодом от банка).",
         "en": "The 3-D Secure check (confirming the payment with your bank's code) did not succeed.",
     },
+    # the processor's reason when a scheduled retry finds the customer's own pay-now page open (0117)
+    "the customer's own payment for this period is open; it is not charged again": {
+        "ru": "Вы как раз оплачиваете подписку на странице оплаты, поэтому мы не стали списывать деньги повторно.",
+        "en": "You are paying for the subscription on the payment page right now, so we did not charge the card again.",
+    },
     "expired_on_confirmation": {
         "ru": "Оплата не была завершена: страница оплаты была закрыта или время на оплату истекло.",
         "en": "The payment was not completed: the payment page was left or the time to pay ran out.",

@@ -34,9 +34,9 @@ import json
 import time
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime
+from datetime import datetime, timezone
 from decimal import Decimal
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 from urllib.parse import urlencode, urlsplit
 
 import urllib3
@@ -248,6 +248,7 @@ def payment_from_sdk(response: Any) -> ProviderPayment:
         payment_method_title=getattr(method, "title", None) if method is not None else None,
         receipt_registration=_text(getattr(response, "receipt_registration", None)),
         metadata=_metadata(getattr(response, "metadata", None)),
+        created_at=_parse_time(getattr(response, "created_at", None)),
     )
 
 
@@ -269,6 +270,7 @@ def refund_from_sdk(response: Any) -> ProviderRefund:
         amount=_money(getattr(response, "amount", None)),
         cancellation_reason=getattr(details, "reason", None) if details is not None else None,
         payment_id=getattr(response, "payment_id", None),
+        created_at=_parse_time(getattr(response, "created_at", None)),
         receipt_registration=_text(getattr(response, "receipt_registration", None)),
     )
 
@@ -393,6 +395,64 @@ class YooKassaGateway:
             return classify_error(exc)
         raise TypeError(f"unknown provider step {step!r}")
 
+    async def list_created(
+        self, kind: Literal["payments", "refunds"], since: datetime, until: datetime, *, page_size: int = 100,
+        attempts: int = 3, backoff_s: float = 0.5,
+    ) -> list[ProviderPayment] | list[ProviderRefund]:
+        """Every payment or refund YooKassa created in [since, until), following `next_cursor`.
+
+        Each page is one call with the gateway's timeouts; a page whose answer is unknown (timeout,
+        5xx, 429) is asked again up to `attempts` times, then `ListingFailed` is raised: a listing
+        with a page missing would make everything on it look unknown to YooKassa, so a
+        reconciliation never compares against part of a list (docs/decisions/0122).
+        """
+        found: list[Any] = []
+        cursor: str | None = None
+        while True:
+            params: dict[str, Any] = {"created_at.gte": _iso(since), "created_at.lt": _iso(until), "limit": page_size}
+            if cursor:
+                params["cursor"] = cursor
+            page: Any = None
+            for attempt in range(1, attempts + 1):
+                async with self._slots:
+                    loop = asyncio.get_running_loop()
+                    started = time.perf_counter()
+                    page = await loop.run_in_executor(self._pool, self._list_page, kind, params)
+                    LATENCY_BY_OPERATION["list"].observe(time.perf_counter() - started)
+                self.calls += 1
+                if not isinstance(page, (ProviderUnknown, ProviderRefused)):
+                    break
+                provider_outcome("list", outcome_label(page)).inc()
+                log.warning("yookassa_list_page_failed", kind=kind, attempt=attempt, detail=page.detail)
+                if isinstance(page, ProviderRefused) or attempt == attempts:
+                    raise ListingFailed(f"YooKassa's {kind} list could not be read: {page.detail}")
+                await asyncio.sleep(backoff_s * attempt)
+            items, cursor = page
+            provider_outcome("list", "listed").inc()
+            found.extend(items)
+            if not cursor:
+                return found
+
+    def _list_page(self, kind: str, params: dict[str, Any]) -> tuple[list[Any], str | None] | ProviderOutcome:
+        try:
+            if kind == "payments":
+                response = self._payment.list(params)
+                items: list[Any] = [payment_from_sdk(item) for item in (response.items or [])]
+            else:
+                response = self._refund.list(params)
+                items = [refund_from_sdk(item) for item in (response.items or [])]
+            return items, getattr(response, "next_cursor", None) or None
+        except Exception as exc:  # noqa: BLE001 - classified like every other call
+            return classify_error(exc)
+
     async def aclose(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
         self._transport.close()
+
+
+class ListingFailed(RuntimeError):
+    """YooKassa's list could not be read completely: nothing may be concluded from part of it."""
+
+
+def _iso(at: datetime) -> str:
+    return at.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"

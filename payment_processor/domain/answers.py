@@ -28,6 +28,7 @@ from payment_processor.domain.payments import (
     payment_origin_terminal,
     payment_step,
 )
+from payment_processor.domain.outside import record_dashboard_refund
 from payment_processor.domain.provider import (
     CreatePayment,
     FindPayment,
@@ -65,6 +66,11 @@ def resolve(state: AccountState, command: Envelope, step: ProviderStep, outcome:
     else:
         refund = state.refunds.get(step.refund_id) if step.refund_id else _refund_named_by(state, outcome)
         if refund is None:
+            if step.refund_id is None and isinstance(outcome, ProviderRefund):
+                # No refund of ours: one made in YooKassa's dashboard, if its payment is ours (0122).
+                recorded = record_dashboard_refund(state, command, outcome, ctx)
+                if recorded is not None:
+                    return recorded
             return _not_ours(command, "refund", step, outcome)
         emits, next_step, settled = observe_refund(state, refund, outcome, ctx, cid)
         origin = refund.origin_command_id
@@ -94,6 +100,14 @@ def _payment_named_by(state: AccountState, outcome: ProviderOutcome) -> Payment 
 def _refund_named_by(state: AccountState, outcome: ProviderOutcome) -> Refund | None:
     """A refund we stopped asking about (no YooKassa id ever heard), of the same payment and amount."""
     if not isinstance(outcome, ProviderRefund) or outcome.payment_id is None:
+        return None
+    if any(
+        r.provider_payment_id == outcome.payment_id and r.provider_refund_id is None and r.status not in FINAL_REFUND
+        for r in state.refunds.values()
+    ):
+        # A refund of ours on that payment is still in flight without an id: YooKassa's refund may
+        # be its answer, and its own create (same key) will say so. Matching it to one we gave up
+        # on would record one refund twice (the account model found this).
         return None
     for refund in sorted(state.refunds.values(), key=lambda r: r.requested_at):
         if (

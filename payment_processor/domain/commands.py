@@ -10,6 +10,7 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 
 from schemas import (
+    AppliedPromo,
     AdminCancelSubscription,
     AnnouncePriceChange,
     AdminRefund,
@@ -21,9 +22,11 @@ from schemas import (
     ExtendSubscription,
     GrantSubscription,
     Money,
+    PayOverdueSubscription,
     PromoCodeRedeemed,
     PriceChangeAnnounced,
     PurchaseSubscription,
+    RecoveryStarted,
     RefundRequested,
     ReplacePaymentMethod,
     RenewalFailed,
@@ -79,6 +82,7 @@ from payment_processor.domain.provider import (
     FindRefund,
     build_receipt,
     purchase_request,
+    recovery_request,
     refund_request,
     renewal_request,
     upgrade_request,
@@ -226,7 +230,9 @@ def _sync_refund(state: AccountState, command: Envelope, ctx: Context) -> Decisi
     elif c.provider_refund_id is not None:
         refund = state.refund_by_provider_id(c.provider_refund_id)
     if refund is None:
-        if c.provider_refund_id is not None and any(r.outcome_unknown for r in state.refunds.values()):
+        if c.provider_refund_id is not None:
+            # A YooKassa refund we never heard the id of: a late answer about one we gave up on
+            # (0104) or one made in YooKassa's dashboard (0122); what YooKassa's API says tells.
             return Decision(step=FindRefund(None, c.provider_refund_id))
         return reject(command, "refund_not_found", "This account has no such refund.")
     if refund.status in FINAL_REFUND:
@@ -486,6 +492,27 @@ def _grant(state: AccountState, command: Envelope, ctx: Context) -> Decision:
     return Decision([Emit(activated, cid), emit_succeeded(cid, command.type, subscription_id=c.subscription_id, plan_id=c.plan_id)])
 
 
+def renewal_amount(state: AccountState, sub: Subscription, ctx: Context) -> tuple[Money, AppliedPromo | None]:
+    """What charging `sub`'s next period costs, and the promo discount in it — the ONE computation,
+    shared by the automatic renewal and the customer paying an overdue renewal now (0117), so the
+    two never disagree: the list price this renewal charges (its plan's scheduled price changes,
+    decision 0120), less a promo code's discount while discounted periods remain (0121)."""
+    assert sub.period_end is not None
+    list_price = renewal_price(sub, sub.period_end)
+    promo = renewal_discount(sub.promo, sub.promo_periods_left, list_price)
+    return charged(list_price, promo), promo
+
+
+def next_period(sub: Subscription) -> tuple[datetime, datetime]:
+    """The period a renewal charge pays for: one period from the old end, never from now (0090)."""
+    assert sub.period_end is not None
+    return sub.period_end, sub.period_end + timedelta(days=sub.period_days)
+
+
+RECOVERY_OPEN = "the customer's own payment for this period is open; it is not charged again"
+UNKNOWN_OPEN = "an earlier renewal charge's outcome is still unknown; it is not charged again"
+
+
 def _renew(state: AccountState, command: Envelope, ctx: Context) -> Decision:
     c: RenewSubscription = command.data  # type: ignore[assignment]
     cid = command_id_of(command)
@@ -507,33 +534,36 @@ def _renew(state: AccountState, command: Envelope, ctx: Context) -> Decision:
         return reject(command, "not_due", f"The trial ends on {sub.period_end.isoformat()}; it is charged then, not before.")
     # One charge at a time per subscription: a charge still in flight, or one whose outcome we
     # never heard, may yet succeed — whatever period it was started for (an operator may have
-    # moved the period end since), it is the charge for the next period.
+    # moved the period end since), it is the charge for the next period. The customer paying
+    # now (a recovery) counts too (0117).
     for pid in sub.payment_ids:
         p = state.payments.get(pid)
         if p is not None and isinstance(p.intent, RenewalStarted) and p.status not in FINAL_PAYMENT:
             return succeed(command, subscription_id=sub.subscription_id, payment_id=pid, message="A renewal charge for this period is in progress.")
     for pid in sub.payment_ids:
         p = state.payments.get(pid)
-        if p is not None and isinstance(p.intent, RenewalStarted) and p.outcome_unknown:
+        if p is not None and p.renews_period and p.outcome_unknown:
             return _renewal_blocked(state, command, sub, p, c.attempt, ctx)
+        if p is not None and isinstance(p.intent, RecoveryStarted) and p.status not in FINAL_PAYMENT:
+            # The customer is paying this period themselves: the retry does not charge, and counts
+            # as one more attempt so dunning runs on should they not pay.
+            return _renewal_blocked(state, command, sub, p, c.attempt, ctx, reason=RECOVERY_OPEN)
     upgrade = open_upgrade(state, sub)
     if upgrade is not None:
         # An upgrade payment still open would start a new period of its own: one charge at a time.
         return _renewal_blocked(state, command, sub, upgrade, c.attempt, ctx, reason="an upgrade payment for this subscription is still open")
-    plan_id, plan_name, price, days = sub.plan_id, sub.plan_name, sub.price, sub.period_days
-    plan = None
-    if sub.pending_switch is not None:  # a scheduled downgrade: this renewal is the new plan's first period
-        switch = sub.pending_switch
-        plan_id, plan_name, days = switch.plan_id, switch.plan_name, switch.period_days
-        plan = ctx.plan
-        price = switch.price
     payment_id = derived_id("payment", cid)
-    # The renewal's amount, in one place: the list price this renewal charges (its plan's scheduled
-    # price changes, decision 0120), less a promo code's discount while discounted periods remain (0121).
-    # A scheduled downgrade charges the new plan's price the customer was told when scheduling it.
-    list_price = price if sub.pending_switch is not None else renewal_price(sub, sub.period_end)
-    promo = renewal_discount(sub.promo, sub.promo_periods_left, list_price)
-    amount = charged(list_price, promo)  # the charge and its receipt
+    period_start, period_end = next_period(sub)
+    amount, promo = renewal_amount(state, sub, ctx)  # the charge and its receipt
+    plan_id, plan_name, plan = sub.plan_id, sub.plan_name, None
+    if sub.pending_switch is not None:
+        # A scheduled downgrade: this renewal is the new plan's first period, at the price the customer
+        # was told when scheduling it (promo discounts continue), for the new plan's days (0119).
+        switch = sub.pending_switch
+        plan_id, plan_name, plan = switch.plan_id, switch.plan_name, ctx.plan
+        period_end = period_start + timedelta(days=switch.period_days)
+        promo = renewal_discount(sub.promo, sub.promo_periods_left, switch.price)
+        amount = charged(switch.price, promo)
     intent = RenewalStarted(
         subscription_id=sub.subscription_id,
         payment_id=payment_id,
@@ -541,8 +571,8 @@ def _renew(state: AccountState, command: Envelope, ctx: Context) -> Decision:
         plan_name=plan_name,
         amount=amount,
         promo=promo,
-        period_start=sub.period_end,
-        period_end=sub.period_end + timedelta(days=days),
+        period_start=period_start,
+        period_end=period_end,
         attempt=c.attempt,
         payment_method_id=sub.payment_method_id,
         idempotence_key=idempotence_key_for(payment_id),
@@ -558,14 +588,13 @@ def _renew(state: AccountState, command: Envelope, ctx: Context) -> Decision:
 
 
 def _renewal_blocked(
-    state: AccountState, command: Envelope, sub: Subscription, unknown: Payment, attempt: int, ctx: Context,
-    *, reason: str = "an earlier renewal charge's outcome is still unknown; it is not charged again",
+    state: AccountState, command: Envelope, sub: Subscription, unknown: Payment, attempt: int, ctx: Context, *, reason: str = UNKNOWN_OPEN
 ) -> Decision:
-    """A renewal attempt that may not charge: an earlier charge's outcome is still unknown, or an
-    upgrade payment is open (docs/decisions/0119).
+    """A renewal attempt that may not charge: an earlier charge's outcome is still unknown, the
+    customer's own payment of the period (pay now) is open, or an upgrade payment is (0119).
 
     Charging again could take the money twice; not charging is one more failed attempt, so dunning
-    runs its course (and the subscription expires at its end) unless the late answer arrives.
+    runs its course (and the subscription expires at its end) unless the other charge succeeds.
     """
     cid = command_id_of(command)
     retries = ctx.dunning_retry_days
@@ -581,8 +610,65 @@ def _renewal_blocked(
         final=final,
         customer=sub.customer or state.customer,
     )
-    message = f"Not charged: {reason}."
+    message = f"Not charged: {reason.split(';')[0]}."
     return Decision([Emit(failed, cid), emit_succeeded(cid, command.type, subscription_id=sub.subscription_id, message=message)])
+
+
+def _pay_overdue(state: AccountState, command: Envelope, ctx: Context) -> Decision:
+    """The customer pays a past-due subscription now, on a payment page (docs/decisions/0117).
+
+    One renewal charge at a time: an open payment page for the next period (an earlier pay-now, or
+    an automatic renewal waiting for 3-D Secure) is handed back instead of a new one (as a repeat
+    purchase is, 0041); a charge still being created or in flight without a page, or one whose
+    outcome we never heard, refuses (`renewal_in_progress`) — the janitor settles it within minutes.
+    """
+    c: PayOverdueSubscription = command.data  # type: ignore[assignment]
+    cid = command_id_of(command)
+    sub = find_subscription(state, command, c.subscription_id)
+    if isinstance(sub, Decision):
+        return sub
+    if sub.status != "past_due" or sub.period_end is None:
+        return reject(command, "not_past_due", f"The subscription is {sub.status.replace('_', ' ')}: nothing is overdue to pay.")
+    for pid in reversed(sub.payment_ids):
+        p = state.payments.get(pid)
+        if p is None or not p.renews_period:
+            continue
+        if p.status == "pending" and p.confirmation_url:
+            return succeed(
+                command,
+                subscription_id=sub.subscription_id,
+                payment_id=p.payment_id,
+                confirmation_url=p.confirmation_url,
+                message="A payment for this subscription is already open: continue it to pay.",
+            )
+        if p.status not in FINAL_PAYMENT or p.outcome_unknown:
+            why = "its outcome is not known yet" if p.outcome_unknown or p.status == "unknown" else "it is in progress"
+            return reject(
+                command,
+                "renewal_in_progress",
+                f"An earlier payment for this subscription's next period has no final answer: {why}. Try again in a few minutes.",
+            )
+    customer = sub.customer or state.customer
+    assert customer is not None
+    payment_id = derived_id("payment", cid)
+    period_start, period_end = next_period(sub)
+    amount, promo = renewal_amount(state, sub, ctx)
+    intent = RecoveryStarted(
+        subscription_id=sub.subscription_id,
+        payment_id=payment_id,
+        plan_id=sub.plan_id,
+        plan_name=sub.plan_name,
+        amount=amount,
+        promo=promo,
+        period_start=period_start,
+        period_end=period_end,
+        customer=customer,
+        idempotence_key=idempotence_key_for(payment_id),
+        return_url=c.return_url or ctx.default_return_url,
+        receipt=renewal_receipt(state, sub, amount, ctx),
+    )
+    step = CreatePayment(payment_id, intent.idempotence_key, recovery_request(state.user_id, cid, intent))
+    return Decision([Emit(intent, cid)], step=step)
 
 
 def _expire(state: AccountState, command: Envelope, ctx: Context) -> Decision:
@@ -800,6 +886,7 @@ ACCOUNT_DECIDERS: dict[type, Callable[[AccountState, Envelope, Context], Decisio
     RenewSubscription: _renew,
     ExpireSubscription: _expire,
     SendExpiryReminder: _remind,
+    PayOverdueSubscription: _pay_overdue,
     ExtendSubscription: _extend,
     GrantSubscription: _grant,
     AdminRefund: _admin_refund,

@@ -20,6 +20,7 @@ from schemas import (
     PaymentFailed,
     PaymentSucceeded,
     ReceiptRegistrationChanged,
+    RecoveryStarted,
     RefundFailed,
     RefundRequested,
     RefundSucceeded,
@@ -71,7 +72,7 @@ def operation_changes(emits: list[Emit]) -> list[OperationChange]:
     changes: list[OperationChange] = []
     for emit in emits:
         p = emit.payload
-        if isinstance(p, (CheckoutStarted, RenewalStarted, CardCheckStarted)):
+        if isinstance(p, (CheckoutStarted, RenewalStarted, CardCheckStarted, RecoveryStarted)):
             changes.append(OperationChange("open", "payment", p.payment_id))
         elif isinstance(p, RefundRequested):
             changes.append(OperationChange("open", "refund", p.refund_id))

@@ -25,7 +25,9 @@ from schemas import (
     PaymentSucceeded,
     PlanSwitched,
     PromoCodeReleased,
+    RecoveryStarted,
     RefundRequested,
+    RenewalConfirmationRequired,
     RenewalFailed,
     RenewalStarted,
     SubscriptionActivated,
@@ -57,6 +59,7 @@ from payment_processor.domain.provider import (
     ProviderUnknown,
     card_check_request,
     purchase_request,
+    recovery_request,
     refund_request,
     renewal_request,
     upgrade_request,
@@ -80,6 +83,8 @@ def payment_step(state: AccountState, payment: Payment) -> ProviderStep:
         body = purchase_request(state.user_id, payment.origin_command_id, intent)
     elif isinstance(intent, UpgradeStarted):
         body = upgrade_request(state.user_id, payment.origin_command_id, intent)
+    elif isinstance(intent, RecoveryStarted):
+        body = recovery_request(state.user_id, payment.origin_command_id, intent)
     elif isinstance(intent, CardCheckStarted):
         body = card_check_request(state.user_id, payment.origin_command_id, intent)
     else:
@@ -159,6 +164,27 @@ def observe_payment(
                     status=outcome.status,
                     confirmation_url=outcome.confirmation_url,
                     purpose=payment.purpose,
+                ),
+                by,
+            )
+        )
+    if (
+        not late
+        and outcome.status == "pending"
+        and outcome.confirmation_url
+        and isinstance(payment.intent, RenewalStarted)
+        and not payment.confirmation_requested
+    ):
+        # The bank wants the customer to confirm the renewal (3-D Secure): record the page once, so
+        # the customer is emailed its link once; its success renews as any renewal does (0117).
+        emits.append(
+            Emit(
+                RenewalConfirmationRequired(
+                    subscription_id=payment.subscription_id,
+                    payment_id=payment.payment_id,
+                    amount=payment.amount,
+                    confirmation_url=outcome.confirmation_url,
+                    customer=payment.customer,
                 ),
                 by,
             )
@@ -255,6 +281,25 @@ def payment_succeeded_effects(
 
     if isinstance(intent, UpgradeStarted):
         return upgrade_succeeded(state, payment, intent, sub, seen, paid_at, ctx, by)
+    if isinstance(intent, RecoveryStarted):
+        # The customer paid the overdue period now: it renews one period from the current end (the
+        # old end, unless an operator moved it meanwhile). No other charge of the period could
+        # start while it was open, so a subscription no longer past due was paid some other way or
+        # ended: then the payment is refunded in full (0117).
+        if sub.status == "past_due" and sub.period_end is not None:
+            renewed = SubscriptionRenewed(
+                subscription_id=sub.subscription_id,
+                payment_id=payment.payment_id,
+                period_start=sub.period_end,
+                period_end=sub.period_end + (intent.period_end - intent.period_start),
+                amount=payment.amount,
+                customer=payment.customer,
+                promo=intent.promo,
+                purpose="recovery",
+            )
+            return [Emit(renewed, by)], None
+        why = f"The payment for «{sub.plan_name}» succeeded after the subscription was {sub.status.replace('_', ' ')}; it is refunded in full."
+        return full_refund(state, payment, seen, sub, why, ctx, by, cancel=False)
 
     # a renewal
     assert isinstance(intent, RenewalStarted)
@@ -293,7 +338,7 @@ def upgrade_succeeded(
     given up on and may still succeed: it pays for the period the switch would replace) the charge is
     refunded in full."""
     renewal_open = any(
-        p.purpose == "renewal" and (p.status not in FINAL_PAYMENT or p.outcome_unknown)
+        p.purpose in ("renewal", "recovery") and (p.status not in FINAL_PAYMENT or p.outcome_unknown)
         for p in (state.payments.get(pid) for pid in sub.payment_ids) if p is not None
     )
     if (
@@ -492,10 +537,14 @@ def payment_origin_terminal(
                 "succeeded": "The renewal charge is refunded: renewal had been turned off." if refunding else "The subscription was renewed.",
                 "canceled": f"The renewal charge was declined: {outcome.cancellation_reason or 'canceled'}.",
             }.get(outcome.status, "The renewal charge is pending at YooKassa.")
+            if outcome.status == "pending" and outcome.confirmation_url:
+                message = "The renewal charge waits for the customer to confirm it (3-D Secure); they were emailed the link."
         return emit_succeeded(origin, ctype, subscription_id=payment.subscription_id, payment_id=payment.payment_id, message=message)
 
     if payment.purpose == "upgrade":
         return _upgrade_terminal(payment, outcome, refunding=refunding)
+    if payment.purpose == "recovery":
+        return _recovery_terminal(payment, outcome, refunding=refunding)
     if payment.purpose == "card_check":
         return _card_check_terminal(payment, outcome)
 
@@ -543,6 +592,28 @@ def _upgrade_terminal(payment: Payment, outcome: ProviderOutcome, *, refunding: 
         subscription_id=payment.subscription_id,
         payment_id=payment.payment_id,
         plan_id=intent.plan_id,
+        confirmation_url=outcome.confirmation_url or payment.confirmation_url,
+        message=message,
+    )
+
+
+def _recovery_terminal(payment: Payment, outcome: ProviderOutcome, *, refunding: bool) -> Emit:
+    """End a pay-now: like a purchase, it ends once YooKassa gave the payment page (its outcome
+    carries the URL), or with the payment's fate if that came first."""
+    ctype = "PayOverdueSubscription"
+    if isinstance(outcome, ProviderRefused):
+        return emit_failed(payment.origin_command_id, ctype, f"YooKassa refused to create the payment: {outcome.detail}")
+    assert isinstance(outcome, ProviderPayment)
+    if outcome.status == "canceled":
+        return emit_failed(payment.origin_command_id, ctype, f"The payment was declined: {outcome.cancellation_reason or 'canceled'}.")
+    message = "Continue on the payment page to pay."
+    if outcome.status == "succeeded":
+        message = "The payment was refunded: the period had already been paid or the subscription ended." if refunding else "Paid; the subscription is renewed."
+    return emit_succeeded(
+        payment.origin_command_id,
+        ctype,
+        subscription_id=payment.subscription_id,
+        payment_id=payment.payment_id,
         confirmation_url=outcome.confirmation_url or payment.confirmation_url,
         message=message,
     )

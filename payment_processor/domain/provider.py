@@ -20,7 +20,18 @@ from datetime import datetime
 from typing import Any
 from uuid import UUID
 
-from schemas import CardCheckStarted, CheckoutStarted, Customer, Money, Receipt, ReceiptItem, RefundRequested, RenewalStarted, UpgradeStarted
+from schemas import (
+    CardCheckStarted,
+    CheckoutStarted,
+    Customer,
+    Money,
+    Receipt,
+    ReceiptItem,
+    RecoveryStarted,
+    RefundRequested,
+    RenewalStarted,
+    UpgradeStarted,
+)
 
 DESCRIPTION_MAX = 128  # YooKassa's limit for payment and receipt item descriptions
 
@@ -77,6 +88,8 @@ class ProviderPayment:
     metadata: dict[str, str] | None = None
     """What we sent as `metadata` (user_id, subscription_id, payment_id, command_id): as YooKassa
     returns it from its API (never from a notification body), it ties the payment to ours."""
+    created_at: datetime | None = None
+    """When YooKassa created it (its lists are filtered by this; reconciliation windows use it)."""
 
     @property
     def our_payment_id(self) -> str | None:
@@ -93,6 +106,7 @@ class ProviderRefund:
     cancellation_reason: str | None = None
     payment_id: str | None = None
     """YooKassa's id of the refunded payment."""
+    created_at: datetime | None = None
     receipt_registration: str | None = None
 
 
@@ -279,6 +293,26 @@ def upgrade_request(user_id: str, command_id: UUID, intent: UpgradeStarted) -> d
         body["confirmation"] = {"type": "redirect", "return_url": intent.return_url}
         body["save_payment_method"] = True
     return body
+
+
+def recovery_request(user_id: str, command_id: UUID, intent: RecoveryStarted) -> dict[str, Any]:
+    """The `POST /payments` body of a past-due customer paying now: a payment page (any card), and
+    the card saved, since it replaces the one that failed for later renewals."""
+    return {
+        "amount": _money(intent.amount),
+        "capture": True,
+        "confirmation": {"type": "redirect", "return_url": intent.return_url},
+        "save_payment_method": True,
+        "description": f"Renewal: {intent.plan_name}"[:DESCRIPTION_MAX],
+        "metadata": {
+            "user_id": user_id,
+            "subscription_id": str(intent.subscription_id),
+            "payment_id": str(intent.payment_id),
+            "command_id": str(command_id),
+            "purpose": "recovery",
+        },
+        "receipt": receipt_body(intent.receipt, intent.customer, intent.plan_name, intent.amount),
+    }
 
 
 def refund_request(intent: RefundRequested, plan_name: str) -> dict[str, Any]:

@@ -14,6 +14,7 @@ from schemas import (
     RefundCreated,
     RefundFailed,
     RefundStateUnknown,
+    RecoveryStarted,
     RefundSucceeded,
     RenewalStarted,
 )
@@ -178,7 +179,7 @@ def refund_origin_terminal(state: AccountState, refund: Refund, outcome: Provide
 def paid_period(payment: Payment) -> tuple[datetime, int]:
     """When the period this payment paid for started, and its length in days."""
     intent = payment.intent
-    if isinstance(intent, RenewalStarted):
+    if isinstance(intent, (RenewalStarted, RecoveryStarted)):
         return intent.period_start, max((intent.period_end - intent.period_start).days, 1)
     assert payment.paid_at is not None
     return payment.paid_at, intent.period_days

@@ -38,11 +38,13 @@ from schemas import (
     ReceiptRegistrationChanged,
     PlanPriceChangeScheduled,
     PriceChangeAnnounced,
+    RecoveryStarted,
     RefundCreated,
     RefundFailed,
     RefundRequested,
     RefundStateUnknown,
     RefundSucceeded,
+    RenewalConfirmationRequired,
     RenewalFailed,
     RenewalStarted,
     SubscriptionActivated,
@@ -148,7 +150,7 @@ class Payment:
     origin_command_id: UUID
     idempotence_key: str
     customer: Customer
-    intent: CheckoutStarted | RenewalStarted | CardCheckStarted | UpgradeStarted
+    intent: CheckoutStarted | RenewalStarted | CardCheckStarted | RecoveryStarted | UpgradeStarted
     requested_at: datetime
     status: PaymentStatus = "requested"
     provider_payment_id: str | None = None
@@ -163,6 +165,15 @@ class Payment:
     counts as failed, yet may have charged, so no new charge for its period starts while this holds."""
     receipt_registration: str | None = None
     """YooKassa's receipt_registration as last read (pending | succeeded | canceled)."""
+    confirmation_requested: bool = False
+    """A renewal charge YooKassa wants the customer to confirm (3-D Secure): the link was recorded
+    (RenewalConfirmationRequired) and emailed; never again for this payment."""
+
+    @property
+    def renews_period(self) -> bool:
+        """A charge for the next period of a live subscription: an automatic renewal or the customer
+        paying an overdue one now. One such charge at a time per subscription."""
+        return isinstance(self.intent, (RenewalStarted, RecoveryStarted))
 
     @property
     def refundable_minor(self) -> int:
@@ -187,6 +198,8 @@ class Refund:
     failure_reason: str | None = None
     outcome_unknown: bool = False
     """We stopped asking without an answer (RefundFailed.outcome_unknown): its amount stays reserved."""
+    dashboard: bool = False
+    """Made outside the product (YooKassa's dashboard) and recorded when found (docs/decisions/0122)."""
     receipt_registration: str | None = None
 
 
@@ -384,6 +397,32 @@ def _renewal_started(s: AccountState, e: RenewalStarted, at: datetime, cid: UUID
     s.intents[origin] = ("payment", e.payment_id)
 
 
+def _recovery_started(s: AccountState, e: RecoveryStarted, at: datetime, cid: UUID | None) -> None:
+    origin = cid or e.payment_id
+    s.payments[e.payment_id] = Payment(
+        payment_id=e.payment_id,
+        subscription_id=e.subscription_id,
+        purpose="recovery",
+        amount=e.amount,
+        origin_command_id=origin,
+        idempotence_key=e.idempotence_key,
+        customer=e.customer,
+        intent=e,
+        requested_at=at,
+    )
+    sub = s.subscriptions.get(e.subscription_id)
+    if sub is not None:
+        sub.payment_ids.append(e.payment_id)
+    s.intents[origin] = ("payment", e.payment_id)
+
+
+def _confirmation_required(s: AccountState, e: RenewalConfirmationRequired, at: datetime, cid: UUID | None) -> None:
+    payment = s.payments.get(e.payment_id)
+    if payment is not None:
+        payment.confirmation_requested = True
+        payment.confirmation_url = payment.confirmation_url or e.confirmation_url
+
+
 def _card_check_started(s: AccountState, e: CardCheckStarted, at: datetime, cid: UUID | None) -> None:
     origin = cid or e.payment_id
     s.customer = s.customer or e.customer
@@ -574,10 +613,49 @@ def _refund_settled(
 
 def _refund_succeeded(s: AccountState, e: RefundSucceeded, at: datetime, cid: UUID | None) -> None:
     refund = s.refunds.get(e.refund_id)
+    if refund is None and e.dashboard:
+        _dashboard_refund(s, e, at, cid)
+        return
     if refund is not None:
         refund.provider_refund_id = e.provider_refund_id
         refund.receipt_registration = e.receipt_registration
     _refund_settled(s, e.refund_id, "succeeded")
+
+
+def _dashboard_refund(s: AccountState, e: RefundSucceeded, at: datetime, cid: UUID | None) -> None:
+    """A refund YooKassa made without us asking: it exists only as this fact, already settled."""
+    payment = s.payments.get(e.payment_id)
+    provider_payment_id = payment.provider_payment_id if payment is not None and payment.provider_payment_id else ""
+    origin = cid or e.refund_id
+    # The state keeps every refund with the intent it came from; a dashboard refund had none, so
+    # the fact stands in for it (never emitted, never sent to YooKassa: the refund is final).
+    stand_in = RefundRequested(
+        refund_id=e.refund_id,
+        subscription_id=e.subscription_id,
+        payment_id=e.payment_id,
+        provider_payment_id=provider_payment_id,
+        amount=e.amount,
+        reason="made in YooKassa's dashboard",
+        idempotence_key="",
+        customer=e.customer,
+        command_type="SyncRefund",
+    )
+    s.refunds[e.refund_id] = Refund(
+        refund_id=e.refund_id,
+        subscription_id=e.subscription_id,
+        payment_id=e.payment_id,
+        provider_payment_id=provider_payment_id,
+        amount=e.amount,
+        origin_command_id=origin,
+        idempotence_key="",
+        intent=stand_in,
+        requested_at=at,
+        status="succeeded",
+        provider_refund_id=e.provider_refund_id,
+        dashboard=True,
+    )
+    if payment is not None:
+        payment.refunded_minor += e.amount.minor
 
 
 def _receipt_registration(s: AccountState, e: ReceiptRegistrationChanged, at: datetime, cid: UUID | None) -> None:
@@ -633,7 +711,7 @@ def _renewed(s: AccountState, e: SubscriptionRenewed, at: datetime, cid: UUID | 
     sub.renewal_attempt = 0
     sub.next_retry_at, sub.dunning_over = None, False
     payment = s.payments.get(e.payment_id)
-    if payment is not None and isinstance(payment.intent, RenewalStarted) and payment.intent.promo is not None:
+    if payment is not None and isinstance(payment.intent, (RenewalStarted, RecoveryStarted)) and payment.intent.promo is not None:
         sub.promo_periods_left = payment.intent.promo.periods_left  # one more discounted period was paid
     if e.plan_id is not None and e.plan_id != sub.plan_id:
         # A scheduled downgrade took effect with this renewal: its charge was the new plan's price.
@@ -737,6 +815,8 @@ def _price_announced(s: AccountState, e: PriceChangeAnnounced, at: datetime, cid
 _APPLIERS = {
     CheckoutStarted: _checkout_started,
     RenewalStarted: _renewal_started,
+    RecoveryStarted: _recovery_started,
+    RenewalConfirmationRequired: _confirmation_required,
     CardCheckStarted: _card_check_started,
     PaymentMethodReplaced: _payment_method_replaced,
     PaymentCreated: _payment_created,

@@ -499,17 +499,76 @@ def create_app(settings: YooKassaSandboxSettings | None = None) -> ASGIApp:
 
     @app.post("/sandbox/payment-methods/{method_id}/behaviour", tags=["sandbox"])
     async def method_behaviour(method_id: str, request: Request) -> Response:
-        """`{"decline_reason": "insufficient_funds"}` makes later charges decline; null restores."""
+        """`{"decline_reason": "insufficient_funds"}` makes later charges decline (null restores);
+        `{"require_3ds": true}` makes them wait for the customer's 3-D Secure on the payment page."""
         try:
             body = orjson.loads(await request.body() or b"{}")
-            if not isinstance(body, dict) or "decline_reason" not in body:
-                raise ValueError('body must be {"decline_reason": REASON or null}')
-            view = sb.emulator.set_method_behaviour(method_id, body["decline_reason"])
+            if not isinstance(body, dict) or not ({"decline_reason", "require_3ds"} & body.keys()) or body.keys() - {
+                "decline_reason", "require_3ds"
+            }:
+                raise ValueError('body must be {"decline_reason": REASON or null} and/or {"require_3ds": true|false}')
+            view = sb.emulator.set_method_behaviour(method_id, **body)
         except (ValueError, orjson.JSONDecodeError) as exc:
             return bad_request(str(exc))
         except KeyError:
             return json_response({"error": f"no saved payment method {method_id}"}, 404)
         return json_response(view)
+
+    # ---------------------------------------------------------------- the dashboard (money moved outside the API)
+
+    async def dashboard_body(request: Request) -> dict[str, Any]:
+        body = orjson.loads(await request.body() or b"{}")
+        if not isinstance(body, dict):
+            raise ValueError("body must be a JSON object")
+        return body
+
+    @app.post("/sandbox/dashboard/refunds", tags=["sandbox"])
+    async def dashboard_refund(request: Request) -> Response:
+        """An operator refunds in YooKassa's dashboard: `{payment_id, amount?: "100.00" (default: all
+        that is left), notify?: true}`; `notify: false` loses the `refund.succeeded` notification."""
+        try:
+            body = await dashboard_body(request)
+            amount = body.get("amount")
+            refund = sb.emulator.dashboard_refund(
+                str(body["payment_id"]), None if amount is None else str(amount), notify=bool(body.get("notify", True))
+            )
+        except ApiError as exc:
+            return error_response(exc)
+        except (KeyError, ValueError, orjson.JSONDecodeError) as exc:
+            return bad_request(f"expected {{payment_id, amount?, notify?}}: {exc}")
+        return json_response(refund)
+
+    @app.post("/sandbox/dashboard/payments", tags=["sandbox"])
+    async def dashboard_payment(request: Request) -> Response:
+        """A payment that succeeded without the shop hearing: `{amount: "299.00", metadata: {...},
+        description?, notify?: false}` — created and paid at once; its notification is lost unless `notify`."""
+        try:
+            body = await dashboard_body(request)
+            metadata = body.get("metadata") or {}
+            if not isinstance(metadata, dict):
+                raise ValueError("metadata must be an object")
+            payment = sb.emulator.dashboard_payment(
+                str(body["amount"]), metadata, notify=bool(body.get("notify", False)), description=body.get("description")
+            )
+        except ApiError as exc:
+            return error_response(exc)
+        except (KeyError, ValueError, orjson.JSONDecodeError) as exc:
+            return bad_request(f"expected {{amount, metadata?, description?, notify?}}: {exc}")
+        return json_response(payment)
+
+    @app.post("/sandbox/dashboard/{object_type}/{object_id}/alter", tags=["sandbox"])
+    async def dashboard_alter(object_type: str, object_id: str, request: Request) -> Response:
+        """Make YooKassa's record disagree with the shop's: `{status?, amount?}`, or `{forget: true}`
+        (gone from the API and its lists). `object_type`: payments | refunds. Tests only."""
+        if object_type not in ("payments", "refunds"):
+            return bad_request("object_type must be payments or refunds")
+        try:
+            changed = sb.emulator.dashboard_alter(object_type[:-1], object_id, await dashboard_body(request))
+        except ApiError as exc:
+            return error_response(exc)
+        except (ValueError, orjson.JSONDecodeError) as exc:
+            return bad_request(str(exc))
+        return json_response(changed)
 
     @app.post("/sandbox/reset", tags=["sandbox"])
     async def reset() -> Response:

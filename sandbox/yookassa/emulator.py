@@ -13,6 +13,8 @@ from __future__ import annotations
 import base64
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
@@ -93,7 +95,8 @@ CREATE TABLE IF NOT EXISTS payment_methods (
     payment_id TEXT NOT NULL,
     obj TEXT NOT NULL,
     decline_reason TEXT,
-    created_ts REAL NOT NULL
+    created_ts REAL NOT NULL,
+    require_3ds INTEGER NOT NULL DEFAULT 0
 );
 
 CREATE TABLE IF NOT EXISTS notifications (
@@ -178,6 +181,9 @@ class Emulator:
         self.base_url = base_url
         self.fee = Decimal(fee_percent) / 100
         self.idempotence_ttl_s = idempotence_ttl_s
+        columns = {row["name"] for row in self.db.all("PRAGMA table_info(payment_methods)")}
+        if "require_3ds" not in columns:  # a database made before saved cards could ask for 3-D Secure
+            self.db.execute("ALTER TABLE payment_methods ADD COLUMN require_3ds INTEGER NOT NULL DEFAULT 0")
 
     # ------------------------------------------------------------------ idempotence
 
@@ -301,9 +307,13 @@ class Emulator:
                 "payment_method_id",
             )
         obj["payment_method"] = orjson.loads(row["obj"])
+        three_ds = bool(row["require_3ds"]) and not row["decline_reason"]
+        if three_ds:
+            # The bank wants the customer to confirm this charge: pending, with the payment page.
+            obj["confirmation"] = {"type": "redirect", "confirmation_url": f"{self.base_url}/checkout/{obj['id']}"}
         self.db.execute(
             "INSERT INTO payments (id, status, created_ts, created_at, idempotence_key, payment_method_id,"
-            " capture, receipt, obj) VALUES (?,?,?,?,?,?,?,?,?)",
+            " capture, receipt, confirm_deadline, obj) VALUES (?,?,?,?,?,?,?,?,?,?)",
             (
                 obj["id"],
                 "pending",
@@ -313,6 +323,7 @@ class Emulator:
                 pm_id,
                 int(capture),
                 dumps(receipt) if receipt is not None else None,
+                now + self.config.confirmation_ttl_s if three_ds else None,
                 dumps(obj),
             ),
         )
@@ -320,6 +331,8 @@ class Emulator:
             reason = row["decline_reason"]
             party = cards.PARTY_BY_REASON.get(reason, "payment_network")
             return self._cancel(obj, party, reason, now)
+        if three_ds:
+            return obj
         return self._authorize(obj, bool(capture), now, three_ds=False)
 
     def get_payment(self, payment_id: str) -> dict[str, Any]:
@@ -473,8 +486,16 @@ class Emulator:
         if row is None:
             return None
         obj = self._expire_if_due(row)
-        if obj["status"] != "pending" or row["payment_method_id"]:
+        if obj["status"] != "pending":
             return obj  # a second click, or a page opened too late: nothing more happens
+        if row["payment_method_id"]:
+            # A saved card's charge waiting for 3-D Secure: the customer confirms it (the card on
+            # file pays; the 3-D Secure failure test card stands for a failed confirmation).
+            now = time.time()
+            with self.db.transaction():
+                if cards.normalise(card_number) == cards.DECLINE_3D_SECURE_FAILED:
+                    return self._cancel(obj, "payment_network", "3d_secure_failed", now)
+                return self._authorize(obj, bool(row["capture"]), now, three_ds=True)
         number = cards.normalise(card_number)
         if not cards.luhn_valid(number):
             raise CardRejected("Check the card number: it is not a valid card number.")
@@ -691,6 +712,91 @@ class Emulator:
             args.append(params["payment_id"])
         return self._page("refunds", clauses, args, params)
 
+    # ------------------------------------------------------------------ the dashboard
+
+    @contextmanager
+    def _silently(self, silent: bool) -> Iterator[None]:
+        """While active, state changes queue no notification: YooKassa sent one and it was lost."""
+        if not silent:
+            yield
+            return
+        real = self.notifications
+        self.notifications = _Unheard()  # type: ignore[assignment]
+        try:
+            yield
+        finally:
+            self.notifications = real
+
+    def dashboard_refund(self, payment_id: str, amount: str | None, *, notify: bool) -> dict[str, Any]:
+        """What an operator does in YooKassa's dashboard: refund (part of) a payment. No
+        Idempotence-Key or metadata of the shop names it; `refund.succeeded` is sent like for any
+        refund unless `notify` is false (a lost notification)."""
+        row = self._load(check_object_id(payment_id, "payment_id"))
+        if row is None:
+            raise invalid_request(f"Payment {payment_id} not found", "payment_id")
+        payment = orjson.loads(row["obj"])
+        if amount is None:
+            left = Decimal(payment["amount"]["value"]) - self._refunds_total(payment_id)
+            amount = money(left)
+        body = {
+            "payment_id": payment_id,
+            "amount": {"value": amount, "currency": payment["amount"]["currency"]},
+            "description": "Refund made in the YooKassa dashboard",
+        }
+        with self.db.transaction(), self._silently(not notify):
+            return self.create_refund(body, f"dashboard-{new_id()}", RefundOutcome())
+
+    def dashboard_payment(self, amount: str, metadata: dict[str, Any], *, notify: bool, description: str | None = None) -> dict[str, Any]:
+        """A payment that succeeded without the shop hearing: created and paid (a saved test card)
+        with the given metadata; `payment.succeeded` is lost unless `notify`."""
+        value, currency = parse_amount({"value": amount, "currency": "RUB"})
+        body: dict[str, Any] = {
+            "amount": {"value": money(value), "currency": currency},
+            "capture": True,
+            "confirmation": {"type": "redirect", "return_url": "http://127.0.0.1/dashboard"},
+            "description": description or "Payment made outside the shop's API",
+            "metadata": metadata,
+            "receipt": {
+                "customer": {"email": "dashboard@example.com"},
+                "items": [
+                    {
+                        "description": description or "Payment",
+                        "quantity": "1.00",
+                        "amount": {"value": money(value), "currency": currency},
+                        "vat_code": 1,
+                    }
+                ],
+            },
+        }
+        with self.db.transaction(), self._silently(not notify):
+            created = self.create_payment(body, f"dashboard-{new_id()}")
+        with self._silently(not notify):
+            paid = self.checkout_pay(created["id"], cards.SUCCESS, None, None)
+        assert paid is not None
+        return paid
+
+    def dashboard_alter(self, object_type: str, object_id: str, changes: dict[str, Any]) -> dict[str, Any]:
+        """Make YooKassa's record of an object disagree with the shop's (`status`, `amount`), or
+        `forget` it (gone from the API and its lists): the divergences reconciliation must list."""
+        table = "payments" if object_type == "payment" else "refunds"
+        row = self.db.one(f"SELECT * FROM {table} WHERE id = ?", (check_object_id(object_id, "id"),))
+        if row is None:
+            raise not_found(f"{object_type.capitalize()} {object_id} not found")
+        if changes.get("forget"):
+            self.db.execute(f"DELETE FROM {table} WHERE id = ?", (object_id,))
+            return {"id": object_id, "forgotten": True}
+        obj = orjson.loads(row["obj"])
+        if "status" in changes:
+            allowed = PAYMENT_STATUSES if table == "payments" else REFUND_STATUSES
+            if changes["status"] not in allowed:
+                raise invalid_request(f"status must be one of {', '.join(allowed)}", "status")
+            obj["status"] = changes["status"]
+        if "amount" in changes:
+            value, _ = parse_amount({"value": str(changes["amount"]), "currency": obj["amount"]["currency"]})
+            obj["amount"]["value"] = money(value)
+        self.db.execute(f"UPDATE {table} SET status = ?, obj = ? WHERE id = ?", (obj["status"], dumps(obj), object_id))
+        return obj
+
     # ------------------------------------------------------------------ lists
 
     @staticmethod
@@ -809,15 +915,26 @@ class Emulator:
             **orjson.loads(row["obj"]),
             "payment_id": row["payment_id"],
             "decline_reason": row["decline_reason"],
+            "require_3ds": bool(row["require_3ds"]),
         }
 
-    def set_method_behaviour(self, method_id: str, decline_reason: str | None) -> dict[str, Any]:
-        if decline_reason is not None and (not isinstance(decline_reason, str) or not decline_reason):
+    _UNCHANGED: Any = object()
+
+    def set_method_behaviour(self, method_id: str, decline_reason: Any = _UNCHANGED, require_3ds: Any = _UNCHANGED) -> dict[str, Any]:
+        """How later charges of a saved card go: decline with a reason, or ask for 3-D Secure."""
+        if decline_reason is not self._UNCHANGED and decline_reason is not None and (
+            not isinstance(decline_reason, str) or not decline_reason
+        ):
             raise ValueError("decline_reason must be a cancellation reason or null")
+        if require_3ds is not self._UNCHANGED and not isinstance(require_3ds, bool):
+            raise ValueError("require_3ds must be true or false")
         row = self.db.one("SELECT * FROM payment_methods WHERE id = ?", (method_id,))
         if row is None:
             raise KeyError(method_id)
-        self.db.execute("UPDATE payment_methods SET decline_reason = ? WHERE id = ?", (decline_reason, method_id))
+        if decline_reason is not self._UNCHANGED:
+            self.db.execute("UPDATE payment_methods SET decline_reason = ? WHERE id = ?", (decline_reason, method_id))
+        if require_3ds is not self._UNCHANGED:
+            self.db.execute("UPDATE payment_methods SET require_3ds = ? WHERE id = ?", (int(require_3ds), method_id))
         return self._method_view(self.db.one("SELECT * FROM payment_methods WHERE id = ?", (method_id,)))
 
     # ------------------------------------------------------------------ inspection
@@ -935,3 +1052,10 @@ class Emulator:
 
 
 __all__ = ["ApiError", "CardRejected", "Emulator", "RefundOutcome", "SCHEMA"]
+
+
+class _Unheard:
+    """Notifications that never reach the shop (see `Emulator._silently`)."""
+
+    def enqueue(self, event: str, obj: Any, metadata: Any) -> None:
+        return None

@@ -7,7 +7,8 @@ command API (as an operator would); then the browser logs in, searches the subsc
 user id, extends it by 30 days, and reloads the subscription page until the projector has
 caught up and the page shows the old end + 30 days (saved as a screenshot under `test-output/`).
 Then a second grant of the same plan goes through the processor and comes back rejected, with its
-reason shown to the operator.
+reason shown to the operator. Last, a reconciliation finds a payment at YooKassa that names none
+of ours; the operator filters the Reconciliation page by kind, opens it and marks it resolved.
 """
 
 from __future__ import annotations
@@ -53,7 +54,7 @@ def _missing_parts() -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def pipeline(admin_database: Settings, settings: Settings) -> Iterator[dict[str, Any]]:
+def pipeline(admin_database: Settings, settings: Settings, yookassa_sandbox: Any) -> Iterator[dict[str, Any]]:
     """Every process of the write and read paths, on the admin's fresh database and fresh topics."""
     if missing := _missing_parts():
         pytest.fail(f"parts of the pipeline are missing: {', '.join(missing)}")
@@ -75,6 +76,8 @@ def pipeline(admin_database: Settings, settings: Settings) -> Iterator[dict[str,
         "PROJECTOR_GROUP_ID": f"projector-{tag}",
         "JWT_SECRET": ADMIN_JWT_SECRET,
         "BILLING_CLOCK": "system",
+        **yookassa_sandbox.env(),
+        "PROCESSOR_RECONCILE_ENABLED": "false",  # the reconciliation below is run by hand
     }
     api_url = f"http://127.0.0.1:{api_port}"
     admin_url = f"http://127.0.0.1:{admin_port}"
@@ -231,3 +234,67 @@ async def test_operator_extends_a_subscription_in_a_real_browser(pipeline, admin
                         subscription_id)[0]
     assert new_end == old_end + timedelta(days=30)
     assert isinstance(new_end, datetime)
+
+
+async def test_operator_resolves_a_reconciliation_difference(pipeline, admin_database: Settings, yookassa_sandbox: Any) -> None:
+    """A run finds YooKassa's payment that names none of ours; the operator marks it resolved with a reason."""
+    from datetime import UTC
+
+    from playwright.async_api import async_playwright
+
+    from payment_processor.bootstrap import reconcile_once
+    from payment_processor.config import ProcessorServiceSettings, ProcessorSettings
+
+    admin_url, env = pipeline["admin_url"], pipeline["env"]
+    since = datetime.now(UTC) - timedelta(seconds=2)
+    stranger = await yookassa_sandbox.adashboard_payment("77.00", {"order": f"elsewhere-{uuid.uuid4().hex[:6]}"})
+    service = ProcessorServiceSettings(
+        database_url=env["DATABASE_URL"], kafka_bootstrap_servers=env["KAFKA_BOOTSTRAP_SERVERS"],
+        commands_topic=env["COMMANDS_TOPIC"], yookassa_api_url=env["YOOKASSA_API_URL"],
+    )
+    summary = await reconcile_once(service, ProcessorSettings(), since, datetime.now(UTC) + timedelta(seconds=2))
+    [found] = [d for d in summary["differences"] if d["provider_id"] == stranger["id"]]
+    assert (found["kind"], found["status"]) == ("unknown_to_us", "open")
+
+    username, password = f"op-{uuid.uuid4().hex[:8]}", f"pw-{uuid.uuid4().hex}"
+    created_user = ManagedProcess(
+        "admin-e2e-create-operator-2",
+        [sys.executable, "-m", "admin", "manage", "create_operator", username, "--password-env", "OPERATOR_PW"],
+        env={**env, "OPERATOR_PW": password},
+    ).start()
+    assert created_user.proc is not None and created_user.proc.wait(60) == 0, created_user.tail()
+
+    async with async_playwright() as p:
+        browser = await p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            page = await browser.new_page(viewport={"width": 1400, "height": 1200})
+            page.set_default_timeout(20_000)
+            await page.goto(f"{admin_url}/admin/")
+            await page.fill("#id_username", username)
+            await page.fill("#id_password", password)
+            await page.click("input[type=submit]")
+            await page.wait_for_selector("text=Reconciliation differences")
+
+            # the run, and its differences filtered by kind and status
+            await page.goto(f"{admin_url}/admin/billing/reconciliationrun/")
+            assert summary["run"]["run_id"][:8] in await page.inner_text("#result_list")
+            await page.goto(f"{admin_url}/admin/billing/reconciliationdifference/?kind=unknown_to_us&status=open")
+            await page.fill("#searchbar", stranger["id"])
+            await page.press("#searchbar", "Enter")
+            row = page.locator("#result_list tbody tr", has_text=stranger["id"])
+            await row.locator("a").first.click()
+            await page.wait_for_selector("#act-resolve")
+            assert "names none of ours" in await page.inner_text("#content-main")
+
+            await page.click("#act-resolve")
+            await page.fill("#id_resolution", "browser test: a payment of another shop")
+            await page.click("#submit-resolve")
+            await page.wait_for_selector("text=browser test: a payment of another shop")
+            assert await page.locator("#act-resolve").count() == 0  # resolved: nothing left to do
+            await page.screenshot(path=str(SCREENSHOT.with_name("admin-reconciliation.png")), full_page=True)
+        finally:
+            await browser.close()
+
+    row = fetch_one(admin_database, "SELECT status, resolved_by, resolution FROM processor.reconciliation_differences "
+                                    "WHERE difference_id = %s", uuid.UUID(found["difference_id"]))
+    assert row == ("resolved", username, "browser test: a payment of another shop")

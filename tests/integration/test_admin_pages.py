@@ -333,6 +333,19 @@ async def test_csrf_is_enforced_on_actions(admin_site, seeded, operator_user) ->
     assert b"CSRF" in response.content
 
 
+async def test_payments_show_recovery_and_a_renewal_awaiting_3ds(admin_site, seeded, operator_client) -> None:
+    sub, user_id = seeded["sub"], seeded["user_id"]
+    recovery = await admin_site.insert("payment", subscription_id=sub["subscription_id"], user_id=user_id, purpose="recovery")
+    waiting = await admin_site.insert("payment", subscription_id=sub["subscription_id"], user_id=user_id, purpose="renewal",
+                                      status="pending", paid_at=None, confirmation_url="http://127.0.0.1:8010/checkout/x")
+    page = body(await get(admin_site, operator_client, f"/admin/billing/payment/{waiting['payment_id']}/change/"))
+    assert "awaiting 3-D Secure" in page and "http://127.0.0.1:8010/checkout/x" in page
+    listing = body(await get(admin_site, operator_client, "/admin/billing/payment/", purpose="recovery"))
+    assert str(recovery["payment_id"])[:8] in listing and str(waiting["payment_id"])[:8] not in listing
+    detail = body(await get(admin_site, operator_client, f"/admin/billing/subscription/{sub['subscription_id']}/change/"))
+    assert "recovery" in detail and "awaiting 3-D Secure" in detail
+
+
 async def test_promo_codes_list_uses_and_remaining_and_act_only_for_operators(admin_site, seeded, operator_client, viewer_client) -> None:
     code = await admin_site.insert("promo_code", plan_ids='["basic", "yearly"]')
     flat = await admin_site.insert("promo_code", percent_off=None, amount_off_minor=10000, currency="RUB", max_redemptions=None,

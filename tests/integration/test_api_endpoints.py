@@ -511,7 +511,7 @@ async def test_health_readiness_metrics_and_request_ids(api):
 async def test_openapi_documents_every_route_with_examples(api):
     schema = (await api.client.get("/openapi.json")).json()
     operations = [(path, method, op) for path, item in schema["paths"].items() for method, op in item.items()]
-    assert len(operations) == 32  # + payment-method (card replacement), + price-changes, + 5 promo-code routes, + switch
+    assert len(operations) == 33  # + payment-method, + price-changes, + 5 promo-code routes, + pay (pay now), + switch
     for path, method, op in operations:
         assert op.get("description"), (path, method)
         responses = op["responses"]
@@ -539,6 +539,40 @@ async def test_the_payment_return_page(api):
     response = await api.client.get("/v1/return?orderId=whatever")
     assert response.status_code == 200 and response.headers["content-type"].startswith("text/html")
     assert "Thank you" in response.text
+
+
+async def test_pay_now_publishes_for_a_past_due_subscription_and_refuses_otherwise(api, seed, settings):
+    user, plan = new_user(), await seed.plan()
+    overdue = await seed.subscription(user, plan, status="past_due")
+    response = await api.client.post(f"/v1/subscriptions/{overdue['subscription_id']}/pay", json={}, headers=api.command(user))
+    assert response.status_code == 202 and response.json()["command_type"] == "PayOverdueSubscription"
+    key, envelope, _ = await _one_published(api, settings, response.json()["command_id"])
+    assert key == user.encode() and envelope["data"]["subscription_id"] == str(overdue["subscription_id"])
+    # an active one is a 409 with the code, without publishing anything
+    active = await seed.subscription(user, plan)
+    conflict = _is_problem(await api.client.post(f"/v1/subscriptions/{active['subscription_id']}/pay", json={}, headers=api.command(user)), 409)
+    assert conflict["code"] == "not_past_due"
+    # someone else's or no subscription: 404
+    _is_problem(await api.client.post(f"/v1/subscriptions/{overdue['subscription_id']}/pay", json={}, headers=api.command(new_user())), 404)
+    _is_problem(await api.client.post(f"/v1/subscriptions/{uuid.uuid4()}/pay", json={}, headers=api.command(user)), 404)
+
+
+async def test_pay_now_rejected_by_the_processor_is_a_409_when_waited_for(api, seed):
+    user, plan = new_user(), await seed.plan()
+    overdue = await seed.subscription(user, plan, status="past_due")
+    headers = {**api.command(user), "Prefer": "wait=2"}
+    command_id = derived_id("command", user, headers["Idempotency-Key"])
+
+    async def reject() -> None:
+        await asyncio.sleep(0.2)
+        await seed.command(command_id, user, status="rejected", command_type="PayOverdueSubscription",
+                           code="renewal_in_progress", reason="an automatic renewal charge is in progress")
+
+    task = asyncio.create_task(reject())
+    response = await api.client.post(f"/v1/subscriptions/{overdue['subscription_id']}/pay", json={}, headers=headers)
+    await task
+    problem = _is_problem(response, 409)
+    assert problem["code"] == "renewal_in_progress" and problem["command_status"] == "rejected"
 
 
 # ----------------------------------------------------------------------------- price changes (docs/decisions/0120)

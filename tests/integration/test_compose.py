@@ -216,6 +216,8 @@ PRODUCTION_VALUES = {
     "YOOKASSA_SHOP_ID": "654321",
     "YOOKASSA_SECRET_KEY": "live_aBcDeFgHiJkLmNoPqRsTuVwXyZ",
     "YOOKASSA_RETURN_URL": "https://cinema.example.com/billing/return",
+    "YOOKASSA_TAX_SYSTEM_CODE": "1",
+    "YOOKASSA_RECEIPT_VAT_CODE": "1",
     "MAILGUN_API_KEY": "key-3ax6xnjp29jd6fds4gc373sgvjxteol0",
     "MAILGUN_DOMAIN": "mg.cinema.example.com",
     "MAILGUN_FROM": "Billing <billing@mg.cinema.example.com>",

@@ -7,9 +7,15 @@ within that half second and the processor refunded for 1 day used while the API 
 from __future__ import annotations
 
 import asyncio
+import uuid
 from datetime import timedelta
 
+import pytest
+from yookassa import Payment
+
 from devstack import demo
+from sandbox.yookassa import cards
+from tests.support.yookassa_params import payment_params
 from infra.clock import ShiftableClock, read_offset
 from infra.db import create_engine
 
@@ -30,3 +36,21 @@ async def test_a_shift_is_seen_by_every_running_clock_when_the_demo_goes_on(fres
     finally:
         await clock.stop()
         await engine.dispose()
+
+
+def test_the_recovery_steps_find_the_saved_card_and_pay_on_the_page(yookassa_sandbox, monkeypatch) -> None:
+    """The demo's past-due recovery helpers against the real sandbox: find the card a paid
+    subscription saved, and pay a page as a person would (the demo itself needs the whole stack)."""
+    monkeypatch.setattr(demo, "YOOKASSA", yookassa_sandbox.url)
+    yookassa_sandbox.configure_sdk()
+    subscription_id = str(uuid.uuid4())
+    params = payment_params("299.00", save_payment_method=True, metadata={"subscription_id": subscription_id})
+    first = Payment.create(params, str(uuid.uuid4()))
+    assert demo._pay_page(first.confirmation.confirmation_url, demo.SUCCESS_CARD) == 200
+    card = demo._saved_card(subscription_id)
+    assert card == yookassa_sandbox.payment(first.id)["payment_method"]["id"]
+    with pytest.raises(demo.DemoError):
+        demo._saved_card(str(uuid.uuid4()))
+    second = Payment.create({**params, "save_payment_method": False}, str(uuid.uuid4()))
+    demo._pay_page(second.confirmation.confirmation_url, cards.DECLINE_BY_REASON["insufficient_funds"])
+    assert yookassa_sandbox.payment(second.id)["status"] == "canceled"

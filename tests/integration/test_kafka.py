@@ -7,7 +7,7 @@ import asyncio
 import uuid
 from collections import defaultdict
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import AIOKafkaConsumer
 
 from infra.kafka import ConsumerLoop, correlation_id_of, ensure_topics, make_producer
 from tests.support.wait import wait_until

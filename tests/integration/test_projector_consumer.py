@@ -14,7 +14,6 @@ import uuid
 from collections.abc import Callable
 
 import asyncpg
-import pytest
 from aiokafka import AIOKafkaConsumer
 
 from infra.db import create_engine

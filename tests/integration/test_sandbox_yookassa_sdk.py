@@ -188,6 +188,35 @@ def test_autopayment_with_a_saved_method_and_on_demand_decline(sdk) -> None:
     assert unknown.value.content["parameter"] == "payment_method_id"
 
 
+def test_a_saved_card_that_requires_3ds_waits_for_the_customer_on_the_payment_page(sdk) -> None:
+    first = Payment.create(payment_params("299.00", save_payment_method=True), key())
+    method_id = sdk.pay(first.id)["payment_method"]["id"]
+    view = sdk.set_method_behaviour(method_id, require_3ds=True)
+    assert view["require_3ds"] is True and view["decline_reason"] is None
+
+    renewal = Payment.create(autopayment_params(method_id, "299.00"), key())
+    assert renewal.status == "pending" and renewal.paid is False
+    url = renewal.confirmation.confirmation_url
+    assert url == f"{sdk.url}/checkout/{renewal.id}"
+    assert Payment.find_one(renewal.id).status == "pending"  # nothing happens until the customer confirms
+    page = httpx.get(url, timeout=10)
+    assert page.status_code == 200 and 'data-status="pending"' in page.text
+    confirmed = sdk.pay(renewal.id)
+    assert confirmed["status"] == "succeeded" and confirmed["payment_method"]["id"] == method_id
+    assert confirmed["authorization_details"]["three_d_secure"]["applied"] is True
+    assert sdk.pay(renewal.id)["status"] == "succeeded"  # a second submit changes nothing
+
+    failed = Payment.create(autopayment_params(method_id, "299.00"), key())
+    assert sdk.pay(failed.id, cards.DECLINE_3D_SECURE_FAILED)["cancellation_details"]["reason"] == "3d_secure_failed"
+    left = Payment.create(autopayment_params(method_id, "299.00"), key())
+    assert sdk.leave(left.id, expire_after_s=0)["cancellation_details"]["reason"] == "expired_on_confirmation"
+
+    sdk.set_method_behaviour(method_id, require_3ds=False)
+    assert Payment.create(autopayment_params(method_id, "299.00"), key()).status == "succeeded"
+    bad = httpx.post(f"{sdk.url}/sandbox/payment-methods/{method_id}/behaviour", json={"require_3ds": "yes"}, timeout=10)
+    assert bad.status_code == 400
+
+
 def test_a_method_not_saved_cannot_be_charged_again(sdk) -> None:
     first = Payment.create(payment_params("299.00", save_payment_method=False), key())
     method = sdk.pay(first.id)["payment_method"]

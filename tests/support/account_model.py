@@ -28,9 +28,14 @@ Invariants (the two promises, made checkable):
   (recomputed here from the log alone); the new period's payments add up to what paid it; refunds
   of a carried credit never exceed it; refunded + reserved ≤ paid per subscription too; at most one
   live subscription per product (upgrades count as a new period for "one kept charge per period");
+* a kept recovery charge (the customer paying a past-due subscription now) renewed exactly one
+  period at the renewal's amount, and no renewal was charged while the customer's own payment was
+  open (docs/decisions/0117);
 * a payment or refund ends as failed only when YooKassa declined or refused it (a 401 is ours to
   fix, a given-up create is flagged `outcome_unknown`);
-* once the provider has settled: every command has a terminal event, nothing is left open;
+* once the provider has settled: every command has a terminal event, nothing is left open, every
+  refund made in YooKassa's dashboard is recorded (by its notification or a reconciliation run),
+  and what we refunded of each payment equals what YooKassa refunded of it;
 * card checks (docs/decisions/0118): every check we heard succeed was asked back in full at once
   (never kept), a trial is never charged before its end, and every renewal charges the card saved
   last for its subscription (a replacement's newest card).
@@ -92,6 +97,7 @@ from payment_processor.entrypoints.janitor import sync_command
 from payment_processor.adapters.operations import OpenOperation
 from payment_processor.adapters.schedule import DueAction, DueNotice, row_of
 from payment_processor.entrypoints.scheduler import command_for, notice_command_for
+from payment_processor.domain.reconcile import Window, compare, our_objects, with_command_ids
 
 T0 = datetime(2026, 3, 1, 9, 0, tzinfo=timezone.utc)
 USER = "model-user"
@@ -154,8 +160,15 @@ class YkPayment:
     status: str = "pending"
     captured_at: datetime | None = None
     cancellation_reason: str | None = None
+    created_at: datetime | None = None
     receipt: dict[str, Any] | None = None
     receipt_registration: str | None = None
+    three_ds: bool = False
+    """A saved-card charge the bank wants the customer to confirm on a payment page (3-D Secure)."""
+
+    @property
+    def has_page(self) -> bool:
+        return not self.renewal or self.three_ds
 
 
 @dataclass
@@ -164,6 +177,9 @@ class YkRefund:
     payment_id: str
     amount_minor: int
     status: str = "pending"
+    created_at: datetime | None = None
+    dashboard: bool = False
+    """Made by an operator in YooKassa's dashboard: no key or request of ours names it."""
     receipt_registration: str | None = None
 
 
@@ -178,6 +194,12 @@ class FakeYooKassa:
     notifications: list[tuple[str, str, str]] = field(default_factory=list)
     """(kind, YooKassa id, event) not yet delivered; a delivered one may stay for a duplicate."""
     violations: list[str] = field(default_factory=list)
+    forced_result: str | None = None
+    """How every new renewal charge comes out, whatever was drawn (to start from a declined renewal)."""
+    recorded_by_shop: Any = lambda refund_id, key: True
+    """Whether the shop had recorded this refund when it decided the request under `key`: a
+    dashboard refund it had not heard of takes money it could not know was gone, so asking for
+    more than is left then is no fault of its own (YooKassa refuses; the refund fails)."""
     _ids: itertools.count = field(default_factory=lambda: itertools.count(1))
 
     def _new_id(self, kind: int) -> str:
@@ -196,7 +218,7 @@ class FakeYooKassa:
                 except AttributeError as exc:
                     return classify_error(exc)
         try:
-            outcome = self._act(step, now, result)
+            outcome = self._act(step, now, self.forced_result or result)
         except (BadRequestError, NotFoundError) as exc:
             return classify_error(exc)
         if fault == "lost_after":
@@ -227,13 +249,16 @@ class FakeYooKassa:
                 metadata=dict(body["metadata"]),
                 renewal=renewal,
                 save_method=bool(body.get("save_payment_method")),
+                created_at=now,
                 receipt=body.get("receipt"),
             )
             self._check_receipt(body, payment.amount_minor, None)
             payment.receipt_registration = "pending" if payment.receipt else None
             self.payments[payment.id] = payment
             self.keys[step.idempotence_key] = (payment.id, now, body)
-            if renewal and result != "pending":
+            if renewal and result == "3ds":
+                payment.three_ds = True
+            elif renewal and result != "pending":
                 self.settle_payment(payment, result, now)
             return self.view(payment.id)
         if isinstance(step, CreateRefund):
@@ -245,16 +270,23 @@ class FakeYooKassa:
                 raise BadRequestError({"type": "error", "code": "invalid_request", "description": "payment not refundable"})
             taken = sum(r.amount_minor for r in self.refunds.values() if r.payment_id == payment.id and r.status != "canceled")
             if taken + amount > payment.amount_minor:
-                self.violations.append(f"asked to refund {amount} of {payment.id} with {payment.amount_minor - taken} left")
+                unheard = sum(
+                    r.amount_minor
+                    for r in self.refunds.values()
+                    if r.payment_id == payment.id and r.dashboard and r.status != "canceled" and not self.recorded_by_shop(r.id, step.idempotence_key)
+                )
+                if taken - unheard + amount > payment.amount_minor:
+                    self.violations.append(f"asked to refund {amount} of {payment.id} with {payment.amount_minor - taken} left")
                 self.refused_keys.add(step.idempotence_key)
                 raise BadRequestError({"type": "error", "code": "invalid_request", "description": "amount too large"})
             self._check_receipt(body, amount, payment.receipt)
             refund = YkRefund(
-                id=self._new_id(0x3A8E0000), payment_id=payment.id, amount_minor=amount, receipt_registration="pending" if body.get("receipt") else None
+                id=self._new_id(0x3A8E0000), payment_id=payment.id, amount_minor=amount, created_at=now,
+                receipt_registration="pending" if body.get("receipt") else None,
             )
             self.refunds[refund.id] = refund
             self.keys[step.idempotence_key] = (refund.id, now, body)
-            if result != "pending":
+            if result not in ("pending", "3ds"):
                 self.settle_refund(refund, "succeeded" if result == "succeeded" else "canceled")
             return self.view(refund.id)
         object_id = step.provider_payment_id if isinstance(step, FindPayment) else step.provider_refund_id
@@ -287,7 +319,7 @@ class FakeYooKassa:
             r = self.refunds[object_id]
             return ProviderRefund(
                 id=r.id, status=r.status, amount=s.Money.from_minor(r.amount_minor, "RUB"), payment_id=r.payment_id,
-                receipt_registration=r.receipt_registration,
+                receipt_registration=r.receipt_registration, created_at=r.created_at,
             )
         p = self.payments[object_id]
         saved = p.status == "succeeded" and (p.renewal or p.save_method)
@@ -295,7 +327,7 @@ class FakeYooKassa:
             id=p.id,
             status=p.status,
             amount=s.Money.from_minor(p.amount_minor, "RUB"),
-            confirmation_url=None if p.renewal else f"https://yookassa.test/pay/{p.id}",
+            confirmation_url=f"https://yookassa.test/pay/{p.id}" if p.has_page else None,
             captured_at=p.captured_at,
             cancellation_reason=p.cancellation_reason,
             cancellation_party="payment_network" if p.cancellation_reason else None,
@@ -303,6 +335,7 @@ class FakeYooKassa:
             payment_method_saved=saved,
             payment_method_title="Bank card *4444" if saved else None,
             metadata=dict(p.metadata),
+            created_at=p.created_at,
             receipt_registration=p.receipt_registration,
         )
 
@@ -311,12 +344,25 @@ class FakeYooKassa:
         if status == "succeeded":
             payment.captured_at = now
         else:
-            payment.cancellation_reason = "insufficient_funds" if payment.renewal else "expired_on_confirmation"
+            payment.cancellation_reason = "insufficient_funds" if not payment.has_page else "expired_on_confirmation"
         self.notifications.append(("payment", payment.id, f"payment.{status}"))
 
     def settle_refund(self, refund: YkRefund, status: str) -> None:
         refund.status = status
         self.notifications.append(("refund", refund.id, f"refund.{status}"))
+
+    def dashboard_refund(self, payment: YkPayment, amount_minor: int, now: datetime, *, notify: bool) -> YkRefund:
+        """An operator refunds in the dashboard: succeeded at once; its notification may be lost."""
+        refund = YkRefund(
+            id=self._new_id(0x3A8ED000), payment_id=payment.id, amount_minor=amount_minor, status="succeeded", created_at=now, dashboard=True
+        )
+        self.refunds[refund.id] = refund
+        if notify:
+            self.notifications.append(("refund", refund.id, "refund.succeeded"))
+        return refund
+
+    def succeeded_refunds_minor(self, payment_id: str) -> int:
+        return sum(r.amount_minor for r in self.refunds.values() if r.payment_id == payment_id and r.status == "succeeded")
 
     def refunded_minor(self, payment_id: str) -> int:
         return sum(r.amount_minor for r in self.refunds.values() if r.payment_id == payment_id and r.status != "canceled")
@@ -325,7 +371,7 @@ class FakeYooKassa:
 # --------------------------------------------------------------------------- invariants over the log
 
 
-def list_price(intent: s.CheckoutStarted | s.RenewalStarted) -> s.Money:
+def list_price(intent: s.CheckoutStarted | s.RenewalStarted | s.RecoveryStarted) -> s.Money:
     """The price a charge started from: before a promo code's discount (`charge_arithmetic` checks that)."""
     return intent.promo.list_price if intent.promo is not None else intent.amount
 
@@ -381,7 +427,7 @@ def price_change_violations(log: list[s.Envelope], plans: dict[str, PlanState]) 
             if d.first_renewal_at < e.occurred_at + timedelta(days=NOTICE_DAYS) or (change and d.first_renewal_at < change.effective_at):
                 problems.append(f"{d.subscription_id}: notice at {e.occurred_at} names a renewal on {d.first_renewal_at}")
             notices.setdefault(d.subscription_id, []).append((e.occurred_at, d))
-        elif isinstance(d, s.RenewalStarted):
+        elif isinstance(d, (s.RenewalStarted, s.RecoveryStarted)):  # paying now charges what the renewal would
             allowed = [checkout.get(d.subscription_id)] + [
                 n.new_price for at, n in notices.get(d.subscription_id, [])
                 if n.first_renewal_at <= d.period_start and at + timedelta(days=NOTICE_DAYS) <= d.period_start
@@ -399,7 +445,7 @@ def period_double_charges(log: list[s.Envelope], yk: FakeYooKassa) -> list[str]:
     amount: dict[Any, int] = {}
     for event in log:
         d = event.data
-        if isinstance(d, (s.CheckoutStarted, s.RenewalStarted, s.UpgradeStarted)):
+        if isinstance(d, (s.CheckoutStarted, s.RenewalStarted, s.RecoveryStarted, s.UpgradeStarted)):
             started_for[d.payment_id] = (d.subscription_id, periods_paid.get(d.subscription_id, 0))
             amount[d.payment_id] = d.amount.minor
         elif isinstance(d, s.SubscriptionActivated) and d.payment_id is not None or isinstance(d, (s.SubscriptionRenewed, s.PlanSwitched)):
@@ -444,7 +490,7 @@ def charge_arithmetic(log: list[s.Envelope], yk: FakeYooKassa) -> list[str]:
                     problems.append(f"checkout {d.payment_id} recorded {d.promo}")
             if d.amount.minor != expected(d.subscription_id, price.minor):
                 problems.append(f"checkout {d.payment_id} charged {d.amount}, expected {expected(d.subscription_id, price.minor)}")
-        elif isinstance(d, s.RenewalStarted):
+        elif isinstance(d, (s.RenewalStarted, s.RecoveryStarted)):
             price = list_price(d)
             renewal_promo[d.payment_id] = d.promo is not None
             if d.amount.minor != expected(d.subscription_id, price.minor):
@@ -453,7 +499,7 @@ def charge_arithmetic(log: list[s.Envelope], yk: FakeYooKassa) -> list[str]:
             discounted_paid[d.subscription_id] = discounted_paid.get(d.subscription_id, 0) + 1
         elif isinstance(d, s.SubscriptionRenewed) and renewal_promo.get(d.payment_id):
             discounted_paid[d.subscription_id] = discounted_paid.get(d.subscription_id, 0) + 1
-    amounts = {str(e.data.payment_id): e.data.amount.minor for e in log if isinstance(e.data, (s.CheckoutStarted, s.RenewalStarted))}
+    amounts = {str(e.data.payment_id): e.data.amount.minor for e in log if isinstance(e.data, (s.CheckoutStarted, s.RenewalStarted, s.RecoveryStarted))}
     for theirs in yk.payments.values():
         ours = amounts.get(theirs.metadata.get("payment_id", ""))
         if ours is not None and ours != theirs.amount_minor:
@@ -486,13 +532,50 @@ def charges_after_decline(log: list[s.Envelope]) -> list[str]:
     return problems
 
 
+def recovery_problems(log: list[s.Envelope], yk: FakeYooKassa) -> list[str]:
+    """Kept recovery charges (we heard of their success) that did not renew exactly their one period at the renewal's amount, and
+    renewal charges started while the customer's own payment of the period was open (0117)."""
+    intents: dict[Any, s.RecoveryStarted] = {}
+    renewed_by: dict[Any, list[s.SubscriptionRenewed]] = {}
+    asked_back: dict[Any, int] = {}
+    open_recovery: dict[Any, set[Any]] = {}
+    heard: set[Any] = set()
+    problems = []
+    for event in log:
+        d = event.data
+        if isinstance(d, s.RecoveryStarted):
+            intents[d.payment_id] = d
+            open_recovery.setdefault(d.subscription_id, set()).add(d.payment_id)
+            if d.period_end - d.period_start != timedelta(days=PLANS[d.plan_id].period_days):
+                problems.append(f"recovery {d.payment_id} pays a period of {d.period_end - d.period_start}")
+        elif isinstance(d, (s.PaymentSucceeded, s.PaymentFailed)):
+            for pending in open_recovery.values():
+                pending.discard(d.payment_id)
+            if isinstance(d, s.PaymentSucceeded):
+                heard.add(d.payment_id)
+        elif isinstance(d, s.RenewalStarted) and open_recovery.get(d.subscription_id):
+            problems.append(f"renewal {d.payment_id} charged while recovery {open_recovery[d.subscription_id]} was open")
+        elif isinstance(d, s.SubscriptionRenewed):
+            renewed_by.setdefault(d.payment_id, []).append(d)
+        elif isinstance(d, s.RefundRequested):
+            asked_back[d.payment_id] = asked_back.get(d.payment_id, 0) + d.amount.minor
+    for p in yk.payments.values():
+        match = next((pid for pid in intents if str(pid) == p.metadata.get("payment_id")), None)
+        if match is None or match not in heard or p.status != "succeeded" or asked_back.get(match, 0) >= p.amount_minor:
+            continue  # not taken, not heard of yet (settled at the latest by `settle`), or given back
+        intent, renewals = intents[match], renewed_by.get(match, [])
+        if len(renewals) != 1 or renewals[0].period_end - renewals[0].period_start != intent.period_end - intent.period_start:
+            problems.append(f"kept recovery {match} renewed {[(r.period_start, r.period_end) for r in renewals]}")
+    return problems
+
+
 def failures_not_declined(log: list[s.Envelope], yk: FakeYooKassa) -> list[str]:
     """Payments and refunds that ended failed although YooKassa neither declined nor refused them."""
     keys: dict[Any, str] = {}
     provider_id: dict[Any, str] = {}
     for event in log:
         d = event.data
-        if isinstance(d, (s.CheckoutStarted, s.RenewalStarted, s.CardCheckStarted, s.UpgradeStarted)):
+        if isinstance(d, (s.CheckoutStarted, s.RenewalStarted, s.CardCheckStarted, s.RecoveryStarted, s.UpgradeStarted)):
             keys[d.payment_id] = d.idempotence_key
         elif isinstance(d, s.RefundRequested):
             keys[d.refund_id] = d.idempotence_key
@@ -509,6 +592,9 @@ def failures_not_declined(log: list[s.Envelope], yk: FakeYooKassa) -> list[str]:
                 problems.append(f"payment {d.payment_id} failed ({d.reason}) though YooKassa did not decline it")
         elif isinstance(d, s.RefundFailed) and not d.outcome_unknown:
             theirs_r = yk.refunds.get(provider_id.get(d.refund_id, ""))
+            made = yk.refunds.get(yk.keys.get(keys.get(d.refund_id, ""), ("",))[0])
+            if d.reason.startswith("never_made:") and (made is None or made.status == "canceled"):
+                continue  # released after a dashboard refund left no room for it: YooKassa never made it
             if not (theirs_r is not None and theirs_r.status == "canceled") and keys.get(d.refund_id) not in yk.refused_keys:
                 problems.append(f"refund {d.refund_id} failed ({d.reason}) though YooKassa did not decline it")
     return problems
@@ -660,6 +746,8 @@ class AccountMachine(RuleBasedStateMachine):
         self.state = AccountState(stream_id=STREAM)
         self.log: list[s.Envelope] = []
         self.yk = FakeYooKassa()
+        self.known_at_intent: dict[str, frozenset[str]] = {}
+        self.yk.recorded_by_shop = lambda refund_id, key: refund_id in self.known_at_intent.get(key, self._dashboard_refunds_recorded())
         self.sent: dict[Any, s.Envelope] = {}
         self.crashed: list[s.Envelope] = []
         self.checks: dict[Any, int] = {}
@@ -691,8 +779,13 @@ class AccountMachine(RuleBasedStateMachine):
                     apply_promo(self.promos[code], envelope)
                     self.promo_logs[code].append(envelope)
         for envelope in to_envelopes(self.state, command, account_emits(decision.events), self.now):
+            if isinstance(envelope.data, s.RefundRequested):
+                self.known_at_intent.setdefault(envelope.data.idempotence_key, self._dashboard_refunds_recorded())
             apply(self.state, envelope)
             self.log.append(envelope)
+
+    def _dashboard_refunds_recorded(self) -> frozenset[str]:
+        return frozenset(r.provider_refund_id for r in self.state.refunds.values() if r.dashboard and r.provider_refund_id)
 
     def _command(self, payload: s.Command, actor: str, command_id: Any = None) -> s.Envelope:
         cid = command_id or s.derived_id("model-command", next(self.counter))
@@ -714,7 +807,7 @@ class AccountMachine(RuleBasedStateMachine):
                 self.crashed.append(command)
                 return
             fault = data.draw(st.sampled_from(FAULTS), label="fault") if data is not None else "ok"
-            result = data.draw(st.sampled_from(("succeeded", "canceled", "pending")), label="result") if data is not None else "succeeded"
+            result = data.draw(st.sampled_from(("succeeded", "canceled", "pending", "3ds")), label="result") if data is not None else "succeeded"
             outcome = self.yk.call(step, fault, self.now, result)
             if data is not None and data.draw(st.integers(0, 19), label="crash after the call") == 0:
                 self.crashed.append(command)
@@ -737,10 +830,13 @@ class AccountMachine(RuleBasedStateMachine):
 
     # ------------------------------------------------------------------ the user and the operator
 
-    @initialize(plan=st.sampled_from(sorted(PLANS)), code=st.sampled_from((None, None, "SPRING", "FLAT", "WEEKLY")))
-    def a_paying_customer(self, plan: str, code: str | None) -> None:
+    @initialize(
+        plan=st.sampled_from(sorted(PLANS)), code=st.sampled_from((None, None, "SPRING", "FLAT", "WEEKLY")), overdue=st.booleans()
+    )
+    def a_paying_customer(self, plan: str, code: str | None, overdue: bool) -> None:
         """Most runs are about what happens to a live, renewing subscription: start from one (often
-        bought with a promo code, so its renewals cross from discounted to full price)."""
+        bought with a promo code, so its renewals cross from discounted to full price) — half of the
+        time one whose first renewal was just declined (past due: pay now, dunning)."""
         sub_id = s.derived_id("model-subscription", next(self.counter))
         purchase = s.PurchaseSubscription(subscription_id=sub_id, plan_id=plan, customer=CUSTOMER, auto_renew=True, promo_code=code)
         self._send(purchase, None)
@@ -748,6 +844,14 @@ class AccountMachine(RuleBasedStateMachine):
             self.yk.settle_payment(page, "succeeded", self.now)
         if self.yk.notifications:  # none when the code was refused (WEEKLY on the monthly plan)
             self._notify(self.yk.notifications.pop(), None)
+        sub = self.state.subscriptions.get(sub_id)
+        if overdue and sub is not None and sub.status == "active" and sub.period_end is not None:
+            self.now = sub.period_end - (timedelta(0) if sub.trial else RENEWAL_LEAD)  # a trial is charged at its end
+            self.yk.forced_result = "canceled"
+            self.scheduler_tick(None)
+            self.yk.forced_result = None
+            self.yk.notifications.clear()
+            assert self.state.subscriptions[sub_id].status == "past_due"
 
     @rule(plan=st.sampled_from(sorted(PLANS)), auto_renew=st.booleans(), data=st.data())
     def purchase(self, plan: str, auto_renew: bool, data: Any) -> None:
@@ -809,6 +913,22 @@ class AccountMachine(RuleBasedStateMachine):
         if wait:
             self.to_the_next_period_end(timedelta(hours=-23), data)
 
+    def has_past_due(self) -> bool:
+        return any(sub.status == "past_due" for sub in self.state.subscriptions.values())
+
+    @precondition(has_past_due)
+    @rule(index=st.integers(0, 7), then=st.sampled_from(("pay", "pay", "decline", "abandon", "later")), data=st.data())
+    def pay_now(self, index: int, then: str, data: Any) -> None:
+        """A past-due customer pays now on a payment page (usually one that is past due, sometimes
+        any, which must be refused), then pays, declines or abandons it at once, or later (then
+        `customer_on_payment_page` does it)."""
+        overdue = sorted(sub.subscription_id for sub in self.state.subscriptions.values() if sub.status == "past_due")
+        target = overdue[index % len(overdue)] if overdue and index % 4 else self._subscription(index)
+        self._send(s.PayOverdueSubscription(subscription_id=target), data)
+        pages = [p for p in self._pending_pages() if p.metadata.get("purpose") == "recovery" and p.metadata.get("subscription_id") == str(target)]
+        if pages and then != "later":
+            self.yk.settle_payment(pages[-1], "succeeded" if then == "pay" else "canceled", self.now)
+
     @rule(
         plan=st.sampled_from(sorted(PLANS)),
         price=st.sampled_from(("349.00", "199.00", "99.00", "299.00")),
@@ -849,7 +969,7 @@ class AccountMachine(RuleBasedStateMachine):
     # ------------------------------------------------------------------ the customer and YooKassa
 
     def _pending_pages(self) -> list[YkPayment]:
-        return [p for p in self.yk.payments.values() if p.status == "pending" and not p.renewal]
+        return [p for p in self.yk.payments.values() if p.status == "pending" and p.has_page]
 
     @precondition(lambda self: bool(self._pending_pages()))
     @rule(index=st.integers(0, 7), choice=st.sampled_from(("succeeded", "succeeded", "canceled")))
@@ -859,7 +979,7 @@ class AccountMachine(RuleBasedStateMachine):
         self.yk.settle_payment(pages[index % len(pages)], choice, self.now)
 
     def _pending_at_provider(self) -> list[YkPayment | YkRefund]:
-        renewals: list[YkPayment | YkRefund] = [p for p in self.yk.payments.values() if p.status == "pending" and p.renewal]
+        renewals: list[YkPayment | YkRefund] = [p for p in self.yk.payments.values() if p.status == "pending" and not p.has_page]
         return renewals + [r for r in self.yk.refunds.values() if r.status == "pending"]
 
     @precondition(lambda self: bool(self._pending_at_provider()))
@@ -871,6 +991,30 @@ class AccountMachine(RuleBasedStateMachine):
             self.yk.settle_payment(item, "succeeded" if succeeded else "canceled", self.now)
         else:
             self.yk.settle_refund(item, "succeeded" if succeeded else "canceled")
+
+    def _refundable_at_provider(self) -> list[YkPayment]:
+        return [p for p in self.yk.payments.values() if p.status == "succeeded" and self.yk.refunded_minor(p.id) < p.amount_minor]
+
+    @precondition(lambda self: bool(self._refundable_at_provider()))
+    @rule(index=st.integers(0, 7), share=st.sampled_from(("all", "half", "one")), notify=st.booleans())
+    def dashboard_refund(self, index: int, share: str, notify: bool) -> None:
+        """An operator refunds in YooKassa's dashboard; its notification may be lost (`notify` false)."""
+        payments = self._refundable_at_provider()
+        payment = payments[index % len(payments)]
+        left = payment.amount_minor - self.yk.refunded_minor(payment.id)
+        amount = {"all": left, "half": max(left // 2, 1), "one": 100 if left >= 100 else left}[share]
+        self.yk.dashboard_refund(payment, amount, self.now, notify=notify)
+
+    @rule(data=st.data())
+    def reconcile(self, data: Any) -> None:
+        """A reconciliation run: YooKassa's lists against our event log; each fact goes as its command."""
+        window = Window(T0 - timedelta(days=1), self.now + timedelta(seconds=1))
+        payments = [self.yk.view(p) for p in self.yk.payments]
+        refunds = [self.yk.view(r) for r in self.yk.refunds]
+        found = compare(window, payments, refunds, our_objects(STREAM, self.log))  # type: ignore[arg-type]
+        for d in with_command_ids(found, lambda cid: cid in self.state.terminal):
+            if d.fact is not None and d.command_id is not None and d.stream_id == STREAM:
+                self.handle(self._command(d.fact, "provider", command_id=d.command_id), data)
 
     @precondition(lambda self: bool(self.yk.notifications))
     @rule(index=st.integers(0, 15), keep=st.booleans(), data=st.data())
@@ -1021,6 +1165,7 @@ class AccountMachine(RuleBasedStateMachine):
                 self._notify(self.yk.notifications.pop(0), None)
             for command in self._open_operations():
                 self.handle(command)
+            self.reconcile(None)
             if (len(self.log), len(self.yk.notifications), len(self.crashed)) == before:
                 break
         unended = [f"{c.type} {cid}" for cid, c in self.sent.items() if cid not in self.state.terminal]
@@ -1043,6 +1188,14 @@ class AccountMachine(RuleBasedStateMachine):
             ours = self.state.payments.get(_uuid(theirs.metadata.get("payment_id")))
             if ours is not None:
                 assert ours.provider_payment_id == theirs.id, f"YooKassa's payment {theirs.id} was never matched to ours"
+        for theirs_r in self.yk.refunds.values():
+            if theirs_r.dashboard:
+                assert self.state.refund_by_provider_id(theirs_r.id) is not None, f"dashboard refund {theirs_r.id} never recorded"
+        for p in self.state.payments.values():
+            given_up = any(r.outcome_unknown for r in self.state.refunds.values() if r.payment_id == p.payment_id)
+            if p.provider_payment_id in self.yk.payments and not given_up:
+                theirs_minor = self.yk.succeeded_refunds_minor(p.provider_payment_id)
+                assert p.refunded_minor == theirs_minor, f"payment {p.payment_id}: we refunded {p.refunded_minor}, YooKassa {theirs_minor}"
 
         for code, promo in self.promos.items():
             for redemption in promo.redemptions.values():
@@ -1095,6 +1248,10 @@ class AccountMachine(RuleBasedStateMachine):
     def one_live_subscription_per_product(self) -> None:
         live = [sub.product for sub in self.state.subscriptions.values() if sub.status in ("active", "past_due")]
         assert len(live) == len(set(live)), f"two live subscriptions of one product: {live}"
+
+    @invariant()
+    def a_kept_recovery_renews_one_period(self) -> None:
+        assert not (problems := recovery_problems(self.log, self.yk)), problems
 
     @invariant()
     def every_charge_equals_the_arithmetic(self) -> None:

@@ -26,6 +26,7 @@ from schemas.events import (
     RefundFailed,
     RefundRequested,
     RefundSucceeded,
+    RenewalConfirmationRequired,
     RenewalFailed,
     PriceChangeAnnounced,
     SubscriptionActivated,
@@ -125,6 +126,12 @@ class Account:
             "period_start": T0 + timedelta(days=30), "period_end": T0 + timedelta(days=60), "amount": PRICE,
             "customer": self.customer, **kw}))
 
+    def confirmation_required(self, **kw: Any) -> Envelope:
+        return self._env(RenewalConfirmationRequired(**{
+            "subscription_id": self.subscription_id, "payment_id": uuid.uuid4(), "amount": PRICE,
+            "confirmation_url": "http://127.0.0.1:8010/checkout/2f9d7a1c-000f-5000-8000-000000000001",
+            "customer": self.customer, **kw}))
+
     def renewal_failed(self, final: bool = False, **kw: Any) -> Envelope:
         values: dict[str, Any] = {
             "subscription_id": self.subscription_id, "payment_id": uuid.uuid4(), "attempt": 3 if final else 1,
@@ -171,6 +178,8 @@ class Account:
             "subscription_canceled": self.canceled(),
             "auto_renew_off": self.auto_renew_changed(False),
             "renewal_succeeded": self.renewed(),
+            "recovery_succeeded": self.renewed(purpose="recovery"),
+            "renewal_confirmation": self.confirmation_required(),
             "renewal_failed": self.renewal_failed(),
             "expiring_soon": self.expiring_soon(),
             "subscription_expired": self.expired(),

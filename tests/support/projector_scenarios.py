@@ -40,6 +40,7 @@ from schemas import (
     PlanCreated,
     PlanPriceChangeScheduled,
     PriceChangeAnnounced,
+    RecoveryStarted,
     RefundCreated,
     RefundFailed,
     RefundRequested,
@@ -47,6 +48,7 @@ from schemas import (
     RefundSucceeded,
     Receipt,
     ReceiptItem,
+    RenewalConfirmationRequired,
     RenewalFailed,
     RenewalStarted,
     SubscriptionActivated,
@@ -559,6 +561,88 @@ class AccountScenario:
         self._append(command_id, [payload, CommandSucceeded(command_id=command_id, command_type="SwitchPlan",
                                                             outcome=CommandOutcome(subscription_id=sub.subscription_id))])
 
+
+    def pay_now(self, sub: Sub, outcome: str = "success") -> None:
+        """A past-due customer pays now on a payment page (outcome: success | decline | pending)."""
+        assert sub.period_end is not None and sub.status == "past_due"
+        command_id = self.history.new_id()
+        payment_id = derived_id("payment", command_id)
+        provider_id = str(self.history.new_id())
+        new_end = sub.period_end + timedelta(days=sub.period_days)
+        url = f"http://127.0.0.1:8010/checkout/{provider_id}"
+        self._append(command_id, [
+            RecoveryStarted(subscription_id=sub.subscription_id, payment_id=payment_id, plan_id=sub.plan_id, plan_name=sub.plan_name,
+                            amount=sub.price, period_start=sub.period_end, period_end=new_end, customer=self.customer,
+                            idempotence_key=str(derived_id("yookassa", payment_id, "create"))),
+            PaymentCreated(payment_id=payment_id, subscription_id=sub.subscription_id, provider_payment_id=provider_id,
+                           amount=sub.price, status="pending", confirmation_url=url, purpose="recovery"),
+            CommandSucceeded(command_id=command_id, command_type="PayOverdueSubscription",
+                             outcome=CommandOutcome(subscription_id=sub.subscription_id, payment_id=payment_id, confirmation_url=url)),
+        ])
+        if outcome == "pending":
+            return
+        sync_id = self.history.new_id()
+        if outcome == "success":
+            self._append(sync_id, [
+                PaymentSucceeded(payment_id=payment_id, subscription_id=sub.subscription_id, provider_payment_id=provider_id,
+                                 amount=sub.price, paid_at=self.clock.tick(), purpose="recovery", customer=self.customer,
+                                 payment_method=PaymentMethod(id=f"pm-{provider_id}", title="Bank card *1111")),
+                SubscriptionRenewed(subscription_id=sub.subscription_id, payment_id=payment_id, period_start=sub.period_end,
+                                    period_end=new_end, amount=sub.price, customer=self.customer, purpose="recovery"),
+                CommandSucceeded(command_id=sync_id, command_type="SyncPayment", outcome=CommandOutcome(payment_id=payment_id)),
+            ], kind="provider", actor_id="yookassa")
+            sub.period_end, sub.status, sub.attempt = new_end, "active", 0
+            sub.paid_payment_id, sub.provider_payment_id = payment_id, provider_id
+        else:
+            self._append(sync_id, [
+                PaymentFailed(payment_id=payment_id, subscription_id=sub.subscription_id, provider_payment_id=provider_id,
+                              amount=sub.price, reason="card_expired", purpose="recovery", customer=self.customer),
+                CommandSucceeded(command_id=sync_id, command_type="SyncPayment", outcome=CommandOutcome(payment_id=payment_id)),
+            ], kind="provider", actor_id="yookassa")
+
+    def renew_3ds(self, sub: Sub, confirmed: bool = True) -> None:
+        """A renewal the bank wants confirmed (3-D Secure): the link, then confirmed or expired."""
+        assert sub.period_end is not None
+        sub.attempt += 1
+        command_id = derived_id("renewal", sub.subscription_id, sub.period_end.isoformat(), sub.attempt)
+        payment_id = derived_id("payment", command_id)
+        new_end = sub.period_end + timedelta(days=sub.period_days)
+        provider_id = str(self.history.new_id())
+        url = f"http://127.0.0.1:8010/checkout/{provider_id}"
+        self._append(command_id, [
+            RenewalStarted(subscription_id=sub.subscription_id, payment_id=payment_id, plan_id=sub.plan_id, plan_name=sub.plan_name,
+                           amount=sub.price, period_start=sub.period_end, period_end=new_end, attempt=sub.attempt,
+                           payment_method_id="pm-1", idempotence_key=str(derived_id("yookassa", payment_id, "create")),
+                           customer=self.customer),
+            PaymentCreated(payment_id=payment_id, subscription_id=sub.subscription_id, provider_payment_id=provider_id,
+                           amount=sub.price, status="pending", confirmation_url=url, purpose="renewal"),
+            RenewalConfirmationRequired(subscription_id=sub.subscription_id, payment_id=payment_id, amount=sub.price,
+                                        confirmation_url=url, customer=self.customer),
+            CommandSucceeded(command_id=command_id, command_type="RenewSubscription",
+                             outcome=CommandOutcome(subscription_id=sub.subscription_id, payment_id=payment_id)),
+        ], kind="system", actor_id="scheduler")
+        sync_id = self.history.new_id()
+        if confirmed:
+            self._append(sync_id, [
+                PaymentSucceeded(payment_id=payment_id, subscription_id=sub.subscription_id, provider_payment_id=provider_id,
+                                 amount=sub.price, paid_at=self.clock.tick(), purpose="renewal", customer=self.customer),
+                SubscriptionRenewed(subscription_id=sub.subscription_id, payment_id=payment_id, period_start=sub.period_end,
+                                    period_end=new_end, amount=sub.price, customer=self.customer),
+                CommandSucceeded(command_id=sync_id, command_type="SyncPayment", outcome=CommandOutcome(payment_id=payment_id)),
+            ], kind="provider", actor_id="yookassa")
+            sub.period_end, sub.status, sub.attempt = new_end, "active", 0
+            sub.paid_payment_id, sub.provider_payment_id = payment_id, provider_id
+        else:
+            self._append(sync_id, [
+                PaymentFailed(payment_id=payment_id, subscription_id=sub.subscription_id, provider_payment_id=provider_id,
+                              amount=sub.price, reason="expired_on_confirmation", purpose="renewal", customer=self.customer),
+                RenewalFailed(subscription_id=sub.subscription_id, payment_id=payment_id, attempt=sub.attempt,
+                              reason="expired_on_confirmation", next_retry_at=sub.period_end + timedelta(days=1),
+                              access_until=sub.period_end + timedelta(days=1), customer=self.customer),
+                CommandSucceeded(command_id=sync_id, command_type="SyncPayment", outcome=CommandOutcome(payment_id=payment_id)),
+            ], kind="system", actor_id="janitor")
+            sub.status = "past_due"
+
     def expire(self, sub: Sub) -> None:
         command_id = self.history.new_id()
         self._append(command_id, [
@@ -598,8 +682,12 @@ def random_account(history: History, clock: Clock, rng: random.Random, plans: Se
             continue
         for _ in range(rng.randint(0, 3)):
             action = rng.random()
-            if action < 0.35:
+            if sub.status == "past_due" and action < 0.2:
+                account.pay_now(sub, rng.choice(["success", "success", "decline", "pending"]))
+            elif action < 0.3:
                 account.renew(sub, success=rng.random() < 0.8)
+            elif action < 0.35:
+                account.renew_3ds(sub, confirmed=rng.random() < 0.6)
             elif action < 0.5:
                 account.set_auto_renew(sub, rng.random() < 0.5)
             elif action < 0.55:

@@ -34,7 +34,7 @@ from typing import Any
 
 import orjson
 
-from tests.support.processes import LOG_DIR, ROOT, ManagedProcess, free_port
+from tests.support.processes import LOG_DIR, ROOT, ManagedProcess
 
 JWT_SECRET = "pipeline-jwt-secret-0123456789abcdef"
 LOCAL_NETWORKS = "127.0.0.1/32,::1/128"

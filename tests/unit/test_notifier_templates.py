@@ -224,6 +224,15 @@ def test_refund_emails_show_amount_and_days_used(renderer: Renderer) -> None:
     assert "declined the payment without giving a reason" in failed.text
 
 
+def test_a_dashboard_refund_email_says_support_made_it(renderer: Renderer) -> None:
+    for locale, sentence in (("en", "Our support team made this refund for you."), ("ru", "Этот возврат оформила наша служба поддержки.")):
+        account = Account(locale=locale, plan_name="Monthly")
+        email = renderer.render(plan_email(account.refund_succeeded(dashboard=True, days_used=None)))  # type: ignore[arg-type]
+        assert sentence in email.text and sentence in email.html and "1,192.00" in email.text.replace(NBSP, " ").replace("1 192,00", "1,192.00")
+        plain = renderer.render(plan_email(account.refund_succeeded()))  # type: ignore[arg-type]
+        assert sentence not in plain.text
+
+
 def test_renewal_failed_says_what_happens_next_and_when(renderer: Renderer) -> None:
     account = Account(locale="ru")
     retry = renderer.render(plan_email(account.renewal_failed()))  # type: ignore[arg-type]
@@ -292,3 +301,19 @@ def test_downgrade_emails_name_the_plan_and_the_date(renderer: Renderer) -> None
     account = Account(locale="ru", plan_name="Месяц")
     renewed = renderer.render(plan_email(account.renewed(plan_id="weekly", plan_name="Неделя", previous_plan_name="Месяц")))  # type: ignore[arg-type]
     assert "перешла с тарифа «Месяц» на тариф «Неделя»" in renewed.text and renewed.subject.startswith("Подписка «Неделя» продлена")
+
+
+@pytest.mark.parametrize("locale", ["ru", "en"])
+def test_3ds_renewal_email_carries_the_link_and_a_failed_renewal_offers_pay_now(renderer: Renderer, locale: str) -> None:
+    account = Account(locale=locale)
+    asked = plan_email(account.confirmation_required())
+    assert isinstance(asked, EmailPlan) and asked.kind == "renewal_confirmation"
+    email = renderer.render(asked)
+    url = "http://127.0.0.1:8010/checkout/2f9d7a1c-000f-5000-8000-000000000001"
+    assert url in email.text and f'href="{url}"' in email.html and "3-D Secure" in email.text
+    failed = renderer.render(plan_email(account.renewal_failed()))  # type: ignore[arg-type]
+    assert ("Оплатить сейчас" if locale == "ru" else "Pay now") in failed.text
+    recovered = plan_email(account.renewed(purpose="recovery"))
+    assert isinstance(recovered, EmailPlan) and recovered.kind == "recovery_succeeded"
+    assert ("снова действует" if locale == "ru" else "active again") in renderer.render(recovered).text
+    assert isinstance(plan_email(account.payment_failed(purpose="recovery")), Skip)

@@ -39,11 +39,13 @@ from schemas import (
     PaymentSucceeded,
     PlanArchived,
     PlanCreated,
+    RecoveryStarted,
     RefundCreated,
     RefundFailed,
     RefundRequested,
     RefundStateUnknown,
     RefundSucceeded,
+    RenewalConfirmationRequired,
     RenewalFailed,
     RenewalStarted,
     SubscriptionActivated,
@@ -406,6 +408,54 @@ def test_renewal_started_creates_a_renewal_payment() -> None:
                            period_start=a.at(9), period_end=a.at(99), payment_method_id="pm", idempotence_key="k"))
     row = a.row("payments", payment)
     assert (row["purpose"], row["status"], row["amount_minor"]) == ("renewal", "created", 29900)
+
+
+def test_pay_now_shows_a_recovery_payment_and_the_subscription_active_again() -> None:
+    a = Account()
+    a.active()
+    end = a.at(100) + timedelta(days=30)
+    a.apply(RenewalFailed(subscription_id=a.sub, attempt=1, reason="insufficient_funds", next_retry_at=end + timedelta(days=1)))
+    recovery = uuid.uuid4()
+    a.apply(RecoveryStarted(subscription_id=a.sub, payment_id=recovery, plan_id="basic", plan_name="Basic", amount=PRICE,
+                            period_start=end, period_end=end + timedelta(days=30), customer=CUSTOMER, idempotence_key="k"),
+            command_id=(pay_now := uuid.uuid4()))
+    assert a.row("commands", pay_now)["command_type"] == "PayOverdueSubscription"
+    a.apply(PaymentCreated(payment_id=recovery, subscription_id=a.sub, provider_payment_id="yk-2", amount=PRICE, status="pending",
+                           confirmation_url="http://pay/2", purpose="recovery"))
+    row = a.row("payments", recovery)
+    assert (row["purpose"], row["status"], row["confirmation_url"]) == ("recovery", "pending", "http://pay/2")
+    a.paid(payment_id=recovery, purpose="recovery")
+    a.apply(SubscriptionRenewed(subscription_id=a.sub, payment_id=recovery, period_start=end, period_end=end + timedelta(days=30),
+                                amount=PRICE, purpose="recovery"))
+    sub = a.row("subscriptions", a.sub)
+    assert (sub["status"], sub["period_end"], sub["renewal_attempt"], sub["next_retry_at"], sub["last_payment_id"]) == (
+        "active", end + timedelta(days=30), 0, None, str(recovery))
+    assert a.row("payments", recovery)["status"] == "succeeded"
+
+
+@pytest.mark.parametrize("confirmed", [True, False])
+def test_a_renewal_awaiting_3ds_is_visible_until_it_settles(confirmed: bool) -> None:
+    a = Account()
+    a.active()
+    end = a.at(100) + timedelta(days=30)
+    payment = uuid.uuid4()
+    a.apply(RenewalStarted(subscription_id=a.sub, payment_id=payment, plan_id="basic", plan_name="Basic", amount=PRICE,
+                           period_start=end, period_end=end + timedelta(days=30), payment_method_id="pm", idempotence_key="k"))
+    a.apply(PaymentCreated(payment_id=payment, subscription_id=a.sub, provider_payment_id="yk-2", amount=PRICE, status="pending",
+                           confirmation_url="http://pay/3ds", purpose="renewal"))
+    a.apply(RenewalConfirmationRequired(subscription_id=a.sub, payment_id=payment, amount=PRICE, confirmation_url="http://pay/3ds",
+                                        customer=CUSTOMER))
+    assert a.row("subscriptions", a.sub)["status_reason"] == "renewal_awaits_3ds"
+    assert (a.row("payments", payment)["status"], a.row("payments", payment)["confirmation_url"]) == ("pending", "http://pay/3ds")
+    if confirmed:
+        a.paid(payment_id=payment, purpose="renewal")
+        a.apply(SubscriptionRenewed(subscription_id=a.sub, payment_id=payment, period_start=end, period_end=end + timedelta(days=30),
+                                    amount=PRICE))
+        assert a.row("subscriptions", a.sub)["status_reason"] is None
+    else:
+        a.apply(PaymentFailed(payment_id=payment, subscription_id=a.sub, amount=PRICE, reason="expired_on_confirmation",
+                              purpose="renewal", customer=CUSTOMER))
+        assert a.row("subscriptions", a.sub)["status_reason"] == "expired_on_confirmation"
 
 
 # ---------------------------------------------------------------------- refunds

@@ -16,4 +16,4 @@ admin.site.index_title = "Subscriptions, payments and commands"
 admin.site.site_url = None  # there is no public site: / redirects to the admin
 
 # Importing the page modules registers their model admins with the site.
-from admin.billing.admin import accounts, commands, payments, plans, promo_codes, revenue, subscriptions  # noqa: E402,F401
+from admin.billing.admin import accounts, commands, payments, plans, promo_codes, reconciliation, revenue, subscriptions  # noqa: E402,F401

@@ -13,6 +13,7 @@ from admin.billing.display import (
     change_url,
     fmt_dt,
     link,
+    payment_status,
     receipt_table,
     refunds_table,
     short,
@@ -57,7 +58,7 @@ class PaymentAdmin(ReadOnlyAdmin):
 
     @admin.display(description="status", ordering="status")
     def status_display(self, obj: Payment) -> SafeString:
-        return status_badge(obj.status)
+        return payment_status(obj)
 
     @admin.display(description="amount", ordering="amount_minor")
     def amount(self, obj: Payment) -> str:

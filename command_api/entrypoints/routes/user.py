@@ -25,6 +25,7 @@ from command_api.entrypoints.models import (
     CommandStatus,
     PaymentList,
     Payment,
+    PayNowRequest,
     PlanList,
     PromoCodePreview,
     PurchaseRequest,
@@ -53,6 +54,7 @@ from rules.refunds import refund_amount
 from schemas import (
     CancelSubscription,
     Customer,
+    PayOverdueSubscription,
     PurchaseSubscription,
     ReplacePaymentMethod,
     SetAutoRenew,
@@ -308,6 +310,36 @@ async def replace_payment_method(
     return await services.intake.submit(ctx, "ReplacePaymentMethod", body, prepare)
 
 
+@router.post(
+    "/subscriptions/{subscription_id}/pay",
+    status_code=202,
+    response_model=CommandStatus,
+    tags=["subscriptions"],
+    responses=command_responses(),
+)
+async def pay_now(
+    subscription_id: uuid.UUID, body: PayNowRequest, services: ServicesDep, principal: CurrentUser, ctx: UserCommand
+) -> Response:
+    """Pay a past-due subscription now: the outcome carries the payment page's URL (as a purchase's
+    does). The card paid with is saved and charged for later renewals. While a payment page for
+    the period is open (an earlier pay-now, or a renewal awaiting 3-D Secure) the same page is
+    answered; a subscription that is not past due is a 409 (`not_past_due`)."""
+
+    async def prepare(command_id: uuid.UUID) -> Prepared:
+        sub = await services.reads.subscription(subscription_id, principal.user_id)
+        if sub is None:
+            raise _not_found("subscription")
+        if sub["status"] != "past_due":
+            raise ProblemError(
+                409, "not-past-due", "Not past due", f"the subscription is {sub['status'].replace('_', ' ')}: nothing is overdue to pay",
+                code="not_past_due",
+            )
+        payload = PayOverdueSubscription(subscription_id=subscription_id)
+        return Prepared(payload, account_stream(principal.user_id), principal.user_id)
+
+    return await services.intake.submit(ctx, "PayOverdueSubscription", body, prepare)
+
+
 @router.get(
     "/subscriptions/{subscription_id}/refund-quote",
     response_model=RefundQuote,
@@ -344,7 +376,7 @@ async def refund_quote(subscription_id: uuid.UUID, services: ServicesDep, princi
     already = await services.reads.refunded_on_payment(payment["payment_id"])
     # The same inputs as the processor's decision: a purchase's period starts when it was paid, a
     # renewal's when the previous period ended (it may be charged before that).
-    paid_at = (sub["period_start"] or payment["paid_at"]) if payment["purpose"] == "renewal" else (
+    paid_at = (sub["period_start"] or payment["paid_at"]) if payment["purpose"] in ("renewal", "recovery") else (
         payment["paid_at"] or sub["period_start"])
     paid_minor = payment["amount_minor"]
     if sub.get("period_paid_minor") is not None and sub["period_start"] is not None:

@@ -1,7 +1,7 @@
 """`read.commands`: how each command ended, for `GET /v1/commands/{id}` and the admin.
 
 Statuses (contracts): `processing` once an intent event of the command is in the log
-(CheckoutStarted, RenewalStarted, RefundRequested, PaymentStateUnknown, RefundStateUnknown, keyed
+(CheckoutStarted, RenewalStarted, RecoveryStarted, RefundRequested, PaymentStateUnknown, RefundStateUnknown, keyed
 by `metadata.command_id`); then exactly one terminal event keyed by its payload's `command_id`:
 CommandSucceeded → `succeeded` with the outcome, CommandRejected → `rejected` with code and
 reason, CommandFailed → `failed` with reason. An intent arriving after the terminal event never
@@ -45,11 +45,15 @@ def _intent_command_type(ev: ProjectedEvent) -> str:
         return "RenewSubscription"
     if ev.type == "UpgradeStarted":
         return "SwitchPlan"
+    if ev.type == "RecoveryStarted":
+        return "PayOverdueSubscription"
     if ev.type == "PaymentStateUnknown":
         if ev.data.get("purpose") == "renewal":
             return "RenewSubscription"
         if ev.data.get("purpose") == "upgrade":
             return "SwitchPlan"
+        if ev.data.get("purpose") == "recovery" and kind in (None, "user"):
+            return "PayOverdueSubscription"
         return "PurchaseSubscription" if kind in (None, "user") else "SyncPayment"
     if ev.type == "RefundRequested":
         return {"user": "CancelSubscription", "admin": "AdminRefund"}.get(kind or "user", "SyncPayment")
@@ -119,7 +123,9 @@ def _failed(state: State, ev: ProjectedEvent) -> None:
     _terminal(state, ev, "failed", reason=ev.data["reason"])
 
 
-INTENT_EVENTS = ("CheckoutStarted", "RenewalStarted", "UpgradeStarted", "RefundRequested", "PaymentStateUnknown", "RefundStateUnknown")
+INTENT_EVENTS = (
+    "CheckoutStarted", "RenewalStarted", "RecoveryStarted", "UpgradeStarted", "RefundRequested", "PaymentStateUnknown", "RefundStateUnknown",
+)
 
 HANDLERS = {
     **{name: _intent for name in INTENT_EVENTS},

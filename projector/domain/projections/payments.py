@@ -1,4 +1,5 @@
-"""`read.payments`: every charge attempt (purchase, renewal, card check or upgrade) and how it ended.
+"""`read.payments`: every charge attempt (purchase, renewal, recovery = a past-due one paid now,
+card check, or upgrade) and how it ended.
 
 Statuses (contracts): `created` (intent recorded, YooKassa not yet answered), `pending` (YooKassa
 created it; the user may still be on the payment page), `succeeded`, `canceled` (declined or
@@ -107,6 +108,21 @@ def _card_check_started(state: State, ev: ProjectedEvent) -> None:
         _save(state, ev, row)
 
 
+def _recovery_started(state: State, ev: ProjectedEvent) -> None:
+    row = _row(state, ev, purpose="recovery", amount=ev.data["amount"])
+    if row is not None:
+        _save(state, ev, row)
+
+
+def _confirmation_required(state: State, ev: ProjectedEvent) -> None:
+    """A renewal awaiting 3-D Secure: its page is where the customer confirms it."""
+    row = _row(state, ev, purpose="renewal", amount=ev.data["amount"])
+    if row is None:
+        return
+    row["confirmation_url"] = row["confirmation_url"] or ev.data["confirmation_url"]
+    _save(state, ev, row)
+
+
 def _payment_created(state: State, ev: ProjectedEvent) -> None:
     d = ev.data
     row = _row(state, ev, purpose=d.get("purpose", "purchase"), amount=d["amount"])
@@ -178,6 +194,8 @@ HANDLERS = {
     "CheckoutStarted": _checkout_started,
     "RenewalStarted": _renewal_started,
     "UpgradeStarted": _upgrade_started,
+    "RecoveryStarted": _recovery_started,
+    "RenewalConfirmationRequired": _confirmation_required,
     "CardCheckStarted": _card_check_started,
     "PaymentCreated": _payment_created,
     "PaymentSucceeded": _payment_succeeded,

@@ -2,7 +2,8 @@
 
 Statuses (contracts): `requested` (intent recorded before YooKassa is called), `pending`,
 `succeeded`, `canceled` (YooKassa refused; `reason` then says why), `unknown` (answer lost; the
-janitor asks again). `reason` is otherwise why the refund was made. A terminal status is never
+janitor asks again). `reason` is otherwise why the refund was made; a refund made in YooKassa's
+dashboard (RefundSucceeded.dashboard, docs/decisions/0122) starts at `succeeded` with that reason. A terminal status is never
 replaced by "unknown" or "pending" arriving after it.
 """
 
@@ -26,6 +27,7 @@ TABLE = TableSpec(
 T = TABLE.name
 
 TERMINAL = frozenset({"succeeded", "canceled"})
+DASHBOARD_REASON = "made in YooKassa's dashboard"
 
 
 def _new(ev: ProjectedEvent, payment_id: str, amount: dict) -> Row:
@@ -96,6 +98,8 @@ def _succeeded(state: State, ev: ProjectedEvent) -> None:
     row["currency"] = currency(d["amount"])
     if d.get("days_used") is not None:
         row["days_used"] = d["days_used"]
+    if d.get("dashboard") and row["reason"] is None:
+        row["reason"] = DASHBOARD_REASON  # no RefundRequested came first: say where it came from
     row["receipt_registration"] = d.get("receipt_registration")
     _save(state, ev, row)
 

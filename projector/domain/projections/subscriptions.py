@@ -1,7 +1,9 @@
 """`read.subscriptions`: each subscription's status, period, money and renewal state.
 
 Statuses (contracts): `pending_payment` → `active` → `canceled` | `expired`; `past_due` while
-renewals are being retried; `payment_failed` when the first payment was declined or abandoned.
+renewals are being retried (back to `active` when a retry or the customer's pay-now succeeds);
+`status_reason` is `renewal_awaits_3ds` while a renewal waits for the customer's 3-D Secure;
+`payment_failed` when the first payment was declined or abandoned.
 Cancel at period end keeps `active` with `cancel_at_period_end` and `auto_renew` off until the
 SubscriptionExpired at the period end. `amount_paid_minor` sums PaymentSucceeded (purchase and
 renewals), `amount_refunded_minor` sums RefundSucceeded. `upcoming_price_minor` from
@@ -167,6 +169,19 @@ def _renewal_started(state: State, ev: ProjectedEvent) -> None:
     _save(state, ev, row)
 
 
+AWAITS_3DS = "renewal_awaits_3ds"
+"""`status_reason` while a renewal charge waits for the customer's 3-D Secure confirmation."""
+
+
+def _confirmation_required(state: State, ev: ProjectedEvent) -> None:
+    row = _existing(state, ev)
+    if row is None:
+        return
+    row["status_reason"] = AWAITS_3DS
+    row["last_payment_id"] = ev.data["payment_id"]
+    _save(state, ev, row)
+
+
 def _payment_created(state: State, ev: ProjectedEvent) -> None:
     row = _existing(state, ev)
     if row is None or _is_check(ev.data):
@@ -199,6 +214,8 @@ def _payment_failed(state: State, ev: ProjectedEvent) -> None:
     if (d.get("purpose", "purchase") == "purchase" or trial_check) and row["status"] == "pending_payment":
         row["status"] = "payment_failed"
         row["status_reason"] = d["reason"]
+    elif row["status_reason"] == AWAITS_3DS and d["payment_id"] == row["last_payment_id"]:
+        row["status_reason"] = d["reason"]  # the 3-D Secure page expired or was declined
     _customer(row, d)
     _save(state, ev, row)
 
@@ -408,6 +425,8 @@ HANDLERS = {
     "PlanSwitchWithdrawn": _switch_withdrawn,
     "CheckoutStarted": _checkout_started,
     "RenewalStarted": _renewal_started,
+    "RecoveryStarted": _renewal_started,
+    "RenewalConfirmationRequired": _confirmation_required,
     "CardCheckStarted": _card_check_started,
     "PaymentMethodReplaced": _payment_method_replaced,
     "PaymentCreated": _payment_created,
