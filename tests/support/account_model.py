@@ -652,6 +652,10 @@ def switch_arithmetic(log: list[s.Envelope]) -> list[str]:
             refunds[d.refund_id] = (d.payment_id, d.amount.minor, d.command_type)
             if d.command_type != "AdminRefund":
                 not_by_operator[d.payment_id] = not_by_operator.get(d.payment_id, 0) + d.amount.minor
+        elif isinstance(d, s.RefundSucceeded) and d.dashboard and d.refund_id not in refunds:
+            # refunded in YooKassa's dashboard (no request of ours): an operator's, as an admin refund
+            asked[d.payment_id] = asked.get(d.payment_id, 0) + d.amount.minor
+            refunds[d.refund_id] = (d.payment_id, d.amount.minor, "AdminRefund")
         elif isinstance(d, s.RefundFailed) and not d.outcome_unknown and d.refund_id in refunds:
             pid, amount, ctype = refunds[d.refund_id]
             asked[pid] -= amount
