@@ -236,7 +236,7 @@ async def test_grant_create_and_archive_plan_publish_commands(
     assert c.data.model_dump(mode="json") == {
         "plan_id": new_plan_id, "name": "Yearly", "price": {"amount": "2990.00", "currency": "RUB"},
         "period_days": 365, "description": "all films", "reason": "launch", "trial_days": 0, "vat_code": 11,
-        "payment_subject": None, "payment_mode": "full_prepayment"}
+        "payment_subject": None, "payment_mode": "full_prepayment", "product": "cinema"}
 
     a = by_kind["archive"]
     assert a.type == "ArchivePlan" and a.stream_id == plan_stream(plan["plan_id"])

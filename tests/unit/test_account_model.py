@@ -12,7 +12,7 @@ from hypothesis import HealthCheck, settings
 from tests.support.account_model import AccountMachine
 
 AccountMachine.TestCase.settings = settings(
-    max_examples=int(os.environ.get("MODEL_EXAMPLES", "1500")),
+    max_examples=int(os.environ.get("MODEL_EXAMPLES", "400")),
     stateful_step_count=40,
     deadline=None,
     database=None,
