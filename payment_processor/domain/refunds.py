@@ -176,11 +176,16 @@ def refund_origin_terminal(state: AccountState, refund: Refund, outcome: Provide
     )
 
 
-def paid_period(payment: Payment) -> tuple[datetime, int]:
-    """When the period this payment paid for started, and its length in days."""
+def paid_period(payment: Payment, renewed_from: datetime | None = None) -> tuple[datetime, int]:
+    """When the period this payment paid for started, and its length in days.
+
+    A renewal or pay-now renews from the period end current when it succeeds (`SubscriptionRenewed`,
+    `renewed_from`), which is later than its intent's `period_start` when an operator extended the
+    subscription while the charge was open (0117): the days in between were the extension, not the
+    paid period, so they are not used days of it."""
     intent = payment.intent
     if isinstance(intent, (RenewalStarted, RecoveryStarted)):
-        return intent.period_start, max((intent.period_end - intent.period_start).days, 1)
+        return renewed_from or intent.period_start, max((intent.period_end - intent.period_start).days, 1)
     assert payment.paid_at is not None
     return payment.paid_at, intent.period_days
 
@@ -208,7 +213,7 @@ def period_quote(state: AccountState, sub: Subscription, now: datetime) -> Perio
         assert sub.period_start is not None
         start, days = sub.period_start, sub.period_days
     else:
-        start, days = paid_period(funding[0][0])
+        start, days = paid_period(funding[0][0], sub.period_start)  # the period it renewed (SubscriptionRenewed)
     paid = sum(f.cap_minor for _, f in funding)
     taken = {f.payment_id: min(max(p.refunded_minor + p.reserved_minor - f.baseline_minor, 0), f.cap_minor) for p, f in funding}
     quote = refund_amount(paid, start, days, now, sum(taken.values()))

@@ -619,7 +619,6 @@ def switch_arithmetic(log: list[s.Envelope]) -> list[str]:
     paid: dict[Any, int] = {}
     asked: dict[Any, int] = {}
     refunds: dict[Any, tuple[Any, int, str | None]] = {}
-    renewal_period: dict[Any, tuple[datetime, int]] = {}
     periods: dict[Any, _Period] = {}
     carried_since: dict[Any, tuple[int, int]] = {}
     """payment id → (credit carried from it by the latest switch, its non-operator refunds then)"""
@@ -645,8 +644,6 @@ def switch_arithmetic(log: list[s.Envelope]) -> list[str]:
         d = event.data
         if isinstance(d, s.PaymentSucceeded):
             paid[d.payment_id] = d.amount.minor
-        elif isinstance(d, s.RenewalStarted):
-            renewal_period[d.payment_id] = (d.period_start, max((d.period_end - d.period_start).days, 1))
         elif isinstance(d, s.RefundRequested):
             asked[d.payment_id] = asked.get(d.payment_id, 0) + d.amount.minor
             refunds[d.refund_id] = (d.payment_id, d.amount.minor, d.command_type)
@@ -668,8 +665,10 @@ def switch_arithmetic(log: list[s.Envelope]) -> list[str]:
             else:
                 periods.pop(d.subscription_id, None)
         elif isinstance(d, s.SubscriptionRenewed):
-            start, days = renewal_period.get(d.payment_id, (d.period_start, max((d.period_end - d.period_start).days, 1)))
-            periods[d.subscription_id] = _Period(start, days, {d.payment_id: (d.amount.minor, asked.get(d.payment_id, 0))})
+            # the period the charge paid is the one it renewed: from the period end current when it
+            # succeeded, later than its intent's start if an operator extended meanwhile (0117)
+            days = max((d.period_end - d.period_start).days, 1)
+            periods[d.subscription_id] = _Period(d.period_start, days, {d.payment_id: (d.amount.minor, asked.get(d.payment_id, 0))})
         elif isinstance(d, (s.UpgradeStarted, s.PlanSwitched)):
             price = d.price.minor
             if isinstance(d, s.UpgradeStarted) or d.payment_id is None:  # the decision: check its arithmetic

@@ -8,6 +8,8 @@ from datetime import timedelta
 import schemas as s
 from payment_processor.domain import CreatePayment, ProviderPayment
 from payment_processor.domain.commands import renewal_amount
+from payment_processor.domain.refunds import period_quote
+from rules.refunds import refund_amount
 from tests.unit.test_processor_domain import (
     UNKNOWN,
     Account,
@@ -16,6 +18,7 @@ from tests.unit.test_processor_domain import (
     paid,
     pending,
     pid,
+    refund_ok,
     terminal,
     types,
 )
@@ -218,6 +221,29 @@ def test_a_pay_now_paid_after_an_operator_moved_the_period_end_renews_from_the_n
     renewed = next(e.data for e in paid_now if e.type == "SubscriptionRenewed")
     assert (renewed.period_start, renewed.period_end) == (moved, moved + timedelta(days=30))
     assert "RefundRequested" not in types(paid_now)
+
+
+def test_days_used_of_a_pay_now_after_an_extension_count_from_the_period_it_renewed() -> None:
+    """Extended while the pay-now page was open, the paid period starts at the moved end: the
+    operator's extra day is not a used day of it, for a cancel's refund and an upgrade's credit alike."""
+    acc = Account()
+    sub_id = past_due(acc)
+    acc.now = acc.state.subscriptions[sub_id].period_end - timedelta(hours=1)
+    pay_now(acc, sub_id, pending(60, url="http://pay/60"))
+    recovery = acc.state.subscriptions[sub_id].payment_ids[-1]
+    acc.run(s.ExtendSubscription(subscription_id=sub_id, days=1, reason="apology"), actor="admin")
+    acc.sync(recovery, new_card(60, acc.now))
+    sub = acc.state.subscriptions[sub_id]
+    assert sub.status == "active" and sub.period_start > acc.now  # the paid period has not begun
+    acc.now = sub.period_start - timedelta(minutes=1)
+    quote = period_quote(acc.state, sub, acc.now)
+    assert (quote.amount_minor, quote.days_used, quote.days_in_period) == (29900, 0, 30)
+    acc.now = sub.period_start + timedelta(hours=1)  # its first day has started
+    quote = period_quote(acc.state, sub, acc.now)
+    assert (quote.amount_minor, quote.days_used) == (refund_amount(29900, sub.period_start, 30, acc.now).amount_minor, 1)
+    canceled = acc.run(s.CancelSubscription(subscription_id=sub_id, mode="refund_now"), refund_ok(61))
+    asked = next(e.data for e in canceled if e.type == "RefundRequested")
+    assert (asked.amount.minor, asked.days_used) == (quote.amount_minor, 1)
 
 
 def test_a_pay_now_given_up_on_blocks_retries_and_pay_now_until_it_speaks_up() -> None:
