@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Literal
+from typing import Any, Literal
 from uuid import UUID
 
 from schemas import (
@@ -343,6 +343,29 @@ def build_plan(stream_id: str, events: Iterable[Envelope]) -> PlanState:
 # --------------------------------------------------------------------------- appliers
 
 
+def _open_payment(
+    s: AccountState, e: Any, purpose: PaymentPurpose, at: datetime, cid: UUID | None, customer: Customer | None = None
+) -> None:
+    """Record a charge's intent, whatever its purpose: the payment, its place among the
+    subscription's payments, and the command → operation link that resumes it after a crash."""
+    origin = cid or e.payment_id
+    s.payments[e.payment_id] = Payment(
+        payment_id=e.payment_id,
+        subscription_id=e.subscription_id,
+        purpose=purpose,
+        amount=e.amount,
+        origin_command_id=origin,
+        idempotence_key=e.idempotence_key,
+        customer=customer or e.customer,
+        intent=e,
+        requested_at=at,
+    )
+    sub = s.subscriptions.get(e.subscription_id)
+    if sub is not None and e.payment_id not in sub.payment_ids:
+        sub.payment_ids.append(e.payment_id)
+    s.intents[origin] = ("payment", e.payment_id)
+
+
 def _checkout_started(s: AccountState, e: CheckoutStarted, at: datetime, cid: UUID | None) -> None:
     origin = cid or e.payment_id
     s.customer = e.customer
@@ -361,59 +384,19 @@ def _checkout_started(s: AccountState, e: CheckoutStarted, at: datetime, cid: UU
         promo=e.promo,
         promo_periods_left=e.promo.periods_left if e.promo else 0,
     )
-    s.payments[e.payment_id] = Payment(
-        payment_id=e.payment_id,
-        subscription_id=e.subscription_id,
-        purpose="purchase",
-        amount=e.amount,
-        origin_command_id=origin,
-        idempotence_key=e.idempotence_key,
-        customer=e.customer,
-        intent=e,
-        requested_at=at,
-    )
-    s.intents[origin] = ("payment", e.payment_id)
+    _open_payment(s, e, "purchase", at, cid)
 
 
 def _renewal_started(s: AccountState, e: RenewalStarted, at: datetime, cid: UUID | None) -> None:
-    origin = cid or e.payment_id
     sub = s.subscriptions.get(e.subscription_id)
     customer = e.customer or (sub.customer if sub else None) or s.customer
     if customer is None:  # cannot happen for a subscription that was paid for; keep the fold total
         customer = Customer(email="unknown@invalid.invalid")
-    s.payments[e.payment_id] = Payment(
-        payment_id=e.payment_id,
-        subscription_id=e.subscription_id,
-        purpose="renewal",
-        amount=e.amount,
-        origin_command_id=origin,
-        idempotence_key=e.idempotence_key,
-        customer=customer,
-        intent=e,
-        requested_at=at,
-    )
-    if sub is not None:
-        sub.payment_ids.append(e.payment_id)
-    s.intents[origin] = ("payment", e.payment_id)
+    _open_payment(s, e, "renewal", at, cid, customer)
 
 
 def _recovery_started(s: AccountState, e: RecoveryStarted, at: datetime, cid: UUID | None) -> None:
-    origin = cid or e.payment_id
-    s.payments[e.payment_id] = Payment(
-        payment_id=e.payment_id,
-        subscription_id=e.subscription_id,
-        purpose="recovery",
-        amount=e.amount,
-        origin_command_id=origin,
-        idempotence_key=e.idempotence_key,
-        customer=e.customer,
-        intent=e,
-        requested_at=at,
-    )
-    sub = s.subscriptions.get(e.subscription_id)
-    if sub is not None:
-        sub.payment_ids.append(e.payment_id)
-    s.intents[origin] = ("payment", e.payment_id)
+    _open_payment(s, e, "recovery", at, cid)
 
 
 def _confirmation_required(s: AccountState, e: RenewalConfirmationRequired, at: datetime, cid: UUID | None) -> None:
@@ -441,22 +424,9 @@ def _card_check_started(s: AccountState, e: CardCheckStarted, at: datetime, cid:
             product=e.trial.product,
         )
         s.subscriptions[e.subscription_id] = sub
-    s.payments[e.payment_id] = Payment(
-        payment_id=e.payment_id,
-        subscription_id=e.subscription_id,
-        purpose="card_check",
-        amount=e.amount,
-        origin_command_id=origin,
-        idempotence_key=e.idempotence_key,
-        customer=e.customer,
-        intent=e,
-        requested_at=at,
-    )
-    if sub is not None:
-        sub.payment_ids.append(e.payment_id)
-        if e.reason == "auto_renew":
-            sub.renew_after_check = e.payment_id
-    s.intents[origin] = ("payment", e.payment_id)
+    _open_payment(s, e, "card_check", at, cid)
+    if sub is not None and e.reason == "auto_renew":
+        sub.renew_after_check = e.payment_id
 
 
 def _payment_method_replaced(s: AccountState, e: PaymentMethodReplaced, at: datetime, cid: UUID | None) -> None:
@@ -724,22 +694,7 @@ def _renewed(s: AccountState, e: SubscriptionRenewed, at: datetime, cid: UUID | 
 
 
 def _upgrade_started(s: AccountState, e: UpgradeStarted, at: datetime, cid: UUID | None) -> None:
-    origin = cid or e.payment_id
-    sub = s.subscriptions.get(e.subscription_id)
-    s.payments[e.payment_id] = Payment(
-        payment_id=e.payment_id,
-        subscription_id=e.subscription_id,
-        purpose="upgrade",
-        amount=e.amount,
-        origin_command_id=origin,
-        idempotence_key=e.idempotence_key,
-        customer=e.customer,
-        intent=e,
-        requested_at=at,
-    )
-    if sub is not None:
-        sub.payment_ids.append(e.payment_id)
-    s.intents[origin] = ("payment", e.payment_id)
+    _open_payment(s, e, "upgrade", at, cid)
 
 
 def _plan_switched(s: AccountState, e: PlanSwitched, at: datetime, cid: UUID | None) -> None:
