@@ -71,6 +71,7 @@ async def run(settings: NotifierServiceSettings, config: NotifierSettings) -> No
         dead_letter_topic=dlq_topic,
         retry_backoff_max_s=5.0,
         consumer_options={"auto_offset_reset": config.start_from},
+        commit_interval_s=config.commit_interval_s,
     )
     stop = asyncio.Event()
     install_signal_handlers(loop, extra=stop.set)

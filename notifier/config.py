@@ -46,6 +46,9 @@ class NotifierSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="NOTIFIER_", env_file=".env", env_file_encoding="utf-8", extra="ignore")
 
     group_id: str = Field(default="notifier", description="Kafka consumer group")
+    commit_interval_s: float = Field(
+        default=0.5, ge=0, description="seconds between Kafka offset commits while events keep coming (0: after every batch)"
+    )
     start_from: Literal["earliest", "latest"] = Field(
         default="earliest", description="where a NEW consumer group starts (latest: do not email an old log's history)"
     )

@@ -13,6 +13,9 @@ class ProjectorSettings(Settings):
 
     projector_group_id: str = Field(default="billing-projector", description="Kafka consumer group")
     projector_batch_max: int = Field(default=1000, ge=1, description="records fetched (and applied) per transaction")
+    projector_commit_interval_s: float = Field(
+        default=0.5, ge=0, description="seconds between Kafka offset commits while events keep coming (0: after every batch)"
+    )
     projector_session_timeout_ms: int = Field(
         default=10_000, ge=1000, description="Kafka session timeout: how long a crashed instance holds its partitions"
     )

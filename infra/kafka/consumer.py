@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import time
 from pathlib import Path
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
 from datetime import UTC, datetime
@@ -115,6 +116,7 @@ class ConsumerLoop:
         retry_backoff_max_s: float = 5.0,
         consumer_options: Mapping[str, Any] | None = None,
         heartbeat_file: str | None = None,
+        commit_interval_s: float = 0.0,
     ) -> None:
         if max_attempts < 1:
             raise ValueError("max_attempts must be at least 1")
@@ -130,6 +132,11 @@ class ConsumerLoop:
         self.retry_backoff_s = retry_backoff_s
         self.retry_backoff_max_s = retry_backoff_max_s
         self.consumer_options = dict(consumer_options or {})
+        # Offsets are committed at most this often while records keep coming (0: after every
+        # batch). Every commit is a request the broker writes to __consumer_offsets; handlers are
+        # idempotent, so a longer interval only means a little more redelivery after a crash.
+        self.commit_interval_s = commit_interval_s
+        self._last_commit = 0.0
         # Touched after every poll: a container health check tests its age (see docker-compose.yml).
         heartbeat = heartbeat_file or os.environ.get("HEARTBEAT_FILE")
         self.heartbeat_file = Path(heartbeat) if heartbeat else None
@@ -231,16 +238,16 @@ class ConsumerLoop:
             while not self._stop.is_set():
                 batch = await self.fetch_batch(consumer)
                 self.beat()
-                if not batch:
-                    continue
                 try:
                     for tp, records in batch.items():
                         for record in records:
                             if self._stop.is_set() or tp not in consumer.assignment():
                                 break  # revoked: the new owner starts from our last commit
                             await self._process(record)
-                finally:
+                except BaseException:
                     await self.commit()
+                    raise
+                await self.commit_if_due()
         except StopRequested:
             pass
         finally:
@@ -361,6 +368,15 @@ class ConsumerLoop:
         for tp in offsets:
             if self._done.get(tp) == offsets[tp]:
                 del self._done[tp]
+
+    async def commit_if_due(self) -> None:
+        """`commit` when `commit_interval_s` has passed since the last one. Called after every fetch,
+        an empty one included, so the last records of a burst are committed within the interval
+        plus one fetch timeout even when nothing else arrives."""
+        now = time.monotonic()
+        if now - self._last_commit >= self.commit_interval_s:
+            self._last_commit = now
+            await self.commit()
 
     def forget_partitions(self, partitions: Iterable[TopicPartition]) -> None:
         """Drop what is known of partitions that moved away (after their last `commit`)."""

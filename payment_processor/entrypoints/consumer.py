@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import time
 from typing import Any
 
 from aiokafka import TopicPartition
@@ -66,18 +65,16 @@ class KeyedConsumerLoop(ConsumerLoop):
 
     def __init__(self, settings: Settings, *, concurrency: int, max_buffered: int | None = None,
                  commit_interval_s: float = 0.5, **kwargs: Any) -> None:
-        super().__init__(settings, **kwargs)
+        super().__init__(settings, commit_interval_s=commit_interval_s, **kwargs)
         if concurrency < 1:
             raise ValueError("concurrency must be at least 1")
         self.concurrency = concurrency
         self.max_buffered = max_buffered or max(self.batch_max, concurrency * 8)
-        self.commit_interval_s = commit_interval_s
         self._slots = asyncio.Semaphore(concurrency)
         self._tails: dict[tuple[TopicPartition, bytes | None], asyncio.Task[bool]] = {}
         self._work: dict[TopicPartition, _PartitionWork] = {}
         self._tasks: set[asyncio.Task[bool]] = set()
         self._fatal: BaseException | None = None
-        self._last_commit = 0.0
 
     @property
     def in_flight(self) -> int:
@@ -99,9 +96,7 @@ class KeyedConsumerLoop(ConsumerLoop):
                             continue  # revoked while fetching: the new owner starts from our last commit
                         for record in records:
                             self._dispatch(tp, record)
-                if time.monotonic() - self._last_commit >= self.commit_interval_s:
-                    await self.commit()
-                    self._last_commit = time.monotonic()
+                await self.commit_if_due()
         finally:
             try:
                 self.stop()

@@ -37,6 +37,7 @@ class ProjectorConsumer(ConsumerLoop):
         self._preapplied: set[tuple[str, int, int]] = set()
         options.setdefault("batch_max", settings.projector_batch_max)
         options.setdefault("dead_letter_topic", settings.events_dlq_topic)
+        options.setdefault("commit_interval_s", settings.projector_commit_interval_s)
         session_ms = settings.projector_session_timeout_ms
         options.setdefault(
             "consumer_options", {"session_timeout_ms": session_ms, "heartbeat_interval_ms": max(300, session_ms // 5)}

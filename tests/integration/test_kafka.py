@@ -73,6 +73,50 @@ async def test_idempotent_producer_to_consumer_group_round_trip(settings, unique
     assert sum(committed.values()) == 50  # the group committed everything it handled
 
 
+async def test_commit_interval_bounds_offset_commits_and_an_idle_fetch_commits_the_tail(
+    settings, unique_topic, unique_group, kafka_admin
+):
+    """A trickle of records is committed at most once per interval (each commit is a broker write),
+    and the last records are committed while the loop runs on, without a stop or a new record."""
+    topic = await unique_topic(partitions=1)
+    group = unique_group()
+    handled: list[bytes] = []
+    commits = 0
+
+    class CountingLoop(ConsumerLoop):
+        async def commit(self, partitions=None):
+            nonlocal commits
+            if self._done:
+                commits += 1
+            await super().commit(partitions)
+
+    async def handle(record):
+        handled.append(record.value)
+
+    loop = CountingLoop(settings, topics=[topic], group_id=group, handle=handle, name="interval", commit_interval_s=1.0)
+    task = await _run(loop)
+    producer = await make_producer(settings)
+    try:
+        await wait_until(lambda: loop.assignment(), timeout=20, message="partition assigned")
+        for i in range(40):  # about one second of records, one fetch each
+            await producer.send_and_wait(topic, value=str(i).encode())
+            await asyncio.sleep(0.025)
+        await wait_until(lambda: len(handled) == 40, timeout=20)
+
+        async def all_committed():
+            offsets = await kafka_admin.list_consumer_group_offsets(group)
+            return sum(meta.offset for tp, meta in offsets.items() if tp.topic == topic) == 40
+
+        await wait_until(all_committed, timeout=10, message="the tail committed while the loop runs")
+        assert not task.done()
+        assert commits <= 4, f"{commits} commits for 40 records in about 1 s with a 1 s interval"
+    finally:
+        await producer.stop()
+        loop.stop()
+        await asyncio.wait_for(task, 15)
+    assert handled == [str(i).encode() for i in range(40)]
+
+
 async def test_transactions_committed_visible_aborted_invisible(settings, unique_topic):
     topic = await unique_topic(partitions=1)
     producer = await make_producer(settings, transactional_id=f"tx-{uuid.uuid4().hex}")
