@@ -5,6 +5,13 @@ fresh database, unique topics and a PRIVATE Kafka broker (the shared development
 restarted) with `tests.support.stack.Pipeline`. Virtual users buy through the command API only
 (Idempotency-Key, `Prefer: wait`), pay on the sandbox's checkout page, decline with decline cards,
 abandon the page, double-click, buy from two tabs at once, buy again, and cancel with a refund.
+Some buy with a promo code (docs/decisions/0121: three codes with a usage limit, one of which a
+handful of customers race for at the same moment mid-storm), and pay, decline or abandon. Some
+upgrade to the dearer plan of the same product (0119: a prorated charge of the saved card or a
+payment page), sometimes right as business time moves, then downgrade back at renewal, cancel
+with a refund, or keep renewing. Some let their saved card start declining (the sandbox's
+per-card behaviour), watch the renewal fail and pay the overdue period now (0117: double click,
+two tabs, a declined or abandoned page and a second try).
 Others keep a renewing subscription while business time moves (`BILLING_CLOCK=shiftable`, a few
 days every ~2 s, so a 30-day period renews every ~15 s): right after each move, as the scheduler
 starts the renewal, they turn auto-renew off or on, cancel at period end, or an operator extends,
@@ -22,13 +29,15 @@ must be zero:
 
 | count | how |
 |---|---|
-| double charges | successful purchase charges per customer (each flow is a fresh user buying one plan once; sandbox inspection API) beyond one, not fully refunded |
-| period double charges | kept renewal/purchase charges (YooKassa: succeeded, not fully refunded) beyond one per subscription and period (the event store's CheckoutStarted/RenewalStarted `period_start`; a charge started while another was unsettled is the same period) |
+| double charges | successful purchase charges (YooKassa purpose `purchase`) per customer (each flow is a fresh user buying one plan once; sandbox inspection API) beyond one, not fully refunded |
+| period double charges | kept purchase/renewal/pay-now/upgrade charges (YooKassa: succeeded, not fully refunded) beyond one per subscription and period (the event store's CheckoutStarted; RenewalStarted and RecoveryStarted `period_start` — a pay-now pays the renewal's period; UpgradeStarted apart, per `replaces_period_start`: an upgrade's prorated charge is a legitimate second charge in a period, two are not; a charge started while another was unsettled is the same period) |
 | charges after decline | renewal charges that succeeded while the customer's last word was "no" (AutoRenewChanged off, SubscriptionCanceled, no re-enable since) without a full refund requested (event store order per account) |
 | commands not terminal | every command id on the commands topic, every key the API accepted and every one a user was answered with, against `read.commands` |
-| succeeded payments without their subscription | a succeeded sandbox payment, nothing refunded, that no SubscriptionActivated/SubscriptionRenewed names (it bought no period) |
+| succeeded payments without their subscription | a succeeded sandbox payment, nothing refunded, that no SubscriptionActivated/SubscriptionRenewed (renewal or pay-now)/PlanSwitched (upgrade) names (it bought no period) |
 | refunds above what was paid | per payment, sandbox refunds (pending + succeeded) above its amount; per subscription in the read model |
 | read models differing from a replay | `python -m projector.entrypoints.replay --check` on the chaos database |
+| promo uses beyond the limit | per code, the most uses held at once on its stream (PromoCodeRedeemed − PromoCodeReleased) or the uses held or paid at the end (sandbox: succeeded checkouts whose CheckoutStarted named the code) beyond `max_redemptions`; plus uses beyond one per customer |
+| purchase amount mismatches | purchase charges YooKassa was asked for whose amount is not the plan price less the discount of the code the user bought with (percent rounded down, never below 1 ₽; recomputed by the harness from what it sent; no code: the list price) |
 | emails missing / beyond the bound | Mailgun sandbox messages per Message-Id vs. the events that must email (notifier.domain.emails); docs/decisions/0070: one extra copy per notifier crash at most |
 
 It prints a table and, as its last line, one JSON object with every count and the numbers of
@@ -63,6 +72,36 @@ app = typer.Typer(add_completion=False, help=__doc__.splitlines()[0])
 
 PLAN_ID = "chaos-monthly"
 PLAN_PRICE = "299.00"
+PLAN_UP_ID = "chaos-monthly-plus"  # the same product (the default one): switching between them is an upgrade or a downgrade
+PLAN_UP_PRICE = "499.00"
+PLAN_PRICES = {PLAN_ID: PLAN_PRICE, PLAN_UP_ID: PLAN_UP_PRICE}
+PROMO_EXPIRES_AT = "2036-01-01T00:00:00Z"  # business time moves ~200 days in a run: the codes outlive it
+
+
+@dataclass(frozen=True)
+class Promo:
+    """A promo code the operator creates before the storm (docs/decisions/0121)."""
+
+    code: str
+    max_redemptions: int
+    percent_off: int | None = None
+    amount_off: str | None = None
+    periods: int = 1
+
+    def body(self) -> dict[str, Any]:
+        off: dict[str, Any] = ({"percent_off": self.percent_off} if self.percent_off is not None
+                               else {"amount_off": {"amount": self.amount_off, "currency": "RUB"}})
+        return {"code": self.code, **off, "periods": self.periods, "expires_at": PROMO_EXPIRES_AT,
+                "max_redemptions": self.max_redemptions, "reason": "chaos run"}
+
+
+PROMOS = (
+    Promo("CHAOS-PCT", 6, percent_off=15, periods=2),
+    Promo("CHAOS-AMT", 6, amount_off="50.00"),
+    Promo("CHAOS-RUSH", 3, percent_off=30),  # a handful of users race for its last uses at once
+)
+PROMO_BY_CODE = {p.code: p for p in PROMOS}
+RUSH_CODE, RUSH_USERS = "CHAOS-RUSH", 8
 TERMINAL = ("succeeded", "rejected", "failed")
 RETRYABLE = {409, 429, 500, 503, 504}
 KILL_TARGETS = ("processor", "relay", "projector", "notifier")
@@ -76,6 +115,8 @@ OPERATION_KINDS = (
     "purchase", "pay", "decline", "abandon", "cancel_refund", "rebuy", "double_click", "two_tabs",
     "auto_renew_off", "auto_renew_on", "cancel_at_period_end", "op_extend", "op_refund", "op_auto_renew", "op_cancel",
     "late_notification", "duplicate_notification",
+    "pay_now", "recovery_paid", "recovery_declined", "recovery_abandoned", "upgrade", "upgrade_paid", "upgrade_declined",
+    "upgrade_abandoned", "downgrade", "promo_purchase", "promo_paid", "promo_declined", "promo_abandoned", "promo_rush",
 )
 """What counts as an operation: what a user, an operator or YooKassa did (time moves and kills are counted apart)."""
 COUNT_KEYS = (
@@ -89,6 +130,8 @@ COUNT_KEYS = (
     "emails_unexpected",
     "period_double_charges",
     "charges_after_decline",
+    "promo_uses_beyond_limit",
+    "purchase_amount_mismatches",
 )
 
 
@@ -127,6 +170,7 @@ class Tally:
     time_shifts: int = 0
     answered: dict[uuid.UUID, str] = field(default_factory=dict)  # command id -> status the user was told
     sent: set[uuid.UUID] = field(default_factory=set)  # every command id a user POSTed (derived from the key)
+    purchases: dict[str, tuple[str, str | None]] = field(default_factory=dict)  # user id -> (plan, promo code) it bought
     notes: list[str] = field(default_factory=list)
 
 
@@ -222,8 +266,11 @@ class User:
             return response.status_code == 200
         return False
 
-    async def buy(self, key: str, auto_renew: bool | None = None) -> dict[str, Any] | None:
-        body = {"plan_id": PLAN_ID, "auto_renew": self.rng.random() < 0.5 if auto_renew is None else auto_renew}
+    async def buy(self, key: str, auto_renew: bool | None = None, promo_code: str | None = None) -> dict[str, Any] | None:
+        body: dict[str, Any] = {"plan_id": PLAN_ID, "auto_renew": self.rng.random() < 0.5 if auto_renew is None else auto_renew}
+        if promo_code is not None:
+            body["promo_code"] = promo_code
+        self.tally.purchases[self.user_id] = (PLAN_ID, promo_code)  # what its charge must be: the price less the code's discount
         if self.rng.random() < 0.1:  # a double click: the same request twice at once
             self.tally.ops["double_click"] += 1
             answers = await asyncio.gather(*(self.command("/v1/subscriptions", key, body) for _ in range(2)))
@@ -308,17 +355,135 @@ class User:
             else:
                 self.tally.ops["watched_a_time_move"] += 1
 
+    async def pay_page(self, kind: str, url: str, *, decline: float = 0.0, abandon: float = 0.0) -> bool:
+        """The customer on a payment page: pays with a good card, or declines, or leaves; True if paid."""
+        roll = self.rng.random()
+        if roll < decline:
+            self.tally.ops[f"{kind}_declined"] += 1
+            await self.checkout(url, {"action": "pay", "card_number": self.rng.choice(DECLINE_CARDS)})
+            return False
+        if roll < decline + abandon:
+            self.tally.ops[f"{kind}_abandoned"] += 1
+            await self.checkout(url, {"action": "leave", "expire_after_s": f"{self.rng.uniform(0.5, 3):.1f}"})
+            return False
+        self.tally.ops[f"{kind}_paid"] += 1
+        if not await self.checkout(url, {"action": "pay", "card_number": self.rng.choice(cards.SUCCESS_CARDS)}):
+            self.tally.ops[f"{kind}_page_failed"] += 1
+            return False
+        return True
+
+    async def first_payment_method(self, url: str) -> str | None:
+        """The card the purchase saved (the sandbox's view of the paid checkout)."""
+        with contextlib.suppress(Exception):
+            paid = await self.pipeline.yookassa.apayment(url.rstrip("/").rsplit("/", 1)[-1])
+            method = paid.get("payment_method") or {}
+            if method.get("saved"):
+                return str(method["id"])
+        return None
+
+    async def recover(self, subscription_id: str, url: str) -> None:
+        """Pay-now (docs/decisions/0117): the saved card starts declining, the renewal fails, the
+        subscription goes past due, and the customer pays the overdue period on a payment page — a
+        double click or a second tab first, sometimes a declined or abandoned page and a second try."""
+        method = await self.first_payment_method(url)
+        if method is None:
+            self.tally.ops["recover_no_saved_card"] += 1
+            return
+        reason = self.rng.choice(("insufficient_funds", "card_expired", "payment_method_limit_exceeded"))
+        try:
+            await self.pipeline.yookassa.aset_method_behaviour(method, reason)
+        except Exception:  # noqa: BLE001 - the sandbox is not faulted here, but a user's failure is not the run's
+            self.tally.ops["recover_sandbox_failed"] += 1
+            return
+        status = await self.wait_subscription(subscription_id, {"past_due", "expired", "canceled"}, time.monotonic() + 45)
+        if status != "past_due":
+            self.tally.ops[f"recover_not_past_due_{status}"] += 1
+            return
+        self.tally.ops["past_due_seen"] += 1
+        path = f"/v1/subscriptions/{subscription_id}/pay"
+        for attempt in (1, 2):
+            self.tally.ops["pay_now"] += 1
+            roll = self.rng.random()
+            if roll < 0.15:  # a double click: the same request twice at once
+                answers = list(await asyncio.gather(*(self.command(path, f"pay-now-{attempt}", {}) for _ in range(2))))
+            elif roll < 0.3:  # two tabs: two keys, both must get the one page
+                answers = list(await asyncio.gather(self.command(path, f"pay-now-{attempt}", {}),
+                                                    self.command(path, f"pay-now-{attempt}-tab", {})))
+            else:
+                answers = [await self.command(path, f"pay-now-{attempt}", {})]
+            ended = [await self.until_terminal(a) for a in answers if a is not None]
+            for e in ended:
+                self.tally.ops[f"pay_now_{e.get('command_status') or e.get('status')}"] += 1
+            urls = sorted({u for e in ended if (u := (e.get("outcome") or {}).get("confirmation_url"))})
+            if len(ended) > 1:
+                self.tally.ops[f"pay_now_twice_{len(urls)}_pages"] += 1
+            if not urls:
+                return
+            paid = False
+            for page in urls:  # every page shown is paid: a second one must never charge the period twice
+                paid = await self.pay_page("recovery", page, decline=0.2 if attempt == 1 else 0.0,
+                                           abandon=0.1 if attempt == 1 else 0.0) or paid
+            if paid:
+                break
+            await asyncio.sleep(self.rng.uniform(0.2, 1.0))  # the customer tries again
+        status = await self.wait_subscription(subscription_id, {"active"}, time.monotonic() + 30)
+        self.tally.ops[f"recovery_ended_{status}"] += 1
+        if status == "active" and self.rng.random() < 0.3:
+            await self.live_through_renewals(subscription_id)
+
+    async def switch(self, subscription_id: str) -> None:
+        """Plan switching (docs/decisions/0119): an upgrade now (a prorated charge of the saved card, or
+        a payment page), sometimes right as business time moves (racing the renewal), then a
+        downgrade back at renewal, a cancel with refund (the credit carried), or renewals."""
+        sub = f"/v1/subscriptions/{subscription_id}"
+        if self.rng.random() < 0.4:
+            await self.clock.next_shift(timeout=5.0)
+            await asyncio.sleep(self.rng.random() * 0.4)  # the renewal is being started just now
+        else:
+            await asyncio.sleep(self.rng.uniform(0.2, 1.5))
+        self.tally.ops["upgrade"] += 1
+        body = {"plan_id": PLAN_UP_ID}
+        if self.rng.random() < 0.15:
+            answers = await asyncio.gather(*(self.command(f"{sub}/switch", "upgrade-1", body) for _ in range(2)))
+            answer = next((a for a in answers if a is not None), None)
+        else:
+            answer = await self.command(f"{sub}/switch", "upgrade-1", body)
+        if answer is None:
+            return
+        ended = await self.until_terminal(answer)
+        status = ended.get("command_status") or ended.get("status")
+        self.tally.ops[f"upgrade_{status}"] += 1
+        url = (ended.get("outcome") or {}).get("confirmation_url")
+        if status == "succeeded" and url:
+            await self.pay_page("upgrade", url, decline=0.1, abandon=0.1)
+        await asyncio.sleep(self.rng.uniform(0.2, 1.0))
+        roll = self.rng.random()
+        if roll < 0.3:
+            await self.act("downgrade", f"{sub}/switch", "downgrade-1", {"plan_id": PLAN_ID})
+            await self.live_through_renewals(subscription_id)
+        elif roll < 0.6:
+            await self.act("cancel_refund", f"{sub}/cancel", "cancel-1", {"mode": "refund_now"})
+        else:
+            await self.live_through_renewals(subscription_id)
+
     async def run(self, scenario: str) -> None:
         self.tally.ops[f"scenario_{scenario}"] += 1
         self.tally.ops["purchase"] += 1
         if scenario == "pay" and self.rng.random() < 0.15:
             await self.two_tabs()
             return
-        done = await self.buy("buy-1", True if scenario == "renew" else None)
+        promo_code = None
+        if scenario == "promo":  # a code, mostly one with uses left; sometimes the rush's (few uses, contended)
+            promo_code = self.rng.choices([p.code for p in PROMOS], weights=[45, 45, 10])[0]
+            self.tally.ops["promo_purchase"] += 1
+        auto_renew = {"renew": True, "recover": True, "switch": self.rng.random() < 0.7}.get(scenario)
+        done = await self.buy("buy-1", auto_renew, promo_code)
         if done is None:
             return
         status = done.get("command_status") or done.get("status")
         self.tally.ops[f"purchase_{status}"] += 1
+        if promo_code is not None:
+            self.tally.ops[f"promo_purchase_{status}"] += 1
         outcome = done.get("outcome") or {}
         url, subscription_id = outcome.get("confirmation_url"), outcome.get("subscription_id")
         if status != "succeeded" or not url:
@@ -332,6 +497,8 @@ class User:
             self.tally.ops["decline"] += 1
             await self.checkout(url, {"action": "pay", "card_number": self.rng.choice(DECLINE_CARDS)})
             return
+        if scenario == "promo" and not await self.pay_page("promo", url, decline=0.15, abandon=0.15):
+            return  # a declined or abandoned checkout releases its use of the code
         self.tally.ops["pay"] += 1
         if not await self.checkout(url, {"action": "pay", "card_number": self.rng.choice(cards.SUCCESS_CARDS)}):
             self.tally.ops["pay_page_failed"] += 1
@@ -344,13 +511,19 @@ class User:
         if scenario == "renew":
             await self.live_through_renewals(subscription_id)
             return
+        if scenario == "recover":
+            await self.recover(subscription_id, url)
+            return
+        if scenario == "switch":
+            await self.switch(subscription_id)
+            return
         if self.rng.random() < 0.15:  # buys the same plan again: must be rejected, never charged
             self.tally.ops["rebuy"] += 1
             again = await self.command("/v1/subscriptions", "buy-2", {"plan_id": PLAN_ID, "auto_renew": False})
             if again is not None:
                 again = await self.until_terminal(again)
                 self.tally.ops[f"rebuy_{again.get('command_status') or again.get('status')}"] += 1
-        if scenario == "cancel":
+        if scenario == "cancel" or (scenario == "promo" and self.rng.random() < 0.3):  # a refund of a discounted charge
             self.tally.ops["cancel_refund"] += 1
             answer = await self.command(f"/v1/subscriptions/{subscription_id}/cancel", "cancel-1", {"mode": "refund_now"})
             if answer is not None:
@@ -358,7 +531,22 @@ class User:
                 self.tally.ops[f"cancel_{ended.get('command_status') or ended.get('status')}"] += 1
 
 
-SCENARIOS = (("pay", 25), ("cancel", 20), ("decline", 12), ("abandon", 8), ("renew", 35))
+    async def rush(self, code: str) -> None:
+        """One of several customers buying with a code whose last uses they race for, at the same moment."""
+        self.tally.ops["promo_rush"] += 1
+        done = await self.buy("rush-1", False, code)
+        if done is None:
+            return
+        status = done.get("command_status") or done.get("status")
+        self.tally.ops[f"promo_rush_{status}"] += 1
+        url = (done.get("outcome") or {}).get("confirmation_url")
+        if status == "succeeded" and url:
+            await self.pay_page("rush", url)
+
+
+SCENARIOS = (("pay", 25), ("cancel", 20), ("decline", 12), ("abandon", 8), ("renew", 35),
+             ("recover", 6), ("switch", 6), ("promo", 8))
+"""The old flows keep ~5/6 of the traffic; pay-now, plan switching and promo codes the rest."""
 
 
 @dataclass
@@ -442,6 +630,18 @@ async def user_loop(pipeline: Pipeline, client: httpx.AsyncClient, tally: Tally,
         except Exception as exc:  # noqa: BLE001 - a user's crash is a finding, not the end of the run
             tally.notes.append(f"user {user.user_id} crashed: {exc!r}")
         await asyncio.sleep(rng.random() * 0.3)
+
+
+async def promo_rush(pipeline: Pipeline, client: httpx.AsyncClient, tally: Tally, rng: random.Random, run: str,
+                     clock: Clock, start: float) -> None:
+    """Once, mid-storm: RUSH_USERS fresh customers buy with a code of fewer uses at the same moment."""
+    await asyncio.sleep(max(0.0, start + (clock.storm_end - start) * rng.uniform(0.3, 0.6) - time.monotonic()))
+    users = [User(pipeline, client, tally, random.Random(rng.random()), f"chaos-{run}-rush-{i}", clock)
+             for i in range(RUSH_USERS)]
+    results = await asyncio.gather(*(u.rush(RUSH_CODE) for u in users), return_exceptions=True)
+    for user, result in zip(users, results, strict=True):
+        if isinstance(result, BaseException):
+            tally.notes.append(f"user {user.user_id} crashed: {result!r}")
 
 
 # --------------------------------------------------------------------------- the monkey and the faults
@@ -632,6 +832,7 @@ ChargeEvent = tuple[str, str, dict[str, Any]]
 COUNTED_EVENT_TYPES = (
     "CheckoutStarted", "RenewalStarted", "PaymentSucceeded", "PaymentFailed", "SubscriptionActivated",
     "SubscriptionRenewed", "AutoRenewChanged", "SubscriptionCanceled", "RefundRequested", "RefundFailed",
+    "RecoveryStarted", "UpgradeStarted", "PlanSwitched", "PromoCodeCreated", "PromoCodeRedeemed", "PromoCodeReleased",
 )
 
 
@@ -655,7 +856,11 @@ def count_period_double_charges(events: list[ChargeEvent], payments: list[dict[s
     """Kept charges (succeeded at YooKassa, not fully refunded) beyond one per subscription and period.
 
     The period of a charge is its intent's: `CheckoutStarted` is the first period, `RenewalStarted`
-    names `period_start`. A charge started while another charge of the same subscription was still
+    names `period_start`, and so does `RecoveryStarted` (pay-now pays the very period the renewal
+    would have: a kept renewal and a kept recovery of one period are a double charge). An upgrade
+    (`UpgradeStarted`) is a charge of its own beside the period it replaces (decision 0119: the
+    prorated difference is a legitimate second charge in that period), but two kept upgrades of one
+    replaced period are a double charge. A charge started while another charge of the same subscription was still
     unsettled (no PaymentSucceeded, nor a PaymentFailed that knows the outcome) belongs to that
     charge's period too: it was the same renewal tried again. YooKassa's side (the sandbox's stored
     payments and their `metadata.payment_id`) says what was charged; the event store says for what.
@@ -676,9 +881,14 @@ def count_period_double_charges(events: list[ChargeEvent], payments: list[dict[s
     open_charges: dict[str, set[str]] = {}
     subscription_of: dict[str, str] = {}
     for _stream, kind, data in events:
-        if kind in ("CheckoutStarted", "RenewalStarted"):
+        if kind in ("CheckoutStarted", "RenewalStarted", "RecoveryStarted", "UpgradeStarted"):
             sub, pay = str(data["subscription_id"]), str(data["payment_id"])
-            period = "checkout" if kind == "CheckoutStarted" else _instant(data["period_start"])
+            if kind == "CheckoutStarted":
+                period = "checkout"
+            elif kind == "UpgradeStarted":
+                period = f"upgrade of {_instant(data['replaces_period_start'])}"
+            else:
+                period = _instant(data["period_start"])
             subscription_of[pay] = sub
             find(pay)
             first = first_of_period.setdefault((sub, period), pay)
@@ -750,9 +960,11 @@ def count_charges_after_decline(events: list[ChargeEvent]) -> tuple[int, list[st
 
 def count_charges_without_a_period(events: list[ChargeEvent], payments: list[dict[str, Any]],
                                    refunds: list[dict[str, Any]]) -> tuple[int, list[str]]:
-    """Succeeded YooKassa payments with nothing refunded that bought no period (no SubscriptionActivated
-    or SubscriptionRenewed names them): money taken for nothing."""
-    bought = {str(d.get("payment_id")) for _s, kind, d in events if kind in ("SubscriptionActivated", "SubscriptionRenewed")}
+    """Succeeded YooKassa payments with nothing refunded that bought no period (no SubscriptionActivated,
+    SubscriptionRenewed — a renewal's or a pay-now's — or PlanSwitched — an upgrade's — names them):
+    money taken for nothing."""
+    bought = {str(d.get("payment_id")) for _s, kind, d in events
+              if kind in ("SubscriptionActivated", "SubscriptionRenewed", "PlanSwitched") and d.get("payment_id")}
     refunds_by_payment = _by_payment(refunds)
     count, details = 0, []
     for p in payments:
@@ -762,6 +974,118 @@ def count_charges_without_a_period(events: list[ChargeEvent], payments: list[dic
             count += 1
             details.append(f"payment {p['id']} ({(p.get('metadata') or {}).get('purpose', 'purchase')}) succeeded, "
                            f"bought no period and was not refunded")
+    return count, details
+
+
+def count_double_purchases(payments: list[dict[str, Any]], refunds: list[dict[str, Any]]) -> tuple[int, list[str]]:
+    """Purchase charges (YooKassa metadata purpose unset or `purchase`) kept per user beyond one.
+
+    Every flow is a fresh user buying one plan once (a second purchase must be refused), so a user
+    with two purchase charges not fully refunded was charged twice, whichever subscription each
+    names. Renewals, pay-now (recovery) and upgrades are not purchases: the period counts see them.
+    """
+    refunds_by_payment = _by_payment(refunds)
+    by_user: dict[str, list[dict[str, Any]]] = {}
+    for p in payments:
+        if p.get("status") != "succeeded" or (p.get("metadata") or {}).get("purpose", "purchase") != "purchase":
+            continue
+        by_user.setdefault((p.get("metadata") or {}).get("user_id", "?"), []).append(p)
+    count, details = 0, []
+    for user, charges in by_user.items():
+        kept = [p for p in charges if _kept_minor(p, refunds_by_payment) > 0]
+        if len(kept) > 1:
+            count += len(kept) - 1
+            subs = sorted({str((p.get("metadata") or {}).get("subscription_id")) for p in kept})
+            details.append(f"double charge: user {user}: payments {[p['id'] for p in kept]}, subscriptions {subs}")
+    return count, details
+
+
+def count_promo_uses_beyond_limit(events: list[ChargeEvent], payments: list[dict[str, Any]]) -> tuple[int, list[str]]:
+    """Uses of a promo code beyond its `max_redemptions`, and beyond one per customer (decision 0121).
+
+    Per code, two views, the larger counts: the event store's — the most uses held at once on the
+    code's stream (`PromoCodeRedeemed` less `PromoCodeReleased`, in order) beyond the limit — and
+    YooKassa's — the purchases with the code (their `CheckoutStarted.promo`) that it charged, plus
+    the uses still held at the end, beyond the limit (a paid checkout keeps its use for good, so a
+    released use whose checkout was paid after all is a use the stream no longer counts). Plus, per
+    code and customer, uses beyond one held at once or paid.
+    """
+    limit: dict[str, int | None] = {}
+    held: dict[str, set[str]] = {}
+    peak: Counter[str] = Counter()
+    code_of: dict[str, str] = {}  # payment id -> the code its checkout used
+    user_of: dict[str, str] = {}
+    held_by_user: dict[tuple[str, str], set[str]] = {}
+    twice: dict[tuple[str, str], int] = {}
+    for _stream, kind, data in events:
+        if kind == "PromoCodeCreated":
+            limit[str(data["code"])] = data.get("max_redemptions")
+        elif kind == "CheckoutStarted" and data.get("promo"):
+            code_of[str(data["payment_id"])] = str(data["promo"]["code"])
+        elif kind in ("PromoCodeRedeemed", "PromoCodeReleased"):
+            code, pay, user = str(data["code"]), str(data["payment_id"]), str(data["user_id"])
+            code_of.setdefault(pay, code)
+            user_of[pay] = user
+            mine = held_by_user.setdefault((code, user), set())
+            if kind == "PromoCodeRedeemed":
+                held.setdefault(code, set()).add(pay)
+                mine.add(pay)
+                peak[code] = max(peak[code], len(held[code]))
+                twice[(code, user)] = max(twice.get((code, user), 0), len(mine) - 1)
+            else:
+                held.setdefault(code, set()).discard(pay)
+                mine.discard(pay)
+    paid: dict[str, set[str]] = {}
+    for p in payments:
+        pay = str((p.get("metadata") or {}).get("payment_id"))
+        if p.get("status") == "succeeded" and pay in code_of:
+            paid.setdefault(code_of[pay], set()).add(pay)
+            user_of.setdefault(pay, str((p.get("metadata") or {}).get("user_id")))
+    count, details = 0, []
+    for code in sorted(set(limit) | set(held) | set(paid)):
+        uses = held.get(code, set()) | paid.get(code, set())
+        most = limit.get(code)
+        if most is not None:
+            beyond = max(peak[code] - most, len(uses) - most, 0)
+            if beyond:
+                count += beyond
+                details.append(f"promo {code}: limit {most}, {peak[code]} uses held at once, {len(paid.get(code, ()))} "
+                               f"paid, {len(uses)} held or paid at the end")
+        for user in sorted({user_of[p] for p in paid.get(code, set())} | {u for c, u in twice if c == code}):
+            extra = max(twice.get((code, user), 0), sum(1 for p in paid.get(code, set()) if user_of[p] == user) - 1, 0)
+            if extra:
+                count += extra
+                details.append(f"promo {code}: customer {user} used it {extra + 1} times")
+    return count, details
+
+
+def expected_charge_minor(list_minor: int, promo: Promo | None) -> int:
+    """What a purchase must charge: the list price less the code's discount (decision 0121, recomputed
+    here on its own): percent off rounded down to the kopeck, or the amount off; never below 1 ₽."""
+    if promo is None:
+        return list_minor
+    off = list_minor * promo.percent_off // 100 if promo.percent_off is not None else _minor(promo.amount_off)
+    return list_minor - max(0, min(off, list_minor - 100))
+
+
+def count_purchase_amount_mismatches(payments: list[dict[str, Any]], purchases: dict[str, tuple[str, str | None]],
+                                     promos: dict[str, Promo] | None = None) -> tuple[int, list[str]]:
+    """Purchase charges YooKassa was asked for (any status) whose amount is not the plan's price less
+    the discount of the code the user bought with (none: the list price); users the harness did not
+    see buy are not judged."""
+    promos = PROMO_BY_CODE if promos is None else promos
+    count, details = 0, []
+    for p in payments:
+        meta = p.get("metadata") or {}
+        if meta.get("purpose", "purchase") != "purchase" or meta.get("user_id") not in purchases:
+            continue
+        plan_id, code = purchases[meta["user_id"]]
+        want = expected_charge_minor(_minor(PLAN_PRICES[plan_id]), promos.get(code) if code else None)
+        got = _minor(p["amount"]["value"])
+        if got != want:
+            count += 1
+            details.append(f"purchase amount: payment {p['id']} of user {meta['user_id']} ({plan_id}, code {code}): "
+                           f"YooKassa asked {got}, expected {want}")
     return count, details
 
 
@@ -814,21 +1138,9 @@ async def check(pipeline: Pipeline, tally: Tally, conn: Any) -> tuple[dict[str, 
     def refunded_minor(p: dict[str, Any], statuses: tuple[str, ...] = ("succeeded",)) -> int:
         return sum(_minor(r["amount"]["value"]) for r in refunds_by_payment.get(p["id"], []) if r["status"] in statuses)
 
-    # Every flow is a fresh user buying one plan once (a second purchase must be refused), so a
-    # user with two purchase charges that were not fully refunded was charged twice, whichever
-    # subscription each charge names. Renewal charges are counted per period below.
-    by_user: dict[str, list[dict[str, Any]]] = {}
-    for p in succeeded:
-        if (p.get("metadata") or {}).get("purpose") == "renewal":
-            continue
-        by_user.setdefault(p.get("metadata", {}).get("user_id", "?"), []).append(p)
-    double = 0
-    for user, charges in by_user.items():
-        kept = [p for p in charges if refunded_minor(p) < _minor(p["amount"]["value"])]
-        if len(kept) > 1:
-            double += len(kept) - 1
-            subs = sorted({p.get("metadata", {}).get("subscription_id") for p in kept})
-            details.append(f"double charge: user {user}: payments {[p['id'] for p in kept]}, subscriptions {subs}")
+    # purchases per user beyond one (renewals, pay-now and upgrades are counted per period below)
+    double, found = count_double_purchases(payments, refunds)
+    details.extend(found[:20])
     stats = await sb.astats(by="metadata.subscription_id")
     facts["sandbox_payments"] = len(payments)
     facts["sandbox_successful_charges"] = len(succeeded)
@@ -868,6 +1180,23 @@ async def check(pipeline: Pipeline, tally: Tally, conn: Any) -> tuple[dict[str, 
     details.extend(found[:20])
     after_decline, found = count_charges_after_decline(events)
     details.extend(found[:20])
+
+    # --- promo codes: the usage limit (and once per customer) held; every purchase charged its price less its discount
+    promo_beyond, found = count_promo_uses_beyond_limit(events, payments)
+    details.extend(found[:20])
+    amount_mismatches, found = count_purchase_amount_mismatches(payments, tally.purchases)
+    details.extend(found[:20])
+    for promo in PROMOS:
+        redeemed = sum(1 for _s, k, d in events if k == "PromoCodeRedeemed" and d["code"] == promo.code)
+        released = sum(1 for _s, k, d in events if k == "PromoCodeReleased" and d["code"] == promo.code)
+        facts[f"promo_{promo.code}_limit_redeemed_released"] = f"{promo.max_redemptions} / {redeemed} / {released}"
+    by_purpose = Counter((p.get("metadata") or {}).get("purpose", "purchase") for p in succeeded)
+    facts["successful_charges_by_purpose"] = dict(by_purpose)
+    facts["recoveries_started"] = sum(1 for _s, kind, _d in events if kind == "RecoveryStarted")
+    facts["recoveries_renewed"] = sum(1 for _s, kind, d in events if kind == "SubscriptionRenewed" and d.get("purpose") == "recovery")
+    facts["upgrades_started"] = sum(1 for _s, kind, _d in events if kind == "UpgradeStarted")
+    facts["plans_switched"] = sum(1 for _s, kind, _d in events if kind == "PlanSwitched")
+    facts["downgrades_at_renewal"] = sum(1 for _s, kind, d in events if kind == "SubscriptionRenewed" and d.get("plan_id"))
     facts["renewal_charges_succeeded"] = sum(1 for p in succeeded if (p.get("metadata") or {}).get("purpose") == "renewal")
     facts["renewals_started"] = sum(1 for _s, kind, _d in events if kind == "RenewalStarted")
     facts["declines_recorded"] = sum(1 for _s, kind, d in events
@@ -939,6 +1268,8 @@ async def check(pipeline: Pipeline, tally: Tally, conn: Any) -> tuple[dict[str, 
         "emails_unexpected": unexpected,
         "period_double_charges": period_double,
         "charges_after_decline": after_decline,
+        "promo_uses_beyond_limit": promo_beyond,
+        "purchase_amount_mismatches": amount_mismatches,
     }
     return counts, facts, details
 
@@ -1016,22 +1347,29 @@ def chaos_options(database_url: str, cfg: ChaosConfig, yookassa_timeout_s: float
 
 
 async def create_plan(pipeline: Pipeline, client: httpx.AsyncClient) -> None:
+    """The operator's set-up: the two plans of one product (switching goes between them) and the promo codes."""
     operator = {"Authorization": f"Bearer {pipeline.token('chaos-admin', role='service', operators=['chaos'])}", "X-Operator": "chaos"}
-    response = await client.post(
-        "/v1/admin/plans", headers={**operator, "Idempotency-Key": PLAN_ID, "Prefer": "wait=10"},
-        json={"plan_id": PLAN_ID, "name": "Monthly", "price": {"amount": PLAN_PRICE, "currency": "RUB"},
-              "period_days": 30, "description": "chaos", "reason": "chaos run"},
-    )
-    if response.status_code not in (200, 202):
-        raise RuntimeError(f"creating the plan failed: {response.status_code} {response.text}")
+
+    async def post(path: str, key: str, body: dict[str, Any]) -> None:
+        response = await client.post(path, headers={**operator, "Idempotency-Key": key, "Prefer": "wait=10"}, json=body)
+        if response.status_code not in (200, 202):
+            raise RuntimeError(f"POST {path} ({key}) failed: {response.status_code} {response.text}")
+
+    for plan_id, name in ((PLAN_ID, "Monthly"), (PLAN_UP_ID, "Monthly Plus")):
+        await post("/v1/admin/plans", plan_id, {"plan_id": plan_id, "name": name, "price": {"amount": PLAN_PRICES[plan_id], "currency": "RUB"},
+                                                "period_days": 30, "description": "chaos", "reason": "chaos run"})
+    for promo in PROMOS:
+        await post("/v1/admin/promo-codes", f"promo-{promo.code}", promo.body())
     probe = {"Authorization": f"Bearer {pipeline.token('chaos-probe', email='probe@example.com')}"}
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         plans = await client.get("/v1/plans", headers=probe)
-        if plans.status_code == 200 and any(p["plan_id"] == PLAN_ID for p in plans.json()["items"]):
+        codes = [await client.get(f"/v1/promo-codes/{p.code}", headers=probe, params={"plan_id": PLAN_ID}) for p in PROMOS]
+        if (plans.status_code == 200 and {PLAN_ID, PLAN_UP_ID} <= {p["plan_id"] for p in plans.json()["items"]}
+                and all(c.status_code == 200 for c in codes)):
             return
         await asyncio.sleep(0.1)
-    raise RuntimeError("the plan never reached read.plans")
+    raise RuntimeError("the plans or the promo codes never reached the read models")
 
 
 async def run_chaos(cfg: ChaosConfig, database_url: str, log: Any = print) -> dict[str, Any]:
@@ -1066,6 +1404,8 @@ async def run_chaos(cfg: ChaosConfig, database_url: str, log: Any = print) -> di
                                                                        clock))]
                 users = [asyncio.create_task(user_loop(pipeline, client, tally, random.Random(rng.random()), run,
                                                        vu, clock)) for vu in range(cfg.users)]
+                users.append(asyncio.create_task(promo_rush(pipeline, client, tally, random.Random(rng.random()), run,
+                                                            clock, storm_start)))
                 await monkey(pipeline, cfg, rng, tally, clock, log)
                 await asyncio.sleep(max(0.0, clock.storm_end - time.monotonic()))
                 faults_fired = 0

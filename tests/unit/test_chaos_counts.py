@@ -8,7 +8,18 @@ from __future__ import annotations
 
 from typing import Any
 
-from bench.chaos import count_charges_after_decline, count_charges_without_a_period, count_period_double_charges
+from bench.chaos import (
+    PLAN_ID,
+    PLAN_PRICE,
+    Promo,
+    count_charges_after_decline,
+    count_charges_without_a_period,
+    count_double_purchases,
+    count_period_double_charges,
+    count_promo_uses_beyond_limit,
+    count_purchase_amount_mismatches,
+    expected_charge_minor,
+)
 
 S = "account-u1"
 SUB = "11111111-1111-1111-1111-111111111111"
@@ -118,3 +129,138 @@ def test_a_kept_charge_that_bought_no_period_is_counted() -> None:
     count, details = count_charges_without_a_period(events, [yk(P1), yk(P2)], [])
     assert count == 1 and "yk-2" in details[0]
     assert count_charges_without_a_period(events, [yk(P1), yk(P2)], [yk_refund(P2, "1.00")])[0] == 0
+
+
+# ----------------------------------------------------------------------------- pay-now and upgrades (0117, 0119)
+
+
+def recovery(pay: str, period_start: str = "2026-02-01T00:00:00Z") -> tuple[str, str, dict[str, Any]]:
+    return S, "RecoveryStarted", {"subscription_id": SUB, "payment_id": pay, "amount": RUB, "period_start": period_start}
+
+
+def upgrade(pay: str, replaces: str = "2026-01-01T00:00:00Z") -> tuple[str, str, dict[str, Any]]:
+    return S, "UpgradeStarted", {"subscription_id": SUB, "payment_id": pay, "amount": RUB, "replaces_period_start": replaces}
+
+
+def switched(pay: str | None) -> tuple[str, str, dict[str, Any]]:
+    return S, "PlanSwitched", {"subscription_id": SUB, "payment_id": pay}
+
+
+def test_a_kept_recovery_and_a_kept_renewal_of_one_period_are_a_double_charge() -> None:
+    """Pay-now pays the period the failed renewal was for: after a decline it is the one charge of it."""
+    declined_then_paid = [checkout(P1), succeeded(P1), renewal(P2), failed(P2), recovery(P3), succeeded(P3)]
+    payments = [yk(P1, purpose=None), yk(P2, "canceled"), yk(P3, purpose="recovery")]
+    assert count_period_double_charges(declined_then_paid, payments, []) == (0, [])
+    both = [checkout(P1), succeeded(P1), renewal(P2), succeeded(P2), recovery(P3), succeeded(P3)]  # the same period_start
+    count, details = count_period_double_charges(both, [yk(P1, purpose=None), yk(P2), yk(P3, purpose="recovery")], [])
+    assert count == 1 and "recovery" in details[0]
+    # a recovery refunded in full (it came too late) is no double charge
+    assert count_period_double_charges(both, [yk(P1, purpose=None), yk(P2), yk(P3, purpose="recovery")], [yk_refund(P3)])[0] == 0
+
+
+def test_an_upgrade_charge_is_a_legitimate_second_charge_in_its_period_but_two_are_not() -> None:
+    events = [checkout(P1), succeeded(P1), upgrade(P2), succeeded(P2), switched(P2)]
+    assert count_period_double_charges(events, [yk(P1, purpose=None), yk(P2, purpose="upgrade")], []) == (0, [])
+    after_renewal = [checkout(P1), succeeded(P1), renewal(P2), succeeded(P2), upgrade(P3, "2026-02-01T00:00:00Z"), succeeded(P3)]
+    assert count_period_double_charges(after_renewal, [yk(P1, purpose=None), yk(P2), yk(P3, purpose="upgrade")], [])[0] == 0
+    twice = [checkout(P1), succeeded(P1), upgrade(P2), failed(P2), upgrade(P3), succeeded(P3)]
+    assert count_period_double_charges(twice, [yk(P1, purpose=None), yk(P2, "canceled", "upgrade"), yk(P3, purpose="upgrade")], [])[0] == 0
+    kept_twice = [checkout(P1), succeeded(P1), upgrade(P2), succeeded(P2), upgrade(P3), succeeded(P3)]
+    assert count_period_double_charges(kept_twice, [yk(P1, purpose=None), yk(P2, purpose="upgrade"), yk(P3, purpose="upgrade")], [])[0] == 1
+    # a renewal started while the upgrade's charge was unsettled (the product forbids it) is counted with it
+    racing = [checkout(P1), succeeded(P1), upgrade(P2), renewal(P3), succeeded(P2), succeeded(P3)]
+    assert count_period_double_charges(racing, [yk(P1, purpose=None), yk(P2, purpose="upgrade"), yk(P3)], [])[0] == 1
+
+
+def test_an_upgrade_payment_buys_its_period_through_plan_switched() -> None:
+    events = [checkout(P1), succeeded(P1), (S, "SubscriptionActivated", {"subscription_id": SUB, "payment_id": P1}),
+              upgrade(P2), succeeded(P2)]
+    payments = [yk(P1, purpose=None), yk(P2, purpose="upgrade")]
+    count, details = count_charges_without_a_period(events, payments, [])
+    assert count == 1 and "upgrade" in details[0]
+    assert count_charges_without_a_period([*events, switched(P2)], payments, []) == (0, [])
+    assert count_charges_without_a_period([*events, switched(None)], payments, [])[0] == 1  # no payment named: P2 bought nothing
+
+
+# ----------------------------------------------------------------------------- purchases per user
+
+
+def charge(pay: str, user: str = "u1", purpose: str | None = None, status: str = "succeeded", value: str = "299.00") -> dict[str, Any]:
+    meta = {"subscription_id": SUB, "payment_id": pay, "user_id": user, **({"purpose": purpose} if purpose else {})}
+    return {"id": f"yk-{pay[-1]}", "status": status, "amount": {"value": value, "currency": "RUB"}, "metadata": meta}
+
+
+def test_only_purchases_count_per_user_not_renewals_recoveries_or_upgrades() -> None:
+    one_purchase = [charge(P1), charge(P2, purpose="upgrade"), charge(P3, purpose="recovery")]
+    assert count_double_purchases(one_purchase, []) == (0, [])
+    assert count_double_purchases([charge(P1), charge(P2, purpose="renewal")], []) == (0, [])
+    count, details = count_double_purchases([charge(P1), charge(P2, purpose="purchase"), charge(P3, "u2")], [])
+    assert count == 1 and "u1" in details[0]
+    assert count_double_purchases([charge(P1), charge(P2)], [yk_refund(P2)])[0] == 0  # refunded in full
+    assert count_double_purchases([charge(P1), charge(P2)], [yk_refund(P2, "1.00")])[0] == 1
+    assert count_double_purchases([charge(P1), charge(P2, status="canceled")], [])[0] == 0
+
+
+# ----------------------------------------------------------------------------- promo codes (0121)
+
+CODE = "SALE"
+
+
+def created(limit: int | None) -> tuple[str, str, dict[str, Any]]:
+    return f"promo-{CODE}", "PromoCodeCreated", {"code": CODE, "percent_off": 10, "periods": 1, "max_redemptions": limit}
+
+
+def redeemed(pay: str, user: str = "u1") -> tuple[str, str, dict[str, Any]]:
+    return f"promo-{CODE}", "PromoCodeRedeemed", {"code": CODE, "user_id": user, "subscription_id": SUB, "payment_id": pay}
+
+
+def released(pay: str, user: str = "u1") -> tuple[str, str, dict[str, Any]]:
+    return f"promo-{CODE}", "PromoCodeReleased", {"code": CODE, "user_id": user, "subscription_id": SUB, "payment_id": pay,
+                                                 "reason": "declined"}
+
+
+def promo_checkout(pay: str) -> tuple[str, str, dict[str, Any]]:
+    return S, "CheckoutStarted", {"subscription_id": SUB, "payment_id": pay, "amount": RUB, "promo": {"code": CODE}}
+
+
+def test_uses_held_at_once_beyond_the_limit_are_counted() -> None:
+    events = [created(2), redeemed(P1, "u1"), redeemed(P2, "u2"), redeemed(P3, "u3")]
+    count, details = count_promo_uses_beyond_limit(events, [])
+    assert count == 1 and "limit 2" in details[0]
+    # a released use is free again: three customers, never more than two at once
+    assert count_promo_uses_beyond_limit([created(2), redeemed(P1, "u1"), redeemed(P2, "u2"), released(P2, "u2"),
+                                          redeemed(P3, "u3")], []) == (0, [])
+    assert count_promo_uses_beyond_limit([created(None), redeemed(P1, "u1"), redeemed(P2, "u2")], []) == (0, [])
+
+
+def test_a_released_use_whose_checkout_was_paid_after_all_counts_against_the_limit() -> None:
+    events = [created(1), promo_checkout(P1), redeemed(P1, "u1"), released(P1, "u1"), promo_checkout(P2), redeemed(P2, "u2")]
+    payments = [charge(P1, "u1", value="269.10"), charge(P2, "u2", value="269.10")]
+    count, _ = count_promo_uses_beyond_limit(events, payments)
+    assert count == 1
+    payments[0]["status"] = "canceled"  # really declined: the release was right
+    assert count_promo_uses_beyond_limit(events, payments) == (0, [])
+
+
+def test_a_customer_using_one_code_twice_is_counted() -> None:
+    count, details = count_promo_uses_beyond_limit([created(5), redeemed(P1, "u1"), redeemed(P2, "u1")], [])
+    assert count == 1 and "u1" in details[0]
+    assert count_promo_uses_beyond_limit([created(5), redeemed(P1, "u1"), released(P1, "u1"), redeemed(P2, "u1")], []) == (0, [])
+
+
+def test_the_expected_charge_is_the_price_less_the_discount_rounded_down_and_at_least_one_rouble() -> None:
+    assert expected_charge_minor(29900, None) == 29900
+    assert expected_charge_minor(29900, Promo("P15", 1, percent_off=15)) == 25415  # 44.85 off
+    assert expected_charge_minor(999, Promo("P15", 1, percent_off=15)) == 850  # 1.4985 off → 1.49 (down)
+    assert expected_charge_minor(29900, Promo("A50", 1, amount_off="50.00")) == 24900
+    assert expected_charge_minor(29900, Promo("A500", 1, amount_off="500.00")) == 100  # never below 1 ₽
+
+
+def test_a_purchase_charged_other_than_its_discounted_price_is_counted() -> None:
+    promos = {"P15": Promo("P15", 1, percent_off=15)}
+    purchases = {"u1": (PLAN_ID, "P15"), "u2": (PLAN_ID, None)}
+    good = [charge(P1, "u1", value="254.15"), charge(P2, "u2", value=PLAN_PRICE), charge(P3, "u1", "renewal", value="299.00")]
+    assert count_purchase_amount_mismatches(good, purchases, promos) == (0, [])
+    bad = [charge(P1, "u1", value="299.00"), charge(P2, "u2", value="254.15", status="pending"), charge(P3, "u9", value="1.00")]
+    count, details = count_purchase_amount_mismatches(bad, purchases, promos)
+    assert count == 2 and "expected 25415" in details[0]
