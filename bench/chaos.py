@@ -212,14 +212,25 @@ class User:
                 self.tally.answers[f"transport {type(exc).__name__}"] += 1
             else:
                 self.tally.answers[f"http {response.status_code}"] += 1
-                if response.status_code == 404 and "/subscriptions/" in path and path.count("/") > 3:
-                    pass  # the read model has not seen the subscription yet: try again
-                elif response.status_code not in RETRYABLE:
+                data: Any = None
+                with contextlib.suppress(ValueError):
                     data = response.json()
+                data = data if isinstance(data, dict) else {}
+                # A command the processor rejected is answered with its rejection's status (409 for a
+                # conflict such as already_subscribed or charge_in_progress, 404 for a missing thing):
+                # it has ended, and asking again with the same key only replays that answer.
+                ended = "command_id" in data and (data.get("command_status") or data.get("status")) in TERMINAL
+                conflict = response.status_code == 409 and not str(data.get("type", "")).endswith("request-in-flight")
+                if response.status_code == 404 and "/subscriptions/" in path and path.count("/") > 3 and not ended:
+                    pass  # the read model has not seen the subscription yet: try again
+                elif response.status_code not in RETRYABLE or ended or (conflict and "command_id" not in data):
                     if "command_id" in data:
                         status = data.get("command_status") or data.get("status")
                         self.tally.answered[uuid.UUID(data["command_id"])] = str(status)
                         return data
+                    if conflict:  # the API's own check refused it (say, pay-now on a subscription not past due)
+                        self.tally.answers[f"refused {data.get('code') or data.get('type')}"] += 1
+                        return None
                     self.tally.notes.append(f"{path} answered {response.status_code}: {response.text[:200]}")
                     return None
             await asyncio.sleep(delay + self.rng.random() * delay)
