@@ -5,14 +5,17 @@ broker (restarted once during the storm; the shared broker is never touched), bo
 every service as a process. Virtual users buy, pay, decline, abandon and cancel with refunds
 through the API; others keep a renewing subscription while business time moves (the shiftable
 clock), turning auto-renew off and on, canceling at period end, and operators extend, refund,
-switch auto-renew and cancel, right as renewals start. Meanwhile processors, the relay, the
+switch auto-renew and cancel, right as renewals start; a few buy with promo codes (a handful race
+for a code's last uses), upgrade and downgrade between two plans of one product, or let their card
+decline and pay the overdue period now. Meanwhile processors, the relay, the
 projector and the notifier are SIGKILLed and restarted and YooKassa times out, answers 500
 (applied or not), loses responses, duplicates and delays its notifications and sends old ones
 again, late and twice. After the faults stop and the janitor settles everything, every count of
 bench/chaos.py must be zero: no double charge (per purchase, and per renewal period), no renewal
 kept after the customer said no, no command without a terminal status, no charge that bought
-nothing, no refund above what was paid, read models equal to a replay, and emails exactly once
-per event within the bound of docs/decisions/0070.
+nothing, no refund above what was paid, no promo code used beyond its limit, every purchase charged
+its price less its code's discount, read models equal to a replay, and emails exactly once per
+event within the bound of docs/decisions/0070.
 """
 
 from __future__ import annotations
