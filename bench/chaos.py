@@ -408,7 +408,8 @@ class User:
         except Exception:  # noqa: BLE001 - the sandbox is not faulted here, but a user's failure is not the run's
             self.tally.ops["recover_sandbox_failed"] += 1
             return
-        status = await self.wait_subscription(subscription_id, {"past_due", "expired", "canceled"}, time.monotonic() + 45)
+        # the renewal falls due within a period (30 business days: ~15–40 s of storm, time moves unevenly)
+        status = await self.wait_subscription(subscription_id, {"past_due", "expired", "canceled"}, time.monotonic() + 120)
         if status != "past_due":
             self.tally.ops[f"recover_not_past_due_{status}"] += 1
             return
@@ -854,6 +855,7 @@ COUNTED_EVENT_TYPES = (
     "CheckoutStarted", "RenewalStarted", "PaymentSucceeded", "PaymentFailed", "SubscriptionActivated",
     "SubscriptionRenewed", "AutoRenewChanged", "SubscriptionCanceled", "RefundRequested", "RefundFailed",
     "RecoveryStarted", "UpgradeStarted", "PlanSwitched", "PromoCodeCreated", "PromoCodeRedeemed", "PromoCodeReleased",
+    "PaymentCreated",
 )
 
 
@@ -882,7 +884,8 @@ def count_period_double_charges(events: list[ChargeEvent], payments: list[dict[s
     (`UpgradeStarted`) is a charge of its own beside the period it replaces (decision 0119: the
     prorated difference is a legitimate second charge in that period), but two kept upgrades of one
     replaced period are a double charge. A charge started while another charge of the same subscription was still
-    unsettled (no PaymentSucceeded, nor a PaymentFailed that knows the outcome) belongs to that
+    unsettled (no PaymentSucceeded, nor a PaymentFailed that knows the outcome, nor the late
+    `PaymentCreated{status: canceled}` that settles one given up on) belongs to that
     charge's period too: it was the same renewal tried again. YooKassa's side (the sandbox's stored
     payments and their `metadata.payment_id`) says what was charged; the event store says for what.
     """
@@ -917,7 +920,10 @@ def count_period_double_charges(events: list[ChargeEvent], payments: list[dict[s
             for other in open_charges.get(sub, set()):
                 union(pay, other)
             open_charges.setdefault(sub, set()).add(pay)
-        elif kind == "PaymentSucceeded" or (kind == "PaymentFailed" and not data.get("outcome_unknown")):
+        elif (kind == "PaymentSucceeded" or (kind == "PaymentFailed" and not data.get("outcome_unknown"))
+              or (kind == "PaymentCreated" and data.get("status") == "canceled")):
+            # settled: a late answer about a charge given up on (PaymentFailed.outcome_unknown) that
+            # says it was declined is recorded as PaymentCreated{status: canceled} (nothing was taken)
             sub, pay = str(data["subscription_id"]), str(data["payment_id"])
             open_charges.get(sub, set()).discard(pay)
     refunds_by_payment = _by_payment(refunds)
@@ -1348,7 +1354,9 @@ def chaos_options(database_url: str, cfg: ChaosConfig, yookassa_timeout_s: float
                 "PROCESSOR_SCHEDULER_TICK_S": "0.2",
                 "PROCESSOR_RENEWAL_LEAD_S": "86400",
                 "PROCESSOR_EXPIRY_REMINDER_LEAD_S": str(3 * 86400),
-                "PROCESSOR_DUNNING_RETRY_DAYS": "1,3",
+                # past due lasts ~24 business days (~6 moves of time, ~12 s): long enough for a pay-now
+                # page to be paid and heard of under faults, short enough to expire within the storm
+                "PROCESSOR_DUNNING_RETRY_DAYS": "8,16",
                 # the janitor's schedule is in business time: days pass in seconds here, so its
                 # "within the window, every 2 s" must outlast the storm's moves of time
                 "PROCESSOR_JANITOR_WINDOW_S": str(10 * 365 * 86400),

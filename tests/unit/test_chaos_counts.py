@@ -264,3 +264,17 @@ def test_a_purchase_charged_other_than_its_discounted_price_is_counted() -> None
     bad = [charge(P1, "u1", value="299.00"), charge(P2, "u2", value="254.15", status="pending"), charge(P3, "u9", value="1.00")]
     count, details = count_purchase_amount_mismatches(bad, purchases, promos)
     assert count == 2 and "expected 25415" in details[0]
+
+
+def test_a_charge_given_up_on_and_later_found_declined_no_longer_joins_the_next_periods() -> None:
+    """Found in a chaos run (seed 1872480285): a renewal whose create was never answered is given up
+    on (PaymentFailed.outcome_unknown); YooKassa's late answer "canceled" is recorded as
+    PaymentCreated{status: canceled}. Renewals of later periods are not the same period again."""
+    late_cancel = (S, "PaymentCreated", {"subscription_id": SUB, "payment_id": P1, "status": "canceled"})
+    events = [renewal(P1, "2026-02-01T00:00:00Z"), failed(P1, unknown=True), late_cancel,
+              renewal(P2, "2026-03-03T00:00:00Z"), succeeded(P2), renewal(P3, "2026-04-02T00:00:00Z"), succeeded(P3)]
+    assert count_period_double_charges(events, [yk(P1, "canceled"), yk(P2), yk(P3)], []) == (0, [])
+    # still unanswered (or pending): the later charges may be the same renewal tried again
+    pending = (S, "PaymentCreated", {"subscription_id": SUB, "payment_id": P1, "status": "pending"})
+    still_open = [events[0], events[1], pending, *events[3:]]
+    assert count_period_double_charges(still_open, [yk(P1, "pending"), yk(P2), yk(P3)], [])[0] == 1
