@@ -383,6 +383,9 @@ class User:
         if not await self.checkout(url, {"action": "pay", "card_number": self.rng.choice(cards.SUCCESS_CARDS)}):
             self.tally.ops[f"{kind}_page_failed"] += 1
             return False
+        with contextlib.suppress(Exception):  # what the page did (a page answers 200 for a payment no longer pending too)
+            seen = await self.pipeline.yookassa.apayment(url.rstrip("/").rsplit("/", 1)[-1])
+            self.tally.ops[f"{kind}_page_left_{seen['status']}"] += 1
         return True
 
     async def first_payment_method(self, url: str) -> str | None:
