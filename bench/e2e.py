@@ -230,10 +230,12 @@ async def one_purchase(client: httpx.AsyncClient, pipeline: Pipeline, run: str, 
         if body.get("status") in ("rejected", "failed") or time.monotonic() > deadline + 30:
             results.error(f"purchase {body.get('status')}")
             return
-        await asyncio.sleep(poll_s)
-        status = await client.get(f"/v1/commands/{body['command_id']}", headers=auth)
+        # Not ended within the POST's wait (a backlog): wait on the command, do not poll it.
+        status = await client.get(f"/v1/commands/{body['command_id']}", headers={**auth, "Prefer": "wait=10"})
         if status.status_code == 200:
             body = status.json()
+        else:
+            await asyncio.sleep(poll_s)
     t1 = time.monotonic()
     outcome = body["outcome"]
     paid = await client.post(outcome["confirmation_url"], data={"action": "pay", "card_number": SUCCESS_CARD})
