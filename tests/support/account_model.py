@@ -408,6 +408,13 @@ def price_change_violations(log: list[s.Envelope], plans: dict[str, PlanState]) 
             scheduled.pop(d.subscription_id, None)
         if isinstance(d, (s.CheckoutStarted, s.SubscriptionActivated)):
             plan_of.setdefault(d.subscription_id, d.plan_id)
+        if isinstance(d, (s.RenewalStarted, s.RecoveryStarted)) and (switch := scheduled.get(d.subscription_id)) is not None:
+            # A scheduled downgrade is the next period's terms, however that period is paid: the
+            # automatic renewal, a dunning retry or the customer paying it now (0117, 0119).
+            if d.plan_id != switch.plan_id or list_price(d) != switch.price:
+                problems.append(f"{type(d).__name__} {d.payment_id} charged {d.plan_id} at {list_price(d)} while a switch to "
+                                f"{switch.plan_id} at {switch.price} was scheduled")
+            continue
         if isinstance(d, s.RenewalStarted) and d.plan_id != plan_of.get(d.subscription_id, d.plan_id):
             switch = scheduled.get(d.subscription_id)
             if switch is None or switch.plan_id != d.plan_id or list_price(d) != switch.price:
