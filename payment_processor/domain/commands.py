@@ -731,6 +731,19 @@ def open_upgrade(state: AccountState, sub: Subscription) -> Payment | None:
     return None
 
 
+def given_up_upgrade(state: AccountState, sub: Subscription) -> Payment | None:
+    """An upgrade payment of the subscription's current period and plan that YooKassa never answered
+    (given up, `outcome_unknown`, decision 0104): it may have charged the card, and its late success
+    would still switch the plan. A second upgrade meanwhile could take the money twice."""
+    for pid in sub.payment_ids:
+        p = state.payments.get(pid)
+        if p is None or p.purpose != "upgrade" or not p.outcome_unknown or not isinstance(p.intent, UpgradeStarted):
+            continue
+        if p.intent.replaces_period_start == sub.period_start and p.intent.from_plan_id == sub.plan_id:
+            return p
+    return None
+
+
 def _switch(state: AccountState, command: Envelope, ctx: Context) -> Decision:
     """Upgrade now (a dearer plan: its price less the credit for the unused days), or downgrade at
     the period end (any other plan of the product); switching back withdraws a scheduled downgrade."""
@@ -752,6 +765,12 @@ def _switch(state: AccountState, command: Envelope, ctx: Context) -> Decision:
     if upgrade is not None:
         where = f" Pay it at {upgrade.confirmation_url}." if upgrade.confirmation_url else ""
         return reject(command, "switch_in_progress", f"An upgrade payment for this subscription is still open.{where}")
+    if given_up_upgrade(state, sub) is not None:
+        return reject(
+            command, "switch_in_progress",
+            "An earlier upgrade payment got no answer from YooKassa and may still have gone through; it is matched "
+            "against YooKassa's records and settled first (the daily reconciliation at the latest). Switch once it has.",
+        )
     for pid in sub.payment_ids:
         p = state.payments.get(pid)
         if p is not None and p.purpose == "renewal" and (p.status not in FINAL_PAYMENT or p.outcome_unknown):

@@ -726,7 +726,7 @@ def card_check_problems(log: list[s.Envelope]) -> list[str]:
                 trial_end.pop(d.subscription_id, None)
         elif isinstance(d, s.SubscriptionAdjusted) and d.subscription_id in trial_end:
             trial_end[d.subscription_id] = d.period_end
-        elif isinstance(d, s.SubscriptionRenewed):
+        elif isinstance(d, (s.SubscriptionRenewed, s.PlanSwitched)):  # a paid period: no longer a trial
             trial_end.pop(d.subscription_id, None)
         elif isinstance(d, (s.RenewalStarted, s.CheckoutStarted)):
             end = trial_end.get(d.subscription_id)

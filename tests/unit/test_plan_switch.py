@@ -270,6 +270,28 @@ def test_a_late_upgrade_success_while_a_renewal_charge_is_in_flight_is_refunded_
     assert acc.state.subscriptions[sub_id].plan_id == "monthly"
 
 
+def test_no_second_upgrade_while_a_given_up_upgrade_may_have_charged():
+    """Found by the model: an upgrade whose create YooKassa never answered (given up after the key's
+    window, `outcome_unknown`) counted as failed, so switching again charged the card a second time
+    for the same period while the first charge may have gone through (decision 0104's rule, which
+    renewals already followed). The second switch is refused; the late success is matched and applied."""
+    acc = account()
+    sub_id = acc.active("monthly")
+    switch(acc, sub_id, "yearly")  # crash before the call: the upgrade's create is never answered
+    upgrade = acc.state.subscriptions[sub_id].payment_ids[-1]
+    acc.now += timedelta(hours=24)
+    acc.sync(upgrade)  # the janitor gives up: PaymentFailed(outcome_unknown)
+    assert acc.state.payments[upgrade].outcome_unknown
+    creates = sum(isinstance(st, CreatePayment) for st in acc.steps)
+    again = switch(acc, sub_id, "yearly", paid(3, at=acc.now))
+    assert types(again) == ["CommandRejected"] and again[0].data.code == "switch_in_progress"
+    assert sum(isinstance(st, CreatePayment) for st in acc.steps) == creates  # the card was not charged again
+    late = dataclasses.replace(paid(2, at=acc.now), metadata={"payment_id": str(upgrade)})  # YooKassa's copy names ours
+    events = acc.run(s.SyncPayment(provider_payment_id=late.id), late, actor="provider")
+    assert "PlanSwitched" in types(events)
+    assert acc.state.subscriptions[sub_id].plan_id == "yearly"
+
+
 def test_paying_an_overdue_period_now_under_a_scheduled_downgrade_pays_the_new_plan():
     """Pay-now charges what the renewal would (0117): under a scheduled downgrade that is the new plan's
     price for its days — not the old plan's — and the downgrade takes effect with the period it paid."""
