@@ -38,8 +38,10 @@ COUNTED_FAMILIES = {
     "billing_provider_calls": "provider calls",
     "billing_commands": "commands ended",
     "billing_consumer_records_handled": "records handled",
+    "billing_consumer_offset_commits": "offset commits",
     "billing_relay_published": "kafka produce (relay)",
     "billing_projector_events": "events projected",
+    "billing_projector_batches": "batches (transactions)",
     "billing_emails": "emails",
 }
 # PostgreSQL stats of the database and of each table that count work.

@@ -67,6 +67,7 @@ class _Loop(Protocol):
     group_id: str
     name: str
     handled: int
+    commits: int
 
     def lag(self) -> Iterable[tuple[str, int, int]]: ...
 
@@ -90,10 +91,12 @@ class ConsumerCollector(Collector):
 
     def collect(self) -> Iterator[Any]:
         handled = CounterMetricFamily("billing_consumer_records_handled", "Records a consumer loop finished handling", labels=["group", "consumer"])
+        commits = CounterMetricFamily("billing_consumer_offset_commits", "Offset commits a consumer loop sent to the broker", labels=["group", "consumer"])
         lag = GaugeMetricFamily("billing_consumer_lag", "Records on the partition not yet handled and committed by the group", labels=["group", "topic", "partition"])
         seen: dict[tuple[str, str, str], int] = {}
         for loop in list(self._loops):
             handled.add_metric([loop.group_id, loop.name], loop.handled)
+            commits.add_metric([loop.group_id, loop.name], getattr(loop, "commits", 0))
             try:
                 for topic, partition, value in loop.lag():
                     key = (loop.group_id, topic, str(partition))
@@ -103,10 +106,12 @@ class ConsumerCollector(Collector):
         for key, value in seen.items():
             lag.add_metric(list(key), value)
         yield handled
+        yield commits
         yield lag
 
     def describe(self) -> Iterator[Any]:
         yield CounterMetricFamily("billing_consumer_records_handled", "", labels=["group", "consumer"])
+        yield CounterMetricFamily("billing_consumer_offset_commits", "", labels=["group", "consumer"])
         yield GaugeMetricFamily("billing_consumer_lag", "", labels=["group", "topic", "partition"])
 
 

@@ -78,6 +78,7 @@ from schemas import (
     GrantSubscription,
     Metadata,
     Money,
+    PayOverdueSubscription,
     PurchaseSubscription,
     RenewSubscription,
     SwitchPlan,
@@ -314,8 +315,9 @@ class CommandHandler:
             state = build_account(stream_id, loaded[stream_id])
             if len(streams) > 1:
                 plan = build_plan(streams[1], loaded[streams[1]])
-            elif isinstance(command.data, RenewSubscription):
-                # A renewal that carries out a scheduled downgrade charges the new plan's price.
+            elif isinstance(command.data, (RenewSubscription, PayOverdueSubscription)):
+                # Paying the next period (the renewal, or the customer now) under a scheduled
+                # downgrade charges the new plan: its receipt settings come from its stream.
                 sub = state.subscriptions.get(command.data.subscription_id)
                 if sub is not None and sub.pending_switch is not None:
                     pending = plan_stream(sub.pending_switch.plan_id)

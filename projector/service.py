@@ -27,6 +27,7 @@ PROJECTED = Counter(
     ["result"],
 )
 PROJECTED_APPLIED, PROJECTED_DUPLICATE = PROJECTED.labels("applied"), PROJECTED.labels("duplicate")
+BATCHES = Counter("billing_projector_batches_total", "Batches applied, one PostgreSQL transaction each")
 
 
 class Projector:
@@ -85,6 +86,7 @@ class Projector:
         self.duplicates += result.duplicates
         self.gap_filled += result.gap_filled
         self.batches += 1
+        BATCHES.inc()
         PROJECTED_APPLIED.inc(result.applied + result.gap_filled)
         PROJECTED_DUPLICATE.inc(result.duplicates)
         return result

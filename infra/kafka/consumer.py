@@ -149,6 +149,7 @@ class ConsumerLoop:
         self.log = log.bind(consumer=name, group=group_id)  # this loop's logger (consumer and group bound)
         self.handled = 0
         self.dead_lettered = 0
+        self.commits = 0  # offset commit requests sent (/metrics: billing_consumer_offset_commits)
         # Per partition, the offset from which records are ours and unfinished: our last commit, or
         # before one the first offset fetched since assignment. Lag is measured from it.
         self._committed: dict[TopicPartition, int] = {}
@@ -359,6 +360,7 @@ class ConsumerLoop:
         if not offsets:
             return
         try:
+            self.commits += 1
             await consumer.commit(offsets)
         except (CommitFailedError, KafkaError) as exc:
             # Another member owns the partition now; it re-handles from the last commit (idempotently).

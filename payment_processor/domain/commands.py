@@ -3,11 +3,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any
 from uuid import UUID
-
-from collections.abc import Callable
-from datetime import datetime, timedelta
 
 from schemas import (
     AppliedPromo,
@@ -22,6 +22,7 @@ from schemas import (
     ExtendSubscription,
     GrantSubscription,
     Money,
+    Receipt,
     PayOverdueSubscription,
     PromoCodeRedeemed,
     PriceChangeAnnounced,
@@ -492,15 +493,43 @@ def _grant(state: AccountState, command: Envelope, ctx: Context) -> Decision:
     return Decision([Emit(activated, cid), emit_succeeded(cid, command.type, subscription_id=c.subscription_id, plan_id=c.plan_id)])
 
 
-def renewal_amount(state: AccountState, sub: Subscription, ctx: Context) -> tuple[Money, AppliedPromo | None]:
-    """What charging `sub`'s next period costs, and the promo discount in it — the ONE computation,
-    shared by the automatic renewal and the customer paying an overdue renewal now (0117), so the
-    two never disagree: the list price this renewal charges (its plan's scheduled price changes,
-    decision 0120), less a promo code's discount while discounted periods remain (0121)."""
-    assert sub.period_end is not None
-    list_price = renewal_price(sub, sub.period_end)
-    promo = renewal_discount(sub.promo, sub.promo_periods_left, list_price)
-    return charged(list_price, promo), promo
+@dataclass(frozen=True, slots=True)
+class PeriodTerms:
+    """What paying a subscription's next period buys and costs (see `next_period_terms`)."""
+
+    plan_id: str
+    plan_name: str
+    period_start: datetime
+    period_end: datetime
+    amount: Money
+    promo: AppliedPromo | None
+    receipt: Receipt | None
+
+
+def next_period_terms(state: AccountState, sub: Subscription, ctx: Context) -> PeriodTerms:
+    """The terms of `sub`'s next period — the ONE computation shared by the automatic renewal (and
+    its dunning retries) and the customer paying an overdue period now (0117), so the two never
+    disagree: the plan's renewal list price (its scheduled price changes, 0120) less a promo code's
+    discount while discounted periods remain (0121). A scheduled downgrade (0119) makes the next
+    period the new plan's: its days, at the price the customer was told when scheduling it, the
+    discount continuing on that price, and its receipt settings when the plan is in `ctx`."""
+    period_start, period_end = next_period(sub)
+    switch = sub.pending_switch
+    if switch is None:
+        list_price = renewal_price(sub, period_start)
+        promo = renewal_discount(sub.promo, sub.promo_periods_left, list_price)
+        amount = charged(list_price, promo)
+        return PeriodTerms(sub.plan_id, sub.plan_name, period_start, period_end, amount, promo, renewal_receipt(state, sub, amount, ctx))
+    promo = renewal_discount(sub.promo, sub.promo_periods_left, switch.price)
+    amount = charged(switch.price, promo)
+    plan = ctx.plan if ctx.plan is not None and ctx.plan.plan_id == switch.plan_id else None
+    receipt = (
+        build_receipt(sub.customer or state.customer, switch.plan_name, amount, plan_receipt_settings(plan, ctx.receipts))
+        if plan is not None
+        else renewal_receipt(state, sub, amount, ctx)
+    )
+    end = period_start + timedelta(days=switch.period_days)
+    return PeriodTerms(switch.plan_id, switch.plan_name, period_start, end, amount, promo, receipt)
 
 
 def next_period(sub: Subscription) -> tuple[datetime, datetime]:
@@ -553,35 +582,21 @@ def _renew(state: AccountState, command: Envelope, ctx: Context) -> Decision:
         # An upgrade payment still open would start a new period of its own: one charge at a time.
         return _renewal_blocked(state, command, sub, upgrade, c.attempt, ctx, reason="an upgrade payment for this subscription is still open")
     payment_id = derived_id("payment", cid)
-    period_start, period_end = next_period(sub)
-    amount, promo = renewal_amount(state, sub, ctx)  # the charge and its receipt
-    plan_id, plan_name, plan = sub.plan_id, sub.plan_name, None
-    if sub.pending_switch is not None:
-        # A scheduled downgrade: this renewal is the new plan's first period, at the price the customer
-        # was told when scheduling it (promo discounts continue), for the new plan's days (0119).
-        switch = sub.pending_switch
-        plan_id, plan_name, plan = switch.plan_id, switch.plan_name, ctx.plan
-        period_end = period_start + timedelta(days=switch.period_days)
-        promo = renewal_discount(sub.promo, sub.promo_periods_left, switch.price)
-        amount = charged(switch.price, promo)
+    terms = next_period_terms(state, sub, ctx)  # a scheduled downgrade's plan, price and days included
     intent = RenewalStarted(
         subscription_id=sub.subscription_id,
         payment_id=payment_id,
-        plan_id=plan_id,
-        plan_name=plan_name,
-        amount=amount,
-        promo=promo,
-        period_start=period_start,
-        period_end=period_end,
+        plan_id=terms.plan_id,
+        plan_name=terms.plan_name,
+        amount=terms.amount,
+        promo=terms.promo,
+        period_start=terms.period_start,
+        period_end=terms.period_end,
         attempt=c.attempt,
         payment_method_id=sub.payment_method_id,
         idempotence_key=idempotence_key_for(payment_id),
         customer=sub.customer or state.customer,
-        receipt=(
-            build_receipt(sub.customer or state.customer, plan_name, amount, plan_receipt_settings(plan, ctx.receipts))
-            if sub.pending_switch is not None and plan is not None and plan.plan_id == plan_id
-            else renewal_receipt(state, sub, amount, ctx)
-        ),
+        receipt=terms.receipt,
     )
     step = CreatePayment(payment_id, intent.idempotence_key, renewal_request(state.user_id, cid, intent))
     return Decision([Emit(intent, cid)], step=step)
@@ -651,21 +666,20 @@ def _pay_overdue(state: AccountState, command: Envelope, ctx: Context) -> Decisi
     customer = sub.customer or state.customer
     assert customer is not None
     payment_id = derived_id("payment", cid)
-    period_start, period_end = next_period(sub)
-    amount, promo = renewal_amount(state, sub, ctx)
+    terms = next_period_terms(state, sub, ctx)  # what the renewal would charge: a scheduled downgrade too
     intent = RecoveryStarted(
         subscription_id=sub.subscription_id,
         payment_id=payment_id,
-        plan_id=sub.plan_id,
-        plan_name=sub.plan_name,
-        amount=amount,
-        promo=promo,
-        period_start=period_start,
-        period_end=period_end,
+        plan_id=terms.plan_id,
+        plan_name=terms.plan_name,
+        amount=terms.amount,
+        promo=terms.promo,
+        period_start=terms.period_start,
+        period_end=terms.period_end,
         customer=customer,
         idempotence_key=idempotence_key_for(payment_id),
         return_url=c.return_url or ctx.default_return_url,
-        receipt=renewal_receipt(state, sub, amount, ctx),
+        receipt=terms.receipt,
     )
     step = CreatePayment(payment_id, intent.idempotence_key, recovery_request(state.user_id, cid, intent))
     return Decision([Emit(intent, cid)], step=step)
@@ -717,6 +731,19 @@ def open_upgrade(state: AccountState, sub: Subscription) -> Payment | None:
     return None
 
 
+def given_up_upgrade(state: AccountState, sub: Subscription) -> Payment | None:
+    """An upgrade payment of the subscription's current period and plan that YooKassa never answered
+    (given up, `outcome_unknown`, decision 0104): it may have charged the card, and its late success
+    would still switch the plan. A second upgrade meanwhile could take the money twice."""
+    for pid in sub.payment_ids:
+        p = state.payments.get(pid)
+        if p is None or p.purpose != "upgrade" or not p.outcome_unknown or not isinstance(p.intent, UpgradeStarted):
+            continue
+        if p.intent.replaces_period_start == sub.period_start and p.intent.from_plan_id == sub.plan_id:
+            return p
+    return None
+
+
 def _switch(state: AccountState, command: Envelope, ctx: Context) -> Decision:
     """Upgrade now (a dearer plan: its price less the credit for the unused days), or downgrade at
     the period end (any other plan of the product); switching back withdraws a scheduled downgrade."""
@@ -738,6 +765,12 @@ def _switch(state: AccountState, command: Envelope, ctx: Context) -> Decision:
     if upgrade is not None:
         where = f" Pay it at {upgrade.confirmation_url}." if upgrade.confirmation_url else ""
         return reject(command, "switch_in_progress", f"An upgrade payment for this subscription is still open.{where}")
+    if given_up_upgrade(state, sub) is not None:
+        return reject(
+            command, "switch_in_progress",
+            "An earlier upgrade payment got no answer from YooKassa and may still have gone through; it is matched "
+            "against YooKassa's records and settled first (the daily reconciliation at the latest). Switch once it has.",
+        )
     for pid in sub.payment_ids:
         p = state.payments.get(pid)
         if p is not None and p.purpose == "renewal" and (p.status not in FINAL_PAYMENT or p.outcome_unknown):

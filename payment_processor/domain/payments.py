@@ -297,6 +297,8 @@ def payment_succeeded_effects(
                 promo=intent.promo,
                 purpose="recovery",
             )
+            if intent.plan_id != sub.plan_id:  # a scheduled downgrade takes effect with the period it paid
+                renewed = renewed.model_copy(update={"plan_id": intent.plan_id, "plan_name": intent.plan_name, "previous_plan_name": sub.plan_name})
             return [Emit(renewed, by)], None
         why = f"The payment for «{sub.plan_name}» succeeded after the subscription was {sub.status.replace('_', ' ')}; it is refunded in full."
         return full_refund(state, payment, seen, sub, why, ctx, by, cancel=False)

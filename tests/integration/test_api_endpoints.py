@@ -354,6 +354,40 @@ async def test_prefer_wait_answers_the_outcome_when_it_arrives(api, seed):
     assert replay.status_code == 200 and replay.json() == response.json()
 
 
+async def test_command_status_with_prefer_wait_answers_when_the_command_ends(api, seed):
+    """One waiting GET instead of a polling loop: answered the moment the command ends; a command
+    that does not end within the wait is answered with where it is then; others' are still 404."""
+    user, operator = new_user(), api.auth("op-wait", role="operator")
+    command_id = uuid.uuid4()
+    await seed.command(command_id, user, status="processing", command_type="PurchaseSubscription")
+
+    async def processor_finishes() -> None:
+        await asyncio.sleep(0.4)
+        await seed.command(command_id, user, status="succeeded", command_type="PurchaseSubscription",
+                           outcome={"subscription_id": str(uuid.uuid4()), "confirmation_url": "http://pay.test/w"})
+
+    finisher = asyncio.create_task(processor_finishes())
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    response = await api.client.get(f"/v1/commands/{command_id}", headers={**api.auth(user), "Prefer": "wait=2"})
+    waited = loop.time() - started
+    await finisher
+    assert response.status_code == 200, response.text
+    assert response.json()["status"] == "succeeded" and response.json()["outcome"]["confirmation_url"] == "http://pay.test/w"
+    assert response.headers["Preference-Applied"] == "wait=2"
+    assert 0.3 < waited < 1.8, waited  # answered when it ended, not at the end of the wait
+
+    still = uuid.uuid4()
+    await seed.command(still, user, status="processing", command_type="SetAutoRenew")
+    started = loop.time()
+    response = await api.client.get(f"/v1/commands/{still}", headers={**api.auth(user), "Prefer": "wait=1"})
+    assert response.status_code == 200 and response.json()["status"] == "processing"
+    assert loop.time() - started >= 0.9
+    admin = await api.client.get(f"/v1/admin/commands/{still}", headers={**operator, "Prefer": "wait=1"})
+    assert admin.status_code == 200 and admin.json()["status"] == "processing"
+    _is_problem(await api.client.get(f"/v1/commands/{still}", headers={**api.auth(new_user()), "Prefer": "wait=1"}), 404)
+
+
 async def test_prefer_wait_answers_a_rejection_as_a_problem_with_the_code_s_status(api, seed):
     user, plan = new_user(), await seed.plan()
     headers = {**api.command(user), "Prefer": "respond-async, wait=2"}

@@ -408,6 +408,13 @@ def price_change_violations(log: list[s.Envelope], plans: dict[str, PlanState]) 
             scheduled.pop(d.subscription_id, None)
         if isinstance(d, (s.CheckoutStarted, s.SubscriptionActivated)):
             plan_of.setdefault(d.subscription_id, d.plan_id)
+        if isinstance(d, (s.RenewalStarted, s.RecoveryStarted)) and (switch := scheduled.get(d.subscription_id)) is not None:
+            # A scheduled downgrade is the next period's terms, however that period is paid: the
+            # automatic renewal, a dunning retry or the customer paying it now (0117, 0119).
+            if d.plan_id != switch.plan_id or list_price(d) != switch.price:
+                problems.append(f"{type(d).__name__} {d.payment_id} charged {d.plan_id} at {list_price(d)} while a switch to "
+                                f"{switch.plan_id} at {switch.price} was scheduled")
+            continue
         if isinstance(d, s.RenewalStarted) and d.plan_id != plan_of.get(d.subscription_id, d.plan_id):
             switch = scheduled.get(d.subscription_id)
             if switch is None or switch.plan_id != d.plan_id or list_price(d) != switch.price:
@@ -719,7 +726,7 @@ def card_check_problems(log: list[s.Envelope]) -> list[str]:
                 trial_end.pop(d.subscription_id, None)
         elif isinstance(d, s.SubscriptionAdjusted) and d.subscription_id in trial_end:
             trial_end[d.subscription_id] = d.period_end
-        elif isinstance(d, s.SubscriptionRenewed):
+        elif isinstance(d, (s.SubscriptionRenewed, s.PlanSwitched)):  # a paid period: no longer a trial
             trial_end.pop(d.subscription_id, None)
         elif isinstance(d, (s.RenewalStarted, s.CheckoutStarted)):
             end = trial_end.get(d.subscription_id)

@@ -17,7 +17,7 @@ import schemas as s
 from payment_processor.domain import CreatePayment, CreateRefund, ProviderPayment
 from payment_processor.domain.commands import upgrade_quote
 from rules.refunds import refund_amount
-from tests.unit.test_processor_domain import T0, Account, declined, paid, pending, plan, refund_ok, terminal, types
+from tests.unit.test_processor_domain import T0, Account, _renew, declined, paid, pending, plan, refund_ok, terminal, types
 
 MONTHLY = plan("monthly", price=s.Money(amount="299.00"), days=30)
 YEARLY = plan("yearly", price=s.Money(amount="2990.00"), days=365)
@@ -268,3 +268,48 @@ def test_a_late_upgrade_success_while_a_renewal_charge_is_in_flight_is_refunded_
     refund = next(e.data for e in events if e.type == "RefundRequested")
     assert refund.payment_id == upgrade and refund.amount == acc.state.payments[upgrade].amount
     assert acc.state.subscriptions[sub_id].plan_id == "monthly"
+
+
+def test_no_second_upgrade_while_a_given_up_upgrade_may_have_charged():
+    """Found by the model: an upgrade whose create YooKassa never answered (given up after the key's
+    window, `outcome_unknown`) counted as failed, so switching again charged the card a second time
+    for the same period while the first charge may have gone through (decision 0104's rule, which
+    renewals already followed). The second switch is refused; the late success is matched and applied."""
+    acc = account()
+    sub_id = acc.active("monthly")
+    switch(acc, sub_id, "yearly")  # crash before the call: the upgrade's create is never answered
+    upgrade = acc.state.subscriptions[sub_id].payment_ids[-1]
+    acc.now += timedelta(hours=24)
+    acc.sync(upgrade)  # the janitor gives up: PaymentFailed(outcome_unknown)
+    assert acc.state.payments[upgrade].outcome_unknown
+    creates = sum(isinstance(st, CreatePayment) for st in acc.steps)
+    again = switch(acc, sub_id, "yearly", paid(3, at=acc.now))
+    assert types(again) == ["CommandRejected"] and again[0].data.code == "switch_in_progress"
+    assert sum(isinstance(st, CreatePayment) for st in acc.steps) == creates  # the card was not charged again
+    late = dataclasses.replace(paid(2, at=acc.now), metadata={"payment_id": str(upgrade)})  # YooKassa's copy names ours
+    events = acc.run(s.SyncPayment(provider_payment_id=late.id), late, actor="provider")
+    assert "PlanSwitched" in types(events)
+    assert acc.state.subscriptions[sub_id].plan_id == "yearly"
+
+
+def test_paying_an_overdue_period_now_under_a_scheduled_downgrade_pays_the_new_plan():
+    """Pay-now charges what the renewal would (0117): under a scheduled downgrade that is the new plan's
+    price for its days — not the old plan's — and the downgrade takes effect with the period it paid."""
+    acc = account()
+    sub_id = acc.active("yearly")
+    end = acc.state.subscriptions[sub_id].period_end
+    switch(acc, sub_id, "monthly")
+    acc.now = end - timedelta(hours=12)  # type: ignore[operator]
+    failed = _renew(acc, sub_id, 1, declined(2))
+    assert next(e.data for e in failed if e.type == "RenewalStarted").plan_id == "monthly"
+    assert acc.state.subscriptions[sub_id].status == "past_due"
+    events = acc.run(s.PayOverdueSubscription(subscription_id=sub_id), pending(3, url="http://pay/3"))
+    intent = events[0].data
+    assert isinstance(intent, s.RecoveryStarted)
+    assert (intent.plan_id, intent.amount, intent.period_end - intent.period_start) == ("monthly", MONTHLY.price, timedelta(days=30))
+    acc.now += timedelta(days=1)
+    renewed = next(e.data for e in acc.sync(intent.payment_id, paid(3, at=acc.now)) if e.type == "SubscriptionRenewed")
+    assert (renewed.plan_id, renewed.previous_plan_name, renewed.purpose) == ("monthly", "Yearly", "recovery")
+    sub = acc.state.subscriptions[sub_id]
+    assert (sub.status, sub.plan_id, sub.price, sub.period_days, sub.pending_switch) == ("active", "monthly", MONTHLY.price, 30, None)
+    assert (sub.period_start, sub.period_end) == (end, end + timedelta(days=30))  # type: ignore[operator]

@@ -7,7 +7,7 @@ from datetime import timedelta
 
 import schemas as s
 from payment_processor.domain import CreatePayment, ProviderPayment
-from payment_processor.domain.commands import renewal_amount
+from payment_processor.domain.commands import next_period_terms
 from payment_processor.domain.refunds import period_quote
 from rules.refunds import refund_amount
 from tests.unit.test_processor_domain import (
@@ -52,7 +52,8 @@ def test_pay_now_opens_a_payment_page_for_the_renewal_amount_and_saves_the_card(
     assert types(events) == ["RecoveryStarted", "PaymentCreated", "CommandSucceeded"]
     intent = events[0].data
     assert isinstance(intent, s.RecoveryStarted)
-    assert (intent.amount, intent.promo) == renewal_amount(acc.state, sub, acc.ctx())  # the renewal's own computation
+    terms = next_period_terms(acc.state, sub, acc.ctx())  # the renewal's own computation
+    assert (intent.amount, intent.promo, intent.plan_id) == (terms.amount, terms.promo, terms.plan_id)
     assert (intent.period_start, intent.period_end) == (sub.period_end, sub.period_end + timedelta(days=30))
     step = acc.steps[-1]
     assert isinstance(step, CreatePayment)

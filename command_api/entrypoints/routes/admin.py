@@ -12,8 +12,8 @@ import uuid
 from fastapi import APIRouter, Path
 from fastapi.responses import Response
 
-from command_api.entrypoints.deps import CurrentOperator, OperatorCommand, ServicesDep
-from command_api.adapters.intake import Prepared, status_body
+from command_api.entrypoints.deps import CurrentOperator, OperatorCommand, PreferHeader, ServicesDep
+from command_api.adapters.intake import Prepared
 from command_api.entrypoints.models import (
     PLAN_ID_PATTERN,
     AdminArchivePlanRequest,
@@ -32,7 +32,9 @@ from command_api.entrypoints.models import (
     PromoCodeList,
 )
 from command_api.domain.problems import ProblemError
-from command_api.entrypoints.routes.common import Limit, Offset, command_responses, plan_price_at, promo_code_view, read_responses
+from command_api.entrypoints.routes.common import (
+    Limit, Offset, command_responses, command_status_response, plan_price_at, promo_code_view, read_responses,
+)
 from schemas import (
     AdminCancelSubscription,
     AdminRefund,
@@ -285,12 +287,6 @@ async def get_promo_code(code: Annotated[str, Path(pattern=PROMO_CODE_INPUT)], s
 
 
 @router.get("/commands/{command_id}", response_model=CommandStatus, responses=read_responses(403, 404))
-async def admin_get_command(command_id: uuid.UUID, services: ServicesDep, operator: CurrentOperator) -> CommandStatus:
-    """Any command's status, whoever sent it."""
-    row = await services.reads.command(command_id)
-    if row is not None:
-        return CommandStatus.model_validate(status_body(command_id, row["command_type"], row))
-    accepted = await services.idempotency.accepted_command(command_id, None)
-    if accepted is not None:
-        return CommandStatus.model_validate(status_body(command_id, accepted))
-    raise ProblemError(404, "not-found", "Not found", "no such command")
+async def admin_get_command(command_id: uuid.UUID, services: ServicesDep, operator: CurrentOperator, prefer: PreferHeader = None) -> Response:
+    """Any command's status, whoever sent it (`Prefer: wait=N` waits for its end, as for users)."""
+    return await command_status_response(services, command_id, None, prefer)

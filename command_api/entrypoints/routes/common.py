@@ -2,19 +2,26 @@
 
 from __future__ import annotations
 
+import uuid
 from datetime import datetime
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import orjson
 from fastapi import Query
+from fastapi.responses import JSONResponse
 
 from command_api.entrypoints.models import (
     CommandStatus, Payment, Plan, PromoCode, PromoCodePreview, Refund, ScheduledPriceChange, Subscription,
 )
 from command_api.entrypoints.problems import problem_responses
+from command_api.adapters.intake import parse_prefer_wait, status_body
 from command_api.adapters.read_models import Row
+from command_api.domain.problems import ProblemError
 from rules.discounts import discount_minor
 from schemas import DEFAULT_PRODUCT, Money
+
+if TYPE_CHECKING:
+    from command_api.bootstrap import Services
 
 Limit = Annotated[int, Query(ge=1, le=100, description="page size")]
 Offset = Annotated[int, Query(ge=0, le=1_000_000, description="rows to skip")]
@@ -203,3 +210,34 @@ def command_responses() -> dict[int | str, dict[str, Any]]:
         },
         **problem_responses(400, 401, 403, 404, 409, 422, 502, 503),
     }
+
+
+TERMINAL_STATUSES = ("succeeded", "rejected", "failed")
+
+
+async def command_status_response(services: Services, command_id: uuid.UUID, scope: str | None, prefer: str | None) -> JSONResponse:
+    """`GET …/commands/{id}`: the command's status if `scope` may see it (None: anyone's, for operators).
+
+    With `Prefer: wait=N` a command that has not ended is answered the moment it ends, or after N
+    seconds with its status then: one waiting request instead of a polling loop. The wait shares
+    the API's one outcome poller (`OutcomeWaiter`), so a thousand waiting clients cost the
+    database one statement per poll, where a thousand polling clients cost a thousand requests.
+    """
+    row = await services.reads.command(command_id)
+    visible = row is not None and (scope is None or row["user_id"] == scope)
+    accepted = None if visible else await services.idempotency.accepted_command(command_id, scope)
+    if not visible and accepted is None:
+        raise ProblemError(404, "not-found", "Not found", "no such command")
+    command_type = row["command_type"] if row is not None else accepted
+    body = status_body(command_id, command_type, row)
+    headers: dict[str, str] = {}
+    wait_s = parse_prefer_wait(prefer, services.settings.api_max_wait_s)
+    if wait_s:
+        headers["Preference-Applied"] = f"wait={wait_s:g}"
+        if body["status"] not in TERMINAL_STATUSES:
+            ended = await services.waiter.wait(command_id, wait_s)
+            if ended is None:
+                ended = await services.reads.command(command_id)  # processing, perhaps
+            if ended is not None:
+                body = status_body(command_id, command_type, ended)
+    return JSONResponse(CommandStatus.model_validate(body).model_dump(mode="json"), headers=headers)

@@ -16,7 +16,7 @@ from fastapi import APIRouter, Header, Path, Query
 from fastapi.responses import Response
 
 from command_api.entrypoints.deps import CurrentUser, PreferHeader, ServicesDep, UserCommand
-from command_api.adapters.intake import Prepared, parse_prefer_wait, status_body
+from command_api.adapters.intake import Prepared, parse_prefer_wait
 from command_api.entrypoints.models import (
     PLAN_ID_PATTERN,
     PROMO_CODE_INPUT,
@@ -41,6 +41,7 @@ from command_api.entrypoints.routes.common import (
     Limit,
     Offset,
     command_responses,
+    command_status_response,
     money,
     payment_view,
     plan_view,
@@ -428,15 +429,10 @@ async def list_refunds(services: ServicesDep, principal: CurrentUser, limit: Lim
 
 
 @router.get("/commands/{command_id}", response_model=CommandStatus, tags=["commands"], responses=read_responses(404))
-async def get_command(command_id: uuid.UUID, services: ServicesDep, principal: CurrentUser) -> CommandStatus:
-    """Where one of your commands is: accepted, processing, succeeded, rejected or failed."""
-    row = await services.reads.command(command_id)
-    if row is not None and row["user_id"] == principal.user_id:
-        return CommandStatus.model_validate(status_body(command_id, row["command_type"], row))
-    # Commands this caller sent for someone else (an operator's) or not yet projected ("accepted").
-    mine = await services.idempotency.accepted_command(command_id, principal.user_id)
-    if row is not None and mine is not None:
-        return CommandStatus.model_validate(status_body(command_id, row["command_type"], row))
-    if mine is not None:
-        return CommandStatus.model_validate(status_body(command_id, mine))
-    raise _not_found("command")
+async def get_command(command_id: uuid.UUID, services: ServicesDep, principal: CurrentUser, prefer: PreferHeader = None) -> Response:
+    """Where one of your commands is: accepted, processing, succeeded, rejected or failed.
+
+    Add `Prefer: wait=N` (N ≤ 10) and a command that has not ended is answered the moment it
+    ends, or after N seconds with where it is then — instead of asking again and again.
+    """
+    return await command_status_response(services, command_id, principal.user_id, prefer)
