@@ -10,8 +10,9 @@ the read models show it and the customer is emailed like for any refund.
 
 It is not recorded while a refund of ours on the same payment has no YooKassa id yet: YooKassa's
 refund may be that one (our create's answer was lost), and recording it twice would refund the
-books twice. Ours settles first (the janitor), then the next notification or reconciliation run
-records what is left.
+books twice. Nor while a pending refund of ours and this one together exceed the payment: one of
+them was canceled at YooKassa, and the books must not hold both meanwhile. Ours settles first (the
+janitor), then the next notification or reconciliation run records what is left.
 """
 
 from __future__ import annotations
@@ -56,6 +57,13 @@ def record_dashboard_refund(state: AccountState, command: Envelope, seen: Provid
             "until ours is settled; the next reconciliation records what is left."
         )
         return Decision([emit_succeeded(cid, command.type, payment_id=payment.payment_id, message=message)])
+    if _ours_pending_beyond_the_payment(state, payment, seen.amount.minor):
+        message = (
+            "A refund of ours on this payment is still pending and, with this one, more than the payment would be "
+            "refunded: YooKassa must have canceled one of them. Nothing is recorded until ours is settled; the next "
+            "reconciliation records what is left."
+        )
+        return Decision([emit_succeeded(cid, command.type, payment_id=payment.payment_id, message=message)])
     sub = state.subscriptions.get(payment.subscription_id)
     refund_id = dashboard_refund_id(seen.id)
     customer = (sub.customer if sub else None) or state.customer or payment.customer
@@ -86,6 +94,18 @@ def record_dashboard_refund(state: AccountState, command: Envelope, seen: Provid
         )
     )
     return Decision(emits)
+
+
+def _ours_pending_beyond_the_payment(state: AccountState, payment: Payment, new_minor: int) -> bool:
+    """A refund of ours on the payment is pending (not given up) and the books cannot hold it beside
+    this one. YooKassa never refunds more than was paid, so one of ours is canceled there — or this
+    one would not exist — but which is not known until ours is read again (the janitor does)."""
+    if payment.refunded_minor + payment.reserved_minor + new_minor <= payment.amount.minor:
+        return False
+    return any(
+        r.payment_id == payment.payment_id and r.status not in FINAL_REFUND and not r.outcome_unknown
+        for r in state.refunds.values()
+    )
 
 
 def _ours_without_an_id(state: AccountState, payment: Payment) -> bool:

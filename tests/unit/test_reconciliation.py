@@ -129,6 +129,35 @@ def test_a_refund_given_up_on_that_no_longer_fits_is_released() -> None:
     assert (payment.refunded_minor, payment.reserved_minor) == (29900, 0)
 
 
+def test_not_recorded_while_a_pending_refund_of_ours_and_it_would_exceed_the_payment() -> None:
+    """Found by the model: ours pending in our books (canceled at YooKassa, not heard yet) plus a large
+    dashboard refund put more than the payment in the books as refunded or reserved — and a refund
+    given up beside them was released as "never made" on that wrong sum. Ours settles first."""
+    acc = Account()
+    sub_id = acc.active()
+    payment_id = acc.state.subscriptions[sub_id].current_payment_id
+    acc.run(s.AdminRefund(subscription_id=sub_id, amount=s.Money(amount="1.00"), reason="x"), UNKNOWN, actor="admin")
+    given_up = next(iter(acc.state.refunds.values()))
+    acc.now += timedelta(hours=23, minutes=1)
+    acc.run(s.SyncRefund(refund_id=given_up.refund_id), actor="system")  # given up: 1.00 stays reserved
+    ours = ProviderRefund(id="3a8e0000-0000-5000-8000-000000000009", status="pending", amount=s.Money(amount="250.00"), payment_id=pid(1))
+    acc.run(s.AdminRefund(subscription_id=sub_id, amount=s.Money(amount="250.00"), reason="x"), ours, actor="admin")
+    pending = next(r for r in acc.state.refunds.values() if r.refund_id != given_up.refund_id)
+    theirs = dashboard(10, "250.00")  # YooKassa canceled ours; an operator refunded in the dashboard instead
+    heard = acc.run(s.SyncRefund(provider_refund_id=theirs.id), theirs, actor="provider")
+    assert types(heard) == ["CommandSucceeded"] and "still pending" in terminal(heard).outcome.message
+    payment = acc.state.payments[payment_id]
+    assert payment.refunded_minor + payment.reserved_minor <= payment.amount.minor
+    assert acc.state.refunds[given_up.refund_id].outcome_unknown  # still reserved, not released as "never made"
+    # the janitor reads ours: canceled. The next reconciliation records the dashboard refund.
+    canceled = ProviderRefund(id=ours.id, status="canceled", amount=ours.amount, payment_id=pid(1), cancellation_reason="canceled_by_merchant")
+    acc.run(s.SyncRefund(refund_id=pending.refund_id), canceled, actor="system")
+    recorded = acc.run(s.SyncRefund(provider_refund_id=theirs.id), theirs, actor="provider")
+    assert "RefundSucceeded" in types(recorded)
+    payment = acc.state.payments[payment_id]
+    assert (payment.refunded_minor, payment.reserved_minor) == (25000, 100)  # the given-up 1.00 still fits: kept
+
+
 def test_a_given_up_refund_of_the_same_amount_is_the_late_answer_not_a_dashboard_refund() -> None:
     acc = Account()
     sub_id = acc.active()
