@@ -644,6 +644,12 @@ def _pay_overdue(state: AccountState, command: Envelope, ctx: Context) -> Decisi
         return sub
     if sub.status != "past_due" or sub.period_end is None:
         return reject(command, "not_past_due", f"The subscription is {sub.status.replace('_', ' ')}: nothing is overdue to pay.")
+    upgrade = open_upgrade(state, sub) or given_up_upgrade(state, sub)
+    if upgrade is not None:
+        # An upgrade payment (which starts a new period on the new plan) is what kept the renewal
+        # from charging (0119): paying the period too would charge twice for the same days.
+        where = f" Pay it at {upgrade.confirmation_url}: it starts a new period on the new plan." if upgrade.confirmation_url else ""
+        return reject(command, "switch_in_progress", f"An upgrade payment for this subscription is still open and pays for this time.{where}")
     for pid in reversed(sub.payment_ids):
         p = state.payments.get(pid)
         if p is None or not p.renews_period:

@@ -313,3 +313,25 @@ def test_paying_an_overdue_period_now_under_a_scheduled_downgrade_pays_the_new_p
     sub = acc.state.subscriptions[sub_id]
     assert (sub.status, sub.plan_id, sub.price, sub.period_days, sub.pending_switch) == ("active", "monthly", MONTHLY.price, 30, None)
     assert (sub.period_start, sub.period_end) == (end, end + timedelta(days=30))  # type: ignore[operator]
+
+
+def test_no_pay_now_while_an_upgrade_payment_is_open():
+    """Found by the model: an open upgrade page keeps the renewal from charging, so the subscription
+    goes past due; paying the overdue period then charged a second time for the same days when the
+    customer also paid the upgrade. Pay-now is refused and points at the upgrade's page instead."""
+    acc = account()
+    sub_id = acc.active("monthly")
+    switch(acc, sub_id, "yearly", pending(2, url="http://pay/2"))  # the bank wants the upgrade confirmed
+    upgrade = acc.state.subscriptions[sub_id].payment_ids[-1]
+    end = acc.state.subscriptions[sub_id].period_end
+    acc.now = end - timedelta(hours=12)  # type: ignore[operator]
+    blocked = _renew(acc, sub_id, 1)
+    assert "RenewalFailed" in types(blocked) and acc.state.subscriptions[sub_id].status == "past_due"
+    creates = sum(isinstance(st, CreatePayment) for st in acc.steps)
+    refused = acc.run(s.PayOverdueSubscription(subscription_id=sub_id), pending(3, url="http://pay/3"))
+    assert types(refused) == ["CommandRejected"] and refused[0].data.code == "switch_in_progress"
+    assert "http://pay/2" in refused[0].data.reason
+    assert sum(isinstance(st, CreatePayment) for st in acc.steps) == creates  # nothing charged
+    acc.sync(upgrade, paid(2, at=acc.now))
+    sub = acc.state.subscriptions[sub_id]
+    assert (sub.plan_id, sub.status) == ("yearly", "active")
