@@ -505,6 +505,13 @@ class PeriodTerms:
     promo: AppliedPromo | None
     receipt: Receipt | None
 
+    def intent_fields(self) -> dict[str, Any]:
+        """The fields a RenewalStarted or RecoveryStarted takes from these terms."""
+        return {
+            "plan_id": self.plan_id, "plan_name": self.plan_name, "amount": self.amount, "promo": self.promo,
+            "period_start": self.period_start, "period_end": self.period_end, "receipt": self.receipt,
+        }
+
 
 def next_period_terms(state: AccountState, sub: Subscription, ctx: Context) -> PeriodTerms:
     """The terms of `sub`'s next period — the ONE computation shared by the automatic renewal (and
@@ -586,17 +593,11 @@ def _renew(state: AccountState, command: Envelope, ctx: Context) -> Decision:
     intent = RenewalStarted(
         subscription_id=sub.subscription_id,
         payment_id=payment_id,
-        plan_id=terms.plan_id,
-        plan_name=terms.plan_name,
-        amount=terms.amount,
-        promo=terms.promo,
-        period_start=terms.period_start,
-        period_end=terms.period_end,
+        **terms.intent_fields(),
         attempt=c.attempt,
         payment_method_id=sub.payment_method_id,
         idempotence_key=idempotence_key_for(payment_id),
         customer=sub.customer or state.customer,
-        receipt=terms.receipt,
     )
     step = CreatePayment(payment_id, intent.idempotence_key, renewal_request(state.user_id, cid, intent))
     return Decision([Emit(intent, cid)], step=step)
@@ -676,16 +677,10 @@ def _pay_overdue(state: AccountState, command: Envelope, ctx: Context) -> Decisi
     intent = RecoveryStarted(
         subscription_id=sub.subscription_id,
         payment_id=payment_id,
-        plan_id=terms.plan_id,
-        plan_name=terms.plan_name,
-        amount=terms.amount,
-        promo=terms.promo,
-        period_start=terms.period_start,
-        period_end=terms.period_end,
+        **terms.intent_fields(),
         customer=customer,
         idempotence_key=idempotence_key_for(payment_id),
         return_url=c.return_url or ctx.default_return_url,
-        receipt=terms.receipt,
     )
     step = CreatePayment(payment_id, intent.idempotence_key, recovery_request(state.user_id, cid, intent))
     return Decision([Emit(intent, cid)], step=step)

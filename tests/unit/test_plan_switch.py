@@ -42,6 +42,16 @@ def switch(acc: Account, sub_id: uuid.UUID, plan_id: str, *answers: ProviderPaym
     return acc.run(s.SwitchPlan(subscription_id=sub_id, plan_id=plan_id), *answers)
 
 
+def _give_up_on_an_upgrade(acc: Account, sub_id: uuid.UUID, plan_id: str) -> uuid.UUID:
+    """An upgrade whose create is never answered (a crash before the call) until the janitor gives up."""
+    switch(acc, sub_id, plan_id)
+    upgrade = acc.state.subscriptions[sub_id].payment_ids[-1]
+    acc.now += timedelta(hours=24)
+    acc.sync(upgrade)  # PaymentFailed(outcome_unknown)
+    assert acc.state.payments[upgrade].outcome_unknown
+    return upgrade
+
+
 def test_old_plans_belong_to_the_default_product():
     old = s.PlanCreated.model_validate({"plan_id": "p", "name": "P", "price": {"amount": "1.00", "currency": "RUB"}, "period_days": 30})
     assert old.product == s.DEFAULT_PRODUCT == "cinema"
@@ -254,11 +264,7 @@ def test_a_late_upgrade_success_while_a_renewal_charge_is_in_flight_is_refunded_
     start; its late success must not start a period the renewal in flight is also paying for."""
     acc = account()
     sub_id = acc.active("monthly")
-    switch(acc, sub_id, "yearly")  # crash before the call: the upgrade's create is never answered
-    upgrade = acc.state.subscriptions[sub_id].payment_ids[-1]
-    acc.now += timedelta(hours=24)
-    acc.sync(upgrade)  # the janitor gives up: PaymentFailed(outcome_unknown)
-    assert acc.state.payments[upgrade].outcome_unknown
+    upgrade = _give_up_on_an_upgrade(acc, sub_id, "yearly")
     sub = acc.state.subscriptions[sub_id]
     acc.now = sub.period_end - timedelta(hours=12)  # type: ignore[operator]
     acc.run(s.RenewSubscription(subscription_id=sub_id, period_end=sub.period_end), pending(3), actor="system")  # type: ignore[arg-type]
@@ -277,11 +283,7 @@ def test_no_second_upgrade_while_a_given_up_upgrade_may_have_charged():
     renewals already followed). The second switch is refused; the late success is matched and applied."""
     acc = account()
     sub_id = acc.active("monthly")
-    switch(acc, sub_id, "yearly")  # crash before the call: the upgrade's create is never answered
-    upgrade = acc.state.subscriptions[sub_id].payment_ids[-1]
-    acc.now += timedelta(hours=24)
-    acc.sync(upgrade)  # the janitor gives up: PaymentFailed(outcome_unknown)
-    assert acc.state.payments[upgrade].outcome_unknown
+    upgrade = _give_up_on_an_upgrade(acc, sub_id, "yearly")
     creates = sum(isinstance(st, CreatePayment) for st in acc.steps)
     again = switch(acc, sub_id, "yearly", paid(3, at=acc.now))
     assert types(again) == ["CommandRejected"] and again[0].data.code == "switch_in_progress"
