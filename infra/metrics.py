@@ -96,7 +96,7 @@ class ConsumerCollector(Collector):
         seen: dict[tuple[str, str, str], int] = {}
         for loop in list(self._loops):
             handled.add_metric([loop.group_id, loop.name], loop.handled)
-            commits.add_metric([loop.group_id, loop.name], getattr(loop, "commits", 0))
+            commits.add_metric([loop.group_id, loop.name], loop.commits)
             try:
                 for topic, partition, value in loop.lag():
                     key = (loop.group_id, topic, str(partition))

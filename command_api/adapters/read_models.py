@@ -19,7 +19,8 @@ from eventstore.sql import bind
 
 Row = Mapping[str, Any]
 
-_TERMINAL = ("succeeded", "rejected", "failed")
+TERMINAL_STATUSES = ("succeeded", "rejected", "failed")
+"""A command's statuses once it has ended (`read.commands.status`)."""
 class ReadModels:
     """The API's queries, on the plain asyncpg pool of the request path.
 
@@ -196,5 +197,5 @@ class ReadModels:
         """The commands among `command_ids` that reached a terminal status."""
         return await self._all(
             "SELECT * FROM read.commands WHERE command_id = ANY(:ids) AND status = ANY(:terminal)",
-            {"ids": command_ids, "terminal": list(_TERMINAL)},
+            {"ids": command_ids, "terminal": list(TERMINAL_STATUSES)},
         )

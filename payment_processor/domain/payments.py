@@ -10,6 +10,7 @@ in which case the charge is refunded in full.
 from __future__ import annotations
 
 from datetime import datetime, timedelta
+from typing import Any
 from uuid import UUID
 
 from schemas import (
@@ -296,9 +297,8 @@ def payment_succeeded_effects(
                 customer=payment.customer,
                 promo=intent.promo,
                 purpose="recovery",
+                **plan_taking_effect(intent, sub),
             )
-            if intent.plan_id != sub.plan_id:  # a scheduled downgrade takes effect with the period it paid
-                renewed = renewed.model_copy(update={"plan_id": intent.plan_id, "plan_name": intent.plan_name, "previous_plan_name": sub.plan_name})
             return [Emit(renewed, by)], None
         why = f"The payment for «{sub.plan_name}» succeeded after the subscription was {sub.status.replace('_', ' ')}; it is refunded in full."
         return full_refund(state, payment, seen, sub, why, ctx, by, cancel=False)
@@ -323,12 +323,19 @@ def payment_succeeded_effects(
             amount=payment.amount,
             customer=payment.customer,
             promo=intent.promo,
+            **plan_taking_effect(intent, sub),
         )
-        if intent.plan_id != sub.plan_id:  # a scheduled downgrade takes effect with this renewal
-            renewed = renewed.model_copy(update={"plan_id": intent.plan_id, "plan_name": intent.plan_name, "previous_plan_name": sub.plan_name})
         return [Emit(renewed, by)], None
     why = f"The renewal payment for «{sub.plan_name}» succeeded after the subscription was {sub.status}; it is refunded in full."
     return full_refund(state, payment, seen, sub, why, ctx, by, cancel=False)
+
+
+def plan_taking_effect(intent: RenewalStarted | RecoveryStarted, sub: Subscription) -> dict[str, Any]:
+    """SubscriptionRenewed's plan fields: set only when the charge paid for another plan than the
+    subscription's — a scheduled downgrade taking effect with the period it paid (0119, 0117)."""
+    if intent.plan_id == sub.plan_id:
+        return {}
+    return {"plan_id": intent.plan_id, "plan_name": intent.plan_name, "previous_plan_name": sub.plan_name}
 
 
 def upgrade_succeeded(

@@ -15,7 +15,7 @@ from command_api.entrypoints.models import (
 )
 from command_api.entrypoints.problems import problem_responses
 from command_api.adapters.intake import parse_prefer_wait, status_body
-from command_api.adapters.read_models import Row
+from command_api.adapters.read_models import TERMINAL_STATUSES, Row
 from command_api.domain.problems import ProblemError
 from rules.discounts import discount_minor
 from schemas import DEFAULT_PRODUCT, Money
@@ -210,9 +210,6 @@ def command_responses() -> dict[int | str, dict[str, Any]]:
         },
         **problem_responses(400, 401, 403, 404, 409, 422, 502, 503),
     }
-
-
-TERMINAL_STATUSES = ("succeeded", "rejected", "failed")
 
 
 async def command_status_response(services: Services, command_id: uuid.UUID, scope: str | None, prefer: str | None) -> JSONResponse:
