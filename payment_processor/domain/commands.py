@@ -645,12 +645,11 @@ def _pay_overdue(state: AccountState, command: Envelope, ctx: Context) -> Decisi
         return sub
     if sub.status != "past_due" or sub.period_end is None:
         return reject(command, "not_past_due", f"The subscription is {sub.status.replace('_', ' ')}: nothing is overdue to pay.")
-    upgrade = open_upgrade(state, sub) or given_up_upgrade(state, sub)
+    upgrade = unsettled_upgrade(state, sub)
     if upgrade is not None:
         # An upgrade payment (which starts a new period on the new plan) is what kept the renewal
         # from charging (0119): paying the period too would charge twice for the same days.
-        where = f" Pay it at {upgrade.confirmation_url}: it starts a new period on the new plan." if upgrade.confirmation_url else ""
-        return reject(command, "switch_in_progress", f"An upgrade payment for this subscription is still open and pays for this time.{where}")
+        return reject(command, "switch_in_progress", _upgrade_unsettled_reason(upgrade, "Paid, it starts a new period on the new plan."))
     for pid in reversed(sub.payment_ids):
         p = state.payments.get(pid)
         if p is None or not p.renews_period:
@@ -732,10 +731,14 @@ def open_upgrade(state: AccountState, sub: Subscription) -> Payment | None:
     return None
 
 
-def given_up_upgrade(state: AccountState, sub: Subscription) -> Payment | None:
-    """An upgrade payment of the subscription's current period and plan that YooKassa never answered
-    (given up, `outcome_unknown`, decision 0104): it may have charged the card, and its late success
-    would still switch the plan. A second upgrade meanwhile could take the money twice."""
+def unsettled_upgrade(state: AccountState, sub: Subscription) -> Payment | None:
+    """An upgrade payment that may still take money for the subscription's current time: one YooKassa
+    has not settled (`open_upgrade`), or one of the current period and plan it never answered (given
+    up, `outcome_unknown`, decision 0104) whose late success would still switch the plan. Another
+    upgrade or a pay-now meanwhile could charge twice for the same days."""
+    open_one = open_upgrade(state, sub)
+    if open_one is not None:
+        return open_one
     for pid in sub.payment_ids:
         p = state.payments.get(pid)
         if p is None or p.purpose != "upgrade" or not p.outcome_unknown or not isinstance(p.intent, UpgradeStarted):
@@ -743,6 +746,14 @@ def given_up_upgrade(state: AccountState, sub: Subscription) -> Payment | None:
         if p.intent.replaces_period_start == sub.period_start and p.intent.from_plan_id == sub.plan_id:
             return p
     return None
+
+
+def _upgrade_unsettled_reason(upgrade: Payment, then: str) -> str:
+    if upgrade.outcome_unknown:
+        return ("An earlier upgrade payment got no answer from YooKassa and may still have gone through; it is matched "
+                f"against YooKassa's records and settled first (the daily reconciliation at the latest). {then}")
+    where = f" Pay it at {upgrade.confirmation_url}." if upgrade.confirmation_url else ""
+    return f"An upgrade payment for this subscription is still open.{where} {then}"
 
 
 def _switch(state: AccountState, command: Envelope, ctx: Context) -> Decision:
@@ -762,16 +773,9 @@ def _switch(state: AccountState, command: Envelope, ctx: Context) -> Decision:
         return reject(command, "not_active", f"Only a live subscription can switch plans; this one is {sub.status.replace('_', ' ')}.")
     if plan.product != sub.product:
         return reject(command, "other_product", f"«{plan.name}» is a plan of another product; buy it separately.")
-    upgrade = open_upgrade(state, sub)
+    upgrade = unsettled_upgrade(state, sub)
     if upgrade is not None:
-        where = f" Pay it at {upgrade.confirmation_url}." if upgrade.confirmation_url else ""
-        return reject(command, "switch_in_progress", f"An upgrade payment for this subscription is still open.{where}")
-    if given_up_upgrade(state, sub) is not None:
-        return reject(
-            command, "switch_in_progress",
-            "An earlier upgrade payment got no answer from YooKassa and may still have gone through; it is matched "
-            "against YooKassa's records and settled first (the daily reconciliation at the latest). Switch once it has.",
-        )
+        return reject(command, "switch_in_progress", _upgrade_unsettled_reason(upgrade, "Switch once it has settled."))
     for pid in sub.payment_ids:
         p = state.payments.get(pid)
         if p is not None and p.purpose == "renewal" and (p.status not in FINAL_PAYMENT or p.outcome_unknown):
