@@ -50,6 +50,32 @@ ROLES = ("api", "processor", "relay", "projector", "notifier")
 BODY = {"pad": "x" * 260, "kind": "bare"}
 
 
+# The least I/O a purchase can do in this architecture (docs/decisions/0127): what `--floor` runs
+# instead of the product's counted I/O. Every hop of the design stays (API → commands topic →
+# processor → event store + outbox → relay → events topic → projector and notifier), with the
+# fewest records and rows each hop can carry:
+# - two commands (the purchase, the payment's sync after the webhook) and one event per command:
+#   an append that fuses intent, provider answer and outcome into one record;
+# - the two provider calls (create the payment; read it back, the webhook is not trusted) and the email;
+# - PostgreSQL: the two event rows (each append reads its stream first), one read-model row
+#   inserted and updated once, read by the API twice (the status the user polls) — plus the rows
+#   each bare process writes by its structure: the idempotency row, the outbox, the stream
+#   position, the email row.
+# The client and the sandboxes are the product's own; the client's requests are the same.
+MINIMAL_IO: dict[str, float] = {
+    "kafka:produced:commands": 2.0,
+    "kafka:produced:events": 2.0,
+    "sandbox:mailgun_messages": 1.0,
+    "billing_provider_calls{operation=create_payment}": 1.0,
+    "billing_provider_calls{operation=find_payment}": 1.0,
+    "pg:table:eventstore.events.n_tup_ins": 2.0,
+    "pg:table:eventstore.events.idx_scan": 2.0,
+    "pg:table:read.subscriptions.n_tup_ins": 1.0,
+    "pg:table:read.subscriptions.n_tup_upd": 1.0,
+    "pg:table:read.subscriptions.idx_scan": 3.0,
+}
+
+
 def spread(rate: float, k: int) -> int:
     """How many of an operation done `rate` times per unit the k-th unit (0-based) does.
 

@@ -28,7 +28,12 @@ Issue 21 (decision 0125) added:
 - **`--rate R`**: an open loop (Poisson arrivals, or `--fixed-spacing`) instead of `--users`, with
   p50/p99 of both latencies of the purchases requested after the warm-up, and the backlog;
 - **`--scale-out`**: the load on 1 processor × 6 partitions, 2 processors × 3, and 2 API instances
-  (users/arrivals spread round-robin over them), CPU per purchase by process side by side.
+  (users/arrivals spread round-robin over them), CPU per purchase by process side by side;
+- **`--floor`** (decision 0127): the same bare pipeline with the least I/O a purchase can do in
+  this architecture (`_samework.MINIMAL_IO`: two commands, two events, the two provider calls,
+  the email, two event rows and one read-model row), the cost no trimming of the product's own
+  work goes below; and for every run the CPU of the services alone (every process but the load
+  client and the sandboxes, which stand in for the users and the providers).
 """
 
 from __future__ import annotations
@@ -676,6 +681,7 @@ def main(
     fixed_spacing: bool = typer.Option(False, help="open loop: arrivals exactly 1/rate apart instead of Poisson"),
     count: int = typer.Option(20, help="purchases whose I/O is counted from the product's counters before the load (0 skips)"),
     ceiling: bool = typer.Option(False, "--ceiling", help="also run the same-work ceiling (bench/samework.py) and report product ÷ ceiling"),
+    floor: bool = typer.Option(False, "--floor", help="also run the bare pipeline with the least I/O a purchase can do in this architecture (samework.MINIMAL_IO): the cost no trimming of the product goes below"),
     scale_out: bool = typer.Option(False, "--scale-out", help="instead of --processors/--api-instances/--partitions: the load on 1 processor × 6 partitions, 2 × 3, and 2 APIs; CPU per purchase side by side"),
     ceiling_seconds: float = typer.Option(10.0, help="seconds of the bare Kafka → PostgreSQL message loop (0 skips)"),
     profile: bool = typer.Option(False, help="py-spy every service for 15 s of the steady state"),
@@ -685,17 +691,18 @@ def main(
 ) -> None:
     """Run the end-to-end load benchmark and print tables and one JSON line."""
     kafka, database_url = infra(kafka, database_url)
-    if ceiling and count <= 0:
-        raise typer.BadParameter("--ceiling reproduces the counted I/O: it needs --count > 0")
+    if (ceiling or floor) and count <= 0:
+        raise typer.BadParameter("--ceiling and --floor count the bare pipeline's I/O: they need --count > 0")
     load = Load(users=users, duration=duration, warmup=warmup, poll=poll, rate=rate, poisson=not fixed_spacing)
     variant = Variant("as configured", processors=processors, api_instances=api_instances, partitions=partitions)
     report = uvloop.run(_main(load, variant, consumers, count, ceiling, scale_out, ceiling_seconds, profile, kafka,
-                              database_url, keep))
+                              database_url, keep, floor))
     print(orjson.dumps(report).decode())
 
 
 async def _main(load: Load, variant: Variant, consumers: int, count: int, same_work: bool, scale_out: bool,
-                ceiling_seconds: float, profile: bool, kafka: str, database_url: str, keep: bool) -> dict[str, Any]:
+                ceiling_seconds: float, profile: bool, kafka: str, database_url: str, keep: bool,
+                floor: bool = False) -> dict[str, Any]:
     ceiling = {"msgs_per_s": 0.0}
     if ceiling_seconds > 0:
         console.print(f"ceiling: bare aiokafka → asyncpg loop for {ceiling_seconds:.0f}s …")
@@ -731,6 +738,19 @@ async def _main(load: Load, variant: Variant, consumers: int, count: int, same_w
         report["ratio_same_work_cpu"] = (round(bare["cpu_ms_per_purchase"] / product["cpu_ms_per_purchase"], 3)
                                          if product["cpu_ms_per_purchase"] else None)
         print_same_work(product, bare, report)
+    if floor:
+        from bench import _samework as samework
+
+        closed = Load(users=load.users, duration=load.duration, warmup=load.warmup, poll=load.poll)
+        console.rule("the architecture's floor: the least I/O a purchase can do, no logic")
+        least = await samework.run(samework.MINIMAL_IO, count, closed, kafka, database_url, console)
+        report["floor_purchases_per_s"] = least["purchases_per_s"]
+        report["floor_cpu_ms_per_purchase"] = least["cpu_ms_per_purchase"]
+        report["floor_services_cpu_ms_per_purchase"] = least["services_cpu_ms_per_purchase"]
+        report["floor_cpu_ms_per_purchase_by_process"] = least["cpu_ms_per_purchase_by_process"]
+        report["floor_io_per_purchase"] = least.get("io_per_purchase")
+        report["floor_host_drift"] = host_drift(product, least)
+        print_floor(product, least)
     if scale_out:
         report["scale_out"] = scaled
     return report
@@ -775,6 +795,35 @@ async def run_scale_out(load: Load, consumers: int, count: int, kafka: str,
 def _process_order(name: str) -> tuple[int, str]:
     """Instances of one service next to each other ("processor-1", "processor-2", …)."""
     return (0 if not name.startswith(("postgres", "kafka", "bench")) else 1, name)
+
+
+def print_floor(product: dict[str, Any], least: dict[str, Any]) -> None:
+    table = Table(title="product vs the architecture's floor (least I/O per purchase, no logic)")
+    table.add_column("measure")
+    table.add_column("product", justify="right")
+    table.add_column("floor", justify="right")
+    table.add_row("purchases/s (closed loop, same users)", f"{product['purchases_per_s']:,.1f}", f"{least['purchases_per_s']:,.1f}")
+    table.add_row("CPU ms / purchase, every process", f"{product['cpu_ms_per_purchase']:,.1f}", f"{least['cpu_ms_per_purchase']:,.1f}")
+    table.add_row("CPU ms / purchase, services (no client, no sandboxes)", f"{product['services_cpu_ms_per_purchase']:,.1f}",
+                  f"{least['services_cpu_ms_per_purchase']:,.1f}")
+    table.add_row("CPU-bound purchases/s on this machine", f"{product['cpu_bound_purchases_per_s']:,.1f}",
+                  f"{least['cpu_bound_purchases_per_s']:,.1f}")
+    drift = host_drift(product, least)
+    if drift:
+        table.add_row("load client CPU ratio (identical work: the host's drift)", f"{drift:.2f}", "1.00")
+        table.add_row("CPU ms / purchase, every process, at the floor run's host speed",
+                      f"{product['cpu_ms_per_purchase'] / drift:,.1f}", f"{least['cpu_ms_per_purchase']:,.1f}")
+    for key, value in (product.get("io") or {}).get("summary", {}).items():
+        table.add_row(f"I/O: {key}", f"{value:,.1f}", f"{(least.get('io_per_purchase') or {}).get(key, 0.0):,.1f}")
+    console.print(table)
+
+
+def host_drift(product: dict[str, Any], other: dict[str, Any]) -> float | None:
+    """The load client's CPU per purchase in `product` ÷ in `other`: its work per purchase is the
+    same requests in both runs, so this ratio is how much slower the shared host ran (decision 0127)."""
+    mine = product["cpu_ms_per_purchase_by_process"].get("bench client")
+    theirs = other["cpu_ms_per_purchase_by_process"].get("bench client")
+    return round(mine / theirs, 3) if mine and theirs else None
 
 
 def print_same_work(product: dict[str, Any], bare: dict[str, Any], report: dict[str, Any]) -> None:
@@ -912,6 +961,10 @@ def report_load(results: Results, start: float, end: float, load: Load, variant:
     return report
 
 
+# Processes that stand in for the world outside the product: the users and the two providers.
+HARNESS = frozenset({"bench client", "yookassa", "mailgun"})
+
+
 def report_cpu(cpu_before: dict[str, float], cpu_after: dict[str, float], cpu_t0: float, cpu_t1: float,
                completed: int) -> dict[str, Any]:
     work = {k.removeprefix("work:"): (cpu_after[k] - cpu_before.get(k, 0.0)) / max(1, completed)
@@ -922,7 +975,9 @@ def report_cpu(cpu_before: dict[str, float], cpu_after: dict[str, float], cpu_t0
     used = cpu_delta(cpu_before, cpu_after)
     per_purchase = {k: v * 1000 / max(1, completed) for k, v in used.items()}
     total_ms = sum(per_purchase.values())
+    services_ms = sum(v for k, v in per_purchase.items() if k not in HARNESS)
     print_cpu_table(per_purchase, used, cpu_t1 - cpu_t0, completed)
+    console.print(f"of which the services (every process but the load client and the sandboxes): {services_ms:,.1f} ms")
     cpu_bound = (os.cpu_count() or 1) * 1000 / total_ms if total_ms else 0.0
     console.print(f"CPU-bound estimate on this machine (all cores, nothing else running): {cpu_bound:,.0f} purchases/s")
     # Under a growing backlog the window's CPU also goes to purchases that complete after it, so
@@ -937,6 +992,7 @@ def report_cpu(cpu_before: dict[str, float], cpu_after: dict[str, float], cpu_t0
         "cpu_ms_per_event": round(per_event, 2),
         "work_per_purchase": {k: round(v, 1) for k, v in work.items()},
         "cpu_ms_per_purchase": round(total_ms, 1),
+        "services_cpu_ms_per_purchase": round(services_ms, 1),
         "cpu_bound_purchases_per_s": round(cpu_bound, 1),
         "cpu_ms_per_purchase_by_process": {k: round(v, 1) for k, v in per_purchase.items()},
     }

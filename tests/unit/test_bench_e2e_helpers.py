@@ -10,7 +10,7 @@ import pytest
 
 from bench import _counters as counters
 from bench import _samework as samework
-from bench.e2e import arrival_offsets
+from bench.e2e import arrival_offsets, host_drift
 
 # --------------------------------------------------------------------------- the open-loop schedule
 
@@ -141,6 +141,19 @@ def test_plan_assigns_tables_to_their_owners_and_reads_net_of_updates() -> None:
     assert not any("read.subscriptions" in work for work in tables.values())
 
 
+def test_the_floor_keeps_every_hop_with_one_event_per_command() -> None:
+    got = samework.plan(samework.MINIMAL_IO)
+    # both commands, each answered by one event; both provider calls; the email
+    assert (got["commands"], got["events"], got["emails"], got["provider_calls"]) == (2, 2, 1, 2)
+    tables = got["tables"]
+    # the processor reads its stream and appends one event per command
+    assert tables["processor"] == {"eventstore.events": {"ins": 2.0, "upd": 0.0, "del": 0.0, "reads": 2.0}}
+    # one read-model row, written by the projector and read twice by the API (the user's polls)
+    assert tables["projector"] == {"read.subscriptions": {"ins": 1.0, "upd": 1.0, "del": 0.0, "reads": 0.0}}
+    assert tables["api"] == {"read.subscriptions": {"ins": 0.0, "upd": 0.0, "del": 0.0, "reads": 2.0}}
+    assert tables["notifier"] == {} and tables["relay"] == {}  # only their structural rows
+
+
 def test_rows_replay_the_counted_operations_per_unit() -> None:
     rows = samework.Rows({"read.payments": {"ins": 1.0, "upd": 1.33, "del": 0.0, "reads": 2.0}}, units_per_purchase=2.0)
     ops: dict[str, int] = {}
@@ -158,3 +171,10 @@ def test_the_bare_processes_counters_read_like_the_products() -> None:
     got = counters.summary(counters.parse_metrics("api", counts.render().decode())
                            | counters.parse_metrics("processor", counts.render().decode()))
     assert got["http_in_api"] == 3 and got["provider_calls"] == 1
+
+
+def test_host_drift_is_the_load_clients_cpu_ratio_and_needs_both() -> None:
+    slow = {"cpu_ms_per_purchase_by_process": {"bench client": 11.2, "api": 12.5}}
+    fast = {"cpu_ms_per_purchase_by_process": {"bench client": 7.0, "bare api": 4.2}}
+    assert host_drift(slow, fast) == 1.6
+    assert host_drift(slow, {"cpu_ms_per_purchase_by_process": {}}) is None
