@@ -239,8 +239,15 @@ def _jvm_args(node: KafkaNode) -> list[str]:
 
 
 def _cluster_id() -> str:
-    """A Kafka Uuid: 16 random bytes, base64url without padding (what `random-uuid` prints)."""
-    return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+    """A Kafka Uuid: 16 random bytes, base64url without padding (what `random-uuid` prints).
+
+    Never one starting with "-": `kafka-storage format -t` would read it as an option and fail
+    (Kafka's own `Uuid.randomUuid()` draws again for the same reason).
+    """
+    while True:
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not cluster_id.startswith("-"):
+            return cluster_id
 
 
 def format_storage(node: KafkaNode) -> bool:
