@@ -791,15 +791,17 @@ async def open_work(conn: Any, accepted: set[uuid.UUID]) -> dict[str, int]:
     return out
 
 
-async def commands_on_topic(pipeline: Pipeline) -> set[uuid.UUID]:
-    """Every command id on this run's commands topic (read from the beginning to the end offsets)."""
+async def commands_on_topic(pipeline: Pipeline) -> dict[uuid.UUID, str]:
+    """Every command id on this run's commands topic (read from the beginning to the end offsets),
+    with where it is and what it is (type, key, partition@offset), for the details of one that
+    never ended; and the processors' committed offset of that partition beside it."""
     from aiokafka import AIOKafkaConsumer, TopicPartition
 
     topic = pipeline.topics["COMMANDS_TOPIC"]
     consumer = AIOKafkaConsumer(bootstrap_servers=pipeline.kafka_bootstrap, enable_auto_commit=False,
                                 isolation_level="read_committed", request_timeout_ms=20000)
     await consumer.start()
-    ids: set[uuid.UUID] = set()
+    ids: dict[uuid.UUID, str] = {}
     try:
         partitions = consumer.partitions_for_topic(topic)
         if not partitions:
@@ -817,10 +819,29 @@ async def commands_on_topic(pipeline: Pipeline) -> set[uuid.UUID]:
             for records in batch.values():
                 for record in records:
                     with contextlib.suppress(Exception):
-                        ids.add(uuid.UUID(orjson.loads(record.value)["id"]))
+                        body = orjson.loads(record.value)
+                        key = (record.key or b"").decode(errors="replace")
+                        ids[uuid.UUID(body["id"])] = f"{body.get('type')} key {key} at {record.partition}@{record.offset}"
+        committed = await _committed_offsets(pipeline, tps)
+        for cid, where in ids.items():
+            partition = int(where.rsplit(" at ", 1)[1].split("@")[0])
+            ids[cid] = f"{where}, processors committed {partition}@{committed.get(partition, '?')}"
     finally:
         await consumer.stop()
     return ids
+
+
+async def _committed_offsets(pipeline: Pipeline, tps: list[Any]) -> dict[int, int | None]:
+    """The processors' group's committed offset per partition of the commands topic."""
+    from aiokafka import AIOKafkaConsumer
+
+    group = AIOKafkaConsumer(bootstrap_servers=pipeline.kafka_bootstrap, group_id=pipeline.base_env()["PROCESSOR_GROUP_ID"],
+                             enable_auto_commit=False, request_timeout_ms=20000)
+    await group.start()
+    try:
+        return {tp.partition: await group.committed(tp) for tp in tps}
+    finally:
+        await group.stop()
 
 
 def _minor(value: str | None) -> int:
@@ -1181,14 +1202,14 @@ async def check(pipeline: Pipeline, tally: Tally, conn: Any) -> tuple[dict[str, 
     # --- commands that never ended
     on_topic = await commands_on_topic(pipeline)
     accepted = await accepted_command_ids(conn, tally)
-    everything = on_topic | accepted
+    everything = set(on_topic) | accepted
     rows = await conn.fetch("SELECT command_id, status FROM read.commands WHERE command_id = ANY($1::uuid[])",
                             list(everything))
     status_of = {r[0]: r[1] for r in rows}
     not_terminal = [cid for cid in everything if status_of.get(cid) not in TERMINAL]
     for cid in not_terminal[:20]:
         details.append(f"command {cid} not terminal (read.commands: {status_of.get(cid)!r}, "
-                       f"on topic: {cid in on_topic}, accepted by the API: {cid in accepted})")
+                       f"on topic: {on_topic.get(cid, False)}, accepted by the API: {cid in accepted})")
     lied = [cid for cid, told in tally.answered.items() if told in TERMINAL and status_of.get(cid) != told]
     for cid in lied[:20]:
         details.append(f"command {cid}: the user was told {tally.answered[cid]!r}, read.commands says {status_of.get(cid)!r}")

@@ -153,6 +153,14 @@ class ConsumerLoop:
         # Per partition, the offset from which records are ours and unfinished: our last commit, or
         # before one the first offset fetched since assignment. Lag is measured from it.
         self._committed: dict[TopicPartition, int] = {}
+        # Revocations begun, and how many had begun when the last batch was drained from the
+        # consumer. Rebalances are eager: a revocation takes every partition away and the next
+        # assignment starts each one again from the committed offset. A batch drained before a
+        # revocation that began before it is dispatched is stale (`batch_is_stale`): handling it
+        # would run records the group has moved on from, beside their new owner, or into the
+        # bookkeeping of the next assignment, whose commits could then pass unhandled records.
+        self._revocations = 0
+        self._drained_under = 0
 
     # ------------------------------------------------------------------ public
 
@@ -239,6 +247,9 @@ class ConsumerLoop:
             while not self._stop.is_set():
                 batch = await self.fetch_batch(consumer)
                 self.beat()
+                if self.batch_is_stale():
+                    self.log.info("stale_batch_dropped", records=sum(len(r) for r in batch.values()))
+                    continue
                 try:
                     for tp, records in batch.items():
                         for record in records:
@@ -270,7 +281,11 @@ class ConsumerLoop:
 
         Overridable (the projector applies the whole batch here); an override calls this first.
         """
-        fetch = asyncio.ensure_future(consumer.getmany(timeout_ms=1000, max_records=self.batch_max))
+        async def drain() -> tuple[dict[TopicPartition, list[ConsumerRecord]], int]:
+            batch = await consumer.getmany(timeout_ms=1000, max_records=self.batch_max)
+            return batch, self._revocations  # read in the same step as the drain: no revocation in between
+
+        fetch = asyncio.ensure_future(drain())
         stopper = asyncio.ensure_future(self._stop.wait())
         try:
             await asyncio.wait({fetch, stopper}, return_when=asyncio.FIRST_COMPLETED)
@@ -283,11 +298,22 @@ class ConsumerLoop:
             except asyncio.CancelledError:
                 pass
             return {}
-        batch = fetch.result()
+        batch, self._drained_under = fetch.result()
+        if self.batch_is_stale():
+            return {}
         for tp, records in batch.items():  # per partition of a batch, not per record
             if records and tp not in self._committed:
                 self._committed[tp] = records[0].offset
         return batch
+
+    def batch_is_stale(self) -> bool:
+        """True when a revocation began after the last batch was drained: drop that batch unhandled.
+
+        Its partitions were all revoked (eager rebalancing) and start again from the committed
+        offset wherever they are assigned next, so nothing is lost by dropping it. Checked where
+        the batch is fetched and again where it is dispatched (an override may await in between).
+        """
+        return self._drained_under != self._revocations
 
     async def _process(self, record: ConsumerRecord) -> None:
         tp = TopicPartition(record.topic, record.partition)
@@ -403,6 +429,7 @@ class _Rebalance(ConsumerRebalanceListener):
         self.loop = loop
 
     async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
+        self.loop._revocations += 1  # noqa: SLF001 - the listener is the loop's own helper
         await self.loop.on_partitions_revoked(list(revoked))
         if revoked:
             self.loop.log.info("partitions_revoked", partitions=sorted(f"{tp.topic}/{tp.partition}" for tp in revoked))

@@ -91,6 +91,13 @@ class KeyedConsumerLoop(ConsumerLoop):
                 else:
                     batch = await self.fetch_batch(consumer)
                     self.beat()
+                    if self.batch_is_stale():
+                        # A revocation began since the drain: the records go to whoever is
+                        # assigned next, from the committed offset. Dispatched here, they would
+                        # open a new bookkeeping under the old assignment, whose commits could
+                        # pass records still to be handled (a command never handled at all).
+                        self.log.info("stale_batch_dropped", records=sum(len(r) for r in batch.values()))
+                        continue
                     for tp, records in batch.items():
                         if tp not in consumer.assignment():
                             continue  # revoked while fetching: the new owner starts from our last commit

@@ -210,3 +210,81 @@ async def test_a_member_joining_mid_stream_takes_over_without_losing_or_repeatin
     for key, values_of_key in by_key.items():
         assert values_of_key == [v for k, v in sent if k == key]  # in order, across the hand-over
     assert {m for m, _, _ in handled} == {"a", "b"}  # the hand-over happened mid-stream
+
+
+class _HeldDispatch:
+    """Holds the first non-empty fetched batch between its drain and its dispatch, as a busy event
+    loop can: a rebalance may begin in that gap. Mixed into the loop under test."""
+
+    armed = False
+    revocations = 0
+
+    def arm(self) -> None:
+        self.held = asyncio.Event()
+        self.release = asyncio.Event()
+        self.armed = True
+
+    async def on_partitions_revoked(self, partitions):
+        self.revocations += 1
+        await super().on_partitions_revoked(partitions)
+
+    async def fetch_batch(self, consumer):
+        batch = await super().fetch_batch(consumer)
+        if batch and self.armed:
+            self.armed = False
+            self.held.set()
+            await self.release.wait()
+        return batch
+
+
+class _HeldKeyed(_HeldDispatch, KeyedConsumerLoop):
+    pass
+
+
+async def test_a_batch_fetched_before_a_rebalance_is_not_handled_after_it(settings, unique_topic, unique_group) -> None:
+    """The payment processor's member holds v0 in hand and has drained v1..v9, not yet dispatched,
+    when a second member joins. While the revocation waits for v0, the drained batch is dispatched;
+    then the partition is assigned back from the committed offset (after v0). That batch is stale:
+    handled, it opened a second bookkeeping of the partition beside the next assignment's, every
+    record ran twice, and commits could pass records never handled (a chaos run lost an operator's
+    command that way). Every record runs exactly once, in order."""
+    topic = await unique_topic(partitions=1)
+    group = unique_group()
+    sent = [("acct-1", f"v{i}") for i in range(10)]
+    handled: list[str] = []
+    v0_started, v0_may_end = asyncio.Event(), asyncio.Event()
+
+    def handler(name: str):
+        async def handle(record) -> None:
+            value = record.value.decode()
+            if value == "v0" and name == "a" and not v0_started.is_set():
+                v0_started.set()
+                await v0_may_end.wait()
+            handled.append(value)
+        return handle
+
+    options = {"topics": [topic], "group_id": group}
+    a = _HeldKeyed(settings, concurrency=4, handle=handler("a"), name="a", **options)
+    task_a = await _start(a)
+    await wait_until(lambda: bool(a.assignment()), timeout=30)
+    await _produce(settings, topic, sent[:1])
+    await asyncio.wait_for(v0_started.wait(), 30)  # v0 in hand
+    a.arm()
+    revoked_before = a.revocations
+    await _produce(settings, topic, sent[1:])
+    await asyncio.wait_for(a.held.wait(), 30)  # v1..v9 drained, not dispatched
+    # "a-…" sorts before "b-…": the round-robin assignor gives the partition back to a
+    b = KeyedConsumerLoop(settings, concurrency=4, handle=handler("b"), name="b", **options)
+    task_b = await _start(b)
+    try:
+        await wait_until(lambda: a.revocations > revoked_before, timeout=30)  # the revocation waits for v0
+        a.release.set()  # the drained batch reaches the dispatch now
+        await asyncio.sleep(0.5)
+        v0_may_end.set()
+        await wait_until(lambda: len(handled) >= len(sent), timeout=30)
+        await asyncio.sleep(2.0)  # a second run of any record would show up now
+    finally:
+        a.stop()
+        b.stop()
+    await asyncio.wait_for(asyncio.gather(task_a, task_b), 30)
+    assert handled == [v for _, v in sent]  # exactly once, in order
