@@ -25,6 +25,7 @@ from schemas import (
     RefundRequested,
     RefundSucceeded,
     RenewalStarted,
+    UpgradeStarted,
     derived_id,
     new_envelope,
 )
@@ -58,6 +59,9 @@ def to_envelopes(state: AccountState | PlanState, command: Envelope, emits: list
     return envelopes
 
 
+PAYMENT_INTENTS = (CheckoutStarted, RenewalStarted, CardCheckStarted, RecoveryStarted, UpgradeStarted)
+
+
 @dataclass(frozen=True, slots=True)
 class OperationChange:
     """Open or close a provider operation the janitor must follow up."""
@@ -68,11 +72,14 @@ class OperationChange:
 
 
 def operation_changes(emits: list[Emit]) -> list[OperationChange]:
-    """Intents open an operation; a final provider answer closes it."""
+    """Intents open an operation; a final provider answer closes it.
+
+    Every event that asks YooKassa for a payment (it carries an idempotence key) is an intent here:
+    one missing is never asked about again when its answer is lost."""
     changes: list[OperationChange] = []
     for emit in emits:
         p = emit.payload
-        if isinstance(p, (CheckoutStarted, RenewalStarted, CardCheckStarted, RecoveryStarted)):
+        if isinstance(p, PAYMENT_INTENTS):
             changes.append(OperationChange("open", "payment", p.payment_id))
         elif isinstance(p, RefundRequested):
             changes.append(OperationChange("open", "refund", p.refund_id))

@@ -78,6 +78,7 @@ from payment_processor.domain import (
     ProviderStep,
     PromoState,
     account_emits,
+    operation_changes,
     apply,
     apply_promo,
     build_account,
@@ -94,7 +95,7 @@ from rules.discounts import discount_minor
 from payment_processor.adapters.gateway import classify_error
 from payment_processor.domain.provider import ReceiptSettings
 from payment_processor.entrypoints.janitor import sync_command
-from payment_processor.adapters.operations import OpenOperation
+from payment_processor.adapters.operations import OpenOperation, net_changes
 from payment_processor.adapters.schedule import DueAction, DueNotice, row_of
 from payment_processor.entrypoints.scheduler import command_for, notice_command_for
 from payment_processor.domain.reconcile import Window, compare, our_objects, with_command_ids
@@ -761,6 +762,9 @@ class AccountMachine(RuleBasedStateMachine):
         self.sent: dict[Any, s.Envelope] = {}
         self.crashed: list[s.Envelope] = []
         self.checks: dict[Any, int] = {}
+        # `processor.open_operations` as the handler writes it: opened and closed by
+        # `operation_changes` of each append (the janitor follows only what is in it)
+        self.open_ops: dict[Any, tuple[str, datetime]] = {}
         self.counter = itertools.count(1)
         self.promo_logs: dict[str, list[s.Envelope]] = {code: _promo(code, terms) for code, terms in PROMO_TERMS.items()}
         self.promos: dict[str, PromoState] = {code: build_promo(s.promo_stream(code), log) for code, log in self.promo_logs.items()}
@@ -788,7 +792,14 @@ class AccountMachine(RuleBasedStateMachine):
                 if envelope.id not in have:
                     apply_promo(self.promos[code], envelope)
                     self.promo_logs[code].append(envelope)
-        for envelope in to_envelopes(self.state, command, account_emits(decision.events), self.now):
+        emits = account_emits(decision.events)
+        if emits:  # as the handler's side writes, which go in only with appended events
+            opened, closed = net_changes(operation_changes(emits))
+            for op_id in closed:
+                self.open_ops.pop(op_id, None)
+            for op_id, kind in opened.items():
+                self.open_ops.setdefault(op_id, (kind, self.now))
+        for envelope in to_envelopes(self.state, command, emits, self.now):
             if isinstance(envelope.data, s.RefundRequested):
                 self.known_at_intent.setdefault(envelope.data.idempotence_key, self._dashboard_refunds_recorded())
             apply(self.state, envelope)
@@ -1138,18 +1149,8 @@ class AccountMachine(RuleBasedStateMachine):
 
     def _open_operations(self) -> list[s.Envelope]:
         commands = []
-        # Open as the processor's operations table says: no final answer yet, or a receipt still registering.
-        open_payments = [
-            ("payment", p.payment_id, p.requested_at)
-            for p in self.state.payments.values()
-            if p.status in OPEN or (p.status == "succeeded" and p.receipt_registration == "pending")
-        ]
-        open_refunds = [
-            ("refund", r.refund_id, r.requested_at)
-            for r in self.state.refunds.values()
-            if r.status in OPEN or (r.status == "succeeded" and r.receipt_registration == "pending")
-        ]
-        for kind, op_id, opened in open_payments + open_refunds:
+        # What the processor's operations table holds (the janitor reads nothing else).
+        for op_id, (kind, opened) in sorted(self.open_ops.items(), key=lambda item: (item[1][1], str(item[0]))):
             checks = self.checks.get(op_id, 0)
             self.checks[op_id] = checks + 1
             commands.append(sync_command(OpenOperation(op_id, kind, STREAM, opened, checks), self.now))
@@ -1226,6 +1227,17 @@ class AccountMachine(RuleBasedStateMachine):
     @invariant()
     def state_is_the_fold_of_its_events(self) -> None:
         assert build_account(STREAM, self.log) == self.state
+
+    @invariant()
+    def the_janitor_follows_every_unanswered_operation(self) -> None:
+        """Every payment or refund without a final answer is in the operations table, and nothing
+        else is: an intent the table misses is never asked about again (its command never ends)."""
+        unanswered = {p.payment_id for p in self.state.payments.values()
+                      if p.status in OPEN or (p.status == "succeeded" and p.receipt_registration == "pending")}
+        unanswered |= {r.refund_id for r in self.state.refunds.values()
+                       if r.status in OPEN or (r.status == "succeeded" and r.receipt_registration == "pending")}
+        assert set(self.open_ops) == unanswered, (
+            f"operations table {sorted(map(str, self.open_ops))} but unanswered {sorted(map(str, unanswered))}")
 
     @invariant()
     def never_more_refunded_than_paid(self) -> None:

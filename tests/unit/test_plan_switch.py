@@ -14,8 +14,9 @@ from datetime import timedelta
 import pytest
 
 import schemas as s
-from payment_processor.domain import CreatePayment, CreateRefund, ProviderPayment
+from payment_processor.domain import CreatePayment, CreateRefund, ProviderPayment, operation_changes
 from payment_processor.domain.commands import upgrade_quote
+from payment_processor.domain.decision import Emit
 from rules.refunds import refund_amount
 from tests.unit.test_processor_domain import T0, Account, _renew, declined, paid, pending, plan, refund_ok, terminal, types
 
@@ -337,3 +338,17 @@ def test_no_pay_now_while_an_upgrade_payment_is_open():
     acc.sync(upgrade, paid(2, at=acc.now))
     sub = acc.state.subscriptions[sub_id]
     assert (sub.plan_id, sub.status) == ("yearly", "active")
+
+
+def test_an_upgrade_payment_is_followed_by_the_janitor_until_it_is_answered():
+    """UpgradeStarted opens the payment in the janitor's table, as every other payment intent does.
+    It did not: an upgrade whose create went unanswered was never asked about again, its command
+    never ended, and its open payment refused every renewal until dunning expired the
+    subscription (a chaos run; the model's `the_janitor_follows_every_unanswered_operation`)."""
+    acc = account()
+    sub_id = acc.active("monthly")
+    acc.now = T0 + timedelta(days=10)
+    events = switch(acc, sub_id, "yearly")  # the create is never answered
+    upgrade = acc.state.subscriptions[sub_id].payment_ids[-1]
+    changes = operation_changes([Emit(e.data, uuid.uuid4()) for e in events])
+    assert [(c.action, c.kind, c.operation_id) for c in changes] == [("open", "payment", upgrade)]

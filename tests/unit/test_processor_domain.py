@@ -922,3 +922,16 @@ def test_a_notification_we_cannot_read_yet_is_retried_not_dropped() -> None:
     assert retry.retry_later and not retry.events
     late = ProviderPayment(id=pid(9), status="succeeded", captured_at=acc.now, metadata={"payment_id": str(payment_id)})
     assert "SubscriptionRenewed" in types(acc.handle(command, late))  # the retry matches it
+
+
+def test_every_event_that_asks_yookassa_for_a_payment_opens_an_operation():
+    """An intent missing from the janitor's list is never asked about again when its answer is
+    lost (UpgradeStarted was): every payment event carrying an idempotence key must be in it."""
+    from payment_processor.domain.envelopes import PAYMENT_INTENTS
+
+    def subclasses(cls: type) -> set[type]:
+        return set(cls.__subclasses__()).union(*(subclasses(c) for c in cls.__subclasses__()))
+
+    keyed = {cls for cls in subclasses(s.Event) if "idempotence_key" in cls.model_fields}
+    assert {cls for cls in keyed if "refund_id" not in cls.model_fields} == set(PAYMENT_INTENTS)
+    assert {cls for cls in keyed if "refund_id" in cls.model_fields} == {s.RefundRequested}  # opens a refund
