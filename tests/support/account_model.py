@@ -53,6 +53,7 @@ Invariants (the two promises, made checkable):
 from __future__ import annotations
 
 import copy
+import dataclasses
 import itertools
 import uuid
 from dataclasses import dataclass, field
@@ -96,7 +97,8 @@ from payment_processor.adapters.gateway import classify_error
 from payment_processor.domain.provider import ReceiptSettings
 from payment_processor.entrypoints.janitor import sync_command
 from payment_processor.adapters.operations import OpenOperation, net_changes
-from payment_processor.adapters.schedule import DueAction, DueNotice, row_of
+from payment_processor.adapters.journal import schedule_rows_after
+from payment_processor.adapters.schedule import DueAction, DueNotice, ScheduleRow, row_of
 from payment_processor.entrypoints.scheduler import command_for, notice_command_for
 from payment_processor.domain.reconcile import Window, compare, our_objects, with_command_ids
 
@@ -765,6 +767,9 @@ class AccountMachine(RuleBasedStateMachine):
         # `processor.open_operations` as the handler writes it: opened and closed by
         # `operation_changes` of each append (the janitor follows only what is in it)
         self.open_ops: dict[Any, tuple[str, datetime]] = {}
+        # `processor.schedule` as the handler writes it: the rows of the subscriptions an append's
+        # schedule events touch (`journal.schedule_rows_after`); the scheduler reads nothing else
+        self.schedule_table: dict[Any, ScheduleRow] = {}
         self.counter = itertools.count(1)
         self.promo_logs: dict[str, list[s.Envelope]] = {code: _promo(code, terms) for code, terms in PROMO_TERMS.items()}
         self.promos: dict[str, PromoState] = {code: build_promo(s.promo_stream(code), log) for code, log in self.promo_logs.items()}
@@ -799,11 +804,14 @@ class AccountMachine(RuleBasedStateMachine):
                 self.open_ops.pop(op_id, None)
             for op_id, kind in opened.items():
                 self.open_ops.setdefault(op_id, (kind, self.now))
-        for envelope in to_envelopes(self.state, command, emits, self.now):
+        appended = to_envelopes(self.state, command, emits, self.now)
+        for envelope in appended:
             if isinstance(envelope.data, s.RefundRequested):
                 self.known_at_intent.setdefault(envelope.data.idempotence_key, self._dashboard_refunds_recorded())
             apply(self.state, envelope)
             self.log.append(envelope)
+        for row in schedule_rows_after(self.state, appended):
+            self.schedule_table[row.subscription_id] = row
 
     def _dashboard_refunds_recorded(self) -> frozenset[str]:
         return frozenset(r.provider_refund_id for r in self.state.refunds.values() if r.dashboard and r.provider_refund_id)
@@ -1098,9 +1106,9 @@ class AccountMachine(RuleBasedStateMachine):
         """`processor.price_notices`' due pairs: live rows × the plan's changes, once. The SQL also leaves
         grandfathered changes out; here they go too, so the decider alone must keep them unannounced."""
         due = []
-        for sub in list(self.state.subscriptions.values()):
-            row = row_of(self.state, sub)
-            if row is None or row.status not in ("active", "past_due") or row.plan_id not in self.plans:
+        for row in list(self.schedule_table.values()):
+            sub = self.state.subscriptions[row.subscription_id]
+            if row.status not in ("active", "past_due") or row.plan_id not in self.plans:
                 continue
             for change in self.plans[row.plan_id].price_changes:
                 if (sub.subscription_id, change.change_id) not in self.notices_sent:
@@ -1110,9 +1118,8 @@ class AccountMachine(RuleBasedStateMachine):
     def _due(self) -> list[DueAction]:
         """`processor.schedule`'s due actions, as its SQL decides them (docs/decisions/0090)."""
         actions = []
-        for sub in list(self.state.subscriptions.values()):
-            row = row_of(self.state, sub)
-            if row is None or row.status not in ("active", "past_due"):
+        for row in list(self.schedule_table.values()):
+            if row.status not in ("active", "past_due"):
                 continue
             action = None
             if row.auto_renew and row.has_saved_method and not row.cancel_at_period_end and not row.dunning_over:
@@ -1227,6 +1234,21 @@ class AccountMachine(RuleBasedStateMachine):
     @invariant()
     def state_is_the_fold_of_its_events(self) -> None:
         assert build_account(STREAM, self.log) == self.state
+
+    @invariant()
+    def the_scheduler_sees_every_subscription_as_it_is(self) -> None:
+        """The schedule table holds every subscription with a period as the account says it is
+        (its status, period end, renewal terms, card, dunning, plan): a change no schedule event
+        carries would leave the scheduler renewing, retrying or expiring on stale terms."""
+        for sub in self.state.subscriptions.values():
+            expected = row_of(self.state, sub)
+            got = self.schedule_table.get(sub.subscription_id)
+            if expected is None:
+                assert got is None, f"subscription {sub.subscription_id} has no period but a schedule row"
+                continue
+            assert got is not None, f"subscription {sub.subscription_id} ({sub.status}) is not in the schedule"
+            assert dataclasses.replace(got, stream_version=0) == dataclasses.replace(expected, stream_version=0), (
+                f"schedule row of {sub.subscription_id} is stale: {got} vs {expected}")
 
     @invariant()
     def the_janitor_follows_every_unanswered_operation(self) -> None:
