@@ -797,13 +797,24 @@ def _process_order(name: str) -> tuple[int, str]:
     return (0 if not name.startswith(("postgres", "kafka", "bench")) else 1, name)
 
 
-def print_floor(product: dict[str, Any], least: dict[str, Any]) -> None:
-    table = Table(title="product vs the architecture's floor (least I/O per purchase, no logic)")
+def _versus(title: str, name: str, product: dict[str, Any], other: dict[str, Any]) -> Table:
+    """A product-vs-bare table, its first rows filled: purchases/s and CPU per purchase."""
+    table = Table(title=title)
     table.add_column("measure")
     table.add_column("product", justify="right")
-    table.add_column("floor", justify="right")
-    table.add_row("purchases/s (closed loop, same users)", f"{product['purchases_per_s']:,.1f}", f"{least['purchases_per_s']:,.1f}")
-    table.add_row("CPU ms / purchase, every process", f"{product['cpu_ms_per_purchase']:,.1f}", f"{least['cpu_ms_per_purchase']:,.1f}")
+    table.add_column(name, justify="right")
+    table.add_row("purchases/s (closed loop, same users)", f"{product['purchases_per_s']:,.1f}", f"{other['purchases_per_s']:,.1f}")
+    table.add_row("CPU ms / purchase", f"{product['cpu_ms_per_purchase']:,.1f}", f"{other['cpu_ms_per_purchase']:,.1f}")
+    return table
+
+
+def _io_rows(table: Table, product: dict[str, Any], other: dict[str, Any]) -> None:
+    for key, value in (product.get("io") or {}).get("summary", {}).items():
+        table.add_row(f"I/O: {key}", f"{value:,.1f}", f"{(other.get('io_per_purchase') or {}).get(key, 0.0):,.1f}")
+
+
+def print_floor(product: dict[str, Any], least: dict[str, Any]) -> None:
+    table = _versus("product vs the architecture's floor (least I/O per purchase, no logic)", "floor", product, least)
     table.add_row("CPU ms / purchase, services (no client, no sandboxes)", f"{product['services_cpu_ms_per_purchase']:,.1f}",
                   f"{least['services_cpu_ms_per_purchase']:,.1f}")
     table.add_row("CPU-bound purchases/s on this machine", f"{product['cpu_bound_purchases_per_s']:,.1f}",
@@ -813,8 +824,7 @@ def print_floor(product: dict[str, Any], least: dict[str, Any]) -> None:
         table.add_row("load client CPU ratio (identical work: the host's drift)", f"{drift:.2f}", "1.00")
         table.add_row("CPU ms / purchase, every process, at the floor run's host speed",
                       f"{product['cpu_ms_per_purchase'] / drift:,.1f}", f"{least['cpu_ms_per_purchase']:,.1f}")
-    for key, value in (product.get("io") or {}).get("summary", {}).items():
-        table.add_row(f"I/O: {key}", f"{value:,.1f}", f"{(least.get('io_per_purchase') or {}).get(key, 0.0):,.1f}")
+    _io_rows(table, product, least)
     console.print(table)
 
 
@@ -827,18 +837,12 @@ def host_drift(product: dict[str, Any], other: dict[str, Any]) -> float | None:
 
 
 def print_same_work(product: dict[str, Any], bare: dict[str, Any], report: dict[str, Any]) -> None:
-    table = Table(title="product vs same-work ceiling (the same I/O per purchase, no logic)")
-    table.add_column("measure")
-    table.add_column("product", justify="right")
-    table.add_column("same-work ceiling", justify="right")
-    table.add_row("purchases/s (closed loop, same users)", f"{product['purchases_per_s']:,.1f}", f"{bare['purchases_per_s']:,.1f}")
-    table.add_row("CPU ms / purchase", f"{product['cpu_ms_per_purchase']:,.1f}", f"{bare['cpu_ms_per_purchase']:,.1f}")
+    table = _versus("product vs same-work ceiling (the same I/O per purchase, no logic)", "same-work ceiling", product, bare)
     for what in sorted(set(product["cpu_ms_per_purchase_by_process"]) | set(bare["cpu_ms_per_purchase_by_process"]),
                        key=_process_order):
         table.add_row(f"  {what}", f"{product['cpu_ms_per_purchase_by_process'].get(what, 0.0):,.1f}",
                       f"{bare['cpu_ms_per_purchase_by_process'].get(what, 0.0):,.1f}")
-    for key, value in (product.get("io") or {}).get("summary", {}).items():
-        table.add_row(f"I/O: {key}", f"{value:,.1f}", f"{(bare.get('io_per_purchase') or {}).get(key, 0.0):,.1f}")
+    _io_rows(table, product, bare)
     table.add_row("ratio product ÷ ceiling (purchases/s)", str(report["ratio_same_work"]), "")
     table.add_row("ratio ceiling CPU ÷ product CPU", str(report["ratio_same_work_cpu"]), "")
     console.print(table)
