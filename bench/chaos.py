@@ -1484,6 +1484,10 @@ async def run_chaos(cfg: ChaosConfig, database_url: str, log: Any = print) -> di
                 if not settled:
                     log(f"[not settled after {cfg.settle_timeout:.0f}s: {state}]")
                 counts, facts, details = await check(pipeline, tally, conn)
+                if any(counts.values()) or not settled:
+                    # a finding is rarely reproduced by its seed (timing decides): keep its evidence
+                    pipeline.options.keep_database = True
+                    log(f"[a count is not zero: the database {pipeline.database_name} is kept for inspection]")
             finally:
                 await conn.close()
         dead = [name for name, proc in pipeline.processes.items() if not proc.running]
@@ -1563,7 +1567,7 @@ def main(
     no_faults: bool = typer.Option(False, "--no-faults", help="no YooKassa faults"),
     settle_timeout: float = typer.Option(180.0, help="seconds to wait for everything to settle"),
     database_url: str = typer.Option(None, help="PostgreSQL server URL (default: .stack/env); a fresh database is made on it"),
-    keep: bool = typer.Option(False, help="keep the chaos database for inspection"),
+    keep: bool = typer.Option(False, help="keep the chaos database for inspection (kept anyway when a count is not zero or the run did not settle)"),
     report_file: Path = typer.Option(None, help="also write the whole report as JSON here"),
 ) -> None:
     """Run the chaos test and print a table and one JSON line; exit 1 when a count is not zero."""
