@@ -171,7 +171,9 @@ class Tally:
     time_shifts: int = 0
     answered: dict[uuid.UUID, str] = field(default_factory=dict)  # command id -> status the user was told
     sent: set[uuid.UUID] = field(default_factory=set)  # every command id a user POSTed (derived from the key)
-    purchases: dict[str, tuple[str, str | None]] = field(default_factory=dict)  # user id -> (plan, promo code) it bought
+    # (user id, Idempotency-Key) -> (plan, promo code) of each purchase request: a user may buy
+    # again later (a rebuy after expiry) without the code, so a charge is judged by its own request
+    purchases: dict[tuple[str, str], tuple[str, str | None]] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
 
 
@@ -283,7 +285,7 @@ class User:
         body: dict[str, Any] = {"plan_id": plan_id, "auto_renew": self.rng.random() < 0.5 if auto_renew is None else auto_renew}
         if promo_code is not None:
             body["promo_code"] = promo_code
-        self.tally.purchases[self.user_id] = (plan_id, promo_code)  # what its charge must be: the price less the code's discount
+        self.tally.purchases[(self.user_id, key)] = (plan_id, promo_code)  # what its charge must be: the price less the code's discount
         if self.rng.random() < 0.1:  # a double click: the same request twice at once
             self.tally.ops["double_click"] += 1
             answers = await asyncio.gather(*(self.command("/v1/subscriptions", key, body) for _ in range(2)))
@@ -1122,15 +1124,15 @@ def expected_charge_minor(list_minor: int, promo: Promo | None) -> int:
 def count_purchase_amount_mismatches(payments: list[dict[str, Any]], purchases: dict[str, tuple[str, str | None]],
                                      promos: dict[str, Promo] | None = None) -> tuple[int, list[str]]:
     """Purchase charges YooKassa was asked for (any status) whose amount is not the plan's price less
-    the discount of the code the user bought with (none: the list price); users the harness did not
-    see buy are not judged."""
+    the discount of the code that purchase request carried (none: the list price). `purchases` is by
+    command id (the payment's `metadata.command_id`); requests the harness did not see are not judged."""
     promos = PROMO_BY_CODE if promos is None else promos
     count, details = 0, []
     for p in payments:
         meta = p.get("metadata") or {}
-        if meta.get("purpose", "purchase") != "purchase" or meta.get("user_id") not in purchases:
+        if meta.get("purpose", "purchase") != "purchase" or meta.get("command_id") not in purchases:
             continue
-        plan_id, code = purchases[meta["user_id"]]
+        plan_id, code = purchases[meta["command_id"]]
         want = expected_charge_minor(_minor(PLAN_PRICES[plan_id]), promos.get(code) if code else None)
         got = _minor(p["amount"]["value"])
         if got != want:
@@ -1235,7 +1237,10 @@ async def check(pipeline: Pipeline, tally: Tally, conn: Any) -> tuple[dict[str, 
     # --- promo codes: the usage limit (and once per customer) held; every purchase charged its price less its discount
     promo_beyond, found = count_promo_uses_beyond_limit(events, payments)
     details.extend(found[:20])
-    amount_mismatches, found = count_purchase_amount_mismatches(payments, tally.purchases)
+    # the API's command id of each purchase request the harness made (its idempotency rows)
+    rows = await conn.fetch("SELECT scope, key, command_id FROM api.idempotency_keys WHERE command_type = 'PurchaseSubscription'")
+    by_command = {str(r[2]): tally.purchases[(r[0], r[1])] for r in rows if (r[0], r[1]) in tally.purchases}
+    amount_mismatches, found = count_purchase_amount_mismatches(payments, by_command)
     details.extend(found[:20])
     for promo in PROMOS:
         redeemed = sum(1 for _s, k, d in events if k == "PromoCodeRedeemed" and d["code"] == promo.code)

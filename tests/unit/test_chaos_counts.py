@@ -185,8 +185,10 @@ def test_an_upgrade_payment_buys_its_period_through_plan_switched() -> None:
 # ----------------------------------------------------------------------------- purchases per user
 
 
-def charge(pay: str, user: str = "u1", purpose: str | None = None, status: str = "succeeded", value: str = "299.00") -> dict[str, Any]:
-    meta = {"subscription_id": SUB, "payment_id": pay, "user_id": user, **({"purpose": purpose} if purpose else {})}
+def charge(pay: str, user: str = "u1", purpose: str | None = None, status: str = "succeeded", value: str = "299.00",
+           command: str | None = None) -> dict[str, Any]:
+    meta = {"subscription_id": SUB, "payment_id": pay, "user_id": user, "command_id": command or f"cmd-{pay[-1]}",
+            **({"purpose": purpose} if purpose else {})}
     return {"id": f"yk-{pay[-1]}", "status": status, "amount": {"value": value, "currency": "RUB"}, "metadata": meta}
 
 
@@ -258,12 +260,24 @@ def test_the_expected_charge_is_the_price_less_the_discount_rounded_down_and_at_
 
 def test_a_purchase_charged_other_than_its_discounted_price_is_counted() -> None:
     promos = {"P15": Promo("P15", 1, percent_off=15)}
-    purchases = {"u1": (PLAN_ID, "P15"), "u2": (PLAN_ID, None)}
+    purchases = {"cmd-1": (PLAN_ID, "P15"), "cmd-2": (PLAN_ID, None)}  # by the purchase's command id
     good = [charge(P1, "u1", value="254.15"), charge(P2, "u2", value=PLAN_PRICE), charge(P3, "u1", "renewal", value="299.00")]
     assert count_purchase_amount_mismatches(good, purchases, promos) == (0, [])
     bad = [charge(P1, "u1", value="299.00"), charge(P2, "u2", value="254.15", status="pending"), charge(P3, "u9", value="1.00")]
     count, details = count_purchase_amount_mismatches(bad, purchases, promos)
     assert count == 2 and "expected 25415" in details[0]
+
+
+def test_a_rebuy_without_the_code_is_judged_by_its_own_request() -> None:
+    """Found in a chaos run (seed 1160880236): a user bought with CHAOS-AMT (249 ₽), the subscription
+    expired, and the user bought again without a code (299 ₽, right). Judged by the user's first
+    request, the second charge was counted as a mismatch."""
+    promos = {"A50": Promo("A50", 1, amount_off="50.00")}
+    purchases = {"cmd-buy-1": (PLAN_ID, "A50"), "cmd-buy-2": (PLAN_ID, None)}
+    charges = [charge(P1, "u1", value="249.00", command="cmd-buy-1"), charge(P2, "u1", value="299.00", command="cmd-buy-2")]
+    assert count_purchase_amount_mismatches(charges, purchases, promos) == (0, [])
+    swapped = [charge(P1, "u1", value="299.00", command="cmd-buy-1"), charge(P2, "u1", value="249.00", command="cmd-buy-2")]
+    assert count_purchase_amount_mismatches(swapped, purchases, promos)[0] == 2
 
 
 def test_a_charge_given_up_on_and_later_found_declined_no_longer_joins_the_next_periods() -> None:
