@@ -803,7 +803,7 @@ async def commands_on_topic(pipeline: Pipeline) -> dict[uuid.UUID, str]:
     consumer = AIOKafkaConsumer(bootstrap_servers=pipeline.kafka_bootstrap, enable_auto_commit=False,
                                 isolation_level="read_committed", request_timeout_ms=20000)
     await consumer.start()
-    ids: dict[uuid.UUID, str] = {}
+    found: dict[uuid.UUID, tuple[str, int]] = {}  # command id -> (type, key and offset; partition)
     try:
         partitions = consumer.partitions_for_topic(topic)
         if not partitions:
@@ -823,14 +823,13 @@ async def commands_on_topic(pipeline: Pipeline) -> dict[uuid.UUID, str]:
                     with contextlib.suppress(Exception):
                         body = orjson.loads(record.value)
                         key = (record.key or b"").decode(errors="replace")
-                        ids[uuid.UUID(body["id"])] = f"{body.get('type')} key {key} at {record.partition}@{record.offset}"
+                        found[uuid.UUID(body["id"])] = (f"{body.get('type')} key {key} at {record.partition}@{record.offset}",
+                                                        record.partition)
         committed = await _committed_offsets(pipeline, tps)
-        for cid, where in ids.items():
-            partition = int(where.rsplit(" at ", 1)[1].split("@")[0])
-            ids[cid] = f"{where}, processors committed {partition}@{committed.get(partition, '?')}"
     finally:
         await consumer.stop()
-    return ids
+    return {cid: f"{where}, processors committed {partition}@{committed.get(partition, '?')}"
+            for cid, (where, partition) in found.items()}
 
 
 async def _committed_offsets(pipeline: Pipeline, tps: list[Any]) -> dict[int, int | None]:

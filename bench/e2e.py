@@ -722,10 +722,11 @@ async def _main(load: Load, variant: Variant, consumers: int, count: int, same_w
     }
     if "io" in product:
         report["io_per_purchase"] = {k: round(v, 2) for k, v in product["io"]["summary"].items()}
-    if same_work:
-        from bench import _samework as samework
+    from bench import _samework as samework
 
-        closed = Load(users=load.users, duration=load.duration, warmup=load.warmup, poll=load.poll)
+    # the bare pipelines run under the same closed-loop users as the product
+    closed = Load(users=load.users, duration=load.duration, warmup=load.warmup, poll=load.poll)
+    if same_work:
         bare = await samework.run(product["io"]["counts"], count, closed, kafka, database_url, console)
         report["ceiling_same_work_purchases_per_s"] = bare["purchases_per_s"]
         report["ceiling_same_work_cpu_ms_per_purchase"] = bare["cpu_ms_per_purchase"]
@@ -739,9 +740,6 @@ async def _main(load: Load, variant: Variant, consumers: int, count: int, same_w
                                          if product["cpu_ms_per_purchase"] else None)
         print_same_work(product, bare, report)
     if floor:
-        from bench import _samework as samework
-
-        closed = Load(users=load.users, duration=load.duration, warmup=load.warmup, poll=load.poll)
         console.rule("the architecture's floor: the least I/O a purchase can do, no logic")
         least = await samework.run(samework.MINIMAL_IO, count, closed, kafka, database_url, console)
         report["floor_purchases_per_s"] = least["purchases_per_s"]

@@ -245,11 +245,7 @@ class ConsumerLoop:
         consumer = await self.open_consumer()
         try:
             while not self._stop.is_set():
-                batch = await self.fetch_batch(consumer)
-                self.beat()
-                if self.batch_is_stale():
-                    self.log.info("stale_batch_dropped", records=sum(len(r) for r in batch.values()))
-                    continue
+                batch = await self.next_batch(consumer)
                 try:
                     for tp, records in batch.items():
                         for record in records:
@@ -304,6 +300,16 @@ class ConsumerLoop:
         for tp, records in batch.items():  # per partition of a batch, not per record
             if records and tp not in self._committed:
                 self._committed[tp] = records[0].offset
+        return batch
+
+    async def next_batch(self, consumer: AIOKafkaConsumer) -> dict[TopicPartition, list[ConsumerRecord]]:
+        """`fetch_batch`, then the heartbeat; empty when a revocation began since the drain (an
+        override of `fetch_batch` may await after it): what each loop dispatches."""
+        batch = await self.fetch_batch(consumer)
+        self.beat()
+        if batch and self.batch_is_stale():
+            self.log.info("stale_batch_dropped", records=sum(len(r) for r in batch.values()))
+            return {}
         return batch
 
     def batch_is_stale(self) -> bool:

@@ -89,15 +89,10 @@ class KeyedConsumerLoop(ConsumerLoop):
                     await asyncio.wait(self._tasks, timeout=1.0, return_when=asyncio.FIRST_COMPLETED)
                     self.beat()
                 else:
-                    batch = await self.fetch_batch(consumer)
-                    self.beat()
-                    if self.batch_is_stale():
-                        # A revocation began since the drain: the records go to whoever is
-                        # assigned next, from the committed offset. Dispatched here, they would
-                        # open a new bookkeeping under the old assignment, whose commits could
-                        # pass records still to be handled (a command never handled at all).
-                        self.log.info("stale_batch_dropped", records=sum(len(r) for r in batch.values()))
-                        continue
+                    # A batch drained before a revocation began comes back empty: dispatched, it
+                    # would open a new bookkeeping under the old assignment, whose commits could
+                    # pass records still to be handled (docs/decisions/0128).
+                    batch = await self.next_batch(consumer)
                     for tp, records in batch.items():
                         if tp not in consumer.assignment():
                             continue  # revoked while fetching: the new owner starts from our last commit

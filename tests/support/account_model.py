@@ -48,6 +48,10 @@ Invariants (the two promises, made checkable):
   full price after — and YooKassa was asked for exactly that; a code is never held beyond its limit
   nor twice by one user; a checkout that certainly failed releases its use, one that paid keeps it.
   (One account here: the cross-account limit is `tests/integration/test_promo_limit_race.py`.)
+* the processor's own tables (docs/decisions/0129), kept here exactly as the handler writes them
+  with each append and the only thing the janitor and the scheduler read: the operations table
+  holds exactly the payments and refunds without a final answer (or with a receipt registering),
+  and every subscription with a period has its schedule row as the account says it is.
 """
 
 from __future__ import annotations
@@ -1107,12 +1111,11 @@ class AccountMachine(RuleBasedStateMachine):
         grandfathered changes out; here they go too, so the decider alone must keep them unannounced."""
         due = []
         for row in list(self.schedule_table.values()):
-            sub = self.state.subscriptions[row.subscription_id]
             if row.status not in ("active", "past_due") or row.plan_id not in self.plans:
                 continue
             for change in self.plans[row.plan_id].price_changes:
-                if (sub.subscription_id, change.change_id) not in self.notices_sent:
-                    due.append(DueNotice(sub.subscription_id, row.stream_id, row.user_id, row.plan_id, change.change_id))
+                if (row.subscription_id, change.change_id) not in self.notices_sent:
+                    due.append(DueNotice(row.subscription_id, row.stream_id, row.user_id, row.plan_id, change.change_id))
         return due
 
     def _due(self) -> list[DueAction]:
